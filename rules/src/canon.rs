@@ -1,0 +1,1048 @@
+//! The one path canonicaliser.
+//!
+//! Every rule matches the canonical path and the canonical path is what is forwarded upstream, so
+//! the canonical form must leave no room for an upstream to read the path differently than we do.
+//! Anything an upstream could plausibly decode, strip or normalise into something else is either
+//! normalised here (so both sides see the same bytes) or refused with a [`CanonError`] (HTTP 400).
+//!
+//! The canonical form is plain ASCII:
+//!
+//! * it starts with `/`, has no empty segment except an optional trailing one (`//` is merged)
+//!   and no `.`/`..` segment (RFC 3986 §5.2.4, but `..` above the root is refused, not clamped);
+//! * unreserved characters (`A-Z a-z 0-9 - . _ ~`) are never percent-encoded;
+//! * every other percent-escape is in uppercase hex; non-ASCII is valid UTF-8, percent-encoded;
+//! * bytes outside RFC 3986 `pchar` that are harmless (space, `"`, `<`, `{`, …) are encoded;
+//! * no raw `;`, `\`, control byte, and no escape of `/`, `\`, NUL or controls.
+//!
+//! [`canonicalize`] is idempotent and returns [`Cow::Borrowed`] (no allocation) when the input is
+//! already canonical; otherwise it allocates exactly once.
+//!
+//! Known limits (not this module's job, or deliberately accepted): matching is case-sensitive
+//! (`/ADMIN` is not `/admin`; a case-insensitive upstream needs case-insensitive rules), IIS 8.3
+//! short names (`/ADMINI~1`) are not detected, and Unicode letters that merely *look* like ASCII
+//! letters outside the fullwidth block (mathematical alphanumerics, ligatures, `ſ`, Kelvin sign)
+//! are accepted. `%3B` (an encoded `;`) is accepted and forwarded encoded.
+#![deny(clippy::indexing_slicing)]
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The longest raw path accepted, and the longest canonical path produced, in bytes.
+pub const MAX_PATH_LEN: usize = 8192;
+
+/// Why a path was refused. Every variant maps to HTTP 400 `bad_request` in the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanonError {
+    /// The target does not start with `/` (absolute-form, authority-form, `*`, empty).
+    NotOriginForm,
+    /// Longer than [`MAX_PATH_LEN`], before or after canonicalisation.
+    TooLong,
+    /// `%` not followed by two hex digits (this includes IIS-style `%u002e`).
+    BadPercentEncoding,
+    /// `%2F`: an upstream that decodes it would see a segment boundary we did not.
+    EncodedSlash,
+    /// `%5C`: a backslash is a separator on Windows upstreams.
+    EncodedBackslash,
+    /// A raw `\`.
+    Backslash,
+    /// A NUL byte, raw or `%00`.
+    Nul,
+    /// A control character other than NUL: raw or encoded C0 (0x01-0x1F), DEL, or C1 (U+0080-U+009F).
+    ControlCharacter,
+    /// `%25` followed by something a second decode would turn into a character (`%252e`, or
+    /// IIS-style `%25u002e`), in the input or in what decoding produced (`%25%32%65` → `%252e`).
+    DoubleEncoding,
+    /// Non-ASCII bytes that are not well-formed UTF-8 (including surrogates and > U+10FFFF).
+    InvalidUtf8,
+    /// An overlong UTF-8 encoding (`%C0%AE` is a `.` to a lenient decoder).
+    OverlongEncoding,
+    /// A character that some upstream may turn into path syntax (`/ \ . % ? # ; :`) or plain
+    /// ASCII through NFKC/NFC normalisation or Windows "best-fit" mapping:
+    ///
+    /// * U+037E Greek question mark (canonically `;`, so even NFC);
+    /// * U+2024 one dot leader `.`, U+2025 two dot leader `..`, U+2026 ellipsis `...`;
+    /// * U+2044 fraction slash, U+2215 division slash, U+2216 set minus, U+29F5 reverse solidus
+    ///   operator, U+29F8 big solidus, U+29F9 big reverse solidus (best-fit `/` and `\`);
+    /// * U+2047..U+2049 `??`, `?!`, `!?`;
+    /// * U+2A74 `::=`;
+    /// * U+2100 `a/c`, U+2101 `a/s`, U+2105 `c/o`, U+2106 `c/u`;
+    /// * U+2488..U+249B digit full stop (`1.` … `20.`), U+1F100..U+1F10A digit full stop / comma;
+    /// * U+33C2 `a.m.`, U+33C7 `Co.`, U+33D8 `p.m.`;
+    /// * U+FE10..U+FE19 vertical forms (`,` `:` `;` `!` `?` `...`), U+FE30 vertical two dot leader;
+    /// * U+FE50..U+FE6B small form variants (U+FE52 `.`, U+FE68 `\`, U+FE6A `%`, U+FE56 `?` …);
+    /// * U+FF01..U+FF5E the whole fullwidth ASCII block: U+FF0F `/`, U+FF3C `\`, U+FF0E `.`,
+    ///   U+FF05 `%`, and fullwidth letters (`ａｄｍｉｎ` is `admin` after NFKC or IIS best-fit).
+    ///
+    /// Not included: the ideographic full stops U+3002/U+FF61 (only IDNA maps them to `.`), space
+    /// look-alikes (NBSP, U+2000..U+200A, U+3000), invisible characters, and letter look-alikes
+    /// outside the fullwidth block.
+    Confusable,
+    /// A raw `;`: Tomcat/Jetty-style path parameters (`/admin;x/`, `..;/`) hide segments.
+    PathParameter,
+    /// A `..` segment that would climb above the root.
+    DotDotAboveRoot,
+    /// A segment ending in `.` or space that is not `.`/`..`: Windows strips them (`/admin.`).
+    TrailingDotOrSpace,
+    /// An NTFS alternate data stream suffix (`::$DATA`, `:$i30:$INDEX_ALLOCATION`): IIS serves
+    /// the main file or directory under a name no rule matches.
+    NtfsStream,
+}
+
+impl CanonError {
+    /// A stable snake_case reason, for logs, metrics and the error body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotOriginForm => "not_origin_form",
+            Self::TooLong => "too_long",
+            Self::BadPercentEncoding => "bad_percent_encoding",
+            Self::EncodedSlash => "encoded_slash",
+            Self::EncodedBackslash => "encoded_backslash",
+            Self::Backslash => "backslash",
+            Self::Nul => "nul",
+            Self::ControlCharacter => "control_character",
+            Self::DoubleEncoding => "double_encoding",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::OverlongEncoding => "overlong_encoding",
+            Self::Confusable => "confusable",
+            Self::PathParameter => "path_parameter",
+            Self::DotDotAboveRoot => "dot_dot_above_root",
+            Self::TrailingDotOrSpace => "trailing_dot_or_space",
+            Self::NtfsStream => "ntfs_stream",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::NotOriginForm => "request target is not an origin-form path",
+            Self::TooLong => "path is too long",
+            Self::BadPercentEncoding => "malformed percent-encoding in path",
+            Self::EncodedSlash => "encoded slash (%2F) in path",
+            Self::EncodedBackslash => "encoded backslash (%5C) in path",
+            Self::Backslash => "backslash in path",
+            Self::Nul => "NUL byte in path",
+            Self::ControlCharacter => "control character in path",
+            Self::DoubleEncoding => "double percent-encoding in path",
+            Self::InvalidUtf8 => "invalid UTF-8 in path",
+            Self::OverlongEncoding => "overlong UTF-8 encoding in path",
+            Self::Confusable => "character that normalises to path syntax in path",
+            Self::PathParameter => "path parameter (;) in path",
+            Self::DotDotAboveRoot => "'..' climbs above the root",
+            Self::TrailingDotOrSpace => "path segment ends in a dot or space",
+            Self::NtfsStream => "NTFS alternate data stream in path",
+        }
+    }
+}
+
+impl fmt::Display for CanonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for CanonError {}
+
+/// Canonicalise the path part (no query, no fragment) of an origin-form request target.
+///
+/// Returns [`Cow::Borrowed`] when `raw` is already canonical (or a prefix of it is the answer,
+/// e.g. `/a/.` → `/a/`), otherwise one allocation. The result is idempotent:
+/// `canonicalize(canonicalize(x)?.as_bytes()) == Ok(Cow::Borrowed(canonicalize(x)?))`.
+pub fn canonicalize(raw: &[u8]) -> Result<Cow<'_, str>, CanonError> {
+    if raw.first() != Some(&b'/') {
+        return Err(CanonError::NotOriginForm);
+    }
+    if raw.len() > MAX_PATH_LEN {
+        return Err(CanonError::TooLong);
+    }
+    let mut out = Out::new(raw);
+    let mut i = 0;
+    // Invariant at the top of the loop: `raw[i] == b'/'`.
+    while i < raw.len() {
+        if !out.ends_with_slash() {
+            out.copy(i, i + 1);
+        }
+        let seg_start = out.len();
+        let mut flags = SegFlags::default();
+        i = segment(raw, i + 1, &mut out, &mut flags)?;
+        end_segment(&mut out, seg_start, flags)?;
+    }
+    out.finish()
+}
+
+/// True when `path` (canonical) is `prefix` or lies below it on a segment boundary.
+///
+/// Prefix `/api` matches `/api`, `/api/`, `/api/x` but not `/apix`; prefix `/` or `` matches
+/// every path; a prefix ending in `/` matches paths starting with it and the prefix without its
+/// slash (`/api/` matches `/api`). Trailing slashes of the prefix are all ignored.
+pub fn has_prefix(path: &str, prefix: &str) -> bool {
+    let base = prefix.trim_end_matches('/');
+    if base.is_empty() {
+        return true;
+    }
+    match path.strip_prefix(base) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The output, lazily materialised: while `buf` is `None` the output is `raw[..len]`.
+struct Out<'a> {
+    raw: &'a [u8],
+    buf: Option<Vec<u8>>,
+    len: usize,
+}
+
+impl<'a> Out<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        Self { raw, buf: None, len: 0 }
+    }
+
+    fn len(&self) -> usize {
+        match &self.buf {
+            Some(b) => b.len(),
+            None => self.len,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => b,
+            None => self.raw.get(..self.len).unwrap_or_default(),
+        }
+    }
+
+    fn ends_with_slash(&self) -> bool {
+        self.bytes().last() == Some(&b'/')
+    }
+
+    /// Switches to an owned buffer (once), sized so it never reallocates.
+    fn owned(&mut self) -> &mut Vec<u8> {
+        let (raw, len) = (self.raw, self.len);
+        self.buf.get_or_insert_with(|| {
+            // Each raw byte yields at most 3 output bytes, and only bytes that get encoded yield
+            // more than they take (an escape yields 1 or 3 for 3): this bound is never exceeded.
+            let grow = raw.iter().filter(|&&b| matches!(class(b), Class::High | Class::Encode)).count();
+            let mut v = Vec::with_capacity(raw.len() + 2 * grow);
+            v.extend_from_slice(raw.get(..len).unwrap_or_default());
+            v
+        })
+    }
+
+    /// Emits `raw[start..end]` unchanged.
+    fn copy(&mut self, start: usize, end: usize) {
+        if self.buf.is_none() && start == self.len {
+            self.len = end;
+            return;
+        }
+        let raw = self.raw;
+        self.owned().extend_from_slice(raw.get(start..end).unwrap_or_default());
+    }
+
+    /// Emits `canon`, the canonical form of `raw[start..end]`.
+    fn emit(&mut self, start: usize, end: usize, canon: &[u8]) {
+        if self.buf.is_none() && start == self.len && self.raw.get(start..end) == Some(canon) {
+            self.len = end;
+            return;
+        }
+        self.owned().extend_from_slice(canon);
+    }
+
+    fn truncate(&mut self, n: usize) {
+        match &mut self.buf {
+            Some(b) => b.truncate(n),
+            None => self.len = self.len.min(n),
+        }
+    }
+
+    fn finish(self) -> Result<Cow<'a, str>, CanonError> {
+        if self.len() > MAX_PATH_LEN {
+            return Err(CanonError::TooLong);
+        }
+        // Only ASCII is ever emitted, so neither conversion can fail.
+        match self.buf {
+            None => std::str::from_utf8(self.raw.get(..self.len).unwrap_or_default())
+                .map(Cow::Borrowed)
+                .map_err(|_| CanonError::InvalidUtf8),
+            Some(v) => String::from_utf8(v).map(Cow::Owned).map_err(|_| CanonError::InvalidUtf8),
+        }
+    }
+}
+
+/// What the segment being emitted contains, so the end-of-segment checks only scan when needed.
+#[derive(Default)]
+struct SegFlags {
+    /// Emitted a `%25`.
+    percent: bool,
+    /// Emitted a `:` or `%3A`.
+    colon: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// `pchar` minus `%`, `;` and `:`: unreserved, sub-delims, `@`. Emitted as is.
+    Safe,
+    /// `:`, emitted as is, but noted for the NTFS stream check.
+    Colon,
+    Slash,
+    Percent,
+    /// Printable ASCII outside `pchar`: emitted percent-encoded.
+    Encode,
+    Semicolon,
+    Backslash,
+    Nul,
+    Control,
+    High,
+}
+
+fn class(b: u8) -> Class {
+    // `u8` always indexes a 256-entry table: the fallback is never taken and compiles away.
+    CLASSES.get(usize::from(b)).copied().unwrap_or(Class::High)
+}
+
+// Evaluated at compile time: an out-of-bounds index here is a build error, not a runtime panic.
+#[allow(clippy::indexing_slicing)]
+const CLASSES: [Class; 256] = {
+    let mut table = [Class::Encode; 256];
+    let mut b: u8 = 0;
+    loop {
+        table[b as usize] = class_of(b);
+        if b == u8::MAX {
+            break table;
+        }
+        b += 1;
+    }
+};
+
+const fn class_of(b: u8) -> Class {
+    match b {
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => Class::Safe,
+        b'-' | b'.' | b'_' | b'~' => Class::Safe,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b'@' => Class::Safe,
+        b':' => Class::Colon,
+        b'/' => Class::Slash,
+        b'%' => Class::Percent,
+        b';' => Class::Semicolon,
+        b'\\' => Class::Backslash,
+        0 => Class::Nul,
+        0x01..=0x1F | 0x7F => Class::Control,
+        0x80..=0xFF => Class::High,
+        // space " # < > ? [ ] ^ ` { | }
+        _ => Class::Encode,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The byte encoded by the escape `%XX` starting at `raw[i]`.
+fn escape_at(raw: &[u8], i: usize) -> Option<u8> {
+    let hi = hex_val(*raw.get(i + 1)?)?;
+    let lo = hex_val(*raw.get(i + 2)?)?;
+    Some(hi << 4 | lo)
+}
+
+fn pct(b: u8) -> [u8; 3] {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let digit = |n: u8| HEX.get(usize::from(n & 0xF)).copied().unwrap_or(b'0');
+    [b'%', digit(b >> 4), digit(b)]
+}
+
+/// Emits one segment starting at `raw[i]`; returns the index of the next `/` or the end.
+fn segment(raw: &[u8], mut i: usize, out: &mut Out<'_>, flags: &mut SegFlags) -> Result<usize, CanonError> {
+    while let Some(&b) = raw.get(i) {
+        match class(b) {
+            Class::Safe | Class::Colon => {
+                let start = i;
+                while let Some(&c) = raw.get(i) {
+                    match class(c) {
+                        Class::Safe => {}
+                        Class::Colon => flags.colon = true,
+                        _ => break,
+                    }
+                    i += 1;
+                }
+                out.copy(start, i);
+            }
+            Class::Slash => return Ok(i),
+            Class::Encode => {
+                out.emit(i, i + 1, &pct(b));
+                i += 1;
+            }
+            Class::Percent => {
+                let v = escape_at(raw, i).ok_or(CanonError::BadPercentEncoding)?;
+                match v {
+                    0x80..=0xFF => {
+                        i = non_ascii(raw, i, out)?;
+                        continue;
+                    }
+                    b'/' => return Err(CanonError::EncodedSlash),
+                    b'\\' => return Err(CanonError::EncodedBackslash),
+                    0 => return Err(CanonError::Nul),
+                    0x01..=0x1F | 0x7F => return Err(CanonError::ControlCharacter),
+                    v if is_unreserved(v) => out.emit(i, i + 3, &[v]),
+                    v => {
+                        flags.percent |= v == b'%';
+                        flags.colon |= v == b':';
+                        out.emit(i, i + 3, &pct(v));
+                    }
+                }
+                i += 3;
+            }
+            Class::High => i = non_ascii(raw, i, out)?,
+            Class::Semicolon => return Err(CanonError::PathParameter),
+            Class::Backslash => return Err(CanonError::Backslash),
+            Class::Nul => return Err(CanonError::Nul),
+            Class::Control => return Err(CanonError::ControlCharacter),
+        }
+    }
+    Ok(i)
+}
+
+/// A byte of a non-ASCII run at `raw[i]`: raw, or a `%XX` escape. Returns it and the next index.
+fn read_byte(raw: &[u8], i: usize) -> Option<(u8, usize)> {
+    match *raw.get(i)? {
+        b'%' => escape_at(raw, i).map(|v| (v, i + 3)),
+        b => Some((b, i + 1)),
+    }
+}
+
+/// Decodes one UTF-8 character (raw and/or percent-encoded bytes) at `raw[start]`, validates it
+/// and emits it percent-encoded. Returns the index after it.
+fn non_ascii(raw: &[u8], start: usize, out: &mut Out<'_>) -> Result<usize, CanonError> {
+    let (lead, mut i) = read_byte(raw, start).ok_or(CanonError::InvalidUtf8)?;
+    // Decode leniently, with the historical 5- and 6-byte forms, so that overlong encodings are
+    // recognised as such before the strict checks.
+    let (continuations, min) = match lead {
+        0xC0..=0xDF => (1, 0x80),
+        0xE0..=0xEF => (2, 0x800),
+        0xF0..=0xF7 => (3, 0x1_0000),
+        0xF8..=0xFB => (4, 0x20_0000),
+        0xFC..=0xFD => (5, 0x400_0000),
+        _ => return Err(CanonError::InvalidUtf8),
+    };
+    let mut cp = u32::from(lead & (0x7F >> (continuations + 1)));
+    for _ in 0..continuations {
+        match read_byte(raw, i) {
+            Some((c @ 0x80..=0xBF, next)) => {
+                cp = cp << 6 | u32::from(c & 0x3F);
+                i = next;
+            }
+            _ => return Err(CanonError::InvalidUtf8),
+        }
+    }
+    if cp < min {
+        return Err(CanonError::OverlongEncoding);
+    }
+    let ch = char::from_u32(cp).filter(|_| continuations <= 3).ok_or(CanonError::InvalidUtf8)?;
+    if ('\u{80}'..='\u{9F}').contains(&ch) {
+        return Err(CanonError::ControlCharacter);
+    }
+    if is_confusable(ch) {
+        return Err(CanonError::Confusable);
+    }
+    let mut utf8 = [0u8; 4];
+    let mut enc = [0u8; 12];
+    let bytes = ch.encode_utf8(&mut utf8).as_bytes();
+    for (slot, &b) in enc.chunks_exact_mut(3).zip(bytes) {
+        slot.copy_from_slice(&pct(b));
+    }
+    out.emit(start, i, enc.get(..bytes.len() * 3).unwrap_or_default());
+    Ok(i)
+}
+
+/// See [`CanonError::Confusable`] for what is in the list and why.
+fn is_confusable(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x037E
+            | 0x2024..=0x2026
+            | 0x2044
+            | 0x2047..=0x2049
+            | 0x2100
+            | 0x2101
+            | 0x2105
+            | 0x2106
+            | 0x2215
+            | 0x2216
+            | 0x2488..=0x249B
+            | 0x29F5
+            | 0x29F8
+            | 0x29F9
+            | 0x2A74
+            | 0x33C2
+            | 0x33C7
+            | 0x33D8
+            | 0xFE10..=0xFE19
+            | 0xFE30
+            | 0xFE50..=0xFE6B
+            | 0xFF01..=0xFF5E
+            | 0x1F100..=0x1F10A
+    )
+}
+
+/// Applies dot-segment removal and the whole-segment checks to the segment emitted at `seg_start`.
+fn end_segment(out: &mut Out<'_>, seg_start: usize, flags: SegFlags) -> Result<(), CanonError> {
+    let seg = out.bytes().get(seg_start..).unwrap_or_default();
+    match seg {
+        b"" => Ok(()),
+        b"." => {
+            out.truncate(seg_start);
+            Ok(())
+        }
+        b".." => {
+            // `out[seg_start - 1]` is the slash before `..`; drop the segment before it.
+            let parent = seg_start.checked_sub(1).and_then(|end| out.bytes().get(..end));
+            match parent.and_then(|p| p.iter().rposition(|&b| b == b'/')) {
+                Some(slash) => {
+                    out.truncate(slash + 1);
+                    Ok(())
+                }
+                None => Err(CanonError::DotDotAboveRoot),
+            }
+        }
+        _ => {
+            if flags.percent && has_double_encoding(seg) {
+                return Err(CanonError::DoubleEncoding);
+            }
+            if flags.colon && has_ntfs_stream(seg) {
+                return Err(CanonError::NtfsStream);
+            }
+            if seg.ends_with(b".") || seg.ends_with(b"%20") {
+                return Err(CanonError::TrailingDotOrSpace);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `%25` followed by two hex digits, or by `u` and four hex digits (IIS `%uXXXX`), in emitted
+/// (canonical) text.
+fn has_double_encoding(seg: &[u8]) -> bool {
+    let is_hex = |b: Option<&u8>| b.is_some_and(u8::is_ascii_hexdigit);
+    seg.windows(3).enumerate().any(|(k, w)| {
+        if w != b"%25" {
+            return false;
+        }
+        let at = |n: usize| seg.get(k + 3 + n);
+        (is_hex(at(0)) && is_hex(at(1))) || (matches!(at(0), Some(b'u' | b'U')) && (1..=4).all(|n| is_hex(at(n))))
+    })
+}
+
+/// `:` followed by `$`, counting `%3A` and `%24` (an upstream decodes them), in emitted text.
+fn has_ntfs_stream(seg: &[u8]) -> bool {
+    let mut prev_colon = false;
+    let mut k = 0;
+    while let Some(&b) = seg.get(k) {
+        let (c, len) = match b {
+            b'%' => (escape_at(seg, k).unwrap_or(b'%'), 3),
+            b => (b, 1),
+        };
+        if prev_colon && c == b'$' {
+            return true;
+        }
+        prev_colon = c == b':';
+        k += len;
+    }
+    false
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use CanonError::*;
+
+    /// Every bypass form we know of, and the ordinary paths that must keep working.
+    const CASES: &[(&str, Result<&str, CanonError>)] = &[
+        // Already canonical.
+        ("/", Ok("/")),
+        ("/api/business/42/orders", Ok("/api/business/42/orders")),
+        ("/api/", Ok("/api/")),
+        ("/~user", Ok("/~user")),
+        ("/a:b@c!$&'()*+,=-_~.x", Ok("/a:b@c!$&'()*+,=-_~.x")),
+        ("/caf%C3%A9", Ok("/caf%C3%A9")),
+        ("/%F0%9F%A6%80/", Ok("/%F0%9F%A6%80/")),
+        ("/a%20b", Ok("/a%20b")),
+        ("/a%3Bb", Ok("/a%3Bb")),
+        ("/%25", Ok("/%25")),
+        ("/%25zz", Ok("/%25zz")),
+        ("/100%25/off", Ok("/100%25/off")),
+        ("/%5B%5D", Ok("/%5B%5D")),
+        ("/.well-known/x", Ok("/.well-known/x")),
+        ("/a/..b/c..d", Ok("/a/..b/c..d")),
+        ("/file.tar.gz", Ok("/file.tar.gz")),
+        ("/a:b", Ok("/a:b")),
+        ("/a$b:c", Ok("/a$b:c")),
+        // Decoding of unreserved characters and case of escapes.
+        ("/%61dmin", Ok("/admin")),
+        ("/%41DMIN", Ok("/ADMIN")),
+        ("/%7Euser", Ok("/~user")),
+        ("/%7euser", Ok("/~user")),
+        ("/%2D%2e%5F%7E", Ok("/-._~")),
+        ("/api/%62usiness//42/./orders", Ok("/api/business/42/orders")),
+        ("/a%3bb", Ok("/a%3Bb")),
+        ("/a%3ab", Ok("/a%3Ab")),
+        ("/caf%c3%a9", Ok("/caf%C3%A9")),
+        ("/caf\u{e9}", Ok("/caf%C3%A9")),
+        ("/\u{1F980}", Ok("/%F0%9F%A6%80")),
+        ("/%c2%a0x", Ok("/%C2%A0x")),
+        // Bytes outside pchar get encoded.
+        ("/a b", Ok("/a%20b")),
+        ("/a\"b<c>", Ok("/a%22b%3Cc%3E")),
+        ("/{x}|^`", Ok("/%7Bx%7D%7C%5E%60")),
+        ("/a#b", Ok("/a%23b")),
+        ("/a?b", Ok("/a%3Fb")),
+        ("/[::1]", Ok("/%5B::1%5D")),
+        // Slashes and dot segments.
+        ("//admin", Ok("/admin")),
+        ("///a//b", Ok("/a/b")),
+        ("/a//", Ok("/a/")),
+        ("/./admin", Ok("/admin")),
+        ("/.", Ok("/")),
+        ("/a/.", Ok("/a/")),
+        ("/a/./b/./", Ok("/a/b/")),
+        ("/a/..", Ok("/")),
+        ("/a/b/..", Ok("/a/")),
+        ("/a/b/../../admin", Ok("/admin")),
+        ("/a/%2e%2e/admin", Ok("/admin")),
+        ("/a/.%2E/admin", Ok("/admin")),
+        ("/a/%2E./admin", Ok("/admin")),
+        ("/a/%2e/admin", Ok("/a/admin")),
+        ("/a//..//admin", Ok("/admin")),
+        ("/../", Err(DotDotAboveRoot)),
+        ("/..", Err(DotDotAboveRoot)),
+        ("/%2e%2e/", Err(DotDotAboveRoot)),
+        ("/%2E%2E/", Err(DotDotAboveRoot)),
+        ("/.%2e/", Err(DotDotAboveRoot)),
+        ("/%2e./", Err(DotDotAboveRoot)),
+        ("/a/../../", Err(DotDotAboveRoot)),
+        ("/a/./../..", Err(DotDotAboveRoot)),
+        ("//../etc/passwd", Err(DotDotAboveRoot)),
+        // Not origin-form / length.
+        ("", Err(NotOriginForm)),
+        ("*", Err(NotOriginForm)),
+        ("http://x/", Err(NotOriginForm)),
+        ("api/x", Err(NotOriginForm)),
+        ("?a=1", Err(NotOriginForm)),
+        // Malformed escapes (including IIS %u).
+        ("/%", Err(BadPercentEncoding)),
+        ("/a%", Err(BadPercentEncoding)),
+        ("/%zz", Err(BadPercentEncoding)),
+        ("/%2", Err(BadPercentEncoding)),
+        ("/%g0", Err(BadPercentEncoding)),
+        ("/%u002e%u002e/", Err(BadPercentEncoding)),
+        ("/%uff0f", Err(BadPercentEncoding)),
+        // Double encoding, in the input and produced by decoding.
+        ("/%252e%252e/", Err(DoubleEncoding)),
+        ("/%252F", Err(DoubleEncoding)),
+        ("/%252f", Err(DoubleEncoding)),
+        ("/a%2500", Err(DoubleEncoding)),
+        ("/%2525", Err(DoubleEncoding)),
+        ("/%25%32%65", Err(DoubleEncoding)),
+        ("/%25%32%45%25%32%45/", Err(DoubleEncoding)),
+        ("/%25ab", Err(DoubleEncoding)),
+        ("/%25u002e", Err(DoubleEncoding)),
+        ("/%25%75%30%30%32%65", Err(DoubleEncoding)),
+        // Path parameters.
+        ("/a/..;/admin", Err(PathParameter)),
+        ("/..;/admin", Err(PathParameter)),
+        ("/admin;jsessionid=x", Err(PathParameter)),
+        ("/admin;x/secret", Err(PathParameter)),
+        ("/;/admin", Err(PathParameter)),
+        // Slashes and backslashes in disguise.
+        ("/%2F", Err(EncodedSlash)),
+        ("/%2f", Err(EncodedSlash)),
+        ("/admin%2fsecret", Err(EncodedSlash)),
+        ("/..%2f..%2fetc", Err(EncodedSlash)),
+        ("/a%5cb", Err(EncodedBackslash)),
+        ("/a%5Cb", Err(EncodedBackslash)),
+        ("/..%5c", Err(EncodedBackslash)),
+        ("/a\\b", Err(Backslash)),
+        ("/..\\admin", Err(Backslash)),
+        // NUL and controls.
+        ("/%00", Err(Nul)),
+        ("/a\0b", Err(Nul)),
+        ("/admin%00.png", Err(Nul)),
+        ("/%0a", Err(ControlCharacter)),
+        ("/%0D%0ASet-Cookie:x", Err(ControlCharacter)),
+        ("/a\tb", Err(ControlCharacter)),
+        ("/a\nb", Err(ControlCharacter)),
+        ("/%7f", Err(ControlCharacter)),
+        ("/a\x7fb", Err(ControlCharacter)),
+        ("/%C2%85", Err(ControlCharacter)),
+        ("/\u{85}", Err(ControlCharacter)),
+        // Overlong UTF-8.
+        ("/%c0%ae%c0%ae/", Err(OverlongEncoding)),
+        ("/%C0%AE%C0%AE%C0%AF", Err(OverlongEncoding)),
+        ("/%c0%af", Err(OverlongEncoding)),
+        ("/%c1%9c", Err(OverlongEncoding)),
+        ("/%c1%1c", Err(InvalidUtf8)),
+        ("/%e0%80%ae", Err(OverlongEncoding)),
+        ("/%e0%80%af", Err(OverlongEncoding)),
+        ("/%f0%80%80%af", Err(OverlongEncoding)),
+        ("/%f8%80%80%80%af", Err(OverlongEncoding)),
+        ("/%fc%80%80%80%80%af", Err(OverlongEncoding)),
+        // Invalid UTF-8.
+        ("/%ED%A0%80", Err(InvalidUtf8)),
+        ("/%ed%bf%bf", Err(InvalidUtf8)),
+        ("/%c3", Err(InvalidUtf8)),
+        ("/%c3/", Err(InvalidUtf8)),
+        ("/%c3%", Err(InvalidUtf8)),
+        ("/%a9", Err(InvalidUtf8)),
+        ("/%f4%90%80%80", Err(InvalidUtf8)),
+        ("/%f8%88%80%80%80", Err(InvalidUtf8)),
+        ("/%fe", Err(InvalidUtf8)),
+        ("/%ff", Err(InvalidUtf8)),
+        // Confusables.
+        ("/%EF%BC%8F", Err(Confusable)),
+        ("/..%ef%bc%8fadmin", Err(Confusable)),
+        ("/%ef%bc%8e%ef%bc%8e/", Err(Confusable)),
+        ("/\u{FF0F}admin", Err(Confusable)),
+        ("/\u{FF0E}\u{FF0E}/", Err(Confusable)),
+        ("/a%EF%BC%BCb", Err(Confusable)),
+        ("/%E2%88%95", Err(Confusable)),
+        ("/%E2%81%84", Err(Confusable)),
+        ("/%E2%A7%B8", Err(Confusable)),
+        ("/%EF%B9%A8", Err(Confusable)),
+        ("/%E2%80%A4", Err(Confusable)),
+        ("/%E2%80%A5", Err(Confusable)),
+        ("/%EF%BC%85", Err(Confusable)),
+        ("/%EF%BD%81dmin", Err(Confusable)),
+        ("/%CD%BE", Err(Confusable)),
+        ("/%EF%B9%92", Err(Confusable)),
+        ("/a%E2%A9%B4%24DATA", Err(Confusable)),
+        // Windows trailing dot/space.
+        ("/admin.", Err(TrailingDotOrSpace)),
+        ("/admin./", Err(TrailingDotOrSpace)),
+        ("/admin%2e", Err(TrailingDotOrSpace)),
+        ("/admin%20", Err(TrailingDotOrSpace)),
+        ("/admin /x", Err(TrailingDotOrSpace)),
+        ("/admin. . ", Err(TrailingDotOrSpace)),
+        ("/...", Err(TrailingDotOrSpace)),
+        ("/a/.../b", Err(TrailingDotOrSpace)),
+        ("/.. ", Err(TrailingDotOrSpace)),
+        ("/%2e%2e%20/", Err(TrailingDotOrSpace)),
+        ("/. ", Err(TrailingDotOrSpace)),
+        // NTFS alternate data streams.
+        ("/admin::$DATA", Err(NtfsStream)),
+        ("/admin:$i30:$INDEX_ALLOCATION/x", Err(NtfsStream)),
+        ("/admin%3A%3A%24DATA", Err(NtfsStream)),
+        ("/admin:%24DATA", Err(NtfsStream)),
+    ];
+
+    #[test]
+    fn table() {
+        assert!(CASES.len() >= 60, "{}", CASES.len());
+        for &(input, expected) in CASES {
+            let got = canonicalize(input.as_bytes());
+            assert_eq!(got.as_deref().map_err(|e| *e), expected, "input {input:?}");
+            if let Ok(out) = got {
+                if out == input {
+                    assert!(matches!(out, Cow::Borrowed(_)), "canonical input not borrowed: {input:?}");
+                }
+                let again = canonicalize(out.as_bytes());
+                assert!(matches!(again, Ok(Cow::Borrowed(s)) if s == out), "not idempotent: {input:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn raw_bytes() {
+        let cases: &[(&[u8], Result<&str, CanonError>)] = &[
+            (b"/caf\xc3\xa9", Ok("/caf%C3%A9")),
+            (b"/caf\xc3%A9", Ok("/caf%C3%A9")),
+            (b"/\xef\xbc\x8fadmin", Err(Confusable)),
+            (b"/\xc0\xae\xc0\xae/", Err(OverlongEncoding)),
+            (b"/\xe0\x80\xaf", Err(OverlongEncoding)),
+            (b"/\xff", Err(InvalidUtf8)),
+            (b"/a\xc3", Err(InvalidUtf8)),
+            (b"/\xed\xa0\x80", Err(InvalidUtf8)),
+            (b"/\x80", Err(InvalidUtf8)),
+        ];
+        for &(input, expected) in cases {
+            assert_eq!(canonicalize(input).as_deref().map_err(|e| *e), expected, "input {input:?}");
+        }
+    }
+
+    /// Every code point whose NFKC form contains `/ \\ . % ? # ; :` (Unicode 14), plus the
+    /// best-fit slashes, must be refused; ordinary non-ASCII must not.
+    #[test]
+    fn confusables() {
+        let mut nfkc_structural: Vec<u32> = vec![
+            0x37E, 0x2024, 0x2025, 0x2026, 0x2047, 0x2048, 0x2049, 0x2100, 0x2101, 0x2105, 0x2106, 0x2A74, 0x33C2,
+            0x33C7, 0x33D8, 0xFE13, 0xFE14, 0xFE16, 0xFE19, 0xFE30, 0xFE52, 0xFE54, 0xFE55, 0xFE56, 0xFE5F, 0xFE68,
+            0xFE6A, 0xFF03, 0xFF05, 0xFF0E, 0xFF0F, 0xFF1A, 0xFF1B, 0xFF1F, 0xFF3C, 0x1F100,
+        ];
+        nfkc_structural.extend(0x2488..=0x249B);
+        nfkc_structural.extend([0x2044, 0x2215, 0x2216, 0x29F5, 0x29F8, 0x29F9, 0xFF41]);
+        for cp in nfkc_structural {
+            let c = char::from_u32(cp).unwrap();
+            let raw = format!("/a{c}b");
+            assert_eq!(canonicalize(raw.as_bytes()), Err(Confusable), "U+{cp:04X}");
+            let encoded: String =
+                raw.bytes().map(|b| if b < 0x80 { (b as char).to_string() } else { format!("%{b:02x}") }).collect();
+            assert_eq!(canonicalize(encoded.as_bytes()), Err(Confusable), "U+{cp:04X} encoded");
+        }
+        for ok in ["\u{e9}", "\u{4e2d}\u{6587}", "\u{a0}x", "\u{3002}", "\u{1F980}", "\u{FF61}", "\u{10FFFF}"] {
+            let raw = format!("/a{ok}b");
+            assert!(canonicalize(raw.as_bytes()).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn borrowed_prefix_when_only_trailing_dots_removed() {
+        let raw = b"/a/b/..";
+        let out = canonicalize(raw).unwrap();
+        assert_eq!(out, "/a/");
+        assert!(matches!(out, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn length_limits() {
+        let mut ok = vec![b'/'];
+        ok.resize(MAX_PATH_LEN, b'a');
+        assert!(matches!(canonicalize(&ok), Ok(Cow::Borrowed(_))));
+        ok.push(b'a');
+        assert_eq!(canonicalize(&ok), Err(TooLong));
+        // Short enough raw, too long once encoded: refused, or idempotence would break.
+        let mut grows = vec![b'/'];
+        grows.resize(4000, b' ');
+        grows.push(b'x');
+        assert_eq!(canonicalize(&grows), Err(TooLong));
+        // Long but shrinking: fine.
+        let long = "/%61".repeat(2000);
+        assert_eq!(canonicalize(long.as_bytes()).unwrap(), "/a".repeat(2000));
+    }
+
+    #[test]
+    fn errors_have_stable_names_and_messages() {
+        let all = [
+            NotOriginForm,
+            TooLong,
+            BadPercentEncoding,
+            EncodedSlash,
+            EncodedBackslash,
+            Backslash,
+            Nul,
+            ControlCharacter,
+            DoubleEncoding,
+            InvalidUtf8,
+            OverlongEncoding,
+            Confusable,
+            PathParameter,
+            DotDotAboveRoot,
+            TrailingDotOrSpace,
+            NtfsStream,
+        ];
+        let mut names: Vec<_> = all.iter().map(|e| e.as_str()).collect();
+        assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')));
+        assert_eq!(EncodedSlash.as_str(), "encoded_slash");
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        assert!(all.iter().all(|e| !e.to_string().is_empty()));
+    }
+
+    #[test]
+    fn has_prefix_cases() {
+        let yes = [
+            ("/api", "/api"),
+            ("/api/", "/api"),
+            ("/api/x", "/api"),
+            ("/api/x/y", "/api/x"),
+            ("/api", "/api/"),
+            ("/api/", "/api/"),
+            ("/api/x", "/api/"),
+            ("/anything", "/"),
+            ("/", "/"),
+            ("/anything", ""),
+            ("/", ""),
+        ];
+        for (path, prefix) in yes {
+            assert!(has_prefix(path, prefix), "{path:?} under {prefix:?}");
+        }
+        let no = [
+            ("/apix", "/api"),
+            ("/apix", "/api/"),
+            ("/ap", "/api"),
+            ("/", "/api"),
+            ("/v1/api", "/api"),
+            ("/admin", "/administrator"),
+            ("/administrator", "/admin"),
+        ];
+        for (path, prefix) in no {
+            assert!(!has_prefix(path, prefix), "{path:?} not under {prefix:?}");
+        }
+    }
+
+    fn check_canonical_shape(out: &str) -> Result<(), TestCaseError> {
+        let b = out.as_bytes();
+        prop_assert!(out.is_ascii());
+        prop_assert!(out.starts_with('/'));
+        prop_assert!(out.len() <= MAX_PATH_LEN);
+        prop_assert!(!out.contains("//"));
+        for seg in out.split('/') {
+            prop_assert!(seg != "." && seg != "..", "dot segment in {:?}", out);
+            prop_assert!(!seg.ends_with('.') && !seg.ends_with("%20"), "trailing dot/space in {:?}", out);
+        }
+        prop_assert!(!out.contains(';') && !out.contains('\\'));
+        let upper = out.to_ascii_uppercase();
+        prop_assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%00"));
+        for (k, &c) in b.iter().enumerate() {
+            prop_assert!(!c.is_ascii_control());
+            prop_assert!(c != b' ' && c != b'"' && c != b'<' && c != b'>' && c != b'?' && c != b'#');
+            if c == b'%' {
+                let hex = &b[k + 1..k + 3];
+                prop_assert!(hex.iter().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h)), "{:?}", out);
+                let v = escape_at(b, k).unwrap_or(0);
+                prop_assert!(!is_unreserved(v), "needless escape in {:?}", out);
+            }
+        }
+        check_upstream_view(out)
+    }
+
+    /// What an upstream that percent-decodes once sees must have the same segments as `out`,
+    /// none of them a dot segment or ending in a dot or space, no backslash or control, valid
+    /// UTF-8, and nothing a second decode would change.
+    fn check_upstream_view(out: &str) -> Result<(), TestCaseError> {
+        let b = out.as_bytes();
+        let mut decoded = Vec::with_capacity(b.len());
+        let mut k = 0;
+        while k < b.len() {
+            match escape_at(b, k) {
+                Some(v) if b[k] == b'%' => {
+                    decoded.push(v);
+                    k += 3;
+                }
+                _ => {
+                    decoded.push(b[k]);
+                    k += 1;
+                }
+            }
+        }
+        let text = std::str::from_utf8(&decoded);
+        prop_assert!(text.is_ok(), "{:?}", out);
+        prop_assert_eq!(decoded.iter().filter(|&&c| c == b'/').count(), out.matches('/').count());
+        prop_assert!(!decoded.iter().any(|&c| c == b'\\' || c.is_ascii_control()), "{:?}", out);
+        for seg in decoded.split(|&c| c == b'/') {
+            prop_assert!(seg != b"." && seg != b"..", "{:?}", out);
+            prop_assert!(!seg.ends_with(b".") && !seg.ends_with(b" "), "{:?}", out);
+            prop_assert!(!seg.windows(2).any(|w| w == b":$"), "{:?}", out);
+        }
+        let twice = (0..decoded.len()).any(|k| decoded[k] == b'%' && escape_at(&decoded, k).is_some());
+        prop_assert!(!twice, "a second decode changes {:?}", out);
+        Ok(())
+    }
+
+    fn check(raw: &[u8]) -> Result<(), TestCaseError> {
+        if let Ok(out) = canonicalize(raw) {
+            check_canonical_shape(&out)?;
+            match &out {
+                Cow::Borrowed(s) => prop_assert!(raw.starts_with(s.as_bytes())),
+                Cow::Owned(s) => {
+                    prop_assert!(s.as_bytes() != raw, "canonical input not borrowed: {:?}", raw);
+                    // Exactly the one up-front allocation: no reallocation happened.
+                    let grow = raw.iter().filter(|&&b| b >= 0x80 || class(b) == Class::Encode).count();
+                    prop_assert_eq!(s.capacity(), raw.len() + 2 * grow);
+                }
+            }
+            let again = canonicalize(out.as_bytes());
+            prop_assert!(matches!(&again, Ok(Cow::Borrowed(s)) if *s == out), "{:?} -> {:?} -> {:?}", raw, out, again);
+        }
+        Ok(())
+    }
+
+    fn biased() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop::sample::select(vec![
+            "/", "/", "/", ".", ".", "..", "%", "%2e", "%2E", "%2f", "%25", "%32", "%65", "2e", "2f", "25", "%5c", ";",
+            "\\", "a", "b", "F", "0", "9", "%41", "%7e", "~", " ", "%20", ":", "$", "%3A", "%24", "%C0", "%AE", "%c3",
+            "%a9", "\u{e9}", "\u{FF0F}", "%EF", "%BC", "%8F", "%80", "%e0", "%u", "?", "#",
+        ]);
+        prop::collection::vec(piece, 0..24).prop_map(|v| {
+            let mut s = String::from("/");
+            s.extend(v);
+            s.into_bytes()
+        })
+    }
+
+    fn raw_high() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                Just(b'/'),
+                Just(b'.'),
+                Just(b'%'),
+                prop::sample::select(b"0123456789abcdefABCDEF".to_vec()),
+                0x80u8..=0xFF
+            ],
+            0..32,
+        )
+        .prop_map(|mut v| {
+            v.insert(0, b'/');
+            v
+        })
+    }
+
+    /// A canonical path made of simple segments.
+    fn canonical_path() -> impl Strategy<Value = String> {
+        prop::collection::vec("[a-c]{1,3}", 0..5).prop_map(|segs| format!("/{}", segs.join("/")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn idempotent_on_arbitrary_bytes(mut v in prop::collection::vec(any::<u8>(), 0..64)) {
+            v.insert(0, b'/');
+            check(&v)?;
+        }
+
+        #[test]
+        fn idempotent_on_biased_alphabet(v in biased()) {
+            check(&v)?;
+        }
+
+        #[test]
+        fn idempotent_on_high_bytes(v in raw_high()) {
+            check(&v)?;
+        }
+
+        #[test]
+        fn never_panics(v in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = canonicalize(&v);
+        }
+
+        #[test]
+        fn has_prefix_laws(p in canonical_path(), q in canonical_path(), r in canonical_path(), seg in "[a-c]{1,3}") {
+            prop_assert!(has_prefix(&p, &p));
+            prop_assert!(has_prefix(&p, "/"));
+            prop_assert!(has_prefix(&p, ""));
+            let child = if p == "/" { format!("/{seg}") } else { format!("{p}/{seg}") };
+            prop_assert!(has_prefix(&child, &p));
+            let with_slash = format!("{p}/");
+            prop_assert!(has_prefix(&with_slash, &p));
+            if p != "/" {
+                let longer = format!("{p}{seg}");
+                prop_assert!(!has_prefix(&longer, &p));
+                prop_assert!(!has_prefix(&p, &child));
+                prop_assert_eq!(has_prefix(&q, &p), has_prefix(&q, &with_slash));
+            }
+            if has_prefix(&p, &q) && has_prefix(&q, &r) {
+                prop_assert!(has_prefix(&p, &r));
+            }
+            if has_prefix(&p, &q) {
+                prop_assert!(p.starts_with(q.trim_end_matches('/')));
+                prop_assert!(has_prefix(&q, &p) == (p == q));
+            }
+        }
+    }
+}

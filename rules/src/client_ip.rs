@@ -1,0 +1,130 @@
+//! The client's IP: the socket peer, unless the peer is a trusted proxy.
+//!
+//! When the peer is trusted, `X-Forwarded-For` is walked right to left, skipping trusted
+//! addresses; the first untrusted address is the client. A malformed entry stops the walk and the
+//! last trusted hop is used: we never believe anything to the left of garbage. An untrusted peer's
+//! `X-Forwarded-For` is ignored entirely (it is spoofable).
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// The configured `trusted_proxies`.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    /// Parses CIDRs (a bare address means a single host). Returns the bad entries on error.
+    pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, Vec<String>> {
+        let mut nets = Vec::new();
+        let mut bad = Vec::new();
+        for s in items {
+            match parse_net(s) {
+                Some(n) => nets.push(n),
+                None => bad.push(s.to_string()),
+            }
+        }
+        if bad.is_empty() {
+            Ok(Self { nets })
+        } else {
+            Err(bad)
+        }
+    }
+
+    /// True when `ip` lies in a trusted network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// True when no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    /// Resolves the client IP from the peer and every `X-Forwarded-For` value in order.
+    pub fn client_ip<'a>(&self, peer: IpAddr, xff: impl DoubleEndedIterator<Item = &'a str>) -> IpAddr {
+        let mut current = canonical(peer);
+        if !self.contains(current) {
+            return current;
+        }
+        for value in xff.rev() {
+            for item in value.rsplit(',') {
+                match parse_forwarded_ip(item) {
+                    Some(ip) if self.contains(ip) => current = ip,
+                    Some(ip) => return ip,
+                    None => return current,
+                }
+            }
+        }
+        current
+    }
+}
+
+/// Parses a CIDR or a bare address.
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// IPv4-mapped IPv6 addresses are treated as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// One `X-Forwarded-For` element: an address, optionally `[v6]` or `v4:port`.
+fn parse_forwarded_ip(item: &str) -> Option<IpAddr> {
+    let item = item.trim();
+    if let Ok(ip) = item.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Some(rest) = item.strip_prefix('[') {
+        let (v6, _) = rest.split_once(']')?;
+        return v6.parse::<IpAddr>().ok().map(canonical);
+    }
+    let (v4, port) = item.rsplit_once(':')?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp() -> TrustedProxies {
+        TrustedProxies::parse(["10.0.0.0/8", "192.168.1.1"]).unwrap()
+    }
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_it_claims() {
+        assert_eq!(tp().client_ip(ip("203.0.113.9"), ["1.2.3.4"].into_iter()), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn walks_right_to_left_through_trusted_hops() {
+        let t = tp();
+        assert_eq!(t.client_ip(ip("10.0.0.1"), ["6.6.6.6, 198.51.100.7, 10.1.1.1"].into_iter()), ip("198.51.100.7"));
+        assert_eq!(t.client_ip(ip("10.0.0.1"), ["6.6.6.6", "198.51.100.7"].into_iter()), ip("198.51.100.7"));
+        assert_eq!(t.client_ip(ip("10.0.0.1"), ["10.2.2.2"].into_iter()), ip("10.2.2.2"));
+        assert_eq!(t.client_ip(ip("10.0.0.1"), std::iter::empty()), ip("10.0.0.1"));
+        assert_eq!(t.client_ip(ip("::ffff:10.0.0.1"), ["198.51.100.7:443"].into_iter()), ip("198.51.100.7"));
+        assert_eq!(t.client_ip(ip("10.0.0.1"), ["[2001:db8::1]:8080"].into_iter()), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn garbage_stops_the_walk() {
+        let t = tp();
+        assert_eq!(t.client_ip(ip("10.0.0.1"), ["6.6.6.6, not-an-ip, 10.3.3.3"].into_iter()), ip("10.3.3.3"));
+        assert_eq!(t.client_ip(ip("10.0.0.1"), ["6.6.6.6,"].into_iter()), ip("10.0.0.1"));
+        assert!(TrustedProxies::parse(["10.0.0.0/33"]).is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! Every response Portcullis produces itself: one typed reason, one renderer.
+//!
+//! A deny is a value, not an error. Checks return a [`Deny`]; the gateway hands it to
+//! [`render`] and writes what comes back. Nothing else in the code base builds an error body.
+
+use std::borrow::Cow;
+
+/// The stable, machine-readable code of a deny. Scripts match on [`DenyCode::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyCode {
+    /// Ambiguous or malformed request (framing, path encoding, header limits).
+    BadRequest,
+    /// Request body over the route's cap.
+    PayloadTooLarge,
+    /// No route matches the request's host and path.
+    NotFound,
+    /// Slow or incomplete request headers.
+    RequestTimeout,
+    /// Maintenance mode is on.
+    Maintenance,
+    /// The route's channel is switched off.
+    ChannelDisabled,
+    /// No or invalid credentials.
+    Unauthenticated,
+    /// A revoked or expired session.
+    SessionExpired,
+    /// The caller's role is too weak (control endpoint).
+    Forbidden,
+    /// The identity's tenant is not the resource's tenant.
+    TenantMismatch,
+    /// The client IP is blocked.
+    IpBlocked,
+    /// An SSRF target was found in the request.
+    SsrfBlocked,
+    /// Webhook signature missing, invalid, stale or replayed.
+    InvalidSignature,
+    /// Rate limit hit.
+    RateLimited,
+    /// Quota exhausted while enforcement is on.
+    QuotaExceeded,
+    /// Upstream response withheld for PII.
+    ResponseBlocked,
+    /// Upstream unreachable.
+    UpstreamUnavailable,
+    /// Upstream timed out.
+    UpstreamTimeout,
+    /// Method not allowed on this control path.
+    MethodNotAllowed,
+    /// The control endpoint knows the path, but the feature is not built yet.
+    NotImplemented,
+    /// A bug or an unexpected failure inside the gateway; fail closed.
+    Internal,
+}
+
+impl DenyCode {
+    /// The stable code string of the contract.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::NotFound => "not_found",
+            Self::RequestTimeout => "request_timeout",
+            Self::Maintenance => "maintenance",
+            Self::ChannelDisabled => "channel_disabled",
+            Self::Unauthenticated => "unauthenticated",
+            Self::SessionExpired => "session_expired",
+            Self::Forbidden => "forbidden",
+            Self::TenantMismatch => "tenant_mismatch",
+            Self::IpBlocked => "ip_blocked",
+            Self::SsrfBlocked => "ssrf_blocked",
+            Self::InvalidSignature => "invalid_signature",
+            Self::RateLimited => "rate_limited",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::ResponseBlocked => "response_blocked",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotImplemented => "not_implemented",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// The HTTP status this code is answered with.
+    pub const fn status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthenticated | Self::SessionExpired | Self::InvalidSignature => 401,
+            Self::QuotaExceeded => 402,
+            Self::Forbidden | Self::TenantMismatch | Self::IpBlocked | Self::SsrfBlocked => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
+            Self::PayloadTooLarge => 413,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            Self::NotImplemented => 501,
+            Self::ResponseBlocked | Self::UpstreamUnavailable => 502,
+            Self::Maintenance | Self::ChannelDisabled => 503,
+            Self::UpstreamTimeout => 504,
+        }
+    }
+
+    /// The default human message.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::BadRequest => "Bad request",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::NotFound => "Not found",
+            Self::RequestTimeout => "Request timeout",
+            Self::Maintenance => "Scheduled maintenance",
+            Self::ChannelDisabled => "Channel temporarily disabled",
+            Self::Unauthenticated => "Authentication required",
+            Self::SessionExpired => "Session expired",
+            Self::Forbidden => "Forbidden",
+            Self::TenantMismatch => "Forbidden",
+            Self::IpBlocked => "Forbidden",
+            Self::SsrfBlocked => "Forbidden",
+            Self::InvalidSignature => "Invalid signature",
+            Self::RateLimited => "Too many requests",
+            Self::QuotaExceeded => "Quota exceeded",
+            Self::ResponseBlocked => "Response blocked",
+            Self::UpstreamUnavailable => "Upstream unavailable",
+            Self::UpstreamTimeout => "Upstream timed out",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::NotImplemented => "Not implemented",
+            Self::Internal => "Internal error",
+        }
+    }
+}
+
+/// A decision to answer the request ourselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    /// The stable code.
+    pub code: DenyCode,
+    /// Why, for logs and events (never sent to the client): e.g. `cl_and_te`, `encoded_slash`.
+    pub reason: Cow<'static, str>,
+    /// Seconds, sent as `Retry-After` and `retryAfter`.
+    pub retry_after: Option<u64>,
+    /// Extra response headers (e.g. `Allow` on a 405).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Deny {
+    /// A deny with a code and an internal reason.
+    pub fn new(code: DenyCode, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self { code, reason: reason.into(), retry_after: None, headers: Vec::new() }
+    }
+
+    /// Adds `Retry-After`.
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Adds a response header.
+    #[must_use]
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// What to write back: status, headers (besides `X-Request-Id`, which the gateway adds to every
+/// response), and the JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers, including `Content-Type` and `Content-Length`.
+    pub headers: Vec<(&'static str, String)>,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+/// The one renderer: `{"error","code","request_id"[,"retryAfter"]}` per the contract.
+pub fn render(deny: &Deny, request_id: &str) -> Rendered {
+    let mut body = serde_json::json!({
+        "error": deny.code.message(),
+        "code": deny.code.as_str(),
+        "request_id": request_id,
+    });
+    let mut headers: Vec<(&'static str, String)> = Vec::with_capacity(4 + deny.headers.len());
+    if let Some(secs) = deny.retry_after {
+        body["retryAfter"] = serde_json::Value::from(secs);
+        headers.push(("retry-after", secs.to_string()));
+    }
+    let body = body.to_string().into_bytes();
+    headers.push(("content-type", "application/json".to_string()));
+    headers.push(("content-length", body.len().to_string()));
+    headers.push(("cache-control", "no-store".to_string()));
+    headers.extend(deny.headers.iter().cloned());
+    Rendered { status: deny.code.status(), headers, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_matches_contract_shape() {
+        let r = render(&Deny::new(DenyCode::Maintenance, "on").retry_after(3600), "rid-1");
+        assert_eq!(r.status, 503);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"], "Scheduled maintenance");
+        assert_eq!(v["code"], "maintenance");
+        assert_eq!(v["request_id"], "rid-1");
+        assert_eq!(v["retryAfter"], 3600);
+        assert!(r.headers.contains(&("retry-after", "3600".into())));
+        assert!(r.headers.contains(&("content-type", "application/json".into())));
+    }
+
+    #[test]
+    fn no_retry_after_unless_set_and_request_id_is_escaped() {
+        let r = render(&Deny::new(DenyCode::BadRequest, "x"), "a\"b");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(v.get("retryAfter").is_none());
+        assert_eq!(v["request_id"], "a\"b");
+        assert!(!r.headers.iter().any(|(k, _)| *k == "retry-after"));
+    }
+
+    #[test]
+    fn statuses_match_contract_table() {
+        for (code, status, s) in [
+            (DenyCode::Maintenance, 503, "maintenance"),
+            (DenyCode::ChannelDisabled, 503, "channel_disabled"),
+            (DenyCode::BadRequest, 400, "bad_request"),
+            (DenyCode::PayloadTooLarge, 413, "payload_too_large"),
+            (DenyCode::Unauthenticated, 401, "unauthenticated"),
+            (DenyCode::SessionExpired, 401, "session_expired"),
+            (DenyCode::TenantMismatch, 403, "tenant_mismatch"),
+            (DenyCode::IpBlocked, 403, "ip_blocked"),
+            (DenyCode::SsrfBlocked, 403, "ssrf_blocked"),
+            (DenyCode::InvalidSignature, 401, "invalid_signature"),
+            (DenyCode::RateLimited, 429, "rate_limited"),
+            (DenyCode::QuotaExceeded, 402, "quota_exceeded"),
+            (DenyCode::ResponseBlocked, 502, "response_blocked"),
+            (DenyCode::UpstreamUnavailable, 502, "upstream_unavailable"),
+            (DenyCode::UpstreamTimeout, 504, "upstream_timeout"),
+        ] {
+            assert_eq!(code.status(), status);
+            assert_eq!(code.as_str(), s);
+        }
+    }
+}

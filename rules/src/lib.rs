@@ -1,0 +1,11 @@
+//! `portcullis-rules`: every decision Portcullis makes, as pure functions over borrowed views.
+//!
+//! No Pingora, no tokio, no sockets: everything here is testable, fuzzable and benchable alone.
+
+pub mod canon;
+pub mod client_ip;
+pub mod deny;
+pub mod framing;
+pub mod request_id;
+pub mod routes;
+pub mod yaml;

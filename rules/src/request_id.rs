@@ -1,0 +1,45 @@
+//! Request ids: which inbound `X-Request-Id` values we keep.
+
+/// Longest inbound request id we keep.
+pub const MAX_LEN: usize = 128;
+
+/// True when an inbound request id is safe to keep, log and forward: 8 to 128 characters of
+/// `[A-Za-z0-9._:-]`. Anything else is replaced by a generated id (never echoed back).
+pub fn is_well_formed(id: &[u8]) -> bool {
+    (8..=MAX_LEN).contains(&id.len())
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Formats a time-ordered id: 48 bits of Unix milliseconds then 80 random bits, as 32 lowercase
+/// hex digits (UUIDv7-like ordering, sortable as text). The caller supplies time and randomness.
+pub fn format_id(unix_ms: u64, random: u128) -> String {
+    let ms = unix_ms & 0xFFFF_FFFF_FFFF;
+    let rnd = random & ((1u128 << 80) - 1);
+    format!("{ms:012x}{rnd:020x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_reasonable_ids_and_refuses_injection() {
+        assert!(is_well_formed(b"0192f1e2-aaaa-bbbb"));
+        assert!(is_well_formed(b"req:abc.def_123"));
+        assert!(!is_well_formed(b"short"));
+        assert!(!is_well_formed(b"has space in it"));
+        assert!(!is_well_formed(b"newline\r\ninjected"));
+        assert!(!is_well_formed(b"quote\"inside\"x"));
+        assert!(!is_well_formed(&[b'a'; 129]));
+        assert!(!is_well_formed("ünïcode-ids".as_bytes()));
+    }
+
+    #[test]
+    fn generated_ids_sort_by_time_and_are_well_formed() {
+        let a = format_id(1_700_000_000_000, u128::MAX);
+        let b = format_id(1_700_000_000_001, 0);
+        assert!(a < b);
+        assert_eq!(a.len(), 32);
+        assert!(is_well_formed(a.as_bytes()));
+    }
+}
