@@ -1,0 +1,12 @@
+//! Portcullis: the Pingora glue (the only code that touches `ProxyHttp`/`Session`), the control
+//! endpoint, metrics, logs, the CLI and the demo. Every decision lives in `portcullis-rules`.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod state;

@@ -1,0 +1,404 @@
+//! The one `ProxyHttp` implementation. Each phase is a thin adapter: build a borrowed view of the
+//! request, run that stage's checks from `portcullis-rules`, apply the verdict.
+
+use crate::metrics::UpstreamError;
+use crate::state::Shared;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use portcullis_rules::deny::{render, Deny, DenyCode};
+use portcullis_rules::{canon, framing, request_id, routes};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Headers a client must never be able to set for the upstream: we set our own.
+const FORWARDING_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+];
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    /// The request id: kept from a well-formed inbound header, or generated.
+    pub request_id: String,
+    client_ip: Option<IpAddr>,
+    host: Option<String>,
+    route: Option<usize>,
+    /// A deny decided in `early_request_filter`, sent by `request_filter`.
+    pending: Option<Deny>,
+    /// The deny we answered with, if any (for logs).
+    denied: Option<DenyCode>,
+    denied_reason: Option<String>,
+    body_bytes: u64,
+    backend: Option<SocketAddr>,
+    failed_backends: Vec<SocketAddr>,
+    upstream_error: Option<UpstreamError>,
+}
+
+/// The gateway's proxy logic.
+pub struct Portcullis {
+    shared: Arc<Shared>,
+}
+
+impl Portcullis {
+    /// Builds the proxy over the shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn route<'a>(&'a self, ctx: &Ctx) -> Option<&'a crate::config::Route> {
+        let i = ctx.route?;
+        self.shared.config.routes.entries().get(i).map(|e| &e.value)
+    }
+}
+
+/// Generates a time-ordered request id.
+pub fn new_request_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    request_id::format_id(ms, rand::random::<u128>())
+}
+
+/// Writes a deny through the one renderer, with `X-Request-Id`.
+pub async fn send_deny(session: &mut Session, request_id: &str, deny: &Deny, close: bool) -> Result<()> {
+    let r = render(deny, request_id);
+    let mut h = ResponseHeader::build(r.status, Some(r.headers.len() + 1))?;
+    for (k, v) in r.headers {
+        h.insert_header(k, v)?;
+    }
+    h.insert_header("x-request-id", request_id)?;
+    if close {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(Bytes::from(r.body)), true).await?;
+    Ok(())
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Portcullis {
+    /// Everything decided from the request head alone: request id, client IP, framing, path,
+    /// route, declared body size. Returns the deny to send, if any.
+    fn inspect_head(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Deny> {
+        let cfg = &self.shared.config;
+        let req = session.req_header();
+
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(v) if request_id::is_well_formed(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            _ => new_request_id(),
+        };
+
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.client_ip = peer.map(|p| {
+            let xff = req.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+            cfg.trusted_proxies.client_ip(p, xff.collect::<Vec<_>>().into_iter())
+        });
+
+        // Framing was already judged on the raw head (see `server::HeadGuard`); only the declared
+        // length is needed here.
+        let declared =
+            req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| framing::parse_content_length(v.as_bytes()));
+
+        // Host: the header, or the authority of an absolute-form target.
+        let raw_host =
+            header_str(req, "host").map(str::to_string).or_else(|| req.uri.authority().map(|a| a.as_str().to_string()));
+        ctx.host = raw_host.as_deref().and_then(routes::normalize_host);
+
+        let raw_path = req.uri.path().to_string();
+        let query = req.uri.query().map(str::to_string);
+        let canonical = match canon::canonicalize(raw_path.as_bytes()) {
+            Ok(c) => c.into_owned(),
+            Err(e) => return Some(Deny::new(DenyCode::BadRequest, e.as_str())),
+        };
+        let (route_index, route) = match cfg.routes.find(ctx.host.as_deref(), &canonical) {
+            Some((i, r)) => (i, r),
+            None => return Some(Deny::new(DenyCode::NotFound, "no_route")),
+        };
+        ctx.route = Some(route_index);
+        if let Some(n) = declared {
+            if n > route.max_body_bytes {
+                return Some(Deny::new(DenyCode::PayloadTooLarge, "declared_length_over_cap"));
+            }
+        }
+
+        // What every rule matched is what the upstream gets: the canonical path, query as sent.
+        let target = match &query {
+            Some(q) => format!("{canonical}?{q}"),
+            None => canonical,
+        };
+        if target.as_bytes() != req.uri.path_and_query().map_or(&b""[..], |p| p.as_str().as_bytes())
+            || req.uri.authority().is_some()
+        {
+            match target.parse::<http::Uri>() {
+                Ok(uri) => session.req_header_mut().set_uri(uri),
+                Err(_) => return Some(Deny::new(DenyCode::BadRequest, "unparseable_target")),
+            }
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Portcullis {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            request_id: String::new(),
+            client_ip: None,
+            host: None,
+            route: None,
+            pending: None,
+            denied: None,
+            denied_reason: None,
+            body_bytes: 0,
+            backend: None,
+            failed_backends: Vec::new(),
+            upstream_error: None,
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.pending = self.inspect_head(session, ctx);
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(deny) = ctx.pending.take() {
+            // A refused request's body is never read: close so nothing of it is parsed as a
+            // next request.
+            send_deny(session, &ctx.request_id, &deny, true).await?;
+            ctx.denied = Some(deny.code);
+            ctx.denied_reason = Some(deny.reason.into_owned());
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            let cap = self.route(ctx).map_or(0, |r| r.max_body_bytes);
+            if ctx.body_bytes > cap {
+                ctx.denied = Some(DenyCode::PayloadTooLarge);
+                ctx.denied_reason = Some("streamed_body_over_cap".into());
+                *body = None;
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the route's cap");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = self.route(ctx).ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        let pool_cfg = self
+            .shared
+            .config
+            .pools
+            .get(route.pool)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool"))?;
+        let lb =
+            self.shared.pools.get(route.pool).ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool"))?;
+        let failed = &ctx.failed_backends;
+        let backend = lb
+            .select_with(b"", 256, |b, healthy| healthy && !b.addr.as_inet().is_some_and(|a| failed.contains(a)))
+            .ok_or_else(|| {
+                ctx.upstream_error = Some(UpstreamError::Connect);
+                Error::explain(ErrorType::ConnectNoRoute, format!("no healthy backend in pool {}", pool_cfg.name))
+            })?;
+        ctx.backend = backend.addr.as_inet().copied();
+        let mut peer = HttpPeer::new(backend.addr.clone(), false, String::new());
+        peer.options.connection_timeout = Some(pool_cfg.connect_timeout);
+        peer.options.total_connection_timeout = Some(pool_cfg.connect_timeout);
+        peer.options.read_timeout = Some(pool_cfg.read_timeout.min(pool_cfg.total_timeout));
+        peer.options.write_timeout = Some(pool_cfg.write_timeout);
+        peer.options.idle_timeout = Some(pool_cfg.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        if let Some(a) = peer._address.as_inet() {
+            ctx.failed_backends.push(*a);
+        }
+        let pool_size =
+            self.route(ctx).and_then(|r| self.shared.config.pools.get(r.pool)).map_or(1, |p| p.backends.len());
+        // Nothing reached the upstream yet: try the next healthy backend, once per backend.
+        if ctx.failed_backends.len() < pool_size.min(3) {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for h in FORWARDING_HEADERS {
+            up.remove_header(*h);
+        }
+        for h in &self.shared.config.strip_headers {
+            up.remove_header(h.as_str());
+        }
+        if let Some(ip) = ctx.client_ip {
+            let ip = ip.to_string();
+            up.insert_header("x-forwarded-for", &ip)?;
+            up.insert_header("x-real-ip", &ip)?;
+        }
+        up.insert_header("x-forwarded-proto", "http")?;
+        if let Some(h) = &ctx.host {
+            up.insert_header("x-forwarded-host", h.as_str())?;
+        }
+        up.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.check_total_deadline(ctx)
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        self.check_total_deadline(ctx).map(|()| None)
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(413), _) => Some(DenyCode::PayloadTooLarge),
+            (ErrorType::HTTPStatus(s), _) if *s == 504 => Some(DenyCode::UpstreamTimeout),
+            (ErrorType::HTTPStatus(s), _) if (400..500).contains(s) => Some(DenyCode::BadRequest),
+            (
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+                ErrorSource::Upstream,
+            ) => {
+                ctx.upstream_error = Some(UpstreamError::Timeout);
+                Some(DenyCode::UpstreamTimeout)
+            }
+            (
+                ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError
+                | ErrorType::SocketError
+                | ErrorType::BindError,
+                _,
+            ) => {
+                ctx.upstream_error.get_or_insert(UpstreamError::Connect);
+                Some(DenyCode::UpstreamUnavailable)
+            }
+            (_, ErrorSource::Upstream) => {
+                ctx.upstream_error.get_or_insert(UpstreamError::Protocol);
+                Some(DenyCode::UpstreamUnavailable)
+            }
+            (ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => {
+                None
+            }
+            (ErrorType::ReadTimedout, ErrorSource::Downstream) => Some(DenyCode::RequestTimeout),
+            (_, ErrorSource::Downstream) => Some(DenyCode::BadRequest),
+            _ => Some(DenyCode::Internal),
+        };
+        if let Some(kind) = ctx.upstream_error {
+            self.shared.metrics.observe_upstream_error(ctx.route, kind);
+        }
+        let Some(code) = code else {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        };
+        if ctx.request_id.is_empty() {
+            ctx.request_id = new_request_id();
+        }
+        ctx.denied = Some(code);
+        ctx.denied_reason.get_or_insert_with(|| e.etype().as_str().to_string());
+        if session.response_written().is_none() {
+            let deny = Deny::new(code, e.etype().as_str());
+            if let Err(we) = send_deny(session, &ctx.request_id, &deny, true).await {
+                tracing::debug!(error = %we, "could not write error response");
+            }
+        }
+        FailToProxy { error_code: code.status(), can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        self.shared.metrics.observe_request(ctx.route, status, elapsed);
+        if !self.shared.config.access_log {
+            return;
+        }
+        let req = session.req_header();
+        let route = self.route(ctx).map_or("", |r| r.id.as_str());
+        tracing::info!(
+            log.logger = "access",
+            event.kind = "event",
+            event.category = "web",
+            event.action = "request",
+            event.outcome = if status != 0 && status < 400 { "success" } else { "failure" },
+            event.duration = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            http.request.id = %ctx.request_id,
+            http.request.method = %req.method,
+            url.path = %req.uri.path(),
+            http.response.status_code = status,
+            http.request.body.bytes = ctx.body_bytes,
+            source.ip = ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
+            route = route,
+            upstream.address = ctx.backend.map(|b| b.to_string()).unwrap_or_default(),
+            deny.code = ctx.denied.map_or("", |d| d.as_str()),
+            deny.reason = ctx.denied_reason.as_deref().unwrap_or(""),
+            error.message = e.map(|e| e.etype().as_str()).unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+impl Portcullis {
+    fn check_total_deadline(&self, ctx: &mut Ctx) -> Result<()> {
+        let total = self.route(ctx).and_then(|r| self.shared.config.pools.get(r.pool)).map(|p| p.total_timeout);
+        match total {
+            Some(t) if ctx.started.elapsed() > t => {
+                ctx.upstream_error = Some(UpstreamError::Timeout);
+                let mut e = Error::explain(ErrorType::ReadTimedout, "upstream total deadline passed");
+                e.esource = ErrorSource::Upstream;
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    }
+}

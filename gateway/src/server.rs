@@ -1,0 +1,341 @@
+//! Building and running the Pingora server: listeners bound before start (so port 0 works and
+//! the real addresses are known), pools with active health checks, the proxy behind a
+//! request-head deadline, the control endpoint, signals.
+
+use crate::config::{GatewayConfig, HealthCheck};
+use crate::control::ControlApp;
+use crate::metrics::Metrics;
+use crate::proxy::{new_request_id, Portcullis};
+use crate::state::Shared;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{Fds, ListenFds, RunArgs, Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service as Listening;
+use pingora_core::services::Service;
+use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::LoadBalancer;
+use pingora_proxy::{http_proxy, HttpProxy, ProxyHttp};
+use portcullis_rules::deny::{render, Deny, DenyCode};
+use portcullis_rules::framing::{self, HeaderLimits};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{IntoRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Extra services to run beside the gateway (the demo application).
+pub type Extra = Box<dyn pingora_core::services::ServiceWithDependents>;
+
+/// Runs the gateway until SIGTERM/SIGINT/SIGQUIT. `upgrade`: take the listening sockets over
+/// from the running instance (graceful upgrade) instead of binding.
+pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), String> {
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        work_stealing: cfg.server.work_stealing,
+        grace_period_seconds: Some(cfg.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(cfg.server.graceful_shutdown_timeout_seconds),
+        upgrade_sock: cfg.server.upgrade_sock.clone(),
+        pid_file: cfg.server.pid_file.clone(),
+        upstream_keepalive_pool_size: cfg.server.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    };
+    // Take SIGHUP over before anything else runs: its default action would kill the process.
+    // A handler registered through tokio stays installed for the life of the process.
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let _ = rt.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map(drop) });
+    }
+    let opt = Opt { upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    // Bind first: the addresses we print are the ones we serve, even for port 0.
+    let (proxy_key, proxy_fd) =
+        prebind(cfg.proxy_addr, upgrade).map_err(|e| format!("proxy listener {}: {e}", cfg.proxy_addr))?;
+    let (control_key, control_fd) =
+        prebind(cfg.control_addr, upgrade).map_err(|e| format!("control listener {}: {e}", cfg.control_addr))?;
+
+    let mut pools = Vec::new();
+    for p in &cfg.pools {
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(p.backends.iter().copied())
+            .map_err(|e| format!("pool {}: {e}", p.name))?;
+        match &p.health_check {
+            HealthCheck::Tcp => {
+                let mut hc = TcpHealthCheck::new();
+                hc.consecutive_failure = p.consecutive_failure;
+                hc.consecutive_success = p.consecutive_success;
+                hc.peer_template.options.connection_timeout = Some(p.connect_timeout);
+                lb.set_health_check(hc);
+            }
+            HealthCheck::Http { path, host } => {
+                let mut hc = HttpHealthCheck::new(host, false);
+                hc.consecutive_failure = p.consecutive_failure;
+                hc.consecutive_success = p.consecutive_success;
+                hc.peer_template.options.connection_timeout = Some(p.connect_timeout);
+                hc.peer_template.options.read_timeout = Some(p.connect_timeout);
+                let uri = path.parse::<http::Uri>().map_err(|e| format!("pool {} health path: {e}", p.name))?;
+                hc.req.set_uri(uri);
+                lb.set_health_check(Box::new(hc));
+            }
+        }
+        lb.health_check_frequency = Some(p.health_interval);
+        lb.parallel_health_check = true;
+        let svc = background_service(&format!("health {}", p.name), lb);
+        pools.push(svc.task());
+        server.add_service(svc);
+    }
+
+    let route_ids = cfg.routes.entries().iter().map(|e| e.value.id.clone()).collect();
+    let cfg = Arc::new(cfg);
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(route_ids, cfg.version.clone()),
+        config: cfg.clone(),
+        pools,
+        loaded_at: SystemTime::now(),
+    });
+
+    let proxy = Arc::new(http_proxy(&conf, Portcullis::new(shared.clone())));
+    let guard = HeadGuard {
+        proxy,
+        header_timeout: cfg.header_timeout,
+        header_limits: cfg.header_limits,
+        keepalive: cfg.keepalive_timeout_seconds,
+        max_head: cfg.header_limits.max_bytes.saturating_add(16 * 1024),
+    };
+    let mut proxy_svc = Listening::new("proxy".to_string(), guard);
+    proxy_svc.add_tcp(&proxy_key);
+    server.add_service(PreBound {
+        inner: proxy_svc,
+        fds: proxy_fd.into_iter().map(|fd| (proxy_key.clone(), fd)).collect(),
+        threads: None,
+    });
+
+    let mut control_svc = Listening::new("control".to_string(), ControlApp::new(shared.clone()));
+    control_svc.add_tcp(&control_key);
+    server.add_service(PreBound {
+        inner: control_svc,
+        fds: control_fd.into_iter().map(|fd| (control_key.clone(), fd)).collect(),
+        threads: Some(1),
+    });
+
+    server.add_service(background_service("signals", Signals));
+    for e in extra {
+        server.add_boxed_service(e);
+    }
+
+    tracing::info!(
+        proxy_addr = %proxy_key,
+        control_addr = %control_key,
+        config_version = %cfg.version,
+        routes = cfg.routes.entries().len(),
+        pools = cfg.pools.len(),
+        "listening"
+    );
+    server.run(RunArgs::default());
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds a listener now and returns its real address (the key Pingora looks fds up by) and fd.
+/// During a graceful upgrade the old process hands its sockets over instead.
+fn prebind(addr: SocketAddr, upgrade: bool) -> std::io::Result<(String, Option<RawFd>)> {
+    if upgrade {
+        return Ok((addr.to_string(), None));
+    }
+    let l = TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    let real = l.local_addr()?;
+    Ok((real.to_string(), Some(l.into_raw_fd())))
+}
+
+/// A listening service whose sockets were bound before the server started.
+pub(crate) struct PreBound<S> {
+    inner: S,
+    fds: Vec<(String, RawFd)>,
+    threads: Option<usize>,
+}
+
+/// Binds `addr` now and returns a listening service for `app` on it, with the real address.
+pub(crate) fn prebound_service<A>(
+    name: &str,
+    app: A,
+    addr: SocketAddr,
+    threads: usize,
+) -> std::io::Result<(PreBound<Listening<A>>, String)>
+where
+    A: ServerApp + Send + Sync + 'static,
+{
+    let (key, fd) = prebind(addr, false)?;
+    let mut svc = Listening::new(name.to_string(), app);
+    svc.add_tcp(&key);
+    Ok((
+        PreBound { inner: svc, fds: fd.into_iter().map(|fd| (key.clone(), fd)).collect(), threads: Some(threads) },
+        key,
+    ))
+}
+
+#[async_trait]
+impl<S: Service> Service for PreBound<S> {
+    async fn start_service(&mut self, fds: Option<ListenFds>, shutdown: ShutdownWatch, listeners_per_fd: usize) {
+        let table = fds.unwrap_or_else(|| Arc::new(parking_lot::Mutex::new(Fds::new())));
+        {
+            let mut t = table.lock();
+            for (addr, fd) in self.fds.drain(..) {
+                if t.get(&addr).is_none() {
+                    t.add(addr, fd);
+                }
+            }
+        }
+        self.inner.start_service(Some(table), shutdown, listeners_per_fd).await;
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.threads.or_else(|| self.inner.threads())
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.inner.listen_addresses()
+    }
+}
+
+/// A total deadline for receiving each request head (slowloris), ahead of Pingora's own parser
+/// which only bounds each single read. The bytes read are handed to Pingora untouched.
+struct HeadGuard<SV> {
+    proxy: Arc<HttpProxy<SV>>,
+    header_timeout: Duration,
+    header_limits: HeaderLimits,
+    keepalive: u64,
+    max_head: usize,
+}
+
+enum Head {
+    Complete,
+    Closed,
+    TimedOut,
+    TooLarge,
+}
+
+fn head_end(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(3);
+    buf.get(start..).is_some_and(|b| b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n"))
+}
+
+async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, deadline: Duration, max: usize) -> Head {
+    match tokio::time::timeout(idle, stream.read_buf(buf)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return Head::Closed,
+    }
+    let start = Instant::now();
+    let mut scanned = 0;
+    loop {
+        if head_end(buf, scanned) {
+            return Head::Complete;
+        }
+        scanned = buf.len();
+        if buf.len() > max {
+            return Head::TooLarge;
+        }
+        let remaining = deadline.saturating_sub(start.elapsed());
+        match tokio::time::timeout(remaining, stream.read_buf(buf)).await {
+            Err(_) => return Head::TimedOut,
+            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Writes a deny straight to a connection whose request never completed, then closes it.
+async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<String>) {
+    let id = request_id.unwrap_or_else(new_request_id);
+    let r = render(deny, &id);
+    let mut out = format!("HTTP/1.1 {} {}\r\n", r.status, deny.code.message());
+    for (k, v) in &r.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("x-request-id: {id}\r\nconnection: close\r\n\r\n"));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&r.body);
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&bytes)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.flush()).await;
+    tracing::info!(log.logger = "access", deny.code = deny.code.as_str(), deny.reason = %deny.reason, http.request.id = %id, "request head refused");
+}
+
+#[async_trait]
+impl<SV> ServerApp for HeadGuard<SV>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+{
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let mut stream = stream;
+        let mut settings = None;
+        let mut idle = self.header_timeout;
+        loop {
+            let mut buf = BytesMut::with_capacity(4096);
+            match read_head(&mut stream, &mut buf, idle, self.header_timeout, self.max_head).await {
+                Head::Complete => {
+                    // Framing is judged on the raw head, before Pingora's parser: some ambiguous
+                    // framings (CL + TE) would otherwise be dropped without an answer.
+                    if let Err(deny) = framing::check_head(&buf, self.header_limits) {
+                        let id = framing::request_id_of_head(&buf);
+                        write_raw_deny(&mut stream, &deny, id).await;
+                        return None;
+                    }
+                }
+                Head::Closed => return None,
+                Head::TimedOut => {
+                    write_raw_deny(&mut stream, &Deny::new(DenyCode::RequestTimeout, "header_deadline"), None).await;
+                    return None;
+                }
+                Head::TooLarge => {
+                    write_raw_deny(&mut stream, &Deny::new(DenyCode::BadRequest, "headers_too_large"), None).await;
+                    return None;
+                }
+            }
+            let mut session = ServerSession::new_http1(stream);
+            session.set_keepalive(if *shutdown.borrow() { None } else { Some(self.keepalive) });
+            if let Some(s) = settings.take() {
+                pingora_core::apps::HttpPersistentSettings::apply_to_session(s, &mut session);
+            }
+            session.set_pipelined_prefix(buf);
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let (s, ps) = reused.consume();
+            stream = s;
+            settings = ps;
+            idle = Duration::from_secs(self.keepalive.max(1));
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+/// SIGHUP must never kill the gateway: it is the rule-reload signal.
+struct Signals;
+
+#[async_trait]
+impl BackgroundService for Signals {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => tracing::info!(event.action = "sighup", "SIGHUP received: configuration is reloaded by restart or graceful upgrade; rule reload arrives with rule files"),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! What every phase and the control endpoint share: the compiled config, the pools with their
+//! health, the metrics.
+
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::LoadBalancer;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Shared, read-only after start (atomics inside).
+pub struct Shared {
+    /// The validated config.
+    pub config: Arc<GatewayConfig>,
+    /// One load balancer per pool, same order as `config.pools`.
+    pub pools: Vec<Arc<LoadBalancer<RoundRobin>>>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// When the config was loaded.
+    pub loaded_at: SystemTime,
+}
+
+impl Shared {
+    /// `(pool, backend, healthy)` for every backend.
+    pub fn backend_health(&self) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        for (cfg, lb) in self.config.pools.iter().zip(&self.pools) {
+            for b in lb.backends().get_backend().iter() {
+                out.push((cfg.name.clone(), b.addr.to_string(), lb.backends().ready(b)));
+            }
+        }
+        out
+    }
+
+    /// True when every pool has at least one healthy backend.
+    pub fn upstreams_ready(&self) -> bool {
+        self.config.pools.iter().zip(&self.pools).all(|(_, lb)| {
+            let set = lb.backends().get_backend();
+            set.iter().any(|b| lb.backends().ready(b))
+        })
+    }
+}
+
+/// True when `dir` exists (or can be created) and a file can be written and removed in it.
+pub fn dir_writable(dir: &Path) -> bool {
+    if std::fs::create_dir_all(dir).is_err() {
+        return false;
+    }
+    let probe = dir.join(format!(".ready-probe-{}", std::process::id()));
+    let ok = std::fs::write(&probe, b"ok").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
