@@ -1,0 +1,66 @@
+//! The canonicaliser through the wire: the upstream sees the canonical path, or nothing.
+use crate::common::*;
+use portcullis_tests::{parse_response, raw_exchange, Client};
+use std::time::Duration;
+
+/// (raw request target, what the upstream must see; None = refused with 400).
+const CASES: &[(&str, Option<&str>)] = &[
+    ("/api/orders", Some("/api/orders")),
+    ("/api//orders", Some("/api/orders")),
+    ("//api///orders", Some("/api/orders")),
+    ("/api/./orders", Some("/api/orders")),
+    ("/api/x/../orders", Some("/api/orders")),
+    ("/%61pi/orders", Some("/api/orders")),
+    ("/%41PI/orders", Some("/API/orders")),
+    ("/api/%7Euser", Some("/api/~user")),
+    ("/api/orders?q=%2F..%2F", Some("/api/orders?q=%2F..%2F")),
+    ("/api/caf%c3%a9", Some("/api/caf%C3%A9")),
+    ("/%2e%2e/etc/passwd", None),
+    ("/api/%2e%2e/%2e%2e/admin", None),
+    ("/api/%2E%2E/%2E%2E/admin", None),
+    ("/api/.%2e/.%2e/admin", None),
+    ("/../admin", None),
+    ("/api/%252e%252e/admin", None),
+    ("/api/..;/admin", None),
+    ("/api;/admin", None),
+    ("/api/x%2Fadmin", None),
+    ("/api/x%2fadmin", None),
+    ("/api/x%5cadmin", None),
+    ("/api/x\\admin", None),
+    ("/api/x%00", None),
+    ("/api/%c0%ae%c0%ae/admin", None),
+    ("/api/%e0%80%ae", None),
+    ("/api/%ef%bc%8fadmin", None),
+    ("/api/admin.", None),
+    ("/api/admin%20", None),
+    ("/api/%", None),
+    ("/api/%zz", None),
+    ("/api/%ff", None),
+];
+
+#[test]
+fn upstream_sees_the_canonical_path_or_nothing() {
+    let (up, gw) = simple();
+    let mut failures = Vec::new();
+    for (raw, expected) in CASES {
+        up.clear();
+        let req = format!("GET {raw} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let resp = raw_exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5));
+        let status = parse_response(&resp).map(|r| r.status);
+        let seen = up.last().map(|r| r.target);
+        match expected {
+            Some(want) => {
+                if status != Some(200) || seen.as_deref() != Some(*want) {
+                    failures.push(format!("{raw}: status {status:?}, upstream saw {seen:?}, want {want}"));
+                }
+            }
+            None => {
+                if status != Some(400) || seen.is_some() {
+                    failures.push(format!("{raw}: status {status:?}, upstream saw {seen:?}, want 400 and nothing"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(Client::new().get(&gw.url("/api/ok"), &[]).status, 200);
+}
