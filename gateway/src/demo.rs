@@ -108,7 +108,7 @@ pub fn run(config_path: &Path) -> Result<(), String> {
          \n  operator token (shown once): {token}\n\
          \nTry:\n\
          \n  curl -i http://{proxy}/api/business/12/orders\
-         \n  curl -i 'http://{proxy}/api/business/%2e%2e/12/orders'      # refused: 400 bad_request\
+         \n  curl -i 'http://{proxy}/api/business/12%2Forders'          # refused: 400 bad_request (encoded slash)\
          \n  curl -i -X POST http://{proxy}/api/whatsapp/messages -d '{{\"to\":\"+905321234567\"}}'\
          \n  curl -s http://{control}/ready\
          \n  curl -s http://{control}/metrics | grep portcullis_requests_total\

@@ -186,6 +186,18 @@ impl Gateway {
         env: &[(&str, &str)],
         extra_files: &[(&str, &str)],
     ) -> Result<Gateway, StartError> {
+        Gateway::try_start_subcommand(bin, "run", config_yaml, env, extra_files)
+    }
+
+    /// Like [`Gateway::try_start_with`] for another subcommand that takes `--config` and serves
+    /// (e.g. `demo`).
+    pub fn try_start_subcommand(
+        bin: impl AsRef<Path>,
+        subcommand: &str,
+        config_yaml: &str,
+        env: &[(&str, &str)],
+        extra_files: &[(&str, &str)],
+    ) -> Result<Gateway, StartError> {
         let bin = bin.as_ref();
         let dir = TempDir::new("portcullis-e2e");
         let dir_str = dir.path().to_string_lossy().into_owned();
@@ -195,7 +207,7 @@ impl Gateway {
         let config_path = dir.write("gateway.yaml", config_yaml.replace(DIR_PLACEHOLDER, &dir_str));
 
         let mut child = Command::new(bin)
-            .arg("run")
+            .arg(subcommand)
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())

@@ -8,6 +8,7 @@ mod common;
 mod canon_wire;
 mod cli;
 mod control;
+mod demo;
 mod framing;
 mod lifecycle;
 mod routing;
