@@ -190,7 +190,7 @@ impl Gateway {
     }
 
     /// Like [`Gateway::try_start_with`] for another subcommand that takes `--config` and serves
-    /// (e.g. `demo`).
+    /// (e.g. `demo`, or `run --upgrade`: split on whitespace, placed before `--config`).
     pub fn try_start_subcommand(
         bin: impl AsRef<Path>,
         subcommand: &str,
@@ -207,7 +207,7 @@ impl Gateway {
         let config_path = dir.write("gateway.yaml", config_yaml.replace(DIR_PLACEHOLDER, &dir_str));
 
         let mut child = Command::new(bin)
-            .arg(subcommand)
+            .args(subcommand.split_whitespace())
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())

@@ -224,3 +224,14 @@ fn body_caps_hold_on_declared_and_streamed_bodies() {
     assert!(up.requests().iter().all(|r| r.body.len() <= 1024), "the upstream never got a complete oversize body");
     assert_eq!(client.get(&gw.url("/x"), &[]).status, 200);
 }
+
+#[test]
+fn upstream_connections_are_kept_alive() {
+    let (up, gw) = simple();
+    let client = Client::new();
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/x"), &[]).status, 200);
+    }
+    let conns: std::collections::HashSet<u64> = up.requests().iter().map(|r| r.conn_id).collect();
+    assert_eq!(conns.len(), 1, "three sequential requests share one upstream connection");
+}
