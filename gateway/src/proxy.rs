@@ -108,7 +108,7 @@ impl Portcullis {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.client_ip = peer.map(|p| {
             let xff = req.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-            cfg.trusted_proxies.client_ip(p, xff.collect::<Vec<_>>().into_iter())
+            cfg.trusted_proxies.client_ip(p, xff)
         });
 
         // Framing was already judged on the raw head (see `server::HeadGuard`); only the declared
