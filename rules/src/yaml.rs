@@ -11,7 +11,8 @@
 //!    and converts the marked tree into a small owned tree that remembers the line of every node
 //!    and key. Aliases, anchors, unknown tags, non-string keys, duplicate keys and nesting deeper
 //!    than [`MAX_DEPTH`] are recorded as errors ("problems") and the offending node is left out;
-//!    only real syntax errors make `parse` fail.
+//!    `parse` itself fails only on input that is not one readable YAML document (syntax error,
+//!    too large, several documents).
 //! 2. [`Doc::deserialize`] runs a serde `Deserializer` over that tree, collecting errors instead of
 //!    stopping at the first one:
 //!    * unknown keys are checked against the struct's field list before the struct sees them (so
@@ -52,10 +53,11 @@ pub const MAX_DEPTH: usize = 64;
 /// refused before saphyr's recursive loader ever sees it.
 const MAX_LINE_NESTING: usize = 1024;
 
-/// Stack of the thread saphyr's recursive loader runs on. With [`MAX_LINE_NESTING`] and saphyr's own
-/// cap of 255 nested flow collections, the worst case needs a few MiB; this is address space, only
-/// the pages actually used are committed.
-const PARSER_STACK_BYTES: usize = 4 * 1024 * 1024;
+/// Stack of the thread saphyr's recursive loader runs on. The deepest input that passes
+/// [`nesting_gate`] (about 1000 block levels, plus saphyr's own cap of 255 nested flow collections
+/// with an implicit mapping each) was measured to need under 4 MiB in a debug build; this is
+/// address space, only the pages actually used are committed.
+const PARSER_STACK_BYTES: usize = 32 * 1024 * 1024;
 
 /// At most this many errors are reported.
 const MAX_ERRORS: usize = 100;
@@ -65,11 +67,11 @@ const MAX_ERRORS: usize = 100;
 const MAX_PASSES: usize = 64;
 
 /// At most this many duplicate keys are reported before a duplicate key becomes a fatal error.
-const MAX_DUPLICATE_KEYS: usize = 32;
+const MAX_DUPLICATE_KEYS: usize = 16;
 
 /// Prefix given to a duplicate key while re-parsing, so that saphyr accepts the mapping; see
-/// [`load`].
-const DUP_MARK: &str = "__portcullis_duplicate_key__";
+/// [`load`]. A sequence number and `__` follow, to keep renamed keys apart from each other.
+const DUP_MARK: &str = "__portcullis_duplicate_key_";
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -436,19 +438,34 @@ struct Loaded {
 /// conversion then reports and drops the renamed entries.
 fn load(file: &str, text: &str) -> Result<Loaded, Vec<ConfigError>> {
     let mut work: Option<String> = None;
-    for attempt in 0..=MAX_DUPLICATE_KEYS {
+    // Duplicates renamed so far (without their key path), and where the last mark was inserted.
+    let mut duplicates: Vec<ConfigError> = Vec::new();
+    let mut last_mark: Option<(usize, usize)> = None;
+    loop {
         let current = work.as_deref().unwrap_or(text);
         let chars = CharIndex::new(current);
         let docs = match MarkedYaml::load_from_str(current) {
             Ok(docs) => docs,
             Err(e) => {
-                if e.info() == "duplicated key in mapping" && attempt < MAX_DUPLICATE_KEYS {
-                    if let Some(renamed) = chars.byte(e.marker().index()).and_then(|at| insert_at(current, at)) {
+                let error = scan_error(file, current, &chars, &e);
+                let at = e.marker().index();
+                if e.info() == "duplicated key in mapping" && duplicates.len() < MAX_DUPLICATE_KEYS {
+                    let mark = format!("{DUP_MARK}{}__", duplicates.len());
+                    if let Some(renamed) = chars.byte(at).and_then(|b| insert_at(current, b, &mark)) {
+                        duplicates.push(error);
                         work = Some(renamed);
+                        last_mark = Some((at, mark.len()));
                         continue;
                     }
                 }
-                return Err(vec![scan_error(file, current, &chars, &e)]);
+                // A syntax error right where a key was renamed is an artifact of the renaming
+                // (a complex key in a flow mapping): the duplicate is the real error.
+                let artifact = last_mark.is_some_and(|(m, len)| (m..=m + len).contains(&at));
+                if !artifact {
+                    duplicates.push(error);
+                }
+                duplicates.sort_by_key(|e| e.line);
+                return Err(duplicates);
             }
         };
         let mut docs = docs.iter();
@@ -474,19 +491,24 @@ fn load(file: &str, text: &str) -> Result<Loaded, Vec<ConfigError>> {
         }
         return Ok(Loaded { root, empty, problems: conv.problems });
     }
-    Err(vec![ConfigError::new(file, 1, "", "too many duplicate keys")])
 }
 
-fn insert_at(text: &str, at: usize) -> Option<String> {
+fn insert_at(text: &str, at: usize, mark: &str) -> Option<String> {
     let (head, tail) = (text.get(..at)?, text.get(at..)?);
-    Some(format!("{head}{DUP_MARK}{tail}"))
+    Some(format!("{head}{mark}{tail}"))
+}
+
+/// The key as written, if `load` renamed it (see [`DUP_MARK`]).
+fn renamed_duplicate(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(DUP_MARK)?;
+    rest.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix("__")
 }
 
 fn scan_error(file: &str, text: &str, chars: &CharIndex<'_>, e: &ScanError) -> ConfigError {
     let marker = e.marker();
     let message = if e.info() == "duplicated key in mapping" {
         let key = chars.byte(marker.index()).and_then(|at| text.get(at..)).map(key_text).unwrap_or_default();
-        format!("duplicate key `{key}`")
+        format!("duplicate key `{}`", renamed_duplicate(&key).unwrap_or(&key))
     } else {
         format!("YAML syntax error: {}", e.info())
     };
@@ -527,6 +549,9 @@ struct CharIndex<'t> {
 }
 
 const CHAR_STRIDE: usize = 64;
+
+/// Anchors and tags longer than this are cut short in messages.
+const MAX_PROP_CHARS: usize = 256;
 
 impl<'t> CharIndex<'t> {
     fn new(text: &'t str) -> Self {
@@ -609,14 +634,20 @@ impl Converter<'_> {
         }
         // A node has at most one anchor and one tag; the bound only guards against surprises.
         for _ in 0..4 {
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            if !(rest.starts_with('&') || rest.starts_with('!')) {
+                break;
+            }
+            // Bounded, so that a long line without spaces is not scanned once per node.
+            let end = rest
+                .char_indices()
+                .take(MAX_PROP_CHARS)
+                .find(|(_, c)| c.is_whitespace())
+                .map_or_else(|| rest.char_indices().nth(MAX_PROP_CHARS).map_or(rest.len(), |(i, _)| i), |(i, _)| i);
             let token = rest.get(..end).unwrap_or("");
             if token.starts_with('&') {
                 props.anchor = true;
-            } else if token.starts_with('!') {
-                props.tag = Some(token.trim_end_matches([',', ']', '}']).to_owned());
             } else {
-                break;
+                props.tag = Some(token.trim_end_matches([',', ']', '}']).to_owned());
             }
             rest = rest.get(end..).unwrap_or("").trim_start();
             while rest.starts_with('#') {
@@ -701,7 +732,7 @@ impl Converter<'_> {
                 let mut seen: HashMap<String, usize> = HashMap::new();
                 for (k, v) in map {
                     let Some((key, key_line)) = self.key(k, path) else { continue };
-                    if let Some(original) = key.strip_prefix(DUP_MARK) {
+                    if let Some(original) = renamed_duplicate(&key) {
                         let original = unquote(original);
                         let child = key_path(path, original);
                         let message = match seen.get(original) {
@@ -1722,6 +1753,7 @@ impl<'de> VariantAccess<'de> for Placeholder {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use serde::Deserialize;
@@ -2012,6 +2044,30 @@ upstreams: {}
                 "gw.yaml:7: upstreams: duplicate key `upstreams` (first defined on line 4)",
             ]
         );
+        // Three copies, in a flow mapping too.
+        let errs = errors::<serde_json::Value>("a: 1\nb: {x: 1, x: 2}\na: 2\na: 3\n");
+        assert_eq!(
+            rendered(&errs),
+            [
+                "gw.yaml:2: b.x: duplicate key `x` (first defined on line 2)",
+                "gw.yaml:3: a: duplicate key `a` (first defined on line 1)",
+                "gw.yaml:4: a: duplicate key `a` (first defined on line 1)",
+            ]
+        );
+        // Too many duplicates: the parse fails, still reporting each one seen.
+        let text: String = (0..40).map(|i| format!("k: {i}\n")).collect();
+        let errs = errors::<serde_json::Value>(&text);
+        assert_eq!(errs.len(), MAX_DUPLICATE_KEYS + 1);
+        assert!(errs.iter().all(|e| e.message == "duplicate key `k`"), "{errs:#?}");
+        // Complex keys are refused as such (saphyr does not compare them for duplicates).
+        let errs = errors::<serde_json::Value>("? [a]\n: 1\n? [a]\n: 2\n");
+        assert_eq!(
+            rendered(&errs),
+            [
+                "gw.yaml:1: (root): mapping keys must be strings, found a sequence",
+                "gw.yaml:3: (root): mapping keys must be strings, found a sequence",
+            ]
+        );
         // Same key spelled differently (a quoted and a plain scalar).
         let errs = errors::<BTreeMap<String, u8>>("\"1\": 1\n1: 2\n");
         assert_eq!(rendered(&errs), ["gw.yaml:2: 1: duplicate key `1` (first defined on line 1)"]);
@@ -2097,6 +2153,45 @@ upstreams: {}
         // Close to the gate, parsing still works (and the cap applies).
         let errs = errors::<serde_json::Value>(&format!("{}x\n", "- ".repeat(1000)));
         assert!(errs[0].message.starts_with("nested too deeply"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn yaml_worst_nesting_the_gate_lets_through_parses() {
+        // The deepest shapes under the gate (see PARSER_STACK_BYTES): about 1000 block levels, then
+        // 255 flow sequences each holding an implicit mapping.
+        let flow = format!("{}{}\n", "[a: ".repeat(255), "]".repeat(255));
+        let compact = format!("{}{flow}", "- ".repeat(1021));
+        let mut zigzag = String::new();
+        for depth in 0..510 {
+            zigzag.push_str(&format!("{0}a:\n{0}-\n", " ".repeat(depth)));
+        }
+        zigzag.push_str(&" ".repeat(510));
+        zigzag.push_str(&flow);
+        for text in [compact, zigzag] {
+            assert_eq!(nesting_gate(&text), None);
+            let doc = Doc::parse("deep.yaml", &text).unwrap();
+            assert_eq!(doc.problems().len(), 1);
+            assert!(doc.problems()[0].message.starts_with("nested too deeply"));
+        }
+    }
+
+    #[test]
+    fn yaml_long_lines_are_not_quadratic() {
+        // Hundreds of thousands of nodes on one line: every node used to rescan the rest of it.
+        let text = format!("[{}1]", "1,".repeat(300_000));
+        let start = std::time::Instant::now();
+        let v: Vec<u8> = from_str("long.yaml", &text).unwrap();
+        assert_eq!(v.len(), 300_001);
+        let text = format!("[{}x]", "!!str 1,".repeat(100_000));
+        assert_eq!(from_str::<Vec<String>>("long.yaml", &text).unwrap().len(), 100_001);
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn yaml_doc_is_send_and_sync() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Doc>();
+        check::<ConfigError>();
     }
 
     #[test]
@@ -2360,6 +2455,54 @@ pools:
         );
     }
 
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(rename_all = "lowercase")]
+    enum Level {
+        Info,
+        Debug,
+        #[serde(other)]
+        Other,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(try_from = "RawPool")]
+    #[allow(dead_code)]
+    struct Pool {
+        backends: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawPool {
+        backends: Vec<String>,
+    }
+
+    impl TryFrom<RawPool> for Pool {
+        type Error = String;
+        fn try_from(raw: RawPool) -> Result<Self, String> {
+            if raw.backends.is_empty() {
+                return Err("a pool needs at least one backend".into());
+            }
+            Ok(Pool { backends: raw.backends })
+        }
+    }
+
+    #[test]
+    fn yaml_serde_attributes() {
+        let levels: Vec<Level> = from_str("l.yaml", "[info, debug, trace]").unwrap();
+        assert_eq!(levels, [Level::Info, Level::Debug, Level::Other]);
+        // A validation error is reported, unless the value was built from a placeholder (then it
+        // is a follow-up of the error already reported).
+        let errs = errors::<BTreeMap<String, Pool>>("a:\n  backends: 5\nb:\n  backends: []\nc:\n  backends: [x]\n");
+        assert_eq!(
+            rendered(&errs),
+            [
+                "gw.yaml:2: a.backends: invalid type: integer `5`, expected a sequence",
+                "gw.yaml:4: b: a pool needs at least one backend",
+            ]
+        );
+    }
+
     #[test]
     fn yaml_null_and_empty_values_into_options() {
         for text in ["proxy: a\ncontrol: ~\n", "proxy: a\ncontrol:\n", "proxy: a\ncontrol: null\n", "proxy: a\n"] {
@@ -2378,6 +2521,18 @@ pools:
             rendered(&errs)[0],
             "gw.yaml:3: listen.bogus: unknown field `bogus`, expected one of `proxy`, `control`"
         );
+        // Character positions stay right after CRLF and a BOM (props and number texts use them).
+        let text = "\u{feff}a: 1.50\r\nb: &x 2\r\nc: *x\r\nd: 0x10\r\n";
+        let errs = errors::<BTreeMap<String, String>>(text);
+        assert_eq!(
+            rendered(&errs),
+            [
+                "gw.yaml:2: b: YAML anchors (`&name`) are not supported",
+                "gw.yaml:3: c: YAML aliases (`*name`) are not supported: write the value out",
+            ]
+        );
+        let v: BTreeMap<String, String> = from_str("crlf.yaml", "\u{feff}é: 1.50\r\nd: 0x10\rx: 1e3\r\n").unwrap();
+        assert_eq!((v["é"].as_str(), v["d"].as_str(), v["x"].as_str()), ("1.50", "0x10", "1e3"));
     }
 
     #[test]
@@ -2409,6 +2564,63 @@ pools:
         assert_eq!(errs.last().unwrap().message, "too many errors; fix these and run again");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever the input, the loader answers (a value or errors), never panics, and every
+        /// error has a line within the text.
+        #[test]
+        fn yaml_never_panics(text in "[a-z0-9:\\-\\[\\]{}&*!|>'\" \n\t#,?.~%@`é]{0,300}") {
+            let lines = text.split('\n').count().max(1);
+            for errors in [
+                from_str::<serde_json::Value>("f.yaml", &text).err(),
+                from_str::<Config>("f.yaml", &text).err(),
+                from_str::<Vec<Check>>("f.yaml", &text).err(),
+            ].into_iter().flatten() {
+                proptest::prop_assert!(!errors.is_empty());
+                for e in &errors {
+                    proptest::prop_assert!(e.line >= 1 && e.line <= lines + 1, "{} (of {} lines)", e, lines);
+                }
+            }
+        }
+
+        /// The valid document, damaged somewhere: still never a panic.
+        #[test]
+        fn yaml_damaged_document_never_panics(
+            at in 0usize..VALID.len(),
+            cut in 0usize..8,
+            insert in "[a-z0-9:\\-\\[\\]{}&*!|'\" \n#,~]{0,6}",
+        ) {
+            let start = (0..=at).rev().find(|&i| VALID.is_char_boundary(i)).unwrap_or(0);
+            let end = (start + cut..=VALID.len()).find(|&i| VALID.is_char_boundary(i)).unwrap_or(VALID.len());
+            let text = format!("{}{insert}{}", &VALID[..start], &VALID[end..]);
+            if let Err(errors) = from_str::<Config>("f.yaml", &text) {
+                proptest::prop_assert!(!errors.is_empty());
+            }
+        }
+
+        /// Valid documents with a typo'd key: exactly that error.
+        #[test]
+        fn yaml_typo_is_reported_alone(route in 0usize..2, key in "(id|path_prefix|upstream)") {
+            let typo = format!("{key}x");
+            let field = format!("    {key}:");
+            let mut seen = 0;
+            let text: String = VALID.lines().map(|l| {
+                let l = if l.starts_with(&field) {
+                    seen += 1;
+                    if seen == route + 1 { l.replacen(&key, &typo, 1) } else { l.to_owned() }
+                } else { l.to_owned() };
+                l + "\n"
+            }).collect();
+            proptest::prop_assume!(seen > route);
+            let errs = from_str::<Config>("f.yaml", &text).unwrap_err();
+            proptest::prop_assert_eq!(errs.len(), 1, "{:?}", errs);
+            proptest::prop_assert_eq!(&errs[0].path, &format!("routes[{route}].{typo}"));
+            let wanted = format!("did you mean `{key}`");
+            proptest::prop_assert!(errs[0].message.contains(&wanted), "{}", errs[0]);
+        }
+    }
+
     #[test]
     fn yaml_helpers() {
         assert_eq!(edit_distance("upsteam", "upstream"), 1);
@@ -2429,25 +2641,5 @@ pools:
         assert_eq!(idx.byte(1001), Some(2001));
         assert_eq!(idx.byte(1002), None);
         assert_eq!(lines("a\r\nb\rc\nd").collect::<Vec<_>>(), ["a", "b", "c", "d"]);
-    }
-}
-#[cfg(test)]
-mod stack_probe {
-    #[test]
-    fn yaml_stack_probe() {
-        let kind = std::env::var("PROBE").unwrap_or_default();
-        let text = match kind.as_str() {
-            "compact" => format!("{}{}{}\n", "- ".repeat(1021), "[a: ".repeat(255), "]".repeat(255)),
-            "indent" => {
-                let mut t = String::new();
-                for d in 0..511 { t.push_str(&" ".repeat(d)); t.push_str("a:\n"); }
-                t.push_str(&" ".repeat(511)); t.push_str(&"[a: ".repeat(255)); t.push_str(&"]".repeat(255)); t.push('\n');
-                t
-            }
-            _ => return,
-        };
-        assert!(super::nesting_gate(&text).is_none());
-        let r = super::Doc::parse("p.yaml", &text);
-        println!("parsed: {}", match &r { Ok(d) => format!("ok, {} problems", d.problems().len()), Err(e) => e[0].to_string() });
     }
 }
