@@ -16,7 +16,11 @@ fn demo_serves_the_sample_app_through_the_gateway() {
     let r = c.get(&gw.url("/api/business/12/orders"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tenant"], "12");
-    let r = c.post(&gw.url("/api/whatsapp/messages"), &[("content-type", "application/json")], "{\"to\":\"+905321234567\"}");
+    let r = c.post(
+        &gw.url("/api/whatsapp/messages"),
+        &[("content-type", "application/json")],
+        "{\"to\":\"+905321234567\"}",
+    );
     assert_eq!(r.status, 202);
     let r = c.get(&gw.url("/api/business/12%2Forders"), &[]);
     assert_eq!(r.status, 400);
