@@ -11,6 +11,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_rules::deny::{render, Deny, DenyCode};
 use portcullis_rules::{canon, framing, request_id, routes};
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,7 +95,7 @@ fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 }
 
 impl Portcullis {
-    /// Everything decided from the request head alone: request id, client IP, framing, path,
+    /// Everything decided from the request head alone: request id, client IP, canonical path,
     /// route, declared body size. Returns the deny to send, if any.
     fn inspect_head(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Deny> {
         let cfg = &self.shared.config;
@@ -121,10 +122,8 @@ impl Portcullis {
             header_str(req, "host").map(str::to_string).or_else(|| req.uri.authority().map(|a| a.as_str().to_string()));
         ctx.host = raw_host.as_deref().and_then(routes::normalize_host);
 
-        let raw_path = req.uri.path().to_string();
-        let query = req.uri.query().map(str::to_string);
-        let canonical = match canon::canonicalize(raw_path.as_bytes()) {
-            Ok(c) => c.into_owned(),
+        let canonical = match canon::canonicalize(req.uri.path().as_bytes()) {
+            Ok(c) => c,
             Err(e) => return Some(Deny::new(DenyCode::BadRequest, e.as_str())),
         };
         let (route_index, route) = match cfg.routes.find(ctx.host.as_deref(), &canonical) {
@@ -139,17 +138,19 @@ impl Portcullis {
         }
 
         // What every rule matched is what the upstream gets: the canonical path, query as sent.
-        let target = match &query {
+        // An already-canonical origin-form target is forwarded untouched (no allocation).
+        // (A borrowed result can still be shorter: `/a/b/..` → `/a/` is a prefix of its input.)
+        let unchanged = matches!(&canonical, Cow::Borrowed(c) if c.len() == req.uri.path().len());
+        if unchanged && req.uri.authority().is_none() {
+            return None;
+        }
+        let target = match req.uri.query() {
             Some(q) => format!("{canonical}?{q}"),
-            None => canonical,
+            None => canonical.into_owned(),
         };
-        if target.as_bytes() != req.uri.path_and_query().map_or(&b""[..], |p| p.as_str().as_bytes())
-            || req.uri.authority().is_some()
-        {
-            match target.parse::<http::Uri>() {
-                Ok(uri) => session.req_header_mut().set_uri(uri),
-                Err(_) => return Some(Deny::new(DenyCode::BadRequest, "unparseable_target")),
-            }
+        match target.parse::<http::Uri>() {
+            Ok(uri) => session.req_header_mut().set_uri(uri),
+            Err(_) => return Some(Deny::new(DenyCode::BadRequest, "unparseable_target")),
         }
         None
     }
