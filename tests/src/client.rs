@@ -4,52 +4,11 @@
 use std::io::Read;
 use std::time::Duration;
 
-use crate::raw::{find_header, find_header_all};
-
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A response as the client saw it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Resp {
-    pub status: u16,
-    /// Names lowercased, grouped by name in order of first appearance.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    /// First value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
-    }
-
-    /// All values of header `name` (case-insensitive).
-    pub fn header_all(&self, name: &str) -> Vec<&str> {
-        find_header_all(&self.headers, name)
-    }
-
-    /// Body as lossy UTF-8.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// Body as JSON; panics (showing status and body) if it is not JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("response body is not JSON ({e}): status {} body {:?}", self.status, self.text())
-        })
-    }
-}
-
-impl std::fmt::Debug for Resp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resp")
-            .field("status", &self.status)
-            .field("headers", &self.headers)
-            .field("body", &String::from_utf8_lossy(&self.body))
-            .finish()
-    }
-}
+/// A response as the client saw it: the same type the raw-TCP helpers parse (one response type
+/// for every test).
+pub type Resp = crate::raw::RawResp;
 
 /// HTTP client. Cheap to clone (connection pool shared between clones).
 #[derive(Clone, Debug)]
@@ -124,6 +83,8 @@ impl Client {
             Err(ureq::Error::Transport(t)) => return Err(format!("{method} {url}: transport error: {t}")),
         };
         let status = resp.status();
+        let reason = resp.status_text().to_string();
+        let version = u8::from(resp.http_version() != "HTTP/1.0");
         let mut names: Vec<String> = Vec::new();
         for n in resp.headers_names() {
             if !names.contains(&n) {
@@ -140,6 +101,6 @@ impl Client {
         resp.into_reader()
             .read_to_end(&mut body)
             .map_err(|e| format!("{method} {url}: reading body after status {status}: {e}"))?;
-        Ok(Resp { status, headers: out_headers, body })
+        Ok(Resp { status, reason, version, headers: out_headers, body })
     }
 }
