@@ -232,7 +232,7 @@ fn head_end(buf: &[u8], from: usize) -> bool {
 }
 
 async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, deadline: Duration, max: usize) -> Head {
-    // Pingora's coarse timer wheel: a deadline per request costs far less than a tokio timer.
+    // Pingora's coarse timer wheel: the framework's idiom for coarse per-request deadlines.
     match fast_timeout(idle, stream.read_buf(buf)).await {
         Ok(Ok(n)) if n > 0 => {}
         _ => return Head::Closed,
