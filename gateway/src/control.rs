@@ -161,25 +161,31 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Builds a control response. A header the builder refuses (it cannot happen with our static
+/// names and ASCII values) fails closed as a bare 500, never as an empty 200.
+fn response(status: u16, headers: &[(&str, &str)], body: Vec<u8>, request_id: &str) -> Response<Vec<u8>> {
+    let mut b = Response::builder().status(status).header("x-request-id", request_id);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.header("content-length", body.len()).body(body).unwrap_or_else(|_| {
+        let mut r = Response::new(Vec::new());
+        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
 fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Vec<u8>> {
-    let body = body.to_string().into_bytes();
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("cache-control", "no-store")
-        .header("content-length", body.len())
-        .header("x-request-id", request_id)
-        .body(body)
-        .unwrap_or_default()
+    let headers = [("content-type", "application/json"), ("cache-control", "no-store")];
+    response(status, &headers, body.to_string().into_bytes(), request_id)
 }
 
 fn deny_response(deny: &Deny, request_id: &str) -> Response<Vec<u8>> {
     let r = render(deny, request_id);
-    let mut b = Response::builder().status(r.status).header("x-request-id", request_id);
-    for (k, v) in r.headers {
-        b = b.header(k, v);
-    }
-    b.body(r.body).unwrap_or_default()
+    // The renderer already sets content-length; `response` sets it from the body itself.
+    let headers: Vec<(&str, &str)> =
+        r.headers.iter().filter(|(k, _)| *k != "content-length").map(|(k, v)| (*k, v.as_str())).collect();
+    response(r.status, &headers, r.body, request_id)
 }
 
 #[async_trait]
@@ -219,13 +225,7 @@ impl ServeHttp for ControlApp {
             }
             ("GET" | "HEAD", "/metrics") => {
                 let body = self.metrics().into_bytes();
-                return Response::builder()
-                    .status(200)
-                    .header("content-type", "text/plain; version=0.0.4")
-                    .header("content-length", body.len())
-                    .header("x-request-id", &request_id)
-                    .body(body)
-                    .unwrap_or_default();
+                return response(200, &[("content-type", "text/plain; version=0.0.4")], body, &request_id);
             }
             (_, "/health" | "/ready" | "/metrics") => {
                 return deny_response(

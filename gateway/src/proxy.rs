@@ -118,9 +118,9 @@ impl Portcullis {
             req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| framing::parse_content_length(v.as_bytes()));
 
         // Host: the header, or the authority of an absolute-form target.
-        let raw_host =
-            header_str(req, "host").map(str::to_string).or_else(|| req.uri.authority().map(|a| a.as_str().to_string()));
-        ctx.host = raw_host.as_deref().and_then(routes::normalize_host);
+        ctx.host = header_str(req, "host")
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .and_then(routes::normalize_host);
 
         let canonical = match canon::canonicalize(req.uri.path().as_bytes()) {
             Ok(c) => c,
