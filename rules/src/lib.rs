@@ -8,4 +8,6 @@ pub mod deny;
 pub mod framing;
 pub mod request_id;
 pub mod routes;
+pub mod verdict;
+pub mod view;
 pub mod yaml;

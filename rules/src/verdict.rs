@@ -1,0 +1,312 @@
+//! What a check returns, and the one dry-run mechanism every check shares.
+//!
+//! A check never decides whether its finding blocks: it reports a [`Finding`] carrying the rule's
+//! [`Mode`], and [`Outcome::add`] applies it. `enforce` stops the request with the finding's deny;
+//! `monitor` records the same finding as flagged and lets the request through. The gateway core
+//! turns every finding into exactly one security event (`action: blocked` or `flagged`).
+
+use crate::deny::Deny;
+use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// Whether a rule blocks or only reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Detect and block.
+    #[default]
+    Enforce,
+    /// Detect, emit the same event with action `flagged`, let the request through.
+    Monitor,
+}
+
+impl Mode {
+    /// `enforce` or `monitor`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
+/// Event severity, ordered: `Info < Warning < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Review daily.
+    Info,
+    /// Investigate within the hour.
+    Warning,
+    /// Respond now.
+    Critical,
+}
+
+impl Severity {
+    /// Every severity, lowest first.
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
+
+    /// `info`, `warning` or `critical`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// Parses a severity name, case-insensitively.
+    pub fn parse(s: &str) -> Option<Severity> {
+        Self::ALL.into_iter().find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Position in [`Severity::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The security event types of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// An identity reached for another tenant's resource.
+    CrossTenantAttempt,
+    /// The anomaly detector revoked a session.
+    AnomalyRed,
+    /// A response was withheld or redacted for PII.
+    PiiLeakBlock,
+    /// A webhook signature was missing, invalid, stale or replayed.
+    WebhookInvalidSignature,
+    /// Missing or invalid credentials.
+    AuthFailure,
+    /// A firewall rule (client IP, CIDR, request pattern) matched.
+    FirewallBlock,
+    /// An SSRF target was found in a request.
+    SsrfBlock,
+    /// A tenant's quota ran out.
+    QuotaExceeded,
+    /// The anomaly detector injected latency.
+    AnomalyAmber,
+    /// A rule reload was rejected; the old rules stay.
+    RulesReloadFailed,
+    /// A rate limit answered 429 (aggregated per key and window).
+    RateLimitHit,
+    /// An operator flipped a switch or flag.
+    SwitchChanged,
+}
+
+impl EventType {
+    /// Every type, in the contract's order.
+    pub const ALL: [EventType; 12] = [
+        EventType::CrossTenantAttempt,
+        EventType::AnomalyRed,
+        EventType::PiiLeakBlock,
+        EventType::WebhookInvalidSignature,
+        EventType::AuthFailure,
+        EventType::FirewallBlock,
+        EventType::SsrfBlock,
+        EventType::QuotaExceeded,
+        EventType::AnomalyAmber,
+        EventType::RulesReloadFailed,
+        EventType::RateLimitHit,
+        EventType::SwitchChanged,
+    ];
+
+    /// The contract's name, e.g. `cross_tenant_attempt`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::CrossTenantAttempt => "cross_tenant_attempt",
+            Self::AnomalyRed => "anomaly_red",
+            Self::PiiLeakBlock => "pii_leak_block",
+            Self::WebhookInvalidSignature => "webhook_invalid_signature",
+            Self::AuthFailure => "auth_failure",
+            Self::FirewallBlock => "firewall_block",
+            Self::SsrfBlock => "ssrf_block",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::AnomalyAmber => "anomaly_amber",
+            Self::RulesReloadFailed => "rules_reload_failed",
+            Self::RateLimitHit => "rate_limit_hit",
+            Self::SwitchChanged => "switch_changed",
+        }
+    }
+
+    /// The contract's default severity.
+    pub const fn default_severity(self) -> Severity {
+        match self {
+            Self::CrossTenantAttempt | Self::AnomalyRed => Severity::Critical,
+            Self::RateLimitHit | Self::SwitchChanged => Severity::Info,
+            _ => Severity::Warning,
+        }
+    }
+
+    /// Parses a type name as operators write it: `auth_failure`, `auth-failure` or
+    /// `AUTH_FAILURE` (the runbook's spellings).
+    pub fn parse(s: &str) -> Option<EventType> {
+        let s = s.trim();
+        Self::ALL.into_iter().find(|t| {
+            let name = t.as_str().as_bytes();
+            name.len() == s.len()
+                && name.iter().zip(s.bytes()).all(|(&n, c)| {
+                    let c = if c == b'-' { b'_' } else { c.to_ascii_lowercase() };
+                    n == c
+                })
+        })
+    }
+
+    /// Position in [`EventType::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What happened to the request (or, for system events, to the operation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// An `enforce` rule stopped the request.
+    Blocked,
+    /// A `monitor` rule matched; the request went through.
+    Flagged,
+    /// Something was redacted and passed on (PII `redact`).
+    Redacted,
+    /// An operation was refused (a rule reload that failed validation).
+    Rejected,
+    /// State was changed (switches, flags).
+    Changed,
+}
+
+impl Action {
+    /// Lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Flagged => "flagged",
+            Self::Redacted => "redacted",
+            Self::Rejected => "rejected",
+            Self::Changed => "changed",
+        }
+    }
+}
+
+/// One detection by one rule. Never holds secrets, tokens or raw PII values: `detail` carries
+/// kinds, counts, reasons and masked samples only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// The rule that matched.
+    pub rule_id: Arc<str>,
+    /// The rule's mode.
+    pub mode: Mode,
+    /// The event this finding becomes.
+    pub event: EventType,
+    /// Its severity (the type's default unless the rule overrides it).
+    pub severity: Severity,
+    /// What the client gets when the rule enforces.
+    pub deny: Deny,
+    /// Structured detail for the event (no secrets, no raw PII).
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Finding {
+    /// The action this finding's mode implies.
+    pub const fn action(&self) -> Action {
+        match self.mode {
+            Mode::Enforce => Action::Blocked,
+            Mode::Monitor => Action::Flagged,
+        }
+    }
+}
+
+/// The findings of one phase: every monitor-mode finding, and at most one enforcing deny (the
+/// first; checks stop at it).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// Monitor-mode findings: reported, not enforced.
+    pub flagged: Vec<Finding>,
+    /// The first enforce-mode finding: the request stops here.
+    pub deny: Option<Finding>,
+}
+
+impl Outcome {
+    /// Applies a finding's mode. Returns `Break` once the request is denied: later checks must
+    /// not run.
+    pub fn add(&mut self, f: Finding) -> ControlFlow<()> {
+        match f.mode {
+            Mode::Monitor => {
+                self.flagged.push(f);
+                ControlFlow::Continue(())
+            }
+            Mode::Enforce => {
+                self.deny = Some(f);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// True when nothing matched.
+    pub fn is_clean(&self) -> bool {
+        self.flagged.is_empty() && self.deny.is_none()
+    }
+
+    /// Every finding, flagged first, then the deny.
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.flagged.iter().chain(self.deny.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deny::DenyCode;
+
+    fn finding(mode: Mode) -> Finding {
+        Finding {
+            rule_id: Arc::from("r1"),
+            mode,
+            event: EventType::FirewallBlock,
+            severity: Severity::Warning,
+            deny: Deny::new(DenyCode::IpBlocked, "client_ip"),
+            detail: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn monitor_flags_and_continues_enforce_stops() {
+        let mut o = Outcome::default();
+        assert_eq!(o.add(finding(Mode::Monitor)), ControlFlow::Continue(()));
+        assert!(o.deny.is_none());
+        assert_eq!(o.add(finding(Mode::Enforce)), ControlFlow::Break(()));
+        assert_eq!(o.flagged.len(), 1);
+        assert_eq!(o.deny.as_ref().map(Finding::action), Some(Action::Blocked));
+        assert_eq!(o.flagged[0].action(), Action::Flagged);
+        assert_eq!(o.findings().count(), 2);
+    }
+
+    #[test]
+    fn event_type_names_parse_in_every_spelling() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+            assert_eq!(EventType::parse(&t.as_str().to_ascii_uppercase()), Some(t));
+            assert_eq!(EventType::parse(&t.as_str().replace('_', "-")), Some(t));
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+            assert_eq!(EventType::ALL[t.index()], t);
+        }
+        assert_eq!(EventType::parse("auth_failures"), None);
+        assert_eq!(EventType::parse(""), None);
+        assert_eq!(EventType::parse("auth_failur"), None);
+    }
+
+    #[test]
+    fn severities_follow_the_contract() {
+        assert_eq!(EventType::CrossTenantAttempt.default_severity(), Severity::Critical);
+        assert_eq!(EventType::AnomalyRed.default_severity(), Severity::Critical);
+        assert_eq!(EventType::RateLimitHit.default_severity(), Severity::Info);
+        assert_eq!(EventType::SwitchChanged.default_severity(), Severity::Info);
+        assert_eq!(EventType::RulesReloadFailed.default_severity(), Severity::Warning);
+        assert!(Severity::Info < Severity::Warning && Severity::Warning < Severity::Critical);
+        assert_eq!(Severity::parse("CRITICAL"), Some(Severity::Critical));
+        assert_eq!(Severity::parse("high"), None);
+    }
+}
