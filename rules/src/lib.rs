@@ -5,9 +5,11 @@
 pub mod canon;
 pub mod client_ip;
 pub mod deny;
+pub mod firewall;
 pub mod framing;
 pub mod request_id;
 pub mod routes;
+pub mod rulefile;
 pub mod verdict;
 pub mod view;
 pub mod yaml;

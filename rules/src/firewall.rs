@@ -1,0 +1,1034 @@
+//! The request firewall: the `firewall:` section of a rule file.
+//!
+//! ```yaml
+//! firewall:
+//!   - id: block-scanners
+//!     mode: enforce            # or monitor
+//!     severity: warning        # default: firewall_block's (warning)
+//!     match:
+//!       client_ips: ["203.0.113.0/24", "198.51.100.7", "2001:db8::/32"]
+//!       routes: [api, webhooks]
+//!       methods: [POST, PUT]
+//!       paths: ["/admin", "/api/internal"]
+//!       path_regex: '^/api/[^/]+/export$'
+//!       headers:
+//!         user-agent: '(?i)sqlmap|nikto'
+//!       query_regex: '(?i)union\s+select'
+//! ```
+//!
+//! Within a list any entry may match (OR); every key of `match` must match (AND). Rules are
+//! evaluated in file order (files in name order); each matching rule yields a
+//! [`EventType::FirewallBlock`] finding, and the first `enforce` one stops the request
+//! (403 `ip_blocked` when the rule names client IPs, else 403 `forbidden`).
+//!
+//! What each criterion sees:
+//!
+//! * `client_ips`: the client IP resolved through the trusted proxies; IPv4-mapped IPv6 clients
+//!   (`::ffff:203.0.113.5`) are matched as the IPv4 address (and IPv4-mapped rule networks as
+//!   IPv4 networks). An unknown client IP never matches.
+//! * `routes`: the matched route's id. No route never matches.
+//! * `methods`: the request method, compared case-insensitively (an upstream that upper-cases
+//!   `post` must not let it past a `POST` rule).
+//! * `paths` (segment-boundary prefixes) and `path_regex`: the **canonical** path (see
+//!   [`crate::canon`]): `/%61dmin`, `//admin` and `/x/../admin` all arrive as `/admin`;
+//!   non-unreserved bytes stay percent-encoded in uppercase hex (`%20`). Matching is
+//!   case-sensitive, like the canonical path.
+//! * `headers`: each value of the named header, as bytes (non-UTF-8 included); a header sent
+//!   several times matches if any value matches; a missing header never matches.
+//! * `query_regex`: the raw query string (without `?`), and, when it holds `%` or `+`, also its
+//!   percent-decoded form (`+` as space), so `union%20select` and `union+select` are caught by
+//!   `union\s+select`. No query string never matches.
+//!
+//! A clean request (no rule matches) costs no allocation, except one for decoding a query that
+//! holds `%` or `+` when a rule with `query_regex` gets that far.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use http::HeaderName;
+use ipnet::{IpNet, Ipv4Net};
+use regex::bytes::Regex;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::canon;
+use crate::deny::{Deny, DenyCode};
+use crate::rulefile::{compile_regex, Common, Ctx};
+use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
+use crate::view::RequestView;
+
+/// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
+pub const KIND: &str = "firewall";
+
+/// The event every firewall finding becomes.
+pub const EVENT: EventType = EventType::FirewallBlock;
+
+/// One raw rule of the `firewall:` list. Serialized (JSON) for the rule hash: absent optional
+/// keys are skipped so that adding keys to the schema keeps existing hashes.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a firewall rule: a mapping with `id` and `match`")]
+pub(crate) struct RawFirewallRule {
+    id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    severity: Option<Severity>,
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    matches: Option<RawMatch>,
+}
+
+/// The criteria of one rule. A key written with no value (`client_ips:`) is an error, not an
+/// absent criterion: silently dropping it would widen the rule.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of match criteria")]
+struct RawMatch {
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    client_ips: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    routes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    methods: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    paths: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    path_regex: Option<String>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    query_regex: Option<String>,
+}
+
+/// A key that is present must have a value: `null` is a type error, not `None`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The compiled firewall: immutable, `Send + Sync`, evaluated in file order.
+#[derive(Debug, Default)]
+pub struct Firewall {
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    id: Arc<str>,
+    mode: Mode,
+    severity: Severity,
+    code: DenyCode,
+    client_ips: Option<Vec<IpNet>>,
+    routes: Option<Vec<Box<str>>>,
+    methods: Option<Vec<Box<str>>>,
+    paths: Option<Vec<Box<str>>>,
+    path_regex: Option<Regex>,
+    headers: Vec<(HeaderName, Regex)>,
+    query_regex: Option<Regex>,
+    /// `{"matched": [criteria names]}`, built once; cloned into each finding.
+    detail: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Firewall {
+    /// Evaluates every rule in order against the request. Each matching rule adds a
+    /// `firewall_block` finding to `out`; returns `Break` as soon as [`Outcome::add`] does (an
+    /// `enforce` rule matched): later checks must not run.
+    pub fn check(&self, view: &RequestView<'_>, out: &mut Outcome) -> ControlFlow<()> {
+        let client_ip = view.client_ip.map(|ip| ip.to_canonical());
+        let mut query = Query { raw: view.query, decoded: None };
+        for rule in &self.rules {
+            if rule.matches(view, client_ip, &mut query) {
+                out.add(rule.finding())?;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True when there is no firewall rule.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// The query string, and its percent-decoded form computed at most once per request.
+struct Query<'q> {
+    raw: Option<&'q str>,
+    /// `None`: not computed yet; `Some(None)`: nothing to decode.
+    decoded: Option<Option<Vec<u8>>>,
+}
+
+impl Query<'_> {
+    fn is_match(&mut self, re: &Regex) -> bool {
+        let Some(raw) = self.raw else { return false };
+        if re.is_match(raw.as_bytes()) {
+            return true;
+        }
+        let decoded = self.decoded.get_or_insert_with(|| decode_query(raw.as_bytes()));
+        decoded.as_deref().is_some_and(|d| re.is_match(d))
+    }
+}
+
+/// Percent-decodes a query string (`+` is a space; invalid escapes are kept as they are). `None`
+/// when there is nothing to decode.
+fn decode_query(raw: &[u8]) -> Option<Vec<u8>> {
+    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => match (raw.get(i + 1).and_then(|&c| hex_val(c)), raw.get(i + 2).and_then(|&c| hex_val(c))) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl Rule {
+    /// All criteria must match; cheapest first.
+    fn matches(&self, v: &RequestView<'_>, client_ip: Option<IpAddr>, query: &mut Query<'_>) -> bool {
+        if let Some(routes) = &self.routes {
+            if !v.route.is_some_and(|r| routes.iter().any(|x| **x == *r)) {
+                return false;
+            }
+        }
+        if let Some(methods) = &self.methods {
+            if !methods.iter().any(|m| m.eq_ignore_ascii_case(v.method)) {
+                return false;
+            }
+        }
+        if let Some(nets) = &self.client_ips {
+            if !client_ip.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))) {
+                return false;
+            }
+        }
+        if let Some(paths) = &self.paths {
+            if !paths.iter().any(|p| canon::has_prefix(v.path, p)) {
+                return false;
+            }
+        }
+        if let Some(re) = &self.path_regex {
+            if !re.is_match(v.path.as_bytes()) {
+                return false;
+            }
+        }
+        for (name, re) in &self.headers {
+            if !v.headers.get_all(name).iter().any(|value| re.is_match(value.as_bytes())) {
+                return false;
+            }
+        }
+        if let Some(re) = &self.query_regex {
+            if !query.is_match(re) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn finding(&self) -> Finding {
+        Finding {
+            rule_id: self.id.clone(),
+            mode: self.mode,
+            event: EVENT,
+            severity: self.severity,
+            deny: Deny::new(self.code, "firewall"),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// Collects the compiled rules of every file.
+#[derive(Debug, Default)]
+pub(crate) struct Builder {
+    rules: Vec<Rule>,
+}
+
+impl Builder {
+    pub(crate) fn build(self) -> Firewall {
+        Firewall { rules: self.rules }
+    }
+}
+
+/// Compiles the `firewall:` list of one file (`section` is its key, for error paths).
+pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: Vec<RawFirewallRule>, out: &mut Builder) {
+    for (i, r) in raw.iter().enumerate() {
+        let path = format!("{section}[{i}]");
+        let meta = ctx.rule(KIND, &path, Common { id: &r.id, mode: r.mode, severity: r.severity }, r);
+        let mut c = RuleCompiler { ctx: &mut *ctx, base: format!("{path}.match"), ok: true };
+        if let Some(rule) = c.rule(meta.id, meta.mode, meta.severity, r.matches.as_ref()) {
+            out.rules.push(rule);
+        }
+    }
+}
+
+/// Validates and compiles the `match` of one rule, recording every error.
+struct RuleCompiler<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    /// `firewall[i].match`
+    base: String,
+    ok: bool,
+}
+
+impl RuleCompiler<'_, '_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.ok = false;
+        self.ctx.error(path, message);
+    }
+
+    fn rule(&mut self, id: Arc<str>, mode: Mode, severity: Option<Severity>, raw: Option<&RawMatch>) -> Option<Rule> {
+        let Some(raw) = raw else {
+            let base = self.base.clone();
+            self.error(&base, "a rule needs a `match` with at least one criterion");
+            return None;
+        };
+        let RawMatch { client_ips, routes, methods, paths, path_regex, headers, query_regex } = raw;
+        let criteria = [
+            client_ips.is_some(),
+            routes.is_some(),
+            methods.is_some(),
+            paths.is_some(),
+            path_regex.is_some(),
+            headers.is_some(),
+            query_regex.is_some(),
+        ];
+        if !criteria.contains(&true) {
+            let base = self.base.clone();
+            self.error(
+                &base,
+                "`match` needs at least one criterion (a rule matching every request would block all traffic)",
+            );
+        }
+        let mut matched: Vec<serde_json::Value> = Vec::new();
+
+        let client_ips = self.list("client_ips", client_ips, |s| {
+            crate::client_ip::parse_net(s)
+                .map(unmap_net)
+                .ok_or_else(|| format!("`{s}` is not an IP address or CIDR (like 203.0.113.0/24 or 2001:db8::/32)"))
+        });
+        if client_ips.is_some() {
+            matched.push("client_ip".into());
+        }
+
+        let known = self.ctx.routes();
+        let routes = self.list("routes", routes, |s| check_route(s, known).map(|()| Box::from(s)));
+        if routes.is_some() {
+            matched.push("route".into());
+        }
+
+        let methods = self.list("methods", methods, |s| {
+            if !s.is_empty() && s.bytes().all(is_tchar) {
+                Ok(Box::from(s.to_ascii_uppercase()))
+            } else {
+                Err(format!("`{s}` is not an HTTP method (a token like GET or POST)"))
+            }
+        });
+        if methods.is_some() {
+            matched.push("method".into());
+        }
+
+        let paths = self.list("paths", paths, |s| check_path(s).map(|()| Box::from(s)));
+        if paths.is_some() {
+            matched.push("path".into());
+        }
+
+        let path_regex = self.regex("path_regex", path_regex.as_deref());
+        if path_regex.is_some() {
+            matched.push("path_regex".into());
+        }
+
+        let mut compiled_headers = Vec::new();
+        if let Some(map) = headers {
+            let hp = format!("{}.headers", self.base);
+            if map.is_empty() {
+                self.error(&hp, "`headers` is empty: remove the key or name at least one header");
+            }
+            let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+            for (name, pattern) in map {
+                let p = format!("{hp}.{name}");
+                let lower = name.to_ascii_lowercase();
+                let Ok(header) = HeaderName::from_bytes(lower.as_bytes()) else {
+                    self.error(&p, format!("`{name}` is not a valid header name"));
+                    continue;
+                };
+                if let Some(first) = seen.insert(lower.clone(), name) {
+                    self.error(
+                        &p,
+                        format!(
+                            "header `{lower}` is listed twice (`{first}` and `{name}`): names are case-insensitive"
+                        ),
+                    );
+                    continue;
+                }
+                match compile_regex(pattern) {
+                    Ok(re) => {
+                        matched.push(format!("header:{lower}").into());
+                        compiled_headers.push((header, re));
+                    }
+                    Err(msg) => self.error(&p, msg),
+                }
+            }
+        }
+
+        let query_regex = self.regex("query_regex", query_regex.as_deref());
+        if query_regex.is_some() {
+            matched.push("query_regex".into());
+        }
+
+        if !self.ok {
+            return None;
+        }
+        let mut detail = serde_json::Map::new();
+        detail.insert("matched".into(), serde_json::Value::Array(matched));
+        Some(Rule {
+            id,
+            mode,
+            severity: severity.unwrap_or(EVENT.default_severity()),
+            code: if client_ips.is_some() { DenyCode::IpBlocked } else { DenyCode::Forbidden },
+            client_ips,
+            routes,
+            methods,
+            paths,
+            path_regex,
+            headers: compiled_headers,
+            query_regex,
+            detail,
+        })
+    }
+
+    /// A list criterion: `None` when absent; an error when empty; each entry converted by `f`,
+    /// errors recorded at `key[j]`.
+    fn list<T>(
+        &mut self,
+        key: &str,
+        items: &Option<Vec<String>>,
+        mut f: impl FnMut(&str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
+        let items = items.as_ref()?;
+        let p = format!("{}.{key}", self.base);
+        if items.is_empty() {
+            self.error(&p, format!("`{key}` is empty: remove the key or list at least one entry"));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (j, s) in items.iter().enumerate() {
+            match f(s) {
+                Ok(v) => out.push(v),
+                Err(msg) => self.error(&format!("{p}[{j}]"), msg),
+            }
+        }
+        Some(out)
+    }
+
+    fn regex(&mut self, key: &str, pattern: Option<&str>) -> Option<Regex> {
+        let pattern = pattern?;
+        match compile_regex(pattern) {
+            Ok(re) => Some(re),
+            Err(msg) => {
+                let p = format!("{}.{key}", self.base);
+                self.error(&p, msg);
+                None
+            }
+        }
+    }
+}
+
+/// A `routes` entry: non-empty, and one of the gateway's routes when those are known.
+fn check_route(s: &str, known: Option<&[&str]>) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("a route id cannot be empty".into());
+    }
+    match known {
+        Some(known) if !known.contains(&s) => {
+            let mut names: Vec<&str> = known.iter().copied().take(20).collect();
+            if known.len() > 20 {
+                names.push("…");
+            }
+            let list = if names.is_empty() { "(none)".to_string() } else { names.join(", ") };
+            Err(format!("unknown route `{s}`; routes in the gateway config: {list}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// A `paths` entry must be an already-canonical absolute path, and not `/` (which matches every
+/// path: leave `paths` out instead).
+fn check_path(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err(format!("`{s}` must start with `/`"));
+    }
+    match canon::canonicalize(s.as_bytes()) {
+        Err(e) => Err(format!("`{s}` is not a valid path: {e}")),
+        Ok(c) if c != s => Err(format!("`{s}` is not canonical; did you mean `{c}`?")),
+        Ok(_) if s.trim_end_matches('/').is_empty() => {
+            Err("`/` matches every path: leave `paths` out to match any path".to_string())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:203.0.113.0/120`) as the IPv4 network it denotes, since
+/// clients are matched in canonical (IPv4) form.
+fn unmap_net(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net {
+        if let (Some(v4), Some(len)) = (v6.network().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+            if let Ok(n) = Ipv4Net::new(v4, len) {
+                return IpNet::V4(n);
+            }
+        }
+    }
+    net.trunc()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rulefile::{compile, compile_with, Env, Snapshot, SourceFile};
+    use crate::verdict::Action;
+    use http::{HeaderMap, HeaderValue};
+    use serde_json::json;
+
+    fn snap(rules: &str) -> Snapshot {
+        let text = format!("version: 1\nfirewall:\n{rules}");
+        match compile(&[SourceFile::new("fw.yaml", text)]) {
+            Ok(s) => s,
+            Err(e) => panic!("{}", e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+        }
+    }
+
+    /// One rule `r` with the given `match` body (flow mapping).
+    fn one(m: &str) -> Snapshot {
+        snap(&format!("  - id: r\n    match: {m}\n"))
+    }
+
+    /// Errors of a one-rule file, as `LINE PATH: MESSAGE`.
+    fn errors(rules: &str) -> Vec<String> {
+        let text = format!("version: 1\nfirewall:\n{rules}");
+        compile(&[SourceFile::new("fw.yaml", text)])
+            .unwrap_err()
+            .iter()
+            .map(|e| format!("{} {}: {}", e.line, e.path, e.message))
+            .collect()
+    }
+
+    struct Req {
+        method: &'static str,
+        path: String,
+        query: Option<&'static str>,
+        route: Option<&'static str>,
+        ip: Option<IpAddr>,
+        headers: HeaderMap,
+    }
+
+    fn req() -> Req {
+        Req {
+            method: "GET",
+            path: "/api/business/42/orders".into(),
+            query: None,
+            route: Some("api"),
+            ip: Some("192.0.2.10".parse().unwrap()),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    impl Req {
+        fn view(&self) -> RequestView<'_> {
+            RequestView {
+                method: self.method,
+                path: &self.path,
+                query: self.query,
+                host: Some("app.example.com"),
+                route: self.route,
+                channel: None,
+                client_ip: self.ip,
+                headers: &self.headers,
+            }
+        }
+        fn ip(mut self, ip: &str) -> Self {
+            self.ip = Some(ip.parse().unwrap());
+            self
+        }
+        fn header(mut self, name: &'static str, value: &[u8]) -> Self {
+            self.headers.append(name, HeaderValue::from_bytes(value).unwrap());
+            self
+        }
+        fn path(mut self, p: &str) -> Self {
+            self.path = p.into();
+            self
+        }
+    }
+
+    fn run(s: &Snapshot, r: &Req) -> (ControlFlow<()>, Outcome) {
+        let mut out = Outcome::default();
+        let flow = s.firewall.check(&r.view(), &mut out);
+        (flow, out)
+    }
+
+    fn hits(s: &Snapshot, r: &Req) -> bool {
+        !run(s, r).1.is_clean()
+    }
+
+    #[test]
+    fn enforce_denies_and_stops() {
+        let s = snap("  - id: a\n    match: {methods: [DELETE]}\n  - id: b\n    match: {methods: [DELETE]}\n");
+        let r = Req { method: "DELETE", ..req() };
+        let (flow, out) = run(&s, &r);
+        assert_eq!(flow, ControlFlow::Break(()));
+        let f = out.deny.as_ref().unwrap();
+        assert_eq!(&*f.rule_id, "a");
+        assert_eq!(f.event, EventType::FirewallBlock);
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(f.action(), Action::Blocked);
+        assert_eq!(f.deny.code, DenyCode::Forbidden);
+        assert_eq!(f.deny.reason, "firewall");
+        assert_eq!(serde_json::Value::Object(f.detail.clone()), json!({"matched": ["method"]}));
+        assert!(out.flagged.is_empty());
+        let (flow, out) = run(&s, &req());
+        assert_eq!(flow, ControlFlow::Continue(()));
+        assert!(out.is_clean());
+    }
+
+    #[test]
+    fn monitor_flags_and_continues_to_the_next_rule() {
+        let s = snap(
+            "  - id: watch\n    mode: monitor\n    severity: critical\n    match: {client_ips: [192.0.2.0/24]}\n\
+             \x20 - id: block\n    match: {client_ips: [192.0.2.10]}\n\
+             \x20 - id: never-reached\n    mode: monitor\n    match: {methods: [GET]}\n",
+        );
+        let (flow, out) = run(&s, &req());
+        assert_eq!(flow, ControlFlow::Break(()));
+        assert_eq!(out.flagged.len(), 1);
+        let flagged = &out.flagged[0];
+        assert_eq!((&*flagged.rule_id, flagged.mode, flagged.severity), ("watch", Mode::Monitor, Severity::Critical));
+        assert_eq!(flagged.action(), Action::Flagged);
+        assert_eq!(flagged.deny.code, DenyCode::IpBlocked);
+        let deny = out.deny.as_ref().unwrap();
+        assert_eq!((&*deny.rule_id, deny.deny.code), ("block", DenyCode::IpBlocked));
+        assert_eq!(deny.deny.code.status(), 403);
+
+        // Monitor only: everything is flagged, nothing is denied, the request goes on.
+        let s = snap("  - id: a\n    mode: monitor\n    match: {methods: [GET]}\n  - id: b\n    mode: monitor\n    match: {routes: [api]}\n");
+        let (flow, out) = run(&s, &req());
+        assert_eq!(flow, ControlFlow::Continue(()));
+        assert!(out.deny.is_none());
+        assert_eq!(out.flagged.iter().map(|f| &*f.rule_id).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn client_ips() {
+        let s = one("{client_ips: [203.0.113.0/24, 198.51.100.7, '2001:db8::/32']}");
+        for (ip, hit) in [
+            ("203.0.113.5", true),
+            ("203.0.114.5", false),
+            ("198.51.100.7", true),
+            ("198.51.100.8", false),
+            ("2001:db8::1", true),
+            ("2001:db9::1", false),
+            // IPv4-mapped IPv6 clients match IPv4 rules.
+            ("::ffff:203.0.113.5", true),
+            ("::ffff:198.51.100.7", true),
+            ("::ffff:198.51.100.8", false),
+            // IPv4-compatible (deprecated) form is not the same address.
+            ("::203.0.113.5", false),
+        ] {
+            assert_eq!(hits(&s, &req().ip(ip)), hit, "{ip}");
+        }
+        // Unknown client IP never matches.
+        assert!(!hits(&s, &Req { ip: None, ..req() }));
+        // An IPv4-mapped rule network matches IPv4 clients too.
+        let s = one("{client_ips: ['::ffff:203.0.113.0/120']}");
+        assert!(hits(&s, &req().ip("203.0.113.9")));
+        assert!(hits(&s, &req().ip("::ffff:203.0.113.9")));
+        assert!(!hits(&s, &req().ip("203.0.112.9")));
+        // Host bits in a CIDR are ignored.
+        let s = one("{client_ips: [203.0.113.77/24]}");
+        assert!(hits(&s, &req().ip("203.0.113.1")));
+        let (_, out) = run(&s, &req().ip("203.0.113.1"));
+        assert_eq!(out.deny.unwrap().detail["matched"], json!(["client_ip"]));
+    }
+
+    #[test]
+    fn routes() {
+        let s = one("{routes: [api, webhooks]}");
+        assert!(hits(&s, &req()));
+        assert!(hits(&s, &Req { route: Some("webhooks"), ..req() }));
+        assert!(!hits(&s, &Req { route: Some("apix"), ..req() }));
+        assert!(!hits(&s, &Req { route: Some("ap"), ..req() }));
+        assert!(!hits(&s, &Req { route: None, ..req() }));
+    }
+
+    #[test]
+    fn methods() {
+        let s = one("{methods: [post, PUT]}");
+        assert!(hits(&s, &Req { method: "POST", ..req() }));
+        assert!(hits(&s, &Req { method: "PUT", ..req() }));
+        // Compared case-insensitively: an upstream may upper-case it.
+        assert!(hits(&s, &Req { method: "post", ..req() }));
+        assert!(!hits(&s, &req()));
+        assert!(!hits(&s, &Req { method: "POSTX", ..req() }));
+    }
+
+    #[test]
+    fn paths_are_segment_prefixes_of_the_canonical_path() {
+        let s = one("{paths: [/admin, /api/internal/]}");
+        for (p, hit) in [
+            ("/admin", true),
+            ("/admin/", true),
+            ("/admin/users", true),
+            ("/administrator", false),
+            ("/api/internal", true),
+            ("/api/internal/x", true),
+            ("/api/internals", false),
+            ("/x/admin", false),
+            ("/ADMIN", false),
+        ] {
+            assert_eq!(hits(&s, &req().path(p)), hit, "{p}");
+        }
+        // The view carries the canonical path: every encoded or dotted spelling of /admin arrives
+        // as /admin (the gateway canonicalises once, before any check).
+        for raw in ["/%61dmin", "/%61%64%6D%69%6E/x", "//admin", "/x/../admin", "/./admin/.", "/api/../admin"] {
+            let canonical = canon::canonicalize(raw.as_bytes()).unwrap();
+            assert!(hits(&s, &req().path(&canonical)), "{raw} -> {canonical}");
+        }
+    }
+
+    #[test]
+    fn path_regex() {
+        let s = one(r"{path_regex: '^/api/[^/]+/export$'}");
+        assert!(hits(&s, &req().path("/api/v1/export")));
+        assert!(!hits(&s, &req().path("/api/v1/export/x")));
+        assert!(!hits(&s, &req().path("/api/export")));
+        let (_, out) = run(&s, &req().path("/api/v1/export"));
+        assert_eq!(out.deny.unwrap().detail["matched"], json!(["path_regex"]));
+        // Non-ASCII arrives percent-encoded in the canonical path.
+        let s = one(r"{path_regex: '%C3%A9'}");
+        let canonical = canon::canonicalize("/caf\u{e9}".as_bytes()).unwrap();
+        assert!(hits(&s, &req().path(&canonical)));
+    }
+
+    #[test]
+    fn headers() {
+        let s = one(r"{headers: {User-Agent: '(?i)sqlmap|nikto'}}");
+        assert!(hits(&s, &req().header("user-agent", b"sqlmap/1.8#stable")));
+        assert!(hits(&s, &req().header("user-agent", b"Mozilla/5.00 (NIKTO/2.5)")));
+        assert!(!hits(&s, &req().header("user-agent", b"curl/8.5")));
+        // Missing header never matches.
+        assert!(!hits(&s, &req()));
+        // Repeated header: any value matches.
+        let r = req().header("user-agent", b"curl/8.5").header("user-agent", b"sqlmap/1.8");
+        assert!(hits(&s, &r));
+        let (_, out) = run(&s, &r);
+        // Criteria names only: never the header's value.
+        assert_eq!(out.deny.as_ref().unwrap().detail["matched"], json!(["header:user-agent"]));
+        assert!(!serde_json::to_string(&out.deny.unwrap().detail).unwrap().contains("sqlmap"));
+        // Non-UTF-8 values are matched as bytes.
+        let s = one(r"{headers: {x-probe: '\xff\xfe'}}");
+        assert!(hits(&s, &req().header("x-probe", b"a\xff\xfeb")));
+        assert!(!hits(&s, &req().header("x-probe", b"a\xffb")));
+        let s = one(r"{headers: {x-probe: 'sqlmap'}}");
+        assert!(hits(&s, &req().header("x-probe", b"\xc3(sqlmap\xff")));
+        // Several headers: all must be present and match.
+        let s = one(r"{headers: {x-a: '^1$', x-b: '^2$'}}");
+        assert!(hits(&s, &req().header("x-a", b"1").header("x-b", b"2")));
+        assert!(!hits(&s, &req().header("x-a", b"1")));
+        assert!(!hits(&s, &req().header("x-a", b"1").header("x-b", b"3")));
+        // Unicode is off: (?i) and \w are ASCII only; `.` matches any byte.
+        let s = one(r"{headers: {x-a: '(?i)^\w+$'}}");
+        assert!(hits(&s, &req().header("x-a", b"Ab_9")));
+        assert!(!hits(&s, &req().header("x-a", "\u{e9}".as_bytes())));
+        let s = one(r"{headers: {x-a: '^..$'}}");
+        assert!(hits(&s, &req().header("x-a", "\u{e9}".as_bytes())));
+    }
+
+    #[test]
+    fn query_regex_sees_raw_and_decoded_query() {
+        let s = one(r"{query_regex: '(?i)union\s+select'}");
+        for (q, hit) in [
+            ("id=1 UNION SELECT 1", true),
+            ("id=1%20union%20select%201", true),
+            ("id=1+union+select+1", true),
+            ("id=1%2520union%2520select", false), // decoded once, like the upstream does
+            ("id=1&sort=name", false),
+            ("id=%zzunion%09select", true),
+        ] {
+            assert_eq!(hits(&s, &Req { query: Some(q), ..req() }), hit, "{q}");
+        }
+        assert!(!hits(&s, &req()));
+        let (_, out) = run(&s, &Req { query: Some("q=union+select+password"), ..req() });
+        let detail = serde_json::to_string(&out.deny.unwrap().detail).unwrap();
+        assert_eq!(detail, r#"{"matched":["query_regex"]}"#);
+        assert_eq!(decode_query(b"a=1&b=2"), None);
+        assert_eq!(decode_query(b"a%41+%4"), Some(b"aA %4".to_vec()));
+        assert_eq!(decode_query(b"%e9%"), Some(vec![0xe9, b'%']));
+    }
+
+    #[test]
+    fn all_criteria_must_match() {
+        let s = snap(
+            "  - id: all\n    match:\n      client_ips: [192.0.2.0/24]\n      routes: [api]\n      methods: [POST]\n\
+             \x20     paths: [/api]\n      path_regex: 'orders$'\n      headers: {x-a: 'yes'}\n      query_regex: 'dump'\n",
+        );
+        let full = || Req { method: "POST", query: Some("dump=1"), ..req() }.header("x-a", b"yes");
+        let (_, out) = run(&s, &full());
+        let deny = out.deny.unwrap();
+        assert_eq!(deny.deny.code, DenyCode::IpBlocked);
+        assert_eq!(
+            deny.detail["matched"],
+            json!(["client_ip", "route", "method", "path", "path_regex", "header:x-a", "query_regex"])
+        );
+        // Take away any one criterion: no match.
+        assert!(!hits(&s, &full().ip("198.51.100.1")));
+        assert!(!hits(&s, &Req { route: Some("web"), ..full() }));
+        assert!(!hits(&s, &Req { method: "GET", ..full() }));
+        assert!(!hits(&s, &full().path("/web/orders")));
+        assert!(!hits(&s, &full().path("/api/orders/1")));
+        assert!(!hits(&s, &Req { query: Some("x=1"), ..full() }));
+        assert!(!hits(&s, &Req { method: "POST", query: Some("dump=1"), ..req() }.header("x-a", b"no")));
+    }
+
+    #[test]
+    fn deny_code_depends_on_client_ips() {
+        let s = one("{paths: [/admin]}");
+        let (_, out) = run(&s, &req().path("/admin"));
+        let d = out.deny.unwrap().deny;
+        assert_eq!((d.code, d.code.as_str(), d.code.status()), (DenyCode::Forbidden, "forbidden", 403));
+        let s = one("{client_ips: [192.0.2.10], paths: [/admin]}");
+        let (_, out) = run(&s, &req().path("/admin"));
+        assert_eq!(out.deny.unwrap().deny.code.as_str(), "ip_blocked");
+    }
+
+    fn err1(m: &str) -> String {
+        let e = errors(&format!("  - id: r\n    match: {m}\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        e.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn validation_errors_have_line_and_key_path() {
+        assert_eq!(
+            err1("{client_ips: [10.0.0.0/8, 10.0.0.300, '::1/64']}").split(": `").next().unwrap(),
+            "4 firewall[0].match.client_ips[1]"
+        );
+        assert_eq!(
+            errors("  - id: r\n    match:\n      client_ips:\n        - 10.0.0.0/33\n        - ok\n"),
+            [
+                "6 firewall[0].match.client_ips[0]: `10.0.0.0/33` is not an IP address or CIDR (like 203.0.113.0/24 or 2001:db8::/32)",
+                "7 firewall[0].match.client_ips[1]: `ok` is not an IP address or CIDR (like 203.0.113.0/24 or 2001:db8::/32)",
+            ]
+        );
+        assert_eq!(
+            err1("{methods: [GET, 'GE T']}"),
+            "4 firewall[0].match.methods[1]: `GE T` is not an HTTP method (a token like GET or POST)"
+        );
+        assert_eq!(
+            err1("{methods: ['']}"),
+            "4 firewall[0].match.methods[0]: `` is not an HTTP method (a token like GET or POST)"
+        );
+        assert_eq!(
+            err1("{headers: {'bad header': x}}"),
+            "4 firewall[0].match.headers.bad header: `bad header` is not a valid header name"
+        );
+        assert_eq!(
+            err1("{headers: {User-Agent: x, user-agent: y}}"),
+            "4 firewall[0].match.headers.user-agent: header `user-agent` is listed twice (`User-Agent` and `user-agent`): names are case-insensitive"
+        );
+        assert_eq!(
+            err1("{paths: [/a/../b]}"),
+            "4 firewall[0].match.paths[0]: `/a/../b` is not canonical; did you mean `/b`?"
+        );
+        assert_eq!(
+            err1("{paths: ['/%61dmin']}"),
+            "4 firewall[0].match.paths[0]: `/%61dmin` is not canonical; did you mean `/admin`?"
+        );
+        assert_eq!(err1("{paths: [admin]}"), "4 firewall[0].match.paths[0]: `admin` must start with `/`");
+        assert!(err1("{paths: [/]}").contains("`/` matches every path"));
+        assert!(err1("{paths: ['/a/%2e%2e/%2e%2e/b']}")
+            .starts_with("4 firewall[0].match.paths[0]: `/a/%2e%2e/%2e%2e/b` is not a valid path:"));
+        assert!(err1("{routes: ['']}").ends_with("a route id cannot be empty"));
+    }
+
+    #[test]
+    fn regex_errors() {
+        let e = err1("{path_regex: '('}");
+        assert!(e.starts_with("4 firewall[0].match.path_regex: invalid regex: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = err1(r"{path_regex: '\p{L}'}");
+        assert!(e.starts_with("4 firewall[0].match.path_regex: invalid regex: "), "{e}");
+        assert!(e.contains("Unicode"), "{e}");
+        let e = err1(r"{query_regex: '(a{1000}){1000}'}");
+        assert!(e.starts_with("4 firewall[0].match.query_regex: the compiled regex exceeds the size limit"), "{e}");
+        let e = err1(r"{query_regex: '(?:\w{1000}){1000}'}");
+        assert!(e.contains("size limit"), "{e}");
+        let e = err1(&format!("{{path_regex: '{}a{}'}}", "(".repeat(100), ")".repeat(100)));
+        assert!(e.starts_with("4 firewall[0].match.path_regex: invalid regex: "), "{e}");
+        let e = err1(&format!("{{path_regex: '{}'}}", "a".repeat(4097)));
+        assert_eq!(e, "4 firewall[0].match.path_regex: the pattern is 4097 bytes; the limit is 4096");
+        assert!(one(&format!("{{path_regex: '{}'}}", "a".repeat(4096))).firewall.len() == 1);
+        let e = err1("{path_regex: ''}");
+        assert_eq!(e, "4 firewall[0].match.path_regex: the pattern is empty (it would match everything)");
+        let e = err1("{headers: {x-a: '[z-a]'}}");
+        assert!(e.starts_with("4 firewall[0].match.headers.x-a: invalid regex: "), "{e}");
+        // Unicode-mode only syntax is refused, ASCII classes are fine.
+        for p in [r"(?u)\w", r"(?iu)x", r"(?u:\w)", r"a(?i)b(?su-x:c)"] {
+            let e = err1(&format!("{{path_regex: '{p}'}}"));
+            assert!(
+                e.ends_with("`(?u)` (Unicode mode) is not available: rule regexes match bytes with Unicode off"),
+                "{e}"
+            );
+        }
+        for p in [r"(?-u)\w", r"(?i-u:x)", r"\(?u\)", r"(?P<u>x)", r"(?<u>x)", r"(?i)u"] {
+            assert_eq!(one(&format!("{{path_regex: '{p}'}}")).firewall.len(), 1, "{p}");
+        }
+        assert_eq!(one(r"{path_regex: '(?i)^[[:alpha:]]\d\s\b'}").firewall.len(), 1);
+    }
+
+    #[test]
+    fn empty_and_missing_criteria() {
+        let msg = "`match` needs at least one criterion (a rule matching every request would block all traffic)";
+        assert_eq!(errors("  - id: r\n    match: {}\n"), [format!("4 firewall[0].match: {msg}")]);
+        assert_eq!(
+            errors("  - id: r\n    mode: monitor\n"),
+            ["3 firewall[0].match: a rule needs a `match` with at least one criterion"]
+        );
+        for key in ["client_ips", "routes", "methods", "paths"] {
+            assert_eq!(
+                err1(&format!("{{{key}: []}}")),
+                format!("4 firewall[0].match.{key}: `{key}` is empty: remove the key or list at least one entry")
+            );
+        }
+        assert_eq!(
+            err1("{headers: {}}"),
+            "4 firewall[0].match.headers: `headers` is empty: remove the key or name at least one header"
+        );
+        // A key with no value is an error, not an absent criterion (that would widen the rule).
+        let e = errors("  - id: r\n    match:\n      client_ips:\n      paths: [/admin]\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("5 firewall[0].match.client_ips: invalid type: null"), "{e:?}");
+    }
+
+    #[test]
+    fn errors_in_several_rules_are_all_reported() {
+        let e = errors(
+            "  - id: Bad\n    match: {methods: ['?']}\n  - id: ok\n    match: {}\n  - id: fine\n    match: {client_ips: [x], paths: [y]}\n",
+        );
+        let paths: Vec<&str> = e.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "3 firewall[0].id",
+                "4 firewall[0].match.methods[0]",
+                "6 firewall[1].match",
+                "8 firewall[2].match.client_ips[0]",
+                "8 firewall[2].match.paths[0]",
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_checked_against_the_gateway() {
+        let text = "version: 1\nfirewall:\n  - id: r\n    match: {routes: [api]}\n";
+        let env = Env { routes: Some(&[]) };
+        let e = compile_with(&[SourceFile::new("f.yaml", text)], &env).unwrap_err();
+        assert_eq!(e[0].message, "unknown route `api`; routes in the gateway config: (none)");
+    }
+
+    #[test]
+    fn shipped_rules_compile_and_match_only_attack_tools() {
+        let text = include_str!("../../config/rules/firewall.yaml");
+        let s = compile(&[SourceFile::new("config/rules/firewall.yaml", text)]).unwrap();
+        assert!(s.rule_count() >= 1);
+        assert!(s.rules().iter().all(|r| r.mode == Mode::Enforce));
+        for ua in [
+            "sqlmap/1.8#stable (https://sqlmap.org)",
+            "Mozilla/5.00 (Nikto/2.5.0) (Evasions:None) (Test:Port Check)",
+            "Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)",
+            "masscan/1.3 (https://github.com/robertdavidgraham/masscan)",
+            "Mozilla/5.0 zgrab/0.x",
+        ] {
+            let (flow, out) = run(&s, &req().header("user-agent", ua.as_bytes()));
+            assert_eq!(flow, ControlFlow::Break(()), "{ua}");
+            assert_eq!(out.deny.unwrap().deny.code, DenyCode::Forbidden);
+        }
+        for ua in [
+            "curl/8.5.0",
+            "python-requests/2.31.0",
+            "Go-http-client/1.1",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            "Wget/1.21",
+            "PostmanRuntime/7.36",
+            "nmap-fan-club-app/1.0",
+        ] {
+            assert!(!hits(&s, &req().header("user-agent", ua.as_bytes())), "{ua}");
+        }
+        assert!(!hits(&s, &req()));
+    }
+
+    #[test]
+    fn firewall_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Firewall>();
+    }
+
+    proptest::proptest! {
+        /// Whatever the request, checking never panics, and a finding's detail names criteria
+        /// only (nothing from the request).
+        #[test]
+        fn check_never_panics_nor_leaks(
+            method in "[A-Za-z]{0,8}",
+            path in "/[a-z0-9/%._-]{0,40}",
+            query in proptest::option::of("[ -~]{0,40}"),
+            ua in proptest::collection::vec(0u8..=255, 0..40),
+        ) {
+            let s = snap(
+                "  - id: a\n    mode: monitor\n    match: {query_regex: '.'}\n\
+                 \x20 - id: b\n    mode: monitor\n    match: {headers: {user-agent: '.'}}\n\
+                 \x20 - id: c\n    match: {methods: [GET], paths: [/a]}\n",
+            );
+            let mut r = Req { method: "GET", query: None, ..req() }.path(&path);
+            let m: &'static str = Box::leak(method.into_boxed_str());
+            r.method = m;
+            r.query = query.map(|q| &*Box::leak(q.into_boxed_str()));
+            if let Ok(v) = HeaderValue::from_bytes(&ua) {
+                r.headers.insert("user-agent", v);
+            }
+            let (_, out) = run(&s, &r);
+            for f in out.findings() {
+                let matched = f.detail["matched"].as_array().unwrap();
+                for name in matched {
+                    let name = name.as_str().unwrap();
+                    proptest::prop_assert!(
+                        ["query_regex", "header:user-agent", "method", "path"].contains(&name),
+                        "{}", name
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,731 @@
+//! Rule files: the raw model, validation that reports every error of every file at once, and the
+//! compiled, immutable [`Snapshot`] the gateway swaps in on reload.
+//!
+//! ```yaml
+//! version: 1
+//! firewall:
+//!   - id: block-scanners
+//!     match:
+//!       headers:
+//!         user-agent: '(?i)\bsqlmap/'
+//! ```
+//!
+//! # Pipeline
+//!
+//! For each [`SourceFile`], in the order given: [`Doc::parse`], then [`Doc::deserialize`] into
+//! `RawFile` (every shape error: unknown keys with did-you-mean, types, missing fields), then
+//! each section's compile function, which reports semantic errors with [`Doc::error_at`] and a
+//! precise key path (`firewall[1].match.path_regex`). A file with shape errors is not compiled
+//! further, but every other file still is, so one run shows every mistake.
+//!
+//! # Adding a section
+//!
+//! One field in `RawFile` (an `Option<Vec<RawX>>` with `#[serde(default)]`), one compiled field
+//! in [`Snapshot`], and one call in [`compile_with`] to the section's compile function, which uses
+//! `Ctx::rule` for the keys every rule shares (`id`, `mode`, `severity`, `description`).
+//!
+//! # Versions and hashes
+//!
+//! The snapshot version is the first 16 hex digits of SHA-256 over every file's name and text
+//! (length-prefixed), in the order given: any changed byte, renamed file or reordering changes
+//! it. A rule's hash is the first 16 hex digits of SHA-256 over its kind and the JSON
+//! serialization of its raw content: it depends on nothing but the rule itself, so state keyed by
+//! `(id, hash)` (limiter buckets, quota counters, replay caches) survives a reload, a file rename
+//! or a move within the file as long as the rule is unchanged. Optional keys that are absent are
+//! left out of the serialization, so adding a new optional key to the schema later does not
+//! change the hash of existing rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::firewall::{self, Firewall, RawFirewallRule};
+use crate::verdict::{Mode, Severity};
+use crate::yaml::{ConfigError, Doc};
+
+/// The rule-file schema version this build understands (the required top-level `version` key).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// At most this many errors are returned by one compile (all files together), plus a last one
+/// saying there were more.
+pub const MAX_ERRORS: usize = 200;
+
+/// Longest rule id, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// One rule file as read from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Display path, used in error messages and in [`FileSummary::name`].
+    pub name: String,
+    /// The file's contents.
+    pub text: String,
+}
+
+impl SourceFile {
+    /// A source file from a name and its text.
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        SourceFile { name: name.into(), text: text.into() }
+    }
+}
+
+/// What rule files are checked against besides themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Env<'a> {
+    /// The route ids of `gateway.yaml`. When given, a rule naming any other route is an error
+    /// (a typo would otherwise make the rule silently never match). `None` skips the check.
+    pub routes: Option<&'a [&'a str]>,
+}
+
+/// One loaded file, for `GET /v1/rules` and `portcullis validate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSummary {
+    /// Display path.
+    pub name: String,
+    /// First 16 hex digits of the SHA-256 of the file's text.
+    pub sha256: String,
+    /// Number of rules the file defines (all sections).
+    pub rules: usize,
+}
+
+/// One compiled rule, for listing and for keying state that must survive reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// The rule id (unique across all files).
+    pub id: Arc<str>,
+    /// The section it came from, e.g. `firewall`.
+    pub kind: &'static str,
+    /// `enforce` or `monitor`.
+    pub mode: Mode,
+    /// First 16 hex digits of the SHA-256 of the rule's kind and raw content.
+    pub hash: String,
+    /// The file it came from.
+    pub file: String,
+    /// The line of its `id` key.
+    pub line: usize,
+}
+
+/// Every rule, compiled and immutable: the unit the gateway swaps on reload. `Send + Sync`.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Content hash of every file (16 hex digits).
+    pub version: String,
+    /// The files, in the order given to [`compile`].
+    pub files: Vec<FileSummary>,
+    /// The request firewall.
+    pub firewall: Firewall,
+    rules: Vec<RuleInfo>,
+    by_id: HashMap<Arc<str>, usize>,
+}
+
+impl Snapshot {
+    /// No files, no rules; the version is the hash of nothing.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            version: short_hex(Sha256::new()),
+            files: Vec::new(),
+            firewall: Firewall::default(),
+            rules: Vec::new(),
+            by_id: HashMap::new(),
+        }
+    }
+
+    /// Number of rules across every file and section.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Every rule, in file order then position within the file.
+    pub fn rules(&self) -> &[RuleInfo] {
+        &self.rules
+    }
+
+    /// The rule with this id.
+    pub fn rule(&self, id: &str) -> Option<&RuleInfo> {
+        self.by_id.get(id).and_then(|&i| self.rules.get(i))
+    }
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot::empty()
+    }
+}
+
+/// The top level of a rule file. Every section is optional; an unknown key is an error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a rule file: a mapping starting with `version: 1`")]
+pub(crate) struct RawFile {
+    version: u32,
+    /// `firewall:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    firewall: Option<Vec<RawFirewallRule>>,
+}
+
+/// Compiles rule files without checking route ids. See [`compile_with`].
+pub fn compile(files: &[SourceFile]) -> Result<Snapshot, Vec<ConfigError>> {
+    compile_with(files, &Env::default())
+}
+
+/// Compiles rule files into a [`Snapshot`], or returns every error of every file, sorted by file
+/// (in the order given) then line.
+///
+/// Zero files is valid and gives an empty snapshot with the same version as [`Snapshot::empty`].
+pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut ids: HashMap<String, (String, usize)> = HashMap::new();
+    let mut rules: Vec<RuleInfo> = Vec::new();
+    let mut summaries = Vec::with_capacity(files.len());
+    let mut fw = firewall::Builder::default();
+
+    for file in files {
+        let before = rules.len();
+        let doc = match Doc::parse(&file.name, &file.text) {
+            Ok(doc) => Some(doc),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        };
+        if let Some(doc) = doc {
+            // An unsupported version is reported alone: the rest of a file written for another
+            // schema would only give confusing follow-up errors (unknown sections, ...).
+            if let Some(v) = unsupported_version(&doc) {
+                errors.push(doc.error_at(
+                    "version",
+                    format!("unsupported version {v}; this gateway supports version {SCHEMA_VERSION}"),
+                ));
+            } else {
+                match doc.deserialize::<RawFile>() {
+                    Ok(raw) => {
+                        let mut ctx = Ctx { doc: &doc, env, errors: &mut errors, ids: &mut ids, rules: &mut rules };
+                        if raw.version != SCHEMA_VERSION {
+                            // Not reached (see `unsupported_version`), but never accept another version.
+                            let msg = format!(
+                                "unsupported version {}; this gateway supports version {SCHEMA_VERSION}",
+                                raw.version
+                            );
+                            ctx.error("version", msg);
+                        }
+                        firewall::compile(&mut ctx, "firewall", raw.firewall.unwrap_or_default(), &mut fw);
+                    }
+                    Err(e) => errors.extend(e),
+                }
+            }
+        }
+        summaries.push(FileSummary {
+            name: file.name.clone(),
+            sha256: short_hex(Sha256::new_with_prefix(file.text.as_bytes())),
+            rules: rules.len() - before,
+        });
+    }
+
+    if !errors.is_empty() {
+        let order: HashMap<&str, usize> = files.iter().enumerate().rev().map(|(i, f)| (f.name.as_str(), i)).collect();
+        errors.sort_by_key(|e| (order.get(e.file.as_str()).copied().unwrap_or(usize::MAX), e.line));
+        if errors.len() > MAX_ERRORS {
+            let total = errors.len();
+            errors.truncate(MAX_ERRORS);
+            if let Some(last) = errors.last() {
+                let (file, line) = (last.file.clone(), last.line);
+                errors.push(ConfigError::new(
+                    &file,
+                    line,
+                    "",
+                    format!("too many errors ({total}); fix these and run again"),
+                ));
+            }
+        }
+        return Err(errors);
+    }
+    let by_id = rules.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+    Ok(Snapshot { version: version_of(files), files: summaries, firewall: fw.build(), rules, by_id })
+}
+
+/// The top-level `version` when it is an integer other than [`SCHEMA_VERSION`]. A missing or
+/// non-integer version is left to the full deserialization to report.
+fn unsupported_version(doc: &Doc) -> Option<i64> {
+    let value = doc.deserialize::<serde_json::Value>().ok()?;
+    let v = value.get("version")?.as_i64()?;
+    (v != i64::from(SCHEMA_VERSION)).then_some(v)
+}
+
+/// First 16 hex digits of SHA-256 over each file's name and text, each length-prefixed (u64
+/// little-endian), in order.
+/// The snapshot version the files would compile to, without compiling them: how a reload tells
+/// that nothing changed.
+pub fn version_of(files: &[SourceFile]) -> String {
+    let mut h = Sha256::new();
+    for file in files {
+        for part in [file.name.as_bytes(), file.text.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    short_hex(h)
+}
+
+/// The keys every rule shares, borrowed from a raw rule.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Common<'r> {
+    pub(crate) id: &'r str,
+    pub(crate) mode: Mode,
+    pub(crate) severity: Option<Severity>,
+}
+
+/// The validated common keys of one rule.
+#[derive(Debug, Clone)]
+pub(crate) struct RuleMeta {
+    pub(crate) id: Arc<str>,
+    pub(crate) mode: Mode,
+    pub(crate) severity: Option<Severity>,
+}
+
+/// What a section's compile function gets: the file's document (for error positions), the
+/// environment, and the run's shared state (errors, ids seen so far, rule list).
+pub(crate) struct Ctx<'a> {
+    doc: &'a Doc,
+    env: &'a Env<'a>,
+    errors: &'a mut Vec<ConfigError>,
+    ids: &'a mut HashMap<String, (String, usize)>,
+    rules: &'a mut Vec<RuleInfo>,
+}
+
+impl<'a> Ctx<'a> {
+    /// Records an error at a key path of the current file.
+    pub(crate) fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(self.doc.error_at(path, message));
+    }
+
+    /// The route ids rules may name, when known.
+    pub(crate) fn routes(&self) -> Option<&'a [&'a str]> {
+        self.env.routes
+    }
+
+    /// Validates the common keys of the rule at `path` (e.g. `firewall[2]`), registers it in the
+    /// rule list with its content hash, and returns its metadata. Errors (bad or duplicate id) are
+    /// recorded; the returned metadata is then still usable for checking the rest of the rule.
+    pub(crate) fn rule<R: Serialize>(
+        &mut self,
+        kind: &'static str,
+        path: &str,
+        common: Common<'_>,
+        raw: &R,
+    ) -> RuleMeta {
+        let id_path = format!("{path}.id");
+        let line = self.doc.line_of(&id_path);
+        if let Err(why) = check_id(common.id) {
+            self.error(&id_path, format!("`{}` is not a valid rule id: {why}", common.id));
+        } else if let Some((file, first)) = self.ids.get(common.id) {
+            let msg = format!("duplicate rule id `{}`: already defined at {file}:{first}", common.id);
+            self.error(&id_path, msg);
+        } else {
+            self.ids.insert(common.id.to_owned(), (self.doc.file().to_owned(), line));
+        }
+        let id: Arc<str> = Arc::from(common.id);
+        self.rules.push(RuleInfo {
+            id: id.clone(),
+            kind,
+            mode: common.mode,
+            hash: rule_hash(kind, raw),
+            file: self.doc.file().to_owned(),
+            line,
+        });
+        RuleMeta { id, mode: common.mode, severity: common.severity }
+    }
+}
+
+/// Longest regex pattern accepted, in bytes.
+pub const MAX_REGEX_LEN: usize = 4096;
+
+/// Limit on a compiled regex program, and on its lazy DFA cache, in bytes.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Limit on the nesting depth of groups and repetitions in a regex.
+pub const REGEX_NEST_LIMIT: u32 = 64;
+
+/// Compiles a rule regex: bytes, Unicode off (ASCII-only `\d`, `\w`, `\s`, `\b`, `(?i)`; `\p{..}`
+/// refused), bounded in pattern length, program size and nesting. The error is one line, meant to
+/// follow `path: `.
+pub(crate) fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, String> {
+    if pattern.is_empty() {
+        return Err("the pattern is empty (it would match everything)".into());
+    }
+    if pattern.len() > MAX_REGEX_LEN {
+        return Err(format!("the pattern is {} bytes; the limit is {MAX_REGEX_LEN}", pattern.len()));
+    }
+    if enables_unicode(pattern) {
+        return Err("`(?u)` (Unicode mode) is not available: rule regexes match bytes with Unicode off".into());
+    }
+    regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map_err(|e| regex_message(&e, pattern))
+}
+
+/// True when the pattern has a flag group that turns Unicode mode on (`(?u)`, `(?iu:…)`), which
+/// `RegexBuilder::unicode(false)` alone does not prevent. Escapes are skipped; a literal `(?u)`
+/// inside a character class is (conservatively) refused too.
+fn enables_unicode(pattern: &str) -> bool {
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'\\' {
+            i += 2;
+            continue;
+        }
+        if c == b'(' && b.get(i + 1) == Some(&b'?') {
+            let flags: Vec<u8> =
+                b.iter().skip(i + 2).take_while(|f| f.is_ascii_alphabetic() || **f == b'-').copied().collect();
+            let end = b.get(i + 2 + flags.len());
+            let enabled = flags.split(|&f| f == b'-').next().unwrap_or_default();
+            if matches!(end, Some(b':' | b')')) && enabled.contains(&b'u') {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// One line out of a regex error. Syntax errors render over several lines (the pattern, a caret
+/// line, then `error: …`): keep the `error:` line.
+fn regex_message(e: &regex::Error, pattern: &str) -> String {
+    match e {
+        regex::Error::CompiledTooBig(limit) => format!(
+            "the compiled regex exceeds the size limit of {limit} bytes (nested or large counted repetitions \
+             like `{{1000}}` multiply its size)"
+        ),
+        other => {
+            let text = other.to_string();
+            let line = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("error: "))
+                .or_else(|| text.lines().map(str::trim).find(|l| !l.is_empty()))
+                .unwrap_or("invalid regex");
+            let mut msg = format!("invalid regex: {line}");
+            if pattern.contains("\\p") || pattern.contains("\\P") {
+                msg.push_str(
+                    " (Unicode classes like `\\p{..}` are not available: rule regexes match bytes with Unicode off)",
+                );
+            }
+            msg
+        }
+    }
+}
+
+/// `[a-z0-9][a-z0-9._-]{0,63}`.
+fn check_id(id: &str) -> Result<(), &'static str> {
+    const RULE: &str = "use 1 to 64 characters from `a-z`, `0-9`, `.`, `_`, `-`, starting with a letter or digit";
+    let b = id.as_bytes();
+    let first_ok = b.first().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'));
+    if first_ok && rest_ok && b.len() <= MAX_ID_LEN {
+        Ok(())
+    } else {
+        Err(RULE)
+    }
+}
+
+/// First 16 hex digits of SHA-256 over `kind`, a NUL, and the JSON of the raw rule.
+pub(crate) fn rule_hash<R: Serialize>(kind: &str, raw: &R) -> String {
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    h.update([0u8]);
+    // Serializing plain structs of strings, lists and string-keyed maps cannot fail; if it ever
+    // did, the hash would still depend on the kind only, which merely resets state on reload.
+    h.update(serde_json::to_vec(raw).unwrap_or_default());
+    short_hex(h)
+}
+
+fn short_hex(h: Sha256) -> String {
+    let digest = h.finalize();
+    hex::encode(digest.get(..8).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> Vec<SourceFile> {
+        list.iter().map(|(n, t)| SourceFile::new(*n, *t)).collect()
+    }
+
+    fn errs(list: &[(&str, &str)]) -> Vec<String> {
+        compile(&files(list)).unwrap_err().iter().map(ToString::to_string).collect()
+    }
+
+    const FW: &str = "\
+version: 1
+firewall:
+  - id: block-scanners
+    description: Known attack tools
+    match:
+      headers:
+        user-agent: '(?i)sqlmap'
+  - id: block-net
+    mode: monitor
+    severity: critical
+    match:
+      client_ips: [203.0.113.0/24]
+";
+
+    #[test]
+    fn compiles_and_lists_rules() {
+        let snap = compile(&files(&[("a.yaml", FW)])).unwrap();
+        assert_eq!(snap.rule_count(), 2);
+        assert_eq!(snap.firewall.len(), 2);
+        assert_eq!(snap.files.len(), 1);
+        assert_eq!(snap.files[0].name, "a.yaml");
+        assert_eq!(snap.files[0].rules, 2);
+        assert_eq!(snap.files[0].sha256.len(), 16);
+        assert_eq!(snap.version.len(), 16);
+        let r = snap.rule("block-net").unwrap();
+        assert_eq!((r.kind, r.mode, r.file.as_str(), r.line), ("firewall", Mode::Monitor, "a.yaml", 8));
+        assert_eq!(snap.rule("block-scanners").unwrap().line, 3);
+        assert_eq!(snap.rule("block-scanners").unwrap().mode, Mode::Enforce);
+        assert!(snap.rule("nope").is_none());
+        assert_eq!(snap.rules().iter().map(|r| &*r.id).collect::<Vec<_>>(), ["block-scanners", "block-net"]);
+        assert!(snap.rules().iter().all(|r| r.hash.len() == 16 && r.hash.bytes().all(|c| c.is_ascii_hexdigit())));
+    }
+
+    #[test]
+    fn zero_files_and_version_only_files_are_valid() {
+        let snap = compile(&[]).unwrap();
+        assert_eq!(snap.rule_count(), 0);
+        assert!(snap.firewall.is_empty());
+        assert_eq!(snap.version, Snapshot::empty().version);
+        assert_eq!(snap.version, "e3b0c44298fc1c14"); // SHA-256 of nothing
+        assert_eq!(Snapshot::default().version, snap.version);
+        let snap = compile(&files(&[("a.yaml", "version: 1\n")])).unwrap();
+        assert_eq!(snap.rule_count(), 0);
+        assert_eq!(snap.files[0].rules, 0);
+        assert_ne!(snap.version, Snapshot::empty().version);
+        for text in ["version: 1\nfirewall: []\n", "version: 1\nfirewall:\n", "# comment\nversion: 1 # one\n"] {
+            assert_eq!(compile(&files(&[("a.yaml", text)])).unwrap().rule_count(), 0, "{text}");
+        }
+    }
+
+    #[test]
+    fn version_errors() {
+        assert_eq!(
+            errs(&[("a.yaml", "version: 2\n")]),
+            ["a.yaml:1: version: unsupported version 2; this gateway supports version 1"]
+        );
+        // Reported alone: further errors in a file written for another schema are noise.
+        let future = "# v2\nversion: 2\nrate_limits: []\nfirewall:\n  - id: BAD\n";
+        assert_eq!(
+            errs(&[("a.yaml", future)]),
+            ["a.yaml:2: version: unsupported version 2; this gateway supports version 1"]
+        );
+        let e = errs(&[("a.yaml", "version: 0\n"), ("b.yaml", "version: -3\n")]);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[1].starts_with("b.yaml:1: version: unsupported version -3"), "{e:?}");
+        assert_eq!(errs(&[("a.yaml", "firewall: []\n")]), ["a.yaml:1: (root): missing field `version`"]);
+        let e = errs(&[("a.yaml", "version: one\n")]);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("a.yaml:1: version: invalid type"), "{e:?}");
+        // An empty file has no version either.
+        for text in ["", "# nothing\n", "- a\n"] {
+            let e = errs(&[("a.yaml", text)]);
+            assert_eq!(e.len(), 1);
+            assert!(e[0].ends_with("expected a rule file: a mapping starting with `version: 1`"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_top_level_key_has_did_you_mean() {
+        let e = errs(&[("a.yaml", "version: 1\nfirewal: []\n")]);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("a.yaml:2: firewal: unknown field `firewal`"), "{e:?}");
+        assert!(e[0].contains("did you mean `firewall`"), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_rule_key_has_did_you_mean() {
+        let text = "version: 1\nfirewall:\n  - id: a\n    mdoe: monitor\n    match: {methods: [GET]}\n";
+        let e = errs(&[("a.yaml", text)]);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("a.yaml:4: firewall[0].mdoe: unknown field `mdoe`"), "{e:?}");
+        assert!(e[0].contains("did you mean `mode`"), "{e:?}");
+        let text = "version: 1\nfirewall:\n  - id: a\n    match: {method: [GET]}\n";
+        let e = errs(&[("a.yaml", text)]);
+        assert!(e[0].starts_with("a.yaml:4: firewall[0].match.method: unknown field `method`"), "{e:?}");
+        assert!(e[0].contains("did you mean `methods`"), "{e:?}");
+        let text =
+            "version: 1\nfirewall:\n  - id: a\n    mode: block\n    severity: high\n    match: {methods: [GET]}\n";
+        let e = errs(&[("a.yaml", text)]);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("a.yaml:4: firewall[0].mode: unknown variant `block`"), "{e:?}");
+        assert!(e[1].starts_with("a.yaml:5: firewall[0].severity: unknown variant `high`"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_ids() {
+        for (id, ok) in [
+            ("a", true),
+            ("0", true),
+            ("block-scanners.v2_x", true),
+            (&"a".repeat(64), true),
+            (&"a".repeat(65), false),
+            ("Block", false),
+            ("-a", false),
+            (".a", false),
+            ("a b", false),
+            ("a/b", false),
+            ("é", false),
+            ("''", false),
+        ] {
+            let text = format!("version: 1\nfirewall:\n  - id: {id}\n    match: {{methods: [GET]}}\n");
+            let r = compile(&files(&[("a.yaml", &text)]));
+            assert_eq!(r.is_ok(), ok, "{id}: {r:?}");
+            if let Err(e) = r {
+                assert_eq!(e.len(), 1);
+                assert_eq!((e[0].line, e[0].path.as_str()), (3, "firewall[0].id"));
+                assert!(e[0].message.contains("is not a valid rule id"), "{}", e[0]);
+            }
+        }
+        let e = errs(&[("a.yaml", "version: 1\nfirewall:\n  - match: {methods: [GET]}\n")]);
+        assert_eq!(e, ["a.yaml:3: firewall[0]: missing field `id`"]);
+    }
+
+    #[test]
+    fn duplicate_ids_within_and_across_files() {
+        let a =
+            "version: 1\nfirewall:\n  - id: x\n    match: {methods: [GET]}\n  - id: x\n    match: {methods: [PUT]}\n";
+        assert_eq!(
+            errs(&[("a.yaml", a)]),
+            ["a.yaml:5: firewall[1].id: duplicate rule id `x`: already defined at a.yaml:3"]
+        );
+        let b =
+            "version: 1\n\nfirewall:\n  - id: y\n    match: {methods: [GET]}\n  - id: x\n    match: {methods: [GET]}\n";
+        assert_eq!(
+            errs(&[("a.yaml", a), ("b.yaml", b)]),
+            [
+                "a.yaml:5: firewall[1].id: duplicate rule id `x`: already defined at a.yaml:3",
+                "b.yaml:6: firewall[1].id: duplicate rule id `x`: already defined at a.yaml:3",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_file_reports_its_errors_in_one_run() {
+        let shape = "version: 1\nfirewall:\n  - id: a\n    match: {methods: [GET]}\n    extra: 1\n";
+        let semantic =
+            "version: 1\nfirewall:\n  - id: b\n    match:\n      client_ips: [10.0.0.300]\n      path_regex: '('\n";
+        let syntax = "version: 1\nfirewall: [\n";
+        let fine = "version: 1\n";
+        let e = compile(&files(&[("z.yaml", semantic), ("a.yaml", shape), ("m.yaml", syntax), ("ok.yaml", fine)]))
+            .unwrap_err();
+        let where_: Vec<(&str, usize, &str)> = e.iter().map(|e| (e.file.as_str(), e.line, e.path.as_str())).collect();
+        assert_eq!(
+            where_,
+            [
+                ("z.yaml", 5, "firewall[0].match.client_ips[0]"),
+                ("z.yaml", 6, "firewall[0].match.path_regex"),
+                ("a.yaml", 5, "firewall[0].extra"),
+                ("m.yaml", 3, ""),
+            ],
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn errors_are_capped() {
+        let mut text = String::from("version: 1\nfirewall:\n  - id: r\n    match:\n      client_ips:\n");
+        for _ in 0..500 {
+            text.push_str("        - nope\n");
+        }
+        let e = compile(&files(&[("a.yaml", &text)])).unwrap_err();
+        assert_eq!(e.len(), MAX_ERRORS + 1);
+        assert_eq!(e[MAX_ERRORS].message, "too many errors (500); fix these and run again");
+    }
+
+    #[test]
+    fn file_over_four_mib_is_refused() {
+        let mut text = String::from("version: 1\n");
+        while text.len() <= crate::yaml::MAX_INPUT_BYTES {
+            text.push_str("# padding padding padding padding padding padding padding padding padding\n");
+        }
+        let e = compile(&files(&[("big.yaml", &text)])).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].file.as_str(), e[0].line), ("big.yaml", 1));
+        assert!(e[0].message.contains("too large"), "{}", e[0]);
+    }
+
+    #[test]
+    fn rule_hash_depends_on_content_only() {
+        let rule = "  - id: r\n    match:\n      methods: [POST]\n      paths: [/admin]\n";
+        let one = format!("version: 1\nfirewall:\n{rule}");
+        let other =
+            format!("# another file\nversion: 1\nfirewall:\n  - id: first\n    match: {{methods: [GET]}}\n{rule}");
+        let a = compile(&files(&[("a.yaml", &one)])).unwrap();
+        let b = compile(&files(&[("b.yaml", &other)])).unwrap();
+        let (ha, hb) = (&a.rule("r").unwrap().hash, &b.rule("r").unwrap().hash);
+        assert_eq!(ha, hb);
+        // Flow style, key order and an explicit default mode are the same content.
+        let flow = "version: 1\nfirewall:\n- {match: {paths: [/admin], methods: [POST]}, mode: enforce, id: r}\n";
+        assert_eq!(&compile(&files(&[("c.yaml", flow)])).unwrap().rule("r").unwrap().hash, ha);
+        // Any change to the rule changes the hash.
+        for changed in [
+            rule.replace("POST", "PUT"),
+            rule.replace("/admin", "/admin2"),
+            rule.replace("id: r", "id: r2"),
+            rule.replace("    match", "    mode: monitor\n    match"),
+            rule.replace("    match", "    severity: critical\n    match"),
+        ] {
+            let text = format!("version: 1\nfirewall:\n{changed}");
+            let s = compile(&files(&[("a.yaml", &text)])).unwrap();
+            assert_ne!(&s.rules()[0].hash, ha, "{changed}");
+        }
+    }
+
+    #[test]
+    fn snapshot_version_changes_with_any_byte() {
+        let base = compile(&files(&[("a.yaml", FW)])).unwrap().version;
+        assert_eq!(compile(&files(&[("a.yaml", FW)])).unwrap().version, base);
+        let spaced = format!("{FW}\n");
+        let commented = FW.replace("Known", "Known ");
+        for list in [
+            vec![("a.yaml", spaced.as_str())],
+            vec![("a.yaml", commented.as_str())],
+            vec![("b.yaml", FW)],
+            vec![("a.yaml", FW), ("b.yaml", "version: 1\n")],
+        ] {
+            assert_ne!(compile(&files(&list)).unwrap().version, base, "{list:?}");
+        }
+        // Boundaries between name and text, and between files, cannot collide.
+        let x = compile(&files(&[("a.yaml", "version: 1\n"), ("b.yaml", "version: 1\n")])).unwrap().version;
+        let y = compile(&files(&[("b.yaml", "version: 1\n"), ("a.yaml", "version: 1\n")])).unwrap().version;
+        assert_ne!(x, y);
+        let p = version_of(&files(&[("ab", "c")]));
+        assert_ne!(p, version_of(&files(&[("a", "bc")])));
+        assert_ne!(p, version_of(&files(&[("a", ""), ("b", "c")])));
+        assert_ne!(version_of(&files(&[("a", ""), ("", "")])), version_of(&files(&[("a", "")])));
+    }
+
+    #[test]
+    fn routes_are_checked_when_known() {
+        let text = "version: 1\nfirewall:\n  - id: a\n    match:\n      routes: [api, apx]\n";
+        let routes = ["api", "webhooks"];
+        let env = Env { routes: Some(&routes) };
+        let e = compile_with(&files(&[("a.yaml", text)]), &env).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].line, e[0].path.as_str()), (5, "firewall[0].match.routes[1]"));
+        assert!(e[0].message.contains("unknown route `apx`"), "{}", e[0]);
+        assert!(e[0].message.contains("api, webhooks"), "{}", e[0]);
+        assert!(compile(&files(&[("a.yaml", text)])).is_ok());
+    }
+
+    #[test]
+    fn snapshot_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Snapshot>();
+        assert_send_sync::<Arc<Snapshot>>();
+    }
+}
