@@ -72,9 +72,21 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Validate { config } => match config::load(&config) {
-            Ok(c) => {
-                println!("ok: {} rules, version {}", c.routes.entries().len(), c.version);
+        // Exactly the validation a rule reload runs (`reload::load_dir`), after the config's own.
+        Command::Validate { config } => match config::load(&config).and_then(|c| {
+            let routes: Vec<String> = c.routes.entries().iter().map(|e| e.value.id.clone()).collect();
+            crate::reload::load_dir(&c.rules.dir, &routes).map(|s| (c, s))
+        }) {
+            Ok((c, rules)) => {
+                println!(
+                    "ok: {} rules, version {} ({} rule files in {}; config version {}, {} routes)",
+                    rules.rule_count(),
+                    rules.version,
+                    rules.files.len(),
+                    c.rules.dir.display(),
+                    c.version,
+                    c.routes.entries().len()
+                );
                 ExitCode::SUCCESS
             }
             Err(errs) => {

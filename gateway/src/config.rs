@@ -43,6 +43,29 @@ struct RawGateway {
     control: RawControl,
     #[serde(default)]
     logging: RawLogging,
+    #[serde(default)]
+    rules: RawRules,
+    #[serde(default)]
+    events: RawEvents,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    dir: Option<String>,
+    watch: Option<bool>,
+    debounce_ms: Option<u64>,
+    poll_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    max_file_bytes: Option<u64>,
+    max_files: Option<usize>,
+    memory_events: Option<usize>,
+    queue_capacity: Option<usize>,
+    log: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +274,19 @@ pub struct ServerSettings {
     pub upstream_keepalive_pool_size: usize,
 }
 
+/// Where the rule files are and how changes to them are picked up.
+#[derive(Debug, Clone)]
+pub struct RulesSettings {
+    /// The rules directory (every `*.yaml`/`*.yml` not starting with `.`).
+    pub dir: PathBuf,
+    /// Watch the directory for changes (inotify); the checksum poll runs regardless.
+    pub watch: bool,
+    /// Quiet time after the last change event before reloading.
+    pub debounce: Duration,
+    /// Checksum poll interval: the backstop when watch events are missed.
+    pub poll_interval: Duration,
+}
+
 /// The validated, compiled gateway configuration.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -286,6 +322,10 @@ pub struct GatewayConfig {
     pub log_level: String,
     /// One access-log line per request.
     pub access_log: bool,
+    /// Rule files.
+    pub rules: RulesSettings,
+    /// Security-event sinks and store (under `state_dir/events`).
+    pub events: crate::events::EventsConfig,
 }
 
 fn ms(v: Option<u64>, default: u64) -> Duration {
@@ -517,6 +557,38 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         err("logging.level", format!("`{log_level}` is not a level or filter directive"));
     }
 
+    let rules = RulesSettings {
+        dir: resolve(raw.rules.dir.as_deref().unwrap_or("rules")),
+        watch: raw.rules.watch.unwrap_or(true),
+        debounce: ms(raw.rules.debounce_ms, 200),
+        poll_interval: ms(raw.rules.poll_interval_ms, 2_000),
+    };
+    if rules.poll_interval < Duration::from_millis(100) {
+        err("rules.poll_interval_ms", "must be at least 100".into());
+    }
+    if rules.debounce > Duration::from_secs(10) {
+        err("rules.debounce_ms", "must be at most 10000".into());
+    }
+    let state_dir = resolve(raw.state_dir.as_deref().unwrap_or("var/state"));
+    let defaults = crate::events::EventsConfig::default();
+    let events = crate::events::EventsConfig {
+        dir: state_dir.join("events"),
+        max_file_bytes: raw.events.max_file_bytes.unwrap_or(defaults.max_file_bytes),
+        max_files: raw.events.max_files.unwrap_or(defaults.max_files),
+        memory_events: raw.events.memory_events.unwrap_or(defaults.memory_events),
+        queue_capacity: raw.events.queue_capacity.unwrap_or(defaults.queue_capacity),
+        log: raw.events.log.unwrap_or(defaults.log),
+    };
+    if events.max_file_bytes < 4096 {
+        err("events.max_file_bytes", "must be at least 4096".into());
+    }
+    if events.memory_events == 0 || events.memory_events > 10_000_000 {
+        err("events.memory_events", "must be 1 to 10000000".into());
+    }
+    if events.queue_capacity == 0 || events.queue_capacity > 1_000_000 {
+        err("events.queue_capacity", "must be 1 to 1000000".into());
+    }
+
     if !errs.is_empty() {
         errs.sort_by_key(|e| e.line);
         return Err(errs);
@@ -537,7 +609,7 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
             pid_file: raw.server.pid_file.unwrap_or_else(|| "/tmp/portcullis.pid".into()),
             upstream_keepalive_pool_size: raw.server.upstream_keepalive_pool_size.unwrap_or(128),
         },
-        state_dir: resolve(raw.state_dir.as_deref().unwrap_or("var/state")),
+        state_dir,
         trusted_proxies,
         strip_headers,
         header_limits,
@@ -548,6 +620,8 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         tokens,
         log_level,
         access_log: raw.logging.access_log.unwrap_or(true),
+        rules,
+        events,
     })
 }
 

@@ -6,17 +6,22 @@
 //! (never the token).
 
 use crate::config::Role;
+use crate::events::{events_body, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
 use crate::proxy::new_request_id;
+use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use portcullis_rules::deny::{render, Deny, DenyCode};
+use portcullis_rules::verdict::EventType;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// Largest control request body read.
@@ -26,6 +31,11 @@ const MAX_BODY: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Handler {
     Rules,
+    RulesReload,
+    Events,
+    Summary,
+    TopThreats,
+    SafeTest,
     Upstreams,
     Tokens,
     /// In the contract, arriving with a later feature.
@@ -37,15 +47,15 @@ const ENDPOINTS: &[(&str, &str, Role, Handler)] = &[
     ("GET", "/v1/rules", Role::Viewer, Handler::Rules),
     ("GET", "/v1/upstreams", Role::Viewer, Handler::Upstreams),
     ("GET", "/v1/tokens", Role::Admin, Handler::Tokens),
-    ("POST", "/v1/rules/reload", Role::Operator, Handler::Planned),
+    ("POST", "/v1/rules/reload", Role::Operator, Handler::RulesReload),
     ("GET", "/v1/switches", Role::Viewer, Handler::Planned),
     ("PUT", "/v1/switches/maintenance", Role::Operator, Handler::Planned),
     ("PUT", "/v1/switches/channels/{}", Role::Operator, Handler::Planned),
     ("PUT", "/v1/flags/{}", Role::Operator, Handler::Planned),
-    ("GET", "/v1/events", Role::Viewer, Handler::Planned),
-    ("GET", "/v1/summary", Role::Viewer, Handler::Planned),
-    ("GET", "/v1/top-threats", Role::Viewer, Handler::Planned),
-    ("POST", "/v1/safe-test/{}", Role::Operator, Handler::Planned),
+    ("GET", "/v1/events", Role::Viewer, Handler::Events),
+    ("GET", "/v1/summary", Role::Viewer, Handler::Summary),
+    ("GET", "/v1/top-threats", Role::Viewer, Handler::TopThreats),
+    ("POST", "/v1/safe-test/{}", Role::Operator, Handler::SafeTest),
     ("POST", "/v1/sessions/{}/revoke", Role::Operator, Handler::Planned),
     ("DELETE", "/v1/sessions/{}/revoke", Role::Operator, Handler::Planned),
     ("POST", "/v1/quotas/{}/reset", Role::Operator, Handler::Planned),
@@ -96,6 +106,8 @@ impl ControlApp {
     fn ready(&self) -> (bool, Value) {
         let upstreams = self.shared.upstreams_ready();
         let state = dir_writable(&self.shared.config.state_dir);
+        // Rules are always loaded (the gateway does not start without them); a failed reload
+        // keeps the running snapshot and does not make the instance unready.
         let checks = json!({ "rules": true, "upstreams": upstreams, "state": state, "audit": state });
         (upstreams && state, checks)
     }
@@ -115,20 +127,69 @@ impl ControlApp {
         let _ = writeln!(extra, "# HELP portcullis_ready 1 when /ready answers 200.");
         let _ = writeln!(extra, "# TYPE portcullis_ready gauge");
         let _ = writeln!(extra, "portcullis_ready {}", u8::from(ready));
+        self.shared.rules.render_metrics(&mut extra);
+        self.shared.events.render_metrics(&mut extra);
         self.shared.metrics.render(&extra)
     }
 
-    fn handle(&self, h: Handler) -> (u16, Value) {
+    /// Runs an authorised `/v1` request. `Err` is a deny rendered by the one renderer.
+    async fn handle(&self, h: Handler, call: &Call<'_>) -> Result<(u16, Value), Deny> {
         let cfg = &self.shared.config;
         match h {
-            Handler::Rules => (
-                200,
-                json!({
-                    "version": cfg.version,
-                    "loaded_at": rfc3339(self.shared.loaded_at),
-                    "files": [cfg.path.display().to_string()],
-                }),
-            ),
+            Handler::Rules => Ok((200, self.shared.rules.describe())),
+            Handler::RulesReload => {
+                let rules = self.shared.rules.clone();
+                let done = tokio::task::spawn_blocking(move || rules.reload(Trigger::Api))
+                    .await
+                    .map_err(|_| Deny::new(DenyCode::Internal, "reload_task"))?;
+                tracing::info!(event.action = "control_mutation", action = "rules_reload", user.name = call.who, http.request.id = call.request_id, result = ?done, "rules reload requested");
+                match done {
+                    Reloaded::Applied { version, previous } => Ok((
+                        200,
+                        json!({ "changed": version != previous, "version": version, "previous": previous, "loaded_at": rfc3339(self.shared.rules.current().loaded_at) }),
+                    )),
+                    Reloaded::Unchanged { version } => Ok((200, json!({ "changed": false, "version": version }))),
+                    Reloaded::Failed { errors, .. } => {
+                        Err(Deny::new(DenyCode::InvalidRules, "reload_failed").with_details(errors))
+                    }
+                }
+            }
+            Handler::Events => {
+                let q = EventQuery::parse(call.query).map_err(bad_query)?;
+                Ok((200, events_body(&self.shared.events.query(&q))))
+            }
+            Handler::Summary => {
+                let q = SummaryQuery::parse(call.query).map_err(bad_query)?;
+                Ok((200, self.shared.events.summary(q.hours, &self.shared.requests)))
+            }
+            Handler::TopThreats => {
+                let q = TopThreatsQuery::parse(call.query).map_err(bad_query)?;
+                Ok((200, self.shared.events.top_threats(q.hours, q.limit)))
+            }
+            Handler::SafeTest => {
+                let name = call.path.rsplit('/').next().unwrap_or("");
+                let Some(kind) = EventType::parse(name) else {
+                    let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                    return Err(Deny::new(DenyCode::BadRequest, "safe_test_type")
+                        .with_details(vec![format!("unknown event type `{name}`; known: {}", known.join(", "))]));
+                };
+                if !self.shared.flags.safe_test_mode.load(Relaxed) {
+                    return Err(Deny::new(DenyCode::Conflict, "safe_test_mode_off").with_details(vec![
+                        "safe_test_mode is off: start the gateway with SAFE_TEST_MODE=true".into(),
+                    ]));
+                }
+                let version = self.shared.rules.current().snapshot.version.clone();
+                let event = SecurityEvent::safe_test(kind, Some(&version), call.who);
+                let id = event.id.clone();
+                let body = json!({ "emitted": true, "event": &event });
+                self.shared.events.emit(event);
+                // Answer once the event is in every sink, so the operator's next query sees it.
+                let events = self.shared.events.clone();
+                let flushed =
+                    tokio::task::spawn_blocking(move || events.flush(Duration::from_secs(2))).await.unwrap_or(false);
+                tracing::info!(event.action = "control_mutation", action = "safe_test", user.name = call.who, http.request.id = call.request_id, event.id = %id, event.type = kind.as_str(), flushed, "safe test event emitted");
+                Ok((202, body))
+            }
             Handler::Upstreams => {
                 let pools: Vec<Value> = cfg
                     .pools
@@ -144,16 +205,28 @@ impl ControlApp {
                         json!({ "name": p.name, "backends": backends })
                     })
                     .collect();
-                (200, json!({ "pools": pools }))
+                Ok((200, json!({ "pools": pools })))
             }
             Handler::Tokens => {
                 let tokens: Vec<Value> =
                     cfg.tokens.iter().map(|t| json!({ "name": t.name, "role": t.role.as_str() })).collect();
-                (200, json!({ "tokens": tokens }))
+                Ok((200, json!({ "tokens": tokens })))
             }
-            Handler::Planned => (501, Value::Null),
+            Handler::Planned => Err(Deny::new(DenyCode::NotImplemented, "planned")),
         }
     }
+}
+
+/// An authorised control request.
+struct Call<'a> {
+    path: &'a str,
+    query: Option<&'a str>,
+    who: &'a str,
+    request_id: &'a str,
+}
+
+fn bad_query(msg: String) -> Deny {
+    Deny::new(DenyCode::BadRequest, "query").with_details(vec![msg])
 }
 
 /// RFC 3339 UTC timestamp with seconds.
@@ -195,6 +268,7 @@ impl ServeHttp for ControlApp {
         let req = session.req_header();
         let method = req.method.as_str().to_string();
         let path = req.uri.path().to_string();
+        let query = req.uri.query().map(str::to_owned);
         let auth = req.headers.get("authorization").map(|v| v.as_bytes().to_vec());
 
         // Drain (bounded) so the connection can be reused; mutations will parse it.
@@ -263,11 +337,11 @@ impl ServeHttp for ControlApp {
             tracing::warn!(event.action = "control_denied", reason = "role", user.name = who, user.roles = role.as_str(), needed = needed.as_str(), http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(&Deny::new(DenyCode::Forbidden, "role"), &request_id);
         }
-        let (status, body) = self.handle(handler);
-        if status == 501 {
-            return deny_response(&Deny::new(DenyCode::NotImplemented, "planned"), &request_id);
+        let call = Call { path: &path, query: query.as_deref(), who, request_id: &request_id };
+        match self.handle(handler, &call).await {
+            Ok((status, body)) => json_response(status, &body, &request_id),
+            Err(deny) => deny_response(&deny, &request_id),
         }
-        json_response(status, &body, &request_id)
     }
 }
 

@@ -110,9 +110,13 @@ pub fn run(config_path: &Path) -> Result<(), String> {
          \n  curl -i http://{proxy}/api/business/12/orders\
          \n  curl -i 'http://{proxy}/api/business/12%2Forders'          # refused: 400 bad_request (encoded slash)\
          \n  curl -i -X POST http://{proxy}/api/whatsapp/messages -d '{{\"to\":\"+905321234567\"}}'\
+         \n  curl -i -A sqlmap/1.7 http://{proxy}/api/business/12/orders  # refused: 403 by the shipped firewall rule\
          \n  curl -s http://{control}/ready\
          \n  curl -s http://{control}/metrics | grep portcullis_requests_total\
          \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/upstreams\
+         \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/rules\
+         \n  curl -s -H 'Authorization: Bearer {token}' 'http://{control}/v1/events?limit=5'\
+         \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/summary\
          \n"
     );
     crate::server::run(cfg, false, vec![Box::new(app_svc)])

@@ -1,7 +1,9 @@
 //! The one `ProxyHttp` implementation. Each phase is a thin adapter: build a borrowed view of the
 //! request, run that stage's checks from `portcullis-rules`, apply the verdict.
 
+use crate::events::{RequestFacts, SecurityEvent};
 use crate::metrics::UpstreamError;
+use crate::reload::Loaded;
 use crate::state::Shared;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -10,6 +12,8 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_rules::deny::{render, Deny, DenyCode};
+use portcullis_rules::verdict::Outcome;
+use portcullis_rules::view::RequestView;
 use portcullis_rules::{canon, framing, request_id, routes};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +51,8 @@ pub struct Ctx {
     backend: Option<SocketAddr>,
     failed_backends: Vec<SocketAddr>,
     upstream_error: Option<UpstreamError>,
+    /// The rules this request runs on, pinned when it started.
+    pub rules: Arc<Loaded>,
 }
 
 /// The gateway's proxy logic.
@@ -174,6 +180,7 @@ impl ProxyHttp for Portcullis {
             backend: None,
             failed_backends: Vec::new(),
             upstream_error: None,
+            rules: self.shared.rules.current(),
         }
     }
 
@@ -189,6 +196,17 @@ impl ProxyHttp for Portcullis {
             send_deny(session, &ctx.request_id, &deny, true).await?;
             ctx.denied = Some(deny.code);
             ctx.denied_reason = Some(deny.reason.into_owned());
+            return Ok(true);
+        }
+        let outcome = self.request_checks(session, ctx);
+        if outcome.is_clean() {
+            return Ok(false);
+        }
+        self.emit_findings(session, ctx, &outcome);
+        if let Some(f) = &outcome.deny {
+            send_deny(session, &ctx.request_id, &f.deny, true).await?;
+            ctx.denied = Some(f.deny.code);
+            ctx.denied_reason = Some(format!("{}:{}", f.deny.reason, f.rule_id));
             return Ok(true);
         }
         Ok(false)
@@ -361,6 +379,7 @@ impl ProxyHttp for Portcullis {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         self.shared.metrics.observe_request(ctx.route, status, elapsed);
+        self.shared.requests.record(status);
         if !self.shared.config.access_log {
             return;
         }
@@ -390,6 +409,52 @@ impl ProxyHttp for Portcullis {
 }
 
 impl Portcullis {
+    /// The request-phase checks of the pinned snapshot, in the design's order (maintenance and
+    /// channel switches, identity, tenant scope, limits and quotas slot in around the firewall
+    /// as they land). Every check pushes findings into one `Outcome`, which applies each rule's
+    /// mode: the first enforcing finding stops the chain.
+    fn request_checks(&self, session: &Session, ctx: &Ctx) -> Outcome {
+        let mut outcome = Outcome::default();
+        let snapshot = &ctx.rules.snapshot;
+        if snapshot.firewall.is_empty() {
+            return outcome;
+        }
+        let req = session.req_header();
+        let route = self.route(ctx);
+        let view = RequestView {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            host: ctx.host.as_deref(),
+            route: route.map(|r| r.id.as_str()),
+            channel: route.and_then(|r| r.channel.as_deref()),
+            client_ip: ctx.client_ip,
+            headers: &req.headers,
+        };
+        let _ = snapshot.firewall.check(&view, &mut outcome);
+        outcome
+    }
+
+    /// One security event per finding; the core, not the check, builds it.
+    fn emit_findings(&self, session: &Session, ctx: &Ctx, outcome: &Outcome) {
+        let req = session.req_header();
+        let route = self.route(ctx);
+        let facts = RequestFacts {
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            route: route.map(|r| r.id.as_str()),
+            channel: route.and_then(|r| r.channel.as_deref()),
+            tenant: None,
+            target_tenant: None,
+            subject: None,
+        };
+        for f in outcome.findings() {
+            self.shared.events.emit(SecurityEvent::from_finding(f, &facts, &ctx.rules.snapshot.version));
+        }
+    }
+
     fn check_total_deadline(&self, ctx: &mut Ctx) -> Result<()> {
         let total = self.route(ctx).and_then(|r| self.shared.config.pools.get(r.pool)).map(|p| p.total_timeout);
         match total {

@@ -4,9 +4,11 @@
 
 use crate::config::{GatewayConfig, HealthCheck};
 use crate::control::ControlApp;
+use crate::events::{EventBus, RequestWindow};
 use crate::metrics::Metrics;
 use crate::proxy::{new_request_id, Portcullis};
-use crate::state::Shared;
+use crate::reload::{Rules, Trigger};
+use crate::state::{Flags, Shared};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpServerApp, ServerApp};
@@ -51,6 +53,15 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
         let _ = rt.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map(drop) });
     }
+    // Events first (a failed rule load at start is itself reported through them), then the rules:
+    // the gateway does not start on rules it cannot enforce.
+    let events =
+        EventBus::start(cfg.events.clone()).map_err(|e| format!("event store {}: {e}", cfg.events.dir.display()))?;
+    let route_ids: Vec<String> = cfg.routes.entries().iter().map(|e| e.value.id.clone()).collect();
+    let rules = Rules::start(&cfg.rules.dir, route_ids, events.clone())
+        .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    rules.spawn_watcher(cfg.rules.watch, cfg.rules.debounce, cfg.rules.poll_interval);
+
     let opt = Opt { upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
@@ -99,6 +110,10 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         config: cfg.clone(),
         pools,
         loaded_at: SystemTime::now(),
+        rules: rules.clone(),
+        events: events.clone(),
+        requests: RequestWindow::new(),
+        flags: Flags::from_env(),
     });
 
     let proxy = Arc::new(http_proxy(&conf, Portcullis::new(shared.clone())));
@@ -125,7 +140,8 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         threads: Some(1),
     });
 
-    server.add_service(background_service("signals", Signals));
+    server.add_service(background_service("signals", Signals { rules: rules.clone() }));
+    server.add_service(background_service("events", EventsDrain { events: events.clone() }));
     for e in extra {
         server.add_boxed_service(e);
     }
@@ -134,6 +150,8 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         proxy_addr = %proxy_key,
         control_addr = %control_key,
         config_version = %cfg.version,
+        rules_version = %rules.current().snapshot.version,
+        rules = rules.current().snapshot.rule_count(),
         routes = cfg.routes.entries().len(),
         pools = cfg.pools.len(),
         "listening"
@@ -324,7 +342,9 @@ where
 }
 
 /// SIGHUP must never kill the gateway: it is the rule-reload signal.
-struct Signals;
+struct Signals {
+    rules: Arc<Rules>,
+}
 
 #[async_trait]
 impl BackgroundService for Signals {
@@ -335,9 +355,27 @@ impl BackgroundService for Signals {
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => tracing::info!(event.action = "sighup", "SIGHUP received: configuration is reloaded by restart or graceful upgrade; rule reload arrives with rule files"),
+                _ = hup.recv() => {
+                    tracing::info!(event.action = "sighup", "SIGHUP received: reloading rules (gateway.yaml changes need a restart or graceful upgrade)");
+                    let rules = self.rules.clone();
+                    let _ = tokio::task::spawn_blocking(move || rules.reload(Trigger::Signal)).await;
+                }
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+/// On shutdown, drains the event queues so nothing emitted before SIGTERM is lost.
+struct EventsDrain {
+    events: Arc<EventBus>,
+}
+
+#[async_trait]
+impl BackgroundService for EventsDrain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        let events = self.events.clone();
+        let _ = tokio::task::spawn_blocking(move || events.shutdown(Duration::from_secs(2))).await;
     }
 }

@@ -1,11 +1,14 @@
 //! What every phase and the control endpoint share: the compiled config, the pools with their
-//! health, the metrics.
+//! health, the live rules, the event bus, the metrics and the runtime flags.
 
 use crate::config::GatewayConfig;
+use crate::events::{EventBus, RequestWindow};
 use crate::metrics::Metrics;
+use crate::reload::Rules;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::LoadBalancer;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,6 +22,43 @@ pub struct Shared {
     pub metrics: Metrics,
     /// When the config was loaded.
     pub loaded_at: SystemTime,
+    /// The live rules snapshot and its reload machinery.
+    pub rules: Arc<Rules>,
+    /// Security events: sinks, store, queries.
+    pub events: Arc<EventBus>,
+    /// Requests and 5xx per minute, for `/v1/summary`.
+    pub requests: RequestWindow,
+    /// Runtime flags.
+    pub flags: Flags,
+}
+
+/// Runtime flags read by the checks at request time.
+///
+/// Initial state comes from the environment as operators already set it (`SAFE_TEST_MODE=true`).
+#[derive(Debug, Default)]
+pub struct Flags {
+    /// `POST /v1/safe-test/{type}` is allowed only while this is on.
+    pub safe_test_mode: AtomicBool,
+}
+
+impl Flags {
+    /// Reads the initial state from the environment.
+    pub fn from_env() -> Self {
+        Self { safe_test_mode: AtomicBool::new(env_flag("SAFE_TEST_MODE").unwrap_or(false)) }
+    }
+}
+
+/// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`, case-insensitively; anything else is unset.
+pub fn env_flag(name: &str) -> Option<bool> {
+    let v = std::env::var(name).ok()?;
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => {
+            tracing::warn!(variable = name, value = %v, "ignoring an environment flag that is not true/false");
+            None
+        }
+    }
 }
 
 impl Shared {

@@ -48,6 +48,11 @@ pub enum DenyCode {
     MethodNotAllowed,
     /// The control endpoint knows the path, but the feature is not built yet.
     NotImplemented,
+    /// The request conflicts with the current state (e.g. a safe test while safe-test mode is
+    /// off).
+    Conflict,
+    /// Rule files failed validation (control endpoint reload); the errors are in the body.
+    InvalidRules,
     /// A bug or an unexpected failure inside the gateway; fail closed.
     Internal,
 }
@@ -76,6 +81,8 @@ impl DenyCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::NotImplemented => "not_implemented",
+            Self::Conflict => "conflict",
+            Self::InvalidRules => "invalid_rules",
             Self::Internal => "internal_error",
         }
     }
@@ -90,6 +97,8 @@ impl DenyCode {
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
+            Self::Conflict => 409,
+            Self::InvalidRules => 422,
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
             Self::Internal => 500,
@@ -123,6 +132,8 @@ impl DenyCode {
             Self::UpstreamTimeout => "Upstream timed out",
             Self::MethodNotAllowed => "Method not allowed",
             Self::NotImplemented => "Not implemented",
+            Self::Conflict => "Conflict with the current state",
+            Self::InvalidRules => "Rule files failed validation",
             Self::Internal => "Internal error",
         }
     }
@@ -139,12 +150,22 @@ pub struct Deny {
     pub retry_after: Option<u64>,
     /// Extra response headers (e.g. `Allow` on a 405).
     pub headers: Vec<(&'static str, String)>,
+    /// Messages for the caller, sent as `"errors": [...]` (control endpoint: validation errors,
+    /// bad query parameters). Never set on proxy denies: they must not explain themselves.
+    pub details: Vec<String>,
 }
 
 impl Deny {
     /// A deny with a code and an internal reason.
     pub fn new(code: DenyCode, reason: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, reason: reason.into(), retry_after: None, headers: Vec::new() }
+        Self { code, reason: reason.into(), retry_after: None, headers: Vec::new(), details: Vec::new() }
+    }
+
+    /// Adds messages for the caller (`"errors"` in the body).
+    #[must_use]
+    pub fn with_details(mut self, details: Vec<String>) -> Self {
+        self.details = details;
+        self
     }
 
     /// Adds `Retry-After`.
@@ -174,7 +195,7 @@ pub struct Rendered {
     pub body: Vec<u8>,
 }
 
-/// The one renderer: `{"error","code","request_id"[,"retryAfter"]}` per the contract.
+/// The one renderer: `{"error","code","request_id"[,"retryAfter"][,"errors"]}` per the contract.
 pub fn render(deny: &Deny, request_id: &str) -> Rendered {
     let mut body = serde_json::json!({
         "error": deny.code.message(),
@@ -185,6 +206,9 @@ pub fn render(deny: &Deny, request_id: &str) -> Rendered {
     if let Some(secs) = deny.retry_after {
         body["retryAfter"] = serde_json::Value::from(secs);
         headers.push(("retry-after", secs.to_string()));
+    }
+    if !deny.details.is_empty() {
+        body["errors"] = serde_json::Value::from(deny.details.clone());
     }
     let body = body.to_string().into_bytes();
     headers.push(("content-type", "application/json".to_string()));
@@ -218,6 +242,19 @@ mod tests {
         assert!(v.get("retryAfter").is_none());
         assert_eq!(v["request_id"], "a\"b");
         assert!(!r.headers.iter().any(|(k, _)| *k == "retry-after"));
+    }
+
+    #[test]
+    fn details_render_as_errors_only_when_set() {
+        let r = render(&Deny::new(DenyCode::InvalidRules, "x").with_details(vec!["f.yaml:3: id: bad".into()]), "r");
+        assert_eq!(r.status, 422);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["code"], "invalid_rules");
+        assert_eq!(v["errors"][0], "f.yaml:3: id: bad");
+        let r = render(&Deny::new(DenyCode::Conflict, "x"), "r");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(r.status, 409);
+        assert!(v.get("errors").is_none());
     }
 
     #[test]

@@ -2,10 +2,6 @@
 use crate::common::*;
 use portcullis_tests::Client;
 
-fn bearer(t: &str) -> String {
-    format!("Bearer {t}")
-}
-
 #[test]
 fn probes_need_no_token() {
     let (_up, gw) = simple();

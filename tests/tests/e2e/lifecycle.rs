@@ -38,7 +38,7 @@ fn sigquit_hands_the_listeners_to_an_upgraded_process() {
         std::thread::sleep(Duration::from_millis(1500));
         std::process::Command::new("kill").args(["-s", "QUIT", &old_pid.to_string()]).status().unwrap();
     });
-    let new = portcullis_tests::Gateway::try_start_subcommand(BIN, "run --upgrade", &yaml, &[], &[])
+    let new = portcullis_tests::Gateway::try_start_subcommand(BIN, "run --upgrade", &yaml, &[], &cfg.files())
         .unwrap_or_else(|e| panic!("{e}\n--- old ---\n{}", old.output()));
     quitter.join().unwrap();
     assert_eq!(new.proxy_addr(), old.proxy_addr());

@@ -9,6 +9,8 @@ mod canon_wire;
 mod cli;
 mod control;
 mod demo;
+mod events;
 mod framing;
 mod lifecycle;
 mod routing;
+mod rules_reload;

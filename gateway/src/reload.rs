@@ -1,0 +1,439 @@
+//! Rule files in, compiled snapshot out: the one reload function and its triggers.
+//!
+//! Every trigger — the directory watch, the checksum poll, SIGHUP, `POST /v1/rules/reload` and
+//! the start itself — calls [`Rules::reload`]; `portcullis validate` calls [`load_dir`], the
+//! same read-and-compile a reload runs. A reload that fails validation keeps the running
+//! snapshot, answers with every error, emits `rules_reload_failed` and sets
+//! `portcullis_rules_last_reload_success` to 0.
+//!
+//! Each request pins one snapshot ([`Rules::current`], an `ArcSwap` load) when it starts and
+//! finishes on it; the next request on the same keep-alive connection pins whatever is current.
+
+use crate::events::{EventBus, SecurityEvent};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use portcullis_rules::rulefile::{self, Snapshot, SourceFile};
+use portcullis_rules::verdict::{Action, EventType};
+use portcullis_rules::yaml::ConfigError;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most rule files read from one directory.
+const MAX_FILES: usize = 1000;
+
+/// Longest a burst of change events can postpone a reload.
+const MAX_DEBOUNCE_WAIT: Duration = Duration::from_secs(2);
+
+/// Errors kept in the `rules_reload_failed` event (all of them go to the log and the API answer).
+const MAX_EVENT_ERRORS: usize = 20;
+
+/// A compiled snapshot and when it went live.
+pub struct Loaded {
+    /// The rules.
+    pub snapshot: Snapshot,
+    /// When this snapshot was swapped in.
+    pub loaded_at: SystemTime,
+}
+
+/// What started a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A change event in the rules directory.
+    Watch,
+    /// The periodic checksum poll.
+    Poll,
+    /// SIGHUP.
+    Signal,
+    /// `POST /v1/rules/reload`.
+    Api,
+}
+
+impl Trigger {
+    /// Name used in logs and events.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Watch => "watch",
+            Self::Poll => "poll",
+            Self::Signal => "sighup",
+            Self::Api => "api",
+        }
+    }
+
+    /// Watch and poll only reload content that changed; SIGHUP and the API always recompile.
+    const fn forced(self) -> bool {
+        matches!(self, Self::Signal | Self::Api)
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The files are what is running (or what already failed): nothing done.
+    Unchanged {
+        /// The running version.
+        version: String,
+    },
+    /// A new snapshot is live.
+    Applied {
+        /// Its version.
+        version: String,
+        /// The version it replaced.
+        previous: String,
+    },
+    /// Validation failed; the running snapshot stays.
+    Failed {
+        /// The running (kept) version.
+        kept: String,
+        /// Every error, `FILE:LINE: key.path: message`.
+        errors: Vec<String>,
+    },
+}
+
+/// The last reload attempt, for `GET /v1/rules`.
+#[derive(Debug, Clone)]
+pub struct LastAttempt {
+    /// When.
+    pub at: SystemTime,
+    /// Which trigger.
+    pub trigger: Trigger,
+    /// Errors (empty on success).
+    pub errors: Vec<String>,
+}
+
+/// The live rules and the reload machinery.
+pub struct Rules {
+    dir: PathBuf,
+    /// Route ids of the gateway config: rules naming another route are refused.
+    routes: Vec<String>,
+    current: ArcSwap<Loaded>,
+    events: Arc<EventBus>,
+    /// Serialises reloads: one read-compile-swap at a time.
+    reload_lock: Mutex<()>,
+    /// Content version of the last files that failed, so the poll reports a broken file once.
+    last_failed: Mutex<Option<String>>,
+    last_attempt: Mutex<Option<LastAttempt>>,
+    last_success: AtomicBool,
+    last_reload_unix: AtomicU64,
+    applied_total: AtomicU64,
+    failed_total: AtomicU64,
+}
+
+/// Reads every rule file of `dir`: `*.yaml`/`*.yml`, not starting with `.` (hidden files,
+/// editors' temp files, Kubernetes' `..data` directories), following symlinks, in name order.
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<ConfigError>> {
+    let shown = dir.display().to_string();
+    let fail = |msg: String| vec![ConfigError::new(&shown, 0, "", msg)];
+    let entries = std::fs::read_dir(dir).map_err(|e| fail(format!("cannot read the rules directory: {e}")))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| fail(format!("cannot list the rules directory: {e}")))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        names.push(name);
+    }
+    if names.len() > MAX_FILES {
+        return Err(fail(format!("{} rule files; at most {MAX_FILES} are read", names.len())));
+    }
+    names.sort();
+    let mut files = Vec::with_capacity(names.len());
+    let mut errors = Vec::new();
+    for name in names {
+        let path = dir.join(&name);
+        let shown = path.display().to_string();
+        // `metadata` follows symlinks: a dangling link or a directory named *.yaml is skipped
+        // only if it is not a file; a file we cannot read is an error, never silently dropped.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                errors.push(ConfigError::new(&shown, 0, "", format!("cannot read: {e}")));
+                continue;
+            }
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => files.push(SourceFile { name: shown, text }),
+                Err(_) => errors.push(ConfigError::new(&shown, 0, "", "not UTF-8 text")),
+            },
+            Err(e) => errors.push(ConfigError::new(&shown, 0, "", format!("cannot read: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads and compiles a rules directory against the gateway's route ids: exactly what every
+/// reload and `portcullis validate` run.
+pub fn load_dir(dir: &Path, routes: &[String]) -> Result<Snapshot, Vec<ConfigError>> {
+    compile(&read_dir(dir)?, routes)
+}
+
+fn compile(files: &[SourceFile], routes: &[String]) -> Result<Snapshot, Vec<ConfigError>> {
+    let ids: Vec<&str> = routes.iter().map(String::as_str).collect();
+    rulefile::compile_with(files, &rulefile::Env { routes: Some(&ids) })
+}
+
+impl Rules {
+    /// Loads the rules at start. Invalid rules are fatal here: the gateway does not start on
+    /// rules it cannot enforce.
+    pub fn start(dir: &Path, routes: Vec<String>, events: Arc<EventBus>) -> Result<Arc<Rules>, Vec<ConfigError>> {
+        let snapshot = load_dir(dir, &routes)?;
+        let now = SystemTime::now();
+        Ok(Arc::new(Rules {
+            dir: dir.to_path_buf(),
+            routes,
+            current: ArcSwap::from_pointee(Loaded { snapshot, loaded_at: now }),
+            events,
+            reload_lock: Mutex::new(()),
+            last_failed: Mutex::new(None),
+            last_attempt: Mutex::new(None),
+            last_success: AtomicBool::new(true),
+            last_reload_unix: AtomicU64::new(unix(now)),
+            applied_total: AtomicU64::new(0),
+            failed_total: AtomicU64::new(0),
+        }))
+    }
+
+    /// The snapshot a new request pins.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// The rules directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The last attempt (none before the first reload after start).
+    pub fn last_attempt(&self) -> Option<LastAttempt> {
+        self.last_attempt.lock().clone()
+    }
+
+    /// Whether the last reload succeeded.
+    pub fn last_success(&self) -> bool {
+        self.last_success.load(Relaxed)
+    }
+
+    /// The one reload function.
+    pub fn reload(&self, trigger: Trigger) -> Reloaded {
+        let _one_at_a_time = self.reload_lock.lock();
+        let running = self.current.load();
+        let kept = running.snapshot.version.clone();
+        let files = read_dir(&self.dir);
+        if !trigger.forced() {
+            if let Ok(files) = &files {
+                let version = rulefile::version_of(files);
+                if version == kept || self.last_failed.lock().as_deref() == Some(version.as_str()) {
+                    return Reloaded::Unchanged { version: kept };
+                }
+            }
+        }
+        let version_of_files = files.as_ref().ok().map(|f| rulefile::version_of(f));
+        let result = files.and_then(|f| compile(&f, &self.routes));
+        let now = SystemTime::now();
+        self.last_reload_unix.store(unix(now), Relaxed);
+        match result {
+            Ok(snapshot) => {
+                let version = snapshot.version.clone();
+                let rules = snapshot.rule_count();
+                let files = snapshot.files.len();
+                self.current.store(Arc::new(Loaded { snapshot, loaded_at: now }));
+                *self.last_failed.lock() = None;
+                *self.last_attempt.lock() = Some(LastAttempt { at: now, trigger, errors: Vec::new() });
+                self.last_success.store(true, Relaxed);
+                self.applied_total.fetch_add(1, Relaxed);
+                tracing::info!(
+                    event.action = "rules_reloaded",
+                    trigger = trigger.as_str(),
+                    rules.version = %version,
+                    rules.previous = %kept,
+                    rules.count = rules,
+                    rules.files = files,
+                    "rules reloaded"
+                );
+                Reloaded::Applied { version, previous: kept }
+            }
+            Err(errs) => {
+                let errors: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                // A file that cannot even be read has no version: it is reported every time.
+                *self.last_failed.lock() = version_of_files;
+                *self.last_attempt.lock() = Some(LastAttempt { at: now, trigger, errors: errors.clone() });
+                self.last_success.store(false, Relaxed);
+                self.failed_total.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    event.action = "rules_reload_rejected",
+                    trigger = trigger.as_str(),
+                    rules.version = %kept,
+                    error.count = errors.len(),
+                    error.message = %errors.join("\n"),
+                    "rule reload failed validation; the running rules stay"
+                );
+                let mut detail = Map::new();
+                detail.insert("trigger".into(), json!(trigger.as_str()));
+                detail.insert("error_count".into(), json!(errors.len()));
+                detail.insert("errors".into(), json!(errors.iter().take(MAX_EVENT_ERRORS).collect::<Vec<_>>()));
+                detail.insert("kept_version".into(), json!(kept));
+                self.events.emit(SecurityEvent::system(
+                    EventType::RulesReloadFailed,
+                    Action::Rejected,
+                    Some(&kept),
+                    detail,
+                ));
+                Reloaded::Failed { kept, errors }
+            }
+        }
+    }
+
+    /// `GET /v1/rules`.
+    pub fn describe(&self) -> Value {
+        let cur = self.current();
+        let s = &cur.snapshot;
+        let files: Vec<Value> =
+            s.files.iter().map(|f| json!({ "name": f.name, "sha256": f.sha256, "rules": f.rules })).collect();
+        let rules: Vec<Value> = s
+            .rules()
+            .iter()
+            .map(|r| json!({ "id": &*r.id, "kind": r.kind, "mode": r.mode.as_str(), "hash": r.hash, "file": r.file, "line": r.line }))
+            .collect();
+        let last = self.last_attempt().map(|a| {
+            json!({
+                "at": crate::control::rfc3339(a.at),
+                "trigger": a.trigger.as_str(),
+                "success": a.errors.is_empty(),
+                "errors": a.errors,
+            })
+        });
+        json!({
+            "version": s.version,
+            "loaded_at": crate::control::rfc3339(cur.loaded_at),
+            "dir": self.dir.display().to_string(),
+            "files": files,
+            "rules": rules,
+            "rule_count": s.rule_count(),
+            "last_reload": last,
+        })
+    }
+
+    /// Prometheus lines for the reload state.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let cur = self.current();
+        let _ = writeln!(out, "# HELP portcullis_rules_last_reload_success 1 when the last rule reload succeeded.");
+        let _ = writeln!(out, "# TYPE portcullis_rules_last_reload_success gauge");
+        let _ = writeln!(out, "portcullis_rules_last_reload_success {}", u8::from(self.last_success()));
+        let _ = writeln!(out, "# HELP portcullis_rules_last_reload_timestamp_seconds When the last reload ran.");
+        let _ = writeln!(out, "# TYPE portcullis_rules_last_reload_timestamp_seconds gauge");
+        let _ = writeln!(out, "portcullis_rules_last_reload_timestamp_seconds {}", self.last_reload_unix.load(Relaxed));
+        let _ = writeln!(out, "# HELP portcullis_rules_reloads_total Rule reloads by result.");
+        let _ = writeln!(out, "# TYPE portcullis_rules_reloads_total counter");
+        let _ =
+            writeln!(out, "portcullis_rules_reloads_total{{result=\"applied\"}} {}", self.applied_total.load(Relaxed));
+        let _ =
+            writeln!(out, "portcullis_rules_reloads_total{{result=\"failed\"}} {}", self.failed_total.load(Relaxed));
+        let _ = writeln!(out, "# HELP portcullis_rules_info The running rules snapshot.");
+        let _ = writeln!(out, "# TYPE portcullis_rules_info gauge");
+        let _ = writeln!(
+            out,
+            "portcullis_rules_info{{version=\"{}\",rules=\"{}\"}} 1",
+            cur.snapshot.version,
+            cur.snapshot.rule_count()
+        );
+    }
+
+    /// Starts the watch-and-poll thread: a debounced watch on the directory (which sees
+    /// Kubernetes' `..data` symlink swap and editors' rename-into-place), and a checksum poll as
+    /// the backstop for events a watch misses (network file systems, a replaced directory).
+    pub fn spawn_watcher(self: &Arc<Self>, watch: bool, debounce: Duration, poll: Duration) {
+        let rules = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("rules-watch".into()).spawn(move || {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let mut watcher = if watch { start_watch(&rules.dir, &tx) } else { None };
+            let mut last_poll = Instant::now();
+            loop {
+                match rx.recv_timeout(poll.saturating_sub(last_poll.elapsed())) {
+                    Ok(()) => {
+                        // Debounce: wait for a quiet period, but never longer than the cap.
+                        let first = Instant::now();
+                        while first.elapsed() < MAX_DEBOUNCE_WAIT {
+                            match rx.recv_timeout(debounce) {
+                                Ok(()) => continue,
+                                Err(_) => break,
+                            }
+                        }
+                        rules.reload(Trigger::Watch);
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        last_poll = Instant::now();
+                        rules.reload(Trigger::Poll);
+                        // A directory that was replaced (or appeared late) needs a new watch.
+                        if watch && watcher.as_ref().is_none_or(|w| !w.still_valid()) {
+                            watcher = start_watch(&rules.dir, &tx);
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                if last_poll.elapsed() >= poll {
+                    last_poll = Instant::now();
+                    rules.reload(Trigger::Poll);
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the rules watcher; SIGHUP and POST /v1/rules/reload still work");
+        }
+    }
+}
+
+/// A directory watch, remembering which directory inode it watches.
+struct DirWatch {
+    _watcher: notify::RecommendedWatcher,
+    dir: PathBuf,
+    ino: Option<u64>,
+}
+
+impl DirWatch {
+    /// False once the path names another directory (deleted and recreated) or none.
+    fn still_valid(&self) -> bool {
+        inode(&self.dir).is_some() && inode(&self.dir) == self.ino
+    }
+}
+
+fn inode(p: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| m.ino())
+}
+
+fn start_watch(dir: &Path, tx: &std::sync::mpsc::Sender<()>) -> Option<DirWatch> {
+    use notify::Watcher;
+    let tx = tx.clone();
+    let ino = inode(dir);
+    let mut w = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            let _ = tx.send(());
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the rules directory; relying on the checksum poll");
+            return None;
+        }
+    };
+    if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the rules directory; relying on the checksum poll");
+        return None;
+    }
+    Some(DirWatch { _watcher: w, dir: dir.to_path_buf(), ino })
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
