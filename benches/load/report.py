@@ -17,7 +17,7 @@ SCENARIOS = [
     ("S1", "nginx, 1 worker, upstream keep-alive, access log off"),
     ("S2", "Portcullis, every feature off, 1 thread, access log off"),
     ("S2b", "bare Pingora 0.9.1 passthrough, 1 thread (framework floor)"),
-    ("S3", "Portcullis + shipped default rules (not measured yet: arrives with the rules)"),
+    ("S3", "Portcullis + shipped default rules (config/rules/: firewall + events), same logging as S2"),
     ("S4", "S3 + PII scanning, 1/16/64 KiB (not measured yet: arrives with PII scanning)"),
 ]
 METRICS = [
@@ -198,6 +198,14 @@ def cmd_report(a):
             f"throughput {fmt(ratio(s2.get('rps'), s2b.get('rps')), '{:.2f}×')}, "
             f"p99 {fmt(ratio(s2.get('p99_us'), s2b.get('p99_us')), '{:.2f}×')}, "
             f"RSS {fmt(ratio(s2.get('rss_mib'), s2b.get('rss_mib')), '{:.2f}×')}."
+        )
+        out.append("")
+    if "S3" in measured and "S2" in measured:
+        s3, s2 = results["S3"], results["S2"]
+        out.append(
+            f"S3 / S2 (the shipped rules on top of Portcullis): CPU/req {fmt(ratio(s3.get('cpu_us_per_req'), s2.get('cpu_us_per_req')), '{:.2f}×')}, "
+            f"throughput {fmt(ratio(s3.get('rps'), s2.get('rps')), '{:.2f}×')}, "
+            f"p99 {fmt(ratio(s3.get('p99_us'), s2.get('p99_us')), '{:.2f}×')}."
         )
         out.append("")
     errs = [(s, results[s].get("errors"), results[s].get("oha_errors")) for s in measured]
