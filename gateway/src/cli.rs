@@ -1,4 +1,4 @@
-//! The `portcullis` command line (see the contract: run, validate, demo, token new).
+//! The `portcullis` command line (see the contract: run, validate, demo, audit verify, token new).
 
 use crate::config;
 use clap::{Parser, Subcommand};
@@ -41,6 +41,24 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the audit log's hash chain; exit 0, or 1 naming the first broken record.
+    Verify {
+        /// Audit log file (default: `<state_dir>/audit/audit.jsonl` from the config).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Gateway config file (for its state_dir; ignored with --file).
+        #[arg(long, default_value = "config/gateway.yaml")]
+        config: PathBuf,
     },
 }
 
@@ -133,6 +151,46 @@ pub fn main() -> ExitCode {
             println!("    role: {role}");
             println!("    sha256: \"{hash}\"");
             ExitCode::SUCCESS
+        }
+        Command::Audit { command: AuditCommand::Verify { file, config } } => audit_verify(file, &config),
+    }
+}
+
+/// `portcullis audit verify`: prints `ok: N records, chain intact, last hash <hex16>` (exit 0),
+/// `broken: line N (seq S): reason` (exit 1), or why the log cannot be read (exit 1).
+fn audit_verify(file: Option<PathBuf>, config: &std::path::Path) -> ExitCode {
+    let path = match file {
+        Some(p) => p,
+        None => match config::load(config) {
+            Ok(c) => crate::audit::dir_for(&c.state_dir).join(crate::audit::FILE_NAME),
+            Err(errs) => {
+                for e in errs {
+                    println!("{e}");
+                }
+                return ExitCode::from(1);
+            }
+        },
+    };
+    match crate::audit::verify_report(&path) {
+        Ok(s) if s.records == 0 => {
+            println!("ok: 0 records ({} is empty)", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            println!(
+                "ok: {} records, chain intact, last hash {}",
+                s.records,
+                s.last_hash.get(..16).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.line == 0 => {
+            println!("{e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("broken: {e}");
+            ExitCode::from(1)
         }
     }
 }

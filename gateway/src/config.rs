@@ -47,6 +47,23 @@ struct RawGateway {
     rules: RawRules,
     #[serde(default)]
     events: RawEvents,
+    #[serde(default)]
+    maintenance: RawMaintenance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaintenance {
+    #[serde(default)]
+    bypass_cidrs: Vec<String>,
+    bypass_header: Option<RawBypassHeader>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBypassHeader {
+    name: String,
+    sha256: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,6 +343,11 @@ pub struct GatewayConfig {
     pub rules: RulesSettings,
     /// Security-event sinks and store (under `state_dir/events`).
     pub events: crate::events::EventsConfig,
+    /// Who may pass while maintenance mode is on: CIDRs, and a secret header (SHA-256 of the
+    /// value, compared in constant time).
+    pub maintenance_bypass_cidrs: Vec<ipnet::IpNet>,
+    /// `(lowercase header name, sha256 of the secret)`.
+    pub maintenance_bypass_header: Option<(String, [u8; 32])>,
 }
 
 fn ms(v: Option<u64>, default: u64) -> Duration {
@@ -589,6 +611,29 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         err("events.queue_capacity", "must be 1 to 1000000".into());
     }
 
+    let mut maintenance_bypass_cidrs = Vec::new();
+    for (i, c) in raw.maintenance.bypass_cidrs.iter().enumerate() {
+        let parsed = c.parse::<ipnet::IpNet>().or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => maintenance_bypass_cidrs.push(n.trunc()),
+            Err(_) => err(&format!("maintenance.bypass_cidrs[{i}]"), format!("`{c}` is not a CIDR or IP address")),
+        }
+    }
+    let maintenance_bypass_header = raw.maintenance.bypass_header.as_ref().and_then(|h| {
+        let name = h.name.trim().to_ascii_lowercase();
+        let mut hash = [0u8; 32];
+        let mut ok = true;
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            err("maintenance.bypass_header.name", format!("`{}` is not a header name", h.name));
+            ok = false;
+        }
+        if hex::decode_to_slice(h.sha256.trim(), &mut hash).is_err() {
+            err("maintenance.bypass_header.sha256", "must be 64 hex digits: the SHA-256 of the secret".into());
+            ok = false;
+        }
+        ok.then_some((name, hash))
+    });
+
     if !errs.is_empty() {
         errs.sort_by_key(|e| e.line);
         return Err(errs);
@@ -622,6 +667,8 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         access_log: raw.logging.access_log.unwrap_or(true),
         rules,
         events,
+        maintenance_bypass_cidrs,
+        maintenance_bypass_header,
     })
 }
 

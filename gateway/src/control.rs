@@ -5,21 +5,22 @@
 //! 405 (with `Allow`); role too weak → 403. Every refusal is logged with the caller's token name
 //! (never the token).
 
+use crate::audit::AuditEntry;
 use crate::config::Role;
 use crate::events::{events_body, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
 use crate::proxy::new_request_id;
 use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
+use crate::switches::{etag, parse_if_match, Change, MaintenanceChange, SwitchError};
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use portcullis_rules::deny::{render, Deny, DenyCode};
-use portcullis_rules::verdict::EventType;
+use portcullis_rules::verdict::{Action, EventType};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -36,6 +37,11 @@ enum Handler {
     Summary,
     TopThreats,
     SafeTest,
+    Switches,
+    Maintenance,
+    Channel,
+    Flag,
+    Audit,
     Upstreams,
     Tokens,
     /// In the contract, arriving with a later feature.
@@ -48,10 +54,10 @@ const ENDPOINTS: &[(&str, &str, Role, Handler)] = &[
     ("GET", "/v1/upstreams", Role::Viewer, Handler::Upstreams),
     ("GET", "/v1/tokens", Role::Admin, Handler::Tokens),
     ("POST", "/v1/rules/reload", Role::Operator, Handler::RulesReload),
-    ("GET", "/v1/switches", Role::Viewer, Handler::Planned),
-    ("PUT", "/v1/switches/maintenance", Role::Operator, Handler::Planned),
-    ("PUT", "/v1/switches/channels/{}", Role::Operator, Handler::Planned),
-    ("PUT", "/v1/flags/{}", Role::Operator, Handler::Planned),
+    ("GET", "/v1/switches", Role::Viewer, Handler::Switches),
+    ("PUT", "/v1/switches/maintenance", Role::Operator, Handler::Maintenance),
+    ("PUT", "/v1/switches/channels/{}", Role::Operator, Handler::Channel),
+    ("PUT", "/v1/flags/{}", Role::Operator, Handler::Flag),
     ("GET", "/v1/events", Role::Viewer, Handler::Events),
     ("GET", "/v1/summary", Role::Viewer, Handler::Summary),
     ("GET", "/v1/top-threats", Role::Viewer, Handler::TopThreats),
@@ -59,7 +65,7 @@ const ENDPOINTS: &[(&str, &str, Role, Handler)] = &[
     ("POST", "/v1/sessions/{}/revoke", Role::Operator, Handler::Planned),
     ("DELETE", "/v1/sessions/{}/revoke", Role::Operator, Handler::Planned),
     ("POST", "/v1/quotas/{}/reset", Role::Operator, Handler::Planned),
-    ("GET", "/v1/audit", Role::Admin, Handler::Planned),
+    ("GET", "/v1/audit", Role::Admin, Handler::Audit),
 ];
 
 fn pattern_matches(pattern: &str, path: &str) -> bool {
@@ -108,8 +114,11 @@ impl ControlApp {
         let state = dir_writable(&self.shared.config.state_dir);
         // Rules are always loaded (the gateway does not start without them); a failed reload
         // keeps the running snapshot and does not make the instance unready.
-        let checks = json!({ "rules": true, "upstreams": upstreams, "state": state, "audit": state });
-        (upstreams && state, checks)
+        // The audit log refusing writes blocks every mutation (fail closed): not ready.
+        let audit = self.shared.audit.healthy()
+            && dir_writable(self.shared.audit.path().parent().unwrap_or(&self.shared.config.state_dir));
+        let checks = json!({ "rules": true, "upstreams": upstreams, "state": state, "audit": audit });
+        (upstreams && state && audit, checks)
     }
 
     fn metrics(&self) -> String {
@@ -127,6 +136,7 @@ impl ControlApp {
         let _ = writeln!(extra, "# HELP portcullis_ready 1 when /ready answers 200.");
         let _ = writeln!(extra, "# TYPE portcullis_ready gauge");
         let _ = writeln!(extra, "portcullis_ready {}", u8::from(ready));
+        extra.push_str(&self.shared.switches.render_metrics(now_unix()));
         self.shared.rules.render_metrics(&mut extra);
         self.shared.events.render_metrics(&mut extra);
         self.shared.metrics.render(&extra)
@@ -143,6 +153,23 @@ impl ControlApp {
                     .await
                     .map_err(|_| Deny::new(DenyCode::Internal, "reload_task"))?;
                 tracing::info!(event.action = "control_mutation", action = "rules_reload", user.name = call.who, http.request.id = call.request_id, result = ?done, "rules reload requested");
+                let (outcome, status, new) = match &done {
+                    Reloaded::Applied { version, .. } | Reloaded::Unchanged { version } => ("ok", 200, json!(version)),
+                    Reloaded::Failed { errors, .. } => ("failed", 422, json!({ "errors": errors.len() })),
+                };
+                self.audit(&AuditEntry {
+                    actor: Some(call.who),
+                    role: Some(call.role.as_str()),
+                    source_ip: call.source_ip.map(str::to_owned),
+                    request_id: call.request_id,
+                    action: "rules.reload",
+                    target: "rules",
+                    old: Value::Null,
+                    new,
+                    reason: None,
+                    outcome,
+                    status,
+                });
                 match done {
                     Reloaded::Applied { version, previous } => Ok((
                         200,
@@ -173,15 +200,31 @@ impl ControlApp {
                     return Err(Deny::new(DenyCode::BadRequest, "safe_test_type")
                         .with_details(vec![format!("unknown event type `{name}`; known: {}", known.join(", "))]));
                 };
-                if !self.shared.flags.safe_test_mode.load(Relaxed) {
+                if !self.shared.switches.flag("safe_test_mode") {
                     return Err(Deny::new(DenyCode::Conflict, "safe_test_mode_off").with_details(vec![
-                        "safe_test_mode is off: start the gateway with SAFE_TEST_MODE=true".into(),
+                        "safe_test_mode is off: PUT /v1/flags/safe_test_mode {\"enabled\":true}, or start with SAFE_TEST_MODE=true".into(),
                     ]));
                 }
                 let version = self.shared.rules.current().snapshot.version.clone();
                 let event = SecurityEvent::safe_test(kind, Some(&version), call.who);
                 let id = event.id.clone();
                 let body = json!({ "emitted": true, "event": &event });
+                let target = format!("event:{}", kind.as_str());
+                if !self.audit(&AuditEntry {
+                    actor: Some(call.who),
+                    role: Some(call.role.as_str()),
+                    source_ip: call.source_ip.map(str::to_owned),
+                    request_id: call.request_id,
+                    action: "safe_test",
+                    target: &target,
+                    old: Value::Null,
+                    new: json!(id),
+                    reason: None,
+                    outcome: "ok",
+                    status: 202,
+                }) {
+                    return Err(Deny::new(DenyCode::Internal, "audit_unavailable"));
+                }
                 self.shared.events.emit(event);
                 // Answer once the event is in every sink, so the operator's next query sees it.
                 let events = self.shared.events.clone();
@@ -190,6 +233,16 @@ impl ControlApp {
                 tracing::info!(event.action = "control_mutation", action = "safe_test", user.name = call.who, http.request.id = call.request_id, event.id = %id, event.type = kind.as_str(), flushed, "safe test event emitted");
                 Ok((202, body))
             }
+            Handler::Switches => Ok((200, self.shared.switches.view(now_unix()))),
+            Handler::Audit => {
+                let limit = audit_limit(call.query).map_err(bad_query)?;
+                let records = self.shared.audit.recent(limit).map_err(|e| {
+                    tracing::error!(error = %e, "cannot read the audit log");
+                    Deny::new(DenyCode::Internal, "audit_read")
+                })?;
+                Ok((200, json!({ "records": records })))
+            }
+            Handler::Maintenance | Handler::Channel | Handler::Flag => self.mutate(h, call),
             Handler::Upstreams => {
                 let pools: Vec<Value> = cfg
                     .pools
@@ -217,12 +270,200 @@ impl ControlApp {
     }
 }
 
+impl ControlApp {
+    /// Appends one audit record; false (and an error log) when it could not be written.
+    fn audit(&self, e: &AuditEntry<'_>) -> bool {
+        match self.shared.audit.append(e) {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::error!(error = %err, action = e.action, target = e.target, "cannot write the audit log");
+                false
+            }
+        }
+    }
+
+    /// A switch or flag change: parse, apply (persisted with fsync), audit (fsynced) and only then
+    /// acknowledge. If the audit record cannot be written the change is reverted and refused:
+    /// no unaudited mutation stays in force.
+    fn mutate(&self, h: Handler, call: &Call<'_>) -> Result<(u16, Value), Deny> {
+        let name = call.path.rsplit('/').next().unwrap_or("").to_string();
+        let (target, action) = match h {
+            Handler::Maintenance => ("maintenance".to_string(), "switch.maintenance.set"),
+            Handler::Channel => (format!("channel:{name}"), "switch.channel.set"),
+            _ => (format!("flag:{name}"), "flag.set"),
+        };
+        let requested: Value = serde_json::from_slice(call.body).unwrap_or(Value::Null);
+        let refuse = |deny: Deny, status: u16, why: String| -> Deny {
+            self.audit(&AuditEntry {
+                actor: Some(call.who),
+                role: Some(call.role.as_str()),
+                source_ip: call.source_ip.map(str::to_owned),
+                request_id: call.request_id,
+                action,
+                target: &target,
+                old: Value::Null,
+                new: requested.clone(),
+                reason: Some(&why),
+                outcome: "refused",
+                status,
+            });
+            deny.with_details(vec![why])
+        };
+        let if_match = match call.if_match.map(parse_if_match) {
+            None => None,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return Err(refuse(Deny::new(DenyCode::BadRequest, "if_match"), 400, e)),
+        };
+        let mutation = match h {
+            Handler::Maintenance => serde_json::from_slice::<MaintenanceChange>(call.body).map(Mutation::Maintenance),
+            Handler::Channel => serde_json::from_slice::<ToggleBody>(call.body).map(|b| Mutation::Channel {
+                name: name.clone(),
+                enabled: b.enabled,
+                reason: b.reason,
+            }),
+            _ => serde_json::from_slice::<ToggleBody>(call.body).map(|b| Mutation::Flag {
+                name: name.clone(),
+                enabled: b.enabled,
+                reason: b.reason,
+            }),
+        }
+        .map_err(|e| refuse(Deny::new(DenyCode::BadRequest, "switch_body"), 400, format!("invalid body: {e}")))?;
+        let sw = &self.shared.switches;
+        let reason = match &mutation {
+            Mutation::Maintenance(m) => m.reason.clone(),
+            Mutation::Channel { reason, .. } | Mutation::Flag { reason, .. } => reason.clone(),
+        };
+        let applied = match mutation {
+            Mutation::Maintenance(m) => sw.set_maintenance(m, call.who, if_match),
+            Mutation::Channel { name, enabled, reason } => sw.set_channel(&name, enabled, reason, call.who, if_match),
+            Mutation::Flag { name, enabled, reason } => sw.set_flag(&name, enabled, reason, call.who, if_match),
+        };
+        let change = applied.map_err(|e| {
+            let (code, status) = match &e {
+                SwitchError::UnknownChannel { .. } | SwitchError::UnknownFlag { .. } => (DenyCode::NotFound, 404),
+                SwitchError::Conflict { .. } => (DenyCode::PreconditionFailed, 412),
+                SwitchError::Invalid(_) => (DenyCode::BadRequest, 400),
+                SwitchError::Persist(_) => (DenyCode::Internal, 500),
+            };
+            refuse(Deny::new(code, "switch"), status, e.to_string())
+        })?;
+        let entry = AuditEntry {
+            actor: Some(call.who),
+            role: Some(call.role.as_str()),
+            source_ip: call.source_ip.map(str::to_owned),
+            request_id: call.request_id,
+            action,
+            target: &change.target,
+            old: change.old.clone(),
+            new: change.new.clone(),
+            reason: reason.as_deref(),
+            outcome: "ok",
+            status: 200,
+        };
+        if !self.audit(&entry) {
+            self.revert(&change);
+            return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
+                .with_details(vec!["the audit log cannot be written: the change was reverted".into()]));
+        }
+        self.switch_changed(&change, call.who);
+        tracing::info!(event.action = "control_mutation", action, user.name = call.who, http.request.id = call.request_id, target = %change.target, version = change.version, "switch changed");
+        let mut body =
+            json!({ "version": change.version, "target": change.target, "old": change.old, "new": change.new });
+        body["etag"] = json!(etag(change.version));
+        Ok((200, body))
+    }
+
+    /// Puts an entry back after its audit record could not be written (best effort, logged).
+    fn revert(&self, change: &Change) {
+        let sw = &self.shared.switches;
+        let enabled = change.old.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+        let reason = change.old.get("reason").and_then(Value::as_str).map(str::to_owned);
+        let result = if change.target == "maintenance" {
+            let retry_after = change.old.get("retry_after").and_then(Value::as_u64);
+            sw.set_maintenance(
+                MaintenanceChange { enabled, retry_after, reason, ttl_seconds: None },
+                "audit-revert",
+                None,
+            )
+        } else if let Some(ch) = change.target.strip_prefix("channel:") {
+            sw.set_channel(ch, enabled, reason, "audit-revert", None)
+        } else if let Some(f) = change.target.strip_prefix("flag:") {
+            sw.set_flag(f, enabled, reason, "audit-revert", None)
+        } else {
+            return;
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, target = %change.target, "could not revert an unaudited switch change");
+        }
+    }
+
+    /// The `switch_changed` event (info).
+    fn switch_changed(&self, change: &Change, who: &str) {
+        let mut detail = serde_json::Map::new();
+        detail.insert("target".into(), json!(change.target));
+        detail.insert("old".into(), change.old.clone());
+        detail.insert("new".into(), change.new.clone());
+        detail.insert("set_by".into(), json!(who));
+        detail.insert("version".into(), json!(change.version));
+        let version = self.shared.rules.current().snapshot.version.clone();
+        self.shared.events.emit(SecurityEvent::system(
+            EventType::SwitchChanged,
+            Action::Changed,
+            Some(&version),
+            detail,
+        ));
+    }
+}
+
+/// `limit` of `GET /v1/audit` (default 100, 1..=1000); no other parameter.
+fn audit_limit(query: Option<&str>) -> Result<usize, String> {
+    let mut limit = 100;
+    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("limit", v)) => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| format!("limit must be 1 to 1000, not `{v}`"))?;
+            }
+            _ => return Err(format!("unknown parameter `{kv}`; allowed: limit")),
+        }
+    }
+    Ok(limit)
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// An authorised control request.
 struct Call<'a> {
     path: &'a str,
     query: Option<&'a str>,
     who: &'a str,
+    role: Role,
     request_id: &'a str,
+    body: &'a [u8],
+    if_match: Option<&'a str>,
+    source_ip: Option<&'a str>,
+}
+
+/// What a switch mutation asks for.
+enum Mutation {
+    Maintenance(MaintenanceChange),
+    Channel { name: String, enabled: bool, reason: Option<String> },
+    Flag { name: String, enabled: bool, reason: Option<String> },
+}
+
+/// The body of `PUT /v1/switches/channels/{name}` and `PUT /v1/flags/{name}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToggleBody {
+    enabled: bool,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 fn bad_query(msg: String) -> Deny {
@@ -271,14 +512,17 @@ impl ServeHttp for ControlApp {
         let query = req.uri.query().map(str::to_owned);
         let auth = req.headers.get("authorization").map(|v| v.as_bytes().to_vec());
 
-        // Drain (bounded) so the connection can be reused; mutations will parse it.
-        let mut body_len = 0usize;
+        let if_match = req.headers.get("if-match").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let source_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+
+        // Read (bounded): mutations parse it, and the connection can be reused.
+        let mut body = Vec::new();
         while let Ok(Some(chunk)) = session.read_request_body().await {
-            body_len += chunk.len();
-            if body_len > MAX_BODY {
+            if body.len() + chunk.len() > MAX_BODY {
                 session.set_keepalive(None);
                 return deny_response(&Deny::new(DenyCode::PayloadTooLarge, "control_body"), &request_id);
             }
+            body.extend_from_slice(&chunk);
         }
 
         match (method.as_str(), path.as_str()) {
@@ -313,7 +557,23 @@ impl ServeHttp for ControlApp {
             return deny_response(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
         }
 
+        let refused = |actor: Option<&str>, role: Option<Role>, status: u16, why: &str| {
+            self.audit(&AuditEntry {
+                actor,
+                role: role.map(Role::as_str),
+                source_ip: source_ip.clone(),
+                request_id: &request_id,
+                action: "denied",
+                target: &format!("{method} {path}"),
+                old: Value::Null,
+                new: Value::Null,
+                reason: Some(why),
+                outcome: "refused",
+                status,
+            })
+        };
         let Some((who, role)) = self.authenticate(auth.as_deref()) else {
+            refused(None, None, 401, "unauthenticated");
             tracing::warn!(event.action = "control_denied", reason = "unauthenticated", http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(
                 &Deny::new(DenyCode::Unauthenticated, "control_token")
@@ -327,6 +587,7 @@ impl ServeHttp for ControlApp {
         }
         let Some(&&(_, _, needed, handler)) = candidates.iter().find(|(m, _, _, _)| *m == method) else {
             let allow: Vec<&str> = candidates.iter().map(|(m, _, _, _)| *m).collect();
+            refused(Some(who), Some(role), 405, "method");
             tracing::warn!(event.action = "control_denied", reason = "method", user.name = who, http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(
                 &Deny::new(DenyCode::MethodNotAllowed, "method").with_header("allow", allow.join(", ")),
@@ -334,13 +595,52 @@ impl ServeHttp for ControlApp {
             );
         };
         if role < needed {
+            refused(Some(who), Some(role), 403, "role");
             tracing::warn!(event.action = "control_denied", reason = "role", user.name = who, user.roles = role.as_str(), needed = needed.as_str(), http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(&Deny::new(DenyCode::Forbidden, "role"), &request_id);
         }
-        let call = Call { path: &path, query: query.as_deref(), who, request_id: &request_id };
+        let call = Call {
+            path: &path,
+            query: query.as_deref(),
+            who,
+            role,
+            request_id: &request_id,
+            body: &body,
+            if_match: if_match.as_deref(),
+            source_ip: source_ip.as_deref(),
+        };
         match self.handle(handler, &call).await {
-            Ok((status, body)) => json_response(status, &body, &request_id),
-            Err(deny) => deny_response(&deny, &request_id),
+            Ok((status, body)) => {
+                // The switch state's version as an ETag, for If-Match.
+                let version = match handler {
+                    Handler::Switches | Handler::Maintenance | Handler::Channel | Handler::Flag => {
+                        body.get("version").and_then(Value::as_u64)
+                    }
+                    _ => None,
+                };
+                match version {
+                    Some(v) => {
+                        let tag = etag(v);
+                        let headers = [
+                            ("content-type", "application/json"),
+                            ("cache-control", "no-store"),
+                            ("etag", tag.as_str()),
+                        ];
+                        response(status, &headers, body.to_string().into_bytes(), &request_id)
+                    }
+                    None => json_response(status, &body, &request_id),
+                }
+            }
+            Err(deny) => {
+                // Switch changes and reloads audit their own refusals; any other refused
+                // mutation (a safe test while the flag is off, an unknown type) is audited here.
+                let audits_itself =
+                    matches!(handler, Handler::Maintenance | Handler::Channel | Handler::Flag | Handler::RulesReload);
+                if method != "GET" && !audits_itself {
+                    refused(Some(who), Some(role), deny.code.status(), deny.code.as_str());
+                }
+                deny_response(&deny, &request_id)
+            }
         }
     }
 }

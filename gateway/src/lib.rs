@@ -1,6 +1,7 @@
 //! Portcullis: the Pingora glue (the only code that touches `ProxyHttp`/`Session`), the control
 //! endpoint, metrics, logs, the CLI and the demo. Every decision lives in `portcullis-rules`.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -12,3 +13,4 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod switches;

@@ -72,6 +72,18 @@ impl Portcullis {
     }
 }
 
+/// [`canon::has_prefix`], ignoring ASCII case.
+fn has_prefix_ignore_case(path: &str, prefix: &str) -> bool {
+    let base = prefix.trim_end_matches('/');
+    if base.is_empty() {
+        return true;
+    }
+    match path.get(..base.len()) {
+        Some(head) if head.eq_ignore_ascii_case(base) => matches!(path.as_bytes().get(base.len()), None | Some(b'/')),
+        _ => false,
+    }
+}
+
 /// Generates a time-ordered request id.
 pub fn new_request_id() -> String {
     let ms = std::time::SystemTime::now()
@@ -190,6 +202,13 @@ impl ProxyHttp for Portcullis {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Maintenance first: every proxied request, whatever it is, unless the team's bypass.
+        if let Some(deny) = self.maintenance(session, ctx) {
+            send_deny(session, &ctx.request_id, &deny, true).await?;
+            ctx.denied = Some(deny.code);
+            ctx.denied_reason = Some(deny.reason.into_owned());
+            return Ok(true);
+        }
         if let Some(deny) = ctx.pending.take() {
             // A refused request's body is never read: close so nothing of it is parsed as a
             // next request.
@@ -199,14 +218,20 @@ impl ProxyHttp for Portcullis {
             return Ok(true);
         }
         let outcome = self.request_checks(session, ctx);
-        if outcome.is_clean() {
-            return Ok(false);
+        if !outcome.is_clean() {
+            self.emit_findings(session, ctx, &outcome);
         }
-        self.emit_findings(session, ctx, &outcome);
         if let Some(f) = &outcome.deny {
             send_deny(session, &ctx.request_id, &f.deny, true).await?;
             ctx.denied = Some(f.deny.code);
             ctx.denied_reason = Some(format!("{}:{}", f.deny.reason, f.rule_id));
+            return Ok(true);
+        }
+        if self.channel_disabled(session, ctx) {
+            let deny = Deny::new(DenyCode::ChannelDisabled, "channel_switch");
+            send_deny(session, &ctx.request_id, &deny, true).await?;
+            ctx.denied = Some(deny.code);
+            ctx.denied_reason = Some(deny.reason.into_owned());
             return Ok(true);
         }
         Ok(false)
@@ -283,6 +308,10 @@ impl ProxyHttp for Portcullis {
         }
         for h in &self.shared.config.strip_headers {
             up.remove_header(h.as_str());
+        }
+        // The maintenance bypass secret never leaves the gateway.
+        if let Some(h) = self.shared.config.maintenance_bypass_header.as_ref().map(|(name, _)| name.as_str()) {
+            up.remove_header(h);
         }
         if let Some(ip) = ctx.client_ip {
             let ip = ip.to_string();
@@ -413,10 +442,44 @@ impl Portcullis {
     /// channel switches, identity, tenant scope, limits and quotas slot in around the firewall
     /// as they land). Every check pushes findings into one `Outcome`, which applies each rule's
     /// mode: the first enforcing finding stops the chain.
+    /// Maintenance mode, unless the client is in a bypass CIDR or sends the bypass secret.
+    fn maintenance(&self, session: &Session, ctx: &Ctx) -> Option<Deny> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let retry_after = self.shared.switches.maintenance(now)?;
+        let header = self
+            .shared
+            .config
+            .maintenance_bypass_header
+            .as_ref()
+            .map(|(name, _)| name.as_str())
+            .and_then(|h| session.req_header().headers.get(h));
+        if self.shared.bypass.allows(ctx.client_ip, header.map(|v| v.as_bytes())) {
+            return None;
+        }
+        Some(Deny::new(DenyCode::Maintenance, "maintenance_mode").retry_after(retry_after))
+    }
+
+    /// The matched route's channel is switched off. Defence in depth: the canonical path is also
+    /// compared, ignoring ASCII case, with the prefixes of every route whose channel is off, so
+    /// `/API/WhatsApp/…` cannot reach a case-insensitive application through another route.
+    fn channel_disabled(&self, session: &Session, ctx: &Ctx) -> bool {
+        let sw = &self.shared.switches;
+        if let Some(ch) = self.route(ctx).and_then(|r| r.channel.as_deref()) {
+            if !sw.channel_enabled(ch) {
+                return true;
+            }
+        }
+        let path = session.req_header().uri.path();
+        self.shared.config.routes.entries().iter().any(|e| {
+            e.value.channel.as_deref().is_some_and(|ch| !sw.channel_enabled(ch))
+                && has_prefix_ignore_case(path, &e.prefix)
+        })
+    }
+
     fn request_checks(&self, session: &Session, ctx: &Ctx) -> Outcome {
         let mut outcome = Outcome::default();
         let snapshot = &ctx.rules.snapshot;
-        if snapshot.firewall.is_empty() {
+        if snapshot.firewall.is_empty() || !self.shared.switches.flag("firewall") {
             return outcome;
         }
         let req = session.req_header();

@@ -2,13 +2,15 @@
 //! the real addresses are known), pools with active health checks, the proxy behind a
 //! request-head deadline, the control endpoint, signals.
 
+use crate::audit::AuditLog;
 use crate::config::{GatewayConfig, HealthCheck};
 use crate::control::ControlApp;
 use crate::events::{EventBus, RequestWindow};
 use crate::metrics::Metrics;
 use crate::proxy::{new_request_id, Portcullis};
 use crate::reload::{Rules, Trigger};
-use crate::state::{Flags, Shared};
+use crate::state::Shared;
+use crate::switches::{Bypass, Switches};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpServerApp, ServerApp};
@@ -61,6 +63,16 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     let rules = Rules::start(&cfg.rules.dir, route_ids, events.clone())
         .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
     rules.spawn_watcher(cfg.rules.watch, cfg.rules.debounce, cfg.rules.poll_interval);
+    // Runtime state: a restart (even after kill -9) never reopens a killed channel.
+    let mut channels: Vec<String> = cfg.routes.entries().iter().filter_map(|e| e.value.channel.clone()).collect();
+    channels.sort();
+    channels.dedup();
+    let switches = Arc::new(
+        Switches::load(&cfg.state_dir, &channels, &|k| std::env::var(k).ok())
+            .map_err(|e| format!("switch state: {e}"))?,
+    );
+    let audit =
+        Arc::new(AuditLog::open(&crate::audit::dir_for(&cfg.state_dir)).map_err(|e| format!("audit log: {e}"))?);
 
     let opt = Opt { upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
@@ -113,7 +125,9 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         rules: rules.clone(),
         events: events.clone(),
         requests: RequestWindow::new(),
-        flags: Flags::from_env(),
+        switches: switches.clone(),
+        bypass: Bypass::new(cfg.maintenance_bypass_cidrs.clone(), cfg.maintenance_bypass_header.clone()),
+        audit: audit.clone(),
     });
 
     let proxy = Arc::new(http_proxy(&conf, Portcullis::new(shared.clone())));
@@ -142,6 +156,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
 
     server.add_service(background_service("signals", Signals { rules: rules.clone() }));
     server.add_service(background_service("events", EventsDrain { events: events.clone() }));
+    server.add_service(background_service("switch-ttl", SwitchTtl { shared: shared.clone() }));
     for e in extra {
         server.add_boxed_service(e);
     }
@@ -377,5 +392,59 @@ impl BackgroundService for EventsDrain {
         let _ = shutdown.changed().await;
         let events = self.events.clone();
         let _ = tokio::task::spawn_blocking(move || events.shutdown(Duration::from_secs(2))).await;
+    }
+}
+
+/// Ends a maintenance whose `ttl_seconds` passed (the request path already ignores it), persists
+/// that, audits it and emits `switch_changed`.
+struct SwitchTtl {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for SwitchTtl {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let shared = self.shared.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let Some(change) = shared.switches.expire(crate::control::now_unix()) else { return };
+                let request_id = new_request_id();
+                let entry = crate::audit::AuditEntry {
+                    actor: Some(crate::switches::TTL_ACTOR),
+                    role: None,
+                    source_ip: None,
+                    request_id: &request_id,
+                    action: "switch.maintenance.expire",
+                    target: &change.target,
+                    old: change.old.clone(),
+                    new: change.new.clone(),
+                    reason: Some("ttl_seconds elapsed"),
+                    outcome: "ok",
+                    status: 0,
+                };
+                if let Err(e) = shared.audit.append(&entry) {
+                    tracing::error!(error = %e, "cannot audit the end of a maintenance ttl");
+                }
+                let mut detail = serde_json::Map::new();
+                detail.insert("target".into(), serde_json::json!(change.target));
+                detail.insert("old".into(), change.old.clone());
+                detail.insert("new".into(), change.new.clone());
+                detail.insert("set_by".into(), serde_json::json!(crate::switches::TTL_ACTOR));
+                let version = shared.rules.current().snapshot.version.clone();
+                shared.events.emit(crate::events::SecurityEvent::system(
+                    portcullis_rules::verdict::EventType::SwitchChanged,
+                    portcullis_rules::verdict::Action::Changed,
+                    Some(&version),
+                    detail,
+                ));
+                tracing::warn!(event.action = "maintenance_expired", "maintenance mode ended by its ttl");
+            })
+            .await;
+        }
     }
 }

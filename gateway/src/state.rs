@@ -1,14 +1,15 @@
 //! What every phase and the control endpoint share: the compiled config, the pools with their
-//! health, the live rules, the event bus, the metrics and the runtime flags.
+//! health, the live rules, the event bus, the metrics, the switches and the audit log.
 
+use crate::audit::AuditLog;
 use crate::config::GatewayConfig;
 use crate::events::{EventBus, RequestWindow};
 use crate::metrics::Metrics;
 use crate::reload::Rules;
+use crate::switches::{Bypass, Switches};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::LoadBalancer;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -28,37 +29,12 @@ pub struct Shared {
     pub events: Arc<EventBus>,
     /// Requests and 5xx per minute, for `/v1/summary`.
     pub requests: RequestWindow,
-    /// Runtime flags.
-    pub flags: Flags,
-}
-
-/// Runtime flags read by the checks at request time.
-///
-/// Initial state comes from the environment as operators already set it (`SAFE_TEST_MODE=true`).
-#[derive(Debug, Default)]
-pub struct Flags {
-    /// `POST /v1/safe-test/{type}` is allowed only while this is on.
-    pub safe_test_mode: AtomicBool,
-}
-
-impl Flags {
-    /// Reads the initial state from the environment.
-    pub fn from_env() -> Self {
-        Self { safe_test_mode: AtomicBool::new(env_flag("SAFE_TEST_MODE").unwrap_or(false)) }
-    }
-}
-
-/// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`, case-insensitively; anything else is unset.
-pub fn env_flag(name: &str) -> Option<bool> {
-    let v = std::env::var(name).ok()?;
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => {
-            tracing::warn!(variable = name, value = %v, "ignoring an environment flag that is not true/false");
-            None
-        }
-    }
+    /// Maintenance mode, channel kill switches and runtime flags (persisted, audited).
+    pub switches: Arc<Switches>,
+    /// Who passes while maintenance is on.
+    pub bypass: Bypass,
+    /// The tamper-evident audit log of the control plane.
+    pub audit: Arc<AuditLog>,
 }
 
 impl Shared {

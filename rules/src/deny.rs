@@ -53,6 +53,8 @@ pub enum DenyCode {
     Conflict,
     /// Rule files failed validation (control endpoint reload); the errors are in the body.
     InvalidRules,
+    /// `If-Match` names a state version that is no longer current (control endpoint).
+    PreconditionFailed,
     /// A bug or an unexpected failure inside the gateway; fail closed.
     Internal,
 }
@@ -83,6 +85,7 @@ impl DenyCode {
             Self::NotImplemented => "not_implemented",
             Self::Conflict => "conflict",
             Self::InvalidRules => "invalid_rules",
+            Self::PreconditionFailed => "precondition_failed",
             Self::Internal => "internal_error",
         }
     }
@@ -98,6 +101,7 @@ impl DenyCode {
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::Conflict => 409,
+            Self::PreconditionFailed => 412,
             Self::InvalidRules => 422,
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
@@ -134,6 +138,7 @@ impl DenyCode {
             Self::NotImplemented => "Not implemented",
             Self::Conflict => "Conflict with the current state",
             Self::InvalidRules => "Rule files failed validation",
+            Self::PreconditionFailed => "State changed since you read it",
             Self::Internal => "Internal error",
         }
     }

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod audit_cli;
 mod canon_wire;
 mod cli;
 mod control;
@@ -14,3 +15,4 @@ mod framing;
 mod lifecycle;
 mod routing;
 mod rules_reload;
+mod switches;

@@ -1,0 +1,1066 @@
+//! The tamper-evident audit log: one JSON line per control-plane mutation (and per refused
+//! attempt), each carrying the SHA-256 of the record before it, fsynced before the caller
+//! acknowledges anything. See docs/audit.md.
+//!
+//! File: `<state_dir>/audit/audit.jsonl`. Record (keys in exactly this order, compact serde_json,
+//! no whitespace, one line, `\n`-terminated):
+//!
+//! `{"seq":…,"time":…,"actor":…,"role":…,"source_ip":…,"request_id":…,"action":…,"target":…,
+//! "old":…,"new":…,"reason":…,"outcome":…,"status":…,"prev":…,"hash":…}`
+//!
+//! The canonical form of a record is that same text without its last member, i.e. the line with
+//! `,"hash":"<64 hex>"` removed before the final `}`; `hash` is the lowercase hex SHA-256 of those
+//! bytes. The writer produces them with serde_json (fields serialised in declaration order); the
+//! verifier hashes the bytes as stored, so it never depends on re-serialising (number formatting,
+//! key order inside `old`/`new`).
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Name of the log file inside the audit directory.
+pub const FILE_NAME: &str = "audit.jsonl";
+/// `prev` of the first record: 64 zeros.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Most records [`AuditLog::recent`] returns, whatever the caller asks for.
+pub const RECENT_MAX: usize = 1000;
+
+/// Block size for reading the file backwards.
+const BLOCK: u64 = 64 * 1024;
+/// `,"hash":"` + 64 hex digits + `"}`.
+const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
+const HASH_PREFIX: &[u8] = b",\"hash\":\"";
+
+/// The audit directory under a gateway's `state_dir` (the log is `<this>/audit.jsonl`).
+pub fn dir_for(state_dir: &Path) -> PathBuf {
+    state_dir.join("audit")
+}
+
+/// What the caller supplies for one record.
+#[derive(Debug, Clone)]
+pub struct AuditEntry<'a> {
+    /// The token's configured name, never the token; `None` when unauthenticated.
+    pub actor: Option<&'a str>,
+    /// The token's role (`viewer`, `operator`, `admin`), if authenticated.
+    pub role: Option<&'a str>,
+    /// The client's IP address.
+    pub source_ip: Option<String>,
+    /// The request's `X-Request-Id`.
+    pub request_id: &'a str,
+    /// What was attempted, e.g. `switch.maintenance.set`, `rules.reload`, `safe_test`, `denied`.
+    pub action: &'a str,
+    /// What it was attempted on, e.g. `maintenance`, `channel:whatsapp`, `/v1/flags/x`.
+    pub target: &'a str,
+    /// The value before (`null` when not applicable).
+    pub old: Value,
+    /// The value after, or the one requested when refused (`null` when not applicable).
+    pub new: Value,
+    /// The operator's stated reason, if any.
+    pub reason: Option<&'a str>,
+    /// `ok`, `refused` or `failed`.
+    pub outcome: &'a str,
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
+/// The record without its hash, in canonical field order (serde serialises struct fields in
+/// declaration order, whatever serde_json's map features are).
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    time: &'a str,
+    actor: Option<&'a str>,
+    role: Option<&'a str>,
+    source_ip: Option<&'a str>,
+    request_id: &'a str,
+    action: &'a str,
+    target: &'a str,
+    old: &'a Value,
+    new: &'a Value,
+    reason: Option<&'a str>,
+    outcome: &'a str,
+    status: u16,
+    prev: &'a str,
+}
+
+/// A stored record, parsed strictly (no unknown or duplicate fields) for its shape.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // every field is parsed to check the record's shape; only some are read
+struct Stored {
+    seq: u64,
+    time: String,
+    actor: Option<String>,
+    role: Option<String>,
+    source_ip: Option<String>,
+    request_id: String,
+    action: String,
+    target: String,
+    old: Value,
+    new: Value,
+    reason: Option<String>,
+    outcome: String,
+    status: u16,
+    prev: String,
+    hash: String,
+}
+
+/// What a line that checks out on its own says about the chain.
+struct Checked {
+    seq: u64,
+    prev: String,
+    hash: String,
+}
+
+/// Fault injection for the write path (only tests inject faults).
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// Write half the line, then fail.
+    TornWrite,
+    /// Write the whole line, then fail the fsync.
+    Sync,
+}
+
+struct Inner {
+    /// `None` after an I/O error: the next append reopens and re-checks the file.
+    file: Option<File>,
+    /// Last committed record.
+    seq: u64,
+    last_hash: String,
+    /// Length of the file up to the end of the last committed record.
+    len: u64,
+    /// Always `None` outside tests.
+    fault: Option<Fault>,
+}
+
+/// The append-only, hash-chained, fsynced audit log. Cheap to share behind an `Arc`; appends are
+/// serialised by an internal mutex.
+pub struct AuditLog {
+    path: PathBuf,
+    healthy: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog").field("path", &self.path).field("healthy", &self.healthy()).finish()
+    }
+}
+
+fn invalid_data(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn now_rfc3339_ms() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl AuditLog {
+    /// Opens (creating `dir` and the file if needed) `<dir>/audit.jsonl` and continues its chain
+    /// from the last record. An incomplete final line (a write cut short by a crash: it was never
+    /// acknowledged) is truncated away with a warning. A last record that does not parse or whose
+    /// hash does not recompute fails the open: the gateway must not silently fork the chain.
+    pub fn open(dir: &Path) -> io::Result<AuditLog> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(FILE_NAME);
+        let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        // Make the file's existence durable too.
+        File::open(dir)?.sync_all()?;
+        let mut len = meta.len();
+        let cut = after_last_newline(&file, len)?;
+        if cut < len {
+            tracing::warn!(
+                path = %path.display(),
+                offset = cut,
+                bytes = len - cut,
+                "audit log: removing an incomplete final line (a write cut short by a crash, never acknowledged)"
+            );
+            file.set_len(cut)?;
+            file.sync_all()?;
+            len = cut;
+        }
+        let (seq, last_hash) = if len == 0 {
+            (0, GENESIS.to_string())
+        } else {
+            let lines = tail_lines(&file, len, 1)?;
+            let last = lines.first().map(Vec::as_slice).unwrap_or_default();
+            let c = check_line(last).map_err(|reason| {
+                invalid_data(format!(
+                    "{}: the last record does not verify ({reason}); refusing to continue the chain \
+                     (run `portcullis audit verify --file {}`)",
+                    path.display(),
+                    path.display()
+                ))
+            })?;
+            (c.seq, c.hash)
+        };
+        tracing::info!(path = %path.display(), records = seq, "audit log open");
+        Ok(AuditLog {
+            path,
+            healthy: AtomicBool::new(true),
+            inner: Mutex::new(Inner { file: Some(file), seq, last_hash, len, fault: None }),
+        })
+    }
+
+    /// Appends one record and fsyncs it (`File::sync_data`) before returning it. Any error leaves
+    /// the file as it was (a partly written line is truncated away), returns `Err` and marks the
+    /// log unhealthy: the caller must then refuse the mutation (fail closed). A later successful
+    /// append marks it healthy again.
+    pub fn append(&self, e: &AuditEntry<'_>) -> io::Result<Value> {
+        let mut inner = self.inner.lock();
+        let result = self.append_locked(&mut inner, e);
+        match &result {
+            Ok(_) => {
+                if !self.healthy.swap(true, Ordering::SeqCst) {
+                    tracing::info!(path = %self.path.display(), "audit log writable again");
+                }
+            }
+            Err(err) => {
+                self.healthy.store(false, Ordering::SeqCst);
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %err,
+                    action = e.action,
+                    target = e.target,
+                    "audit log write failed: the mutation must be refused"
+                );
+            }
+        }
+        result
+    }
+
+    fn append_locked(&self, inner: &mut Inner, e: &AuditEntry<'_>) -> io::Result<Value> {
+        let seq = inner.seq + 1;
+        let time = now_rfc3339_ms();
+        let body = Body {
+            seq,
+            time: &time,
+            actor: e.actor,
+            role: e.role,
+            source_ip: e.source_ip.as_deref(),
+            request_id: e.request_id,
+            action: e.action,
+            target: e.target,
+            old: &e.old,
+            new: &e.new,
+            reason: e.reason,
+            outcome: e.outcome,
+            status: e.status,
+            prev: &inner.last_hash,
+        };
+        let canonical = serde_json::to_string(&body).map_err(io::Error::other)?;
+        let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
+        let head = canonical.strip_suffix('}').ok_or_else(|| io::Error::other("record is not a JSON object"))?;
+        let mut line = String::with_capacity(canonical.len() + HASH_SUFFIX_LEN + 1);
+        line.push_str(head);
+        line.push_str(",\"hash\":\"");
+        line.push_str(&hash);
+        line.push_str("\"}\n");
+
+        let mut file = match inner.file.take() {
+            Some(f) => f,
+            None => self.reopen(inner)?,
+        };
+        self.check_unchanged(&file, inner.len)?;
+        if let Err(err) = write_and_sync(&mut file, line.as_bytes(), inner.fault.take()) {
+            // Undo a partly (or wholly) written line; if even that fails, the reopen on the next
+            // append trims it (it holds no newline, or is checked otherwise).
+            if file.set_len(inner.len).and_then(|()| file.sync_data()).is_err() {
+                tracing::warn!(path = %self.path.display(), "audit log: cannot roll back a failed write yet");
+            }
+            return Err(err);
+        }
+        inner.file = Some(file);
+        inner.len += line.len() as u64;
+        inner.seq = seq;
+        let mut v = serde_json::to_value(&body).map_err(io::Error::other)?;
+        if let Value::Object(m) = &mut v {
+            m.insert("hash".into(), Value::String(hash.clone()));
+        }
+        inner.last_hash = hash;
+        Ok(v)
+    }
+
+    /// The file behind the handle must still be the one at `path`, and exactly as long as what
+    /// was committed: anything else means someone else touched it.
+    fn check_unchanged(&self, file: &File, len: u64) -> io::Result<()> {
+        let held = file.metadata()?;
+        let at_path = fs::metadata(&self.path)?;
+        if held.nlink() == 0 || held.dev() != at_path.dev() || held.ino() != at_path.ino() {
+            return Err(io::Error::other(format!("{} was removed or replaced while open", self.path.display())));
+        }
+        if held.len() != len {
+            return Err(io::Error::other(format!(
+                "{} changed outside the gateway: {} bytes, expected {len}",
+                self.path.display(),
+                held.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reopens the file after an error. It must still end, at the committed length, with the last
+    /// record this process wrote; bytes beyond it are trimmed only if they are a partial line.
+    fn reopen(&self, inner: &Inner) -> io::Result<File> {
+        let file = OpenOptions::new().read(true).append(true).open(&self.path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other(format!("{} is not a regular file", self.path.display())));
+        }
+        let len = meta.len();
+        if len < inner.len {
+            return Err(invalid_data(format!(
+                "{} is shorter ({len} bytes) than what was committed ({} bytes): truncated or replaced; \
+                 refusing to continue the chain",
+                self.path.display(),
+                inner.len
+            )));
+        }
+        if len > inner.len {
+            if after_last_newline(&file, len)? > inner.len {
+                return Err(invalid_data(format!(
+                    "{} holds records this process did not write; refusing to continue the chain",
+                    self.path.display()
+                )));
+            }
+            tracing::warn!(path = %self.path.display(), bytes = len - inner.len, "audit log: trimming a partly written line");
+            file.set_len(inner.len)?;
+            file.sync_data()?;
+        }
+        if inner.len > 0 {
+            let lines = tail_lines(&file, inner.len, 1)?;
+            let last = lines.first().map(Vec::as_slice).unwrap_or_default();
+            match check_line(last) {
+                Ok(c) if c.hash == inner.last_hash => {}
+                _ => {
+                    return Err(invalid_data(format!(
+                        "{}: the last record is not the one this process wrote; refusing to continue the chain",
+                        self.path.display()
+                    )))
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    /// Whether the last append succeeded (true after open). `/ready` reports it.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// The newest records, newest first, at most `limit` (capped at [`RECENT_MAX`]). Reads the
+    /// file's tail backwards in blocks; never the whole file.
+    pub fn recent(&self, limit: usize) -> io::Result<Vec<Value>> {
+        let limit = limit.min(RECENT_MAX);
+        let end = self.inner.lock().len;
+        let file = File::open(&self.path)?;
+        tail_lines(&file, end, limit)?
+            .iter()
+            .map(|l| serde_json::from_slice(l).map_err(|e| invalid_data(format!("unreadable audit record: {e}"))))
+            .collect()
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    #[cfg(test)]
+    fn inject(&self, fault: Fault) {
+        self.inner.lock().fault = Some(fault);
+    }
+}
+
+fn write_and_sync(file: &mut File, line: &[u8], fault: Option<Fault>) -> io::Result<()> {
+    match fault {
+        Some(Fault::TornWrite) => {
+            file.write_all(&line[..line.len() / 2])?;
+            Err(io::Error::other("injected: torn write"))
+        }
+        Some(Fault::Sync) => {
+            file.write_all(line)?;
+            Err(io::Error::other("injected: fsync failed"))
+        }
+        None => {
+            file.write_all(line)?;
+            file.sync_data()
+        }
+    }
+}
+
+/// Offset just after the last `\n` in `file[..end]` (0 if there is none).
+fn after_last_newline(file: &File, end: u64) -> io::Result<u64> {
+    let mut pos = end;
+    let mut buf = Vec::new();
+    while pos > 0 {
+        let start = pos.saturating_sub(BLOCK);
+        buf.resize((pos - start) as usize, 0);
+        file.read_exact_at(&mut buf, start)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        pos = start;
+    }
+    Ok(0)
+}
+
+/// The last `n` lines of `file[..end]` (which ends with `\n`), newest first, without their
+/// newlines. Reads backwards in blocks.
+fn tail_lines(file: &File, end: u64, n: usize) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    if end == 0 || n == 0 {
+        return Ok(out);
+    }
+    let mut pos = end - 1; // the final newline
+    let mut carry: Vec<u8> = Vec::new(); // the start of the line being assembled has not been read yet
+    loop {
+        if pos == 0 {
+            out.push(carry);
+            return Ok(out);
+        }
+        let start = pos.saturating_sub(BLOCK);
+        let mut chunk = vec![0u8; (pos - start) as usize];
+        file.read_exact_at(&mut chunk, start)?;
+        let mut search_end = chunk.len();
+        chunk.extend_from_slice(&carry);
+        let mut seg_end = chunk.len();
+        while let Some(i) = chunk[..search_end].iter().rposition(|&b| b == b'\n') {
+            out.push(chunk[i + 1..seg_end].to_vec());
+            if out.len() == n {
+                return Ok(out);
+            }
+            seg_end = i;
+            search_end = i;
+        }
+        chunk.truncate(seg_end);
+        carry = chunk;
+        pos = start;
+    }
+}
+
+/// The line minus its `,"hash":"…"` member (still without the closing `}`), if it ends with one.
+fn split_hash(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    if line.len() <= HASH_SUFFIX_LEN {
+        return None;
+    }
+    let (head, tail) = line.split_at(line.len() - HASH_SUFFIX_LEN);
+    let hex = tail.strip_prefix(HASH_PREFIX)?.strip_suffix(b"\"}")?;
+    is_hex64(hex).then_some((head, hex))
+}
+
+fn is_hex64(s: &[u8]) -> bool {
+    s.len() == 64 && s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Hex SHA-256 of a record's canonical form, given the line without its hash member.
+fn hash_of_head(head: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(head);
+    h.update(b"}");
+    hex::encode(h.finalize())
+}
+
+/// Checks one line on its own: a well-formed record whose hash recomputes.
+fn check_line(line: &[u8]) -> Result<Checked, String> {
+    if line.is_empty() {
+        return Err("empty line".into());
+    }
+    let stored: Stored = serde_json::from_slice(line).map_err(|e| format!("not a valid audit record: {e}"))?;
+    let Some((head, _)) = split_hash(line) else {
+        return Err("\"hash\" is not the record's last field as written by the gateway".into());
+    };
+    if !is_hex64(stored.prev.as_bytes()) {
+        return Err("prev is not 64 lowercase hex digits".into());
+    }
+    let computed = hash_of_head(head);
+    if computed != stored.hash {
+        return Err(format!(
+            "hash mismatch: the record was modified (stored {}…, computed {}…)",
+            &stored.hash[..16.min(stored.hash.len())],
+            &computed[..16]
+        ));
+    }
+    Ok(Checked { seq: stored.seq, prev: stored.prev, hash: stored.hash })
+}
+
+/// Where and why the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    /// 1-based line number of the first broken record; 0 when the file itself cannot be read.
+    pub line: usize,
+    /// The record's `seq`, when it could be read.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.seq) {
+            (0, _) => write!(f, "{}", self.reason),
+            (line, Some(seq)) => write!(f, "line {line} (seq {seq}): {}", self.reason),
+            (line, None) => write!(f, "line {line}: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// A chain that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifySummary {
+    /// Number of records.
+    pub records: u64,
+    /// Hash of the last record ([`GENESIS`] when there are none).
+    pub last_hash: String,
+}
+
+/// Verifies the whole chain in `path`; returns the number of records.
+pub fn verify(path: &Path) -> Result<u64, VerifyError> {
+    verify_report(path).map(|s| s.records)
+}
+
+/// Verifies the whole chain in `path`, streaming: every line is a well-formed record, `seq` runs
+/// 1, 2, 3 …, each `prev` is the previous record's `hash` (the first one's is [`GENESIS`]), and
+/// every `hash` recomputes. Reports the first broken record.
+pub fn verify_report(path: &Path) -> Result<VerifySummary, VerifyError> {
+    let file = File::open(path).map_err(|e| VerifyError {
+        line: 0,
+        seq: None,
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    let mut prev = GENESIS.to_string();
+    let mut records = 0u64;
+    let mut line = 0usize;
+    loop {
+        buf.clear();
+        let got = reader.read_until(b'\n', &mut buf).map_err(|e| VerifyError {
+            line: 0,
+            seq: None,
+            reason: format!("cannot read {} at line {}: {e}", path.display(), line + 1),
+        })?;
+        if got == 0 {
+            return Ok(VerifySummary { records, last_hash: prev });
+        }
+        line += 1;
+        let broken = |seq: Option<u64>, reason: String| VerifyError { line, seq, reason };
+        if buf.pop() != Some(b'\n') {
+            return Err(broken(
+                lenient_seq(&buf),
+                "incomplete final line (no trailing newline): a write cut short by a crash, never \
+                 acknowledged; the gateway removes it when it next opens the log"
+                    .into(),
+            ));
+        }
+        let c = check_line(&buf).map_err(|reason| broken(lenient_seq(&buf), reason))?;
+        let expected = records + 1;
+        if c.seq != expected {
+            return Err(broken(
+                Some(c.seq),
+                format!("seq {} where {expected} was expected: records deleted, inserted or reordered", c.seq),
+            ));
+        }
+        if c.prev != prev {
+            let reason = if records == 0 {
+                "prev is not the genesis value (64 zeros): records before it were deleted".to_string()
+            } else {
+                "prev is not the hash of the record before it: records deleted, inserted or reordered".to_string()
+            };
+            return Err(broken(Some(c.seq), reason));
+        }
+        prev = c.hash;
+        records += 1;
+    }
+}
+
+/// `seq` of a line that may not be a valid record, for error messages.
+fn lenient_seq(line: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Value>(line).ok()?.get("seq")?.as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// A unique directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "portcullis-audit-{name}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn entry(n: u64) -> AuditEntry<'static> {
+        AuditEntry {
+            actor: Some("alice"),
+            role: Some("operator"),
+            source_ip: Some("127.0.0.1".into()),
+            request_id: "req-1",
+            action: "switch.maintenance.set",
+            target: "maintenance",
+            old: json!({"enabled": false}),
+            new: json!({"enabled": true, "retry_after": n, "ratio": 0.1, "note": "é \"quoted\"\n"}),
+            reason: Some("deploy"),
+            outcome: "ok",
+            status: 200,
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        fs::read_to_string(path).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn append_then_verify_round_trip() {
+        let d = TempDir::new("roundtrip");
+        let log = AuditLog::open(&d.0).unwrap();
+        assert_eq!(log.path(), d.0.join(FILE_NAME));
+        assert_eq!(verify(log.path()), Ok(0));
+        let r1 = log.append(&entry(1)).unwrap();
+        let r2 = log.append(&entry(2)).unwrap();
+        assert_eq!(r1["seq"], 1);
+        assert_eq!(r1["prev"], GENESIS);
+        assert_eq!(r2["seq"], 2);
+        assert_eq!(r2["prev"], r1["hash"]);
+        assert_eq!(r1["actor"], "alice");
+        assert_eq!(r1["source_ip"], "127.0.0.1");
+        assert_eq!(r1["status"], 200);
+        let t = r1["time"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok() && t.ends_with('Z') && t.len() == 24, "{t}");
+        let s = verify_report(log.path()).unwrap();
+        assert_eq!(s.records, 2);
+        assert_eq!(s.last_hash, r2["hash"].as_str().unwrap());
+        // The returned record is what was stored.
+        let stored: Vec<Value> = lines(log.path()).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(stored, vec![r1, r2]);
+        assert!(log.healthy());
+    }
+
+    #[test]
+    fn canonical_form_is_the_documented_one() {
+        let d = TempDir::new("canon");
+        let log = AuditLog::open(&d.0).unwrap();
+        let mut e = entry(1);
+        e.actor = None;
+        e.source_ip = None;
+        e.reason = None;
+        log.append(&e).unwrap();
+        let line = lines(log.path()).remove(0);
+        let keys = [
+            "seq",
+            "time",
+            "actor",
+            "role",
+            "source_ip",
+            "request_id",
+            "action",
+            "target",
+            "old",
+            "new",
+            "reason",
+            "outcome",
+            "status",
+            "prev",
+            "hash",
+        ];
+        let mut at = 0;
+        for k in keys {
+            let p = line[at..].find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} missing or out of order"));
+            at += p;
+        }
+        assert!(line.contains("\"actor\":null,") && line.contains("\"reason\":null,"), "{line}");
+        assert!(!line.contains(": ") && !line.contains(", "), "compact: {line}");
+        // hash = sha256(line without `,"hash":"…"` + "}")
+        let (head, rest) = line.split_at(line.len() - HASH_SUFFIX_LEN);
+        let expect = hex::encode(Sha256::digest(format!("{head}}}").as_bytes()));
+        assert_eq!(rest, format!(",\"hash\":\"{expect}\"}}"));
+    }
+
+    #[test]
+    fn reopen_continues_the_chain() {
+        let d = TempDir::new("reopen");
+        {
+            let log = AuditLog::open(&d.0).unwrap();
+            log.append(&entry(1)).unwrap();
+            log.append(&entry(2)).unwrap();
+        }
+        let log = AuditLog::open(&d.0).unwrap();
+        let r3 = log.append(&entry(3)).unwrap();
+        assert_eq!(r3["seq"], 3);
+        assert_eq!(verify(log.path()), Ok(3));
+    }
+
+    #[test]
+    fn torn_last_line_is_repaired_at_open() {
+        let d = TempDir::new("torn");
+        let path = {
+            let log = AuditLog::open(&d.0).unwrap();
+            log.append(&entry(1)).unwrap();
+            log.append(&entry(2)).unwrap();
+            log.path().to_path_buf()
+        };
+        let good = fs::read(&path).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":3,\"time\":\"2026-").unwrap();
+        drop(f);
+        let e = verify(&path).unwrap_err();
+        assert_eq!((e.line, e.seq), (3, None), "{e}");
+        assert!(e.reason.contains("incomplete final line"), "{e}");
+
+        let log = AuditLog::open(&d.0).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), good);
+        assert_eq!(log.append(&entry(3)).unwrap()["seq"], 3);
+        assert_eq!(verify(&path), Ok(3));
+    }
+
+    #[test]
+    fn torn_only_line_is_repaired_to_an_empty_log() {
+        let d = TempDir::new("torn-only");
+        fs::write(d.0.join(FILE_NAME), b"{\"seq\":1,").unwrap();
+        let log = AuditLog::open(&d.0).unwrap();
+        assert_eq!(fs::metadata(log.path()).unwrap().len(), 0);
+        assert_eq!(log.append(&entry(1)).unwrap()["prev"], GENESIS);
+        assert_eq!(verify(log.path()), Ok(1));
+    }
+
+    #[test]
+    fn a_bad_last_record_fails_open() {
+        let d = TempDir::new("bad-tail");
+        {
+            let log = AuditLog::open(&d.0).unwrap();
+            log.append(&entry(1)).unwrap();
+            log.append(&entry(2)).unwrap();
+        }
+        let path = d.0.join(FILE_NAME);
+        let good = fs::read_to_string(&path).unwrap();
+        // A complete line that is not a record.
+        fs::write(&path, format!("{good}not json\n")).unwrap();
+        let err = AuditLog::open(&d.0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("refusing to continue the chain"), "{err}");
+        // An edited last record.
+        fs::write(&path, good.replace("\"status\":200,\"prev\"", "\"status\":201,\"prev\"")).unwrap();
+        assert!(AuditLog::open(&d.0).is_err());
+        // An empty line.
+        fs::write(&path, format!("{good}\n")).unwrap();
+        assert!(AuditLog::open(&d.0).is_err());
+        // Restored: fine again.
+        fs::write(&path, &good).unwrap();
+        assert_eq!(AuditLog::open(&d.0).unwrap().append(&entry(3)).unwrap()["seq"], 3);
+    }
+
+    #[test]
+    fn open_fails_when_the_file_path_is_a_directory() {
+        let d = TempDir::new("isdir");
+        fs::create_dir_all(d.0.join(FILE_NAME)).unwrap();
+        assert!(AuditLog::open(&d.0).is_err());
+        // A directory that cannot be created (its parent is a file).
+        fs::write(d.0.join("file"), b"x").unwrap();
+        assert!(AuditLog::open(&d.0.join("file").join("audit")).is_err());
+    }
+
+    #[test]
+    fn append_fails_closed_when_the_file_is_removed_and_recovers() {
+        let d = TempDir::new("removed");
+        let log = AuditLog::open(&d.0).unwrap();
+        log.append(&entry(1)).unwrap();
+        let path = log.path().to_path_buf();
+        let backup = d.0.join("backup");
+        fs::copy(&path, &backup).unwrap();
+
+        // Deleted while open: records would go to an orphaned inode. Refused.
+        fs::remove_file(&path).unwrap();
+        assert!(log.append(&entry(2)).is_err());
+        assert!(!log.healthy());
+        // The file path is now a directory: still refused (a real OS error on reopen).
+        fs::create_dir(&path).unwrap();
+        assert!(log.append(&entry(2)).is_err());
+        assert!(!log.healthy());
+        // A file that is not ours (a different chain): refused.
+        fs::remove_dir(&path).unwrap();
+        let other = TempDir::new("removed-other");
+        let o = AuditLog::open(&other.0).unwrap();
+        let mut e = entry(1);
+        e.actor = Some("mallory");
+        o.append(&e).unwrap();
+        fs::copy(o.path(), &path).unwrap();
+        assert!(log.append(&entry(2)).is_err());
+        assert!(!log.healthy());
+
+        // Restored: healthy again, and the chain continues.
+        fs::copy(&backup, &path).unwrap();
+        let r = log.append(&entry(2)).unwrap();
+        assert_eq!(r["seq"], 2);
+        assert!(log.healthy());
+        assert_eq!(verify(&path), Ok(2));
+    }
+
+    #[test]
+    fn append_refuses_a_file_changed_behind_its_back() {
+        let d = TempDir::new("changed");
+        let log = AuditLog::open(&d.0).unwrap();
+        log.append(&entry(1)).unwrap();
+        let path = log.path().to_path_buf();
+        // A partial line appended by someone else (or left by a torn write): refused once, then
+        // trimmed on reopen.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,").unwrap();
+        drop(f);
+        assert!(log.append(&entry(2)).is_err());
+        assert!(!log.healthy());
+        assert_eq!(log.append(&entry(2)).unwrap()["seq"], 2);
+        assert!(log.healthy());
+        assert_eq!(verify(&path), Ok(2));
+        // A whole line appended by someone else: refused, and stays refused.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"forged\":true}\n").unwrap();
+        drop(f);
+        assert!(log.append(&entry(3)).is_err());
+        assert!(log.append(&entry(3)).is_err());
+        assert!(!log.healthy());
+    }
+
+    #[test]
+    fn a_failed_write_or_fsync_is_rolled_back_and_refused() {
+        let d = TempDir::new("fault");
+        let log = AuditLog::open(&d.0).unwrap();
+        log.append(&entry(1)).unwrap();
+        let len = fs::metadata(log.path()).unwrap().len();
+        for fault in [Fault::TornWrite, Fault::Sync] {
+            log.inject(fault);
+            let err = log.append(&entry(2)).unwrap_err();
+            assert!(err.to_string().contains("injected"), "{err}");
+            assert!(!log.healthy(), "{fault:?}");
+            assert_eq!(fs::metadata(log.path()).unwrap().len(), len, "{fault:?}: rolled back");
+            assert_eq!(verify(log.path()), Ok(1));
+        }
+        assert_eq!(log.append(&entry(2)).unwrap()["seq"], 2);
+        assert!(log.healthy());
+        assert_eq!(verify(log.path()), Ok(2));
+    }
+
+    #[test]
+    fn append_is_durable_when_it_returns() {
+        // The fsync path: what append acknowledged is in the file for any other reader at once.
+        let d = TempDir::new("durable");
+        let log = AuditLog::open(&d.0).unwrap();
+        for i in 1..=5 {
+            let r = log.append(&entry(i)).unwrap();
+            let last = lines(log.path()).pop().unwrap();
+            assert_eq!(serde_json::from_str::<Value>(&last).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn recent_is_newest_first_and_limited() {
+        let d = TempDir::new("recent");
+        let log = AuditLog::open(&d.0).unwrap();
+        assert!(log.recent(10).unwrap().is_empty());
+        for i in 1..=7 {
+            log.append(&entry(i)).unwrap();
+        }
+        let seqs = |v: Vec<Value>| v.iter().map(|r| r["seq"].as_u64().unwrap()).collect::<Vec<_>>();
+        assert_eq!(seqs(log.recent(3).unwrap()), vec![7, 6, 5]);
+        assert_eq!(seqs(log.recent(100).unwrap()), vec![7, 6, 5, 4, 3, 2, 1]);
+        assert!(log.recent(0).unwrap().is_empty());
+        // Survives a reopen (read from the file, not memory).
+        drop(log);
+        let log = AuditLog::open(&d.0).unwrap();
+        assert_eq!(seqs(log.recent(2).unwrap()), vec![7, 6]);
+    }
+
+    #[test]
+    fn tail_reading_crosses_block_boundaries() {
+        // Records bigger than a block, and many small ones.
+        let d = TempDir::new("blocks");
+        let log = AuditLog::open(&d.0).unwrap();
+        let big = "x".repeat(BLOCK as usize + 1000);
+        for i in 1..=3u64 {
+            let mut e = entry(i);
+            e.new = json!({ "blob": big, "i": i });
+            log.append(&e).unwrap();
+        }
+        for i in 4..=2000 {
+            log.append(&entry(i)).unwrap();
+        }
+        let r = log.recent(RECENT_MAX + 5).unwrap();
+        assert_eq!(r.len(), RECENT_MAX);
+        assert_eq!(r[0]["seq"], 2000);
+        assert_eq!(r[RECENT_MAX - 1]["seq"], 2000 - RECENT_MAX as u64 + 1);
+        let file = File::open(log.path()).unwrap();
+        let len = file.metadata().unwrap().len();
+        let all = tail_lines(&file, len, usize::MAX).unwrap();
+        assert_eq!(all.len(), 2000);
+        let first: Value = serde_json::from_slice(&all[1999]).unwrap();
+        assert_eq!(first["new"]["blob"].as_str().unwrap().len(), big.len());
+        assert_eq!(serde_json::from_slice::<Value>(&all[1997]).unwrap()["seq"], 3);
+        drop(log);
+        let log = AuditLog::open(&d.0).unwrap();
+        assert_eq!(log.append(&entry(2001)).unwrap()["seq"], 2001);
+        assert_eq!(verify(log.path()), Ok(2001));
+    }
+
+    #[test]
+    fn concurrent_appends_form_one_chain() {
+        let d = TempDir::new("concurrent");
+        let log = Arc::new(AuditLog::open(&d.0).unwrap());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        log.append(&entry(i)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(verify(log.path()), Ok(100));
+    }
+
+    /// Writes a 5-record log and returns its lines.
+    fn sample(d: &TempDir) -> Vec<String> {
+        let log = AuditLog::open(&d.0).unwrap();
+        for i in 1..=5 {
+            log.append(&entry(i)).unwrap();
+        }
+        lines(log.path())
+    }
+
+    fn verify_lines(d: &TempDir, lines: &[String]) -> Result<u64, VerifyError> {
+        let p = d.0.join("tampered.jsonl");
+        fs::write(&p, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        verify(&p)
+    }
+
+    #[test]
+    fn verify_catches_every_kind_of_tampering() {
+        let d = TempDir::new("tamper");
+        let good = sample(&d);
+        assert_eq!(verify_lines(&d, &good), Ok(5));
+
+        // Edit a field.
+        let mut l = good.clone();
+        l[2] = l[2].replace("\"actor\":\"alice\"", "\"actor\":\"bob\"");
+        let e = verify_lines(&d, &l).unwrap_err();
+        assert_eq!((e.line, e.seq), (3, Some(3)), "{e}");
+        assert!(e.reason.contains("hash mismatch"), "{e}");
+        assert_eq!(e.to_string(), format!("line 3 (seq 3): {}", e.reason));
+
+        // Delete a middle record.
+        let mut l = good.clone();
+        l.remove(2);
+        let e = verify_lines(&d, &l).unwrap_err();
+        assert_eq!((e.line, e.seq), (3, Some(4)), "{e}");
+
+        // Delete the first record.
+        let e = verify_lines(&d, &good[1..]).unwrap_err();
+        assert_eq!((e.line, e.seq), (1, Some(2)), "{e}");
+
+        // Reorder.
+        let mut l = good.clone();
+        l.swap(1, 2);
+        let e = verify_lines(&d, &l).unwrap_err();
+        assert_eq!((e.line, e.seq), (2, Some(3)), "{e}");
+
+        // Truncation in the middle of a line, followed by later lines.
+        let mut l = good.clone();
+        l[1].truncate(40);
+        let e = verify_lines(&d, &l).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+
+        // A forged record with a recomputed hash but a wrong prev.
+        let mut forged: Value = serde_json::from_str(&good[3]).unwrap();
+        forged["seq"] = json!(6);
+        let mut l = good.clone();
+        l.push(rehash(&forged));
+        let e = verify_lines(&d, &l).unwrap_err();
+        assert_eq!((e.line, e.seq), (6, Some(6)), "{e}");
+        assert!(e.reason.contains("prev"), "{e}");
+
+        // A forged record with a recomputed hash and the right prev, renumbering the rest: caught at
+        // the next record whose prev no longer matches.
+        let mut forged: Value = serde_json::from_str(&good[2]).unwrap();
+        forged["actor"] = json!("mallory");
+        let mut l = good.clone();
+        l[2] = rehash(&forged);
+        let e = verify_lines(&d, &l).unwrap_err();
+        assert_eq!((e.line, e.seq), (4, Some(4)), "{e}");
+
+        // Garbage, blank lines, unknown fields.
+        let mut l = good.clone();
+        l.insert(1, String::new());
+        assert_eq!(verify_lines(&d, &l).unwrap_err().line, 2);
+        let mut l = good.clone();
+        l[0] = l[0].replacen('{', "{\"extra\":1,", 1);
+        let e = verify_lines(&d, &l).unwrap_err();
+        assert_eq!((e.line, e.seq), (1, Some(1)), "{e}");
+        assert!(e.reason.contains("not a valid audit record"), "{e}");
+
+        // Missing file.
+        let e = verify(&d.0.join("nope")).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(e.to_string().starts_with("cannot read"), "{e}");
+    }
+
+    /// Re-serialises a record in canonical order and recomputes its hash, as a forger would.
+    fn rehash(v: &Value) -> String {
+        let s = |k: &str| v[k].as_str();
+        let body = Body {
+            seq: v["seq"].as_u64().unwrap(),
+            time: s("time").unwrap(),
+            actor: s("actor"),
+            role: s("role"),
+            source_ip: s("source_ip"),
+            request_id: s("request_id").unwrap(),
+            action: s("action").unwrap(),
+            target: s("target").unwrap(),
+            old: &v["old"],
+            new: &v["new"],
+            reason: s("reason"),
+            outcome: s("outcome").unwrap(),
+            status: v["status"].as_u64().unwrap() as u16,
+            prev: s("prev").unwrap(),
+        };
+        let c = serde_json::to_string(&body).unwrap();
+        let h = hex::encode(Sha256::digest(c.as_bytes()));
+        format!("{},\"hash\":\"{h}\"}}", &c[..c.len() - 1])
+    }
+}

@@ -1,0 +1,1526 @@
+//! Runtime switches: maintenance mode, channel kill switches and runtime flags.
+//!
+//! The live state is an immutable [`SwitchState`] behind an [`ArcSwap`], so the request path reads
+//! it without a lock and without allocating ([`Switches::maintenance`], [`Switches::channel_enabled`],
+//! [`Switches::flag`]). Every change goes through one mutex: validate, build the next state
+//! (version + 1), write it to `<state_dir>/switches.json` (temp file, fsync, rename, fsync of the
+//! directory) and only then publish it. A change that cannot be persisted is not applied, so what
+//! the gateway enforces is always what survives a restart or a `kill -9`.
+//!
+//! Initial state, lowest precedence first: built-in defaults, the environment as operators already
+//! set it (`MAINTENANCE_MODE=true`, `WHATSAPP_ENABLED=false`, the [`FLAGS`] variables), then every
+//! entry of `switches.json` that an operator set (or a maintenance ttl ended). A corrupt state file
+//! stops the start: silently reopening a killed channel is worse than not starting.
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Runtime flags: `(name, default, environment variable, what turning it off does)`.
+///
+/// Every flag is something an operator may need to turn off (or on) in an emergency without a
+/// deploy; the checks read them at request time with [`Switches::flag`].
+pub const FLAGS: &[(&str, bool, &str, &str)] = &[
+    (
+        "rate_limit",
+        true,
+        "RATE_LIMIT_ENABLED",
+        "off: no request is refused with 429 rate_limited (limits are neither counted nor enforced)",
+    ),
+    (
+        "quota_enforcement",
+        false,
+        "QUOTA_ENFORCEMENT_ENABLED",
+        "off: quotas are counted and quota_exceeded events logged, but no request is refused with 402",
+    ),
+    (
+        "safe_test_mode",
+        false,
+        "SAFE_TEST_MODE",
+        "off: POST /v1/safe-test/{type} is refused; on: operators may fire synthetic test events",
+    ),
+    (
+        "firewall",
+        true,
+        "FIREWALL_ENABLED",
+        "off: firewall rules are not evaluated (nothing is blocked with 403 ip_blocked, no firewall_block events)",
+    ),
+    (
+        "tenant_scope",
+        true,
+        "TENANT_SCOPE_ENABLED",
+        "off: the tenant-scope check is skipped (no 403 tenant_mismatch); cross-tenant requests reach the upstream",
+    ),
+    (
+        "pii_scanning",
+        true,
+        "PII_SCANNING_ENABLED",
+        "off: upstream responses are not scanned for PII (nothing withheld with 502 response_blocked)",
+    ),
+    (
+        "webhook_verification",
+        true,
+        "WEBHOOK_VERIFICATION_ENABLED",
+        "off: webhook signatures are not checked (no 401 invalid_signature); unsigned webhooks reach the upstream",
+    ),
+];
+
+/// The environment variable that turns maintenance mode on at start.
+pub const MAINTENANCE_ENV: &str = "MAINTENANCE_MODE";
+/// `Retry-After` (seconds) when an operator does not give one.
+pub const DEFAULT_RETRY_AFTER: u64 = 3600;
+/// Largest accepted `retry_after`: seven days.
+pub const MAX_RETRY_AFTER: u64 = 86_400 * 7;
+/// Largest accepted `ttl_seconds`: thirty days.
+pub const MAX_TTL_SECONDS: u64 = 86_400 * 30;
+/// Longest accepted reason, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+/// The state file's name inside `state_dir`.
+pub const STATE_FILE: &str = "switches.json";
+/// `set_by` of a maintenance that its ttl ended.
+pub const TTL_ACTOR: &str = "ttl";
+
+/// Where an entry's current value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Built-in default.
+    #[default]
+    Default,
+    /// An environment variable read at start.
+    Environment,
+    /// An operator, through the control endpoint. Persisted; wins over the environment.
+    Operator,
+    /// A maintenance whose `ttl_seconds` ran out. Persisted; wins over the environment.
+    Expired,
+}
+
+impl Source {
+    /// True for values that were persisted on purpose and win over the environment at start.
+    fn sticky(self) -> bool {
+        matches!(self, Source::Operator | Source::Expired)
+    }
+}
+
+/// Maintenance mode: every proxied request answers 503 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Maintenance {
+    /// On or off.
+    pub enabled: bool,
+    /// Seconds sent in `Retry-After` and `retryAfter`.
+    pub retry_after: u64,
+    /// Why (free text from the operator, or the environment variable that set it).
+    pub reason: Option<String>,
+    /// Who: the control token's name, `ttl`, or none for defaults and the environment.
+    pub set_by: Option<String>,
+    /// When, RFC 3339 UTC.
+    pub set_at: Option<String>,
+    /// When maintenance ends by itself (RFC 3339 UTC), if a ttl was given.
+    pub expires_at: Option<String>,
+    /// Where the value came from.
+    pub source: Source,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            retry_after: DEFAULT_RETRY_AFTER,
+            reason: None,
+            set_by: None,
+            set_at: None,
+            expires_at: None,
+            source: Source::Default,
+        }
+    }
+}
+
+/// One channel kill switch or runtime flag.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Toggle {
+    /// On (channel served / feature active) or off.
+    pub enabled: bool,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who: the control token's name, or none for defaults and the environment.
+    pub set_by: Option<String>,
+    /// When, RFC 3339 UTC.
+    pub set_at: Option<String>,
+    /// Where the value came from.
+    pub source: Source,
+}
+
+/// Everything the switches decide, as persisted in `switches.json` and shown by `GET /v1/switches`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SwitchState {
+    /// Incremented by every change (operator or ttl); persisted, so it survives restarts.
+    pub version: u64,
+    /// Maintenance mode.
+    pub maintenance: Maintenance,
+    /// Channel kill switches by channel name.
+    pub channels: BTreeMap<String, Toggle>,
+    /// Runtime flags by name (every entry of [`FLAGS`]).
+    pub flags: BTreeMap<String, Toggle>,
+}
+
+/// The body of `PUT /v1/switches/maintenance`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceChange {
+    /// On or off.
+    pub enabled: bool,
+    /// `Retry-After` seconds, 1..=604800; [`DEFAULT_RETRY_AFTER`] when absent.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    /// Why, at most 500 characters, no control characters.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Ends maintenance by itself after this many seconds, 1..=2592000; only with `enabled: true`.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// One applied change, for the audit log, the `switch_changed` event and the PUT answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    /// `maintenance`, `channel:<name>` or `flag:<name>`.
+    pub target: String,
+    /// The entry before the change.
+    pub old: Value,
+    /// The entry after the change.
+    pub new: Value,
+    /// The state's version after the change.
+    pub version: u64,
+}
+
+/// Why a change was refused. Nothing was changed, in memory or on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchError {
+    /// No route uses this channel (404).
+    UnknownChannel {
+        /// The channels that exist.
+        known: Vec<String>,
+    },
+    /// No such flag (404).
+    UnknownFlag {
+        /// The flags that exist.
+        known: Vec<String>,
+    },
+    /// `If-Match` named another version (412).
+    Conflict {
+        /// The version the state is at now.
+        current: u64,
+    },
+    /// A value out of range (400).
+    Invalid(String),
+    /// The new state could not be written durably (500); the old state stays live.
+    Persist(String),
+}
+
+impl fmt::Display for SwitchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwitchError::UnknownChannel { known } => write!(f, "unknown channel; known channels: {}", known.join(", ")),
+            SwitchError::UnknownFlag { known } => write!(f, "unknown flag; known flags: {}", known.join(", ")),
+            SwitchError::Conflict { current } => {
+                write!(f, "the switch state changed since it was read: current version is {current}")
+            }
+            SwitchError::Invalid(m) => write!(f, "{m}"),
+            SwitchError::Persist(m) => write!(f, "could not persist the switch state: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for SwitchError {}
+
+/// The published state plus what the request path needs precomputed.
+struct Live {
+    state: Arc<SwitchState>,
+    /// `(retry_after, expires_at as unix seconds)` while maintenance is enabled.
+    maintenance: Option<(u64, Option<u64>)>,
+}
+
+impl Live {
+    fn new(state: SwitchState) -> Self {
+        let m = &state.maintenance;
+        // An unparseable expiry keeps maintenance on (fail closed); load and the setters never produce one.
+        let maintenance = m.enabled.then(|| (m.retry_after, m.expires_at.as_deref().and_then(parse_unix)));
+        Self { state: Arc::new(state), maintenance }
+    }
+}
+
+/// The runtime switch store. Cheap to read from any thread; changes are serialised.
+pub struct Switches {
+    live: ArcSwap<Live>,
+    write: Mutex<()>,
+    dir: PathBuf,
+    /// Channel names the config's routes use (sorted, deduplicated).
+    routed: Vec<String>,
+}
+
+impl fmt::Debug for Switches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Switches").field("state", &self.live.load().state).field("dir", &self.dir).finish()
+    }
+}
+
+impl Switches {
+    /// Initial state: defaults, then the environment (`MAINTENANCE_MODE=true`, `<CHANNEL>_ENABLED=false`
+    /// with the channel name upper-cased and `-` as `_`, the [`FLAGS`] variables; `true/1/yes/on`,
+    /// `false/0/no/off`, anything else ignored with a warning), then `<state_dir>/switches.json` if
+    /// present: each entry an operator set (or a ttl ended) wins over the environment until changed
+    /// again. A state file that cannot be read or parsed is an error: never silently reopen a killed
+    /// channel. `channels` are the channel names the config's routes use; a persisted channel that no
+    /// route uses any more is kept (with a warning), so removing and restoring a route cannot reopen it.
+    pub fn load(
+        state_dir: &Path,
+        channels: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Switches, String> {
+        Self::load_at(state_dir, channels, env, now_unix())
+    }
+
+    fn load_at(
+        state_dir: &Path,
+        channels: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+        now: u64,
+    ) -> Result<Switches, String> {
+        let mut routed: Vec<String> = channels.to_vec();
+        routed.sort();
+        routed.dedup();
+        let at = Some(rfc3339(now));
+        let mut state = SwitchState::default();
+
+        // 1. Defaults.
+        for c in &routed {
+            state.channels.insert(c.clone(), Toggle { enabled: true, ..Toggle::default() });
+        }
+        for (name, default, _, _) in FLAGS {
+            state.flags.insert((*name).to_string(), Toggle { enabled: *default, ..Toggle::default() });
+        }
+
+        // 2. Environment.
+        let env_toggle = |var: &str, v: bool| Toggle {
+            enabled: v,
+            reason: Some(format!("{var}={v}")),
+            set_by: None,
+            set_at: at.clone(),
+            source: Source::Environment,
+        };
+        if let Some(v) = env_bool(env, MAINTENANCE_ENV) {
+            state.maintenance = Maintenance {
+                enabled: v,
+                reason: Some(format!("{MAINTENANCE_ENV}={v}")),
+                set_at: at.clone(),
+                source: Source::Environment,
+                ..Maintenance::default()
+            };
+        }
+        for c in &routed {
+            let var = channel_env_var(c);
+            if let Some(v) = env_bool(env, &var) {
+                state.channels.insert(c.clone(), env_toggle(&var, v));
+            }
+        }
+        for (name, _, var, _) in FLAGS {
+            if let Some(v) = env_bool(env, var) {
+                state.flags.insert((*name).to_string(), env_toggle(var, v));
+            }
+        }
+
+        // 3. Persisted operator state.
+        let path = state_dir.join(STATE_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let saved = parse_saved(&bytes).map_err(|e| corrupt(&path, &e))?;
+                merge_saved(&mut state, saved, &routed);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(corrupt(&path, &e.to_string())),
+        }
+
+        Ok(Switches {
+            live: ArcSwap::from_pointee(Live::new(state)),
+            write: Mutex::new(()),
+            dir: state_dir.into(),
+            routed,
+        })
+    }
+
+    /// The current state (for `GET /v1/switches` and anything that needs a consistent view).
+    pub fn snapshot(&self) -> Arc<SwitchState> {
+        self.live.load().state.clone()
+    }
+
+    /// `Some(retry_after)` while maintenance mode is on, `None` when it is off or its ttl has passed
+    /// (even before [`Switches::expire`] has persisted that). Lock-free, no allocation.
+    pub fn maintenance(&self, now_unix: u64) -> Option<u64> {
+        match self.live.load().maintenance {
+            Some((_, Some(expires))) if now_unix >= expires => None,
+            Some((retry_after, _)) => Some(retry_after),
+            None => None,
+        }
+    }
+
+    /// False while the channel's kill switch is off. A channel the store does not know is enabled
+    /// (a route without a channel is never killed). Lock-free, no allocation.
+    pub fn channel_enabled(&self, name: &str) -> bool {
+        self.live.load().state.channels.get(name).is_none_or(|t| t.enabled)
+    }
+
+    /// A runtime flag ([`FLAGS`]); an unknown name is false. Lock-free, no allocation.
+    pub fn flag(&self, name: &str) -> bool {
+        self.live.load().state.flags.get(name).is_some_and(|t| t.enabled)
+    }
+
+    /// The channels that can be switched: those the routes use, plus persisted ones no route uses any more.
+    pub fn known_channels(&self) -> Vec<String> {
+        self.live.load().state.channels.keys().cloned().collect()
+    }
+
+    /// Turns maintenance on or off. See [`MaintenanceChange`] for the limits.
+    pub fn set_maintenance(
+        &self,
+        req: MaintenanceChange,
+        actor: &str,
+        if_match: Option<u64>,
+    ) -> Result<Change, SwitchError> {
+        self.set_maintenance_at(req, actor, if_match, now_unix())
+    }
+
+    fn set_maintenance_at(
+        &self,
+        req: MaintenanceChange,
+        actor: &str,
+        if_match: Option<u64>,
+        now: u64,
+    ) -> Result<Change, SwitchError> {
+        let retry_after = req.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+        if !(1..=MAX_RETRY_AFTER).contains(&retry_after) {
+            return Err(SwitchError::Invalid(format!("retry_after must be 1..={MAX_RETRY_AFTER} seconds")));
+        }
+        let expires_at = match req.ttl_seconds {
+            None => None,
+            Some(_) if !req.enabled => {
+                return Err(SwitchError::Invalid("ttl_seconds applies only when enabling maintenance".into()))
+            }
+            Some(t) if !(1..=MAX_TTL_SECONDS).contains(&t) => {
+                return Err(SwitchError::Invalid(format!("ttl_seconds must be 1..={MAX_TTL_SECONDS}")))
+            }
+            Some(t) => Some(rfc3339(now.saturating_add(t))),
+        };
+        let reason = check_reason(req.reason)?;
+        let next = Maintenance {
+            enabled: req.enabled,
+            retry_after,
+            reason,
+            set_by: Some(actor.to_string()),
+            set_at: Some(rfc3339(now)),
+            expires_at,
+            source: Source::Operator,
+        };
+        self.commit(if_match, |s| {
+            let old = to_value(&s.maintenance);
+            let mut n = s.clone();
+            n.maintenance = next;
+            let new = to_value(&n.maintenance);
+            Ok((n, "maintenance".to_string(), old, new))
+        })
+    }
+
+    /// Turns a channel's kill switch on (`enabled: false` stops its routes) or off.
+    pub fn set_channel(
+        &self,
+        name: &str,
+        enabled: bool,
+        reason: Option<String>,
+        actor: &str,
+        if_match: Option<u64>,
+    ) -> Result<Change, SwitchError> {
+        self.set_channel_at(name, enabled, reason, actor, if_match, now_unix())
+    }
+
+    fn set_channel_at(
+        &self,
+        name: &str,
+        enabled: bool,
+        reason: Option<String>,
+        actor: &str,
+        if_match: Option<u64>,
+        now: u64,
+    ) -> Result<Change, SwitchError> {
+        if !self.live.load().state.channels.contains_key(name) {
+            return Err(SwitchError::UnknownChannel { known: self.known_channels() });
+        }
+        let t = toggle(enabled, check_reason(reason)?, actor, now);
+        self.commit(if_match, |s| {
+            let Some(cur) = s.channels.get(name) else {
+                return Err(SwitchError::UnknownChannel { known: s.channels.keys().cloned().collect() });
+            };
+            let old = to_value(cur);
+            let new = to_value(&t);
+            let mut n = s.clone();
+            n.channels.insert(name.to_string(), t);
+            Ok((n, format!("channel:{name}"), old, new))
+        })
+    }
+
+    /// Sets a runtime flag.
+    ///
+    /// Takes a `reason` like the other setters (the audit log and `GET /v1/switches` show it).
+    pub fn set_flag(
+        &self,
+        name: &str,
+        enabled: bool,
+        reason: Option<String>,
+        actor: &str,
+        if_match: Option<u64>,
+    ) -> Result<Change, SwitchError> {
+        self.set_flag_at(name, enabled, reason, actor, if_match, now_unix())
+    }
+
+    fn set_flag_at(
+        &self,
+        name: &str,
+        enabled: bool,
+        reason: Option<String>,
+        actor: &str,
+        if_match: Option<u64>,
+        now: u64,
+    ) -> Result<Change, SwitchError> {
+        if !FLAGS.iter().any(|f| f.0 == name) {
+            return Err(SwitchError::UnknownFlag { known: flag_names() });
+        }
+        let t = toggle(enabled, check_reason(reason)?, actor, now);
+        self.commit(if_match, |s| {
+            let old = s.flags.get(name).map_or(Value::Null, to_value);
+            let new = to_value(&t);
+            let mut n = s.clone();
+            n.flags.insert(name.to_string(), t);
+            Ok((n, format!("flag:{name}"), old, new))
+        })
+    }
+
+    /// Ends a maintenance whose ttl has passed: persists `enabled: false, source: expired` and returns
+    /// the change (the caller emits the `switch_changed` event). `None` when there is nothing to end,
+    /// or when persisting failed (logged; the request path already treats it as ended and the next
+    /// tick tries again). Called by a periodic tick.
+    pub fn expire(&self, now_unix: u64) -> Option<Change> {
+        let _guard = self.write.lock();
+        let cur = self.live.load_full();
+        let m = &cur.state.maintenance;
+        if !(m.enabled && m.expires_at.as_deref().and_then(parse_unix).is_some_and(|e| now_unix >= e)) {
+            return None;
+        }
+        let after = Maintenance {
+            enabled: false,
+            set_by: Some(TTL_ACTOR.to_string()),
+            set_at: Some(rfc3339(now_unix)),
+            source: Source::Expired,
+            ..m.clone()
+        };
+        let (old, new) = (to_value(m), to_value(&after));
+        let mut next = (*cur.state).clone();
+        next.maintenance = after;
+        match self.publish(&cur.state, next, "maintenance".into(), old, new) {
+            Ok(c) => {
+                tracing::info!(version = c.version, "maintenance mode ended: its ttl passed");
+                Some(c)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "maintenance ttl passed but ending it could not be persisted; retrying");
+                None
+            }
+        }
+    }
+
+    /// The `GET /v1/switches` body: the state, with `maintenance.active` (ttl applied), each channel's
+    /// environment variable and whether a route uses it, and each flag's default, variable and effect.
+    pub fn view(&self, now_unix: u64) -> Value {
+        let state = self.snapshot();
+        let mut maintenance = to_value(&state.maintenance);
+        if let Value::Object(m) = &mut maintenance {
+            m.insert("active".into(), Value::Bool(self.maintenance(now_unix).is_some()));
+        }
+        let channels: serde_json::Map<String, Value> = state
+            .channels
+            .iter()
+            .map(|(name, t)| {
+                let mut v = to_value(t);
+                if let Value::Object(o) = &mut v {
+                    o.insert("env".into(), Value::String(channel_env_var(name)));
+                    o.insert("routed".into(), Value::Bool(self.routed.binary_search(name).is_ok()));
+                }
+                (name.clone(), v)
+            })
+            .collect();
+        let flags: serde_json::Map<String, Value> = FLAGS
+            .iter()
+            .map(|(name, default, var, effect)| {
+                let mut v = state.flags.get(*name).map_or(Value::Null, to_value);
+                if let Value::Object(o) = &mut v {
+                    o.insert("default".into(), Value::Bool(*default));
+                    o.insert("env".into(), Value::String((*var).to_string()));
+                    o.insert("description".into(), Value::String((*effect).to_string()));
+                }
+                ((*name).to_string(), v)
+            })
+            .collect();
+        json!({"version": state.version, "maintenance": maintenance, "channels": channels, "flags": flags})
+    }
+
+    /// Prometheus gauges for `/metrics` (pass to `Metrics::render`): `portcullis_maintenance_mode`,
+    /// `portcullis_channel_enabled{channel}`, `portcullis_flag_enabled{flag}`, `portcullis_switches_version`.
+    pub fn render_metrics(&self, now_unix: u64) -> String {
+        let state = self.snapshot();
+        let mut out = String::with_capacity(1024);
+        let on = u8::from(self.maintenance(now_unix).is_some());
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_maintenance_mode 1 while maintenance mode answers 503 to proxied requests."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_maintenance_mode gauge");
+        let _ = writeln!(out, "portcullis_maintenance_mode {on}");
+        let _ = writeln!(out, "# HELP portcullis_channel_enabled 0 while the channel's kill switch stops its routes.");
+        let _ = writeln!(out, "# TYPE portcullis_channel_enabled gauge");
+        for (name, t) in &state.channels {
+            let _ = writeln!(
+                out,
+                "portcullis_channel_enabled{{channel=\"{}\"}} {}",
+                escape_label(name),
+                u8::from(t.enabled)
+            );
+        }
+        let _ = writeln!(out, "# HELP portcullis_flag_enabled Runtime flags (1 on, 0 off).");
+        let _ = writeln!(out, "# TYPE portcullis_flag_enabled gauge");
+        for (name, t) in &state.flags {
+            let _ = writeln!(out, "portcullis_flag_enabled{{flag=\"{}\"}} {}", escape_label(name), u8::from(t.enabled));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_switches_version Version of the switch state (changes with every switch change)."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_switches_version gauge");
+        let _ = writeln!(out, "portcullis_switches_version {}", state.version);
+        out
+    }
+
+    /// Under the write lock: build the next state, check `If-Match`, persist, publish.
+    fn commit(
+        &self,
+        if_match: Option<u64>,
+        build: impl FnOnce(&SwitchState) -> Result<(SwitchState, String, Value, Value), SwitchError>,
+    ) -> Result<Change, SwitchError> {
+        let _guard = self.write.lock();
+        let cur = self.live.load_full();
+        let (next, target, old, new) = build(&cur.state)?;
+        if let Some(v) = if_match {
+            if v != cur.state.version {
+                return Err(SwitchError::Conflict { current: cur.state.version });
+            }
+        }
+        self.publish(&cur.state, next, target, old, new)
+    }
+
+    /// With the write lock held: version + 1, persist, and only then publish.
+    fn publish(
+        &self,
+        cur: &SwitchState,
+        mut next: SwitchState,
+        target: String,
+        old: Value,
+        new: Value,
+    ) -> Result<Change, SwitchError> {
+        next.version = cur.version.saturating_add(1);
+        persist(&self.dir, &next, cur).map_err(SwitchError::Persist)?;
+        let version = next.version;
+        self.live.store(Arc::new(Live::new(next)));
+        Ok(Change { target, old, new, version })
+    }
+}
+
+/// Parses an `If-Match` header: `7`, `"7"` or `W/"7"` → `Some(7)`; `*` → `None` (any version).
+pub fn parse_if_match(header: &str) -> Result<Option<u64>, String> {
+    let h = header.trim();
+    if h == "*" {
+        return Ok(None);
+    }
+    let h = h.strip_prefix("W/").unwrap_or(h);
+    let h = h.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(h);
+    h.parse::<u64>()
+        .map(Some)
+        .map_err(|_| format!("If-Match must be a switch state version such as \"7\", not {header:?}"))
+}
+
+/// The `ETag` for a version: `"7"`.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The environment variable for a channel: `whatsapp` → `WHATSAPP_ENABLED`, `sms-eu` → `SMS_EU_ENABLED`.
+pub fn channel_env_var(channel: &str) -> String {
+    let mut s: String = channel.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }).collect();
+    s.push_str("_ENABLED");
+    s
+}
+
+/// Names of every runtime flag.
+pub fn flag_names() -> Vec<String> {
+    FLAGS.iter().map(|f| f.0.to_string()).collect()
+}
+
+/// Maintenance bypass: client CIDRs, and a secret header whose SHA-256 is compared in constant time
+/// against the configured hash. Only maintenance mode is bypassed; killed channels stay killed.
+#[derive(Debug, Clone, Default)]
+pub struct Bypass {
+    cidrs: Vec<IpNet>,
+    header: Option<(String, [u8; 32])>,
+}
+
+impl Bypass {
+    /// `header` is `(name, sha256 of the secret)`; the name is lower-cased.
+    pub fn new(cidrs: Vec<IpNet>, header: Option<(String, [u8; 32])>) -> Self {
+        Self { cidrs, header: header.map(|(n, h)| (n.to_ascii_lowercase(), h)) }
+    }
+
+    /// The header to read from the request, if a header bypass is configured (lower-case).
+    pub fn header_name(&self) -> Option<&str> {
+        self.header.as_ref().map(|(n, _)| n.as_str())
+    }
+
+    /// True when no bypass is configured.
+    pub fn is_empty(&self) -> bool {
+        self.cidrs.is_empty() && self.header.is_none()
+    }
+
+    /// True when the client IP is in a bypass CIDR (IPv4-mapped IPv6 addresses match IPv4 CIDRs and
+    /// the other way round), or the header's value hashes to the configured SHA-256. An empty header
+    /// value never matches. No allocation.
+    pub fn allows(&self, client_ip: Option<IpAddr>, header_value: Option<&[u8]>) -> bool {
+        if let Some(ip) = client_ip {
+            let canonical = ip.to_canonical();
+            let mapped = match canonical {
+                IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+                IpAddr::V6(_) => None,
+            };
+            if self.cidrs.iter().any(|n| n.contains(&canonical) || mapped.is_some_and(|m| n.contains(&m))) {
+                return true;
+            }
+        }
+        match (&self.header, header_value) {
+            (Some((_, want)), Some(v)) if !v.is_empty() => {
+                let got: [u8; 32] = Sha256::digest(v).into();
+                bool::from(got.ct_eq(want))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Decodes a 64-hex-digit SHA-256 (for the bypass header's configured hash).
+pub fn parse_sha256_hex(s: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(s.trim()).map_err(|_| "must be 64 hex digits (a SHA-256)".to_string())?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| "must be 64 hex digits (a SHA-256)".to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn now_unix() -> u64 {
+    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
+}
+
+fn rfc3339(unix: u64) -> String {
+    let secs = i64::try_from(unix).unwrap_or(i64::MAX);
+    DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_unix(s: &str) -> Option<u64> {
+    let t = DateTime::parse_from_rfc3339(s).ok()?;
+    Some(u64::try_from(t.timestamp()).unwrap_or(0))
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn toggle(enabled: bool, reason: Option<String>, actor: &str, now: u64) -> Toggle {
+    Toggle { enabled, reason, set_by: Some(actor.to_string()), set_at: Some(rfc3339(now)), source: Source::Operator }
+}
+
+/// At most [`MAX_REASON_CHARS`] characters, no control characters; an empty reason is none.
+fn check_reason(reason: Option<String>) -> Result<Option<String>, SwitchError> {
+    let Some(r) = reason else { return Ok(None) };
+    if r.chars().count() > MAX_REASON_CHARS {
+        return Err(SwitchError::Invalid(format!("reason must be at most {MAX_REASON_CHARS} characters")));
+    }
+    if r.chars().any(char::is_control) {
+        return Err(SwitchError::Invalid("reason must not contain control characters".into()));
+    }
+    Ok((!r.is_empty()).then_some(r))
+}
+
+/// `true/1/yes/on` or `false/0/no/off`, case-insensitively; anything else is ignored with a warning.
+fn env_bool(env: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<bool> {
+    let v = env(var)?;
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => {
+            tracing::warn!(variable = var, value = %v, "ignoring an environment switch that is not true/false");
+            None
+        }
+    }
+}
+
+fn corrupt(path: &Path, err: &str) -> String {
+    format!(
+        "{}: {err}: the switch state cannot be trusted, so the gateway does not start (a killed channel or \
+         maintenance mode must never be lifted by accident); repair the file, or remove it to start from \
+         the environment's state",
+        path.display()
+    )
+}
+
+fn parse_saved(bytes: &[u8]) -> Result<SwitchState, String> {
+    let s: SwitchState = serde_json::from_slice(bytes).map_err(|e| format!("not valid switch state JSON: {e}"))?;
+    let m = &s.maintenance;
+    if !(1..=MAX_RETRY_AFTER).contains(&m.retry_after) {
+        return Err(format!("maintenance.retry_after must be 1..={MAX_RETRY_AFTER}"));
+    }
+    if let Some(e) = &m.expires_at {
+        if parse_unix(e).is_none() {
+            return Err(format!("maintenance.expires_at {e:?} is not an RFC 3339 time"));
+        }
+    }
+    for name in s.channels.keys() {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(format!("channel name {name:?} must be lowercase [a-z0-9_-]"));
+        }
+    }
+    Ok(s)
+}
+
+/// Applies the persisted entries an operator set (or a ttl ended) over defaults and the environment.
+fn merge_saved(state: &mut SwitchState, saved: SwitchState, routed: &[String]) {
+    state.version = saved.version;
+    if saved.maintenance.source.sticky() {
+        if state.maintenance.source == Source::Environment && state.maintenance.enabled != saved.maintenance.enabled {
+            tracing::warn!(
+                variable = MAINTENANCE_ENV,
+                persisted = saved.maintenance.enabled,
+                set_by = saved.maintenance.set_by.as_deref().unwrap_or(""),
+                "the environment disagrees with the persisted maintenance state; the persisted state wins"
+            );
+        }
+        state.maintenance = saved.maintenance;
+    }
+    for (name, t) in saved.channels {
+        if !t.source.sticky() {
+            continue;
+        }
+        if routed.binary_search(&name).is_err() {
+            tracing::warn!(
+                channel = %name,
+                enabled = t.enabled,
+                "a persisted channel switch names a channel no route uses; kept"
+            );
+        }
+        if let Some(cur) = state.channels.get(&name) {
+            if cur.source == Source::Environment && cur.enabled != t.enabled {
+                tracing::warn!(
+                    variable = %channel_env_var(&name),
+                    persisted = t.enabled,
+                    set_by = t.set_by.as_deref().unwrap_or(""),
+                    "the environment disagrees with the persisted channel switch; the persisted state wins"
+                );
+            }
+        }
+        state.channels.insert(name, t);
+    }
+    for (name, t) in saved.flags {
+        if !t.source.sticky() {
+            continue;
+        }
+        let Some((_, _, var, _)) = FLAGS.iter().find(|f| f.0 == name) else {
+            tracing::warn!(flag = %name, "ignoring a persisted flag this version does not know");
+            continue;
+        };
+        if let Some(cur) = state.flags.get(&name) {
+            if cur.source == Source::Environment && cur.enabled != t.enabled {
+                tracing::warn!(
+                    variable = var,
+                    persisted = t.enabled,
+                    set_by = t.set_by.as_deref().unwrap_or(""),
+                    "the environment disagrees with the persisted flag; the persisted state wins"
+                );
+            }
+        }
+        state.flags.insert(name, t);
+    }
+}
+
+/// Writes `state` durably: temp file, fsync, rename over `switches.json`, fsync of the directory.
+/// If the rename happened but the directory fsync failed, the previous state is written back (best
+/// effort) so the file matches what stays live.
+fn persist(dir: &Path, state: &SwitchState, previous: &SwitchState) -> Result<(), String> {
+    write_atomic(dir, state).map_err(|(e, renamed)| {
+        if renamed {
+            if let Err((e2, _)) = write_atomic(dir, previous) {
+                tracing::error!(error = %e2, "could not restore the previous switch state file");
+            }
+        }
+        e
+    })
+}
+
+/// `Err((message, renamed))`.
+fn write_atomic(dir: &Path, state: &SwitchState) -> Result<(), (String, bool)> {
+    let ctx = |what: &str, e: std::io::Error| format!("{what} in {}: {e}", dir.display());
+    fs::create_dir_all(dir).map_err(|e| (ctx("creating the state directory", e), false))?;
+    let mut body = serde_json::to_vec_pretty(state).map_err(|e| (e.to_string(), false))?;
+    body.push(b'\n');
+    let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err((ctx("writing the temporary state file", e), false));
+    }
+    if let Err(e) = fs::rename(&tmp, dir.join(STATE_FILE)) {
+        let _ = fs::remove_file(&tmp);
+        return Err((ctx("renaming the state file into place", e), false));
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| (ctx("syncing the state directory", e), true))
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("portcullis-switches-{tag}-{}-{}", std::process::id(), rand_suffix()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    }
+
+    fn chans() -> Vec<String> {
+        vec!["whatsapp".into(), "email".into(), "voice".into(), "sms-eu".into()]
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k: &str| m.get(k).cloned()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    const T0: u64 = 1_800_000_000;
+
+    fn load(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Switches {
+        Switches::load_at(dir, &chans(), env, T0).unwrap()
+    }
+
+    fn on(retry: Option<u64>, ttl: Option<u64>) -> MaintenanceChange {
+        MaintenanceChange { enabled: true, retry_after: retry, reason: Some("db migration".into()), ttl_seconds: ttl }
+    }
+
+    #[test]
+    fn send_sync() {
+        fn is<T: Send + Sync>() {}
+        is::<Switches>();
+        is::<Bypass>();
+    }
+
+    #[test]
+    fn defaults() {
+        let d = tmpdir("defaults");
+        let s = load(&d, &no_env);
+        assert_eq!(s.maintenance(T0), None);
+        for c in chans() {
+            assert!(s.channel_enabled(&c));
+        }
+        assert!(s.channel_enabled("not-a-channel"));
+        for (name, default, _, _) in FLAGS {
+            assert_eq!(s.flag(name), *default, "{name}");
+        }
+        assert!(!s.flag("no_such_flag"));
+        let snap = s.snapshot();
+        assert_eq!(snap.version, 0);
+        assert_eq!(snap.maintenance.retry_after, DEFAULT_RETRY_AFTER);
+        assert_eq!(snap.maintenance.source, Source::Default);
+        assert_eq!(s.known_channels(), vec!["email", "sms-eu", "voice", "whatsapp"]);
+        assert!(!d.join(STATE_FILE).exists(), "load never writes");
+    }
+
+    #[test]
+    fn env_parsing() {
+        let d = tmpdir("env");
+        let env = env_of(&[
+            ("MAINTENANCE_MODE", "true"),
+            ("WHATSAPP_ENABLED", "false"),
+            ("EMAIL_ENABLED", " OFF "),
+            ("VOICE_ENABLED", "0"),
+            ("SMS_EU_ENABLED", "no"),
+            ("RATE_LIMIT_ENABLED", "false"),
+            ("QUOTA_ENFORCEMENT_ENABLED", "yes"),
+            ("SAFE_TEST_MODE", "1"),
+            ("FIREWALL_ENABLED", "off"),
+            ("TENANT_SCOPE_ENABLED", "No"),
+            ("PII_SCANNING_ENABLED", "FALSE"),
+            ("WEBHOOK_VERIFICATION_ENABLED", "0"),
+        ]);
+        let s = load(&d, &env);
+        assert_eq!(s.maintenance(T0), Some(DEFAULT_RETRY_AFTER));
+        for c in chans() {
+            assert!(!s.channel_enabled(&c), "{c}");
+        }
+        for (name, default, _, _) in FLAGS {
+            assert_eq!(s.flag(name), !*default, "{name}");
+        }
+        let snap = s.snapshot();
+        assert_eq!(snap.maintenance.source, Source::Environment);
+        assert_eq!(snap.maintenance.reason.as_deref(), Some("MAINTENANCE_MODE=true"));
+        let w = &snap.channels["whatsapp"];
+        assert_eq!(w.source, Source::Environment);
+        assert_eq!(w.reason.as_deref(), Some("WHATSAPP_ENABLED=false"));
+        assert!(w.set_at.is_some());
+
+        // Each true spelling, each false spelling.
+        for v in ["true", "1", "yes", "on", "TRUE", "On"] {
+            let s = load(&d, &env_of(&[("MAINTENANCE_MODE", v), ("QUOTA_ENFORCEMENT_ENABLED", v)]));
+            assert!(s.maintenance(T0).is_some(), "{v}");
+            assert!(s.flag("quota_enforcement"), "{v}");
+        }
+        for v in ["false", "0", "no", "off", "False"] {
+            let s = load(&d, &env_of(&[("RATE_LIMIT_ENABLED", v), ("WHATSAPP_ENABLED", v)]));
+            assert!(!s.flag("rate_limit"), "{v}");
+            assert!(!s.channel_enabled("whatsapp"), "{v}");
+        }
+    }
+
+    #[test]
+    fn env_garbage_is_ignored() {
+        let d = tmpdir("garbage");
+        let env = env_of(&[
+            ("MAINTENANCE_MODE", "maybe"),
+            ("WHATSAPP_ENABLED", ""),
+            ("RATE_LIMIT_ENABLED", "disabled"),
+            ("SAFE_TEST_MODE", "2"),
+            ("whatsapp_ENABLED", "false"),
+        ]);
+        let s = load(&d, &env);
+        assert_eq!(s.maintenance(T0), None);
+        assert!(s.channel_enabled("whatsapp"));
+        assert!(s.flag("rate_limit"));
+        assert!(!s.flag("safe_test_mode"));
+        let snap = s.snapshot();
+        assert_eq!(snap.maintenance.source, Source::Default);
+        assert_eq!(snap.flags["rate_limit"].source, Source::Default);
+    }
+
+    #[test]
+    fn channel_env_var_names() {
+        assert_eq!(channel_env_var("whatsapp"), "WHATSAPP_ENABLED");
+        assert_eq!(channel_env_var("sms-eu"), "SMS_EU_ENABLED");
+        assert_eq!(channel_env_var("voice_2"), "VOICE_2_ENABLED");
+    }
+
+    #[test]
+    fn operator_state_persists_and_wins_over_env_after_restart() {
+        let d = tmpdir("restart");
+        let env = env_of(&[("WHATSAPP_ENABLED", "true"), ("RATE_LIMIT_ENABLED", "true"), ("EMAIL_ENABLED", "false")]);
+        let s = load(&d, &env);
+        s.set_channel("whatsapp", false, Some("pii leak".into()), "alice", None).unwrap();
+        s.set_flag("rate_limit", false, None, "alice", None).unwrap();
+        let c = s.set_maintenance(on(Some(120), None), "bob", None).unwrap();
+        assert_eq!(c.version, 3);
+        drop(s);
+
+        // Restart (also what a kill -9 leaves: the file was fsynced before each answer).
+        let s = load(&d, &env);
+        assert!(!s.channel_enabled("whatsapp"), "operator kill survives the restart despite WHATSAPP_ENABLED=true");
+        assert!(!s.flag("rate_limit"));
+        assert_eq!(s.maintenance(T0), Some(120));
+        assert!(!s.channel_enabled("email"), "env still applies where no operator acted");
+        let snap = s.snapshot();
+        assert_eq!(snap.version, 3, "version survives restarts");
+        let w = &snap.channels["whatsapp"];
+        assert_eq!(w.source, Source::Operator);
+        assert_eq!(w.set_by.as_deref(), Some("alice"));
+        assert_eq!(w.reason.as_deref(), Some("pii leak"));
+        assert_eq!(snap.maintenance.set_by.as_deref(), Some("bob"));
+        assert_eq!(snap.channels["email"].source, Source::Environment);
+
+        // Changed again: the new operator value wins, and the version keeps counting.
+        let c = s.set_channel("whatsapp", true, None, "alice", Some(3)).unwrap();
+        assert_eq!(c.version, 4);
+        let s = load(&d, &env_of(&[("WHATSAPP_ENABLED", "false")]));
+        assert!(s.channel_enabled("whatsapp"));
+        assert_eq!(s.snapshot().version, 4);
+    }
+
+    #[test]
+    fn env_changes_apply_where_no_operator_acted() {
+        let d = tmpdir("envonly");
+        let s = load(&d, &env_of(&[("EMAIL_ENABLED", "false")]));
+        s.set_flag("safe_test_mode", true, None, "ops", None).unwrap();
+        // The file now holds email as `environment`: a later start without the variable reopens it,
+        // because the environment is the initial state, not an operator decision.
+        let s = load(&d, &no_env);
+        assert!(s.channel_enabled("email"));
+        assert!(s.flag("safe_test_mode"));
+    }
+
+    #[test]
+    fn persisted_channel_without_route_is_kept() {
+        let d = tmpdir("unrouted");
+        let s = load(&d, &no_env);
+        s.set_channel("voice", false, None, "ops", None).unwrap();
+        let s = Switches::load_at(&d, &["whatsapp".to_string()], &no_env, T0).unwrap();
+        assert_eq!(s.known_channels(), vec!["voice", "whatsapp"]);
+        assert!(!s.channel_enabled("voice"));
+        let v = s.view(T0);
+        assert_eq!(v["channels"]["voice"]["routed"], false);
+        assert_eq!(v["channels"]["whatsapp"]["routed"], true);
+        // Restoring the route later finds the channel still killed.
+        let s = load(&d, &no_env);
+        assert!(!s.channel_enabled("voice"));
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error() {
+        for (tag, body) in [
+            ("garbage", &b"{not json"[..]),
+            ("empty", b""),
+            ("truncated", b"{\"version\": 3, \"channels\": {\"whatsapp\": {\"enabled\": fal"),
+            ("wrongtype", b"{\"version\": \"three\"}"),
+            ("retry", b"{\"maintenance\": {\"enabled\": true, \"retry_after\": 0}}"),
+            ("expiry", b"{\"maintenance\": {\"enabled\": true, \"expires_at\": \"tomorrow\"}}"),
+            ("badsource", b"{\"channels\": {\"whatsapp\": {\"enabled\": false, \"source\": \"admin\"}}}"),
+            ("badname", b"{\"channels\": {\"Whats App\": {\"enabled\": false, \"source\": \"operator\"}}}"),
+        ] {
+            let d = tmpdir(tag);
+            fs::write(d.join(STATE_FILE), body).unwrap();
+            let e = Switches::load_at(&d, &chans(), &no_env, T0).unwrap_err();
+            assert!(e.contains("switches.json"), "{tag}: {e}");
+            assert!(e.contains("does not start"), "{tag}: {e}");
+        }
+        // Unreadable (a directory where the file should be) is an error too.
+        let d = tmpdir("isdir");
+        fs::create_dir(d.join(STATE_FILE)).unwrap();
+        assert!(Switches::load_at(&d, &chans(), &no_env, T0).is_err());
+    }
+
+    #[test]
+    fn missing_fields_and_unknown_flags_in_file_are_tolerated() {
+        let d = tmpdir("partial");
+        fs::write(
+            d.join(STATE_FILE),
+            br#"{"version": 9, "flags": {"retired_flag": {"enabled": true, "source": "operator"}},
+                "channels": {"email": {"enabled": false, "source": "operator", "set_by": "x"}}}"#,
+        )
+        .unwrap();
+        let s = load(&d, &no_env);
+        assert_eq!(s.snapshot().version, 9);
+        assert!(!s.channel_enabled("email"));
+        assert!(!s.snapshot().flags.contains_key("retired_flag"));
+        assert!(!s.flag("retired_flag"));
+    }
+
+    #[test]
+    fn unknown_channel_and_flag_list_known_ones() {
+        let d = tmpdir("unknown");
+        let s = load(&d, &no_env);
+        match s.set_channel("telegram", false, None, "ops", None) {
+            Err(SwitchError::UnknownChannel { known }) => {
+                assert_eq!(known, vec!["email", "sms-eu", "voice", "whatsapp"])
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = s.set_flag("turbo", true, None, "ops", None).unwrap_err();
+        assert!(e.to_string().contains("quota_enforcement"), "{e}");
+        match e {
+            SwitchError::UnknownFlag { known } => {
+                assert_eq!(known.len(), FLAGS.len());
+                assert!(known.contains(&"rate_limit".to_string()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.snapshot().version, 0);
+        assert!(!d.join(STATE_FILE).exists());
+    }
+
+    #[test]
+    fn if_match_conflict() {
+        let d = tmpdir("ifmatch");
+        let s = load(&d, &no_env);
+        let c = s.set_channel("email", false, None, "alice", Some(0)).unwrap();
+        assert_eq!(c.version, 1);
+        // Bob read version 0 and is now stale.
+        let e = s.set_channel("email", true, None, "bob", Some(0)).unwrap_err();
+        assert_eq!(e, SwitchError::Conflict { current: 1 });
+        assert!(e.to_string().contains("current version is 1"));
+        assert!(!s.channel_enabled("email"));
+        assert_eq!(
+            s.set_flag("rate_limit", false, None, "bob", Some(7)).unwrap_err(),
+            SwitchError::Conflict { current: 1 }
+        );
+        assert_eq!(
+            s.set_maintenance(on(None, None), "bob", Some(0)).unwrap_err(),
+            SwitchError::Conflict { current: 1 }
+        );
+        assert_eq!(s.snapshot().version, 1);
+        // With the current version (or none) it goes through.
+        assert_eq!(s.set_channel("email", true, None, "bob", Some(1)).unwrap().version, 2);
+        assert_eq!(s.set_flag("rate_limit", false, None, "bob", None).unwrap().version, 3);
+    }
+
+    #[test]
+    fn parse_if_match_forms() {
+        assert_eq!(parse_if_match("7"), Ok(Some(7)));
+        assert_eq!(parse_if_match("\"7\""), Ok(Some(7)));
+        assert_eq!(parse_if_match(" W/\"12\" "), Ok(Some(12)));
+        assert_eq!(parse_if_match("*"), Ok(None));
+        assert!(parse_if_match("\"abc\"").is_err());
+        assert!(parse_if_match("").is_err());
+        assert!(parse_if_match("-1").is_err());
+        assert_eq!(etag(7), "\"7\"");
+    }
+
+    #[test]
+    fn change_values_for_audit() {
+        let d = tmpdir("change");
+        let s = load(&d, &env_of(&[("WHATSAPP_ENABLED", "false")]));
+        let c = s.set_channel("whatsapp", true, Some("partner back".into()), "alice", None).unwrap();
+        assert_eq!(c.target, "channel:whatsapp");
+        assert_eq!(c.old["enabled"], false);
+        assert_eq!(c.old["source"], "environment");
+        assert_eq!(c.new["enabled"], true);
+        assert_eq!(c.new["source"], "operator");
+        assert_eq!(c.new["set_by"], "alice");
+        assert_eq!(c.new["reason"], "partner back");
+        let c = s.set_flag("quota_enforcement", true, None, "alice", None).unwrap();
+        assert_eq!(c.target, "flag:quota_enforcement");
+        assert_eq!(c.old["enabled"], false);
+        assert_eq!(c.old["source"], "default");
+        let c = s.set_maintenance(on(Some(600), Some(1800)), "bob", None).unwrap();
+        assert_eq!(c.target, "maintenance");
+        assert_eq!(c.new["retry_after"], 600);
+        assert_eq!(c.version, 3);
+        let j = serde_json::to_value(&c).unwrap();
+        assert_eq!(j["version"], 3);
+    }
+
+    #[test]
+    fn maintenance_validation() {
+        let d = tmpdir("validation");
+        let s = load(&d, &no_env);
+        let bad = [
+            on(Some(0), None),
+            on(Some(MAX_RETRY_AFTER + 1), None),
+            on(None, Some(0)),
+            on(None, Some(MAX_TTL_SECONDS + 1)),
+            MaintenanceChange { enabled: false, ttl_seconds: Some(60), ..Default::default() },
+            MaintenanceChange { enabled: true, reason: Some("x".repeat(501)), ..Default::default() },
+            MaintenanceChange { enabled: true, reason: Some("line\nbreak".into()), ..Default::default() },
+            MaintenanceChange { enabled: true, reason: Some("esc\u{1b}[31m".into()), ..Default::default() },
+        ];
+        for b in bad {
+            assert!(matches!(s.set_maintenance(b.clone(), "ops", None), Err(SwitchError::Invalid(_))), "{b:?}");
+        }
+        assert!(matches!(
+            s.set_channel("email", false, Some("\u{7}".into()), "ops", None),
+            Err(SwitchError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.set_flag("rate_limit", false, Some("a\tb".into()), "ops", None),
+            Err(SwitchError::Invalid(_))
+        ));
+        assert_eq!(s.snapshot().version, 0);
+        // Limits themselves are accepted; 500 characters of non-ASCII are 500 characters.
+        s.set_maintenance(on(Some(MAX_RETRY_AFTER), Some(MAX_TTL_SECONDS)), "ops", None).unwrap();
+        s.set_maintenance(on(Some(1), Some(1)), "ops", None).unwrap();
+        let r = "é".repeat(500);
+        let c = s.set_channel("email", false, Some(r.clone()), "ops", None).unwrap();
+        assert_eq!(c.new["reason"], r);
+        // An empty reason is none.
+        let c = s.set_channel("email", false, Some(String::new()), "ops", None).unwrap();
+        assert_eq!(c.new["reason"], Value::Null);
+        // Without retry_after: the default.
+        s.set_maintenance(MaintenanceChange { enabled: true, ..Default::default() }, "ops", None).unwrap();
+        assert!(s.maintenance(now_unix()).is_some_and(|r| r == DEFAULT_RETRY_AFTER));
+    }
+
+    #[test]
+    fn maintenance_change_body() {
+        let m: MaintenanceChange =
+            serde_json::from_str(r#"{"enabled":true,"retry_after":3600,"reason":"db","ttl_seconds":900}"#).unwrap();
+        assert_eq!(
+            m,
+            MaintenanceChange {
+                enabled: true,
+                retry_after: Some(3600),
+                reason: Some("db".into()),
+                ttl_seconds: Some(900)
+            }
+        );
+        let m: MaintenanceChange = serde_json::from_str(r#"{"enabled":false}"#).unwrap();
+        assert!(!m.enabled);
+        assert!(serde_json::from_str::<MaintenanceChange>(r#"{"enabled":true,"retryAfter":5}"#).is_err());
+        assert!(serde_json::from_str::<MaintenanceChange>(r#"{"retry_after":5}"#).is_err());
+    }
+
+    #[test]
+    fn maintenance_ttl_expires_and_expire_persists() {
+        let d = tmpdir("ttl");
+        let s = load(&d, &no_env);
+        s.set_maintenance_at(on(Some(300), Some(600)), "bob", None, T0).unwrap();
+        assert_eq!(s.maintenance(T0), Some(300));
+        assert_eq!(s.maintenance(T0 + 599), Some(300));
+        assert_eq!(s.expire(T0 + 599), None, "not due yet");
+        assert_eq!(s.snapshot().version, 1);
+        // Past the ttl the request path treats it as off at once, before the tick persists it.
+        assert_eq!(s.maintenance(T0 + 600), None);
+        assert_eq!(s.view(T0 + 600)["maintenance"]["active"], false);
+        assert_eq!(s.view(T0 + 600)["maintenance"]["enabled"], true);
+
+        let c = s.expire(T0 + 605).unwrap();
+        assert_eq!(c.target, "maintenance");
+        assert_eq!(c.version, 2);
+        assert_eq!(c.old["enabled"], true);
+        assert_eq!(c.new["enabled"], false);
+        assert_eq!(c.new["source"], "expired");
+        assert_eq!(c.new["set_by"], TTL_ACTOR);
+        assert_eq!(c.new["reason"], "db migration", "the reason is kept for context");
+        assert_eq!(c.new["expires_at"], rfc3339(T0 + 600));
+        assert_eq!(s.expire(T0 + 700), None, "only once");
+        assert_eq!(s.maintenance(T0 + 700), None);
+
+        // Persisted, and the expiry wins over MAINTENANCE_MODE=true after a restart.
+        let s = Switches::load_at(&d, &chans(), &env_of(&[("MAINTENANCE_MODE", "true")]), T0 + 800).unwrap();
+        assert_eq!(s.maintenance(T0 + 800), None);
+        let snap = s.snapshot();
+        assert_eq!(snap.maintenance.source, Source::Expired);
+        assert_eq!(snap.version, 2);
+    }
+
+    #[test]
+    fn maintenance_ttl_past_on_restart() {
+        // The gateway was down when the ttl passed: off at once, then the tick persists it.
+        let d = tmpdir("ttlrestart");
+        let s = load(&d, &no_env);
+        s.set_maintenance_at(on(None, Some(60)), "bob", None, T0).unwrap();
+        let s = Switches::load_at(&d, &chans(), &no_env, T0 + 3600).unwrap();
+        assert_eq!(s.maintenance(T0 + 3600), None);
+        assert!(s.expire(T0 + 3600).is_some());
+    }
+
+    #[test]
+    fn maintenance_without_ttl_never_expires_and_off_clears_expiry() {
+        let d = tmpdir("nottl");
+        let s = load(&d, &no_env);
+        s.set_maintenance_at(on(None, None), "bob", None, T0).unwrap();
+        assert_eq!(s.maintenance(u64::MAX), Some(DEFAULT_RETRY_AFTER));
+        assert_eq!(s.expire(u64::MAX), None);
+        s.set_maintenance_at(on(None, Some(60)), "bob", None, T0).unwrap();
+        s.set_maintenance_at(MaintenanceChange::default(), "bob", None, T0 + 10).unwrap();
+        let snap = s.snapshot();
+        assert!(!snap.maintenance.enabled);
+        assert_eq!(snap.maintenance.expires_at, None);
+        assert_eq!(s.expire(T0 + 100), None, "nothing to end");
+    }
+
+    #[test]
+    fn persist_failure_leaves_state_unchanged() {
+        // switches.json is a directory: the rename fails.
+        let d = tmpdir("persistfail");
+        let s = load(&d, &no_env);
+        s.set_channel("voice", false, None, "ops", None).unwrap();
+        let before = s.snapshot();
+        fs::remove_file(d.join(STATE_FILE)).unwrap();
+        fs::create_dir(d.join(STATE_FILE)).unwrap();
+        let e = s.set_channel("whatsapp", false, None, "ops", None).unwrap_err();
+        assert!(matches!(e, SwitchError::Persist(_)), "{e:?}");
+        assert!(e.to_string().contains("could not persist"));
+        assert!(s.channel_enabled("whatsapp"));
+        assert!(matches!(s.set_maintenance(on(None, None), "ops", None), Err(SwitchError::Persist(_))));
+        assert_eq!(s.maintenance(now_unix()), None);
+        assert!(matches!(s.set_flag("rate_limit", false, None, "ops", None), Err(SwitchError::Persist(_))));
+        assert!(s.flag("rate_limit"));
+        assert_eq!(*s.snapshot(), *before);
+        let leftovers: Vec<_> =
+            fs::read_dir(&d).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name() != STATE_FILE).collect();
+        assert!(leftovers.is_empty(), "temp files are cleaned up: {leftovers:?}");
+
+        // state_dir is a file: nothing can be created.
+        let f = tmpdir("persistfile");
+        let s = Switches::load_at(&f, &chans(), &no_env, T0).unwrap();
+        fs::remove_dir_all(&f).unwrap();
+        fs::write(&f, b"x").unwrap();
+        assert!(matches!(s.set_channel("email", false, None, "ops", None), Err(SwitchError::Persist(_))));
+        assert!(s.channel_enabled("email"));
+        assert_eq!(s.snapshot().version, 0);
+    }
+
+    #[test]
+    fn expire_persist_failure_keeps_maintenance_off_on_the_request_path() {
+        let d = tmpdir("expirefail");
+        let s = load(&d, &no_env);
+        s.set_maintenance_at(on(None, Some(60)), "bob", None, T0).unwrap();
+        fs::remove_file(d.join(STATE_FILE)).unwrap();
+        fs::create_dir(d.join(STATE_FILE)).unwrap();
+        assert_eq!(s.expire(T0 + 61), None);
+        assert_eq!(s.maintenance(T0 + 61), None);
+        assert_eq!(s.snapshot().version, 1);
+        fs::remove_dir(d.join(STATE_FILE)).unwrap();
+        assert!(s.expire(T0 + 62).is_some(), "the next tick retries");
+    }
+
+    #[test]
+    fn state_file_is_readable_json() {
+        let d = tmpdir("file");
+        let s = load(&d, &no_env);
+        s.set_channel("whatsapp", false, Some("abuse".into()), "alice", None).unwrap();
+        let v: Value = serde_json::from_slice(&fs::read(d.join(STATE_FILE)).unwrap()).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["channels"]["whatsapp"]["enabled"], false);
+        assert_eq!(v["channels"]["whatsapp"]["source"], "operator");
+        assert_eq!(v["maintenance"]["retry_after"], 3600);
+    }
+
+    #[test]
+    fn view_and_metrics() {
+        let d = tmpdir("view");
+        let s = load(&d, &env_of(&[("EMAIL_ENABLED", "false")]));
+        s.set_maintenance_at(on(Some(120), None), "bob", None, T0).unwrap();
+        let v = s.view(T0);
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["maintenance"]["active"], true);
+        assert_eq!(v["maintenance"]["set_by"], "bob");
+        assert_eq!(v["channels"]["email"]["env"], "EMAIL_ENABLED");
+        assert_eq!(v["channels"]["email"]["enabled"], false);
+        assert_eq!(v["flags"]["quota_enforcement"]["default"], false);
+        assert_eq!(v["flags"]["quota_enforcement"]["env"], "QUOTA_ENFORCEMENT_ENABLED");
+        assert!(v["flags"]["rate_limit"]["description"].as_str().unwrap().contains("429"));
+        assert_eq!(v["flags"].as_object().unwrap().len(), FLAGS.len());
+
+        let m = s.render_metrics(T0);
+        assert!(m.contains("\nportcullis_maintenance_mode 1\n"), "{m}");
+        assert!(m.contains("portcullis_channel_enabled{channel=\"email\"} 0\n"));
+        assert!(m.contains("portcullis_channel_enabled{channel=\"whatsapp\"} 1\n"));
+        assert!(m.contains("portcullis_flag_enabled{flag=\"rate_limit\"} 1\n"));
+        assert!(m.contains("portcullis_switches_version 1\n"));
+        assert!(m.contains("# TYPE portcullis_channel_enabled gauge"));
+    }
+
+    #[test]
+    fn concurrent_changes_are_serialised() {
+        let d = tmpdir("concurrent");
+        let s = Arc::new(load(&d, &no_env));
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10 {
+                        s.set_channel("email", i % 2 == 0, None, "ops", None).unwrap();
+                        let _ = s.channel_enabled("email");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(s.snapshot().version, 80);
+        assert_eq!(load(&d, &no_env).snapshot().version, 80);
+    }
+
+    // Hot path: `maintenance`, `channel_enabled` and `flag` are an `ArcSwap::load` (a guard, no
+    // refcount traffic on the fast path, no heap allocation) plus a field read or a `BTreeMap` lookup
+    // by `&str`; `Bypass::allows` hashes on the stack. Nothing allocates; no timing test is made.
+
+    fn sha(s: &[u8]) -> [u8; 32] {
+        Sha256::digest(s).into()
+    }
+
+    #[test]
+    fn bypass_cidrs() {
+        let b = Bypass::new(vec!["10.1.0.0/16".parse().unwrap(), "2001:db8::/32".parse().unwrap()], None);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(b.allows(ip("10.1.2.3"), None));
+        assert!(!b.allows(ip("10.2.0.1"), None));
+        assert!(b.allows(ip("2001:db8::1"), None));
+        assert!(!b.allows(ip("2001:db9::1"), None));
+        // IPv4-mapped IPv6 matches the IPv4 CIDR.
+        assert!(b.allows(ip("::ffff:10.1.2.3"), None));
+        assert!(!b.allows(ip("::ffff:10.2.0.1"), None));
+        assert!(!b.allows(None, None));
+        // A v4-mapped CIDR matches the plain IPv4 client.
+        let m = Bypass::new(vec!["::ffff:192.0.2.0/120".parse().unwrap()], None);
+        assert!(m.allows(ip("192.0.2.9"), None));
+        assert!(!m.allows(ip("192.0.3.9"), None));
+        assert!(Bypass::default().is_empty());
+        assert!(!Bypass::default().allows(ip("10.1.2.3"), Some(b"x")));
+    }
+
+    #[test]
+    fn bypass_header() {
+        let b = Bypass::new(vec![], Some(("X-Portcullis-Bypass".into(), sha(b"s3cret-verify-token"))));
+        assert_eq!(b.header_name(), Some("x-portcullis-bypass"));
+        assert!(!b.is_empty());
+        assert!(b.allows(None, Some(b"s3cret-verify-token")));
+        assert!(!b.allows(None, Some(b"s3cret-verify-tokeN")), "mismatch");
+        assert!(!b.allows(None, None), "missing");
+        assert!(!b.allows(None, Some(b"s3cret")), "shorter");
+        assert!(!b.allows(None, Some(&[b'a'; 4096])), "longer");
+        assert!(!b.allows(None, Some(b"")), "empty");
+        assert!(!b.allows(Some("10.0.0.1".parse().unwrap()), Some(b"wrong")));
+        // Either bypass suffices.
+        let both = Bypass::new(vec!["10.0.0.0/8".parse().unwrap()], Some(("x-b".into(), sha(b"k"))));
+        assert!(both.allows(Some("10.0.0.1".parse().unwrap()), None));
+        assert!(both.allows(Some("192.0.2.1".parse().unwrap()), Some(b"k")));
+        assert!(!both.allows(Some("192.0.2.1".parse().unwrap()), Some(b"j")));
+    }
+
+    #[test]
+    fn sha256_hex() {
+        let h = hex::encode(sha(b"k"));
+        assert_eq!(parse_sha256_hex(&h), Ok(sha(b"k")));
+        assert!(parse_sha256_hex(&h[..62]).is_err());
+        assert!(parse_sha256_hex("zz").is_err());
+    }
+}
