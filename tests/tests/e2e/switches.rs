@@ -12,7 +12,7 @@ fn routes() -> &'static str {
 
 fn cfg(up: &Upstream, state: &std::path::Path) -> Cfg {
     Cfg::new(&[up.addr()]).routes(routes()).state_dir(state).extra(&format!(
-        "maintenance:\n  bypass_cidrs: [\"192.0.2.0/24\"]\n  bypass_header: {{ name: x-portcullis-bypass, sha256: \"{}\" }}\n",
+        "trusted_proxies: [\"127.0.0.1/32\"]\nmaintenance:\n  bypass_cidrs: [\"192.0.2.0/24\"]\n  bypass_header: {{ name: x-portcullis-bypass, sha256: \"{}\" }}\n",
         sha(BYPASS_SECRET)
     ))
 }
@@ -65,6 +65,12 @@ fn maintenance_stops_every_proxied_request_on_the_next_request_and_the_team_can_
     assert_eq!(c.get(&gw.url("/api/orders"), &[("x-portcullis-bypass", "let-me-in")]).status, 503);
     assert_eq!(up.count(), 1);
     assert!(up.last().unwrap().header("x-portcullis-bypass").is_none(), "the bypass secret is not forwarded");
+    // The bypass CIDR, for a client behind the trusted proxy (127.0.0.1 here); another client is
+    // still held, and so is a bypass address the client claims for itself behind a spoofed hop.
+    assert_eq!(c.get(&gw.url("/api/orders"), &[("x-forwarded-for", "192.0.2.7")]).status, 200);
+    assert_eq!(c.get(&gw.url("/api/orders"), &[("x-forwarded-for", "198.51.100.7")]).status, 503);
+    assert_eq!(c.get(&gw.url("/api/orders"), &[("x-forwarded-for", "192.0.2.7, 198.51.100.7")]).status, 503);
+    assert_eq!(up.count(), 2);
 
     // The control listener is never affected.
     assert_eq!(c.get(&gw.control_url("/health"), &[]).status, 200);
@@ -266,4 +272,23 @@ fn roles_concurrency_and_the_audit_trail() {
     let (code, out, _) = portcullis_tests::run_cli(BIN, &["audit", "verify", "--file", log.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("ok: "), "{out}");
+}
+
+#[test]
+fn no_unaudited_change_stays_in_force() {
+    let up = Upstream::start("app");
+    let state = TempDir::new("audit-broken");
+    let gw = cfg(&up, state.path()).start();
+    assert_eq!(Client::new().get(&gw.control_url("/ready"), &[]).status, 200);
+    // Someone moves the audit log away under the running gateway: the chain cannot continue.
+    let log = state.path().join("audit/audit.jsonl");
+    std::fs::rename(&log, state.path().join("audit/moved.jsonl")).unwrap();
+    let r = put(&gw, "/v1/switches/maintenance", OPERATOR, r#"{"enabled":true,"reason":"x"}"#, None);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("reverted"), "{}", r.text());
+    assert_eq!(switches(&gw)["maintenance"]["enabled"], false, "the change was reverted");
+    assert_eq!(Client::new().get(&gw.url("/api/orders"), &[]).status, 200);
+    let ready = Client::new().get(&gw.control_url("/ready"), &[]);
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["checks"]["audit"], false);
 }
