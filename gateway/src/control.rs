@@ -11,7 +11,7 @@ use crate::events::{events_body, EventQuery, SecurityEvent, SummaryQuery, TopThr
 use crate::proxy::new_request_id;
 use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
-use crate::switches::{etag, parse_if_match, Change, MaintenanceChange, SwitchError};
+use crate::switches::{etag, now_unix, parse_if_match, Change, MaintenanceChange, SwitchError};
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
@@ -115,8 +115,8 @@ impl ControlApp {
         // Rules are always loaded (the gateway does not start without them); a failed reload
         // keeps the running snapshot and does not make the instance unready.
         // The audit log refusing writes blocks every mutation (fail closed): not ready.
-        let audit = self.shared.audit.healthy()
-            && dir_writable(self.shared.audit.path().parent().unwrap_or(&self.shared.config.state_dir));
+        // (`state` already probes the directory the audit log lives in.)
+        let audit = self.shared.audit.healthy();
         let checks = json!({ "rules": true, "upstreams": upstreams, "state": state, "audit": audit });
         (upstreams && state && audit, checks)
     }
@@ -399,20 +399,20 @@ impl ControlApp {
 
     /// The `switch_changed` event (info).
     fn switch_changed(&self, change: &Change, who: &str) {
-        let mut detail = serde_json::Map::new();
-        detail.insert("target".into(), json!(change.target));
-        detail.insert("old".into(), change.old.clone());
-        detail.insert("new".into(), change.new.clone());
-        detail.insert("set_by".into(), json!(who));
-        detail.insert("version".into(), json!(change.version));
         let version = self.shared.rules.current().snapshot.version.clone();
-        self.shared.events.emit(SecurityEvent::system(
-            EventType::SwitchChanged,
-            Action::Changed,
-            Some(&version),
-            detail,
-        ));
+        self.shared.events.emit(switch_changed_event(change, who, &version));
     }
+}
+
+/// The `switch_changed` event for a change (operator or ttl): one builder for both.
+pub fn switch_changed_event(change: &Change, who: &str, rules_version: &str) -> SecurityEvent {
+    let mut detail = serde_json::Map::new();
+    detail.insert("target".into(), json!(change.target));
+    detail.insert("old".into(), change.old.clone());
+    detail.insert("new".into(), change.new.clone());
+    detail.insert("set_by".into(), json!(who));
+    detail.insert("version".into(), json!(change.version));
+    SecurityEvent::system(EventType::SwitchChanged, Action::Changed, Some(rules_version), detail)
 }
 
 /// `limit` of `GET /v1/audit` (default 100, 1..=1000); no other parameter.
@@ -431,11 +431,6 @@ fn audit_limit(query: Option<&str>) -> Result<usize, String> {
         }
     }
     Ok(limit)
-}
-
-/// Seconds since the epoch.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// An authorised control request.

@@ -218,9 +218,6 @@ impl ProxyHttp for Portcullis {
             return Ok(true);
         }
         let outcome = self.request_checks(session, ctx);
-        if !outcome.is_clean() {
-            self.emit_findings(session, ctx, &outcome);
-        }
         if let Some(f) = &outcome.deny {
             send_deny(session, &ctx.request_id, &f.deny, true).await?;
             ctx.denied = Some(f.deny.code);
@@ -438,14 +435,9 @@ impl ProxyHttp for Portcullis {
 }
 
 impl Portcullis {
-    /// The request-phase checks of the pinned snapshot, in the design's order (maintenance and
-    /// channel switches, identity, tenant scope, limits and quotas slot in around the firewall
-    /// as they land). Every check pushes findings into one `Outcome`, which applies each rule's
-    /// mode: the first enforcing finding stops the chain.
     /// Maintenance mode, unless the client is in a bypass CIDR or sends the bypass secret.
     fn maintenance(&self, session: &Session, ctx: &Ctx) -> Option<Deny> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let retry_after = self.shared.switches.maintenance(now)?;
+        let retry_after = self.shared.switches.maintenance(crate::switches::now_unix())?;
         let header = self
             .shared
             .config
@@ -464,6 +456,9 @@ impl Portcullis {
     /// `/API/WhatsApp/…` cannot reach a case-insensitive application through another route.
     fn channel_disabled(&self, session: &Session, ctx: &Ctx) -> bool {
         let sw = &self.shared.switches;
+        if !sw.any_channel_off() {
+            return false;
+        }
         if let Some(ch) = self.route(ctx).and_then(|r| r.channel.as_deref()) {
             if !sw.channel_enabled(ch) {
                 return true;
@@ -476,6 +471,10 @@ impl Portcullis {
         })
     }
 
+    /// The rule checks of the pinned snapshot (today the firewall; identity, tenant scope, limits
+    /// and quotas join here as they land). Every check pushes findings into one `Outcome`, which
+    /// applies each rule's mode: the first enforcing finding stops the chain. Each finding becomes
+    /// one event.
     fn request_checks(&self, session: &Session, ctx: &Ctx) -> Outcome {
         let mut outcome = Outcome::default();
         let snapshot = &ctx.rules.snapshot;
@@ -495,20 +494,22 @@ impl Portcullis {
             headers: &req.headers,
         };
         let _ = snapshot.firewall.check(&view, &mut outcome);
+        if !outcome.is_clean() {
+            self.emit_findings(&view, ctx, &outcome);
+        }
         outcome
     }
 
-    /// One security event per finding; the core, not the check, builds it.
-    fn emit_findings(&self, session: &Session, ctx: &Ctx, outcome: &Outcome) {
-        let req = session.req_header();
-        let route = self.route(ctx);
+    /// One security event per finding; the core, not the check, builds it, from the same view
+    /// the checks read.
+    fn emit_findings(&self, view: &RequestView<'_>, ctx: &Ctx, outcome: &Outcome) {
         let facts = RequestFacts {
             request_id: &ctx.request_id,
-            client_ip: ctx.client_ip,
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            route: route.map(|r| r.id.as_str()),
-            channel: route.and_then(|r| r.channel.as_deref()),
+            client_ip: view.client_ip,
+            method: view.method,
+            path: view.path,
+            route: view.route,
+            channel: view.channel,
             tenant: None,
             target_tenant: None,
             subject: None,

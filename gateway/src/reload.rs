@@ -229,15 +229,12 @@ impl Rules {
         let running = self.current.load();
         let kept = running.snapshot.version.clone();
         let files = read_dir(&self.dir);
-        if !trigger.forced() {
-            if let Ok(files) = &files {
-                let version = rulefile::version_of(files);
-                if version == kept || self.last_failed.lock().as_deref() == Some(version.as_str()) {
-                    return Reloaded::Unchanged { version: kept };
-                }
+        let version_of_files = files.as_ref().ok().map(|f| rulefile::version_of(f));
+        if let (false, Some(version)) = (trigger.forced(), version_of_files.as_deref()) {
+            if version == kept || self.last_failed.lock().as_deref() == Some(version) {
+                return Reloaded::Unchanged { version: kept };
             }
         }
-        let version_of_files = files.as_ref().ok().map(|f| rulefile::version_of(f));
         let result = files.and_then(|f| compile(&f, &self.routes));
         let now = SystemTime::now();
         self.last_reload_unix.store(unix(now), Relaxed);

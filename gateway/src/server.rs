@@ -60,7 +60,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     let events =
         EventBus::start(cfg.events.clone()).map_err(|e| format!("event store {}: {e}", cfg.events.dir.display()))?;
     let route_ids: Vec<String> = cfg.routes.entries().iter().map(|e| e.value.id.clone()).collect();
-    let rules = Rules::start(&cfg.rules.dir, route_ids, events.clone())
+    let rules = Rules::start(&cfg.rules.dir, route_ids.clone(), events.clone())
         .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
     rules.spawn_watcher(cfg.rules.watch, cfg.rules.debounce, cfg.rules.poll_interval);
     // Runtime state: a restart (even after kill -9) never reopens a killed channel.
@@ -115,7 +115,6 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         server.add_service(svc);
     }
 
-    let route_ids = cfg.routes.entries().iter().map(|e| e.value.id.clone()).collect();
     let cfg = Arc::new(cfg);
     let shared = Arc::new(Shared {
         metrics: Metrics::new(route_ids, cfg.version.clone()),
@@ -412,7 +411,7 @@ impl BackgroundService for SwitchTtl {
             }
             let shared = self.shared.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                let Some(change) = shared.switches.expire(crate::control::now_unix()) else { return };
+                let Some(change) = shared.switches.expire(crate::switches::now_unix()) else { return };
                 let request_id = new_request_id();
                 let entry = crate::audit::AuditEntry {
                     actor: Some(crate::switches::TTL_ACTOR),
@@ -430,18 +429,8 @@ impl BackgroundService for SwitchTtl {
                 if let Err(e) = shared.audit.append(&entry) {
                     tracing::error!(error = %e, "cannot audit the end of a maintenance ttl");
                 }
-                let mut detail = serde_json::Map::new();
-                detail.insert("target".into(), serde_json::json!(change.target));
-                detail.insert("old".into(), change.old.clone());
-                detail.insert("new".into(), change.new.clone());
-                detail.insert("set_by".into(), serde_json::json!(crate::switches::TTL_ACTOR));
                 let version = shared.rules.current().snapshot.version.clone();
-                shared.events.emit(crate::events::SecurityEvent::system(
-                    portcullis_rules::verdict::EventType::SwitchChanged,
-                    portcullis_rules::verdict::Action::Changed,
-                    Some(&version),
-                    detail,
-                ));
+                shared.events.emit(crate::control::switch_changed_event(&change, crate::switches::TTL_ACTOR, &version));
                 tracing::warn!(event.action = "maintenance_expired", "maintenance mode ended by its ttl");
             })
             .await;

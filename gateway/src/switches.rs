@@ -253,6 +253,8 @@ struct Live {
     state: Arc<SwitchState>,
     /// `(retry_after, expires_at as unix seconds)` while maintenance is enabled.
     maintenance: Option<(u64, Option<u64>)>,
+    /// Some channel is switched off (the request path skips channel checks otherwise).
+    any_channel_off: bool,
 }
 
 impl Live {
@@ -260,7 +262,8 @@ impl Live {
         let m = &state.maintenance;
         // An unparseable expiry keeps maintenance on (fail closed); load and the setters never produce one.
         let maintenance = m.enabled.then(|| (m.retry_after, m.expires_at.as_deref().and_then(parse_unix)));
-        Self { state: Arc::new(state), maintenance }
+        let any_channel_off = state.channels.values().any(|t| !t.enabled);
+        Self { state: Arc::new(state), maintenance, any_channel_off }
     }
 }
 
@@ -376,6 +379,11 @@ impl Switches {
             Some((retry_after, _)) => Some(retry_after),
             None => None,
         }
+    }
+
+    /// True while at least one channel's kill switch is off. Lock-free, no allocation.
+    pub fn any_channel_off(&self) -> bool {
+        self.live.load().any_channel_off
     }
 
     /// False while the channel's kill switch is off. A channel the store does not know is enabled
@@ -741,7 +749,8 @@ pub fn parse_sha256_hex(s: &str) -> Result<[u8; 32], String> {
 
 // ---------------------------------------------------------------------------------------------
 
-fn now_unix() -> u64 {
+/// Seconds since the epoch (the clock every switch lookup and change uses).
+pub fn now_unix() -> u64 {
     u64::try_from(Utc::now().timestamp()).unwrap_or(0)
 }
 
