@@ -44,6 +44,8 @@ enum Handler {
     Audit,
     Upstreams,
     Tokens,
+    SessionRevoke,
+    SessionRestore,
     /// In the contract, arriving with a later feature.
     Planned,
 }
@@ -62,8 +64,8 @@ const ENDPOINTS: &[(&str, &str, Role, Handler)] = &[
     ("GET", "/v1/summary", Role::Viewer, Handler::Summary),
     ("GET", "/v1/top-threats", Role::Viewer, Handler::TopThreats),
     ("POST", "/v1/safe-test/{}", Role::Operator, Handler::SafeTest),
-    ("POST", "/v1/sessions/{}/revoke", Role::Operator, Handler::Planned),
-    ("DELETE", "/v1/sessions/{}/revoke", Role::Operator, Handler::Planned),
+    ("POST", "/v1/sessions/{}/revoke", Role::Operator, Handler::SessionRevoke),
+    ("DELETE", "/v1/sessions/{}/revoke", Role::Operator, Handler::SessionRestore),
     ("POST", "/v1/quotas/{}/reset", Role::Operator, Handler::Planned),
     ("GET", "/v1/audit", Role::Admin, Handler::Audit),
 ];
@@ -137,6 +139,7 @@ impl ControlApp {
         let _ = writeln!(extra, "# TYPE portcullis_ready gauge");
         let _ = writeln!(extra, "portcullis_ready {}", u8::from(ready));
         extra.push_str(&self.shared.switches.render_metrics(now_unix()));
+        self.shared.sessions.render_metrics(&mut extra);
         self.shared.rules.render_metrics(&mut extra);
         self.shared.events.render_metrics(&mut extra);
         self.shared.metrics.render(&extra)
@@ -243,6 +246,13 @@ impl ControlApp {
                 Ok((200, json!({ "records": records })))
             }
             Handler::Maintenance | Handler::Channel | Handler::Flag => self.mutate(h, call),
+            Handler::SessionRevoke | Handler::SessionRestore => {
+                let shared = self.shared.clone();
+                let owned = OwnedCall::of(call);
+                tokio::task::spawn_blocking(move || ControlApp { shared }.session(h == Handler::SessionRevoke, &owned))
+                    .await
+                    .map_err(|_| Deny::new(DenyCode::Internal, "session_task"))?
+            }
             Handler::Upstreams => {
                 let pools: Vec<Value> = cfg
                     .pools
@@ -373,6 +383,103 @@ impl ControlApp {
         Ok((200, body))
     }
 
+    /// `POST /v1/sessions/{id}/revoke` (revoke) and `DELETE` (restore): persisted (fsync), then
+    /// audited; if the audit record cannot be written the change is undone and refused. The id is
+    /// the path segment, percent-decoded.
+    fn session(&self, revoke: bool, call: &OwnedCall) -> Result<(u16, Value), Deny> {
+        let action = if revoke { "session.revoke" } else { "session.restore" };
+        let raw = call.path.strip_prefix("/v1/sessions/").and_then(|p| p.strip_suffix("/revoke")).unwrap_or("");
+        let decoded = portcullis_rules::query::percent_decode(raw.as_bytes())
+            .ok()
+            .and_then(|b| String::from_utf8(b.into_owned()).ok());
+        let target = format!("session:{}", decoded.as_deref().unwrap_or(raw));
+        let audit = |outcome: &str, status: u16, old: Value, new: Value, reason: Option<&str>| {
+            self.audit(&AuditEntry {
+                actor: Some(&call.who),
+                role: Some(call.role.as_str()),
+                source_ip: call.source_ip.clone(),
+                request_id: &call.request_id,
+                action,
+                target: &target,
+                old,
+                new,
+                reason,
+                outcome,
+                status,
+            })
+        };
+        let refuse = |deny: Deny, status: u16, why: String| -> Deny {
+            audit("refused", status, Value::Null, Value::Null, Some(&why));
+            deny.with_details(vec![why])
+        };
+        let Some(id) = decoded else {
+            return Err(refuse(
+                Deny::new(DenyCode::BadRequest, "session_id"),
+                400,
+                "the session id is not valid percent-encoded UTF-8".into(),
+            ));
+        };
+        let reason = if call.body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            match serde_json::from_slice::<ReasonBody>(&call.body) {
+                Ok(b) => b.reason,
+                Err(e) => {
+                    return Err(refuse(
+                        Deny::new(DenyCode::BadRequest, "session_body"),
+                        400,
+                        format!("invalid body: {e}"),
+                    ))
+                }
+            }
+        };
+        let sessions = &self.shared.sessions;
+        let now = now_unix();
+        let result = if revoke { sessions.revoke(&id, reason.clone(), &call.who, now) } else { sessions.restore(&id) };
+        let change = match result {
+            Ok(c) => c,
+            Err(e) if crate::sessions::check_id(&id).is_err() => {
+                return Err(refuse(Deny::new(DenyCode::BadRequest, "session_id"), 400, e))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot persist the session state");
+                return Err(refuse(Deny::new(DenyCode::Internal, "session_persist"), 500, e));
+            }
+        };
+        if !audit("ok", 200, change.old.clone(), change.new.clone(), reason.as_deref()) {
+            // Undo: no unaudited change stays in force.
+            let undo = match (&change.old, revoke) {
+                (Value::Null, true) => sessions.restore(&id),
+                (old, _) => match serde_json::from_value::<crate::sessions::Revocation>(old.clone()) {
+                    Ok(r) => sessions.revoke(&id, r.reason, &r.actor, r.at),
+                    Err(_) => Ok(change.clone()),
+                },
+            };
+            if let Err(e) = undo {
+                tracing::error!(error = %e, "could not undo an unaudited session change");
+            }
+            return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
+                .with_details(vec!["the audit log cannot be written: the change was undone".into()]));
+        }
+        let version = self.shared.rules.current().snapshot.version.clone();
+        let ev = switch_changed_event(
+            &Change {
+                target: target.clone(),
+                old: change.old.clone(),
+                new: change.new.clone(),
+                version: change.version,
+            },
+            &call.who,
+            &version,
+        );
+        self.shared.events.emit(ev);
+        tracing::info!(event.action = "control_mutation", action, user.name = %call.who, http.request.id = %call.request_id, target = %target, "session state changed");
+        Ok((
+            200,
+            json!({ "session": id, "revoked": revoke, "changed": change.old != change.new, "old": change.old, "new": change.new, "version": change.version }),
+        ))
+    }
+
     /// Puts an entry back after its audit record could not be written (best effort, logged).
     fn revert(&self, change: &Change) {
         let sw = &self.shared.switches;
@@ -443,6 +550,37 @@ struct Call<'a> {
     body: &'a [u8],
     if_match: Option<&'a str>,
     source_ip: Option<&'a str>,
+}
+
+/// A [`Call`] that can move to a blocking thread.
+struct OwnedCall {
+    path: String,
+    who: String,
+    role: Role,
+    request_id: String,
+    body: Vec<u8>,
+    source_ip: Option<String>,
+}
+
+impl OwnedCall {
+    fn of(c: &Call<'_>) -> Self {
+        OwnedCall {
+            path: c.path.to_owned(),
+            who: c.who.to_owned(),
+            role: c.role,
+            request_id: c.request_id.to_owned(),
+            body: c.body.to_vec(),
+            source_ip: c.source_ip.map(str::to_owned),
+        }
+    }
+}
+
+/// The optional body of a session revocation.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// What a switch mutation asks for.

@@ -14,6 +14,26 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
 
+/// The environment variable the demo issuer's secret is passed in.
+pub const DEMO_SECRET_ENV: &str = "PORTCULLIS_DEMO_JWT_SECRET";
+
+/// A demo caller's HS256 token: issuer `portcullis-demo`, a day long, session `<run>-<sub>` (a
+/// fresh run id each start, so a session revoked in an earlier run does not stay revoked).
+pub fn demo_token(secret: &str, run: &str, sub: &str, tenant: &str, roles: &[&str], now: u64) -> String {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let head = b64(json!({"alg": "HS256", "typ": "JWT", "kid": "demo-1"}).to_string().as_bytes());
+    let claims = json!({
+        "iss": "portcullis-demo", "aud": "portcullis-demo", "sub": sub, "tenant_id": tenant,
+        "roles": roles, "sid": format!("{run}-{sub}"), "email": format!("{sub}@demo.example"),
+        "iat": now, "exp": now + 86_400,
+    });
+    let body = b64(claims.to_string().as_bytes());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let sig = ring::hmac::sign(&key, format!("{head}.{body}").as_bytes());
+    format!("{head}.{body}.{}", b64(sig.as_ref()))
+}
+
 /// The sample application.
 pub struct DemoApp;
 
@@ -92,6 +112,15 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             .map_err(|e| format!("demo app listener: {e}"))?;
     let token = crate::cli::random_token();
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    // The demo issuer's signing secret: fresh per run, handed to the rules through the
+    // environment (read by the `secret_env` key of config/demo-rules/identity.yaml).
+    let secret = crate::cli::random_token();
+    std::env::set_var(DEMO_SECRET_ENV, &secret);
+    let now = crate::switches::now_unix();
+    let run_id = format!("demo{}", hex::encode(rand::random::<[u8; 3]>()));
+    let user12 = demo_token(&secret, &run_id, "user-9", "12", &[], now);
+    let user73 = demo_token(&secret, &run_id, "user-40", "73", &[], now);
+    let admin = demo_token(&secret, &run_id, "ops-1", "1", &["platform_admin"], now);
     let text = std::fs::read_to_string(config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let text = text.replace("{{DEMO_APP}}", &app_addr).replace("{{DEMO_OPERATOR_SHA256}}", &hash);
     let base = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -106,16 +135,23 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         "\nPortcullis demo\n\
          \n  gateway   http://{proxy}\n  control   http://{control}\n  sample app http://{app_addr} (behind the gateway)\n\
          \n  operator token (shown once): {token}\n\
+         \n  callers (bearer tokens for a day, from the demo issuer; export them to try the commands):\n\
+         \n    export TOKEN_12={user12}\
+         \n    export TOKEN_73={user73}\
+         \n    export TOKEN_ADMIN={admin}\n\
          \nTry:\n\
-         \n  curl -i http://{proxy}/api/business/12/orders\
+         \n  curl -i -H \"Authorization: Bearer $TOKEN_12\" http://{proxy}/api/business/12/orders\
+         \n  curl -i -H \"Authorization: Bearer $TOKEN_12\" http://{proxy}/api/business/73/orders     # refused: 403 tenant_mismatch, critical event\
+         \n  curl -i -H \"Authorization: Bearer $TOKEN_ADMIN\" http://{proxy}/api/business/73/orders  # platform_admin may cross tenants\
+         \n  curl -i http://{proxy}/api/business/12/orders                                           # refused: 401 unauthenticated\
          \n  curl -i 'http://{proxy}/api/business/12%2Forders'          # refused: 400 bad_request (encoded slash)\
          \n  curl -i -X POST http://{proxy}/api/whatsapp/messages -d '{{\"to\":\"+905321234567\"}}'\
          \n  curl -i -A sqlmap/1.7 http://{proxy}/api/business/12/orders  # refused: 403 by the shipped firewall rule\
+         \n  curl -s -H 'Authorization: Bearer {token}' 'http://{control}/v1/events?severity=critical'\
+         \n  curl -s -X POST -H 'Authorization: Bearer {token}' http://{control}/v1/sessions/{run_id}-user-9/revoke  # then TOKEN_12 gets 401\
          \n  curl -s http://{control}/ready\
          \n  curl -s http://{control}/metrics | grep portcullis_requests_total\
-         \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/upstreams\
          \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/rules\
-         \n  curl -s -H 'Authorization: Bearer {token}' 'http://{control}/v1/events?limit=5'\
          \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/summary\
          \n"
     );

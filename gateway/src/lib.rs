@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod containment;
 pub mod control;
 pub mod demo;
 pub mod events;
@@ -12,5 +13,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod switches;

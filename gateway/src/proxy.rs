@@ -12,13 +12,19 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_rules::deny::{render, Deny, DenyCode};
-use portcullis_rules::verdict::Outcome;
+use portcullis_rules::identity::{AuthInput, Authn, Identity};
+use portcullis_rules::tenant::{BodyInput, Principal};
+use portcullis_rules::verdict::{EventType, Finding, Mode, Outcome};
 use portcullis_rules::view::RequestView;
 use portcullis_rules::{canon, framing, request_id, routes};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Longest a request body read for a check (tenant in a JSON body) may take.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers a client must never be able to set for the upstream: we set our own.
 const FORWARDING_HEADERS: &[&str] = &[
@@ -40,6 +46,8 @@ pub struct Ctx {
     /// The request id: kept from a well-formed inbound header, or generated.
     pub request_id: String,
     client_ip: Option<IpAddr>,
+    /// The TCP peer is a trusted proxy (its identity headers are believed).
+    peer_trusted: bool,
     host: Option<String>,
     route: Option<usize>,
     /// A deny decided in `early_request_filter`, sent by `request_filter`.
@@ -53,6 +61,9 @@ pub struct Ctx {
     upstream_error: Option<UpstreamError>,
     /// The rules this request runs on, pinned when it started.
     pub rules: Arc<Loaded>,
+    /// The verified caller, if the route has an identity rule and the caller presented a
+    /// credential.
+    pub identity: Option<Identity>,
 }
 
 /// The gateway's proxy logic.
@@ -125,6 +136,7 @@ impl Portcullis {
         };
 
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.peer_trusted = peer.is_some_and(|p| cfg.trusted_proxies.contains(p));
         ctx.client_ip = peer.map(|p| {
             let xff = req.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
             cfg.trusted_proxies.client_ip(p, xff)
@@ -183,6 +195,7 @@ impl ProxyHttp for Portcullis {
             started: Instant::now(),
             request_id: String::new(),
             client_ip: None,
+            peer_trusted: false,
             host: None,
             route: None,
             pending: None,
@@ -193,6 +206,7 @@ impl ProxyHttp for Portcullis {
             failed_backends: Vec::new(),
             upstream_error: None,
             rules: self.shared.rules.current(),
+            identity: None,
         }
     }
 
@@ -217,7 +231,7 @@ impl ProxyHttp for Portcullis {
             ctx.denied_reason = Some(deny.reason.into_owned());
             return Ok(true);
         }
-        let outcome = self.request_checks(session, ctx);
+        let outcome = self.request_checks(session, ctx).await?;
         if let Some(f) = &outcome.deny {
             send_deny(session, &ctx.request_id, &f.deny, true).await?;
             ctx.denied = Some(f.deny.code);
@@ -305,6 +319,17 @@ impl ProxyHttp for Portcullis {
         }
         for h in &self.shared.config.strip_headers {
             up.remove_header(h.as_str());
+        }
+        // Identity headers: the client's copies never reach the upstream; ours replace them.
+        for h in ctx.rules.snapshot.identity.strip_headers() {
+            up.remove_header(h);
+        }
+        if let Some(who) = &ctx.identity {
+            if let Some(rule) = ctx.rules.snapshot.identity.for_route(self.route(ctx).map(|r| r.id.as_str())) {
+                for (name, value) in rule.forward_headers(who) {
+                    up.insert_header(name, value)?;
+                }
+            }
         }
         // The maintenance bypass secret never leaves the gateway.
         if let Some(h) = self.shared.config.maintenance_bypass_header.as_ref().map(|(name, _)| name.as_str()) {
@@ -471,19 +496,75 @@ impl Portcullis {
         })
     }
 
-    /// The rule checks of the pinned snapshot (today the firewall; identity, tenant scope, limits
-    /// and quotas join here as they land). Every check pushes findings into one `Outcome`, which
-    /// applies each rule's mode: the first enforcing finding stops the chain. Each finding becomes
-    /// one event.
-    fn request_checks(&self, session: &Session, ctx: &Ctx) -> Outcome {
+    /// The rule checks of the pinned snapshot, in order: firewall, identity, tenant scope (rate
+    /// limits and quotas join here as they land). Every check pushes findings into one
+    /// `Outcome`, which applies each rule's mode: the first enforcing finding stops the chain.
+    /// Each finding becomes one event; an enforced cross-tenant attempt also triggers its rule's
+    /// containment.
+    async fn request_checks(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Outcome> {
         let mut outcome = Outcome::default();
-        let snapshot = &ctx.rules.snapshot;
-        if snapshot.firewall.is_empty() || !self.shared.switches.flag("firewall") {
-            return outcome;
+        let rules = ctx.rules.clone();
+        let snapshot = &rules.snapshot;
+        let sw = &self.shared.switches;
+        let tenant_on = !snapshot.tenant.is_empty() && sw.flag("tenant_scope");
+        if (snapshot.firewall.is_empty() || !sw.flag("firewall")) && snapshot.identity.is_empty() && !tenant_on {
+            return Ok(outcome);
         }
-        let req = session.req_header();
         let route = self.route(ctx);
-        let view = RequestView {
+        let now = crate::switches::now_unix();
+
+        // 1. Firewall and identity: the request head only.
+        let (flow, needs_body, identity) = {
+            let req = session.req_header();
+            let view = self.view(req, ctx, route);
+            let (flow, identity) = self.head_checks(&view, ctx, now, &mut outcome);
+            let needs_body = match flow {
+                ControlFlow::Continue(()) if tenant_on => snapshot.tenant.body_needed(&view),
+                _ => None,
+            };
+            (flow, needs_body, identity)
+        };
+        ctx.identity = identity;
+
+        // 2. Tenant scope, after the body it reads (if any) is buffered: nothing has been
+        // forwarded yet, and Pingora's retry buffer replays the body upstream.
+        let mut body: Option<Option<bytes::Bytes>> = None;
+        if let Some(cap) = needs_body {
+            body = Some(read_body(session, cap).await?);
+        }
+        if flow.is_continue() && tenant_on {
+            let req = session.req_header();
+            let view = self.view(req, ctx, route);
+            let input = match &body {
+                None => BodyInput::NotBuffered,
+                Some(None) => BodyInput::TooLarge,
+                Some(Some(b)) => BodyInput::Bytes(b),
+            };
+            let who = ctx.identity.as_ref().map(|i| Principal {
+                subject: Some(i.subject.as_str()),
+                tenant: i.tenant.as_deref(),
+                roles: &i.roles,
+            });
+            let _ = snapshot.tenant.check(&view, who.as_ref(), input, &mut outcome);
+        }
+
+        if !outcome.is_clean() {
+            let req = session.req_header();
+            let view = self.view(req, ctx, route);
+            let containment = self.contain(&outcome, ctx, now).await;
+            self.emit_findings(&view, ctx, &outcome, containment);
+        }
+        Ok(outcome)
+    }
+
+    /// The borrowed view every check reads.
+    fn view<'a>(
+        &self,
+        req: &'a RequestHeader,
+        ctx: &'a Ctx,
+        route: Option<&'a crate::config::Route>,
+    ) -> RequestView<'a> {
+        RequestView {
             method: req.method.as_str(),
             path: req.uri.path(),
             query: req.uri.query(),
@@ -492,30 +573,80 @@ impl Portcullis {
             channel: route.and_then(|r| r.channel.as_deref()),
             client_ip: ctx.client_ip,
             headers: &req.headers,
-        };
-        let _ = snapshot.firewall.check(&view, &mut outcome);
-        if !outcome.is_clean() {
-            self.emit_findings(&view, ctx, &outcome);
         }
-        outcome
+    }
+
+    /// Firewall, then identity: the flow, and the caller when one is verified.
+    fn head_checks(
+        &self,
+        view: &RequestView<'_>,
+        ctx: &Ctx,
+        now: u64,
+        out: &mut Outcome,
+    ) -> (ControlFlow<()>, Option<Identity>) {
+        let snapshot = &ctx.rules.snapshot;
+        if !snapshot.firewall.is_empty() && self.shared.switches.flag("firewall") {
+            if let ControlFlow::Break(()) = snapshot.firewall.check(view, out) {
+                return (ControlFlow::Break(()), None);
+            }
+        }
+        let sessions = &self.shared.sessions;
+        let revoked = |s: &str| sessions.is_revoked(s, now);
+        let blocked = |s: &str| sessions.is_blocked(s, now);
+        let input =
+            AuthInput { view, peer_trusted: ctx.peer_trusted, now_unix: now, revoked: &revoked, blocked: &blocked };
+        match snapshot.identity.authenticate(&input) {
+            Authn::Verified(who) => (ControlFlow::Continue(()), Some(who)),
+            Authn::Failed(f) => (out.add(*f), None),
+            Authn::NotConfigured | Authn::Anonymous => (ControlFlow::Continue(()), None),
+        }
+    }
+
+    /// Runs the containment of an enforced cross-tenant finding's rule: revoke the session, block
+    /// the subject, switch maintenance on; each persisted, audited and evented before the deny is
+    /// answered. Returns what was done, for the finding's event.
+    async fn contain(&self, outcome: &Outcome, ctx: &Ctx, now: u64) -> Vec<serde_json::Value> {
+        let Some(f) = outcome.deny.as_ref().filter(|f| f.event == EventType::CrossTenantAttempt) else {
+            return Vec::new();
+        };
+        let Some(plan) = ctx.rules.snapshot.tenant.containment(&f.rule_id).cloned() else {
+            return Vec::new();
+        };
+        let job = crate::containment::Job {
+            shared: self.shared.clone(),
+            plan,
+            rule_id: f.rule_id.to_string(),
+            session: ctx.identity.as_ref().and_then(|i| i.session.clone()),
+            subject: ctx.identity.as_ref().map(|i| i.subject.clone()),
+            request_id: ctx.request_id.clone(),
+            client_ip: ctx.client_ip,
+            now,
+        };
+        tokio::task::spawn_blocking(move || job.run()).await.unwrap_or_default()
     }
 
     /// One security event per finding; the core, not the check, builds it, from the same view
-    /// the checks read.
-    fn emit_findings(&self, view: &RequestView<'_>, ctx: &Ctx, outcome: &Outcome) {
-        let facts = RequestFacts {
-            request_id: &ctx.request_id,
-            client_ip: view.client_ip,
-            method: view.method,
-            path: view.path,
-            route: view.route,
-            channel: view.channel,
-            tenant: None,
-            target_tenant: None,
-            subject: None,
-        };
+    /// the checks read and the verified identity.
+    fn emit_findings(&self, view: &RequestView<'_>, ctx: &Ctx, outcome: &Outcome, containment: Vec<serde_json::Value>) {
+        let who = ctx.identity.as_ref();
         for f in outcome.findings() {
-            self.shared.events.emit(SecurityEvent::from_finding(f, &facts, &ctx.rules.snapshot.version));
+            let detail_str = |k: &str| f.detail.get(k).and_then(|v| v.as_str());
+            let facts = RequestFacts {
+                request_id: &ctx.request_id,
+                client_ip: view.client_ip,
+                method: view.method,
+                path: view.path,
+                route: view.route,
+                channel: view.channel,
+                tenant: who.and_then(|i| i.tenant.as_deref()).or_else(|| detail_str("tenant")),
+                target_tenant: detail_str("target_tenant"),
+                subject: who.map(|i| i.subject.as_str()).or_else(|| detail_str("subject")),
+            };
+            let mut ev = SecurityEvent::from_finding(f, &facts, &ctx.rules.snapshot.version);
+            if !containment.is_empty() && is_the_deny(f, outcome) {
+                ev.detail.insert("containment".into(), serde_json::Value::Array(containment.clone()));
+            }
+            self.shared.events.emit(ev);
         }
     }
 
@@ -529,6 +660,42 @@ impl Portcullis {
                 Err(e)
             }
             _ => Ok(()),
+        }
+    }
+}
+
+fn is_the_deny(f: &Finding, outcome: &Outcome) -> bool {
+    f.mode == Mode::Enforce && outcome.deny.as_ref().is_some_and(|d| std::ptr::eq(d, f))
+}
+
+/// Reads the whole request body before anything is forwarded: `Some(body)`, or `None` when it
+/// is over `cap` (declared or streamed; reading stops there). The bytes read stay in Pingora's
+/// retry buffer, which the proxy replays to the upstream; `cap` is at most that buffer's size
+/// (64 KiB, enforced by the rule validation).
+async fn read_body(session: &mut Session, cap: usize) -> Result<Option<Bytes>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| framing::parse_content_length(v.as_bytes()));
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Ok(None);
+    }
+    session.enable_retry_buffering();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let chunk = match pingora_timeout::timeout(BODY_READ_TIMEOUT, session.read_request_body()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let mut e = Error::explain(ErrorType::ReadTimedout, "request body read for a check timed out");
+                e.esource = ErrorSource::Downstream;
+                return Err(e);
+            }
+        };
+        match chunk {
+            None => return Ok(Some(buf.freeze())),
+            Some(c) if buf.len() + c.len() > cap => return Ok(None),
+            Some(c) => buf.extend_from_slice(&c),
         }
     }
 }

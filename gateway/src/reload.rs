@@ -12,7 +12,7 @@
 use crate::events::{EventBus, SecurityEvent};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use portcullis_rules::rulefile::{self, Snapshot, SourceFile};
+use portcullis_rules::rulefile::{self, AssetRef, Snapshot, SourceFile};
 use portcullis_rules::verdict::{Action, EventType};
 use portcullis_rules::yaml::ConfigError;
 use serde_json::{json, Map, Value};
@@ -174,12 +174,39 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<ConfigError>> {
 /// Reads and compiles a rules directory against the gateway's route ids: exactly what every
 /// reload and `portcullis validate` run.
 pub fn load_dir(dir: &Path, routes: &[String]) -> Result<Snapshot, Vec<ConfigError>> {
-    compile(&read_dir(dir)?, routes)
+    compile(dir, &read_dir(dir)?, routes)
 }
 
-fn compile(files: &[SourceFile], routes: &[String]) -> Result<Snapshot, Vec<ConfigError>> {
+fn compile(dir: &Path, files: &[SourceFile], routes: &[String]) -> Result<Snapshot, Vec<ConfigError>> {
     let ids: Vec<&str> = routes.iter().map(String::as_str).collect();
-    rulefile::compile_with(files, &rulefile::Env { routes: Some(&ids) })
+    let resolve = |r: &AssetRef| resolve_asset(dir, r);
+    rulefile::compile_with(files, &rulefile::Env { routes: Some(&ids), assets: Some(&resolve) })
+}
+
+/// Largest key file (JWKS, PEM, secret) a rule may name.
+const MAX_ASSET_BYTES: u64 = 1024 * 1024;
+
+/// Reads a key file (relative paths are relative to the rules directory) or an environment
+/// variable named by a rule.
+pub fn resolve_asset(dir: &Path, r: &AssetRef) -> Result<Vec<u8>, String> {
+    match r {
+        AssetRef::Env(var) => match std::env::var_os(var) {
+            Some(v) if !v.is_empty() => Ok(v.into_encoded_bytes()),
+            Some(_) => Err("it is empty".into()),
+            None => Err("it is not set".into()),
+        },
+        AssetRef::File(name) => {
+            let path = dir.join(name);
+            let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
+            if !meta.is_file() {
+                return Err("not a regular file".into());
+            }
+            if meta.len() > MAX_ASSET_BYTES {
+                return Err(format!("{} bytes; the limit is {MAX_ASSET_BYTES}", meta.len()));
+            }
+            std::fs::read(&path).map_err(|e| e.to_string())
+        }
+    }
 }
 
 impl Rules {
@@ -229,13 +256,17 @@ impl Rules {
         let running = self.current.load();
         let kept = running.snapshot.version.clone();
         let files = read_dir(&self.dir);
-        let version_of_files = files.as_ref().ok().map(|f| rulefile::version_of(f));
+        // The files' version, with the key files the running rules read re-read: a rotated JWKS
+        // file is a change even though no rule file changed.
+        let resolve = |r: &AssetRef| resolve_asset(&self.dir, r);
+        let version_of_files =
+            files.as_ref().ok().map(|f| rulefile::assets_version(f, &running.snapshot.assets, &resolve));
         if let (false, Some(version)) = (trigger.forced(), version_of_files.as_deref()) {
             if version == kept || self.last_failed.lock().as_deref() == Some(version) {
                 return Reloaded::Unchanged { version: kept };
             }
         }
-        let result = files.and_then(|f| compile(&f, &self.routes));
+        let result = files.and_then(|f| compile(&self.dir, &f, &self.routes));
         let now = SystemTime::now();
         self.last_reload_unix.store(unix(now), Relaxed);
         match result {

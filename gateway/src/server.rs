@@ -73,6 +73,8 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     );
     let audit =
         Arc::new(AuditLog::open(&crate::audit::dir_for(&cfg.state_dir)).map_err(|e| format!("audit log: {e}"))?);
+    let sessions =
+        Arc::new(crate::sessions::Sessions::load(&cfg.state_dir).map_err(|e| format!("session state: {e}"))?);
 
     let opt = Opt { upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
@@ -127,6 +129,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         switches: switches.clone(),
         bypass: Bypass::new(cfg.maintenance_bypass_cidrs.clone(), cfg.maintenance_bypass_header.clone()),
         audit: audit.clone(),
+        sessions,
     });
 
     let proxy = Arc::new(http_proxy(&conf, Portcullis::new(shared.clone())));
@@ -411,6 +414,9 @@ impl BackgroundService for SwitchTtl {
             }
             let shared = self.shared.clone();
             let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = shared.sessions.expire(crate::switches::now_unix()) {
+                    tracing::error!(error = %e, "cannot forget expired session revocations");
+                }
                 let Some(change) = shared.switches.expire(crate::switches::now_unix()) else { return };
                 let request_id = new_request_id();
                 let entry = crate::audit::AuditEntry {

@@ -6,6 +6,7 @@ use crate::config::GatewayConfig;
 use crate::events::{EventBus, RequestWindow};
 use crate::metrics::Metrics;
 use crate::reload::Rules;
+use crate::sessions::Sessions;
 use crate::switches::{Bypass, Switches};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::LoadBalancer;
@@ -35,6 +36,8 @@ pub struct Shared {
     pub bypass: Bypass,
     /// The tamper-evident audit log of the control plane.
     pub audit: Arc<AuditLog>,
+    /// Revoked sessions and blocked subjects (persisted).
+    pub sessions: Arc<Sessions>,
 }
 
 impl Shared {
@@ -67,4 +70,28 @@ pub fn dir_writable(dir: &Path) -> bool {
     let ok = std::fs::write(&probe, b"ok").is_ok();
     let _ = std::fs::remove_file(&probe);
     ok
+}
+
+/// Writes `name` in `dir` durably: temp file, fsync, rename into place, fsync of the directory.
+/// `Err((message, renamed))`: `renamed` when the new file is in place but the directory fsync
+/// failed (the caller may want to write the previous content back).
+pub fn write_durably(dir: &Path, name: &str, body: &[u8]) -> Result<(), (String, bool)> {
+    use std::io::Write as _;
+    let ctx = |what: &str, e: std::io::Error| format!("{what} in {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| (ctx("creating the state directory", e), false))?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err((ctx(&format!("writing the temporary {name}"), e), false));
+    }
+    if let Err(e) = std::fs::rename(&tmp, dir.join(name)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err((ctx(&format!("renaming {name} into place"), e), false));
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| (ctx("syncing the state directory", e), true))
 }

@@ -21,8 +21,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::fs::{self, File};
-use std::io::Write as _;
+use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -902,25 +901,9 @@ fn persist(dir: &Path, state: &SwitchState, previous: &SwitchState) -> Result<()
 
 /// `Err((message, renamed))`.
 fn write_atomic(dir: &Path, state: &SwitchState) -> Result<(), (String, bool)> {
-    let ctx = |what: &str, e: std::io::Error| format!("{what} in {}: {e}", dir.display());
-    fs::create_dir_all(dir).map_err(|e| (ctx("creating the state directory", e), false))?;
     let mut body = serde_json::to_vec_pretty(state).map_err(|e| (e.to_string(), false))?;
     body.push(b'\n');
-    let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err((ctx("writing the temporary state file", e), false));
-    }
-    if let Err(e) = fs::rename(&tmp, dir.join(STATE_FILE)) {
-        let _ = fs::remove_file(&tmp);
-        return Err((ctx("renaming the state file into place", e), false));
-    }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| (ctx("syncing the state directory", e), true))
+    crate::state::write_durably(dir, STATE_FILE, &body)
 }
 
 fn escape_label(s: &str) -> String {

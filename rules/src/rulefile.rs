@@ -42,6 +42,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::firewall::{self, Firewall, RawFirewallRule};
+use crate::identity::{self, Identities, RawIdentityRule};
+use crate::tenant::{self, RawTenantRule, TenantScope};
 use crate::verdict::{Mode, Severity};
 use crate::yaml::{ConfigError, Doc};
 
@@ -71,12 +73,42 @@ impl SourceFile {
     }
 }
 
+/// Something a rule refers to outside the rule files: a key file or an environment variable
+/// holding a secret. Compiling stays pure: the caller's [`Resolver`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AssetRef {
+    /// A file, as written in the rule (relative paths are relative to the rules directory).
+    File(String),
+    /// An environment variable.
+    Env(String),
+}
+
+impl std::fmt::Display for AssetRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AssetRef::File(p) => write!(f, "file {p}"),
+            AssetRef::Env(v) => write!(f, "environment variable {v}"),
+        }
+    }
+}
+
+/// Reads an [`AssetRef`]: the bytes, or a one-line reason.
+pub type Resolver<'r> = dyn Fn(&AssetRef) -> Result<Vec<u8>, String> + Sync + 'r;
+
 /// What rule files are checked against besides themselves.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct Env<'a> {
     /// The route ids of `gateway.yaml`. When given, a rule naming any other route is an error
     /// (a typo would otherwise make the rule silently never match). `None` skips the check.
     pub routes: Option<&'a [&'a str]>,
+    /// Reads key files and secrets named by rules. `None`: a rule naming one is an error.
+    pub assets: Option<&'a Resolver<'a>>,
+}
+
+impl std::fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("routes", &self.routes).field("assets", &self.assets.is_some()).finish()
+    }
 }
 
 /// One loaded file, for `GET /v1/rules` and `portcullis validate`.
@@ -116,6 +148,13 @@ pub struct Snapshot {
     pub files: Vec<FileSummary>,
     /// The request firewall.
     pub firewall: Firewall,
+    /// How callers are identified, per route.
+    pub identity: Identities,
+    /// The tenant scope rules.
+    pub tenant: TenantScope,
+    /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
+    /// tell whether anything changed (see [`assets_version`]).
+    pub assets: Vec<AssetRef>,
     rules: Vec<RuleInfo>,
     by_id: HashMap<Arc<str>, usize>,
 }
@@ -127,6 +166,9 @@ impl Snapshot {
             version: short_hex(Sha256::new()),
             files: Vec::new(),
             firewall: Firewall::default(),
+            identity: Identities::default(),
+            tenant: TenantScope::default(),
+            assets: Vec::new(),
             rules: Vec::new(),
             by_id: HashMap::new(),
         }
@@ -162,6 +204,12 @@ pub(crate) struct RawFile {
     /// `firewall:` with no entries (null) is the same as an empty list.
     #[serde(default)]
     firewall: Option<Vec<RawFirewallRule>>,
+    /// `identity:`: how callers are identified on which routes.
+    #[serde(default)]
+    identity: Option<Vec<RawIdentityRule>>,
+    /// `tenant_scope:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    tenant_scope: Option<Vec<RawTenantRule>>,
 }
 
 /// Compiles rule files without checking route ids. See [`compile_with`].
@@ -179,6 +227,9 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut rules: Vec<RuleInfo> = Vec::new();
     let mut summaries = Vec::with_capacity(files.len());
     let mut fw = firewall::Builder::default();
+    let mut idb = identity::Builder::default();
+    let mut ts = tenant::Builder::default();
+    let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
 
     for file in files {
         let before = rules.len();
@@ -200,7 +251,14 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
             } else {
                 match doc.deserialize::<RawFile>() {
                     Ok(raw) => {
-                        let mut ctx = Ctx { doc: &doc, env, errors: &mut errors, ids: &mut ids, rules: &mut rules };
+                        let mut ctx = Ctx {
+                            doc: &doc,
+                            env,
+                            errors: &mut errors,
+                            ids: &mut ids,
+                            rules: &mut rules,
+                            assets: &mut assets,
+                        };
                         if raw.version != SCHEMA_VERSION {
                             // Not reached (see `unsupported_version`), but never accept another version.
                             let msg = format!(
@@ -210,6 +268,8 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                             ctx.error("version", msg);
                         }
                         firewall::compile(&mut ctx, "firewall", raw.firewall.unwrap_or_default(), &mut fw);
+                        identity::compile(&mut ctx, "identity", raw.identity.unwrap_or_default(), &mut idb);
+                        tenant::compile(&mut ctx, "tenant_scope", raw.tenant_scope.unwrap_or_default(), &mut ts);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -241,7 +301,51 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         return Err(errors);
     }
     let by_id = rules.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
-    Ok(Snapshot { version: version_of(files), files: summaries, firewall: fw.build(), rules, by_id })
+    Ok(Snapshot {
+        version: version_with(files, &assets),
+        files: summaries,
+        firewall: fw.build(),
+        identity: idb.build(),
+        tenant: ts.build(),
+        assets: assets.into_iter().map(|(r, _)| r).collect(),
+        rules,
+        by_id,
+    })
+}
+
+/// The version of files plus the assets they read: [`version_of`] when there are none, else the
+/// hash of that and each asset's name and content hash.
+fn version_with(files: &[SourceFile], assets: &[(AssetRef, [u8; 32])]) -> String {
+    let base = version_of(files);
+    if assets.is_empty() {
+        return base;
+    }
+    let mut h = Sha256::new_with_prefix(base.as_bytes());
+    for (r, digest) in assets {
+        let name = r.to_string();
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(digest);
+    }
+    short_hex(h)
+}
+
+/// The version `files` would compile to if the assets named by `assets` (a running snapshot's)
+/// were read again now: how a reload tells that neither the rule files nor the key files they
+/// name changed, without compiling. An asset that cannot be read hashes its error, so fixing it
+/// is a change.
+pub fn assets_version(files: &[SourceFile], assets: &[AssetRef], resolve: &Resolver<'_>) -> String {
+    let read: Vec<(AssetRef, [u8; 32])> = assets
+        .iter()
+        .map(|r| {
+            let digest = match resolve(r) {
+                Ok(bytes) => Sha256::digest(&bytes).into(),
+                Err(e) => Sha256::digest(format!("error: {e}").as_bytes()).into(),
+            };
+            (r.clone(), digest)
+        })
+        .collect();
+    version_with(files, &read)
 }
 
 /// The top-level `version` when it is an integer other than [`SCHEMA_VERSION`]. A missing or
@@ -291,12 +395,37 @@ pub(crate) struct Ctx<'a> {
     errors: &'a mut Vec<ConfigError>,
     ids: &'a mut HashMap<String, (String, usize)>,
     rules: &'a mut Vec<RuleInfo>,
+    assets: &'a mut Vec<(AssetRef, [u8; 32])>,
 }
 
 impl<'a> Ctx<'a> {
     /// Records an error at a key path of the current file.
     pub(crate) fn error(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(self.doc.error_at(path, message));
+    }
+
+    /// Reads a key file or secret named at `path` through the caller's resolver, recording it
+    /// (with its content hash) for the snapshot version. Errors are recorded at `path`.
+    pub(crate) fn asset(&mut self, path: &str, r: AssetRef) -> Option<Vec<u8>> {
+        let Some(resolve) = self.env.assets else {
+            self.error(path, format!("cannot read {r} here (no resolver for key files and secrets)"));
+            return None;
+        };
+        let read = resolve(&r);
+        let digest: [u8; 32] = match &read {
+            Ok(bytes) => Sha256::digest(bytes).into(),
+            Err(e) => Sha256::digest(format!("error: {e}").as_bytes()).into(),
+        };
+        if !self.assets.iter().any(|(a, _)| *a == r) {
+            self.assets.push((r.clone(), digest));
+        }
+        match read {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.error(path, format!("cannot read {r}: {e}"));
+                None
+            }
+        }
     }
 
     /// The route ids rules may name, when known.
@@ -713,7 +842,7 @@ firewall:
     fn routes_are_checked_when_known() {
         let text = "version: 1\nfirewall:\n  - id: a\n    match:\n      routes: [api, apx]\n";
         let routes = ["api", "webhooks"];
-        let env = Env { routes: Some(&routes) };
+        let env = Env { routes: Some(&routes), assets: None };
         let e = compile_with(&files(&[("a.yaml", text)]), &env).unwrap_err();
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].line, e[0].path.as_str()), (5, "firewall[0].match.routes[1]"));

@@ -20,6 +20,7 @@
 
 mod client;
 mod gateway;
+pub mod jwt;
 mod raw;
 mod upstream;
 mod util;

@@ -71,7 +71,7 @@ fn tokens_and_roles() {
     assert_eq!(r.json()["code"], "forbidden");
     assert_eq!(put("/v1/switches/maintenance", OPERATOR).status, 200);
     // Endpoints of features still to come answer 501 behind the same auth and roles.
-    let r = c.post(&gw.control_url("/v1/sessions/s1/revoke"), &[("authorization", &bearer(OPERATOR))], "");
+    let r = c.post(&gw.control_url("/v1/quotas/acme/reset"), &[("authorization", &bearer(OPERATOR))], "");
     assert_eq!(r.status, 501);
     assert_eq!(r.json()["code"], "not_implemented");
 

@@ -11,13 +11,32 @@ fn demo_serves_the_sample_app_through_the_gateway() {
         .replace("127.0.0.1:9090", "127.0.0.1:0")
         .replace("/tmp/portcullis_demo_upgrade.sock", "{{DIR}}/upgrade.sock")
         .replace("/tmp/portcullis_demo.pid", "{{DIR}}/demo.pid");
-    let shipped = std::fs::read_to_string(root.join("config/rules/firewall.yaml")).unwrap();
-    let gw = Gateway::try_start_subcommand(BIN, "demo", &yaml, &[], &[("rules/firewall.yaml", &shipped)])
-        .unwrap_or_else(|e| panic!("{e}"));
+    // The demo's rules directory (config/demo-rules: the shipped firewall through a link, plus
+    // the demo identity and tenant rules), copied beside the config.
+    let mut files: Vec<(String, String)> = Vec::new();
+    for entry in std::fs::read_dir(root.join("config/demo-rules")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = format!("demo-rules/{}", path.file_name().unwrap().to_string_lossy());
+        files.push((name, std::fs::read_to_string(&path).unwrap()));
+    }
+    let refs: Vec<(&str, &str)> = files.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let gw = Gateway::try_start_subcommand(BIN, "demo", &yaml, &[], &refs).unwrap_or_else(|e| panic!("{e}"));
+    let out = gw.output();
+    let token_of = |name: &str| {
+        let key = format!("{name}=");
+        out.split_whitespace().find_map(|w| w.strip_prefix(key.as_str())).map(str::to_owned).expect(name)
+    };
+    let (t12, admin) = (format!("Bearer {}", token_of("TOKEN_12")), format!("Bearer {}", token_of("TOKEN_ADMIN")));
     let c = Client::new();
-    let r = c.get(&gw.url("/api/business/12/orders"), &[]);
+    let r = c.get(&gw.url("/api/business/12/orders"), &[("authorization", &t12)]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tenant"], "12");
+    // The tenant-scoped demo endpoint: a cross-tenant read is refused, an admin may cross.
+    let r = c.get(&gw.url("/api/business/73/orders"), &[("authorization", &t12)]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["code"], "tenant_mismatch");
+    assert_eq!(c.get(&gw.url("/api/business/73/orders"), &[("authorization", &admin)]).status, 200);
+    assert_eq!(c.get(&gw.url("/api/business/12/orders"), &[]).status, 401);
     let r = c.post(
         &gw.url("/api/whatsapp/messages"),
         &[("content-type", "application/json")],
@@ -29,9 +48,20 @@ fn demo_serves_the_sample_app_through_the_gateway() {
     // The shipped firewall rule refuses a known attack tool.
     let r = c.get(&gw.url("/api/business/12/orders"), &[("user-agent", "sqlmap/1.7#stable (https://sqlmap.org)")]);
     assert_eq!(r.status, 403, "{}", r.text());
-    let out = gw.output();
     let token = out.split_whitespace().find(|w| w.starts_with("pcx_")).expect("the demo prints an operator token");
     let r = c.get(&gw.control_url("/v1/upstreams"), &[("authorization", &format!("Bearer {token}"))]);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["pools"][0]["backends"][0]["healthy"], true);
+    // The cross-tenant read is in the runbook's query.
+    let auth = format!("Bearer {token}");
+    assert!(portcullis_tests::wait_until(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(50),
+        || {
+            let ev = c.get(&gw.control_url("/v1/events?severity=critical"), &[("authorization", &auth)]).json();
+            ev["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["type"] == "cross_tenant_attempt" && e["target_tenant"] == "73"))
+        }
+    ));
 }

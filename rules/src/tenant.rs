@@ -1,0 +1,1908 @@
+//! Tenant scoping: the `tenant_scope:` section of a rule file.
+//!
+//! ```yaml
+//! tenant_scope:
+//!   - id: tenant-in-path
+//!     description: "business API: the tenant in the path is the caller's"
+//!     mode: enforce                    # or monitor
+//!     severity: critical               # default: cross_tenant_attempt's (critical)
+//!     routes: [api]                    # optional
+//!     target:                          # at least one source; every present source must agree
+//!       path: "/api/business/{tenant}"
+//!       query: tenant_id
+//!       header: x-tenant-id
+//!       body: /tenant_id
+//!     body_max_bytes: 65536            # default and maximum: 65536
+//!     cross_tenant_roles: [platform_admin]
+//!     containment:                     # optional
+//!       revoke_session: true
+//!       block_subject_seconds: 900
+//!       maintenance: true
+//! ```
+//!
+//! A rule finds the tenant a request *targets* and compares it with the tenant of the verified
+//! identity making it. Rules are evaluated in file order (files in name order); each violation
+//! yields one [`EventType::CrossTenantAttempt`] finding, and the first `enforce` one stops the
+//! request with 403 `tenant_mismatch`.
+//!
+//! # Keys
+//!
+//! * `id`, `description`, `mode`, `severity`: as for every rule (`severity` defaults to
+//!   `critical`).
+//! * `routes`: when given, the rule only applies to requests matched to one of these routes (a
+//!   request with no route never matches). Route ids are checked against the gateway config.
+//! * `target`: where the targeted tenant is read from. At least one source is required; when a
+//!   request supplies several, they must all carry the same value.
+//!   * `path`: a template on the canonical path (see [`crate::canon`]). `{tenant}` appears exactly
+//!     once as a whole segment; `*` is any one (non-empty) segment; other segments are literals,
+//!     written in canonical form, compared ASCII case-insensitively (an application that routes
+//!     `/API/Business/…` like `/api/business/…` must not get it past the rule). The template
+//!     matches as a prefix on segment boundaries: `/api/business/{tenant}` matches
+//!     `/api/business/acme` and `/api/business/acme/orders/1`, and supplies no tenant for
+//!     `/api/business` or `/api/business/`. The tenant segment is percent-decoded
+//!     (`%C5%9Firket` is `şirket`, `acme%2Fx` is `acme/x`).
+//!   * `query`: a query parameter name, written decoded. Every occurrence counts. Names are
+//!     percent-decoded (`+` is a space) and compared the way lenient frameworks do, so that none
+//!     of them reads a parameter the rule does not see: ASCII case-insensitively, leading spaces
+//!     dropped, `.` and space equal to `_` (PHP), and `;` is a separator as well as `&` (Rack 2,
+//!     older Python). A parameter written with array or map syntax (`tenant_id[]=…`,
+//!     `tenant_id[x]=…`) cannot be read as one tenant: unparsable. Values are percent-decoded
+//!     (`+` is a space).
+//!   * `header`: a header name; every value of the header counts, as bytes (no decoding).
+//!   * `body`: an RFC 6901 JSON pointer into a JSON request body (`""` is the whole body; `~0`
+//!     and `~1` escape `~` and `/`; array indices are supported). The value must be a string or
+//!     an integer (`73` reads as `"73"`). Object keys along the pointer are matched
+//!     case-insensitively too (Go's `encoding/json` does), and a body with two keys that could be
+//!     the same member is unparsable. Any non-empty body is parsed as JSON, whatever its
+//!     `Content-Type`: scope such rules to JSON APIs with `routes`.
+//! * `body_max_bytes`: how much of the body the gateway buffers for a `body` source (1 to
+//!   65536, the default: the size of the buffer the gateway replays to the upstream; only valid
+//!   with `target.body`). A larger body is a finding.
+//! * `cross_tenant_roles`: an identity with any of these roles may target any tenant (it also
+//!   needs no tenant of its own). Roles are compared exactly.
+//! * `containment`: what the gateway does on an enforced finding of this rule, opt-in:
+//!   `revoke_session`, `block_subject_seconds` (1 to 2592000: block the identity's subject that
+//!   long) and `maintenance` (switch the gateway to maintenance mode). At least one action must be
+//!   on.
+//!
+//! # Decisions (fail closed)
+//!
+//! A rule whose route filter passes reads every source. When no source supplies a value the rule
+//! does not apply. Otherwise it yields a finding whose `reason` is, checked in this order:
+//!
+//! 1. `unparsable`: a value is empty, longer than 256 bytes, not UTF-8, holds an ASCII control
+//!    character, or has a broken percent-escape (also in the name of a query parameter that
+//!    could be the one); or the body is not JSON (duplicate object keys included, at any depth),
+//!    or the pointer reaches something other than a string or an integer.
+//! 2. `body_too_large`: the body is over `body_max_bytes`.
+//! 3. `ambiguous`: the sources (or several occurrences in one source) carry different values.
+//! 4. `no_identity`: the request is anonymous.
+//! 5. (no finding: the identity has one of `cross_tenant_roles`.)
+//! 6. `no_identity_tenant`: the identity has no tenant.
+//! 7. `mismatch`: the identity's tenant is not the target, compared byte for byte (no Unicode
+//!    normalisation: an NFC and an NFD spelling are different tenants).
+//!
+//! The finding's detail has `reason`, `target_tenant` (or `target_tenants`, the distinct values,
+//! when ambiguous), `sources` (which of `path`, `query`, `header`, `body` supplied a value, and
+//! the one at fault), `source` (for `unparsable` and `body_too_large`: the source at fault; its
+//! raw bytes are never included), `tenant` and `subject` (the identity's, or null). Every string
+//! is at most 256 bytes, and at most 8 values are listed.
+#![deny(clippy::indexing_slicing)]
+
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use http::HeaderName;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::canon;
+use crate::deny::{Deny, DenyCode};
+use crate::rulefile::{Common, Ctx};
+use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
+use crate::view::RequestView;
+
+/// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
+pub const KIND: &str = "tenant_scope";
+
+/// The event every tenant-scope finding becomes.
+pub const EVENT: EventType = EventType::CrossTenantAttempt;
+
+/// Default of `body_max_bytes`.
+pub const DEFAULT_BODY_MAX_BYTES: usize = 64 * 1024;
+
+/// Largest `body_max_bytes` accepted.
+pub const MAX_BODY_MAX_BYTES: usize = 64 * 1024;
+
+/// Largest `containment.block_subject_seconds` accepted (30 days).
+pub const MAX_BLOCK_SUBJECT_SECONDS: u64 = 30 * 24 * 3600;
+
+/// Longest tenant value accepted from a request, and longest string in a finding's detail, in
+/// bytes.
+pub const MAX_TENANT_LEN: usize = 256;
+
+/// At most this many distinct values are listed in an `ambiguous` finding's `target_tenants`.
+const MAX_LISTED_VALUES: usize = 8;
+
+/// Longest `target.query` name and `target.body` pointer accepted, in bytes.
+const MAX_NAME_LEN: usize = 256;
+
+/// One raw rule of the `tenant_scope:` list. Serialized (JSON) for the rule hash: absent optional
+/// keys are skipped so that adding keys to the schema keeps existing hashes.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a tenant_scope rule: a mapping with `id` and `target`")]
+pub(crate) struct RawTenantRule {
+    id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    severity: Option<Severity>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    routes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    target: Option<RawTarget>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    body_max_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    cross_tenant_roles: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    containment: Option<RawContainment>,
+}
+
+/// The sources of one rule. A key written with no value (`query:`) is an error, not an absent
+/// source.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of tenant sources (`path`, `query`, `header`, `body`)")]
+struct RawTarget {
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    header: Option<String>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of containment actions (`revoke_session`, `block_subject_seconds`, `maintenance`)"
+)]
+struct RawContainment {
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    revoke_session: Option<bool>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    block_subject_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    maintenance: Option<bool>,
+}
+
+/// A key that is present must have a value: `null` is a type error, not `None`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Who is asking: the verified identity's relevant parts (the gateway builds it from its
+/// identity).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Principal<'a> {
+    /// The identity's subject (user or client id), for the finding's detail.
+    pub subject: Option<&'a str>,
+    /// The identity's tenant; `None` when it has none.
+    pub tenant: Option<&'a str>,
+    /// The identity's roles.
+    pub roles: &'a [String],
+}
+
+/// Containment actions of one rule: what the gateway does on an enforced finding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Containment {
+    /// Revoke the identity's session.
+    pub revoke_session: bool,
+    /// Block the identity's subject for this many seconds.
+    pub block_subject_seconds: Option<u64>,
+    /// Switch the gateway to maintenance mode.
+    pub maintenance: bool,
+}
+
+/// The request body, as far as the gateway read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyInput<'a> {
+    /// The body was not buffered ([`TenantScope::body_needed`] said `None`): no body source.
+    NotBuffered,
+    /// The body exceeded the cap [`TenantScope::body_needed`] returned.
+    TooLarge,
+    /// The whole body (empty: no body, so no body source).
+    Bytes(&'a [u8]),
+}
+
+/// The compiled tenant scope rules: immutable, `Send + Sync`, evaluated in file order.
+#[derive(Debug, Default)]
+pub struct TenantScope {
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    id: Arc<str>,
+    mode: Mode,
+    severity: Severity,
+    routes: Option<Vec<Box<str>>>,
+    path: Option<Vec<TemplateSeg>>,
+    /// The configured name, folded (see [`fold_param`]).
+    query: Option<Vec<u8>>,
+    header: Option<HeaderName>,
+    body: Option<Pointer>,
+    body_max_bytes: usize,
+    cross_tenant_roles: Vec<Box<str>>,
+    containment: Option<Containment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplateSeg {
+    Literal(Box<str>),
+    Any,
+    Tenant,
+}
+
+/// A parsed JSON pointer: each reference token unescaped, with its folded form.
+#[derive(Debug)]
+struct Pointer {
+    tokens: Vec<(Box<str>, String)>,
+}
+
+/// The names of the sources, in evaluation order.
+const PATH: &str = "path";
+const QUERY: &str = "query";
+const HEADER: &str = "header";
+const BODY: &str = "body";
+
+/// Why a rule yields a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Mismatch,
+    Ambiguous,
+    Unparsable,
+    BodyTooLarge,
+    NoIdentity,
+    NoIdentityTenant,
+}
+
+impl Reason {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Mismatch => "mismatch",
+            Self::Ambiguous => "ambiguous",
+            Self::Unparsable => "unparsable",
+            Self::BodyTooLarge => "body_too_large",
+            Self::NoIdentity => "no_identity",
+            Self::NoIdentityTenant => "no_identity_tenant",
+        }
+    }
+}
+
+/// What one source of one request supplied.
+#[derive(Debug, PartialEq, Eq)]
+enum Source {
+    Absent,
+    /// Distinct values, in order of appearance (at least one).
+    Values(Vec<String>),
+    Unparsable,
+    TooLarge,
+}
+
+impl Source {
+    fn push(&mut self, v: String) {
+        match self {
+            Source::Values(list) => {
+                if !list.contains(&v) {
+                    list.push(v);
+                }
+            }
+            _ => *self = Source::Values(vec![v]),
+        }
+    }
+}
+
+/// The outcome of reading every source of one rule.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    None,
+    /// Distinct values and the sources that supplied them.
+    Found {
+        values: Vec<String>,
+        sources: Vec<&'static str>,
+    },
+    /// A source could not be read (`Unparsable` or `BodyTooLarge`); the sources read before it.
+    Bad {
+        reason: Reason,
+        source: &'static str,
+        sources: Vec<&'static str>,
+    },
+}
+
+/// The request body parsed at most once per request, shared by the rules.
+enum Parsed {
+    NotYet,
+    Json(Value),
+    Invalid,
+}
+
+impl TenantScope {
+    /// True when there is no tenant scope rule.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The largest `body_max_bytes` among the rules with a `body` source that apply to this
+    /// request's route: the gateway buffers that much of the body (and passes
+    /// [`BodyInput::TooLarge`] beyond it). `None`: no rule needs the body, the gateway streams it
+    /// as usual.
+    pub fn body_needed(&self, view: &RequestView<'_>) -> Option<usize> {
+        self.rules.iter().filter(|r| r.body.is_some() && r.applies(view)).map(|r| r.body_max_bytes).max()
+    }
+
+    /// Evaluates every applicable rule in order. `who` is `None` for an anonymous request; `body`
+    /// is what the gateway buffered when [`TenantScope::body_needed`] asked for it. Each
+    /// violation adds one `cross_tenant_attempt` finding to `out`; returns `Break` as soon as
+    /// [`Outcome::add`] does (an `enforce` rule matched): later checks must not run.
+    pub fn check(
+        &self,
+        view: &RequestView<'_>,
+        who: Option<&Principal<'_>>,
+        body: BodyInput<'_>,
+        out: &mut Outcome,
+    ) -> ControlFlow<()> {
+        let mut parsed = Parsed::NotYet;
+        for rule in &self.rules {
+            if !rule.applies(view) {
+                continue;
+            }
+            let target = rule.target(view, body, &mut parsed);
+            if let Some(f) = rule.decide(target, who) {
+                out.add(f)?;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The containment configured for a rule id (for the gateway to act on a finding).
+    pub fn containment(&self, rule_id: &str) -> Option<&Containment> {
+        self.rules.iter().find(|r| &*r.id == rule_id).and_then(|r| r.containment.as_ref())
+    }
+}
+
+impl Rule {
+    fn applies(&self, view: &RequestView<'_>) -> bool {
+        match &self.routes {
+            None => true,
+            Some(routes) => view.route.is_some_and(|r| routes.iter().any(|x| **x == *r)),
+        }
+    }
+
+    /// Reads every source, in order: path, query, header, body.
+    fn target(&self, view: &RequestView<'_>, body: BodyInput<'_>, parsed: &mut Parsed) -> Target {
+        let mut values: Vec<String> = Vec::new();
+        let mut sources: Vec<&'static str> = Vec::new();
+        let reads = [
+            (PATH, self.path.as_ref().map(|t| path_source(t, view.path))),
+            (QUERY, self.query.as_ref().map(|name| query_source(name, view.query))),
+            (HEADER, self.header.as_ref().map(|name| header_source(name, view.headers))),
+        ];
+        let body_read = std::iter::once_with(|| (BODY, self.body.as_ref().map(|p| body_source(p, body, parsed))));
+        for (name, read) in reads.into_iter().chain(body_read) {
+            match read {
+                None | Some(Source::Absent) => {}
+                Some(Source::Unparsable) => return Target::Bad { reason: Reason::Unparsable, source: name, sources },
+                Some(Source::TooLarge) => return Target::Bad { reason: Reason::BodyTooLarge, source: name, sources },
+                Some(Source::Values(list)) => {
+                    sources.push(name);
+                    for v in list {
+                        if !values.contains(&v) {
+                            values.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        if values.is_empty() {
+            Target::None
+        } else {
+            Target::Found { values, sources }
+        }
+    }
+
+    fn decide(&self, target: Target, who: Option<&Principal<'_>>) -> Option<Finding> {
+        let (values, sources) = match target {
+            Target::None => return None,
+            Target::Bad { reason, source, mut sources } => {
+                sources.push(source);
+                return Some(self.finding(reason, &[], &sources, Some(source), who));
+            }
+            Target::Found { values, sources } => (values, sources),
+        };
+        if values.len() > 1 {
+            return Some(self.finding(Reason::Ambiguous, &values, &sources, None, who));
+        }
+        let Some(p) = who else {
+            return Some(self.finding(Reason::NoIdentity, &values, &sources, None, who));
+        };
+        if p.roles.iter().any(|r| self.cross_tenant_roles.iter().any(|c| **c == **r)) {
+            return None;
+        }
+        let Some(tenant) = p.tenant else {
+            return Some(self.finding(Reason::NoIdentityTenant, &values, &sources, None, who));
+        };
+        if values.iter().all(|v| v.as_bytes() == tenant.as_bytes()) {
+            return None;
+        }
+        Some(self.finding(Reason::Mismatch, &values, &sources, None, who))
+    }
+
+    fn finding(
+        &self,
+        reason: Reason,
+        values: &[String],
+        sources: &[&'static str],
+        source: Option<&'static str>,
+        who: Option<&Principal<'_>>,
+    ) -> Finding {
+        let mut detail = Map::new();
+        detail.insert("reason".into(), reason.as_str().into());
+        match values {
+            [] => {}
+            [one] => {
+                detail.insert("target_tenant".into(), bounded(one).into());
+            }
+            many => {
+                let list = many.iter().take(MAX_LISTED_VALUES).map(|v| Value::from(bounded(v))).collect();
+                detail.insert("target_tenants".into(), Value::Array(list));
+            }
+        }
+        detail.insert("sources".into(), Value::Array(sources.iter().map(|&s| Value::from(s)).collect()));
+        if let Some(s) = source {
+            detail.insert("source".into(), s.into());
+        }
+        let opt = |v: Option<&str>| v.map_or(Value::Null, |s| Value::from(bounded(s)));
+        detail.insert("tenant".into(), opt(who.and_then(|p| p.tenant)));
+        detail.insert("subject".into(), opt(who.and_then(|p| p.subject)));
+        Finding {
+            rule_id: self.id.clone(),
+            mode: self.mode,
+            event: EVENT,
+            severity: self.severity,
+            deny: Deny::new(DenyCode::TenantMismatch, reason.as_str()),
+            detail,
+        }
+    }
+}
+
+/// At most [`MAX_TENANT_LEN`] bytes of `s`, cut on a character boundary.
+fn bounded(s: &str) -> &str {
+    let mut end = s.len().min(MAX_TENANT_LEN);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+/// A decoded value as a tenant: 1 to [`MAX_TENANT_LEN`] bytes of UTF-8 without ASCII controls.
+fn tenant_value(bytes: Vec<u8>) -> Option<String> {
+    if bytes.is_empty() || bytes.len() > MAX_TENANT_LEN || bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return None;
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// Strict percent-decoding: `None` on a `%` not followed by two hex digits.
+fn percent_decode(raw: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'%' => {
+                let hi = raw.get(i + 1).and_then(|&c| hex_val(c))?;
+                let lo = raw.get(i + 2).and_then(|&c| hex_val(c))?;
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+/// Percent-decodes up to the first broken escape. Returns the decoded prefix and whether the
+/// input had a broken escape.
+fn decode_prefix(raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'%' => match (raw.get(i + 1).and_then(|&c| hex_val(c)), raw.get(i + 2).and_then(|&c| hex_val(c))) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                    continue;
+                }
+                _ => return (out, true),
+            },
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    (out, false)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The tenant segment of a canonical path under the template, percent-decoded.
+fn path_source(template: &[TemplateSeg], path: &str) -> Source {
+    let Some(rest) = path.strip_prefix('/') else { return Source::Absent };
+    let mut segs = rest.split('/');
+    let mut tenant = None;
+    for t in template {
+        let Some(seg) = segs.next() else { return Source::Absent };
+        match t {
+            TemplateSeg::Literal(l) if !l.eq_ignore_ascii_case(seg) => return Source::Absent,
+            TemplateSeg::Literal(_) => {}
+            TemplateSeg::Any if seg.is_empty() => return Source::Absent,
+            TemplateSeg::Any => {}
+            TemplateSeg::Tenant => tenant = Some(seg),
+        }
+    }
+    match tenant {
+        None | Some("") => Source::Absent,
+        Some(seg) => match percent_decode(seg.as_bytes(), false).and_then(tenant_value) {
+            Some(v) => Source::Values(vec![v]),
+            None => Source::Unparsable,
+        },
+    }
+}
+
+/// A query parameter name as compared: leading spaces dropped, ASCII lowercase, `.` and space as
+/// `_` (the union of what lenient frameworks do).
+fn fold_param(name: &[u8]) -> Vec<u8> {
+    let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
+    name.iter()
+        .skip(start)
+        .map(|&b| match b {
+            b'.' | b' ' => b'_',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Every occurrence of the parameter `want` (folded) in the raw query.
+fn query_source(want: &[u8], query: Option<&str>) -> Source {
+    let Some(query) = query else { return Source::Absent };
+    let mut found = Source::Absent;
+    for pair in query.split('&') {
+        if query_param(want, pair, &mut found).is_err() {
+            return Source::Unparsable;
+        }
+        if pair.contains(';') {
+            for piece in pair.split(';') {
+                if query_param(want, piece, &mut found).is_err() {
+                    return Source::Unparsable;
+                }
+            }
+        }
+    }
+    found
+}
+
+/// One `name=value` piece: adds its value when it is the parameter; `Err` when it could be the
+/// parameter but cannot be read as one value.
+fn query_param(want: &[u8], piece: &str, found: &mut Source) -> Result<(), ()> {
+    if piece.is_empty() {
+        return Ok(());
+    }
+    let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
+    let (decoded, broken) = decode_prefix(name.as_bytes());
+    let folded = fold_param(&decoded);
+    if broken {
+        // A lenient decoder could make anything of the rest: fail closed if the part before the
+        // broken escape could begin the name.
+        return if want.starts_with(&folded) { Err(()) } else { Ok(()) };
+    }
+    if folded == want {
+        let v = percent_decode(value.as_bytes(), true).and_then(tenant_value).ok_or(())?;
+        found.push(v);
+        return Ok(());
+    }
+    if folded.strip_prefix(want).is_some_and(|rest| rest.first() == Some(&b'[')) {
+        // `tenant_id[]=…`, `tenant_id[x]=…`: an array or a map to PHP, Rails, qs.
+        return Err(());
+    }
+    Ok(())
+}
+
+/// Every value of the header, as UTF-8.
+fn header_source(name: &HeaderName, headers: &http::HeaderMap) -> Source {
+    let mut found = Source::Absent;
+    for v in headers.get_all(name) {
+        match tenant_value(v.as_bytes().to_vec()) {
+            Some(s) => found.push(s),
+            None => return Source::Unparsable,
+        }
+    }
+    found
+}
+
+fn body_source(pointer: &Pointer, body: BodyInput<'_>, parsed: &mut Parsed) -> Source {
+    let bytes = match body {
+        BodyInput::NotBuffered | BodyInput::Bytes([]) => return Source::Absent,
+        BodyInput::TooLarge => return Source::TooLarge,
+        BodyInput::Bytes(b) => b,
+    };
+    if matches!(parsed, Parsed::NotYet) {
+        *parsed = match parse_strict(bytes) {
+            Some(v) => Parsed::Json(v),
+            None => Parsed::Invalid,
+        };
+    }
+    let Parsed::Json(root) = parsed else { return Source::Unparsable };
+    match resolve(root, pointer) {
+        Err(()) => Source::Unparsable,
+        Ok(None) => Source::Absent,
+        Ok(Some(Value::String(s))) => match tenant_value(s.as_bytes().to_vec()) {
+            Some(v) => Source::Values(vec![v]),
+            None => Source::Unparsable,
+        },
+        Ok(Some(Value::Number(n))) if n.is_i64() || n.is_u64() => Source::Values(vec![n.to_string()]),
+        Ok(Some(_)) => Source::Unparsable,
+    }
+}
+
+/// Follows the pointer. Object members are looked up case-insensitively (Unicode simple folding,
+/// as Go's `encoding/json` does); two members that could be the token are an error. `Ok(None)`:
+/// the pointer does not resolve.
+fn resolve<'v>(root: &'v Value, pointer: &Pointer) -> Result<Option<&'v Value>, ()> {
+    let mut cur = root;
+    for (token, folded) in &pointer.tokens {
+        cur = match cur {
+            Value::Object(map) => {
+                let mut hits = map.iter().filter(|(k, _)| **k == **token || fold_key(k) == *folded);
+                match (hits.next(), hits.next()) {
+                    (None, _) => return Ok(None),
+                    (Some((_, v)), None) => v,
+                    (Some(_), Some(_)) => return Err(()),
+                }
+            }
+            Value::Array(items) => {
+                let Some(i) = array_index(token) else { return Ok(None) };
+                match items.get(i) {
+                    Some(v) => v,
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+    }
+    Ok(Some(cur))
+}
+
+/// RFC 6901 array index: `0` or digits without a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    let ok =
+        token == "0" || (!token.starts_with('0') && !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        token.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Case folding for JSON member names: upper then lower case, so `ſ` and `s`, `K` (Kelvin) and
+/// `k` fold alike.
+fn fold_key(k: &str) -> String {
+    k.to_uppercase().to_lowercase()
+}
+
+/// Parses JSON, refusing duplicate object keys at any depth. `None`: not valid JSON (or a
+/// duplicate key, or nesting deeper than serde_json's limit of 128).
+fn parse_strict(bytes: &[u8]) -> Option<Value> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let Strict(v) = Strict::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(v)
+}
+
+/// A JSON value whose objects have no duplicate keys.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(de::Error::custom("duplicate object key"));
+            }
+            let Strict(v) = map.next_value()?;
+            obj.insert(key, v);
+        }
+        Ok(Value::Object(obj))
+    }
+}
+
+/// Collects the compiled rules of every file.
+#[derive(Debug, Default)]
+pub(crate) struct Builder {
+    rules: Vec<Rule>,
+}
+
+impl Builder {
+    pub(crate) fn build(self) -> TenantScope {
+        TenantScope { rules: self.rules }
+    }
+}
+
+/// Compiles the `tenant_scope:` list of one file (`section` is its key, for error paths).
+pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: Vec<RawTenantRule>, out: &mut Builder) {
+    for (i, r) in raw.iter().enumerate() {
+        let base = format!("{section}[{i}]");
+        let meta = ctx.rule(KIND, &base, Common { id: &r.id, mode: r.mode, severity: r.severity }, r);
+        let mut c = RuleCompiler { ctx: &mut *ctx, base, ok: true };
+        let rule = c.rule(meta.id, meta.mode, meta.severity.unwrap_or(EVENT.default_severity()), r);
+        if c.ok {
+            out.rules.push(rule);
+        }
+    }
+}
+
+/// Validates and compiles one rule, recording every error.
+struct RuleCompiler<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    /// `tenant_scope[i]`
+    base: String,
+    ok: bool,
+}
+
+impl RuleCompiler<'_, '_> {
+    fn error(&mut self, key: &str, message: impl Into<String>) {
+        self.ok = false;
+        let path = if key.is_empty() { self.base.clone() } else { format!("{}.{key}", self.base) };
+        self.ctx.error(&path, message);
+    }
+
+    /// The compiled rule; only meaningful when no error was recorded (`self.ok`).
+    fn rule(&mut self, id: Arc<str>, mode: Mode, severity: Severity, r: &RawTenantRule) -> Rule {
+        let routes = r.routes.as_ref().map(|list| {
+            if list.is_empty() {
+                self.error("routes", "`routes` is empty: remove the key or list at least one route");
+            }
+            let known = self.ctx.routes();
+            let mut out = Vec::with_capacity(list.len());
+            for (j, s) in list.iter().enumerate() {
+                match check_route(s, known) {
+                    Ok(()) => out.push(Box::from(s.as_str())),
+                    Err(msg) => self.error(&format!("routes[{j}]"), msg),
+                }
+            }
+            out
+        });
+
+        let mut path = None;
+        let mut query = None;
+        let mut header = None;
+        let mut body = None;
+        match &r.target {
+            None => {
+                self.error("target", "a rule needs a `target` with at least one source (path, query, header, body)")
+            }
+            Some(t) => {
+                if t.path.is_none() && t.query.is_none() && t.header.is_none() && t.body.is_none() {
+                    self.error("target", "`target` needs at least one source (path, query, header, body)");
+                }
+                if let Some(p) = &t.path {
+                    path = self.result("target.path", parse_template(p));
+                }
+                if let Some(q) = &t.query {
+                    query = self.result("target.query", check_query_name(q));
+                }
+                if let Some(h) = &t.header {
+                    header = self.result("target.header", check_header_name(h));
+                }
+                if let Some(b) = &t.body {
+                    body = self.result("target.body", parse_pointer(b));
+                }
+            }
+        }
+
+        let has_body = r.target.as_ref().is_some_and(|t| t.body.is_some());
+        let body_max_bytes = match r.body_max_bytes {
+            None => DEFAULT_BODY_MAX_BYTES,
+            Some(_) if !has_body => {
+                self.error("body_max_bytes", "`body_max_bytes` only applies to a `target.body` source: remove it");
+                DEFAULT_BODY_MAX_BYTES
+            }
+            Some(n) => match usize::try_from(n) {
+                Ok(n) if (1..=MAX_BODY_MAX_BYTES).contains(&n) => n,
+                _ => {
+                    self.error(
+                        "body_max_bytes",
+                        format!("`body_max_bytes` must be between 1 and {MAX_BODY_MAX_BYTES}, got {n}"),
+                    );
+                    DEFAULT_BODY_MAX_BYTES
+                }
+            },
+        };
+
+        let mut cross_tenant_roles = Vec::new();
+        if let Some(list) = &r.cross_tenant_roles {
+            if list.is_empty() {
+                self.error(
+                    "cross_tenant_roles",
+                    "`cross_tenant_roles` is empty: remove the key or list at least one role",
+                );
+            }
+            for (j, role) in list.iter().enumerate() {
+                if role.trim().is_empty() {
+                    self.error(&format!("cross_tenant_roles[{j}]"), "a role cannot be empty");
+                } else {
+                    cross_tenant_roles.push(Box::from(role.as_str()));
+                }
+            }
+        }
+
+        let containment = r.containment.as_ref().and_then(|c| self.containment(c));
+
+        Rule { id, mode, severity, routes, path, query, header, body, body_max_bytes, cross_tenant_roles, containment }
+    }
+
+    fn containment(&mut self, c: &RawContainment) -> Option<Containment> {
+        let out = Containment {
+            revoke_session: c.revoke_session.unwrap_or(false),
+            block_subject_seconds: c.block_subject_seconds,
+            maintenance: c.maintenance.unwrap_or(false),
+        };
+        if let Some(s) = out.block_subject_seconds {
+            if !(1..=MAX_BLOCK_SUBJECT_SECONDS).contains(&s) {
+                self.error(
+                    "containment.block_subject_seconds",
+                    format!(
+                        "`block_subject_seconds` must be between 1 and {MAX_BLOCK_SUBJECT_SECONDS} (30 days), got {s}"
+                    ),
+                );
+                return None;
+            }
+        }
+        if !out.revoke_session && out.block_subject_seconds.is_none() && !out.maintenance {
+            self.error("containment", "`containment` turns no action on: nothing to do; remove `containment`");
+            return None;
+        }
+        Some(out)
+    }
+
+    /// The value, or `None` after recording the error at `key`.
+    fn result<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|msg| self.error(key, msg)).ok()
+    }
+}
+
+/// A `routes` entry: non-empty, and one of the gateway's routes when those are known.
+fn check_route(s: &str, known: Option<&[&str]>) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("a route id cannot be empty".into());
+    }
+    match known {
+        Some(known) if !known.contains(&s) => {
+            let mut names: Vec<&str> = known.iter().copied().take(20).collect();
+            if known.len() > 20 {
+                names.push("…");
+            }
+            let list = if names.is_empty() { "(none)".to_string() } else { names.join(", ") };
+            Err(format!("unknown route `{s}`; routes in the gateway config: {list}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Parses and validates a `target.path` template.
+fn parse_template(t: &str) -> Result<Vec<TemplateSeg>, String> {
+    let Some(rest) = t.strip_prefix('/') else {
+        return Err(format!("`{t}` must start with `/`"));
+    };
+    let mut segs = Vec::new();
+    let mut tenants = 0;
+    for seg in rest.split('/') {
+        let s = match seg {
+            "" => return Err(format!("`{t}` has an empty segment (`//` or a trailing `/`)")),
+            "." | ".." => return Err(format!("`{t}` has a `{seg}` segment")),
+            "{tenant}" => {
+                tenants += 1;
+                TemplateSeg::Tenant
+            }
+            "*" => TemplateSeg::Any,
+            _ if seg.contains(['{', '}']) => {
+                return Err(format!(
+                    "`{t}`: `{seg}` is not a placeholder; the only one is `{{tenant}}`, as a whole segment"
+                ))
+            }
+            _ if seg.contains('*') => {
+                return Err(format!("`{t}`: `*` stands for a whole segment, not part of `{seg}`"));
+            }
+            _ => TemplateSeg::Literal(Box::from(seg)),
+        };
+        segs.push(s);
+    }
+    if tenants != 1 {
+        return Err(format!("`{t}` must contain `{{tenant}}` exactly once as a whole segment (found {tenants})"));
+    }
+    // Literal segments must already be canonical: put a plain segment in each placeholder's place.
+    let plain: Vec<&str> = segs
+        .iter()
+        .map(|s| match s {
+            TemplateSeg::Literal(l) => l,
+            TemplateSeg::Any | TemplateSeg::Tenant => "x",
+        })
+        .collect();
+    let plain = format!("/{}", plain.join("/"));
+    match canon::canonicalize(plain.as_bytes()) {
+        Err(e) => Err(format!("`{t}` is not a valid path: {e}")),
+        Ok(c) if c != plain => {
+            // No `.`, `..` or empty segment: canonicalisation keeps the segment count.
+            let fixed: Vec<&str> = c
+                .trim_start_matches('/')
+                .split('/')
+                .zip(&segs)
+                .map(|(canonical, s)| match s {
+                    TemplateSeg::Literal(_) => canonical,
+                    TemplateSeg::Any => "*",
+                    TemplateSeg::Tenant => "{tenant}",
+                })
+                .collect();
+            Err(format!("`{t}` is not canonical; did you mean `/{}`?", fixed.join("/")))
+        }
+        Ok(_) => Ok(segs),
+    }
+}
+
+/// A `target.query` name, written decoded; returns it folded.
+fn check_query_name(q: &str) -> Result<Vec<u8>, String> {
+    if q.is_empty() {
+        return Err("the query parameter name cannot be empty".into());
+    }
+    if q.len() > MAX_NAME_LEN {
+        return Err(format!("the query parameter name is {} bytes; the limit is {MAX_NAME_LEN}", q.len()));
+    }
+    if let Some(c) = q.chars().find(|c| c.is_control() || c.is_whitespace() || "&=#+%".contains(*c)) {
+        return Err(format!(
+            "`{}` is not a valid query parameter name: {c:?} is not allowed (write the name decoded, \
+             without `&`, `=`, `#`, `+`, `%`, spaces or control characters)",
+            q.escape_debug()
+        ));
+    }
+    Ok(fold_param(q.as_bytes()))
+}
+
+fn check_header_name(h: &str) -> Result<HeaderName, String> {
+    if h.is_empty() {
+        return Err("the header name cannot be empty".into());
+    }
+    HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("`{}` is not a valid header name", h.escape_debug()))
+}
+
+/// A `target.body` RFC 6901 JSON pointer.
+fn parse_pointer(p: &str) -> Result<Pointer, String> {
+    if p.len() > MAX_NAME_LEN {
+        return Err(format!("the JSON pointer is {} bytes; the limit is {MAX_NAME_LEN}", p.len()));
+    }
+    if p.is_empty() {
+        return Ok(Pointer { tokens: Vec::new() });
+    }
+    let Some(rest) = p.strip_prefix('/') else {
+        return Err(format!("`{p}` is not a JSON pointer: it must be empty or start with `/` (like `/tenant_id`)"));
+    };
+    let mut tokens = Vec::new();
+    for raw in rest.split('/') {
+        let mut token = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '~' {
+                match chars.next() {
+                    Some('0') => token.push('~'),
+                    Some('1') => token.push('/'),
+                    _ => return Err(format!("`{p}` is not a JSON pointer: `~` must be followed by `0` or `1`")),
+                }
+            } else {
+                token.push(c);
+            }
+        }
+        let folded = fold_key(&token);
+        tokens.push((token.into_boxed_str(), folded));
+    }
+    Ok(Pointer { tokens })
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::rulefile::{compile, compile_with, Env, Snapshot, SourceFile};
+    use crate::verdict::Action;
+    use http::{HeaderMap, HeaderValue};
+    use serde_json::json;
+
+    fn snap(rules: &str) -> Snapshot {
+        let text = format!("version: 1\ntenant_scope:\n{rules}");
+        match compile(&[SourceFile::new("tenant.yaml", text)]) {
+            Ok(s) => s,
+            Err(e) => panic!("{}", e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+        }
+    }
+
+    /// One rule `r` with the given `target` (flow mapping) and extra keys.
+    fn one(target: &str, extra: &str) -> Snapshot {
+        snap(&format!("  - id: r\n    target: {target}\n{extra}"))
+    }
+
+    fn errors(rules: &str) -> Vec<String> {
+        let text = format!("version: 1\ntenant_scope:\n{rules}");
+        compile(&[SourceFile::new("tenant.yaml", text)])
+            .unwrap_err()
+            .iter()
+            .map(|e| format!("{} {}: {}", e.line, e.path, e.message))
+            .collect()
+    }
+
+    /// The single error of a one-rule file with this `target` and extra keys.
+    fn err1(target: &str, extra: &str) -> String {
+        let e = errors(&format!("  - id: r\n    target: {target}\n{extra}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        e.into_iter().next().unwrap()
+    }
+
+    struct Req {
+        path: String,
+        query: Option<String>,
+        route: Option<&'static str>,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+        too_large: bool,
+    }
+
+    fn req(path: &str) -> Req {
+        Req {
+            path: path.into(),
+            query: None,
+            route: Some("api"),
+            headers: HeaderMap::new(),
+            body: None,
+            too_large: false,
+        }
+    }
+
+    impl Req {
+        fn view(&self) -> RequestView<'_> {
+            RequestView {
+                method: "POST",
+                path: &self.path,
+                query: self.query.as_deref(),
+                host: Some("app.example.com"),
+                route: self.route,
+                channel: None,
+                client_ip: None,
+                headers: &self.headers,
+            }
+        }
+        fn query(mut self, q: &str) -> Self {
+            self.query = Some(q.into());
+            self
+        }
+        fn header(mut self, name: &'static str, value: &[u8]) -> Self {
+            self.headers.append(name, HeaderValue::from_bytes(value).unwrap());
+            self
+        }
+        fn body(mut self, b: &[u8]) -> Self {
+            self.body = Some(b.to_vec());
+            self
+        }
+        fn route(mut self, r: Option<&'static str>) -> Self {
+            self.route = r;
+            self
+        }
+        fn input(&self) -> BodyInput<'_> {
+            match (&self.body, self.too_large) {
+                (_, true) => BodyInput::TooLarge,
+                (Some(b), false) => BodyInput::Bytes(b),
+                (None, false) => BodyInput::NotBuffered,
+            }
+        }
+    }
+
+    const ACME: Principal<'static> = Principal { subject: Some("u-1"), tenant: Some("acme"), roles: &[] };
+
+    fn run_as(s: &Snapshot, r: &Req, who: Option<&Principal<'_>>) -> (ControlFlow<()>, Outcome) {
+        let mut out = Outcome::default();
+        let flow = s.tenant.check(&r.view(), who, r.input(), &mut out);
+        (flow, out)
+    }
+
+    /// The reason of the single finding for `acme`, or `None` when clean.
+    fn reason(s: &Snapshot, r: &Req) -> Option<String> {
+        reason_as(s, r, Some(&ACME))
+    }
+
+    fn reason_as(s: &Snapshot, r: &Req, who: Option<&Principal<'_>>) -> Option<String> {
+        let (_, out) = run_as(s, r, who);
+        let all: Vec<&Finding> = out.findings().collect();
+        assert!(all.len() <= 1, "{all:?}");
+        all.first().map(|f| f.detail["reason"].as_str().unwrap().to_string())
+    }
+
+    fn detail(s: &Snapshot, r: &Req, who: Option<&Principal<'_>>) -> Value {
+        let (_, out) = run_as(s, r, who);
+        let d = out.findings().next().expect("a finding").detail.clone();
+        Value::Object(d)
+    }
+
+    fn path_rule() -> Snapshot {
+        one("{path: '/api/business/{tenant}'}", "")
+    }
+
+    #[test]
+    fn mismatch_denies_with_tenant_mismatch() {
+        let s = path_rule();
+        let (flow, out) = run_as(&s, &req("/api/business/other/orders"), Some(&ACME));
+        assert_eq!(flow, ControlFlow::Break(()));
+        let f = out.deny.as_ref().unwrap();
+        assert_eq!(&*f.rule_id, "r");
+        assert_eq!(f.event, EventType::CrossTenantAttempt);
+        assert_eq!(f.severity, Severity::Critical);
+        assert_eq!(f.action(), Action::Blocked);
+        assert_eq!(
+            (f.deny.code, f.deny.code.status(), f.deny.code.as_str()),
+            (DenyCode::TenantMismatch, 403, "tenant_mismatch")
+        );
+        assert_eq!(f.deny.reason, "mismatch");
+        assert_eq!(
+            Value::Object(f.detail.clone()),
+            json!({
+                "reason": "mismatch", "target_tenant": "other", "sources": ["path"],
+                "tenant": "acme", "subject": "u-1",
+            })
+        );
+        assert!(out.flagged.is_empty());
+    }
+
+    #[test]
+    fn path_encoding_matrix() {
+        let s = path_rule();
+        for p in [
+            "/api/business/other/x",
+            "/API/business/other/x",
+            "/api/BUSINESS/other",
+            "/api/business/%6Fther",
+            "/api/business/acme%2Fx",
+            "/Api/Business/other/",
+        ] {
+            assert_eq!(reason(&s, &req(p)).as_deref(), Some("mismatch"), "{p}");
+        }
+        for p in ["/api/business/acme", "/api/business/acme/orders", "/api/business/acme/", "/API/Business/acme/x"] {
+            assert_eq!(reason(&s, &req(p)), None, "{p}");
+        }
+        // The decoder is exercised (canonical form would already have decoded `%6F`).
+        assert_eq!(detail(&s, &req("/api/business/%6Fther"), Some(&ACME))["target_tenant"], "other");
+        assert_eq!(detail(&s, &req("/api/business/acme%2Fx"), Some(&ACME))["target_tenant"], "acme/x");
+        assert_eq!(percent_decode(b"%6F%6f", false), Some(b"oo".to_vec()));
+        assert_eq!(percent_decode(b"a+b", false), Some(b"a+b".to_vec()));
+    }
+
+    #[test]
+    fn path_outside_the_template_supplies_nothing() {
+        let s = path_rule();
+        for p in
+            ["/api/business", "/api/business/", "/api/businesses/other", "/api/other", "/", "/x/api/business/other"]
+        {
+            assert_eq!(reason(&s, &req(p)), None, "{p}");
+        }
+        // Template segments after the tenant must match too.
+        let s = one("{path: '/api/*/{tenant}/orders'}", "");
+        assert_eq!(reason(&s, &req("/api/v1/other/orders/1")).as_deref(), Some("mismatch"));
+        assert_eq!(reason(&s, &req("/api/v2/other/ORDERS")).as_deref(), Some("mismatch"));
+        assert_eq!(reason(&s, &req("/api/v1/other/invoices")), None);
+        assert_eq!(reason(&s, &req("/api/v1/other")), None);
+        assert_eq!(reason(&s, &req("/api/v1/acme/orders")), None);
+        // The tenant as the first segment.
+        let s = one("{path: '/{tenant}'}", "");
+        assert_eq!(reason(&s, &req("/other/x")).as_deref(), Some("mismatch"));
+        assert_eq!(reason(&s, &req("/acme")), None);
+        assert_eq!(reason(&s, &req("/")), None);
+    }
+
+    #[test]
+    fn path_unparsable_values() {
+        let s = path_rule();
+        for p in [
+            "/api/business/%zz",
+            "/api/business/%4",
+            "/api/business/%FF%FE",
+            "/api/business/a%09b",
+            "/api/business/%7F",
+        ] {
+            assert_eq!(reason(&s, &req(p)).as_deref(), Some("unparsable"), "{p}");
+        }
+        let long = format!("/api/business/{}", "a".repeat(257));
+        assert_eq!(reason(&s, &req(&long)).as_deref(), Some("unparsable"));
+        let ok = format!("/api/business/{}", "a".repeat(256));
+        assert_eq!(reason(&s, &req(&ok)).as_deref(), Some("mismatch"));
+        // Raw bytes are never in the detail: the source is named instead.
+        let d = detail(&s, &req("/api/business/%FF"), Some(&ACME));
+        assert_eq!(
+            d,
+            json!({"reason": "unparsable", "sources": ["path"], "source": "path", "tenant": "acme", "subject": "u-1"})
+        );
+    }
+
+    #[test]
+    fn unicode_tenants_compare_byte_exactly() {
+        let s = path_rule();
+        let who = Principal { subject: None, tenant: Some("şirket"), roles: &[] };
+        let canonical = canon::canonicalize("/api/business/şirket/x".as_bytes()).unwrap();
+        assert_eq!(canonical, "/api/business/%C5%9Firket/x");
+        assert_eq!(reason_as(&s, &req(&canonical), Some(&who)), None);
+        // NFD (s + combining cedilla) is another tenant: fails closed.
+        assert_eq!(reason_as(&s, &req("/api/business/s%CC%A7irket"), Some(&who)).as_deref(), Some("mismatch"));
+        // And ASCII case matters in the tenant itself.
+        assert_eq!(reason(&s, &req("/api/business/ACME")).as_deref(), Some("mismatch"));
+    }
+
+    fn query_rule() -> Snapshot {
+        one("{query: tenant_id}", "")
+    }
+
+    #[test]
+    fn query_source() {
+        let s = query_rule();
+        for (q, want) in [
+            ("tenant_id=other", Some("mismatch")),
+            ("tenant%5Fid=other", Some("mismatch")),
+            ("tenant%5fid=other", Some("mismatch")),
+            ("x=1&tenant_id=other&y=2", Some("mismatch")),
+            ("tenant_id=acme&tenant_id=other", Some("ambiguous")),
+            ("tenant_id=acme&tenant_id=acme", None),
+            ("tenant_id=%61cme", None),
+            ("tenant_id=acme", None),
+            ("tenant_idx=other", None),
+            ("xtenant_id=other", None),
+            ("other=tenant_id", None),
+            ("tenant_id=%zz", Some("unparsable")),
+            ("tenant_id=ac%4", Some("unparsable")),
+            ("tenant_id=", Some("unparsable")),
+            ("tenant_id", Some("unparsable")),
+            ("tenant_id=%00", Some("unparsable")),
+            ("tenant_id=%FF", Some("unparsable")),
+            // A broken escape in a name that could be the parameter.
+            ("tenant%zzid=other", Some("unparsable")),
+            ("tenant%u005Fid=other", Some("unparsable")),
+            ("%zz=1", Some("unparsable")),
+            ("tenant_id%=1", Some("unparsable")),
+            ("other%zz=1&tenant_id=acme", None),
+            // `+` is a space, in values and names.
+            ("tenant_id=ac+me", Some("mismatch")),
+            ("tenant+id=other", Some("mismatch")),
+            // Lenient frameworks: case, PHP's `.`/space/leading space, `;` separators, arrays.
+            ("TENANT_ID=other", Some("mismatch")),
+            ("tenant.id=other", Some("mismatch")),
+            ("%20tenant_id=other", Some("mismatch")),
+            ("x=1;tenant_id=other", Some("mismatch")),
+            ("tenant_id=acme;x=1", Some("ambiguous")),
+            ("tenant_id[]=other", Some("unparsable")),
+            ("tenant_id[0]=acme", Some("unparsable")),
+            ("tenant_id%5B%5D=acme", Some("unparsable")),
+            ("", None),
+            ("&&", None),
+        ] {
+            assert_eq!(reason(&s, &req("/x").query(q)).as_deref(), want, "{q}");
+        }
+        assert_eq!(reason(&s, &req("/x")), None);
+        let d = detail(&s, &req("/x").query("tenant_id=acme&tenant_id=other&tenant_id=o%74her"), Some(&ACME));
+        assert_eq!(d["target_tenants"], json!(["acme", "other"]));
+        assert_eq!(d["sources"], json!(["query"]));
+        assert!(d.get("target_tenant").is_none());
+        let d = detail(&s, &req("/x").query("tenant_id=%zzsecret"), Some(&ACME));
+        assert_eq!(d["source"], "query");
+        assert!(!d.to_string().contains("secret"), "{d}");
+    }
+
+    #[test]
+    fn header_source() {
+        let s = one("{header: X-Tenant-Id}", "");
+        assert_eq!(reason(&s, &req("/x").header("x-tenant-id", b"other")).as_deref(), Some("mismatch"));
+        assert_eq!(reason(&s, &req("/x").header("x-tenant-id", b"acme")), None);
+        assert_eq!(reason(&s, &req("/x")), None);
+        let r = req("/x").header("x-tenant-id", b"acme").header("x-tenant-id", b"other");
+        assert_eq!(reason(&s, &r).as_deref(), Some("ambiguous"));
+        let r = req("/x").header("x-tenant-id", b"acme").header("x-tenant-id", b"acme");
+        assert_eq!(reason(&s, &r), None);
+        // A comma list is one value, not the caller's tenant.
+        assert_eq!(reason(&s, &req("/x").header("x-tenant-id", b"acme, other")).as_deref(), Some("mismatch"));
+        assert_eq!(reason(&s, &req("/x").header("x-tenant-id", b"\xff\xfe")).as_deref(), Some("unparsable"));
+        assert_eq!(reason(&s, &req("/x").header("x-tenant-id", b"a\tb")).as_deref(), Some("unparsable"));
+        assert_eq!(reason(&s, &req("/x").header("x-tenant-id", b"")).as_deref(), Some("unparsable"));
+        // Not percent-decoded.
+        assert_eq!(reason(&s, &req("/x").header("x-tenant-id", b"%61cme")).as_deref(), Some("mismatch"));
+        // UTF-8 values are fine.
+        let who = Principal { subject: None, tenant: Some("şirket"), roles: &[] };
+        assert_eq!(reason_as(&s, &req("/x").header("x-tenant-id", "şirket".as_bytes()), Some(&who)), None);
+    }
+
+    fn body_rule(pointer: &str) -> Snapshot {
+        one(&format!("{{body: '{pointer}'}}"), "")
+    }
+
+    #[test]
+    fn body_source() {
+        let s = body_rule("/tenant_id");
+        for (b, want) in [
+            (r#"{"tenant_id":"other"}"#, Some("mismatch")),
+            (r#"{"tenant_id":"acme"}"#, None),
+            (r#"{"x":1}"#, None),
+            (r#"{"tenant_id":"mine","tenant_id":"other"}"#, Some("unparsable")),
+            (r#"{"tenant_id":"acme","tenant\u005fid":"other"}"#, Some("unparsable")),
+            (r#"{"a":{"b":1,"b":2},"tenant_id":"acme"}"#, Some("unparsable")),
+            (r#"[{"k":1,"k":1}]"#, Some("unparsable")),
+            (r#"{"tenant_id":73.0}"#, Some("unparsable")),
+            (r#"{"tenant_id":1e2}"#, Some("unparsable")),
+            (r#"{"tenant_id":null}"#, Some("unparsable")),
+            (r#"{"tenant_id":true}"#, Some("unparsable")),
+            (r#"{"tenant_id":["acme"]}"#, Some("unparsable")),
+            (r#"{"tenant_id":{"id":"acme"}}"#, Some("unparsable")),
+            (r#"{"tenant_id":""}"#, Some("unparsable")),
+            (r#"{"tenant_id":"a\u0000"}"#, Some("unparsable")),
+            (r#"{"tenant_id":"acme""#, Some("unparsable")),
+            ("not json", Some("unparsable")),
+            (r#"{"tenant_id":"acme"} x"#, Some("unparsable")),
+            (" ", Some("unparsable")),
+            // Case-insensitive members (Go's encoding/json).
+            (r#"{"TENANT_ID":"other"}"#, Some("mismatch")),
+            (r#"{"tenant_id":"acme","Tenant_Id":"acme"}"#, Some("unparsable")),
+            ("[1]", None),
+            (r#""acme""#, None),
+        ] {
+            assert_eq!(reason(&s, &req("/x").body(b.as_bytes())).as_deref(), want, "{b}");
+        }
+        // No body, not buffered: no body source.
+        assert_eq!(reason(&s, &req("/x").body(b"")), None);
+        assert_eq!(reason(&s, &req("/x")), None);
+        let mut r = req("/x");
+        r.too_large = true;
+        assert_eq!(reason(&s, &r).as_deref(), Some("body_too_large"));
+        assert_eq!(detail(&s, &r, Some(&ACME))["source"], "body");
+        // Deep nesting beyond serde_json's limit is unparsable, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(reason(&s, &req("/x").body(deep.as_bytes())).as_deref(), Some("unparsable"));
+    }
+
+    #[test]
+    fn body_pointers() {
+        let s = body_rule("/data/tenant");
+        assert_eq!(reason(&s, &req("/x").body(br#"{"data":{"tenant":"other"}}"#)).as_deref(), Some("mismatch"));
+        assert_eq!(reason(&s, &req("/x").body(br#"{"data":{"tenant":"acme"}}"#)), None);
+        assert_eq!(reason(&s, &req("/x").body(br#"{"data":"acme"}"#)), None);
+        // Numeric tenants read as their decimal text.
+        let who = Principal { subject: None, tenant: Some("73"), roles: &[] };
+        assert_eq!(reason_as(&s, &req("/x").body(br#"{"data":{"tenant":73}}"#), Some(&who)), None);
+        assert_eq!(reason_as(&s, &req("/x").body(br#"{"data":{"tenant":"73"}}"#), Some(&who)), None);
+        assert_eq!(
+            reason_as(&s, &req("/x").body(br#"{"data":{"tenant":74}}"#), Some(&who)).as_deref(),
+            Some("mismatch")
+        );
+        assert_eq!(detail(&s, &req("/x").body(br#"{"data":{"tenant":-5}}"#), Some(&who))["target_tenant"], "-5");
+        // Array indices and escapes.
+        let s = body_rule("/items/1/a~1b~0c");
+        let b = br#"{"items":[{"a/b~c":"acme"},{"a/b~c":"other"}]}"#;
+        assert_eq!(detail(&s, &req("/x").body(b), Some(&ACME))["target_tenant"], "other");
+        let s = body_rule("/items/01/x");
+        assert_eq!(reason(&s, &req("/x").body(br#"{"items":[{"x":"o"},{"x":"o"}]}"#)), None);
+        let s = body_rule("/items/-");
+        assert_eq!(reason(&s, &req("/x").body(br#"{"items":["other"]}"#)), None);
+        // The whole body.
+        let s = body_rule("");
+        assert_eq!(reason(&s, &req("/x").body(br#""other""#)).as_deref(), Some("mismatch"));
+        assert_eq!(reason(&s, &req("/x").body(b"42")).as_deref(), Some("mismatch"));
+        assert_eq!(reason(&s, &req("/x").body(br#""acme""#)), None);
+        // Unicode folding of member names: `ſ` folds with `s`.
+        let s = body_rule("/tenant_is");
+        assert_eq!(reason(&s, &req("/x").body("{\"tenant_iſ\":\"other\"}".as_bytes())).as_deref(), Some("mismatch"));
+    }
+
+    #[test]
+    fn sources_must_agree() {
+        let s = one("{path: '/api/business/{tenant}', query: tenant_id, header: x-tenant-id, body: /tenant_id}", "");
+        let all = |t: &str| {
+            req(&format!("/api/business/{t}"))
+                .query(&format!("tenant_id={t}"))
+                .header("x-tenant-id", t.as_bytes())
+                .body(format!(r#"{{"tenant_id":"{t}"}}"#).as_bytes())
+        };
+        assert_eq!(reason(&s, &all("acme")), None);
+        let d = detail(&s, &all("other"), Some(&ACME));
+        assert_eq!(d["reason"], "mismatch");
+        assert_eq!(d["sources"], json!(["path", "query", "header", "body"]));
+        let r = req("/api/business/acme").query("tenant_id=other");
+        let d = detail(&s, &r, Some(&ACME));
+        assert_eq!(d["reason"], "ambiguous");
+        assert_eq!(d["target_tenants"], json!(["acme", "other"]));
+        assert_eq!(d["sources"], json!(["path", "query"]));
+        let r = req("/api/business/acme").header("x-tenant-id", b"acme").body(br#"{"tenant_id":"other"}"#);
+        assert_eq!(reason(&s, &r).as_deref(), Some("ambiguous"));
+        // Only some sources present, agreeing: fine.
+        let r = req("/elsewhere").header("x-tenant-id", b"acme").body(br#"{"x":1}"#);
+        assert_eq!(reason(&s, &r), None);
+        // An unparsable source wins over agreement elsewhere.
+        let r = req("/api/business/acme").query("tenant_id=%zz");
+        let d = detail(&s, &r, Some(&ACME));
+        assert_eq!((d["reason"].as_str(), d["source"].as_str()), (Some("unparsable"), Some("query")));
+        assert_eq!(d["sources"], json!(["path", "query"]));
+        // No source present: the rule does not apply, even anonymously.
+        assert_eq!(reason_as(&s, &req("/elsewhere"), None), None);
+    }
+
+    #[test]
+    fn identities() {
+        let s = path_rule();
+        let r = req("/api/business/other");
+        let d = detail(&s, &r, None);
+        assert_eq!(
+            d,
+            json!({
+                "reason": "no_identity", "target_tenant": "other", "sources": ["path"],
+                "tenant": null, "subject": null,
+            })
+        );
+        let no_tenant = Principal { subject: Some("svc"), tenant: None, roles: &[] };
+        let d = detail(&s, &r, Some(&no_tenant));
+        assert_eq!(d["reason"], "no_identity_tenant");
+        assert_eq!((d["tenant"].clone(), d["subject"].clone()), (Value::Null, json!("svc")));
+        // Even the identity's own (absent) tenant is no excuse for an anonymous caller.
+        assert_eq!(reason_as(&s, &req("/api/business/acme"), None).as_deref(), Some("no_identity"));
+        // Cross-tenant roles may target any tenant, with or without a tenant of their own.
+        let s = one("{path: '/api/business/{tenant}'}", "    cross_tenant_roles: [platform_admin, support]\n");
+        let roles = ["viewer".to_string(), "support".to_string()];
+        let admin = Principal { subject: Some("a"), tenant: Some("acme"), roles: &roles };
+        assert_eq!(reason_as(&s, &r, Some(&admin)), None);
+        let admin = Principal { subject: Some("a"), tenant: None, roles: &roles };
+        assert_eq!(reason_as(&s, &r, Some(&admin)), None);
+        // Roles are compared exactly.
+        let roles = ["Support".to_string()];
+        let other = Principal { subject: Some("a"), tenant: Some("acme"), roles: &roles };
+        assert_eq!(reason_as(&s, &r, Some(&other)).as_deref(), Some("mismatch"));
+        // They do not excuse an ambiguous request.
+        let roles = ["support".to_string()];
+        let admin = Principal { subject: Some("a"), tenant: Some("acme"), roles: &roles };
+        let s = one("{path: '/api/business/{tenant}', query: t}", "    cross_tenant_roles: [support]\n");
+        assert_eq!(reason_as(&s, &req("/api/business/a").query("t=b"), Some(&admin)).as_deref(), Some("ambiguous"));
+    }
+
+    #[test]
+    fn detail_is_bounded() {
+        let s = one("{header: x-t}", "");
+        let long = "é".repeat(200); // 400 bytes
+        let who = Principal { subject: Some(&long), tenant: Some(&long), roles: &[] };
+        let d = detail(&s, &req("/x").header("x-t", b"other"), Some(&who));
+        assert_eq!(d["tenant"].as_str().unwrap().len(), 256);
+        assert_eq!(d["subject"].as_str().unwrap(), "é".repeat(128));
+        assert_eq!(bounded("abc"), "abc");
+        assert_eq!(bounded(&format!("a{}", "é".repeat(200))).len(), 255);
+        // At most 8 distinct values listed.
+        let s = one("{query: t}", "");
+        let q: Vec<String> = (0..20).map(|i| format!("t=v{i}")).collect();
+        let d = detail(&s, &req("/x").query(&q.join("&")), Some(&ACME));
+        assert_eq!(d["target_tenants"].as_array().unwrap().len(), 8);
+    }
+
+    #[test]
+    fn monitor_flags_and_continues() {
+        let s = snap(
+            "  - id: watch\n    mode: monitor\n    severity: warning\n    target: {path: '/api/business/{tenant}'}\n\
+             \x20 - id: block\n    target: {query: tenant_id}\n\
+             \x20 - id: never-reached\n    mode: monitor\n    target: {query: tenant_id}\n",
+        );
+        let (flow, out) = run_as(&s, &req("/api/business/other"), Some(&ACME));
+        assert_eq!(flow, ControlFlow::Continue(()));
+        assert!(out.deny.is_none());
+        assert_eq!(out.flagged.len(), 1);
+        let f = &out.flagged[0];
+        assert_eq!(
+            (&*f.rule_id, f.mode, f.severity, f.action()),
+            ("watch", Mode::Monitor, Severity::Warning, Action::Flagged)
+        );
+        assert_eq!(f.deny.code, DenyCode::TenantMismatch);
+        let (flow, out) = run_as(&s, &req("/api/business/other").query("tenant_id=other"), Some(&ACME));
+        assert_eq!(flow, ControlFlow::Break(()));
+        assert_eq!(out.flagged.len(), 1);
+        assert_eq!(&*out.deny.unwrap().rule_id, "block");
+    }
+
+    #[test]
+    fn routes_filter_and_body_needed() {
+        let s = snap(
+            "  - id: a\n    routes: [api]\n    target: {body: /t}\n    body_max_bytes: 1000\n\
+             \x20 - id: b\n    routes: [admin]\n    target: {body: /t}\n    body_max_bytes: 5000\n\
+             \x20 - id: c\n    target: {path: '/{tenant}'}\n\
+             \x20 - id: d\n    target: {body: /t}\n",
+        );
+        assert_eq!(s.tenant.len(), 4);
+        assert!(!s.tenant.is_empty());
+        assert_eq!(s.tenant.body_needed(&req("/x").view()), Some(DEFAULT_BODY_MAX_BYTES));
+        assert_eq!(
+            s.tenant.body_needed(&req("/x").route(Some("admin")).view()),
+            Some(DEFAULT_BODY_MAX_BYTES.max(5000))
+        );
+        let s = snap(
+            "  - id: a\n    routes: [api]\n    target: {body: /t}\n    body_max_bytes: 1000\n\
+             \x20 - id: b\n    routes: [admin]\n    target: {body: /t}\n    body_max_bytes: 5000\n\
+             \x20 - id: c\n    target: {path: '/{tenant}'}\n",
+        );
+        assert_eq!(s.tenant.body_needed(&req("/x").view()), Some(1000));
+        assert_eq!(s.tenant.body_needed(&req("/x").route(Some("admin")).view()), Some(5000));
+        assert_eq!(s.tenant.body_needed(&req("/x").route(None).view()), None);
+        assert_eq!(s.tenant.body_needed(&req("/x").route(Some("web")).view()), None);
+        assert_eq!(Snapshot::empty().tenant.body_needed(&req("/x").view()), None);
+        // A rule with `routes` never applies without a route, nor on another route.
+        let r = req("/other").body(br#"{"t":"other"}"#);
+        assert_eq!(reason(&s, &r).as_deref(), Some("mismatch"));
+        let (_, out) = run_as(&s, &r, Some(&ACME));
+        assert_eq!(&*out.deny.unwrap().rule_id, "a");
+        let r = req("/acme").body(br#"{"t":"other"}"#).route(None);
+        assert_eq!(reason(&s, &r), None);
+        let r = req("/acme").body(br#"{"t":"other"}"#).route(Some("web"));
+        assert_eq!(reason(&s, &r), None);
+    }
+
+    #[test]
+    fn containment() {
+        let s = snap(
+            "  - id: a\n    target: {query: t}\n    containment: {revoke_session: true, block_subject_seconds: 900, maintenance: true}\n\
+             \x20 - id: b\n    target: {query: t}\n    containment: {block_subject_seconds: 2592000}\n\
+             \x20 - id: c\n    target: {query: t}\n",
+        );
+        assert_eq!(
+            s.tenant.containment("a"),
+            Some(&Containment { revoke_session: true, block_subject_seconds: Some(900), maintenance: true })
+        );
+        assert_eq!(
+            s.tenant.containment("b"),
+            Some(&Containment { revoke_session: false, block_subject_seconds: Some(2_592_000), maintenance: false })
+        );
+        assert_eq!(s.tenant.containment("c"), None);
+        assert_eq!(s.tenant.containment("nope"), None);
+    }
+
+    const FULL: &str = r#"version: 1
+tenant_scope:
+  - id: tenant-in-path
+    description: "business API: the tenant in the path is the caller's"
+    mode: enforce
+    routes: [api]
+    target:
+      path: "/api/business/{tenant}"
+      query: tenant_id
+      header: x-tenant-id
+      body: /tenant_id
+    body_max_bytes: 65536
+    cross_tenant_roles: [platform_admin]
+    containment:
+      revoke_session: true
+      block_subject_seconds: 900
+      maintenance: true
+  - id: header-watch
+    mode: monitor
+    severity: warning
+    target: {header: X-Org}
+"#;
+
+    #[test]
+    fn full_file_compiles() {
+        let routes = ["api", "web"];
+        let s = compile_with(&[SourceFile::new("t.yaml", FULL)], &Env { routes: Some(&routes), assets: None }).unwrap();
+        assert_eq!(s.tenant.len(), 2);
+        assert_eq!(s.rule_count(), 2);
+        let info = s.rule("tenant-in-path").unwrap();
+        assert_eq!((info.kind, info.mode, info.line), (KIND, Mode::Enforce, 3));
+        assert_eq!(s.rule("header-watch").unwrap().mode, Mode::Monitor);
+        assert_eq!(s.tenant.body_needed(&req("/x").view()), Some(65536));
+        assert!(s.tenant.containment("tenant-in-path").is_some_and(|c| c.maintenance));
+        let r = req("/api/business/other").header("x-org", b"other");
+        let (flow, out) = run_as(&s, &r, Some(&ACME));
+        assert_eq!(flow, ControlFlow::Break(()));
+        assert_eq!(&*out.deny.unwrap().rule_id, "tenant-in-path");
+        assert!(out.flagged.is_empty());
+        let r = req("/api/business/acme").header("x-org", b"other");
+        let (flow, out) = run_as(&s, &r, Some(&ACME));
+        assert_eq!(flow, ControlFlow::Continue(()));
+        assert_eq!(&*out.flagged[0].rule_id, "header-watch");
+        // Unknown routes are refused.
+        let e = compile_with(&[SourceFile::new("t.yaml", FULL)], &Env { routes: Some(&["web"]), assets: None })
+            .unwrap_err();
+        assert_eq!((e.len(), e[0].path.as_str(), e[0].line), (1, "tenant_scope[0].routes[0]", 6));
+        assert_eq!(e[0].message, "unknown route `api`; routes in the gateway config: web");
+    }
+
+    #[test]
+    fn rule_hash_skips_absent_keys() {
+        let a = one("{query: t}", "");
+        let b = snap("  - {target: {query: t}, id: r, mode: enforce}\n");
+        assert_eq!(a.rules()[0].hash, b.rules()[0].hash);
+        let c = one("{query: t}", "    cross_tenant_roles: [x]\n");
+        assert_ne!(a.rules()[0].hash, c.rules()[0].hash);
+        let raw = RawTenantRule {
+            id: "r".into(),
+            description: None,
+            mode: Mode::Enforce,
+            severity: None,
+            routes: None,
+            target: Some(RawTarget { query: Some("t".into()), ..RawTarget::default() }),
+            body_max_bytes: None,
+            cross_tenant_roles: None,
+            containment: None,
+        };
+        assert_eq!(serde_json::to_string(&raw).unwrap(), r#"{"id":"r","mode":"enforce","target":{"query":"t"}}"#);
+    }
+
+    #[test]
+    fn template_errors() {
+        let e = |t: &str| err1(&format!("{{path: '{t}'}}"), "");
+        assert_eq!(e("api/{tenant}"), "4 tenant_scope[0].target.path: `api/{tenant}` must start with `/`");
+        assert_eq!(
+            e("/api/business"),
+            "4 tenant_scope[0].target.path: `/api/business` must contain `{tenant}` exactly once as a whole segment (found 0)"
+        );
+        assert_eq!(
+            e("/{tenant}/x/{tenant}"),
+            "4 tenant_scope[0].target.path: `/{tenant}/x/{tenant}` must contain `{tenant}` exactly once as a whole segment (found 2)"
+        );
+        assert_eq!(
+            e("/api/t-{tenant}"),
+            "4 tenant_scope[0].target.path: `/api/t-{tenant}`: `t-{tenant}` is not a placeholder; the only one is `{tenant}`, as a whole segment"
+        );
+        assert_eq!(
+            e("/api/{org}/{tenant}"),
+            "4 tenant_scope[0].target.path: `/api/{org}/{tenant}`: `{org}` is not a placeholder; the only one is `{tenant}`, as a whole segment"
+        );
+        assert_eq!(
+            e("/api//{tenant}"),
+            "4 tenant_scope[0].target.path: `/api//{tenant}` has an empty segment (`//` or a trailing `/`)"
+        );
+        assert_eq!(
+            e("/api/{tenant}/"),
+            "4 tenant_scope[0].target.path: `/api/{tenant}/` has an empty segment (`//` or a trailing `/`)"
+        );
+        assert_eq!(e("/api/../{tenant}"), "4 tenant_scope[0].target.path: `/api/../{tenant}` has a `..` segment");
+        assert_eq!(e("/./{tenant}"), "4 tenant_scope[0].target.path: `/./{tenant}` has a `.` segment");
+        assert_eq!(
+            e("/api/v*/{tenant}"),
+            "4 tenant_scope[0].target.path: `/api/v*/{tenant}`: `*` stands for a whole segment, not part of `v*`"
+        );
+        assert_eq!(
+            e("/%61pi/*/{tenant}/caf%c3%a9"),
+            "4 tenant_scope[0].target.path: `/%61pi/*/{tenant}/caf%c3%a9` is not canonical; did you mean `/api/*/{tenant}/caf%C3%A9`?"
+        );
+        assert_eq!(
+            e("/caf\u{e9}/{tenant}"),
+            "4 tenant_scope[0].target.path: `/caf\u{e9}/{tenant}` is not canonical; did you mean `/caf%C3%A9/{tenant}`?"
+        );
+        assert!(
+            e("/a%2Fb/{tenant}").starts_with("4 tenant_scope[0].target.path: `/a%2Fb/{tenant}` is not a valid path: ")
+        );
+        assert!(e("/a;b/{tenant}").contains("is not a valid path"));
+        // Valid forms.
+        for t in ["/{tenant}", "/api/*/{tenant}/x", "/caf%C3%A9/{tenant}", "/a-b_c~d/{tenant}"] {
+            assert_eq!(one(&format!("{{path: '{t}'}}"), "").tenant.len(), 1, "{t}");
+        }
+    }
+
+    #[test]
+    fn validation_errors() {
+        assert_eq!(
+            errors("  - id: r\n    mode: monitor\n"),
+            ["3 tenant_scope[0].target: a rule needs a `target` with at least one source (path, query, header, body)"]
+        );
+        assert_eq!(
+            err1("{}", ""),
+            "4 tenant_scope[0].target: `target` needs at least one source (path, query, header, body)"
+        );
+        let e = errors("  - id: r\n    target:\n      query:\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("5 tenant_scope[0].target.query: invalid type: null"), "{e:?}");
+        assert_eq!(err1("{query: ''}", ""), "4 tenant_scope[0].target.query: the query parameter name cannot be empty");
+        assert!(err1("{query: 'a=b'}", "")
+            .starts_with("4 tenant_scope[0].target.query: `a=b` is not a valid query parameter name: '='"));
+        assert!(err1("{query: 'tenant%5Fid'}", "").contains("write the name decoded"));
+        assert!(err1("{query: 'a b'}", "").contains("is not a valid query parameter name"));
+        assert_eq!(err1("{header: ''}", ""), "4 tenant_scope[0].target.header: the header name cannot be empty");
+        assert_eq!(
+            err1("{header: 'x tenant'}", ""),
+            "4 tenant_scope[0].target.header: `x tenant` is not a valid header name"
+        );
+        assert_eq!(
+            err1("{body: 'tenant_id'}", ""),
+            "4 tenant_scope[0].target.body: `tenant_id` is not a JSON pointer: it must be empty or start with `/` (like `/tenant_id`)"
+        );
+        assert_eq!(
+            err1("{body: '/a~2'}", ""),
+            "4 tenant_scope[0].target.body: `/a~2` is not a JSON pointer: `~` must be followed by `0` or `1`"
+        );
+        assert!(err1("{body: '/a~'}", "").ends_with("`~` must be followed by `0` or `1`"));
+        assert_eq!(
+            err1("{body: /t}", "    body_max_bytes: 0\n"),
+            "5 tenant_scope[0].body_max_bytes: `body_max_bytes` must be between 1 and 65536, got 0"
+        );
+        assert_eq!(
+            err1("{body: /t}", "    body_max_bytes: 1048577\n"),
+            "5 tenant_scope[0].body_max_bytes: `body_max_bytes` must be between 1 and 65536, got 1048577"
+        );
+        assert_eq!(one("{body: /t}", "    body_max_bytes: 65536\n").tenant.len(), 1);
+        assert_eq!(
+            err1("{query: t}", "    body_max_bytes: 10\n"),
+            "5 tenant_scope[0].body_max_bytes: `body_max_bytes` only applies to a `target.body` source: remove it"
+        );
+        assert_eq!(
+            err1("{query: t}", "    cross_tenant_roles: [admin, '']\n"),
+            "5 tenant_scope[0].cross_tenant_roles[1]: a role cannot be empty"
+        );
+        assert_eq!(
+            err1("{query: t}", "    cross_tenant_roles: []\n"),
+            "5 tenant_scope[0].cross_tenant_roles: `cross_tenant_roles` is empty: remove the key or list at least one role"
+        );
+        assert_eq!(
+            err1("{query: t}", "    routes: []\n"),
+            "5 tenant_scope[0].routes: `routes` is empty: remove the key or list at least one route"
+        );
+        assert_eq!(err1("{query: t}", "    routes: ['']\n"), "5 tenant_scope[0].routes[0]: a route id cannot be empty");
+        assert_eq!(
+            err1("{query: t}", "    containment:\n      block_subject_seconds: 0\n"),
+            "6 tenant_scope[0].containment.block_subject_seconds: `block_subject_seconds` must be between 1 and 2592000 (30 days), got 0"
+        );
+        assert!(err1("{query: t}", "    containment: {block_subject_seconds: 2592001}\n").contains("got 2592001"));
+        assert_eq!(
+            err1("{query: t}", "    containment: {revoke_session: false, maintenance: false}\n"),
+            "5 tenant_scope[0].containment: `containment` turns no action on: nothing to do; remove `containment`"
+        );
+        assert!(err1("{query: t}", "    containment: {}\n").ends_with("nothing to do; remove `containment`"));
+        let e = err1("{query: t}", "    containment: {revoke: true}\n");
+        assert!(e.starts_with("5 tenant_scope[0].containment.revoke: unknown field `revoke`"), "{e}");
+        let e = err1("{querry: t}", "");
+        assert!(e.starts_with("4 tenant_scope[0].target.querry: unknown field `querry`"), "{e}");
+        assert!(e.contains("did you mean `query`"), "{e}");
+        // Several errors in one rule are all reported.
+        let e = errors("  - id: r\n    target: {path: 'x', header: 'a b', body: 'y'}\n    body_max_bytes: 0\n");
+        let paths: Vec<&str> = e.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "4 tenant_scope[0].target.path",
+                "4 tenant_scope[0].target.header",
+                "4 tenant_scope[0].target.body",
+                "5 tenant_scope[0].body_max_bytes"
+            ]
+        );
+    }
+
+    #[test]
+    fn strict_json() {
+        assert_eq!(
+            parse_strict(br#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}]}"#),
+            Some(json!({"a":[1,-2,3.5,"x",null,true,{"b":{}}]}))
+        );
+        assert_eq!(parse_strict(br#"{"a":1,"a":1}"#), None);
+        assert_eq!(parse_strict(br#"{"a":{"b":1},"c":{"b":2}}"#), Some(json!({"a":{"b":1},"c":{"b":2}})));
+        assert_eq!(parse_strict(b""), None);
+        assert_eq!(parse_strict(b"\xef\xbb\xbf{}"), None);
+    }
+
+    #[test]
+    fn tenant_scope_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TenantScope>();
+    }
+
+    proptest::proptest! {
+        /// Whatever the request, checking never panics, and a finding never carries more than
+        /// 256 bytes in any detail string.
+        #[test]
+        fn check_never_panics(
+            path in "/[a-zA-Z0-9/%._-]{0,40}",
+            query in proptest::option::of("[ -~]{0,40}"),
+            header in proptest::collection::vec(0u8..=255, 0..40),
+            body in proptest::collection::vec(0u8..=255, 0..60),
+        ) {
+            let s = snap(
+                "  - id: a\n    mode: monitor\n    target: {path: '/{tenant}', query: t, header: x-t, body: /t/0}\n",
+            );
+            let mut r = req(&path);
+            r.query = query;
+            if let Ok(v) = HeaderValue::from_bytes(&header) {
+                r.headers.insert("x-t", v);
+            }
+            r.body = Some(body);
+            let (_, out) = run_as(&s, &r, Some(&ACME));
+            for f in out.findings() {
+                for v in f.detail.values() {
+                    if let Some(s) = v.as_str() {
+                        proptest::prop_assert!(s.len() <= MAX_TENANT_LEN);
+                    }
+                }
+            }
+        }
+    }
+}
