@@ -24,6 +24,7 @@
 //! are accepted. `%3B` (an encoded `;`) is accepted and forwarded encoded.
 #![deny(clippy::indexing_slicing)]
 
+use crate::query::hex_val;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -332,15 +333,6 @@ const fn class_of(b: u8) -> Class {
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// The byte encoded by the escape `%XX` starting at `raw[i]`.

@@ -50,11 +50,12 @@ use std::sync::Arc;
 use http::HeaderName;
 use ipnet::{IpNet, Ipv4Net};
 use regex::bytes::Regex;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
-use crate::rulefile::{compile_regex, Common, Ctx};
+use crate::query::hex_val;
+use crate::rulefile::{check_route, compile_regex, present, Common, Ctx};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
 
@@ -99,11 +100,6 @@ struct RawMatch {
     headers: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     query_regex: Option<String>,
-}
-
-/// A key that is present must have a value: `null` is a type error, not `None`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
 }
 
 /// The compiled firewall: immutable, `Send + Sync`, evaluated in file order.
@@ -197,15 +193,6 @@ fn decode_query(raw: &[u8]) -> Option<Vec<u8>> {
         i += 1;
     }
     Some(out)
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 impl Rule {
@@ -452,24 +439,6 @@ impl RuleCompiler<'_, '_> {
                 None
             }
         }
-    }
-}
-
-/// A `routes` entry: non-empty, and one of the gateway's routes when those are known.
-fn check_route(s: &str, known: Option<&[&str]>) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("a route id cannot be empty".into());
-    }
-    match known {
-        Some(known) if !known.contains(&s) => {
-            let mut names: Vec<&str> = known.iter().copied().take(20).collect();
-            if known.len() > 20 {
-                names.push("…");
-            }
-            let list = if names.is_empty() { "(none)".to_string() } else { names.join(", ") };
-            Err(format!("unknown route `{s}`; routes in the gateway config: {list}"))
-        }
-        _ => Ok(()),
     }
 }
 

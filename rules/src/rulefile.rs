@@ -38,7 +38,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::firewall::{self, Firewall, RawFirewallRule};
@@ -464,6 +464,29 @@ impl<'a> Ctx<'a> {
         });
         RuleMeta { id, mode: common.mode, severity: common.severity }
     }
+}
+
+/// A `routes` entry: non-empty, and one of the gateway's routes when those are known.
+pub(crate) fn check_route(s: &str, known: Option<&[&str]>) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("a route id cannot be empty".into());
+    }
+    match known {
+        Some(known) if !known.contains(&s) => {
+            let mut names: Vec<&str> = known.iter().copied().take(20).collect();
+            if known.len() > 20 {
+                names.push("…");
+            }
+            let list = if names.is_empty() { "(none)".to_string() } else { names.join(", ") };
+            Err(format!("unknown route `{s}`; routes in the gateway config: {list}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A key that is present must have a value: `null` is a type error, not `None`.
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Longest regex pattern accepted, in bytes.

@@ -100,9 +100,11 @@ use serde_json::{Map, Value};
 
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
-use crate::rulefile::{Common, Ctx};
+use crate::query::{self, hex_val};
+use crate::rulefile::{check_route, present, Common, Ctx};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
+use std::borrow::Cow;
 
 /// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
 pub const KIND: &str = "tenant_scope";
@@ -180,11 +182,6 @@ struct RawContainment {
     block_subject_seconds: Option<u64>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     maintenance: Option<bool>,
-}
-
-/// A key that is present must have a value: `null` is a type error, not `None`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
 }
 
 /// Who is asking: the verified identity's relevant parts (the gateway builds it from its
@@ -504,27 +501,6 @@ fn tenant_value(bytes: Vec<u8>) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Strict percent-decoding: `None` on a `%` not followed by two hex digits.
-fn percent_decode(raw: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        match b {
-            b'%' => {
-                let hi = raw.get(i + 1).and_then(|&c| hex_val(c))?;
-                let lo = raw.get(i + 2).and_then(|&c| hex_val(c))?;
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    Some(out)
-}
-
 /// Percent-decodes up to the first broken escape. Returns the decoded prefix and whether the
 /// input had a broken escape.
 fn decode_prefix(raw: &[u8]) -> (Vec<u8>, bool) {
@@ -548,15 +524,6 @@ fn decode_prefix(raw: &[u8]) -> (Vec<u8>, bool) {
     (out, false)
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// The tenant segment of a canonical path under the template, percent-decoded.
 fn path_source(template: &[TemplateSeg], path: &str) -> Source {
     let Some(rest) = path.strip_prefix('/') else { return Source::Absent };
@@ -574,7 +541,7 @@ fn path_source(template: &[TemplateSeg], path: &str) -> Source {
     }
     match tenant {
         None | Some("") => Source::Absent,
-        Some(seg) => match percent_decode(seg.as_bytes(), false).and_then(tenant_value) {
+        Some(seg) => match query::percent_decode(seg.as_bytes()).ok().map(Cow::into_owned).and_then(tenant_value) {
             Some(v) => Source::Values(vec![v]),
             None => Source::Unparsable,
         },
@@ -628,7 +595,7 @@ fn query_param(want: &[u8], piece: &str, found: &mut Source) -> Result<(), ()> {
         return if want.starts_with(&folded) { Err(()) } else { Ok(()) };
     }
     if folded == want {
-        let v = percent_decode(value.as_bytes(), true).and_then(tenant_value).ok_or(())?;
+        let v = query::decode(value.as_bytes()).ok().map(Cow::into_owned).and_then(tenant_value).ok_or(())?;
         found.push(v);
         return Ok(());
     }
@@ -956,24 +923,6 @@ impl RuleCompiler<'_, '_> {
     }
 }
 
-/// A `routes` entry: non-empty, and one of the gateway's routes when those are known.
-fn check_route(s: &str, known: Option<&[&str]>) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("a route id cannot be empty".into());
-    }
-    match known {
-        Some(known) if !known.contains(&s) => {
-            let mut names: Vec<&str> = known.iter().copied().take(20).collect();
-            if known.len() > 20 {
-                names.push("…");
-            }
-            let list = if names.is_empty() { "(none)".to_string() } else { names.join(", ") };
-            Err(format!("unknown route `{s}`; routes in the gateway config: {list}"))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Parses and validates a `target.path` template.
 fn parse_template(t: &str) -> Result<Vec<TemplateSeg>, String> {
     let Some(rest) = t.strip_prefix('/') else {
@@ -1262,8 +1211,8 @@ mod tests {
         // The decoder is exercised (canonical form would already have decoded `%6F`).
         assert_eq!(detail(&s, &req("/api/business/%6Fther"), Some(&ACME))["target_tenant"], "other");
         assert_eq!(detail(&s, &req("/api/business/acme%2Fx"), Some(&ACME))["target_tenant"], "acme/x");
-        assert_eq!(percent_decode(b"%6F%6f", false), Some(b"oo".to_vec()));
-        assert_eq!(percent_decode(b"a+b", false), Some(b"a+b".to_vec()));
+        assert_eq!(query::percent_decode(b"%6F%6f").unwrap().as_ref(), b"oo");
+        assert_eq!(query::percent_decode(b"a+b").unwrap().as_ref(), b"a+b");
     }
 
     #[test]

@@ -815,8 +815,8 @@ impl Compiler<'_, '_> {
         let mut out: Vec<String> = Vec::new();
         for (j, route) in routes.iter().enumerate() {
             let at = format!("{path}.routes[{j}]");
-            if known.is_some_and(|k| !k.contains(&route.as_str())) {
-                self.error(&at, format!("unknown route `{route}` (gateway.yaml has no route with this id)"));
+            if let Err(e) = crate::rulefile::check_route(route, known) {
+                self.error(&at, e);
             } else if let Some(other) = claimed.get(route) {
                 self.error(&at, format!("route `{route}` already has identity rule `{other}`; one rule per route"));
             } else if out.contains(route) {
