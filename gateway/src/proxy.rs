@@ -119,6 +119,14 @@ pub async fn send_deny(session: &mut Session, request_id: &str, deny: &Deny, clo
     Ok(())
 }
 
+/// Answers a request with a deny (closing the connection) and records it for the access log.
+async fn refuse(session: &mut Session, ctx: &mut Ctx, deny: &Deny, reason: String) -> Result<bool> {
+    send_deny(session, &ctx.request_id, deny, true).await?;
+    ctx.denied = Some(deny.code);
+    ctx.denied_reason = Some(reason);
+    Ok(true)
+}
+
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -218,32 +226,23 @@ impl ProxyHttp for Portcullis {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // Maintenance first: every proxied request, whatever it is, unless the team's bypass.
         if let Some(deny) = self.maintenance(session, ctx) {
-            send_deny(session, &ctx.request_id, &deny, true).await?;
-            ctx.denied = Some(deny.code);
-            ctx.denied_reason = Some(deny.reason.into_owned());
-            return Ok(true);
+            return refuse(session, ctx, &deny, deny.reason.to_string()).await;
         }
+        // A refused request's body is never read (or only partly): every refusal closes the
+        // connection so nothing of it is parsed as a next request.
         if let Some(deny) = ctx.pending.take() {
-            // A refused request's body is never read: close so nothing of it is parsed as a
-            // next request.
-            send_deny(session, &ctx.request_id, &deny, true).await?;
-            ctx.denied = Some(deny.code);
-            ctx.denied_reason = Some(deny.reason.into_owned());
-            return Ok(true);
+            return refuse(session, ctx, &deny, deny.reason.to_string()).await;
         }
         let outcome = self.request_checks(session, ctx).await?;
         if let Some(f) = &outcome.deny {
-            send_deny(session, &ctx.request_id, &f.deny, true).await?;
-            ctx.denied = Some(f.deny.code);
-            ctx.denied_reason = Some(format!("{}:{}", f.deny.reason, f.rule_id));
-            return Ok(true);
+            return refuse(session, ctx, &f.deny, format!("{}:{}", f.deny.reason, f.rule_id)).await;
+        }
+        if let Some(deny) = ctx.pending.take() {
+            return refuse(session, ctx, &deny, deny.reason.to_string()).await;
         }
         if self.channel_disabled(session, ctx) {
             let deny = Deny::new(DenyCode::ChannelDisabled, "channel_switch");
-            send_deny(session, &ctx.request_id, &deny, true).await?;
-            ctx.denied = Some(deny.code);
-            ctx.denied_reason = Some(deny.reason.into_owned());
-            return Ok(true);
+            return refuse(session, ctx, &deny, deny.reason.to_string()).await;
         }
         Ok(false)
     }
@@ -528,17 +527,17 @@ impl Portcullis {
 
         // 2. Tenant scope, after the body it reads (if any) is buffered: nothing has been
         // forwarded yet, and Pingora's retry buffer replays the body upstream.
-        let mut body: Option<Option<bytes::Bytes>> = None;
-        if let Some(cap) = needs_body {
-            body = Some(read_body(session, cap).await?);
-        }
+        let body = match needs_body {
+            Some(cap) => Some(read_body(session, cap).await?),
+            None => None,
+        };
         if flow.is_continue() && tenant_on {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
             let input = match &body {
                 None => BodyInput::NotBuffered,
-                Some(None) => BodyInput::TooLarge,
-                Some(Some(b)) => BodyInput::Bytes(b),
+                Some(BodyRead::DeclaredTooLarge | BodyRead::StreamedTooLarge) => BodyInput::TooLarge,
+                Some(BodyRead::Complete(b)) => BodyInput::Bytes(b),
             };
             let who = ctx.identity.as_ref().map(|i| Principal {
                 subject: Some(i.subject.as_str()),
@@ -553,6 +552,11 @@ impl Portcullis {
             let view = self.view(req, ctx, route);
             let containment = self.contain(&outcome, ctx, now).await;
             self.emit_findings(&view, ctx, &outcome, containment);
+        }
+        // A body partly consumed by a check cannot be forwarded whole, even if only a monitor
+        // rule looked at it: refuse it rather than send the upstream a truncated body.
+        if outcome.deny.is_none() && matches!(body, Some(BodyRead::StreamedTooLarge)) {
+            ctx.pending = Some(Deny::new(DenyCode::PayloadTooLarge, "body_over_check_cap"));
         }
         Ok(outcome)
     }
@@ -668,18 +672,28 @@ fn is_the_deny(f: &Finding, outcome: &Outcome) -> bool {
     f.mode == Mode::Enforce && outcome.deny.as_ref().is_some_and(|d| std::ptr::eq(d, f))
 }
 
-/// Reads the whole request body before anything is forwarded: `Some(body)`, or `None` when it
-/// is over `cap` (declared or streamed; reading stops there). The bytes read stay in Pingora's
-/// retry buffer, which the proxy replays to the upstream; `cap` is at most that buffer's size
-/// (64 KiB, enforced by the rule validation).
-async fn read_body(session: &mut Session, cap: usize) -> Result<Option<Bytes>> {
+/// What [`read_body`] got.
+enum BodyRead {
+    /// The whole body (possibly empty); Pingora's retry buffer replays it upstream.
+    Complete(Bytes),
+    /// `Content-Length` says it is over the cap: nothing was read, it can still stream.
+    DeclaredTooLarge,
+    /// It turned out over the cap while reading: part of it is consumed and cannot be replayed
+    /// reliably, so the request must not be forwarded.
+    StreamedTooLarge,
+}
+
+/// Reads the whole request body before anything is forwarded, up to `cap` bytes. The bytes read
+/// stay in Pingora's retry buffer, which the proxy replays to the upstream; `cap` is at most that
+/// buffer's size (64 KiB, enforced by the rule validation).
+async fn read_body(session: &mut Session, cap: usize) -> Result<BodyRead> {
     let declared = session
         .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| framing::parse_content_length(v.as_bytes()));
     if declared.is_some_and(|n| n > cap as u64) {
-        return Ok(None);
+        return Ok(BodyRead::DeclaredTooLarge);
     }
     session.enable_retry_buffering();
     let mut buf = bytes::BytesMut::new();
@@ -693,8 +707,8 @@ async fn read_body(session: &mut Session, cap: usize) -> Result<Option<Bytes>> {
             }
         };
         match chunk {
-            None => return Ok(Some(buf.freeze())),
-            Some(c) if buf.len() + c.len() > cap => return Ok(None),
+            None => return Ok(BodyRead::Complete(buf.freeze())),
+            Some(c) if buf.len() + c.len() > cap => return Ok(BodyRead::StreamedTooLarge),
             Some(c) => buf.extend_from_slice(&c),
         }
     }

@@ -274,3 +274,33 @@ fn containment_revokes_the_session_blocks_the_subject_and_stops_the_pilot() {
     let gw = start(&identity::cfg(&up, rule).state_dir(state.path()));
     assert_eq!(get(&gw, "/api/business/12/orders", &token).status, 401);
 }
+
+#[test]
+fn a_monitor_body_rule_never_forwards_a_truncated_body() {
+    let up = Upstream::start("app");
+    let rule = "tenant_scope:\n  - id: body-watch\n    mode: monitor\n    routes: [business]\n    target: { body: /tenant_id }\n    body_max_bytes: 1024\n";
+    let gw = start(&identity::cfg(&up, rule));
+    let token = rs256(claims("user-9", "12"));
+    let big = format!(r#"{{"tenant_id":"12","pad":"{}"}}"#, "x".repeat(4000));
+    // Declared over the cap: nothing read, streamed whole, flagged.
+    let r = Client::new().post(
+        &gw.url("/api/business/orders"),
+        &[("authorization", &auth(&token)), ("content-type", "application/json")],
+        &big,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().unwrap().body, big.as_bytes());
+    // Chunked, found over the cap while reading: refused, nothing forwarded.
+    up.clear();
+    let req = format!(
+        "POST /api/business/orders HTTP/1.1\r\nHost: app\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+        auth(&token),
+        big.len()
+    );
+    let raw = raw_exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5));
+    let resp = parse_response(&raw).unwrap();
+    assert_eq!(resp.status, 413);
+    assert_eq!(up.count(), 0);
+    let ev = wait_events(&gw, "type=cross_tenant_attempt", 2);
+    assert!(ev.iter().all(|e| e["action"] == "flagged" && e["detail"]["reason"] == "body_too_large"));
+}
