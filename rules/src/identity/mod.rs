@@ -209,6 +209,60 @@ struct JwtConfig {
     header: HeaderName,
     verifier: Verifier,
     claims: Claims,
+    leeway: u64,
+    cache: TokenCache,
+}
+
+/// Tokens verified before, by SHA-256 of the token, with the identity they gave and the window
+/// they are valid in: a public-key signature check (RS256 ≈ 23 µs, ES256 ≈ 54 µs) is done once per
+/// token, not once per request. Lives in the snapshot, so a reload (new keys, new claim names)
+/// starts it empty. Bounded: [`CACHE_SHARDS`] × [`CACHE_SHARD_ENTRIES`]; a full shard drops what
+/// expired, then everything. Revocation, blocks and the allowlist are checked on every request,
+/// after it; only successes are cached.
+#[derive(Debug)]
+struct TokenCache {
+    shards: Vec<std::sync::Mutex<HashMap<[u8; 32], Cached>>>,
+}
+
+/// Shards of the token cache (one lock each).
+pub const CACHE_SHARDS: usize = 16;
+
+/// Entries per shard.
+pub const CACHE_SHARD_ENTRIES: usize = 1024;
+
+#[derive(Debug, Clone)]
+struct Cached {
+    identity: Identity,
+    /// `nbf - leeway` (0 without `nbf`).
+    from: u64,
+    /// `exp + leeway`: expired from then on.
+    until: u64,
+}
+
+impl TokenCache {
+    fn new() -> Self {
+        TokenCache { shards: (0..CACHE_SHARDS).map(|_| std::sync::Mutex::new(HashMap::new())).collect() }
+    }
+
+    fn shard(&self, key: &[u8; 32]) -> Option<&std::sync::Mutex<HashMap<[u8; 32], Cached>>> {
+        self.shards.get(usize::from(key[0]) % CACHE_SHARDS)
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Cached> {
+        let shard = self.shard(key)?.lock().ok()?;
+        shard.get(key).cloned()
+    }
+
+    fn put(&self, key: [u8; 32], entry: Cached, now: u64) {
+        let Some(Ok(mut shard)) = self.shard(&key).map(|m| m.lock()) else { return };
+        if shard.len() >= CACHE_SHARD_ENTRIES {
+            shard.retain(|_, c| c.until > now);
+            if shard.len() >= CACHE_SHARD_ENTRIES {
+                shard.clear();
+            }
+        }
+        shard.insert(key, entry);
+    }
 }
 
 #[derive(Debug)]
@@ -397,10 +451,42 @@ impl IdentityRule {
         }
     }
 
+    /// A bearer token: from the cache of verified tokens when it was seen before (the time window
+    /// re-checked), else fully verified and cached.
     fn verify_jwt(&self, raw: &[u8], now: u64) -> Result<Identity, Failure> {
         let Some(j) = &self.jwt else { return Err(Failure::new("missing_credentials")) };
         let token = bearer_token(raw).ok_or_else(|| Failure::new("malformed_credentials").by(AuthMethod::Jwt))?;
+        if token.len() > jwt::MAX_TOKEN_LEN {
+            return Err(JwtError::TooLarge.into());
+        }
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = j.cache.get(&key) {
+            if now >= hit.until {
+                return Err(JwtError::Expired.into());
+            }
+            if now < hit.from {
+                return Err(JwtError::NotYetValid.into());
+            }
+            return Ok(hit.identity);
+        }
         let claims = j.verifier.verify(token, now)?;
+        let identity = self.identity_of(j, &claims)?;
+        // `verify` checked both are numbers (or absent, for nbf); whole seconds, rounded inwards.
+        let secs = |k: &str| claims.get(k).and_then(serde_json::Value::as_f64).filter(|v| v.is_finite() && *v >= 0.0);
+        if let Some(exp) = secs("exp") {
+            let until = (exp.floor() as u64).saturating_add(j.leeway);
+            let from = secs("nbf").map_or(0, |n| (n.ceil() as u64).saturating_sub(j.leeway));
+            j.cache.put(key, Cached { identity: identity.clone(), from, until }, now);
+        }
+        Ok(identity)
+    }
+
+    /// The identity a verified token's claims give.
+    fn identity_of(
+        &self,
+        j: &JwtConfig,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Identity, Failure> {
         let issuer = claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default();
         let invalid = || Failure {
             reason: "invalid_claims",
@@ -907,7 +993,7 @@ impl Compiler<'_, '_> {
                 issuers.push(iss);
             }
         }
-        Some(JwtConfig { header, verifier: Verifier { issuers }, claims })
+        Some(JwtConfig { header, verifier: Verifier { issuers }, claims, leeway, cache: TokenCache::new() })
     }
 
     fn issuer(&mut self, path: &str, raw: &RawIssuer, leeway: u64) -> Option<Issuer> {

@@ -413,3 +413,73 @@ fn rule_hash_is_stable_and_kind_is_identity() {
     let again = compile_rules(&format!("# comment\n{}", API.replace("SHA", &"0".repeat(64)))).unwrap();
     assert_eq!(again.rule("api-auth").unwrap().hash, r.hash);
 }
+
+#[test]
+fn cached_tokens_still_expire_and_wait_for_nbf() {
+    let ids = api();
+    let mut c = claims();
+    c["exp"] = json!(NOW + 100);
+    c["nbf"] = json!(NOW + 50);
+    let tok = format!("Bearer {}", hs256(&c));
+    let at = |now: u64| {
+        let r = Req::new("api").h("authorization", &tok);
+        let view = RequestView {
+            method: "GET",
+            path: "/api/x",
+            query: None,
+            host: None,
+            route: Some(r.route),
+            channel: None,
+            client_ip: None,
+            headers: &r.headers,
+        };
+        let no = |_: &str| false;
+        ids.authenticate(&AuthInput { view: &view, peer_trusted: false, now_unix: now, revoked: &no, blocked: &no })
+    };
+    // Not yet valid (leeway 30): not cached.
+    assert_eq!(failed(at(NOW + 19)).0, "not_yet_valid");
+    // Valid: verified and cached; the cache answers the same within the window.
+    assert!(matches!(at(NOW + 20), Authn::Verified(_)));
+    assert!(matches!(at(NOW + 20), Authn::Verified(_)));
+    assert!(matches!(at(NOW + 129), Authn::Verified(_)));
+    // A hit is still refused outside the window, with the same reasons as a fresh verification.
+    assert_eq!(failed(at(NOW + 130)).0, "expired");
+    assert_eq!(failed(at(NOW + 19)).0, "not_yet_valid");
+    // A revoked session is refused even when its token is cached.
+    let r = Req::new("api").h("authorization", &tok);
+    let revoked = |s: &str| s == "s-1";
+    let view = RequestView {
+        method: "GET",
+        path: "/api/x",
+        query: None,
+        host: None,
+        route: Some(r.route),
+        channel: None,
+        client_ip: None,
+        headers: &r.headers,
+    };
+    let no = |_: &str| false;
+    let a = ids.authenticate(&AuthInput {
+        view: &view,
+        peer_trusted: false,
+        now_unix: NOW + 60,
+        revoked: &revoked,
+        blocked: &no,
+    });
+    assert_eq!(failed(a).0, "session_revoked");
+}
+
+#[test]
+fn the_token_cache_stays_bounded() {
+    let ids = api();
+    for i in 0..(CACHE_SHARDS * CACHE_SHARD_ENTRIES + 500) {
+        let mut c = claims();
+        c["jti"] = json!(i);
+        let r = Req::new("api").h("authorization", &format!("Bearer {}", hs256(&c)));
+        assert!(matches!(run(&ids, &r), Authn::Verified(_)));
+    }
+    let rule = ids.for_route(Some("api")).unwrap();
+    let cache = &rule.jwt.as_ref().unwrap().cache;
+    let total: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+    assert!(total <= CACHE_SHARDS * CACHE_SHARD_ENTRIES, "{total}");
+}
