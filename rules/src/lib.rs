@@ -15,4 +15,5 @@ pub mod rulefile;
 pub mod tenant;
 pub mod verdict;
 pub mod view;
+pub mod webhook;
 pub mod yaml;

@@ -1,0 +1,941 @@
+//! Inbound webhook signature verification: pure, over the request headers and the raw body.
+//!
+//! Every scheme is an HMAC (computed by `ring`, never by hand) over the raw body bytes, plus,
+//! for the timestamped schemes, the timestamp (and the delivery id) the sender signed. The caller
+//! must forward exactly the bytes it verified.
+//!
+//! # Schemes
+//!
+//! - **GitHub**: `X-Hub-Signature-256: sha256=<64 hex>`, HMAC-SHA256 over the body. The secret is
+//!   the configured text as bytes. No timestamp is signed, so GitHub deliveries have no freshness
+//!   bound here; replay protection relies on the delivery id, and `X-GitHub-Delivery` is **not**
+//!   signed: it is reported as a best-effort replay key only (an attacker replaying a captured
+//!   delivery can change it). The legacy `X-Hub-Signature: sha1=…` is not accepted.
+//! - **Stripe**: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]`, HMAC-SHA256 over
+//!   `{t}.{body}` (the `t` text exactly as sent). Any `v1` matching any secret accepts; other
+//!   schemes (`v0`, unknown keys) are ignored. The secret is the whole `whsec_…` string used as
+//!   raw key bytes, as Stripe's SDKs do (it is *not* base64-decoded). The delivery id is the
+//!   `id` member of the JSON body (the body is signed, so the id is too) when the body parses
+//!   and `id` is a string.
+//! - **Standard Webhooks**: `webhook-id`, `webhook-timestamp`, `webhook-signature` (a
+//!   space-separated list of `v1,<base64>`; other versions such as the asymmetric `v1a` are
+//!   ignored), HMAC-SHA256 over `{id}.{timestamp}.{body}`. The secret is `whsec_` + base64 of the
+//!   key bytes. The delivery id is `webhook-id` (signed).
+//! - **Generic**: as configured by [`GenericScheme`]: one header holding one signature, with an
+//!   optional literal prefix, hex or base64, SHA-256 or SHA-512, and optionally a timestamp header
+//!   whose value is signed as `{timestamp}.{body}`. The secret is the configured text as bytes.
+//!
+//! # Policy decisions
+//!
+//! - **Malformed vs bad.** A header that cannot be parsed into the scheme's structure is
+//!   [`WebhookError::MalformedHeader`]: a required header sent more than once, over
+//!   [`MAX_HEADER_BYTES`], not visible ASCII, without the scheme prefix (GitHub `sha1=…`, missing
+//!   `sha256=`, empty), Stripe without `t` or without any `v1`, a `Stripe-Signature` item that is
+//!   not `key=value`, a Standard Webhooks list without any `v1` entry, a timestamp that is not
+//!   plain decimal digits, a `webhook-id` that is empty or contains `.` (the spec forbids it:
+//!   it would make `{id}.{timestamp}` ambiguous), or more than [`MAX_SIGNATURES`] candidate
+//!   signatures. A candidate signature that is present but is not the right MAC, including one
+//!   that does not decode or decodes to the wrong length (truncated, `v1,` with nothing after it,
+//!   `v1=bad_signature`), is simply a signature that does not match: if none matches, the result
+//!   is [`WebhookError::BadSignature`]. This lets one undecodable entry sit beside a valid one.
+//! - **Hex case.** Hex signatures are decoded case-insensitively (uppercase hex is accepted: the
+//!   comparison is between decoded bytes, so case variants carry the same MAC and accepting them
+//!   adds nothing an attacker can use). Prefixes are literal and case-sensitive: `SHA256=…` is
+//!   malformed (GitHub always sends `sha256=`). Base64 is the standard alphabet with canonical
+//!   padding, as Standard Webhooks senders produce.
+//! - **Signature before time.** The MAC is checked first, then the timestamp: an unsigned request
+//!   always gets `bad_signature`, so an attacker cannot probe the accepted clock window, and a
+//!   genuine but late delivery is reported as `stale_timestamp` (an operational signal: sender
+//!   retries or clock drift) rather than as a forgery.
+//! - **Tolerance both ways.** A signed timestamp more than [`Verifier::tolerance`] seconds in the
+//!   past is [`WebhookError::StaleTimestamp`], more than `tolerance` in the future
+//!   [`WebhookError::FutureTimestamp`] (Stripe's SDK only bounds age; a gateway bounds both so a
+//!   sender with a fast clock cannot mint deliveries that stay replayable for long). Exactly
+//!   `tolerance` seconds either way is accepted.
+//! - **Bounded work.** At most [`MAX_SIGNATURES`] candidate signatures per header (more is
+//!   malformed) and at most [`MAX_SECRETS`] secrets (only the first ones are tried;
+//!   [`Verifier::new`] refuses more). The MAC is computed once per secret and compared, in
+//!   constant time (`subtle`), with each decoded candidate: at most `MAX_SECRETS` passes over the
+//!   body whatever the header holds (`ring::hmac::verify` would recompute the MAC per candidate).
+//! - **Rotation.** Several secrets may be active; [`Verified::secret_id`] names the one that
+//!   matched, so events show when the old secret stops being used.
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName};
+use ring::hmac;
+use subtle::ConstantTimeEq as _;
+
+/// Longest accepted value of any header read here, in bytes (longer is malformed).
+pub const MAX_HEADER_BYTES: usize = 4096;
+/// Most candidate signatures considered in one header (more is malformed).
+pub const MAX_SIGNATURES: usize = 10;
+/// Most secrets tried for one delivery.
+pub const MAX_SECRETS: usize = 8;
+/// Shortest accepted secret, in key bytes (after base64 decoding for Standard Webhooks).
+pub const MIN_SECRET_BYTES: usize = 16;
+
+const GITHUB_SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
+const GITHUB_DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
+const STRIPE_SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
+const SW_ID: HeaderName = HeaderName::from_static("webhook-id");
+const SW_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const SW_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const WHSEC: &str = "whsec_";
+
+/// Which signature scheme a webhook sender uses.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex>` over the body.
+    GitHub,
+    /// Stripe: `Stripe-Signature: t=…,v1=…` over `{t}.{body}`.
+    Stripe,
+    /// Standard Webhooks (Svix and others): `webhook-id`/`-timestamp`/`-signature`.
+    StandardWebhooks,
+    /// Any other single-header HMAC scheme.
+    Generic(GenericScheme),
+}
+
+/// A single-header HMAC scheme described by configuration.
+#[derive(Debug, Clone)]
+pub struct GenericScheme {
+    /// Header carrying the signature (exactly one value, one signature).
+    pub header: HeaderName,
+    /// HMAC hash function.
+    pub algorithm: MacAlg,
+    /// How the MAC is written in the header.
+    pub encoding: Encoding,
+    /// Literal (case-sensitive) text before the encoded MAC, e.g. `sha256=`; required when set.
+    pub prefix: Option<String>,
+    /// When set, this header holds a Unix timestamp (decimal seconds) and the MAC is over
+    /// `{timestamp}.{body}`; the timestamp is then bounded by [`Verifier::tolerance`].
+    pub timestamp_header: Option<HeaderName>,
+}
+
+/// HMAC hash function of a [`GenericScheme`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacAlg {
+    /// HMAC-SHA256 (32-byte MAC).
+    Sha256,
+    /// HMAC-SHA512 (64-byte MAC).
+    Sha512,
+}
+
+impl MacAlg {
+    fn ring(self) -> hmac::Algorithm {
+        match self {
+            MacAlg::Sha256 => hmac::HMAC_SHA256,
+            MacAlg::Sha512 => hmac::HMAC_SHA512,
+        }
+    }
+
+    const fn len(self) -> usize {
+        match self {
+            MacAlg::Sha256 => 32,
+            MacAlg::Sha512 => 64,
+        }
+    }
+}
+
+/// How a [`GenericScheme`] writes the MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Hexadecimal, either case.
+    Hex,
+    /// Standard base64 alphabet with padding.
+    Base64,
+}
+
+/// One active signing secret (several during a rotation). `id` is what events name; the key
+/// bytes are never printed.
+#[derive(Clone)]
+pub struct Secret {
+    /// Name of the secret in events and in [`Verified::secret_id`].
+    pub id: String,
+    key: Box<[u8]>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret").field("id", &self.id).field("key", &"<redacted>").finish()
+    }
+}
+
+impl Secret {
+    /// Builds a secret from its configured text, for use with a [`Verifier`] of the same
+    /// provider. GitHub and generic: the bytes as given. Stripe: the whole `whsec_…` string is the
+    /// key (as Stripe's SDKs use it). Standard Webhooks: an optional `whsec_` prefix is stripped
+    /// and the rest base64-decoded (error when it is not valid base64). The key must be at least
+    /// [`MIN_SECRET_BYTES`] bytes (after decoding).
+    pub fn new(provider: &Provider, id: impl Into<String>, text: &[u8]) -> Result<Secret, String> {
+        let id = id.into();
+        let key: Vec<u8> = match provider {
+            Provider::GitHub | Provider::Stripe | Provider::Generic(_) => text.to_vec(),
+            Provider::StandardWebhooks => {
+                let b64 = text.strip_prefix(WHSEC.as_bytes()).unwrap_or(text);
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| format!("webhook secret {id:?}: not valid base64 after `whsec_`: {e}"))?
+            }
+        };
+        if key.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "webhook secret {id:?}: {} key bytes, at least {MIN_SECRET_BYTES} required",
+                key.len()
+            ));
+        }
+        Ok(Secret { id, key: key.into_boxed_slice() })
+    }
+}
+
+/// Verifies deliveries from one sender.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    /// The sender's scheme.
+    pub provider: Provider,
+    /// Active secrets, tried in order (only the first [`MAX_SECRETS`]).
+    pub secrets: Vec<Secret>,
+    /// Allowed clock skew for signed timestamps, both directions (past and future), seconds.
+    pub tolerance: u64,
+}
+
+/// What a valid delivery proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Id of the secret whose MAC matched.
+    pub secret_id: String,
+    /// Delivery id for the replay cache: Standard Webhooks `webhook-id` (signed), Stripe event
+    /// `id` from the JSON body (signed, as the body is), GitHub `X-GitHub-Delivery` (**not**
+    /// signed: best effort only), generic: `None`.
+    pub delivery_id: Option<String>,
+    /// The signed timestamp, for the schemes that sign one.
+    pub timestamp: Option<u64>,
+}
+
+/// Why a delivery was refused; [`WebhookError::as_str`] gives stable snake_case names for events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookError {
+    /// A required header is absent (`missing_signature`).
+    MissingHeader,
+    /// A header is present but unparseable, duplicated or oversized (`malformed_signature`).
+    MalformedHeader,
+    /// No presented signature matches any secret (`bad_signature`).
+    BadSignature,
+    /// Valid signature, timestamp older than the tolerance (`stale_timestamp`).
+    StaleTimestamp,
+    /// Valid signature, timestamp further ahead than the tolerance (`future_timestamp`).
+    FutureTimestamp,
+    /// The verifier has no secret configured (`no_secrets`).
+    NoSecrets,
+}
+
+impl WebhookError {
+    /// Stable name for events and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WebhookError::MissingHeader => "missing_signature",
+            WebhookError::MalformedHeader => "malformed_signature",
+            WebhookError::BadSignature => "bad_signature",
+            WebhookError::StaleTimestamp => "stale_timestamp",
+            WebhookError::FutureTimestamp => "future_timestamp",
+            WebhookError::NoSecrets => "no_secrets",
+        }
+    }
+}
+
+impl std::fmt::Display for WebhookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for WebhookError {}
+
+/// A decoded candidate signature (at most 64 bytes).
+struct Candidate {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Candidate {
+    /// Decodes `text`; `None` when it is not exactly a `want`-byte MAC in `encoding`.
+    fn decode(text: &str, encoding: Encoding, want: usize) -> Option<Candidate> {
+        let mut buf = [0u8; 64];
+        let len = match encoding {
+            Encoding::Hex => {
+                hex::decode_to_slice(text, buf.get_mut(..want)?).ok()?;
+                want
+            }
+            Encoding::Base64 => {
+                // Anything longer than a 64-byte MAC's encoding cannot fit: refuse before decoding.
+                if text.len() > 88 {
+                    return None;
+                }
+                base64::engine::general_purpose::STANDARD.decode_slice(text, &mut buf).ok()?
+            }
+        };
+        (len == want).then_some(Candidate { buf, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// The candidates of one header: `None` entries did not decode (they count but never match).
+struct Candidates {
+    list: Vec<Option<Candidate>>,
+}
+
+impl Candidates {
+    fn new() -> Candidates {
+        Candidates { list: Vec::new() }
+    }
+
+    fn push(&mut self, text: &str, encoding: Encoding, alg: MacAlg) -> Result<(), WebhookError> {
+        if self.list.len() >= MAX_SIGNATURES {
+            return Err(WebhookError::MalformedHeader);
+        }
+        self.list.push(Candidate::decode(text, encoding, alg.len()));
+        Ok(())
+    }
+}
+
+/// A parsed delivery, ready for the MAC check.
+struct Parsed<'a> {
+    alg: MacAlg,
+    /// Message pieces, concatenated in order.
+    message: [&'a [u8]; 5],
+    candidates: Candidates,
+    timestamp: Option<u64>,
+    delivery_id: Option<String>,
+}
+
+/// The one value of a required header: missing, duplicated, oversized or non-ASCII are errors.
+fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, WebhookError> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next().ok_or(WebhookError::MissingHeader)?;
+    if all.next().is_some() || first.len() > MAX_HEADER_BYTES {
+        return Err(WebhookError::MalformedHeader);
+    }
+    first.to_str().map_err(|_| WebhookError::MalformedHeader)
+}
+
+/// A Unix timestamp written as 1 to 20 plain decimal digits (no sign, no spaces).
+fn parse_timestamp(text: &str) -> Result<u64, WebhookError> {
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(WebhookError::MalformedHeader);
+    }
+    text.parse().map_err(|_| WebhookError::MalformedHeader)
+}
+
+impl Verifier {
+    /// Builds a verifier, refusing an empty secret list or more than [`MAX_SECRETS`] secrets.
+    pub fn new(provider: Provider, secrets: Vec<Secret>, tolerance: u64) -> Result<Verifier, String> {
+        if secrets.is_empty() {
+            return Err("webhook verifier: no secret configured".into());
+        }
+        if secrets.len() > MAX_SECRETS {
+            return Err(format!("webhook verifier: {} secrets, at most {MAX_SECRETS}", secrets.len()));
+        }
+        Ok(Verifier { provider, secrets, tolerance })
+    }
+
+    /// Verifies a delivery: headers and the raw body, at `now_unix` (seconds). Parses the
+    /// headers, checks the MAC against every secret, then bounds the signed timestamp.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_unix: u64) -> Result<Verified, WebhookError> {
+        if self.secrets.is_empty() {
+            return Err(WebhookError::NoSecrets);
+        }
+        let parsed = match &self.provider {
+            Provider::GitHub => parse_github(headers, body)?,
+            Provider::Stripe => parse_stripe(headers, body)?,
+            Provider::StandardWebhooks => parse_standard(headers, body)?,
+            Provider::Generic(scheme) => parse_generic(scheme, headers, body)?,
+        };
+        let secret_id = self.check_mac(&parsed)?;
+        if let Some(ts) = parsed.timestamp {
+            if now_unix > ts && now_unix - ts > self.tolerance {
+                return Err(WebhookError::StaleTimestamp);
+            }
+            if ts > now_unix && ts - now_unix > self.tolerance {
+                return Err(WebhookError::FutureTimestamp);
+            }
+        }
+        let delivery_id = match self.provider {
+            // The body is signed and now verified: its `id` is as trustworthy as the event.
+            Provider::Stripe => stripe_event_id(body),
+            _ => parsed.delivery_id,
+        };
+        Ok(Verified { secret_id, delivery_id, timestamp: parsed.timestamp })
+    }
+
+    /// One MAC per secret, compared in constant time with every decoded candidate.
+    fn check_mac(&self, parsed: &Parsed<'_>) -> Result<String, WebhookError> {
+        if parsed.candidates.list.iter().all(Option::is_none) {
+            return Err(WebhookError::BadSignature);
+        }
+        for secret in self.secrets.iter().take(MAX_SECRETS) {
+            let key = hmac::Key::new(parsed.alg.ring(), &secret.key);
+            let mut ctx = hmac::Context::with_key(&key);
+            for piece in parsed.message {
+                ctx.update(piece);
+            }
+            let tag = ctx.sign();
+            for candidate in parsed.candidates.list.iter().flatten() {
+                if bool::from(tag.as_ref().ct_eq(candidate.bytes())) {
+                    return Ok(secret.id.clone());
+                }
+            }
+        }
+        Err(WebhookError::BadSignature)
+    }
+}
+
+fn parse_github<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Parsed<'a>, WebhookError> {
+    let value = single(headers, &GITHUB_SIGNATURE)?;
+    let sig = value.strip_prefix("sha256=").ok_or(WebhookError::MalformedHeader)?;
+    let mut candidates = Candidates::new();
+    candidates.push(sig, Encoding::Hex, MacAlg::Sha256)?;
+    // Unsigned: anyone replaying a captured delivery can change it. Best effort for the cache.
+    let delivery_id = single(headers, &GITHUB_DELIVERY).ok().filter(|s| !s.is_empty()).map(str::to_owned);
+    Ok(Parsed { alg: MacAlg::Sha256, message: [body, b"", b"", b"", b""], candidates, timestamp: None, delivery_id })
+}
+
+fn parse_stripe<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Result<Parsed<'a>, WebhookError> {
+    let value = single(headers, &STRIPE_SIGNATURE)?;
+    let mut t: Option<&str> = None;
+    let mut candidates = Candidates::new();
+    for item in value.split(',') {
+        let (key, val) = item.split_once('=').ok_or(WebhookError::MalformedHeader)?;
+        match key {
+            "t" if t.is_some() => return Err(WebhookError::MalformedHeader),
+            "t" => t = Some(val),
+            "v1" => candidates.push(val, Encoding::Hex, MacAlg::Sha256)?,
+            _ => {} // v0 and future schemes: ignored.
+        }
+    }
+    let t = t.ok_or(WebhookError::MalformedHeader)?;
+    let timestamp = parse_timestamp(t)?;
+    if candidates.list.is_empty() {
+        return Err(WebhookError::MalformedHeader);
+    }
+    Ok(Parsed {
+        alg: MacAlg::Sha256,
+        message: [t.as_bytes(), b".", body, b"", b""],
+        candidates,
+        timestamp: Some(timestamp),
+        delivery_id: None,
+    })
+}
+
+/// The `id` member of a Stripe event body, when the body is JSON and `id` a string.
+fn stripe_event_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        id: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Event>(body).ok()?.id? {
+        serde_json::Value::String(id) => Some(id),
+        _ => None,
+    }
+}
+
+fn parse_standard<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Result<Parsed<'a>, WebhookError> {
+    let id = single(headers, &SW_ID)?;
+    let ts_text = single(headers, &SW_TIMESTAMP)?;
+    let value = single(headers, &SW_SIGNATURE)?;
+    if id.is_empty() || id.contains('.') {
+        return Err(WebhookError::MalformedHeader);
+    }
+    let timestamp = parse_timestamp(ts_text)?;
+    let mut candidates = Candidates::new();
+    for entry in value.split(' ') {
+        if let Some(("v1", sig)) = entry.split_once(',') {
+            candidates.push(sig, Encoding::Base64, MacAlg::Sha256)?;
+        }
+    }
+    if candidates.list.is_empty() {
+        return Err(WebhookError::MalformedHeader);
+    }
+    Ok(Parsed {
+        alg: MacAlg::Sha256,
+        message: [id.as_bytes(), b".", ts_text.as_bytes(), b".", body],
+        candidates,
+        timestamp: Some(timestamp),
+        delivery_id: Some(id.to_owned()),
+    })
+}
+
+fn parse_generic<'a>(
+    scheme: &GenericScheme,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+) -> Result<Parsed<'a>, WebhookError> {
+    let value = single(headers, &scheme.header)?;
+    let sig = match &scheme.prefix {
+        Some(prefix) => value.strip_prefix(prefix.as_str()).ok_or(WebhookError::MalformedHeader)?,
+        None => value,
+    };
+    let mut candidates = Candidates::new();
+    candidates.push(sig, scheme.encoding, scheme.algorithm)?;
+    let (message, timestamp) = match &scheme.timestamp_header {
+        Some(name) => {
+            let text = single(headers, name)?;
+            ([text.as_bytes(), b".", body, b"", b""], Some(parse_timestamp(text)?))
+        }
+        None => ([body, b"", b"", b"", b""], None),
+    };
+    Ok(Parsed { alg: scheme.algorithm, message, candidates, timestamp, delivery_id: None })
+}
+
+/// Outbound: the three Standard Webhooks headers for a delivery (`webhook-id`,
+/// `webhook-timestamp`, `webhook-signature: v1,<base64>`), signed with `secret` (a `whsec_…`
+/// string, decoded as by [`Secret::new`]). Refuses an empty id or one containing `.`. Used by
+/// alert sinks and by tests to produce valid deliveries.
+pub fn sign_standard_webhooks(
+    secret: &str,
+    id: &str,
+    timestamp: u64,
+    body: &[u8],
+) -> Result<[(&'static str, String); 3], String> {
+    if id.is_empty() || id.contains('.') {
+        return Err(format!("webhook id {id:?}: must be non-empty and must not contain '.'"));
+    }
+    let secret = Secret::new(&Provider::StandardWebhooks, "outbound", secret.as_bytes())?;
+    let ts = timestamp.to_string();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &secret.key);
+    let mut ctx = hmac::Context::with_key(&key);
+    for piece in [id.as_bytes(), b".", ts.as_bytes(), b".", body] {
+        ctx.update(piece);
+    }
+    let sig = base64::engine::general_purpose::STANDARD.encode(ctx.sign().as_ref());
+    Ok([("webhook-id", id.to_owned()), ("webhook-timestamp", ts), ("webhook-signature", format!("v1,{sig}"))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const VECTORS: &str = include_str!("../../tests/fixtures/webhooks.json");
+
+    fn vectors() -> Value {
+        serde_json::from_str(VECTORS).unwrap()
+    }
+
+    fn s(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// `key` from the vector entry, else from the group.
+    fn field(entry: &Value, group: &Value, key: &str) -> Value {
+        entry.get(key).or_else(|| group.get(key)).cloned().unwrap_or(Value::Null)
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn verifier(provider: Provider, secrets: &[(&str, &str)]) -> Verifier {
+        let secrets = secrets.iter().map(|(id, t)| Secret::new(&provider, *id, t.as_bytes()).unwrap()).collect();
+        Verifier::new(provider, secrets, 300).unwrap()
+    }
+
+    fn hmac_hex(key: &[u8], msg: &[u8]) -> String {
+        hex::encode(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), msg).as_ref())
+    }
+
+    // Expected refusal for each invalid vector, by its `why`.
+    fn expected(why: &str) -> WebhookError {
+        use WebhookError::*;
+        match why {
+            "body tampered" | "wrong secret" | "truncated" => BadSignature,
+            "sha1 prefix / legacy header value" | "missing prefix" | "empty" => MalformedHeader,
+            w if w.starts_with("uppercase hex") => MalformedHeader, // `SHA256=`: prefix is case-sensitive
+            "only v0 scheme" | "malformed header" | "no t=" => MalformedHeader,
+            w if w.starts_with("stale") => StaleTimestamp,
+            w if w.starts_with("future beyond tolerance") => FutureTimestamp,
+            w if w.starts_with("timestamp swapped") || w.starts_with("secret base64-decoded") => BadSignature,
+            w if w.starts_with("v1a (asymmetric) only") => MalformedHeader, // no v1 entry at all
+            "just 'v1,'" | "signature truncated" => BadSignature,
+            "timestamp 301s before now" => StaleTimestamp,
+            "timestamp 301s after now" => FutureTimestamp,
+            w if w.starts_with("msg id with '.'") => MalformedHeader,
+            "non-integer timestamp" => MalformedHeader,
+            other => panic!("no expectation for vector {other:?}"),
+        }
+    }
+
+    #[test]
+    fn github_vectors() {
+        let all = vectors();
+        let g = &all["github_x_hub_signature_256"];
+        let v = verifier(Provider::GitHub, &[("gh", g["secret"].as_str().unwrap())]);
+        for e in g["valid"].as_array().unwrap() {
+            let h = headers(&[("x-hub-signature-256", &s(&e["header"]))]);
+            let ok = v.verify(&h, s(&field(e, g, "body")).as_bytes(), 0).unwrap();
+            assert_eq!(ok, Verified { secret_id: "gh".into(), delivery_id: None, timestamp: None });
+        }
+        let invalid = g["invalid"].as_array().unwrap();
+        assert_eq!(invalid.len(), 7);
+        for e in invalid {
+            let why = e["why"].as_str().unwrap();
+            let h = headers(&[("x-hub-signature-256", &s(&e["header"]))]);
+            assert_eq!(v.verify(&h, s(&field(e, g, "body")).as_bytes(), 0), Err(expected(why)), "{why}");
+        }
+    }
+
+    #[test]
+    fn stripe_vectors() {
+        let all = vectors();
+        let g = &all["stripe_signature"];
+        let v = verifier(Provider::Stripe, &[("st", g["secret"].as_str().unwrap())]);
+        assert_eq!(v.tolerance, g["tolerance_s"].as_u64().unwrap());
+        let now = g["now"].as_u64().unwrap();
+        let body = s(&g["body"]);
+        for e in g["valid"].as_array().unwrap() {
+            let header = s(&e["header"]);
+            let h = headers(&[("stripe-signature", &header)]);
+            let ok = v.verify(&h, body.as_bytes(), now).unwrap();
+            assert_eq!(ok.secret_id, "st");
+            assert_eq!(ok.delivery_id.as_deref(), Some("evt_test_webhook"));
+            let t: u64 = header.strip_prefix("t=").unwrap().split(',').next().unwrap().parse().unwrap();
+            assert_eq!(ok.timestamp, Some(t));
+        }
+        let invalid = g["invalid"].as_array().unwrap();
+        assert_eq!(invalid.len(), 7);
+        for e in invalid {
+            let why = e["why"].as_str().unwrap();
+            let h = headers(&[("stripe-signature", &s(&e["header"]))]);
+            assert_eq!(v.verify(&h, body.as_bytes(), now), Err(expected(why)), "{why}");
+        }
+    }
+
+    fn sw_headers(e: &Value, g: &Value) -> HeaderMap {
+        headers(&[
+            ("webhook-id", &s(&field(e, g, "webhook-id"))),
+            ("webhook-timestamp", &s(&field(e, g, "webhook-timestamp"))),
+            ("webhook-signature", &s(&field(e, g, "webhook-signature"))),
+        ])
+    }
+
+    #[test]
+    fn standard_webhooks_vectors() {
+        let all = vectors();
+        let g = &all["standard_webhooks"];
+        let check = |e: &Value| {
+            let secret = s(&field(e, g, "secret"));
+            let v = verifier(Provider::StandardWebhooks, &[("sw", &secret)]);
+            let now = field(e, g, "now").as_u64().unwrap();
+            v.verify(&sw_headers(e, g), s(&field(e, g, "body")).as_bytes(), now)
+        };
+        let valid = g["valid"].as_array().unwrap();
+        assert_eq!(valid.len(), 3);
+        for e in valid {
+            let ok = check(e).unwrap();
+            assert_eq!(ok.secret_id, "sw");
+            assert_eq!(ok.delivery_id, Some(s(&field(e, g, "webhook-id"))));
+            assert_eq!(ok.timestamp, field(e, g, "webhook-timestamp").as_u64());
+        }
+        let invalid = g["invalid"].as_array().unwrap();
+        assert_eq!(invalid.len(), 7);
+        for e in invalid {
+            let why = e["why"].as_str().unwrap();
+            assert_eq!(check(e), Err(expected(why)), "{why}");
+        }
+    }
+
+    #[test]
+    fn github_hex_case_insensitive_prefix_exact() {
+        let all = vectors();
+        let g = &all["github_x_hub_signature_256"];
+        let v = verifier(Provider::GitHub, &[("gh", g["secret"].as_str().unwrap())]);
+        let upper = "sha256=757107EA0EB2509FC211221CCE984B8A37570B6D7586C22C46F4379C8B043E17";
+        assert!(v.verify(&headers(&[("x-hub-signature-256", upper)]), b"Hello, World!", 0).is_ok());
+        let prefix = "Sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let got = v.verify(&headers(&[("x-hub-signature-256", prefix)]), b"Hello, World!", 0);
+        assert_eq!(got, Err(WebhookError::MalformedHeader));
+    }
+
+    #[test]
+    fn github_duplicate_header_missing_header_and_delivery_id() {
+        let all = vectors();
+        let g = &all["github_x_hub_signature_256"];
+        let v = verifier(Provider::GitHub, &[("gh", g["secret"].as_str().unwrap())]);
+        let good = s(&g["valid"][0]["header"]);
+        let twice = headers(&[("x-hub-signature-256", &good), ("x-hub-signature-256", &good)]);
+        assert_eq!(v.verify(&twice, b"Hello, World!", 0), Err(WebhookError::MalformedHeader));
+        assert_eq!(v.verify(&HeaderMap::new(), b"Hello, World!", 0), Err(WebhookError::MissingHeader));
+        let legacy = headers(&[("x-hub-signature", "sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59")]);
+        assert_eq!(v.verify(&legacy, b"Hello, World!", 0), Err(WebhookError::MissingHeader));
+        let h =
+            headers(&[("x-hub-signature-256", &good), ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")]);
+        let ok = v.verify(&h, b"Hello, World!", 0).unwrap();
+        assert_eq!(ok.delivery_id.as_deref(), Some("72d3162e-cc78-11e3-81ab-4c9367dc0958"));
+    }
+
+    #[test]
+    fn stripe_duplicate_t_non_json_body_and_secret_is_whole_string() {
+        let secret = "whsec_test_secret";
+        let v = verifier(Provider::Stripe, &[("st", secret)]);
+        let body = b"not json";
+        let sig = hmac_hex(secret.as_bytes(), b"1700000000.not json");
+        let h = headers(&[("stripe-signature", &format!("t=1700000000,v1={sig}"))]);
+        let ok = v.verify(&h, body, 1_700_000_000).unwrap();
+        assert_eq!(ok.delivery_id, None);
+        let h = headers(&[("stripe-signature", &format!("t=1700000000,t=1700000000,v1={sig}"))]);
+        assert_eq!(v.verify(&h, body, 1_700_000_000), Err(WebhookError::MalformedHeader));
+        let h = headers(&[("stripe-signature", &format!("t=+1700000000,v1={sig}"))]);
+        assert_eq!(v.verify(&h, body, 1_700_000_000), Err(WebhookError::MalformedHeader));
+        // `id` present but not a string: no delivery id.
+        let body = br#"{"id": 12}"#;
+        let sig = hmac_hex(secret.as_bytes(), b"1700000000.{\"id\": 12}");
+        let h = headers(&[("stripe-signature", &format!("t=1700000000,v1={sig}"))]);
+        assert_eq!(v.verify(&h, body, 1_700_000_000).unwrap().delivery_id, None);
+    }
+
+    #[test]
+    fn standard_webhooks_missing_and_duplicate_headers() {
+        let (id, ts, body) = ("msg_1", 1_700_000_000, b"{}");
+        let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+        let v = verifier(Provider::StandardWebhooks, &[("sw", secret)]);
+        let signed = sign_standard_webhooks(secret, id, ts, body).unwrap();
+        for skip in 0..3 {
+            let pairs: Vec<_> =
+                signed.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, (k, v))| (*k, v.as_str())).collect();
+            assert_eq!(v.verify(&headers(&pairs), body, ts), Err(WebhookError::MissingHeader));
+        }
+        let mut pairs: Vec<_> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert!(v.verify(&headers(&pairs), body, ts).is_ok());
+        pairs.push(("webhook-id", "msg_2"));
+        assert_eq!(v.verify(&headers(&pairs), body, ts), Err(WebhookError::MalformedHeader));
+    }
+
+    #[test]
+    fn rotation_reports_which_secret_matched() {
+        let (old, new) = ("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let v = verifier(Provider::StandardWebhooks, &[("old", old), ("new", new)]);
+        for (secret, want) in [(old, "old"), (new, "new")] {
+            let signed = sign_standard_webhooks(secret, "msg_x", 100, b"body").unwrap();
+            let pairs: Vec<_> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(v.verify(&headers(&pairs), b"body", 100).unwrap().secret_id, want);
+        }
+        // Stripe, both secrets' signatures in one header (as Stripe sends during a roll).
+        let (a, b) = ("whsec_first_secret_0001", "whsec_second_secret_002");
+        let v = verifier(Provider::Stripe, &[("a", a), ("b", b)]);
+        let only_b = format!("t=5,v1={}", hmac_hex(b.as_bytes(), b"5.x"));
+        assert_eq!(v.verify(&headers(&[("stripe-signature", &only_b)]), b"x", 5).unwrap().secret_id, "b");
+        let both = format!("t=5,v1={},v1={}", hmac_hex(b.as_bytes(), b"5.x"), hmac_hex(a.as_bytes(), b"5.x"));
+        assert_eq!(v.verify(&headers(&[("stripe-signature", &both)]), b"x", 5).unwrap().secret_id, "a");
+        let neither = format!("t=5,v1={}", hmac_hex(b"whsec_third_secret_0003", b"5.x"));
+        let got = v.verify(&headers(&[("stripe-signature", &neither)]), b"x", 5);
+        assert_eq!(got, Err(WebhookError::BadSignature));
+    }
+
+    #[test]
+    fn tolerance_is_inclusive_both_ways_and_signature_comes_first() {
+        let secret = "whsec_test_secret";
+        let v = verifier(Provider::Stripe, &[("st", secret)]);
+        let at = |t: u64, key: &str| {
+            let h = headers(&[(
+                "stripe-signature",
+                &format!("t={t},v1={}", hmac_hex(key.as_bytes(), format!("{t}.b").as_bytes())),
+            )]);
+            v.verify(&h, b"b", 1_000_000)
+        };
+        assert!(at(1_000_000 - 300, secret).is_ok());
+        assert!(at(1_000_000 + 300, secret).is_ok());
+        assert_eq!(at(1_000_000 - 301, secret), Err(WebhookError::StaleTimestamp));
+        assert_eq!(at(1_000_000 + 301, secret), Err(WebhookError::FutureTimestamp));
+        // A forged signature is `bad_signature` whatever the time: the clock window is not probeable.
+        assert_eq!(at(0, "whsec_someone_else_key"), Err(WebhookError::BadSignature));
+        assert_eq!(at(u64::MAX, "whsec_someone_else_key"), Err(WebhookError::BadSignature));
+        assert_eq!(at(u64::MAX, secret), Err(WebhookError::FutureTimestamp));
+        assert_eq!(at(0, secret), Err(WebhookError::StaleTimestamp));
+    }
+
+    #[test]
+    fn work_is_bounded() {
+        let secret = "whsec_test_secret";
+        let v = verifier(Provider::Stripe, &[("st", secret)]);
+        let good = hmac_hex(secret.as_bytes(), b"7.b");
+        let with = |n: usize| {
+            let mut header = String::from("t=7");
+            for _ in 1..n {
+                header.push_str(",v1=00");
+            }
+            header.push_str(&format!(",v1={good}"));
+            v.verify(&headers(&[("stripe-signature", &header)]), b"b", 7)
+        };
+        assert!(with(MAX_SIGNATURES).is_ok());
+        assert_eq!(with(MAX_SIGNATURES + 1), Err(WebhookError::MalformedHeader));
+        // Other versions do not count, but the header size does.
+        let padded = format!("t=7,{}v1={good}", "v0=0,".repeat(100));
+        assert!(v.verify(&headers(&[("stripe-signature", &padded)]), b"b", 7).is_ok());
+        let huge = format!("t=7,{}v1={good}", "v0=0,".repeat(1000));
+        assert!(huge.len() > MAX_HEADER_BYTES);
+        assert_eq!(v.verify(&headers(&[("stripe-signature", &huge)]), b"b", 7), Err(WebhookError::MalformedHeader));
+        // Secrets: the constructor refuses more than MAX_SECRETS (and none).
+        let s = Secret::new(&Provider::Stripe, "s", secret.as_bytes()).unwrap();
+        assert!(Verifier::new(Provider::Stripe, vec![s.clone(); MAX_SECRETS], 300).is_ok());
+        assert!(Verifier::new(Provider::Stripe, vec![s; MAX_SECRETS + 1], 300).is_err());
+        assert!(Verifier::new(Provider::Stripe, Vec::new(), 300).is_err());
+    }
+
+    #[test]
+    fn no_secrets() {
+        let v = Verifier { provider: Provider::GitHub, secrets: Vec::new(), tolerance: 300 };
+        assert_eq!(v.verify(&HeaderMap::new(), b"", 0), Err(WebhookError::NoSecrets));
+    }
+
+    #[test]
+    fn secrets_are_checked_and_never_printed() {
+        assert!(Secret::new(&Provider::GitHub, "short", b"fifteen bytes!!").is_err());
+        assert!(Secret::new(&Provider::GitHub, "ok", b"sixteen bytes!!!").is_ok());
+        // Standard Webhooks: base64 after `whsec_`, 16 decoded bytes at least.
+        assert!(Secret::new(&Provider::StandardWebhooks, "bad", b"whsec_not base64!").is_err());
+        assert!(Secret::new(&Provider::StandardWebhooks, "empty", b"whsec_").is_err());
+        assert!(Secret::new(&Provider::StandardWebhooks, "short", b"whsec_MTIzNDU2Nzg5MDEyMzQ1").is_err()); // 15 bytes
+        assert!(Secret::new(&Provider::StandardWebhooks, "ok", b"whsec_MTIzNDU2Nzg5MDEyMzQ1Ng==").is_ok()); // 16
+        assert!(Secret::new(&Provider::StandardWebhooks, "bare", b"MTIzNDU2Nzg5MDEyMzQ1Ng==").is_ok());
+        // Stripe: the `whsec_` string itself is the key, whatever it looks like.
+        assert!(Secret::new(&Provider::Stripe, "st", b"whsec_test_secret").is_ok());
+        let secret = Secret::new(&Provider::GitHub, "gh-1", b"super-secret-key-material").unwrap();
+        let printed = format!("{secret:?}");
+        assert!(printed.contains("gh-1") && !printed.contains("super-secret"), "{printed}");
+    }
+
+    #[test]
+    fn generic_schemes() {
+        let key = "generic-secret-0123456789";
+        let scheme = GenericScheme {
+            header: HeaderName::from_static("x-signature"),
+            algorithm: MacAlg::Sha512,
+            encoding: Encoding::Base64,
+            prefix: Some("v1=".into()),
+            timestamp_header: Some(HeaderName::from_static("x-timestamp")),
+        };
+        let provider = Provider::Generic(scheme);
+        let v = verifier(provider, &[("g", key)]);
+        let mac = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA512, key.as_bytes()), b"1000.payload");
+        let sig = format!("v1={}", base64::engine::general_purpose::STANDARD.encode(mac.as_ref()));
+        let ok = v.verify(&headers(&[("x-signature", &sig), ("x-timestamp", "1000")]), b"payload", 1000).unwrap();
+        assert_eq!(ok, Verified { secret_id: "g".into(), delivery_id: None, timestamp: Some(1000) });
+        let got = v.verify(&headers(&[("x-signature", &sig)]), b"payload", 1000);
+        assert_eq!(got, Err(WebhookError::MissingHeader));
+        let got = v.verify(&headers(&[("x-signature", &sig), ("x-timestamp", "1000")]), b"payload", 2000);
+        assert_eq!(got, Err(WebhookError::StaleTimestamp));
+        let got = v.verify(&headers(&[("x-signature", &sig[3..]), ("x-timestamp", "1000")]), b"payload", 1000);
+        assert_eq!(got, Err(WebhookError::MalformedHeader));
+        // A SHA-256-sized MAC for a SHA-512 scheme is a wrong-length signature: bad, not malformed.
+        let short = format!("v1={}", base64::engine::general_purpose::STANDARD.encode([0u8; 32]));
+        let got = v.verify(&headers(&[("x-signature", &short), ("x-timestamp", "1000")]), b"payload", 1000);
+        assert_eq!(got, Err(WebhookError::BadSignature));
+
+        let scheme = GenericScheme {
+            header: HeaderName::from_static("x-sig"),
+            algorithm: MacAlg::Sha256,
+            encoding: Encoding::Hex,
+            prefix: None,
+            timestamp_header: None,
+        };
+        let v = verifier(Provider::Generic(scheme), &[("g", key)]);
+        let h = headers(&[("x-sig", &hmac_hex(key.as_bytes(), b"payload"))]);
+        assert_eq!(v.verify(&h, b"payload", 0).unwrap().timestamp, None);
+        assert_eq!(v.verify(&h, b"payload!", 0), Err(WebhookError::BadSignature));
+    }
+
+    #[test]
+    fn sign_standard_webhooks_matches_vectors_and_verifies() {
+        let all = vectors();
+        let g = &all["standard_webhooks"];
+        for e in g["valid"].as_array().unwrap().iter().take(2) {
+            let secret = s(&field(e, g, "secret"));
+            let id = s(&field(e, g, "webhook-id"));
+            let ts = field(e, g, "webhook-timestamp").as_u64().unwrap();
+            let body = s(&field(e, g, "body"));
+            let out = sign_standard_webhooks(&secret, &id, ts, body.as_bytes()).unwrap();
+            assert_eq!(out[0], ("webhook-id", id.clone()));
+            assert_eq!(out[1], ("webhook-timestamp", ts.to_string()));
+            assert_eq!(out[2], ("webhook-signature", s(&e["webhook-signature"])));
+            let pairs: Vec<_> = out.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let v = verifier(Provider::StandardWebhooks, &[("sw", &secret)]);
+            assert!(v.verify(&headers(&pairs), body.as_bytes(), ts).is_ok());
+        }
+        assert!(sign_standard_webhooks("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "a.b", 1, b"").is_err());
+        assert!(sign_standard_webhooks("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "", 1, b"").is_err());
+        assert!(sign_standard_webhooks("whsec_short", "id", 1, b"").is_err());
+    }
+
+    #[test]
+    fn error_names_are_stable() {
+        use WebhookError::*;
+        let names: Vec<_> = [MissingHeader, MalformedHeader, BadSignature, StaleTimestamp, FutureTimestamp, NoSecrets]
+            .map(WebhookError::as_str)
+            .into();
+        assert_eq!(
+            names,
+            [
+                "missing_signature",
+                "malformed_signature",
+                "bad_signature",
+                "stale_timestamp",
+                "future_timestamp",
+                "no_secrets"
+            ]
+        );
+        assert_eq!(BadSignature.to_string(), "bad_signature");
+    }
+
+    fn all_verifiers() -> Vec<Verifier> {
+        let generic = GenericScheme {
+            header: HeaderName::from_static("x-sig"),
+            algorithm: MacAlg::Sha512,
+            encoding: Encoding::Base64,
+            prefix: Some("sha512=".into()),
+            timestamp_header: Some(HeaderName::from_static("x-ts")),
+        };
+        vec![
+            verifier(Provider::GitHub, &[("a", "0123456789abcdef")]),
+            verifier(Provider::Stripe, &[("a", "whsec_0123456789abcdef")]),
+            verifier(Provider::StandardWebhooks, &[("a", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")]),
+            verifier(Provider::Generic(generic), &[("a", "0123456789abcdef")]),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 6),
+            shaped in "(t=[0-9+]{0,22}|v1=[0-9a-fA-F]{0,66}|v0=x|v1,[A-Za-z0-9+/=]{0,90}|v1a,x|sha(256|512)=[0-9a-zA-Z+/=]{0,130}|[ ,=.])*",
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            now in any::<u64>(),
+        ) {
+            let names = ["x-hub-signature-256", "stripe-signature", "webhook-signature", "webhook-timestamp", "webhook-id", "x-sig"];
+            let mut arbitrary = HeaderMap::new();
+            let mut shaped_map = HeaderMap::new();
+            for (name, value) in names.iter().zip(&values) {
+                if let Ok(value) = HeaderValue::from_bytes(value) {
+                    arbitrary.append(*name, value);
+                }
+                if let Ok(value) = HeaderValue::from_str(&shaped) {
+                    shaped_map.append(*name, value);
+                }
+            }
+            shaped_map.insert("x-ts", HeaderValue::from_static("17"));
+            for v in all_verifiers() {
+                let _ = v.verify(&arbitrary, &body, now);
+                let _ = v.verify(&shaped_map, &body, now);
+            }
+        }
+    }
+}
