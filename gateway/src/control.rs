@@ -433,6 +433,10 @@ impl ControlApp {
                 }
             }
         };
+        if reason.as_ref().is_some_and(|r| r.chars().count() > crate::switches::MAX_REASON_CHARS) {
+            let why = format!("reason: at most {} characters", crate::switches::MAX_REASON_CHARS);
+            return Err(refuse(Deny::new(DenyCode::BadRequest, "session_body"), 400, why));
+        }
         let sessions = &self.shared.sessions;
         let now = now_unix();
         let result = if revoke { sessions.revoke(&id, reason.clone(), &call.who, now) } else { sessions.restore(&id) };

@@ -354,6 +354,16 @@ fn a_revoked_session_looks_exactly_like_an_expired_one_and_stays_revoked_across_
     // Bad ids are refused and audited.
     assert_eq!(control_post(&gw, "/v1/sessions/%zz/revoke", OPERATOR).status, 400);
     assert_eq!(control_post(&gw, &format!("/v1/sessions/{}/revoke", "x".repeat(300)), OPERATOR).status, 400);
+    let long = format!("{{\"reason\":\"{}\"}}", "r".repeat(501));
+    let r =
+        Client::new().post(&gw.control_url("/v1/sessions/s2/revoke"), &[("authorization", &bearer(OPERATOR))], &long);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = Client::new().post(
+        &gw.control_url("/v1/sessions/s2/revoke"),
+        &[("authorization", &bearer(OPERATOR))],
+        "{\"why\":1}",
+    );
+    assert_eq!(r.status, 400, "unknown body keys are refused");
     assert!(metric(&gw, "portcullis_sessions_revoked").is_some());
 }
 
