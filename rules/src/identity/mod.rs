@@ -870,7 +870,7 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: Vec<RawIdentityRule
         let meta = ctx.rule(KIND, &path, Common { id: &r.id, mode: r.mode, severity: r.severity }, r);
         let mut c = Compiler { ctx: &mut *ctx, ok: true };
         let rule = c.rule(&path, meta.id.clone(), meta.mode, meta.severity.unwrap_or(EVENT.default_severity()), r);
-        let routes = c.routes(&path, &r.routes, &meta.id, &out.claimed);
+        let routes = c.routes(&path, &r.routes, &out.claimed);
         if let (Some(rule), true) = (rule, c.ok) {
             let index = out.rules.len();
             for route in routes {
@@ -893,7 +893,8 @@ impl Compiler<'_, '_> {
         self.ctx.error(path, message);
     }
 
-    fn routes(&mut self, path: &str, routes: &[String], id: &str, claimed: &HashMap<String, String>) -> Vec<String> {
+    /// The rule's routes, each known and not claimed by another identity rule.
+    fn routes(&mut self, path: &str, routes: &[String], claimed: &HashMap<String, String>) -> Vec<String> {
         if routes.is_empty() {
             self.error(&format!("{path}.routes"), "name at least one route");
         }
@@ -911,7 +912,6 @@ impl Compiler<'_, '_> {
                 out.push(route.clone());
             }
         }
-        let _ = id;
         out
     }
 
