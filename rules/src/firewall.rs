@@ -54,7 +54,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
-use crate::query::hex_val;
 use crate::rulefile::{check_route, compile_regex, present, Common, Ctx};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
@@ -164,35 +163,9 @@ impl Query<'_> {
         if re.is_match(raw.as_bytes()) {
             return true;
         }
-        let decoded = self.decoded.get_or_insert_with(|| decode_query(raw.as_bytes()));
+        let decoded = self.decoded.get_or_insert_with(|| crate::query::decode_lenient(raw.as_bytes()));
         decoded.as_deref().is_some_and(|d| re.is_match(d))
     }
-}
-
-/// Percent-decodes a query string (`+` is a space; invalid escapes are kept as they are). `None`
-/// when there is nothing to decode.
-fn decode_query(raw: &[u8]) -> Option<Vec<u8>> {
-    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
-        return None;
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => match (raw.get(i + 1).and_then(|&c| hex_val(c)), raw.get(i + 2).and_then(|&c| hex_val(c))) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    Some(out)
 }
 
 impl Rule {
@@ -753,9 +726,9 @@ mod tests {
         let (_, out) = run(&s, &Req { query: Some("q=union+select+password"), ..req() });
         let detail = serde_json::to_string(&out.deny.unwrap().detail).unwrap();
         assert_eq!(detail, r#"{"matched":["query_regex"]}"#);
-        assert_eq!(decode_query(b"a=1&b=2"), None);
-        assert_eq!(decode_query(b"a%41+%4"), Some(b"aA %4".to_vec()));
-        assert_eq!(decode_query(b"%e9%"), Some(vec![0xe9, b'%']));
+        assert_eq!(crate::query::decode_lenient(b"a=1&b=2"), None);
+        assert_eq!(crate::query::decode_lenient(b"a%41+%4"), Some(b"aA %4".to_vec()));
+        assert_eq!(crate::query::decode_lenient(b"%e9%"), Some(vec![0xe9, b'%']));
     }
 
     #[test]

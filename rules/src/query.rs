@@ -3,7 +3,8 @@
 //! Strict means an invalid escape (`%zz`, a truncated `%4`) is an error, not a literal `%`: a
 //! check that looks for a credential or a tenant id in the query must not guess what an
 //! application's more lenient parser will make of it. (The firewall's regex matching is lenient on
-//! purpose: it matches the raw and the decoded form.)
+//! purpose, [`decode_lenient`]: it matches the raw and the decoded form.) Every form is one
+//! decoding loop.
 
 use std::borrow::Cow;
 
@@ -11,30 +12,55 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadEscape;
 
-/// Decodes one `application/x-www-form-urlencoded` component: `+` is a space, `%XX` a byte.
-/// Borrowed when there is nothing to decode.
-pub fn decode(raw: &[u8]) -> Result<Cow<'_, [u8]>, BadEscape> {
-    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
-        return Ok(Cow::Borrowed(raw));
-    }
+/// What a decoder does with an invalid escape (`%zz`, a truncated `%4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnBad {
+    /// Stop there: the result is what was decoded before it.
+    Stop,
+    /// Keep the `%` as a literal byte and go on.
+    Keep,
+}
+
+/// The one percent-decoding loop: `%XX` is a byte, `+` a space when `plus` is set. Returns the
+/// decoded bytes and whether an invalid escape was met.
+fn decode_core(raw: &[u8], plus: bool, on_bad: OnBad) -> (Vec<u8>, bool) {
     let mut out = Vec::with_capacity(raw.len());
+    let mut bad = false;
     let mut i = 0;
     while let Some(&b) = raw.get(i) {
         match b {
-            b'+' => out.push(b' '),
+            b'+' if plus => out.push(b' '),
             b'%' => match (raw.get(i + 1).and_then(|&c| hex_val(c)), raw.get(i + 2).and_then(|&c| hex_val(c))) {
                 (Some(hi), Some(lo)) => {
                     out.push(hi << 4 | lo);
                     i += 3;
                     continue;
                 }
-                _ => return Err(BadEscape),
+                _ => {
+                    bad = true;
+                    if on_bad == OnBad::Stop {
+                        return (out, true);
+                    }
+                    out.push(b'%');
+                }
             },
             other => out.push(other),
         }
         i += 1;
     }
-    Ok(Cow::Owned(out))
+    (out, bad)
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component: `+` is a space, `%XX` a byte.
+/// Borrowed when there is nothing to decode.
+pub fn decode(raw: &[u8]) -> Result<Cow<'_, [u8]>, BadEscape> {
+    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    match decode_core(raw, true, OnBad::Stop) {
+        (_, true) => Err(BadEscape),
+        (out, false) => Ok(Cow::Owned(out)),
+    }
 }
 
 /// Decodes `%XX` escapes only (a path segment: `+` is a plus). Borrowed when there is nothing to
@@ -43,23 +69,24 @@ pub fn percent_decode(raw: &[u8]) -> Result<Cow<'_, [u8]>, BadEscape> {
     if !raw.contains(&b'%') {
         return Ok(Cow::Borrowed(raw));
     }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        if b == b'%' {
-            match (raw.get(i + 1).and_then(|&c| hex_val(c)), raw.get(i + 2).and_then(|&c| hex_val(c))) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
-                _ => return Err(BadEscape),
-            }
-        }
-        out.push(b);
-        i += 1;
+    match decode_core(raw, false, OnBad::Stop) {
+        (_, true) => Err(BadEscape),
+        (out, false) => Ok(Cow::Owned(out)),
     }
-    Ok(Cow::Owned(out))
+}
+
+/// Like [`decode`], but lenient: an invalid escape is kept as it is. `None` when there is
+/// nothing to decode. (What the firewall's regexes match besides the raw query.)
+pub fn decode_lenient(raw: &[u8]) -> Option<Vec<u8>> {
+    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+        return None;
+    }
+    Some(decode_core(raw, true, OnBad::Keep).0)
+}
+
+/// Like [`decode`], up to the first invalid escape: the decoded prefix, and whether one was met.
+pub fn decode_prefix(raw: &[u8]) -> (Vec<u8>, bool) {
+    decode_core(raw, true, OnBad::Stop)
 }
 
 /// The value of a hex digit.
@@ -123,6 +150,14 @@ mod tests {
         assert_eq!(percent_decode(b"a+b%2Fc").unwrap().as_ref(), b"a+b/c");
         assert_eq!(percent_decode(b"%e2%82%ac").unwrap().as_ref(), "€".as_bytes());
         assert_eq!(percent_decode(b"x%2"), Err(BadEscape));
+    }
+
+    #[test]
+    fn lenient_and_prefix_forms() {
+        assert_eq!(decode_lenient(b"a=1&b=2"), None);
+        assert_eq!(decode_lenient(b"a%41+%4"), Some(b"aA %4".to_vec()));
+        assert_eq!(decode_prefix(b"ab%41c%zzd"), (b"abAc".to_vec(), true));
+        assert_eq!(decode_prefix(b"a+b"), (b"a b".to_vec(), false));
     }
 
     #[test]

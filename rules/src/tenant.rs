@@ -100,7 +100,7 @@ use serde_json::{Map, Value};
 
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
-use crate::query::{self, hex_val};
+use crate::query;
 use crate::rulefile::{check_route, present, Common, Ctx};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
@@ -501,29 +501,6 @@ fn tenant_value(bytes: Vec<u8>) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Percent-decodes up to the first broken escape. Returns the decoded prefix and whether the
-/// input had a broken escape.
-fn decode_prefix(raw: &[u8]) -> (Vec<u8>, bool) {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        match b {
-            b'%' => match (raw.get(i + 1).and_then(|&c| hex_val(c)), raw.get(i + 2).and_then(|&c| hex_val(c))) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                    continue;
-                }
-                _ => return (out, true),
-            },
-            b'+' => out.push(b' '),
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    (out, false)
-}
-
 /// The tenant segment of a canonical path under the template, percent-decoded.
 fn path_source(template: &[TemplateSeg], path: &str) -> Source {
     let Some(rest) = path.strip_prefix('/') else { return Source::Absent };
@@ -587,7 +564,7 @@ fn query_param(want: &[u8], piece: &str, found: &mut Source) -> Result<(), ()> {
         return Ok(());
     }
     let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
-    let (decoded, broken) = decode_prefix(name.as_bytes());
+    let (decoded, broken) = query::decode_prefix(name.as_bytes());
     let folded = fold_param(&decoded);
     if broken {
         // A lenient decoder could make anything of the rest: fail closed if the part before the

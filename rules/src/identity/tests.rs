@@ -87,6 +87,10 @@ impl Req {
 }
 
 fn run_with(ids: &Identities, r: &Req, trusted: bool, revoked: &dyn Fn(&str) -> bool) -> Authn {
+    run_at(ids, r, trusted, revoked, NOW)
+}
+
+fn run_at(ids: &Identities, r: &Req, trusted: bool, revoked: &dyn Fn(&str) -> bool, now: u64) -> Authn {
     let view = RequestView {
         method: "GET",
         path: "/api/x",
@@ -98,7 +102,7 @@ fn run_with(ids: &Identities, r: &Req, trusted: bool, revoked: &dyn Fn(&str) -> 
         headers: &r.headers,
     };
     let blocked = |s: &str| s == "blocked-user";
-    ids.authenticate(&AuthInput { view: &view, peer_trusted: trusted, now_unix: NOW, revoked, blocked: &blocked })
+    ids.authenticate(&AuthInput { view: &view, peer_trusted: trusted, now_unix: now, revoked, blocked: &blocked })
 }
 
 fn run(ids: &Identities, r: &Req) -> Authn {
@@ -421,21 +425,8 @@ fn cached_tokens_still_expire_and_wait_for_nbf() {
     c["exp"] = json!(NOW + 100);
     c["nbf"] = json!(NOW + 50);
     let tok = format!("Bearer {}", hs256(&c));
-    let at = |now: u64| {
-        let r = Req::new("api").h("authorization", &tok);
-        let view = RequestView {
-            method: "GET",
-            path: "/api/x",
-            query: None,
-            host: None,
-            route: Some(r.route),
-            channel: None,
-            client_ip: None,
-            headers: &r.headers,
-        };
-        let no = |_: &str| false;
-        ids.authenticate(&AuthInput { view: &view, peer_trusted: false, now_unix: now, revoked: &no, blocked: &no })
-    };
+    let r = Req::new("api").h("authorization", &tok);
+    let at = |now: u64| run_at(&ids, &r, false, &|_| false, now);
     // Not yet valid (leeway 30): not cached.
     assert_eq!(failed(at(NOW + 19)).0, "not_yet_valid");
     // Valid: verified and cached; the cache answers the same within the window.
@@ -446,26 +437,7 @@ fn cached_tokens_still_expire_and_wait_for_nbf() {
     assert_eq!(failed(at(NOW + 130)).0, "expired");
     assert_eq!(failed(at(NOW + 19)).0, "not_yet_valid");
     // A revoked session is refused even when its token is cached.
-    let r = Req::new("api").h("authorization", &tok);
-    let revoked = |s: &str| s == "s-1";
-    let view = RequestView {
-        method: "GET",
-        path: "/api/x",
-        query: None,
-        host: None,
-        route: Some(r.route),
-        channel: None,
-        client_ip: None,
-        headers: &r.headers,
-    };
-    let no = |_: &str| false;
-    let a = ids.authenticate(&AuthInput {
-        view: &view,
-        peer_trusted: false,
-        now_unix: NOW + 60,
-        revoked: &revoked,
-        blocked: &no,
-    });
+    let a = run_at(&ids, &r, false, &|s: &str| s == "s-1", NOW + 60);
     assert_eq!(failed(a).0, "session_revoked");
 }
 
