@@ -185,6 +185,19 @@ pub fn has_prefix(path: &str, prefix: &str) -> bool {
     }
 }
 
+/// [`has_prefix`], ignoring ASCII case: for checks that must not be sidestepped by an
+/// application that routes paths case-insensitively.
+pub fn has_prefix_ignore_case(path: &str, prefix: &str) -> bool {
+    let base = prefix.trim_end_matches('/');
+    if base.is_empty() {
+        return true;
+    }
+    match path.get(..base.len()) {
+        Some(head) if head.eq_ignore_ascii_case(base) => matches!(path.as_bytes().get(base.len()), None | Some(b'/')),
+        _ => false,
+    }
+}
+
 /// The output, lazily materialised: while `buf` is `None` the output is `raw[..len]`.
 struct Out<'a> {
     raw: &'a [u8],

@@ -45,6 +45,7 @@ use crate::firewall::{self, Firewall, RawFirewallRule};
 use crate::identity::{self, Identities, RawIdentityRule};
 use crate::tenant::{self, RawTenantRule, TenantScope};
 use crate::verdict::{Mode, Severity};
+use crate::webhook::rules::{self as webhooks, RawWebhookRule, Webhooks};
 use crate::yaml::{ConfigError, Doc};
 
 /// The rule-file schema version this build understands (the required top-level `version` key).
@@ -152,6 +153,8 @@ pub struct Snapshot {
     pub identity: Identities,
     /// The tenant scope rules.
     pub tenant: TenantScope,
+    /// Webhook signature verification, per route.
+    pub webhooks: Webhooks,
     /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
     /// tell whether anything changed (see [`assets_version`]).
     pub assets: Vec<AssetRef>,
@@ -168,6 +171,7 @@ impl Snapshot {
             firewall: Firewall::default(),
             identity: Identities::default(),
             tenant: TenantScope::default(),
+            webhooks: Webhooks::default(),
             assets: Vec::new(),
             rules: Vec::new(),
             by_id: HashMap::new(),
@@ -210,6 +214,9 @@ pub(crate) struct RawFile {
     /// `tenant_scope:` with no entries (null) is the same as an empty list.
     #[serde(default)]
     tenant_scope: Option<Vec<RawTenantRule>>,
+    /// `webhooks:`: signed deliveries, verified before anything is forwarded.
+    #[serde(default)]
+    webhooks: Option<Vec<RawWebhookRule>>,
 }
 
 /// Compiles rule files without checking route ids. See [`compile_with`].
@@ -229,6 +236,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut fw = firewall::Builder::default();
     let mut idb = identity::Builder::default();
     let mut ts = tenant::Builder::default();
+    let mut wh = webhooks::Builder::default();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
 
     for file in files {
@@ -270,6 +278,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                         firewall::compile(&mut ctx, "firewall", raw.firewall.unwrap_or_default(), &mut fw);
                         identity::compile(&mut ctx, "identity", raw.identity.unwrap_or_default(), &mut idb);
                         tenant::compile(&mut ctx, "tenant_scope", raw.tenant_scope.unwrap_or_default(), &mut ts);
+                        webhooks::compile(&mut ctx, "webhooks", raw.webhooks.unwrap_or_default(), &mut wh);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -307,6 +316,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         firewall: fw.build(),
         identity: idb.build(),
         tenant: ts.build(),
+        webhooks: wh.build(),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         rules,
         by_id,
@@ -463,6 +473,80 @@ impl<'a> Ctx<'a> {
             line,
         });
         RuleMeta { id, mode: common.mode, severity: common.severity }
+    }
+}
+
+/// Validates one rule of a section: records errors at key paths under the rule's base path
+/// (`webhooks[2]`), remembering whether any was recorded. Shared by every section's compiler.
+pub(crate) struct Checker<'c, 'a> {
+    pub(crate) ctx: &'c mut Ctx<'a>,
+    /// e.g. `webhooks[2]`
+    base: String,
+    /// No error recorded so far: the compiled rule is usable.
+    pub(crate) ok: bool,
+}
+
+impl<'c, 'a> Checker<'c, 'a> {
+    pub(crate) fn new(ctx: &'c mut Ctx<'a>, base: String) -> Self {
+        Checker { ctx, base, ok: true }
+    }
+
+    /// The full key path of `key` (relative to the rule; empty: the rule itself).
+    pub(crate) fn path(&self, key: &str) -> String {
+        if key.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}.{key}", self.base)
+        }
+    }
+
+    /// Records an error at `key` (relative to the rule).
+    pub(crate) fn error(&mut self, key: &str, message: impl Into<String>) {
+        self.ok = false;
+        let path = self.path(key);
+        self.ctx.error(&path, message);
+    }
+
+    /// The value, or the error recorded at `key`.
+    pub(crate) fn result<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|msg| self.error(key, msg)).ok()
+    }
+
+    /// A rule's optional `routes` list: non-empty, each a known route.
+    pub(crate) fn routes(&mut self, key: &str, list: Option<&Vec<String>>) -> Option<Box<[Box<str>]>> {
+        let list = list?;
+        if list.is_empty() {
+            self.error(key, format!("`{key}` is empty: remove the key or list at least one route"));
+        }
+        let known = self.ctx.routes();
+        let mut out = Vec::with_capacity(list.len());
+        for (j, s) in list.iter().enumerate() {
+            match check_route(s, known) {
+                Ok(()) => out.push(Box::from(s.as_str())),
+                Err(msg) => self.error(&format!("{key}[{j}]"), msg),
+            }
+        }
+        Some(out.into_boxed_slice())
+    }
+
+    /// Reads a key file or secret through the caller's resolver (see [`Ctx::asset`]).
+    pub(crate) fn asset(&mut self, key: &str, r: AssetRef) -> Option<Vec<u8>> {
+        let path = self.path(key);
+        let before = self.ctx.errors.len();
+        let out = self.ctx.asset(&path, r);
+        if self.ctx.errors.len() > before {
+            self.ok = false;
+        }
+        out
+    }
+}
+
+/// Whether a rule with this optional `routes` filter applies to a request matched to `route`
+/// (a request with no route never matches a filter).
+pub(crate) fn route_matches(routes: Option<&[Box<str>]>, route: Option<&str>) -> bool {
+    match routes {
+        None => true,
+        Some(list) => route.is_some_and(|r| list.iter().any(|x| **x == *r)),
     }
 }
 
