@@ -140,6 +140,7 @@ impl ControlApp {
         let _ = writeln!(extra, "portcullis_ready {}", u8::from(ready));
         extra.push_str(&self.shared.switches.render_metrics(now_unix()));
         self.shared.sessions.render_metrics(&mut extra);
+        self.shared.webhooks.render_metrics(&mut extra);
         self.shared.rules.render_metrics(&mut extra);
         self.shared.events.render_metrics(&mut extra);
         self.shared.metrics.render(&extra)

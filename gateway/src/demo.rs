@@ -17,6 +17,9 @@ use std::path::Path;
 /// The environment variable the demo issuer's secret is passed in.
 pub const DEMO_SECRET_ENV: &str = "PORTCULLIS_DEMO_JWT_SECRET";
 
+/// The environment variable the demo's Stripe-style webhook signing secret is passed in.
+pub const DEMO_WEBHOOK_SECRET_ENV: &str = "PORTCULLIS_DEMO_WEBHOOK_SECRET";
+
 /// A demo caller's HS256 token: issuer `portcullis-demo`, a day long, session `<run>-<sub>` (a
 /// fresh run id each start, so a session revoked in an earlier run does not stay revoked).
 pub fn demo_token(secret: &str, run: &str, sub: &str, tenant: &str, roles: &[&str], now: u64) -> String {
@@ -116,6 +119,9 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     // environment (read by the `secret_env` key of config/demo-rules/identity.yaml).
     let secret = crate::cli::random_token();
     std::env::set_var(DEMO_SECRET_ENV, &secret);
+    // And the webhook signing secret of config/demo-rules/webhooks.yaml, Stripe's format.
+    let webhook_secret = format!("whsec_{}", crate::cli::random_token());
+    std::env::set_var(DEMO_WEBHOOK_SECRET_ENV, &webhook_secret);
     let now = crate::switches::now_unix();
     let run_id = format!("demo{}", hex::encode(rand::random::<[u8; 3]>()));
     let user12 = demo_token(&secret, &run_id, "user-9", "12", &[], now);
@@ -138,7 +144,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
          \n  callers (bearer tokens for a day, from the demo issuer; export them to try the commands):\n\
          \n    export TOKEN_12={user12}\
          \n    export TOKEN_73={user73}\
-         \n    export TOKEN_ADMIN={admin}\n\
+         \n    export TOKEN_ADMIN={admin}\
+         \n    export WEBHOOK_SECRET={webhook_secret}   # the demo Stripe endpoint's signing secret\n\
          \nTry:\n\
          \n  curl -i -H \"Authorization: Bearer $TOKEN_12\" http://{proxy}/api/business/12/orders\
          \n  curl -i -H \"Authorization: Bearer $TOKEN_12\" http://{proxy}/api/business/73/orders     # refused: 403 tenant_mismatch, critical event\
@@ -147,6 +154,14 @@ pub fn run(config_path: &Path) -> Result<(), String> {
          \n  curl -i 'http://{proxy}/api/business/12%2Forders'          # refused: 400 bad_request (encoded slash)\
          \n  curl -i -X POST http://{proxy}/api/whatsapp/messages -d '{{\"to\":\"+905321234567\"}}'\
          \n  curl -i -A sqlmap/1.7 http://{proxy}/api/business/12/orders  # refused: 403 by the shipped firewall rule\
+         \n\
+         \n  # a signed Stripe-style delivery, then a forged one (401 invalid_signature + event):\
+         \n  BODY='{{\"id\":\"evt_demo_1\",\"type\":\"invoice.paid\"}}'; T=$(date +%s)\
+         \n  SIG=$(printf '%s.%s' \"$T\" \"$BODY\" | openssl dgst -sha256 -hmac \"$WEBHOOK_SECRET\" | sed 's/^.* //')\
+         \n  curl -i http://{proxy}/webhooks/stripe -H \"Stripe-Signature: t=$T,v1=$SIG\" --data-binary \"$BODY\"\
+         \n  curl -i http://{proxy}/webhooks/stripe -H \"Stripe-Signature: t=$T,v1=$SIG\" --data-binary '{{\"id\":\"evt_forged\"}}'\
+         \n  curl -s -H 'Authorization: Bearer {token}' 'http://{control}/v1/events?type=webhook_invalid_signature'\
+         \n\
          \n  curl -s -H 'Authorization: Bearer {token}' 'http://{control}/v1/events?severity=critical'\
          \n  curl -s -X POST -H 'Authorization: Bearer {token}' http://{control}/v1/sessions/{run_id}-user-9/revoke  # then TOKEN_12 gets 401\
          \n  curl -s http://{control}/ready\

@@ -16,3 +16,4 @@ pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod switches;
+pub mod webhooks;

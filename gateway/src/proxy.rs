@@ -16,6 +16,8 @@ use portcullis_rules::identity::{AuthInput, Authn, Identity};
 use portcullis_rules::tenant::{BodyInput, Principal};
 use portcullis_rules::verdict::{EventType, Finding, Mode, Outcome};
 use portcullis_rules::view::RequestView;
+use portcullis_rules::webhook::replay::Claim;
+use portcullis_rules::webhook::rules::Checked;
 use portcullis_rules::{canon, framing, request_id, routes};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -23,8 +25,11 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest a request body read for a check (tenant in a JSON body) may take.
+/// Longest a request body read for a check (tenant in a JSON body, webhook signature) may take.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Size of Pingora's retry buffer (`BODY_BUF_LIMIT` in pingora-core), see [`read_body`].
+const RETRY_BUFFER_BYTES: u64 = 64 * 1024;
 
 /// Headers a client must never be able to set for the upstream: we set our own.
 const FORWARDING_HEADERS: &[&str] = &[
@@ -64,6 +69,16 @@ pub struct Ctx {
     /// The verified caller, if the route has an identity rule and the caller presented a
     /// credential.
     pub identity: Option<Identity>,
+    /// The whole request body, when a check read it before forwarding: what the upstream gets
+    /// (see [`read_body`]).
+    replay_body: Option<Bytes>,
+    /// The body was read here before forwarding (an `Expect: 100-continue` was answered here).
+    body_read: bool,
+    /// An accepted webhook delivery's replay-cache claim: released unless the upstream answers
+    /// 2xx, so the sender's retry is not refused as a replay.
+    webhook_claim: Option<Claim>,
+    /// The id of the secret that signed the delivery, for the access log.
+    webhook_secret: Option<String>,
 }
 
 /// The gateway's proxy logic.
@@ -80,18 +95,6 @@ impl Portcullis {
     fn route<'a>(&'a self, ctx: &Ctx) -> Option<&'a crate::config::Route> {
         let i = ctx.route?;
         self.shared.config.routes.entries().get(i).map(|e| &e.value)
-    }
-}
-
-/// [`canon::has_prefix`], ignoring ASCII case.
-fn has_prefix_ignore_case(path: &str, prefix: &str) -> bool {
-    let base = prefix.trim_end_matches('/');
-    if base.is_empty() {
-        return true;
-    }
-    match path.get(..base.len()) {
-        Some(head) if head.eq_ignore_ascii_case(base) => matches!(path.as_bytes().get(base.len()), None | Some(b'/')),
-        _ => false,
     }
 }
 
@@ -215,6 +218,10 @@ impl ProxyHttp for Portcullis {
             upstream_error: None,
             rules: self.shared.rules.current(),
             identity: None,
+            replay_body: None,
+            body_read: false,
+            webhook_claim: None,
+            webhook_secret: None,
         }
     }
 
@@ -251,9 +258,17 @@ impl ProxyHttp for Portcullis {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(full) = &ctx.replay_body {
+            // Read whole before forwarding (see `read_body`): Pingora hands over its retry buffer
+            // (the body's tail) at the end of the body; the upstream gets the whole body instead.
+            // (Again on a retry to another backend.) An empty chunk is not sent.
+            ctx.body_bytes = full.len() as u64;
+            *body = Some(if end_of_stream { full.clone() } else { Bytes::new() });
+            return Ok(());
+        }
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
             let cap = self.route(ctx).map_or(0, |r| r.max_body_bytes);
@@ -329,6 +344,10 @@ impl ProxyHttp for Portcullis {
                     up.insert_header(name, value)?;
                 }
             }
+        }
+        // The body was read (and `Expect: 100-continue` answered) here: the upstream gets it whole.
+        if ctx.body_read {
+            up.remove_header("expect");
         }
         // The maintenance bypass secret never leaves the gateway.
         if let Some(h) = self.shared.config.maintenance_bypass_header.as_ref().map(|(name, _)| name.as_str()) {
@@ -428,6 +447,12 @@ impl ProxyHttp for Portcullis {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
+        // A delivery the upstream did not take is not "seen": the sender's retry must pass.
+        if let Some(claim) = ctx.webhook_claim.take() {
+            if !(200..300).contains(&status) {
+                self.shared.webhooks.replay.release(&claim);
+            }
+        }
         self.shared.metrics.observe_request(ctx.route, status, elapsed);
         self.shared.requests.record(status);
         if !self.shared.config.access_log {
@@ -452,6 +477,7 @@ impl ProxyHttp for Portcullis {
             upstream.address = ctx.backend.map(|b| b.to_string()).unwrap_or_default(),
             deny.code = ctx.denied.map_or("", |d| d.as_str()),
             deny.reason = ctx.denied_reason.as_deref().unwrap_or(""),
+            webhook.secret_id = ctx.webhook_secret.as_deref().unwrap_or(""),
             error.message = e.map(|e| e.etype().as_str()).unwrap_or(""),
             "request"
         );
@@ -491,53 +517,86 @@ impl Portcullis {
         let path = session.req_header().uri.path();
         self.shared.config.routes.entries().iter().any(|e| {
             e.value.channel.as_deref().is_some_and(|ch| !sw.channel_enabled(ch))
-                && has_prefix_ignore_case(path, &e.prefix)
+                && canon::has_prefix_ignore_case(path, &e.prefix)
         })
     }
 
-    /// The rule checks of the pinned snapshot, in order: firewall, identity, tenant scope (rate
-    /// limits and quotas join here as they land). Every check pushes findings into one
-    /// `Outcome`, which applies each rule's mode: the first enforcing finding stops the chain.
-    /// Each finding becomes one event; an enforced cross-tenant attempt also triggers its rule's
-    /// containment.
+    /// The rule checks of the pinned snapshot, in order: firewall, identity, webhook signature,
+    /// tenant scope (rate limits and quotas join here as they land). Every check pushes findings
+    /// into one `Outcome`, which applies each rule's mode: the first enforcing finding stops the
+    /// chain. Each finding becomes one event; an enforced cross-tenant attempt also triggers its
+    /// rule's containment. A body the checks need is read whole first: nothing is forwarded
+    /// before every check has passed.
     async fn request_checks(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Outcome> {
         let mut outcome = Outcome::default();
         let rules = ctx.rules.clone();
         let snapshot = &rules.snapshot;
         let sw = &self.shared.switches;
         let tenant_on = !snapshot.tenant.is_empty() && sw.flag("tenant_scope");
-        if (snapshot.firewall.is_empty() || !sw.flag("firewall")) && snapshot.identity.is_empty() && !tenant_on {
+        let webhooks_on = !snapshot.webhooks.is_empty() && sw.flag("webhook_verification");
+        if (snapshot.firewall.is_empty() || !sw.flag("firewall"))
+            && snapshot.identity.is_empty()
+            && !tenant_on
+            && !webhooks_on
+        {
             return Ok(outcome);
         }
         let route = self.route(ctx);
         let now = crate::switches::now_unix();
 
-        // 1. Firewall and identity: the request head only.
-        let (flow, needs_body, identity) = {
+        // 1. Firewall and identity: the request head only. Then what the body checks need.
+        let (mut flow, identity, webhook, tenant_cap) = {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
             let (flow, identity) = self.head_checks(&view, ctx, now, &mut outcome);
-            let needs_body = match flow {
-                ControlFlow::Continue(()) if tenant_on => snapshot.tenant.body_needed(&view),
-                _ => None,
-            };
-            (flow, needs_body, identity)
+            let go = flow.is_continue();
+            let webhook = if go && webhooks_on { snapshot.webhooks.for_request(&view) } else { None };
+            let tenant_cap = if go && tenant_on { snapshot.tenant.body_needed(&view) } else { None };
+            (flow, identity, webhook, tenant_cap)
         };
         ctx.identity = identity;
-
-        // 2. Tenant scope, after the body it reads (if any) is buffered: nothing has been
-        // forwarded yet, and Pingora's retry buffer replays the body upstream.
-        let body = match needs_body {
-            Some(cap) => Some(read_body(session, cap).await?),
+        let route_cap = route.map_or(0, |r| r.max_body_bytes);
+        let webhook_cap = webhook.map(|w| w.body_cap(route_cap));
+        let body = match webhook_cap.max(tenant_cap.map(|c| c as u64)) {
+            // Never more than the route takes (the streaming cap check does not see this body).
+            Some(cap) => Some(read_body(session, ctx, cap.min(route_cap)).await?),
             None => None,
         };
+
+        // 2. The webhook signature, over the raw bytes.
+        if let Some(rule) = webhook {
+            match &body {
+                Some(BodyRead::Complete(b)) => {
+                    let hooks = &self.shared.webhooks;
+                    match rule.check(&session.req_header().headers, b, now, &hooks.replay) {
+                        Checked::Accepted { secret_id, claim } => {
+                            hooks.count(&rule.id, crate::webhooks::ACCEPTED, &secret_id);
+                            ctx.webhook_claim = Some(claim);
+                            ctx.webhook_secret = Some(secret_id);
+                        }
+                        Checked::Refused(f) => {
+                            let detail = |k: &str| f.detail.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                            hooks.count(&rule.id, detail("reason"), detail("secret_id"));
+                            flow = outcome.add(*f);
+                        }
+                    }
+                }
+                // Over the cap (declared, or found while reading), or not replayable: 413.
+                _ => {
+                    ctx.pending = Some(Deny::new(DenyCode::PayloadTooLarge, "webhook_body_over_cap"));
+                    flow = ControlFlow::Break(());
+                }
+            }
+        }
+
+        // 3. Tenant scope.
         if flow.is_continue() && tenant_on {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
-            let input = match &body {
-                None => BodyInput::NotBuffered,
-                Some(BodyRead::DeclaredTooLarge | BodyRead::StreamedTooLarge) => BodyInput::TooLarge,
-                Some(BodyRead::Complete(b)) => BodyInput::Bytes(b),
+            let input = match (&body, tenant_cap) {
+                (None, _) | (_, None) => BodyInput::NotBuffered,
+                (Some(BodyRead::Complete(b)), Some(cap)) if b.len() <= cap => BodyInput::Bytes(b),
+                (Some(_), Some(_)) => BodyInput::TooLarge,
             };
             let who = ctx.identity.as_ref().map(|i| Principal {
                 subject: Some(i.subject.as_str()),
@@ -555,8 +614,16 @@ impl Portcullis {
         }
         // A body partly consumed by a check cannot be forwarded whole, even if only a monitor
         // rule looked at it: refuse it rather than send the upstream a truncated body.
-        if outcome.deny.is_none() && matches!(body, Some(BodyRead::StreamedTooLarge)) {
-            ctx.pending = Some(Deny::new(DenyCode::PayloadTooLarge, "body_over_check_cap"));
+        if outcome.deny.is_none() && ctx.pending.is_none() {
+            match body {
+                Some(BodyRead::StreamedTooLarge) => {
+                    ctx.pending = Some(Deny::new(DenyCode::PayloadTooLarge, "body_over_check_cap"));
+                }
+                Some(BodyRead::NotReplayable) => {
+                    ctx.pending = Some(Deny::new(DenyCode::PayloadTooLarge, "chunked_body_over_replay_buffer"));
+                }
+                _ => {}
+            }
         }
         Ok(outcome)
     }
@@ -674,30 +741,46 @@ fn is_the_deny(f: &Finding, outcome: &Outcome) -> bool {
 
 /// What [`read_body`] got.
 enum BodyRead {
-    /// The whole body (possibly empty); Pingora's retry buffer replays it upstream.
+    /// The whole body (possibly empty), also in `Ctx::replay_body` when not empty.
     Complete(Bytes),
     /// `Content-Length` says it is over the cap: nothing was read, it can still stream.
     DeclaredTooLarge,
-    /// It turned out over the cap while reading: part of it is consumed and cannot be replayed
-    /// reliably, so the request must not be forwarded.
+    /// It turned out over the cap while reading: part of it is consumed and cannot be forwarded.
     StreamedTooLarge,
+    /// Read whole, but it cannot be handed to the upstream: a chunked body over Pingora's 64 KiB
+    /// retry buffer (see [`read_body`]).
+    NotReplayable,
 }
 
-/// Reads the whole request body before anything is forwarded, up to `cap` bytes. The bytes read
-/// stay in Pingora's retry buffer, which the proxy replays to the upstream; `cap` is at most that
-/// buffer's size (64 KiB, enforced by the rule validation).
-async fn read_body(session: &mut Session, cap: usize) -> Result<BodyRead> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| framing::parse_content_length(v.as_bytes()));
-    if declared.is_some_and(|n| n > cap as u64) {
+/// Reads the whole request body before anything is forwarded, up to `cap` bytes, answering an
+/// `Expect: 100-continue` first.
+///
+/// How the body then reaches the upstream: Pingora forwards a body that was already read only
+/// through its retry buffer (64 KiB, filled by every read once enabled): when it is not empty,
+/// Pingora passes it once through `request_body_filter` at the end of the body, which replaces it
+/// with the whole body kept in `Ctx::replay_body`. So the buffer only has to hold the body's
+/// tail, untruncated: it is enabled once what is left to read fits in it. With a
+/// `Content-Length` that is always possible (a read returns at most 64 KiB); a chunked body has
+/// no known length, so the buffer is on from the start and such a body over 64 KiB is
+/// [`BodyRead::NotReplayable`].
+async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64) -> Result<BodyRead> {
+    let req = session.req_header();
+    let declared =
+        req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| framing::parse_content_length(v.as_bytes()));
+    if declared.is_some_and(|n| n > cap) {
         return Ok(BodyRead::DeclaredTooLarge);
     }
-    session.enable_retry_buffering();
-    let mut buf = bytes::BytesMut::new();
+    let expect_continue =
+        req.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    ctx.body_read = true;
+    if expect_continue {
+        session.as_mut().write_continue_response().await?;
+    }
+    let mut buf = bytes::BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(cap)).unwrap_or(0));
     loop {
+        if declared.is_none_or(|n| n.saturating_sub(buf.len() as u64) <= RETRY_BUFFER_BYTES) {
+            session.enable_retry_buffering();
+        }
         let chunk = match pingora_timeout::timeout(BODY_READ_TIMEOUT, session.read_request_body()).await {
             Ok(r) => r?,
             Err(_) => {
@@ -707,9 +790,18 @@ async fn read_body(session: &mut Session, cap: usize) -> Result<BodyRead> {
             }
         };
         match chunk {
-            None => return Ok(BodyRead::Complete(buf.freeze())),
-            Some(c) if buf.len() + c.len() > cap => return Ok(BodyRead::StreamedTooLarge),
+            None => break,
+            Some(c) if (buf.len() + c.len()) as u64 > cap => return Ok(BodyRead::StreamedTooLarge),
             Some(c) => buf.extend_from_slice(&c),
         }
     }
+    if buf.is_empty() {
+        return Ok(BodyRead::Complete(Bytes::new()));
+    }
+    if session.as_ref().get_retry_buffer().is_none() {
+        return Ok(BodyRead::NotReplayable);
+    }
+    let body = buf.freeze();
+    ctx.replay_body = Some(body.clone());
+    Ok(BodyRead::Complete(body))
 }

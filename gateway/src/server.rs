@@ -130,6 +130,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         bypass: Bypass::new(cfg.maintenance_bypass_cidrs.clone(), cfg.maintenance_bypass_header.clone()),
         audit: audit.clone(),
         sessions,
+        webhooks: crate::webhooks::WebhookState::default(),
     });
 
     let proxy = Arc::new(http_proxy(&conf, Portcullis::new(shared.clone())));

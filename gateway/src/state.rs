@@ -38,6 +38,8 @@ pub struct Shared {
     pub audit: Arc<AuditLog>,
     /// Revoked sessions and blocked subjects (persisted).
     pub sessions: Arc<Sessions>,
+    /// The webhook replay cache and delivery counters (outlive rule snapshots).
+    pub webhooks: crate::webhooks::WebhookState,
 }
 
 impl Shared {

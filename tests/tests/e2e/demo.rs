@@ -52,6 +52,20 @@ fn demo_serves_the_sample_app_through_the_gateway() {
     let r = c.get(&gw.control_url("/v1/upstreams"), &[("authorization", &format!("Bearer {token}"))]);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["pools"][0]["backends"][0]["healthy"], true);
+    // The demo's Stripe endpoint: a delivery signed with the printed secret is accepted, a forged
+    // one refused with an event.
+    let secret = token_of("WEBHOOK_SECRET");
+    let body = r#"{"id":"evt_demo_1","type":"invoice.paid"}"#;
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let sig = hex::encode(ring::hmac::sign(&key, format!("{t}.{body}").as_bytes()).as_ref());
+    let header = format!("t={t},v1={sig}");
+    let r = c.post(&gw.url("/webhooks/stripe"), &[("stripe-signature", &header)], body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["received"], true);
+    let r = c.post(&gw.url("/webhooks/stripe"), &[("stripe-signature", &header)], r#"{"id":"evt_forged"}"#);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["code"], "invalid_signature");
     // The cross-tenant read is in the runbook's query.
     let auth = format!("Bearer {token}");
     assert!(portcullis_tests::wait_until(
@@ -64,4 +78,12 @@ fn demo_serves_the_sample_app_through_the_gateway() {
                 .is_some_and(|e| e.iter().any(|e| e["type"] == "cross_tenant_attempt" && e["target_tenant"] == "73"))
         }
     ));
+    let webhook_events =
+        || c.get(&gw.control_url("/v1/events?type=webhook_invalid_signature"), &[("authorization", &auth)]).json();
+    portcullis_tests::wait_until(std::time::Duration::from_secs(5), std::time::Duration::from_millis(50), || {
+        webhook_events()["events"].as_array().is_some_and(|e| !e.is_empty())
+    });
+    let ev = webhook_events();
+    assert_eq!(ev["events"][0]["detail"]["reason"], "bad_signature", "{ev}");
+    assert!(!ev.to_string().contains(&secret));
 }

@@ -18,3 +18,4 @@ mod routing;
 mod rules_reload;
 mod switches;
 mod tenant;
+mod webhooks;
