@@ -101,7 +101,7 @@ use serde_json::{Map, Value};
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
 use crate::query;
-use crate::rulefile::{check_route, present, Common, Ctx};
+use crate::rulefile::{present, route_matches, Checker, Common, Ctx};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
 use std::borrow::Cow;
@@ -229,7 +229,7 @@ struct Rule {
     id: Arc<str>,
     mode: Mode,
     severity: Severity,
-    routes: Option<Vec<Box<str>>>,
+    routes: Option<Box<[Box<str>]>>,
     path: Option<Vec<TemplateSeg>>,
     /// The configured name, folded (see [`fold_param`]).
     query: Option<Vec<u8>>,
@@ -381,10 +381,7 @@ impl TenantScope {
 
 impl Rule {
     fn applies(&self, view: &RequestView<'_>) -> bool {
-        match &self.routes {
-            None => true,
-            Some(routes) => view.route.is_some_and(|r| routes.iter().any(|x| **x == *r)),
-        }
+        route_matches(self.routes.as_deref(), view.route)
     }
 
     /// Reads every source, in order: path, query, header, body.
@@ -762,9 +759,9 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: Vec<RawTenantRule>,
     for (i, r) in raw.iter().enumerate() {
         let base = format!("{section}[{i}]");
         let meta = ctx.rule(KIND, &base, Common { id: &r.id, mode: r.mode, severity: r.severity }, r);
-        let mut c = RuleCompiler { ctx: &mut *ctx, base, ok: true };
+        let mut c = RuleCompiler { c: Checker::new(&mut *ctx, base) };
         let rule = c.rule(meta.id, meta.mode, meta.severity.unwrap_or(EVENT.default_severity()), r);
-        if c.ok {
+        if c.c.ok {
             out.rules.push(rule);
         }
     }
@@ -772,35 +769,14 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: Vec<RawTenantRule>,
 
 /// Validates and compiles one rule, recording every error.
 struct RuleCompiler<'c, 'a> {
-    ctx: &'c mut Ctx<'a>,
-    /// `tenant_scope[i]`
-    base: String,
-    ok: bool,
+    /// At `tenant_scope[i]`.
+    c: Checker<'c, 'a>,
 }
 
 impl RuleCompiler<'_, '_> {
-    fn error(&mut self, key: &str, message: impl Into<String>) {
-        self.ok = false;
-        let path = if key.is_empty() { self.base.clone() } else { format!("{}.{key}", self.base) };
-        self.ctx.error(&path, message);
-    }
-
     /// The compiled rule; only meaningful when no error was recorded (`self.ok`).
     fn rule(&mut self, id: Arc<str>, mode: Mode, severity: Severity, r: &RawTenantRule) -> Rule {
-        let routes = r.routes.as_ref().map(|list| {
-            if list.is_empty() {
-                self.error("routes", "`routes` is empty: remove the key or list at least one route");
-            }
-            let known = self.ctx.routes();
-            let mut out = Vec::with_capacity(list.len());
-            for (j, s) in list.iter().enumerate() {
-                match check_route(s, known) {
-                    Ok(()) => out.push(Box::from(s.as_str())),
-                    Err(msg) => self.error(&format!("routes[{j}]"), msg),
-                }
-            }
-            out
-        });
+        let routes = self.c.routes("routes", r.routes.as_ref());
 
         let mut path = None;
         let mut query = None;
@@ -808,23 +784,23 @@ impl RuleCompiler<'_, '_> {
         let mut body = None;
         match &r.target {
             None => {
-                self.error("target", "a rule needs a `target` with at least one source (path, query, header, body)")
+                self.c.error("target", "a rule needs a `target` with at least one source (path, query, header, body)")
             }
             Some(t) => {
                 if t.path.is_none() && t.query.is_none() && t.header.is_none() && t.body.is_none() {
-                    self.error("target", "`target` needs at least one source (path, query, header, body)");
+                    self.c.error("target", "`target` needs at least one source (path, query, header, body)");
                 }
                 if let Some(p) = &t.path {
-                    path = self.result("target.path", parse_template(p));
+                    path = self.c.result("target.path", parse_template(p));
                 }
                 if let Some(q) = &t.query {
-                    query = self.result("target.query", check_query_name(q));
+                    query = self.c.result("target.query", check_query_name(q));
                 }
                 if let Some(h) = &t.header {
-                    header = self.result("target.header", check_header_name(h));
+                    header = self.c.result("target.header", check_header_name(h));
                 }
                 if let Some(b) = &t.body {
-                    body = self.result("target.body", parse_pointer(b));
+                    body = self.c.result("target.body", parse_pointer(b));
                 }
             }
         }
@@ -833,13 +809,13 @@ impl RuleCompiler<'_, '_> {
         let body_max_bytes = match r.body_max_bytes {
             None => DEFAULT_BODY_MAX_BYTES,
             Some(_) if !has_body => {
-                self.error("body_max_bytes", "`body_max_bytes` only applies to a `target.body` source: remove it");
+                self.c.error("body_max_bytes", "`body_max_bytes` only applies to a `target.body` source: remove it");
                 DEFAULT_BODY_MAX_BYTES
             }
             Some(n) => match usize::try_from(n) {
                 Ok(n) if (1..=MAX_BODY_MAX_BYTES).contains(&n) => n,
                 _ => {
-                    self.error(
+                    self.c.error(
                         "body_max_bytes",
                         format!("`body_max_bytes` must be between 1 and {MAX_BODY_MAX_BYTES}, got {n}"),
                     );
@@ -851,14 +827,14 @@ impl RuleCompiler<'_, '_> {
         let mut cross_tenant_roles = Vec::new();
         if let Some(list) = &r.cross_tenant_roles {
             if list.is_empty() {
-                self.error(
+                self.c.error(
                     "cross_tenant_roles",
                     "`cross_tenant_roles` is empty: remove the key or list at least one role",
                 );
             }
             for (j, role) in list.iter().enumerate() {
                 if role.trim().is_empty() {
-                    self.error(&format!("cross_tenant_roles[{j}]"), "a role cannot be empty");
+                    self.c.error(&format!("cross_tenant_roles[{j}]"), "a role cannot be empty");
                 } else {
                     cross_tenant_roles.push(Box::from(role.as_str()));
                 }
@@ -878,7 +854,7 @@ impl RuleCompiler<'_, '_> {
         };
         if let Some(s) = out.block_subject_seconds {
             if !(1..=MAX_BLOCK_SUBJECT_SECONDS).contains(&s) {
-                self.error(
+                self.c.error(
                     "containment.block_subject_seconds",
                     format!(
                         "`block_subject_seconds` must be between 1 and {MAX_BLOCK_SUBJECT_SECONDS} (30 days), got {s}"
@@ -888,15 +864,10 @@ impl RuleCompiler<'_, '_> {
             }
         }
         if !out.revoke_session && out.block_subject_seconds.is_none() && !out.maintenance {
-            self.error("containment", "`containment` turns no action on: nothing to do; remove `containment`");
+            self.c.error("containment", "`containment` turns no action on: nothing to do; remove `containment`");
             return None;
         }
         Some(out)
-    }
-
-    /// The value, or `None` after recording the error at `key`.
-    fn result<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|msg| self.error(key, msg)).ok()
     }
 }
 
