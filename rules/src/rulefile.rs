@@ -21,8 +21,11 @@
 //! # Adding a section
 //!
 //! One field in `RawFile` (an `Option<Vec<RawX>>` with `#[serde(default)]`), one compiled field
-//! in [`Snapshot`], and one call in [`compile_with`] to the section's compile function, which uses
-//! `Ctx::rule` for the keys every rule shares (`id`, `mode`, `severity`, `description`).
+//! in [`Snapshot`], and one call in [`compile_with`] to the section's compile function. That
+//! function is `compile_section` (rule registration with `Ctx::rule` for the keys every rule
+//! shares — `id`, `mode`, `severity`, `description` — through the `RawRule` trait) plus the
+//! section's own compiler of one rule, which validates through a `Checker` (errors at key paths
+//! under `section[i]`, the `routes` filter, key files and secrets).
 //!
 //! # Versions and hashes
 //!
@@ -235,8 +238,8 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut summaries = Vec::with_capacity(files.len());
     let mut fw = firewall::Builder::default();
     let mut idb = identity::Builder::default();
-    let mut ts = tenant::Builder::default();
-    let mut wh = webhooks::Builder::default();
+    let mut ts = Vec::new();
+    let mut wh = Vec::new();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
 
     for file in files {
@@ -277,8 +280,8 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                         }
                         firewall::compile(&mut ctx, "firewall", raw.firewall.unwrap_or_default(), &mut fw);
                         identity::compile(&mut ctx, "identity", raw.identity.unwrap_or_default(), &mut idb);
-                        tenant::compile(&mut ctx, "tenant_scope", raw.tenant_scope.unwrap_or_default(), &mut ts);
-                        webhooks::compile(&mut ctx, "webhooks", raw.webhooks.unwrap_or_default(), &mut wh);
+                        tenant::compile(&mut ctx, "tenant_scope", &raw.tenant_scope.unwrap_or_default(), &mut ts);
+                        webhooks::compile(&mut ctx, "webhooks", &raw.webhooks.unwrap_or_default(), &mut wh);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -315,8 +318,8 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         files: summaries,
         firewall: fw.build(),
         identity: idb.build(),
-        tenant: ts.build(),
-        webhooks: wh.build(),
+        tenant: TenantScope::new(ts),
+        webhooks: Webhooks::new(wh),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         rules,
         by_id,
@@ -538,6 +541,34 @@ impl<'c, 'a> Checker<'c, 'a> {
             self.ok = false;
         }
         out
+    }
+}
+
+/// A raw rule's keys every rule shares.
+pub(crate) trait RawRule: Serialize {
+    fn common(&self) -> Common<'_>;
+}
+
+/// Compiles one section's list of one file: registers each rule (id, mode, severity, hash at
+/// `section[i]`) and compiles it with a fresh [`Checker`]; a rule with any error is left out (its
+/// errors are recorded).
+pub(crate) fn compile_section<R: RawRule, T>(
+    ctx: &mut Ctx<'_>,
+    kind: &'static str,
+    section: &str,
+    raw: &[R],
+    out: &mut Vec<T>,
+    mut one: impl FnMut(&mut Checker<'_, '_>, RuleMeta, &R) -> Option<T>,
+) {
+    for (i, r) in raw.iter().enumerate() {
+        let base = format!("{section}[{i}]");
+        let meta = ctx.rule(kind, &base, r.common(), r);
+        let mut c = Checker::new(&mut *ctx, base);
+        if let Some(rule) = one(&mut c, meta, r) {
+            if c.ok {
+                out.push(rule);
+            }
+        }
     }
 }
 

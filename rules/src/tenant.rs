@@ -101,7 +101,7 @@ use serde_json::{Map, Value};
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
 use crate::query;
-use crate::rulefile::{present, route_matches, Checker, Common, Ctx};
+use crate::rulefile::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
 use std::borrow::Cow;
@@ -224,8 +224,14 @@ pub struct TenantScope {
     rules: Vec<Rule>,
 }
 
+impl TenantScope {
+    pub(crate) fn new(rules: Vec<Rule>) -> Self {
+        TenantScope { rules }
+    }
+}
+
 #[derive(Debug)]
-struct Rule {
+pub(crate) struct Rule {
     id: Arc<str>,
     mode: Mode,
     severity: Severity,
@@ -742,38 +748,27 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Collects the compiled rules of every file.
-#[derive(Debug, Default)]
-pub(crate) struct Builder {
-    rules: Vec<Rule>,
-}
-
-impl Builder {
-    pub(crate) fn build(self) -> TenantScope {
-        TenantScope { rules: self.rules }
+impl RawRule for RawTenantRule {
+    fn common(&self) -> Common<'_> {
+        Common { id: &self.id, mode: self.mode, severity: self.severity }
     }
 }
 
 /// Compiles the `tenant_scope:` list of one file (`section` is its key, for error paths).
-pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: Vec<RawTenantRule>, out: &mut Builder) {
-    for (i, r) in raw.iter().enumerate() {
-        let base = format!("{section}[{i}]");
-        let meta = ctx.rule(KIND, &base, Common { id: &r.id, mode: r.mode, severity: r.severity }, r);
-        let mut c = RuleCompiler { c: Checker::new(&mut *ctx, base) };
-        let rule = c.rule(meta.id, meta.mode, meta.severity.unwrap_or(EVENT.default_severity()), r);
-        if c.c.ok {
-            out.rules.push(rule);
-        }
-    }
+pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: &[RawTenantRule], out: &mut Vec<Rule>) {
+    compile_section(ctx, KIND, section, raw, out, |c, meta, r| {
+        let mut rc = RuleCompiler { c };
+        Some(rc.rule(meta.id, meta.mode, meta.severity.unwrap_or(EVENT.default_severity()), r))
+    });
 }
 
 /// Validates and compiles one rule, recording every error.
-struct RuleCompiler<'c, 'a> {
+struct RuleCompiler<'r, 'c, 'a> {
     /// At `tenant_scope[i]`.
-    c: Checker<'c, 'a>,
+    c: &'r mut Checker<'c, 'a>,
 }
 
-impl RuleCompiler<'_, '_> {
+impl RuleCompiler<'_, '_, '_> {
     /// The compiled rule; only meaningful when no error was recorded (`self.ok`).
     fn rule(&mut self, id: Arc<str>, mode: Mode, severity: Severity, r: &RawTenantRule) -> Rule {
         let routes = self.c.routes("routes", r.routes.as_ref());

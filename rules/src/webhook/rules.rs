@@ -57,7 +57,7 @@ use super::replay::{Claim, ReplayCache};
 use super::{Encoding, GenericScheme, MacAlg, Provider, Secret, Verifier, MAX_SECRETS};
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
-use crate::rulefile::{present, route_matches, AssetRef, Checker, Common, Ctx};
+use crate::rulefile::{compile_section, present, route_matches, AssetRef, Checker, Common, Ctx, RawRule};
 use crate::verdict::{EventType, Finding, Mode, Severity};
 use crate::view::RequestView;
 use http::{HeaderMap, HeaderName};
@@ -174,6 +174,10 @@ pub enum Checked {
 }
 
 impl Webhooks {
+    pub(crate) fn new(rules: Vec<WebhookRule>) -> Self {
+        Webhooks { rules }
+    }
+
     /// No rules.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -254,31 +258,17 @@ impl WebhookRule {
     }
 }
 
-/// Collects the compiled rules of every file.
-#[derive(Debug, Default)]
-pub(crate) struct Builder {
-    rules: Vec<WebhookRule>,
-}
-
-impl Builder {
-    pub(crate) fn build(self) -> Webhooks {
-        Webhooks { rules: self.rules }
+impl RawRule for RawWebhookRule {
+    fn common(&self) -> Common<'_> {
+        Common { id: &self.id, mode: self.mode, severity: self.severity }
     }
 }
 
 /// Compiles the `webhooks:` list of one file (`section` is its key, for error paths).
-pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: Vec<RawWebhookRule>, out: &mut Builder) {
-    for (i, r) in raw.iter().enumerate() {
-        let base = format!("{section}[{i}]");
-        let meta = ctx.rule(KIND, &base, Common { id: &r.id, mode: r.mode, severity: r.severity }, r);
-        let mut c = Checker::new(&mut *ctx, base);
-        let severity = meta.severity.unwrap_or(EVENT.default_severity());
-        if let Some(rule) = compile_rule(&mut c, meta.id, meta.mode, severity, r) {
-            if c.ok {
-                out.rules.push(rule);
-            }
-        }
-    }
+pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: &[RawWebhookRule], out: &mut Vec<WebhookRule>) {
+    compile_section(ctx, KIND, section, raw, out, |c, meta, r| {
+        compile_rule(c, meta.id, meta.mode, meta.severity.unwrap_or(EVENT.default_severity()), r)
+    });
 }
 
 fn compile_rule(
