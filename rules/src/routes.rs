@@ -3,10 +3,13 @@
 //! The table is built once per config and is read-only afterwards. The most specific route wins:
 //! an exact host beats a `*.suffix` wildcard (longer suffix first), which beats `*`; among routes
 //! of the same host class the longest path prefix wins; ties go to the route listed first.
-//! Prefixes match on segment boundaries (see [`crate::canon::has_prefix`]), so `/admin` never
-//! matches `/administrator`.
+//! Prefixes match on segment boundaries, so `/admin` never matches `/administrator`, and ignoring
+//! ASCII case (see [`crate::canon::has_prefix_ignore_case`]): many applications route `/API/x` like
+//! `/api/x`, and a case variant must not fall to another route where the rules scoped to this
+//! one (identity, tenant scope, firewall `routes`, channel switches) do not apply. The path
+//! forwarded upstream keeps its case.
 
-use crate::canon::has_prefix;
+use crate::canon::has_prefix_ignore_case;
 
 /// How a route matches the request's host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +108,7 @@ impl<T> RouteTable<T> {
             let Some(host_rank) = e.hosts.iter().filter_map(|h| h.rank(host)).max() else {
                 continue;
             };
-            if !has_prefix(path, &e.prefix) {
+            if !has_prefix_ignore_case(path, &e.prefix) {
                 continue;
             }
             let score = (host_rank, e.prefix.trim_end_matches('/').len());
@@ -152,6 +155,10 @@ mod tests {
         assert_eq!(f(Some("t1.example.com"), "/api/x"), Some("tenant-api"));
         assert_eq!(f(Some("t1.example.com"), "/other"), Some("default"));
         assert_eq!(f(Some("example.com"), "/api"), Some("api"));
+        // Case variants match the same route: rules scoped to it cannot be sidestepped.
+        assert_eq!(f(None, "/API/x"), Some("api"));
+        assert_eq!(f(None, "/Api/WebHooks/stripe"), Some("webhooks"));
+        assert_eq!(f(None, "/APIX"), Some("default"));
     }
 
     #[test]

@@ -11,7 +11,16 @@ fn sighup_does_not_kill_and_sigterm_exits_cleanly() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(gw.is_running(), "SIGHUP killed the gateway: {}", gw.output());
     assert_eq!(c.get(&gw.url("/x"), &[]).status, 200);
-    assert!(gw.wait_for_log(|l| l.contains("sighup"), Duration::from_secs(5)));
+    // A signal sent in the instant before the handler is installed is lost (not fatal: the
+    // gateway runs on, checked above); on a loaded machine, send it again until it is logged.
+    let logged = (0..10).any(|_| {
+        gw.wait_for_log(|l| l.contains("sighup"), Duration::from_millis(500)) || {
+            gw.signal("HUP");
+            false
+        }
+    });
+    assert!(logged || gw.wait_for_log(|l| l.contains("sighup"), Duration::from_secs(1)), "{}", gw.output());
+    assert!(gw.is_running());
 
     assert!(gw.signal("TERM"));
     let status = gw.wait_exit(Duration::from_secs(15)).expect("exits after SIGTERM");
