@@ -36,6 +36,9 @@ fn demo_serves_the_sample_app_through_the_gateway() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["code"], "tenant_mismatch");
     assert_eq!(c.get(&gw.url("/api/business/73/orders"), &[("authorization", &admin)]).status, 200);
+    // A case variant takes the same route, so the route-scoped identity and tenant rules apply.
+    let r = c.get(&gw.url("/API/Business/73/orders"), &[("authorization", &t12)]);
+    assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(c.get(&gw.url("/api/business/12/orders"), &[]).status, 401);
     let r = c.post(
         &gw.url("/api/whatsapp/messages"),
