@@ -8,6 +8,7 @@ pub mod deny;
 pub mod firewall;
 pub mod framing;
 pub mod identity;
+pub mod limits;
 pub mod query;
 pub mod request_id;
 pub mod routes;

@@ -46,6 +46,7 @@ use sha2::{Digest, Sha256};
 
 use crate::firewall::{self, Firewall, RawFirewallRule};
 use crate::identity::{self, Identities, RawIdentityRule};
+use crate::limits::{self, quota::RawQuota, rate::RawRateLimit, Quotas, RateLimits};
 use crate::tenant::{self, RawTenantRule, TenantScope};
 use crate::verdict::{Mode, Severity};
 use crate::webhook::rules::{self as webhooks, RawWebhookRule, Webhooks};
@@ -158,6 +159,10 @@ pub struct Snapshot {
     pub tenant: TenantScope,
     /// Webhook signature verification, per route.
     pub webhooks: Webhooks,
+    /// The rate limits, each with its limiter state (see [`RateLimits::carry_over`]).
+    pub rate_limits: RateLimits,
+    /// The quota rules (their counters are the gateway's [`limits::QuotaBook`]).
+    pub quotas: Quotas,
     /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
     /// tell whether anything changed (see [`assets_version`]).
     pub assets: Vec<AssetRef>,
@@ -175,6 +180,8 @@ impl Snapshot {
             identity: Identities::default(),
             tenant: TenantScope::default(),
             webhooks: Webhooks::default(),
+            rate_limits: RateLimits::default(),
+            quotas: Quotas::default(),
             assets: Vec::new(),
             rules: Vec::new(),
             by_id: HashMap::new(),
@@ -220,6 +227,12 @@ pub(crate) struct RawFile {
     /// `webhooks:`: signed deliveries, verified before anything is forwarded.
     #[serde(default)]
     webhooks: Option<Vec<RawWebhookRule>>,
+    /// `rate_limits:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    rate_limits: Option<Vec<RawRateLimit>>,
+    /// `quotas:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    quotas: Option<Vec<RawQuota>>,
 }
 
 /// Compiles rule files without checking route ids. See [`compile_with`].
@@ -240,6 +253,8 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut idb = identity::Builder::default();
     let mut ts = Vec::new();
     let mut wh = Vec::new();
+    let mut rl = Vec::new();
+    let mut qb = Vec::new();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
 
     for file in files {
@@ -282,6 +297,8 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                         identity::compile(&mut ctx, "identity", raw.identity.unwrap_or_default(), &mut idb);
                         tenant::compile(&mut ctx, "tenant_scope", &raw.tenant_scope.unwrap_or_default(), &mut ts);
                         webhooks::compile(&mut ctx, "webhooks", &raw.webhooks.unwrap_or_default(), &mut wh);
+                        limits::rate::compile(&mut ctx, "rate_limits", &raw.rate_limits.unwrap_or_default(), &mut rl);
+                        limits::quota::compile(&mut ctx, "quotas", &raw.quotas.unwrap_or_default(), &mut qb);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -320,6 +337,8 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         identity: idb.build(),
         tenant: TenantScope::new(ts),
         webhooks: Webhooks::new(wh),
+        rate_limits: RateLimits::new(rl),
+        quotas: Quotas::new(qb),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         rules,
         by_id,
