@@ -46,8 +46,8 @@ enum Handler {
     Tokens,
     SessionRevoke,
     SessionRestore,
-    /// In the contract, arriving with a later feature.
-    Planned,
+    QuotaUsage,
+    QuotaReset,
 }
 
 /// The `/v1` routing table: (method, path pattern, role, handler). `{}` matches one segment.
@@ -66,7 +66,8 @@ const ENDPOINTS: &[(&str, &str, Role, Handler)] = &[
     ("POST", "/v1/safe-test/{}", Role::Operator, Handler::SafeTest),
     ("POST", "/v1/sessions/{}/revoke", Role::Operator, Handler::SessionRevoke),
     ("DELETE", "/v1/sessions/{}/revoke", Role::Operator, Handler::SessionRestore),
-    ("POST", "/v1/quotas/{}/reset", Role::Operator, Handler::Planned),
+    ("GET", "/v1/quotas/{}", Role::Viewer, Handler::QuotaUsage),
+    ("POST", "/v1/quotas/{}/reset", Role::Operator, Handler::QuotaReset),
     ("GET", "/v1/audit", Role::Admin, Handler::Audit),
 ];
 
@@ -141,6 +142,7 @@ impl ControlApp {
         extra.push_str(&self.shared.switches.render_metrics(now_unix()));
         self.shared.sessions.render_metrics(&mut extra);
         self.shared.webhooks.render_metrics(&mut extra);
+        self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut extra);
         self.shared.rules.render_metrics(&mut extra);
         self.shared.events.render_metrics(&mut extra);
         self.shared.metrics.render(&extra)
@@ -276,7 +278,29 @@ impl ControlApp {
                     cfg.tokens.iter().map(|t| json!({ "name": t.name, "role": t.role.as_str() })).collect();
                 Ok((200, json!({ "tokens": tokens })))
             }
-            Handler::Planned => Err(Deny::new(DenyCode::NotImplemented, "planned")),
+            Handler::QuotaUsage => {
+                let tenant = path_tenant(call.path).ok_or_else(|| {
+                    Deny::new(DenyCode::BadRequest, "tenant")
+                        .with_details(vec!["the tenant is not valid percent-encoded UTF-8".into()])
+                })?;
+                let snapshot = &self.shared.rules.current().snapshot;
+                let usage = snapshot.quotas.usage(&self.shared.limits.book, &tenant, now_unix());
+                Ok((
+                    200,
+                    json!({
+                        "tenant": tenant,
+                        "enforcement": self.shared.switches.flag("quota_enforcement"),
+                        "quotas": usage,
+                    }),
+                ))
+            }
+            Handler::QuotaReset => {
+                let shared = self.shared.clone();
+                let owned = OwnedCall::of(call);
+                tokio::task::spawn_blocking(move || ControlApp { shared }.quota_reset(&owned))
+                    .await
+                    .map_err(|_| Deny::new(DenyCode::Internal, "quota_task"))?
+            }
         }
     }
 }
@@ -485,6 +509,77 @@ impl ControlApp {
         ))
     }
 
+    /// `POST /v1/quotas/{tenant}/reset`: audited first (a reset cannot be undone), then every
+    /// counter of the tenant (its subjects' included) starts again at 0, written to disk at once
+    /// and announced with `switch_changed`.
+    fn quota_reset(&self, call: &OwnedCall) -> Result<(u16, Value), Deny> {
+        let action = "quota.reset";
+        let raw = call.path.strip_prefix("/v1/quotas/").and_then(|p| p.strip_suffix("/reset")).unwrap_or("");
+        let tenant = path_tenant(&format!("/v1/quotas/{raw}"));
+        let target = format!("quota:{}", tenant.as_deref().unwrap_or(raw));
+        let audit = |outcome: &str, status: u16, old: Value, new: Value, reason: Option<&str>| {
+            self.audit(&AuditEntry {
+                actor: Some(&call.who),
+                role: Some(call.role.as_str()),
+                source_ip: call.source_ip.clone(),
+                request_id: &call.request_id,
+                action,
+                target: &target,
+                old,
+                new,
+                reason,
+                outcome,
+                status,
+            })
+        };
+        let refuse = |deny: Deny, status: u16, why: String| -> Deny {
+            audit("refused", status, Value::Null, Value::Null, Some(&why));
+            deny.with_details(vec![why])
+        };
+        let Some(tenant) = tenant else {
+            return Err(refuse(
+                Deny::new(DenyCode::BadRequest, "tenant"),
+                400,
+                "the tenant is not valid percent-encoded UTF-8".into(),
+            ));
+        };
+        let reason = if call.body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            match serde_json::from_slice::<ReasonBody>(&call.body) {
+                Ok(b) => b.reason,
+                Err(e) => {
+                    return Err(refuse(
+                        Deny::new(DenyCode::BadRequest, "quota_body"),
+                        400,
+                        format!("invalid body: {e}"),
+                    ))
+                }
+            }
+        };
+        if reason.as_ref().is_some_and(|r| r.chars().count() > crate::switches::MAX_REASON_CHARS) {
+            let why = format!("reason: at most {} characters", crate::switches::MAX_REASON_CHARS);
+            return Err(refuse(Deny::new(DenyCode::BadRequest, "quota_body"), 400, why));
+        }
+        let loaded = self.shared.rules.current();
+        let limits = &self.shared.limits;
+        let now = now_unix();
+        let old = json!(loaded.snapshot.quotas.usage(&limits.book, &tenant, now));
+        let new = json!({"reset": true});
+        if !audit("ok", 200, old.clone(), new.clone(), reason.as_deref()) {
+            return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
+                .with_details(vec!["the audit log cannot be written: nothing was reset".into()]));
+        }
+        let counters = limits.book.reset(&tenant);
+        if let Err(e) = limits.persist() {
+            tracing::error!(error = %e, "cannot write the quota counters after a reset (retried every second)");
+        }
+        let change = Change { target: target.clone(), old: old.clone(), new, version: limits.book.generation() };
+        self.shared.events.emit(switch_changed_event(&change, &call.who, &loaded.snapshot.version));
+        tracing::info!(event.action = "control_mutation", action, user.name = %call.who, http.request.id = %call.request_id, target = %target, "quota reset");
+        Ok((200, json!({ "tenant": tenant, "reset": true, "counters": counters, "old": old })))
+    }
+
     /// Puts an entry back after its audit record could not be written (best effort, logged).
     fn revert(&self, change: &Change) {
         let sw = &self.shared.switches;
@@ -525,6 +620,13 @@ pub fn switch_changed_event(change: &Change, who: &str, rules_version: &str) -> 
     detail.insert("set_by".into(), json!(who));
     detail.insert("version".into(), json!(change.version));
     SecurityEvent::system(EventType::SwitchChanged, Action::Changed, Some(rules_version), detail)
+}
+
+/// The tenant of `/v1/quotas/{tenant}[/…]`, percent-decoded; `None` when not UTF-8.
+fn path_tenant(path: &str) -> Option<String> {
+    let raw = path.strip_prefix("/v1/quotas/")?.split('/').next()?;
+    let bytes = portcullis_rules::query::percent_decode(raw.as_bytes()).ok()?;
+    String::from_utf8(bytes.into_owned()).ok().filter(|t| !t.is_empty())
 }
 
 /// `limit` of `GET /v1/audit` (default 100, 1..=1000); no other parameter.

@@ -152,7 +152,10 @@ pub fn run(config_path: &Path) -> Result<(), String> {
          \n  curl -i -H \"Authorization: Bearer $TOKEN_ADMIN\" http://{proxy}/api/business/73/orders  # platform_admin may cross tenants\
          \n  curl -i http://{proxy}/api/business/12/orders                                           # refused: 401 unauthenticated\
          \n  curl -i 'http://{proxy}/api/business/12%2Forders'          # refused: 400 bad_request (encoded slash)\
-         \n  curl -i -X POST http://{proxy}/api/whatsapp/messages -d '{{\"to\":\"+905321234567\"}}'\
+         \n  curl -i -X POST http://{proxy}/api/whatsapp/messages -d '{{\"to\":\"+905321234567\"}}'   # the 6th in 10 s: 429 rate_limited\
+         \n  curl -s -X PUT -H 'Authorization: Bearer {token}' -d '{{\"enabled\":true}}' http://{control}/v1/flags/quota_enforcement\
+         \n  for i in $(seq 11); do curl -s -o /dev/null -w '%{{http_code}} ' -H \"Authorization: Bearer $TOKEN_12\" http://{proxy}/api/business/12/orders; done   # ... 402 quota_exceeded\
+         \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/quotas/12\
          \n  curl -i -A sqlmap/1.7 http://{proxy}/api/business/12/orders  # refused: 403 by the shipped firewall rule\
          \n\
          \n  # a signed Stripe-style delivery, then a forged one (401 invalid_signature + event):\

@@ -8,6 +8,7 @@ pub mod containment;
 pub mod control;
 pub mod demo;
 pub mod events;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -13,6 +13,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_rules::deny::{render, Deny, DenyCode};
 use portcullis_rules::identity::{AuthInput, Authn, Identity};
+use portcullis_rules::limits::{KeyInput, LimitCheck, Now};
 use portcullis_rules::tenant::{BodyInput, Principal};
 use portcullis_rules::verdict::{EventType, Finding, Mode, Outcome};
 use portcullis_rules::view::RequestView;
@@ -79,6 +80,10 @@ pub struct Ctx {
     webhook_claim: Option<Claim>,
     /// The id of the secret that signed the delivery, for the access log.
     webhook_secret: Option<String>,
+    /// `RateLimit-Policy` / `RateLimit` for a response that passed the limits.
+    limit_headers: Vec<(&'static str, String)>,
+    /// The deny is a rate-limit or quota refusal whose event the aggregator counted instead.
+    deny_event_aggregated: bool,
 }
 
 /// The gateway's proxy logic.
@@ -222,6 +227,8 @@ impl ProxyHttp for Portcullis {
             body_read: false,
             webhook_claim: None,
             webhook_secret: None,
+            limit_headers: Vec::new(),
+            deny_event_aggregated: false,
         }
     }
 
@@ -387,6 +394,9 @@ impl ProxyHttp for Portcullis {
 
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for (name, value) in ctx.limit_headers.drain(..) {
+            resp.insert_header(name, value)?;
+        }
         Ok(())
     }
 
@@ -534,27 +544,38 @@ impl Portcullis {
         let sw = &self.shared.switches;
         let tenant_on = !snapshot.tenant.is_empty() && sw.flag("tenant_scope");
         let webhooks_on = !snapshot.webhooks.is_empty() && sw.flag("webhook_verification");
+        let limits_on = !snapshot.rate_limits.is_empty() && sw.flag("rate_limit");
         if (snapshot.firewall.is_empty() || !sw.flag("firewall"))
             && snapshot.identity.is_empty()
             && !tenant_on
             && !webhooks_on
+            && !limits_on
+            && snapshot.quotas.is_empty()
         {
             return Ok(outcome);
         }
         let route = self.route(ctx);
         let now = crate::switches::now_unix();
+        let lnow = self.shared.limits.now();
 
-        // 1. Firewall and identity: the request head only. Then what the body checks need.
+        // 1. Firewall, identity and rate limits: the request head only. Then what the body
+        // checks need.
+        let (limit_headers, deny_aggregated);
         let (mut flow, identity, webhook, tenant_cap) = {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
-            let (flow, identity) = self.head_checks(&view, ctx, now, &mut outcome);
+            let head = self.head_checks(&view, ctx, now, limits_on.then_some(lnow), &mut outcome);
+            let (flow, identity) = (head.flow, head.identity);
+            limit_headers = head.limit_headers;
+            deny_aggregated = head.aggregated;
             let go = flow.is_continue();
             let webhook = if go && webhooks_on { snapshot.webhooks.for_request(&view) } else { None };
             let tenant_cap = if go && tenant_on { snapshot.tenant.body_needed(&view) } else { None };
             (flow, identity, webhook, tenant_cap)
         };
         ctx.identity = identity;
+        ctx.limit_headers = limit_headers;
+        ctx.deny_event_aggregated = deny_aggregated;
         let route_cap = route.map_or(0, |r| r.max_body_bytes);
         let webhook_cap = webhook.map(|w| w.body_cap(route_cap));
         let body = match webhook_cap.max(tenant_cap.map(|c| c as u64)) {
@@ -603,7 +624,21 @@ impl Portcullis {
                 tenant: i.tenant.as_deref(),
                 roles: &i.roles,
             });
-            let _ = snapshot.tenant.check(&view, who.as_ref(), input, &mut outcome);
+            flow = snapshot.tenant.check(&view, who.as_ref(), input, &mut outcome);
+        }
+
+        // 4. Quotas, last: only a request every other check let through is counted.
+        if flow.is_continue() && !snapshot.quotas.is_empty() {
+            let req = session.req_header();
+            let view = self.view(req, ctx, route);
+            let input = KeyInput { view: &view, identity: ctx.identity.as_ref() };
+            let enforcement = sw.flag("quota_enforcement");
+            let limits = &self.shared.limits;
+            let check = snapshot.quotas.check(&limits.book, &input, lnow, enforcement, &limits.agg);
+            let (mut headers, mut aggregated) = (Vec::new(), false);
+            let _ = apply_limits(check, &mut outcome, &mut headers, &mut aggregated);
+            ctx.limit_headers.extend(headers);
+            ctx.deny_event_aggregated |= aggregated;
         }
 
         if !outcome.is_clean() {
@@ -647,18 +682,16 @@ impl Portcullis {
         }
     }
 
-    /// Firewall, then identity: the flow, and the caller when one is verified.
-    fn head_checks(
-        &self,
-        view: &RequestView<'_>,
-        ctx: &Ctx,
-        now: u64,
-        out: &mut Outcome,
-    ) -> (ControlFlow<()>, Option<Identity>) {
+    /// Firewall, identity, then rate limits: the flow, and the caller when one is verified.
+    /// Rate limits (when `limits` is given) run before an authentication failure is answered, so
+    /// a client guessing credentials is limited like any other (keyed as anonymous).
+    fn head_checks(&self, view: &RequestView<'_>, ctx: &Ctx, now: u64, limits: Option<Now>, out: &mut Outcome) -> Head {
         let snapshot = &ctx.rules.snapshot;
+        let mut head =
+            Head { flow: ControlFlow::Break(()), identity: None, limit_headers: Vec::new(), aggregated: false };
         if !snapshot.firewall.is_empty() && self.shared.switches.flag("firewall") {
             if let ControlFlow::Break(()) = snapshot.firewall.check(view, out) {
-                return (ControlFlow::Break(()), None);
+                return head;
             }
         }
         let sessions = &self.shared.sessions;
@@ -666,11 +699,25 @@ impl Portcullis {
         let blocked = |s: &str| sessions.is_blocked(s, now);
         let input =
             AuthInput { view, peer_trusted: ctx.peer_trusted, now_unix: now, revoked: &revoked, blocked: &blocked };
-        match snapshot.identity.authenticate(&input) {
-            Authn::Verified(who) => (ControlFlow::Continue(()), Some(who)),
-            Authn::Failed(f) => (out.add(*f), None),
-            Authn::NotConfigured | Authn::Anonymous => (ControlFlow::Continue(()), None),
+        let (who, failed) = match snapshot.identity.authenticate(&input) {
+            Authn::Verified(who) => (Some(who), None),
+            Authn::Failed(f) => (None, Some(f)),
+            Authn::NotConfigured | Authn::Anonymous => (None, None),
+        };
+        if let Some(lnow) = limits {
+            let key = KeyInput { view, identity: who.as_ref() };
+            let check = snapshot.rate_limits.check(&key, lnow, &self.shared.limits.agg);
+            if apply_limits(check, out, &mut head.limit_headers, &mut head.aggregated).is_break() {
+                return head;
+            }
         }
+        if let Some(f) = failed {
+            head.flow = out.add(*f);
+            return head;
+        }
+        head.flow = ControlFlow::Continue(());
+        head.identity = who;
+        head
     }
 
     /// Runs the containment of an enforced cross-tenant finding's rule: revoke the session, block
@@ -701,6 +748,9 @@ impl Portcullis {
     fn emit_findings(&self, view: &RequestView<'_>, ctx: &Ctx, outcome: &Outcome, containment: Vec<serde_json::Value>) {
         let who = ctx.identity.as_ref();
         for f in outcome.findings() {
+            if ctx.deny_event_aggregated && is_the_deny(f, outcome) {
+                continue; // counted by the aggregator; its window's summary reports it
+            }
             let detail_str = |k: &str| f.detail.get(k).and_then(|v| v.as_str());
             let facts = RequestFacts {
                 request_id: &ctx.request_id,
@@ -733,6 +783,36 @@ impl Portcullis {
             _ => Ok(()),
         }
     }
+}
+
+/// What the head checks decided.
+struct Head {
+    flow: ControlFlow<()>,
+    /// The verified caller.
+    identity: Option<Identity>,
+    /// Rate-limit headers for a passing response.
+    limit_headers: Vec<(&'static str, String)>,
+    /// The deny is a rate-limit refusal whose event the aggregator counted.
+    aggregated: bool,
+}
+
+/// Merges a rate-limit or quota answer into the request's outcome: its flagged findings, its
+/// refusal (whose event may be left to the aggregator), and the headers for a passing response.
+fn apply_limits(
+    check: LimitCheck,
+    out: &mut Outcome,
+    headers: &mut Vec<(&'static str, String)>,
+    deny_aggregated: &mut bool,
+) -> ControlFlow<()> {
+    for f in check.outcome.flagged {
+        let _ = out.add(f);
+    }
+    if let Some(deny) = check.outcome.deny {
+        *deny_aggregated = !check.deny_event;
+        return out.add(deny);
+    }
+    headers.extend(check.headers);
+    ControlFlow::Continue(())
 }
 
 fn is_the_deny(f: &Finding, outcome: &Outcome) -> bool {

@@ -270,7 +270,10 @@ impl Rules {
         let now = SystemTime::now();
         self.last_reload_unix.store(unix(now), Relaxed);
         match result {
-            Ok(snapshot) => {
+            Ok(mut snapshot) => {
+                // Unchanged rate limits keep their clients' state (shared with requests still
+                // running on the old snapshot); changed ones start empty.
+                let carried = snapshot.rate_limits.carry_over(&running.snapshot.rate_limits);
                 let version = snapshot.version.clone();
                 let rules = snapshot.rule_count();
                 let files = snapshot.files.len();
@@ -286,6 +289,8 @@ impl Rules {
                     rules.previous = %kept,
                     rules.count = rules,
                     rules.files = files,
+                    rate_limits.kept = carried.kept,
+                    rate_limits.fresh = carried.fresh,
                     "rules reloaded"
                 );
                 Reloaded::Applied { version, previous: kept }

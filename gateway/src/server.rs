@@ -131,6 +131,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         audit: audit.clone(),
         sessions,
         webhooks: crate::webhooks::WebhookState::default(),
+        limits: crate::limits::LimitState::load(&cfg.state_dir),
     });
 
     let proxy = Arc::new(http_proxy(&conf, Portcullis::new(shared.clone())));
@@ -160,6 +161,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     server.add_service(background_service("signals", Signals { rules: rules.clone() }));
     server.add_service(background_service("events", EventsDrain { events: events.clone() }));
     server.add_service(background_service("switch-ttl", SwitchTtl { shared: shared.clone() }));
+    server.add_service(background_service("limits", LimitsTick { shared: shared.clone() }));
     for e in extra {
         server.add_boxed_service(e);
     }
@@ -441,6 +443,56 @@ impl BackgroundService for SwitchTtl {
                 tracing::warn!(event.action = "maintenance_expired", "maintenance mode ended by its ttl");
             })
             .await;
+        }
+    }
+}
+
+/// Once a second: the rate-limit and quota events of closed aggregation windows, and the quota
+/// counters written when they changed; every 10 s, idle limiter keys forgotten. On shutdown, the
+/// counters are written one last time (nothing counted before SIGTERM is lost).
+struct LimitsTick {
+    shared: Arc<Shared>,
+}
+
+impl LimitsTick {
+    fn tick(shared: &Shared, sweep: bool) {
+        let limits = &shared.limits;
+        let summaries = limits.drain();
+        if !summaries.is_empty() {
+            let loaded = shared.rules.current();
+            for s in &summaries {
+                shared.events.emit(crate::limits::summary_event(s, &loaded.snapshot.version));
+            }
+        }
+        if sweep {
+            let _ = shared.rules.current().snapshot.rate_limits.sweep(limits.now().mono_ns);
+        }
+        if let Err(e) = limits.persist() {
+            tracing::error!(error = %e, "cannot write the quota counters (retried next second)");
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for LimitsTick {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut sweep_in: u8 = 10;
+        loop {
+            let stop = tokio::select! {
+                _ = tick.tick() => false,
+                _ = shutdown.changed() => true,
+            };
+            sweep_in -= 1;
+            let sweep = sweep_in == 0;
+            if sweep {
+                sweep_in = 10;
+            }
+            let shared = self.shared.clone();
+            let _ = tokio::task::spawn_blocking(move || LimitsTick::tick(&shared, sweep)).await;
+            if stop {
+                return;
+            }
         }
     }
 }

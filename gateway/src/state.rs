@@ -40,6 +40,8 @@ pub struct Shared {
     pub sessions: Arc<Sessions>,
     /// The webhook replay cache and delivery counters (outlive rule snapshots).
     pub webhooks: crate::webhooks::WebhookState,
+    /// Quota counters, the limit events' aggregator and the clock origin.
+    pub limits: crate::limits::LimitState,
 }
 
 impl Shared {

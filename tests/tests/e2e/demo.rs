@@ -10,7 +10,8 @@ fn demo_serves_the_sample_app_through_the_gateway() {
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9090", "127.0.0.1:0")
         .replace("/tmp/portcullis_demo_upgrade.sock", "{{DIR}}/upgrade.sock")
-        .replace("/tmp/portcullis_demo.pid", "{{DIR}}/demo.pid");
+        .replace("/tmp/portcullis_demo.pid", "{{DIR}}/demo.pid")
+        .replace("../var/demo-state", "{{DIR}}/state");
     // The demo's rules directory (config/demo-rules: the shipped firewall through a link, plus
     // the demo identity and tenant rules), copied beside the config.
     let mut files: Vec<(String, String)> = Vec::new();
@@ -69,6 +70,25 @@ fn demo_serves_the_sample_app_through_the_gateway() {
     let r = c.post(&gw.url("/webhooks/stripe"), &[("stripe-signature", &header)], r#"{"id":"evt_forged"}"#);
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.json()["code"], "invalid_signature");
+    // The demo limits: the sixth WhatsApp message in 10 s gets 429; with quota enforcement
+    // switched on, tenant 12's business API stops at its daily quota with 402.
+    let sends: Vec<u16> = (0..6)
+        .map(|_| c.post(&gw.url("/api/whatsapp/messages"), &[("content-type", "application/json")], "{}").status)
+        .collect();
+    assert_eq!(sends.last(), Some(&429), "{sends:?}");
+    let operator = format!("Bearer {token}");
+    let r = c.request(
+        "PUT",
+        &gw.control_url("/v1/flags/quota_enforcement"),
+        &[("authorization", &operator), ("content-type", "application/json")],
+        Some(br#"{"enabled":true,"reason":"demo"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let statuses: Vec<u16> =
+        (0..12).map(|_| c.get(&gw.url("/api/business/12/orders"), &[("authorization", &t12)]).status).collect();
+    assert_eq!(statuses.last(), Some(&402), "{statuses:?}");
+    let usage = c.get(&gw.control_url("/v1/quotas/12"), &[("authorization", &operator)]).json();
+    assert_eq!(usage["quotas"][0]["used"], 10, "{usage}");
     // The cross-tenant read is in the runbook's query.
     let auth = format!("Bearer {token}");
     assert!(portcullis_tests::wait_until(

@@ -14,6 +14,7 @@ mod events;
 mod framing;
 mod identity;
 mod lifecycle;
+mod limits;
 mod routing;
 mod rules_reload;
 mod switches;
