@@ -414,68 +414,31 @@ impl ControlApp {
     fn session(&self, revoke: bool, call: &OwnedCall) -> Result<(u16, Value), Deny> {
         let action = if revoke { "session.revoke" } else { "session.restore" };
         let raw = call.path.strip_prefix("/v1/sessions/").and_then(|p| p.strip_suffix("/revoke")).unwrap_or("");
-        let decoded = portcullis_rules::query::percent_decode(raw.as_bytes())
-            .ok()
-            .and_then(|b| String::from_utf8(b.into_owned()).ok());
-        let target = format!("session:{}", decoded.as_deref().unwrap_or(raw));
-        let audit = |outcome: &str, status: u16, old: Value, new: Value, reason: Option<&str>| {
-            self.audit(&AuditEntry {
-                actor: Some(&call.who),
-                role: Some(call.role.as_str()),
-                source_ip: call.source_ip.clone(),
-                request_id: &call.request_id,
-                action,
-                target: &target,
-                old,
-                new,
-                reason,
-                outcome,
-                status,
-            })
-        };
-        let refuse = |deny: Deny, status: u16, why: String| -> Deny {
-            audit("refused", status, Value::Null, Value::Null, Some(&why));
-            deny.with_details(vec![why])
-        };
+        let decoded = decode_segment(raw);
+        let m = Mutating::new(self, call, action, format!("session:{}", decoded.as_deref().unwrap_or(raw)));
+        let target = &m.target;
         let Some(id) = decoded else {
-            return Err(refuse(
+            return Err(m.refuse(
                 Deny::new(DenyCode::BadRequest, "session_id"),
                 400,
                 "the session id is not valid percent-encoded UTF-8".into(),
             ));
         };
-        let reason = if call.body.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            match serde_json::from_slice::<ReasonBody>(&call.body) {
-                Ok(b) => b.reason,
-                Err(e) => {
-                    return Err(refuse(
-                        Deny::new(DenyCode::BadRequest, "session_body"),
-                        400,
-                        format!("invalid body: {e}"),
-                    ))
-                }
-            }
-        };
-        if reason.as_ref().is_some_and(|r| r.chars().count() > crate::switches::MAX_REASON_CHARS) {
-            let why = format!("reason: at most {} characters", crate::switches::MAX_REASON_CHARS);
-            return Err(refuse(Deny::new(DenyCode::BadRequest, "session_body"), 400, why));
-        }
+        let reason = m.reason("session_body")?;
         let sessions = &self.shared.sessions;
         let now = now_unix();
         let result = if revoke { sessions.revoke(&id, reason.clone(), &call.who, now) } else { sessions.restore(&id) };
         let change = match result {
             Ok(c) => c,
             Err(e) if crate::sessions::check_id(&id).is_err() => {
-                return Err(refuse(Deny::new(DenyCode::BadRequest, "session_id"), 400, e))
+                return Err(m.refuse(Deny::new(DenyCode::BadRequest, "session_id"), 400, e))
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot persist the session state");
-                return Err(refuse(Deny::new(DenyCode::Internal, "session_persist"), 500, e));
+                return Err(m.refuse(Deny::new(DenyCode::Internal, "session_persist"), 500, e));
             }
         };
-        if !audit("ok", 200, change.old.clone(), change.new.clone(), reason.as_deref()) {
+        if !m.audit("ok", 200, change.old.clone(), change.new.clone(), reason.as_deref()) {
             // Undo: no unaudited change stays in force.
             let undo = match (&change.old, revoke) {
                 (Value::Null, true) => sessions.restore(&id),
@@ -515,58 +478,23 @@ impl ControlApp {
     fn quota_reset(&self, call: &OwnedCall) -> Result<(u16, Value), Deny> {
         let action = "quota.reset";
         let raw = call.path.strip_prefix("/v1/quotas/").and_then(|p| p.strip_suffix("/reset")).unwrap_or("");
-        let tenant = path_tenant(&format!("/v1/quotas/{raw}"));
-        let target = format!("quota:{}", tenant.as_deref().unwrap_or(raw));
-        let audit = |outcome: &str, status: u16, old: Value, new: Value, reason: Option<&str>| {
-            self.audit(&AuditEntry {
-                actor: Some(&call.who),
-                role: Some(call.role.as_str()),
-                source_ip: call.source_ip.clone(),
-                request_id: &call.request_id,
-                action,
-                target: &target,
-                old,
-                new,
-                reason,
-                outcome,
-                status,
-            })
-        };
-        let refuse = |deny: Deny, status: u16, why: String| -> Deny {
-            audit("refused", status, Value::Null, Value::Null, Some(&why));
-            deny.with_details(vec![why])
-        };
+        let tenant = decode_segment(raw);
+        let m = Mutating::new(self, call, action, format!("quota:{}", tenant.as_deref().unwrap_or(raw)));
+        let target = &m.target;
         let Some(tenant) = tenant else {
-            return Err(refuse(
+            return Err(m.refuse(
                 Deny::new(DenyCode::BadRequest, "tenant"),
                 400,
                 "the tenant is not valid percent-encoded UTF-8".into(),
             ));
         };
-        let reason = if call.body.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            match serde_json::from_slice::<ReasonBody>(&call.body) {
-                Ok(b) => b.reason,
-                Err(e) => {
-                    return Err(refuse(
-                        Deny::new(DenyCode::BadRequest, "quota_body"),
-                        400,
-                        format!("invalid body: {e}"),
-                    ))
-                }
-            }
-        };
-        if reason.as_ref().is_some_and(|r| r.chars().count() > crate::switches::MAX_REASON_CHARS) {
-            let why = format!("reason: at most {} characters", crate::switches::MAX_REASON_CHARS);
-            return Err(refuse(Deny::new(DenyCode::BadRequest, "quota_body"), 400, why));
-        }
+        let reason = m.reason("quota_body")?;
         let loaded = self.shared.rules.current();
         let limits = &self.shared.limits;
         let now = now_unix();
         let old = json!(loaded.snapshot.quotas.usage(&limits.book, &tenant, now));
         let new = json!({"reset": true});
-        if !audit("ok", 200, old.clone(), new.clone(), reason.as_deref()) {
+        if !m.audit("ok", 200, old.clone(), new.clone(), reason.as_deref()) {
             return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
                 .with_details(vec!["the audit log cannot be written: nothing was reset".into()]));
         }
@@ -624,11 +552,67 @@ pub fn switch_changed_event(change: &Change, who: &str, rules_version: &str) -> 
 
 /// The tenant of `/v1/quotas/{tenant}[/…]`, percent-decoded; `None` when not UTF-8.
 fn path_tenant(path: &str) -> Option<String> {
-    let raw = path.strip_prefix("/v1/quotas/")?.split('/').next()?;
+    decode_segment(path.strip_prefix("/v1/quotas/")?.split('/').next()?)
+}
+
+/// A path segment, percent-decoded; `None` when empty, badly escaped or not UTF-8.
+fn decode_segment(raw: &str) -> Option<String> {
     let bytes = portcullis_rules::query::percent_decode(raw.as_bytes()).ok()?;
     String::from_utf8(bytes.into_owned()).ok().filter(|t| !t.is_empty())
 }
 
+/// One mutation by one caller on one target: its audit records and its refusals.
+struct Mutating<'a> {
+    app: &'a ControlApp,
+    call: &'a OwnedCall,
+    action: &'static str,
+    target: String,
+}
+
+impl<'a> Mutating<'a> {
+    fn new(app: &'a ControlApp, call: &'a OwnedCall, action: &'static str, target: String) -> Self {
+        Mutating { app, call, action, target }
+    }
+
+    /// Appends the audit record; false when it could not be written.
+    fn audit(&self, outcome: &str, status: u16, old: Value, new: Value, reason: Option<&str>) -> bool {
+        self.app.audit(&AuditEntry {
+            actor: Some(&self.call.who),
+            role: Some(self.call.role.as_str()),
+            source_ip: self.call.source_ip.clone(),
+            request_id: &self.call.request_id,
+            action: self.action,
+            target: &self.target,
+            old,
+            new,
+            reason,
+            outcome,
+            status,
+        })
+    }
+
+    /// A refusal, audited (`refused`), with `why` for the caller.
+    fn refuse(&self, deny: Deny, status: u16, why: String) -> Deny {
+        self.audit("refused", status, Value::Null, Value::Null, Some(&why));
+        deny.with_details(vec![why])
+    }
+
+    /// The optional `{"reason":"…"}` body (at most `MAX_REASON_CHARS`); a bad one is refused with
+    /// 400 and `code_reason` as the deny's reason.
+    fn reason(&self, code_reason: &'static str) -> Result<Option<String>, Deny> {
+        if self.call.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let reason = serde_json::from_slice::<ReasonBody>(&self.call.body)
+            .map_err(|e| self.refuse(Deny::new(DenyCode::BadRequest, code_reason), 400, format!("invalid body: {e}")))?
+            .reason;
+        if reason.as_ref().is_some_and(|r| r.chars().count() > crate::switches::MAX_REASON_CHARS) {
+            let why = format!("reason: at most {} characters", crate::switches::MAX_REASON_CHARS);
+            return Err(self.refuse(Deny::new(DenyCode::BadRequest, code_reason), 400, why));
+        }
+        Ok(reason)
+    }
+}
 /// `limit` of `GET /v1/audit` (default 100, 1..=1000); no other parameter.
 fn audit_limit(query: Option<&str>) -> Result<usize, String> {
     let mut limit = 100;
