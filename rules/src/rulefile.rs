@@ -47,6 +47,7 @@ use sha2::{Digest, Sha256};
 use crate::firewall::{self, Firewall, RawFirewallRule};
 use crate::identity::{self, Identities, RawIdentityRule};
 use crate::limits::{self, quota::RawQuota, rate::RawRateLimit, Quotas, RateLimits};
+use crate::pii::{self, Pii, RawPiiRule};
 use crate::tenant::{self, RawTenantRule, TenantScope};
 use crate::verdict::{Mode, Severity};
 use crate::webhook::rules::{self as webhooks, RawWebhookRule, Webhooks};
@@ -163,6 +164,8 @@ pub struct Snapshot {
     pub rate_limits: RateLimits,
     /// The quota rules (their counters are the gateway's [`limits::QuotaBook`]).
     pub quotas: Quotas,
+    /// The PII policies for response bodies.
+    pub pii: Pii,
     /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
     /// tell whether anything changed (see [`assets_version`]).
     pub assets: Vec<AssetRef>,
@@ -182,6 +185,7 @@ impl Snapshot {
             webhooks: Webhooks::default(),
             rate_limits: RateLimits::default(),
             quotas: Quotas::default(),
+            pii: Pii::default(),
             assets: Vec::new(),
             rules: Vec::new(),
             by_id: HashMap::new(),
@@ -233,6 +237,9 @@ pub(crate) struct RawFile {
     /// `quotas:` with no entries (null) is the same as an empty list.
     #[serde(default)]
     quotas: Option<Vec<RawQuota>>,
+    /// `pii:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    pii: Option<Vec<RawPiiRule>>,
 }
 
 /// Compiles rule files without checking route ids. See [`compile_with`].
@@ -255,6 +262,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut wh = Vec::new();
     let mut rl = Vec::new();
     let mut qb = Vec::new();
+    let mut pb = pii::Builder::default();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
 
     for file in files {
@@ -299,6 +307,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                         webhooks::compile(&mut ctx, "webhooks", &raw.webhooks.unwrap_or_default(), &mut wh);
                         limits::rate::compile(&mut ctx, "rate_limits", &raw.rate_limits.unwrap_or_default(), &mut rl);
                         limits::quota::compile(&mut ctx, "quotas", &raw.quotas.unwrap_or_default(), &mut qb);
+                        pii::compile(&mut ctx, "pii", raw.pii.unwrap_or_default(), &mut pb);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -339,6 +348,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         webhooks: Webhooks::new(wh),
         rate_limits: RateLimits::new(rl),
         quotas: Quotas::new(qb),
+        pii: pb.build(),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         rules,
         by_id,
