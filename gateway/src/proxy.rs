@@ -531,8 +531,9 @@ impl Portcullis {
         })
     }
 
-    /// The rule checks of the pinned snapshot, in order: firewall, identity, webhook signature,
-    /// tenant scope (rate limits and quotas join here as they land). Every check pushes findings
+    /// The rule checks of the pinned snapshot, in order: firewall, identity, rate limits, webhook
+    /// signature, tenant scope, quotas (last: only what passed everything is counted). Every check
+    /// pushes findings
     /// into one `Outcome`, which applies each rule's mode: the first enforcing finding stops the
     /// chain. Each finding becomes one event; an enforced cross-tenant attempt also triggers its
     /// rule's containment. A body the checks need is read whole first: nothing is forwarded
