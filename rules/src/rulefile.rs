@@ -427,6 +427,9 @@ pub(crate) struct RuleMeta {
     pub(crate) id: Arc<str>,
     pub(crate) mode: Mode,
     pub(crate) severity: Option<Severity>,
+    /// The rule hash (also in its [`RuleInfo`]): with the id, the key of state that survives
+    /// reloads.
+    pub(crate) hash: String,
 }
 
 /// What a section's compile function gets: the file's document (for error positions), the
@@ -496,15 +499,16 @@ impl<'a> Ctx<'a> {
             self.ids.insert(common.id.to_owned(), (self.doc.file().to_owned(), line));
         }
         let id: Arc<str> = Arc::from(common.id);
+        let hash = rule_hash(kind, raw);
         self.rules.push(RuleInfo {
             id: id.clone(),
             kind,
             mode: common.mode,
-            hash: rule_hash(kind, raw),
+            hash: hash.clone(),
             file: self.doc.file().to_owned(),
             line,
         });
-        RuleMeta { id, mode: common.mode, severity: common.severity }
+        RuleMeta { id, mode: common.mode, severity: common.severity, hash }
     }
 }
 

@@ -17,7 +17,7 @@ use super::aggregate::{Aggregator, Emit, Origin};
 use super::{KeyInput, LimitCheck, Now};
 use crate::deny::{Deny, DenyCode};
 use crate::identity::Identity;
-use crate::rulefile::{compile_section, present, route_matches, rule_hash, Common, Ctx, RawRule, MAX_ID_LEN};
+use crate::rulefile::{compile_section, present, route_matches, Common, Ctx, RawRule, MAX_ID_LEN};
 use crate::verdict::{EventType, Finding, Mode, Severity};
 use crate::view::RequestView;
 
@@ -587,7 +587,7 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: &[RawQuota], out: &
             return Some(QuotaRule {
                 origin: Arc::new(Origin { rule_id: meta.id.clone(), event: EVENT, mode: meta.mode, severity }),
                 id: meta.id,
-                hash: rule_hash(KIND, r).into(),
+                hash: meta.hash.into(),
                 mode: meta.mode,
                 routes,
                 per: r.per.unwrap_or_default(),

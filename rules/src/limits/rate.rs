@@ -17,7 +17,7 @@ use super::gcra::{Gcra, LimitDecision, LimiterStore, DEFAULT_MAX_KEYS, MAX_MAX_K
 use super::{KeyInput, LimitCheck, Now};
 use crate::deny::{Deny, DenyCode};
 use crate::identity::AuthMethod;
-use crate::rulefile::{compile_section, present, route_matches, rule_hash, Checker, Common, Ctx, RawRule};
+use crate::rulefile::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule};
 use crate::verdict::{EventType, Finding, Mode, Severity};
 use crate::view::RequestView;
 
@@ -634,7 +634,7 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: &[RawRateLimit], ou
                 policy: format!("\"{}\";q={count};w={secs}", meta.id).into(),
                 origin: Arc::new(Origin { rule_id: meta.id.clone(), event: EVENT, mode: meta.mode, severity }),
                 id: meta.id,
-                hash: rule_hash(KIND, r).into(),
+                hash: meta.hash.into(),
                 mode: meta.mode,
                 routes,
                 key,

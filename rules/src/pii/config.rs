@@ -10,9 +10,7 @@ use super::detect::{Custom, Engine, MAX_CUSTOM_LEN, MAX_KEYWORD_LEN, MAX_PREFIX_
 use super::json::{JsonKeys, MAX_KEY_LEN};
 use super::scan::{Limits, Shared};
 use super::{ContentType, Kind, Mask, OverCap, Pii, PiiAction, PiiPolicy, Validator, EVENT, KIND};
-use crate::rulefile::{
-    check_route, compile_regex, present, rule_hash, Common, Ctx, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT,
-};
+use crate::rulefile::{compile_regex, present, Checker, Common, Ctx, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT};
 use crate::verdict::{Mode, Severity};
 
 /// Default `max_body_bytes` (1 MiB).
@@ -140,10 +138,10 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: Vec<RawPiiRule>, ou
     for (i, r) in raw.iter().enumerate() {
         let base = format!("{section}[{i}]");
         let meta = ctx.rule(KIND, &base, Common { id: &r.id, mode: r.mode, severity: r.severity }, r);
-        let mut c = RuleCompiler { ctx: &mut *ctx, base, ok: true };
+        let mut c = RuleCompiler { c: Checker::new(&mut *ctx, base) };
         let severity = meta.severity.unwrap_or(EVENT.default_severity());
-        let p = c.rule(meta.id.clone(), meta.mode, severity, r, out);
-        if c.ok {
+        let p = c.rule(meta.id.clone(), meta.hash, meta.mode, severity, r, out);
+        if c.c.ok {
             match &p.routes {
                 None => {
                     out.catch_all.get_or_insert_with(|| meta.id.clone());
@@ -160,29 +158,29 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: Vec<RawPiiRule>, ou
 }
 
 struct RuleCompiler<'c, 'a> {
-    ctx: &'c mut Ctx<'a>,
-    /// `pii[i]`
-    base: String,
-    ok: bool,
+    /// At `pii[i]`.
+    c: Checker<'c, 'a>,
 }
 
 impl RuleCompiler<'_, '_> {
-    fn error(&mut self, key: &str, message: impl Into<String>) {
-        self.ok = false;
-        let path = if key.is_empty() { self.base.clone() } else { format!("{}.{key}", self.base) };
-        self.ctx.error(&path, message);
-    }
-
     /// A list key that, when present, must have 1 to [`MAX_LIST`] entries.
     fn list_len(&mut self, key: &str, len: usize) {
         if len == 0 {
-            self.error(key, format!("`{key}` is empty: remove the key or list at least one entry"));
+            self.c.error(key, format!("`{key}` is empty: remove the key or list at least one entry"));
         } else if len > MAX_LIST {
-            self.error(key, format!("`{key}` has {len} entries; the limit is {MAX_LIST}"));
+            self.c.error(key, format!("`{key}` has {len} entries; the limit is {MAX_LIST}"));
         }
     }
 
-    fn rule(&mut self, id: Arc<str>, mode: Mode, severity: Severity, r: &RawPiiRule, built: &Builder) -> PiiPolicy {
+    fn rule(
+        &mut self,
+        id: Arc<str>,
+        hash: String,
+        mode: Mode,
+        severity: Severity,
+        r: &RawPiiRule,
+        built: &Builder,
+    ) -> PiiPolicy {
         let routes = self.routes(r, built);
 
         let monitor = |a: PiiAction| if mode == Mode::Monitor { PiiAction::Monitor } else { a };
@@ -190,7 +188,7 @@ impl RuleCompiler<'_, '_> {
         if let Some(d) = &r.detectors {
             builtin = d.actions().map(|a| a.map(monitor));
             if builtin.iter().all(Option::is_none) {
-                self.error("detectors", "`detectors` lists no detector: remove the key or name at least one");
+                self.c.error("detectors", "`detectors` lists no detector: remove the key or name at least one");
             }
         }
         let (custom, custom_re) = match &r.custom {
@@ -198,7 +196,7 @@ impl RuleCompiler<'_, '_> {
             None => (Vec::new(), None),
         };
         if r.detectors.is_none() && r.custom.is_none() {
-            self.error("", "a pii rule needs `detectors`, `custom`, or both: it would detect nothing");
+            self.c.error("", "a pii rule needs `detectors`, `custom`, or both: it would detect nothing");
         }
 
         let mut prefixes = Vec::new();
@@ -206,7 +204,7 @@ impl RuleCompiler<'_, '_> {
         let mut json_keys = Vec::new();
         if let Some(x) = &r.exclude {
             if x.prefixes.is_none() && x.allow_regex.is_none() && x.json_keys.is_none() {
-                self.error(
+                self.c.error(
                     "exclude",
                     "`exclude` lists nothing: remove it or add `prefixes`, `allow_regex` or `json_keys`",
                 );
@@ -215,7 +213,7 @@ impl RuleCompiler<'_, '_> {
                 self.list_len("exclude.prefixes", list.len());
                 for (j, p) in list.iter().enumerate() {
                     if p.is_empty() || p.len() > MAX_PREFIX_LEN {
-                        self.error(
+                        self.c.error(
                             &format!("exclude.prefixes[{j}]"),
                             format!("a prefix is 1 to {MAX_PREFIX_LEN} bytes, got {}", p.len()),
                         );
@@ -229,7 +227,7 @@ impl RuleCompiler<'_, '_> {
                 let mut ok = true;
                 for (j, pattern) in list.iter().enumerate() {
                     if let Err(msg) = compile_regex(pattern) {
-                        self.error(&format!("exclude.allow_regex[{j}]"), msg);
+                        self.c.error(&format!("exclude.allow_regex[{j}]"), msg);
                         ok = false;
                     }
                 }
@@ -242,7 +240,7 @@ impl RuleCompiler<'_, '_> {
                         .build();
                     match set {
                         Ok(set) => allow = Some(set),
-                        Err(e) => self.error("exclude.allow_regex", format!("the patterns together: {e}")),
+                        Err(e) => self.c.error("exclude.allow_regex", format!("the patterns together: {e}")),
                     }
                 }
             }
@@ -250,7 +248,7 @@ impl RuleCompiler<'_, '_> {
                 self.list_len("exclude.json_keys", list.len());
                 for (j, k) in list.iter().enumerate() {
                     if k.is_empty() || k.len() > MAX_KEY_LEN {
-                        self.error(
+                        self.c.error(
                             &format!("exclude.json_keys[{j}]"),
                             format!("a JSON key is 1 to {MAX_KEY_LEN} bytes, got {}", k.len()),
                         );
@@ -266,7 +264,7 @@ impl RuleCompiler<'_, '_> {
             Some(n) => match usize::try_from(n) {
                 Ok(n) if (1..=MAX_MAX_BODY_BYTES).contains(&n) => n,
                 _ => {
-                    self.error(
+                    self.c.error(
                         "max_body_bytes",
                         format!("`max_body_bytes` must be between 1 and {MAX_MAX_BODY_BYTES} (16 MiB), got {n}"),
                     );
@@ -283,7 +281,7 @@ impl RuleCompiler<'_, '_> {
                 for (j, s) in list.iter().enumerate() {
                     match ContentType::parse(s) {
                         Ok(ct) => content_types.push(ct),
-                        Err(msg) => self.error(&format!("content_types[{j}]"), msg),
+                        Err(msg) => self.c.error(&format!("content_types[{j}]"), msg),
                     }
                 }
             }
@@ -309,7 +307,7 @@ impl RuleCompiler<'_, '_> {
         let limits = Limits { cap: max_body_bytes, over_cap, mask, strongest, redacts };
         PiiPolicy {
             id,
-            hash: rule_hash(KIND, r),
+            hash,
             mode,
             severity,
             max_body_bytes,
@@ -321,9 +319,9 @@ impl RuleCompiler<'_, '_> {
         }
     }
 
-    fn routes(&mut self, r: &RawPiiRule, built: &Builder) -> Option<Vec<Box<str>>> {
+    fn routes(&mut self, r: &RawPiiRule, built: &Builder) -> Option<Box<[Box<str>]>> {
         if let Some(first) = &built.catch_all {
-            self.error(
+            self.c.error(
                 "",
                 format!(
                     "this rule never applies: rule `{first}` before it has no `routes`, and the first pii rule \
@@ -331,22 +329,11 @@ impl RuleCompiler<'_, '_> {
                 ),
             );
         }
-        let list = r.routes.as_ref()?;
-        if list.is_empty() {
-            self.error("routes", "`routes` is empty: remove the key or list at least one route");
-        }
-        let known = self.ctx.routes();
-        let mut out = Vec::with_capacity(list.len());
-        for (j, s) in list.iter().enumerate() {
-            match check_route(s, known) {
-                Ok(()) => out.push(Box::from(s.as_str())),
-                Err(msg) => self.error(&format!("routes[{j}]"), msg),
-            }
-        }
-        if built.catch_all.is_none() && !list.is_empty() && list.iter().all(|s| built.routes.contains_key(s)) {
+        let list = self.c.routes("routes", r.routes.as_ref())?;
+        if built.catch_all.is_none() && !list.is_empty() && list.iter().all(|s| built.routes.contains_key(&**s)) {
             let taken: Vec<String> =
-                list.iter().filter_map(|s| built.routes.get(s).map(|id| format!("`{s}` by `{id}`"))).collect();
-            self.error(
+                list.iter().filter_map(|s| built.routes.get(&**s).map(|id| format!("`{s}` by `{id}`"))).collect();
+            self.c.error(
                 "routes",
                 format!(
                     "this rule never applies: every route it names is taken by an earlier pii rule ({}); the \
@@ -355,7 +342,7 @@ impl RuleCompiler<'_, '_> {
                 ),
             );
         }
-        Some(out)
+        Some(list)
     }
 
     /// Validates the custom detectors and compiles their regexes into one (`None` when any is
@@ -366,11 +353,11 @@ impl RuleCompiler<'_, '_> {
         monitor: impl Fn(PiiAction) -> PiiAction,
     ) -> (Vec<Custom>, Option<meta::Regex>) {
         if list.len() > MAX_CUSTOM {
-            self.error("custom", format!("`custom` has {} detectors; the limit is {MAX_CUSTOM}", list.len()));
+            self.c.error("custom", format!("`custom` has {} detectors; the limit is {MAX_CUSTOM}", list.len()));
             return (Vec::new(), None);
         }
         if list.is_empty() {
-            self.error("custom", "`custom` is empty: remove the key or define at least one detector");
+            self.c.error("custom", "`custom` is empty: remove the key or define at least one detector");
             return (Vec::new(), None);
         }
         let syntax_cfg = syntax::Config::new().unicode(false).utf8(false).nest_limit(REGEX_NEST_LIMIT);
@@ -379,20 +366,20 @@ impl RuleCompiler<'_, '_> {
         for (j, c) in list.iter().enumerate() {
             let at = format!("custom[{j}]");
             if let Err(why) = check_name(&c.name) {
-                self.error(&format!("{at}.name"), why);
+                self.c.error(&format!("{at}.name"), why);
             } else if list.iter().take(j).any(|o| o.name == c.name) {
-                self.error(&format!("{at}.name"), format!("duplicate custom detector name `{}`", c.name));
+                self.c.error(&format!("{at}.name"), format!("duplicate custom detector name `{}`", c.name));
             }
             match compile_regex(&c.regex) {
-                Err(msg) => self.error(&format!("{at}.regex"), msg),
+                Err(msg) => self.c.error(&format!("{at}.regex"), msg),
                 Ok(_) => match syntax::parse_with(&c.regex, &syntax_cfg) {
-                    Err(e) => self.error(&format!("{at}.regex"), format!("invalid regex: {e}")),
+                    Err(e) => self.c.error(&format!("{at}.regex"), format!("invalid regex: {e}")),
                     Ok(hir) => {
                         let props = hir.properties();
                         if props.minimum_len() == Some(0) {
-                            self.error(&format!("{at}.regex"), "the pattern can match the empty string");
+                            self.c.error(&format!("{at}.regex"), "the pattern can match the empty string");
                         } else if props.maximum_len().is_none_or(|n| n > MAX_CUSTOM_LEN) {
-                            self.error(
+                            self.c.error(
                                 &format!("{at}.regex"),
                                 format!(
                                     "the pattern can match more than {MAX_CUSTOM_LEN} bytes (`+`, `*` or `{{n,}}`): \
@@ -401,7 +388,7 @@ impl RuleCompiler<'_, '_> {
                                 ),
                             );
                         } else if props.look_set().contains_anchor_haystack() {
-                            self.error(
+                            self.c.error(
                                 &format!("{at}.regex"),
                                 "`^`, `$`, `\\A` and `\\z` would anchor to the whole body: use `\\b`, or \
                                  `(?m)^` / `(?m)$` for line starts and ends",
@@ -417,7 +404,7 @@ impl RuleCompiler<'_, '_> {
                 self.list_len(&format!("{at}.context"), words.len());
                 for (k, w) in words.iter().enumerate() {
                     if w.trim().is_empty() || w.len() > MAX_KEYWORD_LEN {
-                        self.error(
+                        self.c.error(
                             &format!("{at}.context[{k}]"),
                             format!("a context keyword is 1 to {MAX_KEYWORD_LEN} bytes and not blank"),
                         );
@@ -449,7 +436,7 @@ impl RuleCompiler<'_, '_> {
         match built {
             Ok(re) => (out, Some(re)),
             Err(e) => {
-                self.error("custom", format!("the custom regexes together: {e}"));
+                self.c.error("custom", format!("the custom regexes together: {e}"));
                 (out, None)
             }
         }

@@ -167,6 +167,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::deny::{Deny, DenyCode};
+use crate::rulefile::route_matches;
 use crate::verdict::{Action, EventType, Finding, Mode, Severity};
 
 pub(crate) use config::{compile, Builder, RawPiiRule};
@@ -397,10 +398,7 @@ impl Pii {
     /// The policy for a response on this route: the first rule whose `routes` include it, or
     /// that has no `routes` (a response with no route only gets the latter).
     pub fn for_route(&self, route: Option<&str>) -> Option<&PiiPolicy> {
-        self.policies.iter().find(|p| match &p.routes {
-            None => true,
-            Some(list) => route.is_some_and(|r| list.iter().any(|x| **x == *r)),
-        })
+        self.policies.iter().find(|p| route_matches(p.routes.as_deref(), route))
     }
 }
 
@@ -422,7 +420,7 @@ pub struct PiiPolicy {
     pub over_cap: OverCap,
     /// How redacted values are written.
     pub mask: Mask,
-    routes: Option<Vec<Box<str>>>,
+    routes: Option<Box<[Box<str>]>>,
     content_types: Vec<ContentType>,
     shared: Arc<scan::Shared>,
 }
