@@ -75,6 +75,8 @@ pub struct Ctx {
     replay_body: Option<Bytes>,
     /// The body was read here before forwarding (an `Expect: 100-continue` was answered here).
     body_read: bool,
+    /// The request's `Content-Length`, when it has a valid one.
+    declared_len: Option<u64>,
     /// An accepted webhook delivery's replay-cache claim: released unless the upstream answers
     /// 2xx, so the sender's retry is not refused as a replay.
     webhook_claim: Option<Claim>,
@@ -162,6 +164,7 @@ impl Portcullis {
         // length is needed here.
         let declared =
             req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| framing::parse_content_length(v.as_bytes()));
+        ctx.declared_len = declared;
 
         // Host: the header, or the authority of an absolute-form target.
         ctx.host = header_str(req, "host")
@@ -225,6 +228,7 @@ impl ProxyHttp for Portcullis {
             identity: None,
             replay_body: None,
             body_read: false,
+            declared_len: None,
             webhook_claim: None,
             webhook_secret: None,
             limit_headers: Vec::new(),
@@ -846,8 +850,7 @@ enum BodyRead {
 /// [`BodyRead::NotReplayable`].
 async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64) -> Result<BodyRead> {
     let req = session.req_header();
-    let declared =
-        req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| framing::parse_content_length(v.as_bytes()));
+    let declared = ctx.declared_len;
     if declared.is_some_and(|n| n > cap) {
         return Ok(BodyRead::DeclaredTooLarge);
     }
