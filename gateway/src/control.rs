@@ -142,6 +142,7 @@ impl ControlApp {
         extra.push_str(&self.shared.switches.render_metrics(now_unix()));
         self.shared.sessions.render_metrics(&mut extra);
         self.shared.webhooks.render_metrics(&mut extra);
+        self.shared.pii.render_metrics(&mut extra);
         self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut extra);
         self.shared.rules.render_metrics(&mut extra);
         self.shared.events.render_metrics(&mut extra);

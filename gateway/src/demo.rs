@@ -84,14 +84,30 @@ impl ServeHttp for DemoApp {
         match (method.as_str(), segs.as_slice()) {
             ("GET", []) => respond(
                 200,
-                json!({"app": "portcullis demo application", "try": ["/api/business/12/orders", "/api/business/12/customers", "/api/whatsapp/messages", "/webhooks/stripe"]}),
+                json!({"app": "portcullis demo application", "try": ["/api/business/12/orders", "/api/business/12/customers", "/api/payments/12/payouts", "/api/payments/12/summary", "/api/crm/12/customers", "/api/whatsapp/messages", "/webhooks/stripe"]}),
             ),
             ("GET", ["api", "health"]) => respond(200, json!({"status": "ok"})),
             ("GET", ["api", "business", t, "orders"]) => respond(200, orders(t)),
-            ("GET", ["api", "business", t, "customers"]) => respond(
+            // The PII demo: payouts carry bank details (withheld whole by the gateway), the
+            // summary only order and reference numbers (passes), customers identity numbers
+            // (masked by the gateway).
+            ("GET", ["api", "payments", t, "payouts"]) => respond(
+                200,
+                json!({"tenant": t, "payouts": [
+                    {"order": "ORD-2026-000184", "reference": "REF-55120093", "amount": "129.90", "currency": "EUR",
+                     "beneficiary": "Ayşe Yılmaz", "iban": "TR33 0006 1005 1978 6457 8413 26"}
+                ]}),
+            ),
+            ("GET", ["api", "payments", t, "summary"]) => respond(
+                200,
+                json!({"tenant": t, "orders": ["ORD-2026-000184", "ORD-2026-000185"], "references": ["REF-55120093", "SIP-77881234"],
+                       "ledger": "ORD-10000000146", "total": "171.90", "currency": "EUR"}),
+            ),
+            ("GET", ["api", "crm", t, "customers"]) | ("GET", ["api", "business", t, "customers"]) => respond(
                 200,
                 json!({"tenant": t, "customers": [
-                    {"id": "CUST-1001", "name": "Mehmet Demir", "tckn": "10000000146", "email": "mehmet@example.com"},
+                    {"id": "CUST-1001", "name": "Mehmet Demir", "tckn": "10000000146", "email": "mehmet@example.com",
+                     "phone": "+90 532 123 45 67"},
                     {"id": "CUST-1002", "name": "Jane Doe", "ssn": "123-45-6789", "email": "jane@example.net"}
                 ]}),
             ),
@@ -157,6 +173,12 @@ pub fn run(config_path: &Path) -> Result<(), String> {
          \n  for i in $(seq 11); do curl -s -o /dev/null -w '%{{http_code}} ' -H \"Authorization: Bearer $TOKEN_12\" http://{proxy}/api/business/12/orders; done   # ... 402 quota_exceeded\
          \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/quotas/12\
          \n  curl -i -A sqlmap/1.7 http://{proxy}/api/business/12/orders  # refused: 403 by the shipped firewall rule\
+         \n\
+         \n  # PII in responses (config/demo-rules/pii.yaml):\
+         \n  curl -i http://{proxy}/api/payments/12/payouts    # an IBAN in the body: 502 response_blocked, nothing of the upstream's response\
+         \n  curl -i http://{proxy}/api/payments/12/summary    # ORD-/REF-/SIP- numbers only: passes untouched\
+         \n  curl -s http://{proxy}/api/crm/12/customers       # TCKN, SSN and phone masked (*******0146), e-mails reported\
+         \n  curl -s -H 'Authorization: Bearer {token}' 'http://{control}/v1/events?type=pii_leak_block'\
          \n\
          \n  # a signed Stripe-style delivery, then a forged one (401 invalid_signature + event):\
          \n  BODY='{{\"id\":\"evt_demo_1\",\"type\":\"invoice.paid\"}}'; T=$(date +%s)\

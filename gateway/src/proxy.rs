@@ -1,6 +1,8 @@
 //! The one `ProxyHttp` implementation. Each phase is a thin adapter: build a borrowed view of the
 //! request, run that stage's checks from `portcullis-rules`, apply the verdict.
 
+mod exchange;
+
 use crate::events::{RequestFacts, SecurityEvent};
 use crate::metrics::UpstreamError;
 use crate::reload::Loaded;
@@ -14,6 +16,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_rules::deny::{render, Deny, DenyCode};
 use portcullis_rules::identity::{AuthInput, Authn, Identity};
 use portcullis_rules::limits::{KeyInput, LimitCheck, Now};
+use portcullis_rules::pii::{PiiPolicy, Summary};
 use portcullis_rules::tenant::{BodyInput, Principal};
 use portcullis_rules::verdict::{EventType, Finding, Mode, Outcome};
 use portcullis_rules::view::RequestView;
@@ -31,6 +34,9 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Size of Pingora's retry buffer (`BODY_BUF_LIMIT` in pingora-core), see [`read_body`].
 const RETRY_BUFFER_BYTES: u64 = 64 * 1024;
+
+/// The error that ends a streamed response a PII rule cut short (see [`Portcullis::streamed_scan`]).
+const PII_WITHHELD: &str = "pii_withheld";
 
 /// Headers a client must never be able to set for the upstream: we set our own.
 const FORWARDING_HEADERS: &[&str] = &[
@@ -86,6 +92,8 @@ pub struct Ctx {
     limit_headers: Vec<(&'static str, String)>,
     /// The deny is a rate-limit or quota refusal whose event the aggregator counted instead.
     deny_event_aggregated: bool,
+    /// The PII scan of a streamed response (see [`crate::pii`]).
+    pii: Option<crate::pii::Streaming>,
 }
 
 /// The gateway's proxy logic.
@@ -113,19 +121,25 @@ pub fn new_request_id() -> String {
     request_id::format_id(ms, rand::random::<u128>())
 }
 
-/// Writes a deny through the one renderer, with `X-Request-Id`.
-pub async fn send_deny(session: &mut Session, request_id: &str, deny: &Deny, close: bool) -> Result<()> {
+/// A deny through the one renderer, with `X-Request-Id`: its head and body.
+fn deny_response(request_id: &str, deny: &Deny) -> Result<(ResponseHeader, Bytes)> {
     let r = render(deny, request_id);
     let mut h = ResponseHeader::build(r.status, Some(r.headers.len() + 1))?;
     for (k, v) in r.headers {
         h.insert_header(k, v)?;
     }
     h.insert_header("x-request-id", request_id)?;
+    Ok((h, Bytes::from(r.body)))
+}
+
+/// Writes a deny through the one renderer, with `X-Request-Id`.
+pub async fn send_deny(session: &mut Session, request_id: &str, deny: &Deny, close: bool) -> Result<()> {
+    let (h, body) = deny_response(request_id, deny)?;
     if close {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(h), false).await?;
-    session.write_response_body(Some(Bytes::from(r.body)), true).await?;
+    session.write_response_body(Some(body), true).await?;
     Ok(())
 }
 
@@ -233,6 +247,7 @@ impl ProxyHttp for Portcullis {
             webhook_secret: None,
             limit_headers: Vec::new(),
             deny_event_aggregated: false,
+            pii: None,
         }
     }
 
@@ -261,6 +276,12 @@ impl ProxyHttp for Portcullis {
         if self.channel_disabled(session, ctx) {
             let deny = Deny::new(DenyCode::ChannelDisabled, "channel_switch");
             return refuse(session, ctx, &deny, deny.reason.to_string()).await;
+        }
+        // A response that may have to be withheld whole is fetched here, not by Pingora (which
+        // writes the response head before any body filter could decide).
+        let rules = ctx.rules.clone();
+        if let Some(policy) = self.pii_policy(&rules, ctx).filter(|p| p.needs_buffering()) {
+            return self.exchange(session, ctx, policy).await;
         }
         Ok(false)
     }
@@ -294,40 +315,11 @@ impl ProxyHttp for Portcullis {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let route = self.route(ctx).ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        let pool_cfg = self
-            .shared
-            .config
-            .pools
-            .get(route.pool)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool"))?;
-        let lb =
-            self.shared.pools.get(route.pool).ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool"))?;
-        let failed = &ctx.failed_backends;
-        let backend = lb
-            .select_with(b"", 256, |b, healthy| healthy && !b.addr.as_inet().is_some_and(|a| failed.contains(a)))
-            .ok_or_else(|| {
-                ctx.upstream_error = Some(UpstreamError::Connect);
-                Error::explain(ErrorType::ConnectNoRoute, format!("no healthy backend in pool {}", pool_cfg.name))
-            })?;
-        ctx.backend = backend.addr.as_inet().copied();
-        let mut peer = HttpPeer::new(backend.addr.clone(), false, String::new());
-        peer.options.connection_timeout = Some(pool_cfg.connect_timeout);
-        peer.options.total_connection_timeout = Some(pool_cfg.connect_timeout);
-        peer.options.read_timeout = Some(pool_cfg.read_timeout.min(pool_cfg.total_timeout));
-        peer.options.write_timeout = Some(pool_cfg.write_timeout);
-        peer.options.idle_timeout = Some(pool_cfg.idle_timeout);
-        Ok(Box::new(peer))
+        self.select_peer(ctx)
     }
 
     fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
-        if let Some(a) = peer._address.as_inet() {
-            ctx.failed_backends.push(*a);
-        }
-        let pool_size =
-            self.route(ctx).and_then(|r| self.shared.config.pools.get(r.pool)).map_or(1, |p| p.backends.len());
-        // Nothing reached the upstream yet: try the next healthy backend, once per backend.
-        if ctx.failed_backends.len() < pool_size.min(3) {
+        if self.connect_failed(peer, ctx) {
             e.set_retry(true);
         }
         e
@@ -339,42 +331,7 @@ impl ProxyHttp for Portcullis {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        for h in FORWARDING_HEADERS {
-            up.remove_header(*h);
-        }
-        for h in &self.shared.config.strip_headers {
-            up.remove_header(h.as_str());
-        }
-        // Identity headers: the client's copies never reach the upstream; ours replace them.
-        for h in ctx.rules.snapshot.identity.strip_headers() {
-            up.remove_header(h);
-        }
-        if let Some(who) = &ctx.identity {
-            if let Some(rule) = ctx.rules.snapshot.identity.for_route(self.route(ctx).map(|r| r.id.as_str())) {
-                for (name, value) in rule.forward_headers(who) {
-                    up.insert_header(name, value)?;
-                }
-            }
-        }
-        // The body was read (and `Expect: 100-continue` answered) here: the upstream gets it whole.
-        if ctx.body_read {
-            up.remove_header("expect");
-        }
-        // The maintenance bypass secret never leaves the gateway.
-        if let Some(h) = self.shared.config.maintenance_bypass_header.as_ref().map(|(name, _)| name.as_str()) {
-            up.remove_header(h);
-        }
-        if let Some(ip) = ctx.client_ip {
-            let ip = ip.to_string();
-            up.insert_header("x-forwarded-for", &ip)?;
-            up.insert_header("x-real-ip", &ip)?;
-        }
-        up.insert_header("x-forwarded-proto", "http")?;
-        if let Some(h) = &ctx.host {
-            up.insert_header("x-forwarded-host", h.as_str())?;
-        }
-        up.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+        self.prepare_upstream_request(up, ctx)
     }
 
     async fn upstream_response_filter(
@@ -396,17 +353,25 @@ impl ProxyHttp for Portcullis {
         self.check_total_deadline(ctx).map(|()| None)
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        for (name, value) in ctx.limit_headers.drain(..) {
-            resp.insert_header(name, value)?;
-        }
-        Ok(())
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        self.decorate_response(resp, ctx)?;
+        self.start_streamed_scan(session, resp, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        self.streamed_scan(session, body, end_of_stream, ctx).map(|()| None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match (e.etype(), e.esource()) {
             (ErrorType::HTTPStatus(413), _) => Some(DenyCode::PayloadTooLarge),
+            (ErrorType::Custom(PII_WITHHELD), _) => Some(DenyCode::ResponseBlocked),
             (ErrorType::HTTPStatus(s), _) if *s == 504 => Some(DenyCode::UpstreamTimeout),
             (ErrorType::HTTPStatus(s), _) if (400..500).contains(s) => Some(DenyCode::BadRequest),
             (
@@ -499,6 +464,182 @@ impl ProxyHttp for Portcullis {
 }
 
 impl Portcullis {
+    /// The next backend of the route's pool (healthy, not failed yet for this request), with
+    /// the pool's timeouts.
+    fn select_peer(&self, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = self.route(ctx).ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        let pool_cfg = self
+            .shared
+            .config
+            .pools
+            .get(route.pool)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool"))?;
+        let lb =
+            self.shared.pools.get(route.pool).ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool"))?;
+        let failed = &ctx.failed_backends;
+        let backend = lb
+            .select_with(b"", 256, |b, healthy| healthy && !b.addr.as_inet().is_some_and(|a| failed.contains(a)))
+            .ok_or_else(|| {
+                ctx.upstream_error = Some(UpstreamError::Connect);
+                Error::explain(ErrorType::ConnectNoRoute, format!("no healthy backend in pool {}", pool_cfg.name))
+            })?;
+        ctx.backend = backend.addr.as_inet().copied();
+        let mut peer = HttpPeer::new(backend.addr.clone(), false, String::new());
+        peer.options.connection_timeout = Some(pool_cfg.connect_timeout);
+        peer.options.total_connection_timeout = Some(pool_cfg.connect_timeout);
+        peer.options.read_timeout = Some(pool_cfg.read_timeout.min(pool_cfg.total_timeout));
+        peer.options.write_timeout = Some(pool_cfg.write_timeout);
+        peer.options.idle_timeout = Some(pool_cfg.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// Records a backend that could not be connected to; true when the next one may be tried
+    /// (nothing reached the upstream yet; once per backend, at most three).
+    fn connect_failed(&self, peer: &HttpPeer, ctx: &mut Ctx) -> bool {
+        if let Some(a) = peer._address.as_inet() {
+            ctx.failed_backends.push(*a);
+        }
+        let pool_size =
+            self.route(ctx).and_then(|r| self.shared.config.pools.get(r.pool)).map_or(1, |p| p.backends.len());
+        ctx.failed_backends.len() < pool_size.min(3)
+    }
+
+    /// What the upstream request head gets: client copies of forwarding, identity and internal
+    /// headers removed, ours set; on a PII-scanned route, `identity` encoding and no ranges.
+    fn prepare_upstream_request(&self, up: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+        for h in FORWARDING_HEADERS {
+            up.remove_header(*h);
+        }
+        for h in &self.shared.config.strip_headers {
+            up.remove_header(h.as_str());
+        }
+        // Identity headers: the client's copies never reach the upstream; ours replace them.
+        for h in ctx.rules.snapshot.identity.strip_headers() {
+            up.remove_header(h);
+        }
+        if let Some(who) = &ctx.identity {
+            if let Some(rule) = ctx.rules.snapshot.identity.for_route(self.route(ctx).map(|r| r.id.as_str())) {
+                for (name, value) in rule.forward_headers(who) {
+                    up.insert_header(name, value)?;
+                }
+            }
+        }
+        // The body was read (and `Expect: 100-continue` answered) here: the upstream gets it whole.
+        if ctx.body_read {
+            up.remove_header("expect");
+        }
+        // The maintenance bypass secret never leaves the gateway.
+        if let Some(h) = self.shared.config.maintenance_bypass_header.as_ref().map(|(name, _)| name.as_str()) {
+            up.remove_header(h);
+        }
+        if let Some(ip) = ctx.client_ip {
+            let ip = ip.to_string();
+            up.insert_header("x-forwarded-for", &ip)?;
+            up.insert_header("x-real-ip", &ip)?;
+        }
+        up.insert_header("x-forwarded-proto", "http")?;
+        if let Some(h) = &ctx.host {
+            up.insert_header("x-forwarded-host", h.as_str())?;
+        }
+        up.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if self.pii_policy(&ctx.rules, ctx).is_some() {
+            crate::pii::request_headers(up)?;
+        }
+        Ok(())
+    }
+
+    /// What every proxied response gets: `X-Request-Id`, and the rate-limit headers of a request
+    /// that passed the limits.
+    fn decorate_response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for (name, value) in ctx.limit_headers.drain(..) {
+            resp.insert_header(name, value)?;
+        }
+        Ok(())
+    }
+
+    /// The PII policy of this request's route, when scanning is on.
+    fn pii_policy<'r>(&self, rules: &'r Loaded, ctx: &Ctx) -> Option<&'r PiiPolicy> {
+        if rules.snapshot.pii.is_empty() || !self.shared.switches.flag("pii_scanning") {
+            return None;
+        }
+        rules.snapshot.pii.for_route(self.route(ctx).map(|r| r.id.as_str()))
+    }
+
+    /// Response head of a streamed response on a scanned route: decide how its body is scanned,
+    /// and fix the head for a body that will change. A body that cannot be scanned under a
+    /// policy that redacts is withheld right here (the head is not sent yet): the head becomes
+    /// the deny's.
+    fn start_streamed_scan(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let rules = ctx.rules.clone();
+        let Some(policy) = self.pii_policy(&rules, ctx) else { return Ok(()) };
+        let head_request = session.req_header().method == http::Method::HEAD;
+        match crate::pii::plan(policy, head_request, resp) {
+            crate::pii::Plan::Pass => self.shared.pii.count(&policy.id, crate::pii::PASSED, 0),
+            crate::pii::Plan::Scan(encoding) => {
+                let st = crate::pii::Streaming::new(policy, encoding);
+                if policy.redacts() || st.sends_decoded() {
+                    crate::pii::body_rewritten(resp, st.sends_decoded())?;
+                    if resp.headers.get(http::header::TRANSFER_ENCODING).is_none() {
+                        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                    }
+                }
+                ctx.pii = Some(st);
+            }
+            crate::pii::Plan::Unscannable(encoding) => {
+                let summary = policy.not_scanned("unsupported_encoding", Some(&encoding));
+                if policy.withholds_unscannable() {
+                    let deny = summary.finding.deny.clone();
+                    let (head, body) = deny_response(&ctx.request_id, &deny)?;
+                    *resp = head;
+                    ctx.pii = Some(crate::pii::Streaming::Withheld(Some(body)));
+                    ctx.denied = Some(deny.code);
+                    ctx.denied_reason = Some(format!("{}:{}", deny.reason, policy.id));
+                }
+                self.report_pii(session, ctx, policy, &summary, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// One body chunk of a streamed response through its scan.
+    fn streamed_scan(&self, session: &Session, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -> Result<()> {
+        let rules = ctx.rules.clone();
+        let Some(policy) = self.pii_policy(&rules, ctx) else { return Ok(()) };
+        let Some(st) = ctx.pii.as_mut() else { return Ok(()) };
+        match st.body(policy, body, end) {
+            crate::pii::Step::Go => {}
+            crate::pii::Step::End(scan) => match policy.summary(&scan) {
+                Some(summary) => self.report_pii(session, ctx, policy, &summary, scan.scanned),
+                None => self.shared.pii.count(&policy.id, crate::pii::CLEAN, scan.scanned),
+            },
+            crate::pii::Step::Stopped(summary) => self.report_pii(session, ctx, policy, &summary, 0),
+            crate::pii::Step::Abort(summary) => {
+                self.report_pii(session, ctx, policy, &summary, 0);
+                ctx.pii = None;
+                ctx.denied = Some(summary.finding.deny.code);
+                ctx.denied_reason = Some(format!("{}:{}", summary.finding.deny.reason, policy.id));
+                let mut e = Error::explain(ErrorType::Custom(PII_WITHHELD), "the rest of the response is withheld");
+                e.esource = ErrorSource::Internal;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a scanned response and emits its `pii_leak_block` event (action from the summary,
+    /// never a value).
+    fn report_pii(&self, session: &Session, ctx: &Ctx, policy: &PiiPolicy, summary: &Summary, scanned: usize) {
+        self.shared.pii.count(&policy.id, crate::pii::result_label(summary.action), scanned);
+        let req = session.req_header();
+        let view = self.view(req, ctx, self.route(ctx));
+        let mut ev = self.event_for(&view, ctx, &summary.finding);
+        ev.action = summary.action;
+        self.shared.events.emit(ev);
+    }
+}
+
+impl Portcullis {
     /// Maintenance mode, unless the client is in a bypass CIDR or sends the bypass secret.
     fn maintenance(&self, session: &Session, ctx: &Ctx) -> Option<Deny> {
         let retry_after = self.shared.switches.maintenance(crate::switches::now_unix())?;
@@ -585,7 +726,7 @@ impl Portcullis {
         let webhook_cap = webhook.map(|w| w.body_cap(route_cap));
         let body = match webhook_cap.max(tenant_cap.map(|c| c as u64)) {
             // Never more than the route takes (the streaming cap check does not see this body).
-            Some(cap) => Some(read_body(session, ctx, cap.min(route_cap)).await?),
+            Some(cap) => Some(read_body(session, ctx, cap.min(route_cap), true).await?),
             None => None,
         };
 
@@ -748,32 +889,37 @@ impl Portcullis {
         tokio::task::spawn_blocking(move || job.run()).await.unwrap_or_default()
     }
 
-    /// One security event per finding; the core, not the check, builds it, from the same view
-    /// the checks read and the verified identity.
+    /// One security event per finding (see [`Portcullis::event_for`]).
     fn emit_findings(&self, view: &RequestView<'_>, ctx: &Ctx, outcome: &Outcome, containment: Vec<serde_json::Value>) {
-        let who = ctx.identity.as_ref();
         for f in outcome.findings() {
             if ctx.deny_event_aggregated && is_the_deny(f, outcome) {
                 continue; // counted by the aggregator; its window's summary reports it
             }
-            let detail_str = |k: &str| f.detail.get(k).and_then(|v| v.as_str());
-            let facts = RequestFacts {
-                request_id: &ctx.request_id,
-                client_ip: view.client_ip,
-                method: view.method,
-                path: view.path,
-                route: view.route,
-                channel: view.channel,
-                tenant: who.and_then(|i| i.tenant.as_deref()).or_else(|| detail_str("tenant")),
-                target_tenant: detail_str("target_tenant"),
-                subject: who.map(|i| i.subject.as_str()).or_else(|| detail_str("subject")),
-            };
-            let mut ev = SecurityEvent::from_finding(f, &facts, &ctx.rules.snapshot.version);
+            let mut ev = self.event_for(view, ctx, f);
             if !containment.is_empty() && is_the_deny(f, outcome) {
                 ev.detail.insert("containment".into(), serde_json::Value::Array(containment.clone()));
             }
             self.shared.events.emit(ev);
         }
+    }
+
+    /// The event of a finding; the core, not the check, builds it, from the same view the checks
+    /// read and the verified identity.
+    fn event_for(&self, view: &RequestView<'_>, ctx: &Ctx, f: &Finding) -> SecurityEvent {
+        let who = ctx.identity.as_ref();
+        let detail_str = |k: &str| f.detail.get(k).and_then(|v| v.as_str());
+        let facts = RequestFacts {
+            request_id: &ctx.request_id,
+            client_ip: view.client_ip,
+            method: view.method,
+            path: view.path,
+            route: view.route,
+            channel: view.channel,
+            tenant: who.and_then(|i| i.tenant.as_deref()).or_else(|| detail_str("tenant")),
+            target_tenant: detail_str("target_tenant"),
+            subject: who.map(|i| i.subject.as_str()).or_else(|| detail_str("subject")),
+        };
+        SecurityEvent::from_finding(f, &facts, &ctx.rules.snapshot.version)
     }
 
     fn check_total_deadline(&self, ctx: &mut Ctx) -> Result<()> {
@@ -838,7 +984,8 @@ enum BodyRead {
 }
 
 /// Reads the whole request body before anything is forwarded, up to `cap` bytes, answering an
-/// `Expect: 100-continue` first.
+/// `Expect: 100-continue` first. `replay`: Pingora will forward the request (see below); else the
+/// gateway sends the body itself (`exchange`) and the body can have any framing.
 ///
 /// How the body then reaches the upstream: Pingora forwards a body that was already read only
 /// through its retry buffer (64 KiB, filled by every read once enabled): when it is not empty,
@@ -848,7 +995,7 @@ enum BodyRead {
 /// `Content-Length` that is always possible (a read returns at most 64 KiB); a chunked body has
 /// no known length, so the buffer is on from the start and such a body over 64 KiB is
 /// [`BodyRead::NotReplayable`].
-async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64) -> Result<BodyRead> {
+async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64, replay: bool) -> Result<BodyRead> {
     let req = session.req_header();
     let declared = ctx.declared_len;
     if declared.is_some_and(|n| n > cap) {
@@ -862,7 +1009,7 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64) -> Result<Bod
     }
     let mut buf = bytes::BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(cap)).unwrap_or(0));
     loop {
-        if declared.is_none_or(|n| n.saturating_sub(buf.len() as u64) <= RETRY_BUFFER_BYTES) {
+        if replay && declared.is_none_or(|n| n.saturating_sub(buf.len() as u64) <= RETRY_BUFFER_BYTES) {
             session.enable_retry_buffering();
         }
         let chunk = match pingora_timeout::timeout(BODY_READ_TIMEOUT, session.read_request_body()).await {
@@ -879,8 +1026,8 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64) -> Result<Bod
             Some(c) => buf.extend_from_slice(&c),
         }
     }
-    if buf.is_empty() {
-        return Ok(BodyRead::Complete(Bytes::new()));
+    if buf.is_empty() || !replay {
+        return Ok(BodyRead::Complete(buf.freeze()));
     }
     if session.as_ref().get_retry_buffer().is_none() {
         return Ok(BodyRead::NotReplayable);

@@ -180,30 +180,7 @@ pub fn load_dir(dir: &Path, routes: &[String]) -> Result<Snapshot, Vec<ConfigErr
 fn compile(dir: &Path, files: &[SourceFile], routes: &[String]) -> Result<Snapshot, Vec<ConfigError>> {
     let ids: Vec<&str> = routes.iter().map(String::as_str).collect();
     let resolve = |r: &AssetRef| resolve_asset(dir, r);
-    let snapshot = rulefile::compile_with(files, &rulefile::Env { routes: Some(&ids), assets: Some(&resolve) })?;
-    // The response path does not scan yet: a `pii` rule would protect nothing, so it is refused
-    // rather than accepted silently.
-    let unenforced: Vec<ConfigError> = snapshot
-        .rules()
-        .iter()
-        .filter(|r| r.kind == portcullis_rules::pii::KIND)
-        .map(|r| {
-            ConfigError::new(
-                &r.file,
-                r.line,
-                "pii",
-                format!(
-                    "rule `{}`: `pii` rules are validated but not enforced by this build yet (response scanning is not wired): remove them",
-                    r.id
-                ),
-            )
-        })
-        .collect();
-    if unenforced.is_empty() {
-        Ok(snapshot)
-    } else {
-        Err(unenforced)
-    }
+    rulefile::compile_with(files, &rulefile::Env { routes: Some(&ids), assets: Some(&resolve) })
 }
 
 /// Largest key file (JWKS, PEM, secret) a rule may name.

@@ -131,6 +131,8 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         audit: audit.clone(),
         sessions,
         webhooks: crate::webhooks::WebhookState::default(),
+        pii: crate::pii::PiiState::default(),
+        connector: pingora_core::connectors::http::v1::Connector::new(None),
         limits: crate::limits::LimitState::load(&cfg.state_dir),
     });
 

@@ -42,6 +42,11 @@ pub struct Shared {
     pub webhooks: crate::webhooks::WebhookState,
     /// Quota counters, the limit events' aggregator and the clock origin.
     pub limits: crate::limits::LimitState,
+    /// PII scanning counters.
+    pub pii: crate::pii::PiiState,
+    /// The gateway's own upstream connections (pooled, keep-alive), for the responses it fetches
+    /// itself: those a PII rule may withhold whole (see `proxy::exchange`).
+    pub connector: pingora_core::connectors::http::v1::Connector,
 }
 
 impl Shared {

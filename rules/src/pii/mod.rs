@@ -549,8 +549,11 @@ impl PiiPolicy {
     /// The event for a scan, or `None` when there is nothing to report. The detail holds the
     /// action, the count per detector, how many values were excluded, the bytes scanned, whether
     /// the body was over the cap, and at most one masked sample; never a value.
+    ///
+    /// A body over the cap with `over_cap: scan_prefix` and nothing found in the scanned part is
+    /// still reported (`flagged`, reason `over_cap`): the rest went out unscanned.
     pub fn summary(&self, scan: &Scan) -> Option<Summary> {
-        let action = scan.action?;
+        let action = scan.action.or(scan.over_cap.then_some(PiiAction::Monitor))?;
         let mut detail = Map::new();
         detail.insert("action".into(), Value::from(action.event_action().as_str()));
         let mut kinds = Map::new();
@@ -571,16 +574,43 @@ impl PiiPolicy {
             detail.insert("sample".into(), Value::Object(sample));
         }
         let reason = if scan.matches.is_empty() { "over_cap" } else { "pii" };
-        Some(Summary {
+        Some(self.summary_of(action, reason, detail))
+    }
+
+    /// What a response this policy applies to but whose body could not be scanned becomes
+    /// (`why`: `unsupported_encoding`, `decode_error`, `upgrade`): withheld when the policy
+    /// blocks or redacts anything (`blocked`: nothing unscanned goes out where a value would
+    /// have been withheld or masked), passed and `flagged` when it only monitors.
+    pub fn not_scanned(&self, why: &str, encoding: Option<&str>) -> Summary {
+        let action = if self.withholds_unscannable() { PiiAction::Block } else { PiiAction::Monitor };
+        let mut detail = Map::new();
+        detail.insert("action".into(), Value::from(action.event_action().as_str()));
+        detail.insert("unscanned".into(), Value::from(why));
+        if let Some(e) = encoding {
+            // Bounded: a header value is not an event field.
+            let e: String = e.chars().take(64).collect();
+            detail.insert("content_encoding".into(), Value::from(e));
+        }
+        self.summary_of(action, why, detail)
+    }
+
+    /// True when a response that cannot be scanned must be withheld (see
+    /// [`PiiPolicy::not_scanned`]).
+    pub fn withholds_unscannable(&self) -> bool {
+        self.shared.limits.strongest >= Some(PiiAction::Redact)
+    }
+
+    fn summary_of(&self, action: PiiAction, reason: &str, detail: Map<String, Value>) -> Summary {
+        Summary {
             action: action.event_action(),
             finding: Finding {
                 rule_id: self.id.clone(),
                 mode: self.mode,
                 event: EVENT,
                 severity: self.severity,
-                deny: Deny::new(DenyCode::ResponseBlocked, reason),
+                deny: Deny::new(DenyCode::ResponseBlocked, reason.to_owned()),
                 detail,
             },
-        })
+        }
     }
 }

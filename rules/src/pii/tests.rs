@@ -355,6 +355,15 @@ fn over_cap_fail_closed_and_scan_prefix() {
         assert_eq!((&ss, &so), (&scan, &out), "{cut}");
     }
 
+    // Nothing in the prefix: still reported (flagged), the rest went out unscanned.
+    let clean = format!("{}{}", "y ".repeat(60), "10000000146");
+    let scan = p.scan(clean.as_bytes());
+    assert!(scan.over_cap && scan.matches.is_empty() && scan.action.is_none());
+    let s = p.summary(&scan).unwrap();
+    assert_eq!((s.action, s.finding.deny.reason.as_ref()), (Action::Flagged, "over_cap"));
+    assert_eq!(s.finding.detail["over_cap"], "scan_prefix");
+    assert!(p.summary(&p.scan(b"y y")).is_none());
+
     // Monitor only: never refused, flagged.
     let snap = one("    detectors: {tckn: monitor}\n    max_body_bytes: 10\n");
     let p = policy(&snap);
@@ -362,6 +371,26 @@ fn over_cap_fail_closed_and_scan_prefix() {
     assert!(!refused && scan.over_cap);
     assert_eq!(scan.action, Some(PiiAction::Monitor));
     assert_eq!(out, big.as_bytes());
+}
+
+#[test]
+fn unscannable_bodies_are_withheld_where_a_value_would_have_been() {
+    for (detectors, mode, withheld) in [
+        ("{tckn: block}", "enforce", true),
+        ("{tckn: redact, email: monitor}", "enforce", true),
+        ("{email: monitor}", "enforce", false),
+        ("{tckn: block}", "monitor", false),
+    ] {
+        let snap = one(&format!("    mode: {mode}\n    detectors: {detectors}\n"));
+        let p = policy(&snap);
+        assert_eq!(p.withholds_unscannable(), withheld, "{detectors} {mode}");
+        let s = p.not_scanned("unsupported_encoding", Some(&"zstd".repeat(40)));
+        assert_eq!(s.action, if withheld { Action::Blocked } else { Action::Flagged });
+        assert_eq!(s.finding.deny.code, DenyCode::ResponseBlocked);
+        assert_eq!(s.finding.deny.reason, "unsupported_encoding");
+        assert_eq!(s.finding.detail["unscanned"], "unsupported_encoding");
+        assert_eq!(s.finding.detail["content_encoding"].as_str().unwrap().len(), 64);
+    }
 }
 
 #[test]

@@ -58,13 +58,17 @@ fn token_new_prints_a_token_and_its_hash() {
 }
 
 #[test]
-fn validate_refuses_pii_rules_this_build_does_not_enforce() {
+fn validate_accepts_pii_rules_and_reports_their_mistakes() {
     let up = Upstream::start("app");
     let dir = TempDir::new("validate-pii");
     let yaml = Cfg::new(&[up.addr()]).yaml().replace("{{DIR}}", &dir.path().display().to_string());
     let path = dir.write("gateway.yaml", yaml);
     dir.write("rules/base.yaml", "version: 1\npii:\n  - id: no-cards\n    detectors: {card: block}\n");
     let (code, out, err) = run_cli(BIN, &["validate", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok: 1 rules"), "{out}");
+    dir.write("rules/base.yaml", "version: 1\npii:\n  - id: no-cards\n    detectors: {card: shred}\n");
+    let (code, out, err) = run_cli(BIN, &["validate", "--config", path.to_str().unwrap()], &[]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(out.contains("base.yaml:3: pii: rule `no-cards`: `pii` rules are validated but not enforced"), "{out}");
+    assert!(out.contains("base.yaml:4: pii[0].detectors.card"), "{out}");
 }

@@ -52,6 +52,20 @@ fn demo_serves_the_sample_app_through_the_gateway() {
     // The shipped firewall rule refuses a known attack tool.
     let r = c.get(&gw.url("/api/business/12/orders"), &[("user-agent", "sqlmap/1.7#stable (https://sqlmap.org)")]);
     assert_eq!(r.status, 403, "{}", r.text());
+    // PII in responses: the payouts (an IBAN) are withheld whole, the summary (order and
+    // reference numbers only) passes, the CRM's identity numbers are masked.
+    let r = c.get(&gw.url("/api/payments/12/payouts"), &[]);
+    assert_eq!((r.status, r.json()["code"].as_str()), (502, Some("response_blocked")), "{}", r.text());
+    assert!(!r.text().contains("Ayşe") && !r.text().contains("8413"));
+    let r = c.get(&gw.url("/api/payments/12/summary"), &[]);
+    assert_eq!((r.status, r.json()["ledger"].as_str()), (200, Some("ORD-10000000146")), "{}", r.text());
+    let r = c.get(&gw.url("/api/crm/12/customers"), &[]);
+    assert_eq!(r.status, 200);
+    let crm = r.json();
+    assert_eq!(crm["customers"][0]["tckn"], "*******0146", "{crm}");
+    assert_eq!(crm["customers"][1]["ssn"], "***-**-6789", "{crm}");
+    assert_eq!(crm["customers"][0]["phone"], "+** *** *** 45 67", "{crm}");
+    assert_eq!(crm["customers"][0]["email"], "mehmet@example.com", "monitored, not masked");
     let token = out.split_whitespace().find(|w| w.starts_with("pcx_")).expect("the demo prints an operator token");
     let r = c.get(&gw.control_url("/v1/upstreams"), &[("authorization", &format!("Bearer {token}"))]);
     assert_eq!(r.status, 200);
