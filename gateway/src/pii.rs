@@ -74,10 +74,17 @@ pub fn plan(policy: &PiiPolicy, head_request: bool, resp: &ResponseHeader) -> Pl
     if !policy.scans_content_type(ct.as_deref()) {
         return Plan::Pass;
     }
-    let ce = resp.headers.get(http::header::CONTENT_ENCODING).map(|v| v.as_bytes());
-    match Encoding::parse(ce) {
+    // Several `Content-Encoding` fields are one list of codings (`identity` then `gzip` is gzip):
+    // only a single one is decoded.
+    let mut codings = resp.headers.get_all(http::header::CONTENT_ENCODING).iter();
+    let ce = codings.next().map(|v| v.as_bytes());
+    match Encoding::parse(ce).filter(|_| codings.next().is_none()) {
         Some(e) => Plan::Scan(e),
-        None => Plan::Unscannable(String::from_utf8_lossy(ce.unwrap_or_default()).into_owned()),
+        None => {
+            let all: Vec<_> = resp.headers.get_all(http::header::CONTENT_ENCODING).iter().collect();
+            let all: Vec<_> = all.iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+            Plan::Unscannable(all.join(", "))
+        }
     }
 }
 

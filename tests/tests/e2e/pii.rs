@@ -148,6 +148,22 @@ fn app(r: &Recorded) -> Reply {
             json(b"\x1f\x8b\x08\x00garbage that is not deflate".to_vec()).with_header("content-encoding", "gzip")
         }
         "zstd" => json(b"(\xb5/\xfd not really zstd".to_vec()).with_header("content-encoding", "zstd"),
+        "two-codings" => json(gzip(&orders(n, Some(("iban", IBAN)), 0.5)))
+            .with_header("content-encoding", "identity")
+            .with_header("content-encoding", "gzip"),
+        "chunked-iban" => {
+            // The upstream's own chunking puts the IBAN across two chunks.
+            let body = orders(n, Some(("iban", IBAN)), 0.5);
+            let cut = body.windows(IBAN.len()).position(|w| w == IBAN.as_bytes()).unwrap() + 10;
+            let mut wire = Vec::new();
+            for part in [&body[..cut], &body[cut..]] {
+                wire.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                wire.extend_from_slice(part);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            json(wire).with_header("transfer-encoding", "chunked")
+        }
         "png" => Reply::status(200).with_header("content-type", "image/png").with_body(format!("PNG {IBAN}")),
         "nocontent" => Reply::status(204).with_header("x-upstream", "yes"),
         "echo" => json(r.body.clone()),
@@ -253,13 +269,26 @@ fn held_route_withholds_leaks_whole_and_passes_clean_responses_byte_for_byte() {
     assert_eq!((r.status, r.header("content-encoding")), (200, None));
     assert!(r.text().contains("*******0146") && !r.text().contains(TCKN));
     // What cannot be decoded is withheld: corrupt gzip, an unknown coding.
-    for (path, reason) in [("/api/bad-gzip", "decode_error"), ("/api/zstd", "unsupported_encoding")] {
+    for (path, reason) in [
+        ("/api/bad-gzip", "decode_error"),
+        ("/api/zstd", "unsupported_encoding"),
+        ("/api/two-codings", "unsupported_encoding"),
+    ] {
         let before = pii_events(&gw).len();
         let r = c.get(&gw.url(path), &[]);
         assert_eq!(r.status, 502, "{path}");
         let ev = event_for(&gw, path, before);
         assert_eq!(ev["detail"]["unscanned"], reason, "{ev}");
     }
+
+    // The upstream's chunking splits the IBAN: still withheld.
+    let r = c.get(&gw.url("/api/chunked-iban"), &[]);
+    assert_eq!(r.status, 502);
+    let r = c.get(&gw.url("/stream/chunked-iban"), &[]);
+    assert!(
+        r.text().contains("**********************1326") && !r.text().contains(IBAN),
+        "streamed: masked across chunks"
+    );
 
     // Not scanned: another content type, HEAD, 204.
     let r = c.get(&gw.url("/api/png"), &[]);
