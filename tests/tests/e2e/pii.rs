@@ -306,6 +306,32 @@ fn held_route_withholds_leaks_whole_and_passes_clean_responses_byte_for_byte() {
     assert_eq!(up.last().unwrap().body, body);
     let r = c.post(&gw.url("/api/echo"), &[], format!(r#"{{"iban":"{IBAN}"}}"#));
     assert_eq!(r.status, 502, "an echoed IBAN is withheld too");
+    // Chunked, 60 KB (the echo must stay under the rule's 64 KiB), with `Expect: 100-continue`:
+    // read whole (any framing), sent with its length.
+    let big = orders(60_000, None, 0.5);
+    let mut wire = format!(
+        "POST /api/echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for part in big.chunks(7000) {
+        wire.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        wire.extend_from_slice(part);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let raw = portcullis_tests::raw_exchange(gw.proxy_addr(), &wire, std::time::Duration::from_secs(5));
+    let responses = portcullis_tests::parse_responses(&raw);
+    let last = responses.last().unwrap();
+    assert_eq!((responses[0].status, last.status), (100, 200), "{:?}", String::from_utf8_lossy(&raw[..200]));
+    assert_eq!(last.body, big);
+    let seen = up.last().unwrap();
+    assert_eq!((seen.body.len(), seen.header("content-length")), (big.len(), Some(big.len().to_string().as_str())));
+    assert_eq!((seen.header("transfer-encoding"), seen.header("expect")), (None, None));
+    // Over the route's cap: 413, nothing sent.
+    let n = up.count();
+    let r = c.post(&gw.url("/api/echo"), &[], vec![b'x'; 2 * 1024 * 1024]);
+    assert_eq!(r.status, 413);
+    assert_eq!(up.count(), n);
 
     // The gateway's own upstream connections are kept alive and reused.
     let conns = up.connections();
