@@ -94,6 +94,9 @@ pub struct Ctx {
     deny_event_aggregated: bool,
     /// The PII scan of a streamed response (see [`crate::pii`]).
     pii: Option<crate::pii::Streaming>,
+    /// The request goes out through the gateway's own exchange, not Pingora's (a body read
+    /// whole that Pingora could not forward: see [`read_body`]).
+    fetch_self: bool,
 }
 
 /// The gateway's proxy logic.
@@ -248,6 +251,7 @@ impl ProxyHttp for Portcullis {
             limit_headers: Vec::new(),
             deny_event_aggregated: false,
             pii: None,
+            fetch_self: false,
         }
     }
 
@@ -278,9 +282,11 @@ impl ProxyHttp for Portcullis {
             return refuse(session, ctx, &deny, deny.reason.to_string()).await;
         }
         // A response that may have to be withheld whole is fetched here, not by Pingora (which
-        // writes the response head before any body filter could decide).
+        // writes the response head before any body filter could decide); so is a request whose
+        // body was read whole but cannot be handed to Pingora.
         let rules = ctx.rules.clone();
-        if let Some(policy) = self.pii_policy(&rules, ctx).filter(|p| p.needs_buffering()) {
+        let policy = self.pii_policy(&rules, ctx);
+        if ctx.fetch_self || policy.is_some_and(PiiPolicy::needs_buffering) {
             return self.exchange(session, ctx, policy).await;
         }
         Ok(false)
@@ -566,16 +572,30 @@ impl Portcullis {
         rules.snapshot.pii.for_route(self.route(ctx).map(|r| r.id.as_str()))
     }
 
-    /// Response head of a streamed response on a scanned route: decide how its body is scanned,
-    /// and fix the head for a body that will change. A body that cannot be scanned under a
-    /// policy that redacts is withheld right here (the head is not sent yet): the head becomes
-    /// the deny's.
+    /// Response head of a streamed response on a scanned route (Pingora's path).
     fn start_streamed_scan(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         let rules = ctx.rules.clone();
         let Some(policy) = self.pii_policy(&rules, ctx) else { return Ok(()) };
+        ctx.pii = self.streamed_head(session, resp, ctx, policy)?;
+        Ok(())
+    }
+
+    /// Decides how a streamed response's body is scanned, and fixes the head for a body that will
+    /// change (`None`: it passes unscanned). A body that cannot be scanned under a policy that
+    /// redacts is withheld right here (the head is not sent yet): the head becomes the deny's.
+    fn streamed_head(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+        policy: &PiiPolicy,
+    ) -> Result<Option<crate::pii::Streaming>> {
         let head_request = session.req_header().method == http::Method::HEAD;
         match crate::pii::plan(policy, head_request, resp) {
-            crate::pii::Plan::Pass => self.shared.pii.count(&policy.id, crate::pii::PASSED, 0),
+            crate::pii::Plan::Pass => {
+                self.shared.pii.count(&policy.id, crate::pii::PASSED, 0);
+                Ok(None)
+            }
             crate::pii::Plan::Scan(encoding) => {
                 let st = crate::pii::Streaming::new(policy, encoding);
                 if policy.redacts() || st.sends_decoded() {
@@ -584,22 +604,22 @@ impl Portcullis {
                         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
                     }
                 }
-                ctx.pii = Some(st);
+                Ok(Some(st))
             }
             crate::pii::Plan::Unscannable(encoding) => {
                 let summary = policy.not_scanned("unsupported_encoding", Some(&encoding));
-                if policy.withholds_unscannable() {
-                    let deny = summary.finding.deny.clone();
-                    let (head, body) = deny_response(&ctx.request_id, &deny)?;
-                    *resp = head;
-                    ctx.pii = Some(crate::pii::Streaming::Withheld(Some(body)));
-                    ctx.denied = Some(deny.code);
-                    ctx.denied_reason = Some(format!("{}:{}", deny.reason, policy.id));
-                }
                 self.report_pii(session, ctx, policy, &summary, 0);
+                if !policy.withholds_unscannable() {
+                    return Ok(None);
+                }
+                let deny = summary.finding.deny;
+                let (head, body) = deny_response(&ctx.request_id, &deny)?;
+                *resp = head;
+                ctx.denied = Some(deny.code);
+                ctx.denied_reason = Some(format!("{}:{}", deny.reason, policy.id));
+                Ok(Some(crate::pii::Streaming::Withheld(Some(body))))
             }
         }
-        Ok(())
     }
 
     /// One body chunk of a streamed response through its scan.
@@ -607,7 +627,13 @@ impl Portcullis {
         let rules = ctx.rules.clone();
         let Some(policy) = self.pii_policy(&rules, ctx) else { return Ok(()) };
         let Some(st) = ctx.pii.as_mut() else { return Ok(()) };
-        match st.body(policy, body, end) {
+        let step = st.body(policy, body, end);
+        self.pii_step(session, ctx, policy, step)
+    }
+
+    /// Acts on what a streamed chunk led to: count and report; `Err` ends the response.
+    fn pii_step(&self, session: &Session, ctx: &mut Ctx, policy: &PiiPolicy, step: crate::pii::Step) -> Result<()> {
+        match step {
             crate::pii::Step::Go => {}
             crate::pii::Step::End(scan) => match policy.summary(&scan) {
                 Some(summary) => self.report_pii(session, ctx, policy, &summary, scan.scanned),
@@ -733,7 +759,7 @@ impl Portcullis {
         // 2. The webhook signature, over the raw bytes.
         if let Some(rule) = webhook {
             match &body {
-                Some(BodyRead::Complete(b)) => {
+                Some(BodyRead::Complete(b) | BodyRead::NotReplayable(b)) => {
                     let hooks = &self.shared.webhooks;
                     match rule.check(&session.req_header().headers, b, now, &hooks.replay) {
                         Checked::Accepted { secret_id, claim } => {
@@ -762,7 +788,9 @@ impl Portcullis {
             let view = self.view(req, ctx, route);
             let input = match (&body, tenant_cap) {
                 (None, _) | (_, None) => BodyInput::NotBuffered,
-                (Some(BodyRead::Complete(b)), Some(cap)) if b.len() <= cap => BodyInput::Bytes(b),
+                (Some(BodyRead::Complete(b) | BodyRead::NotReplayable(b)), Some(cap)) if b.len() <= cap => {
+                    BodyInput::Bytes(b)
+                }
                 (Some(_), Some(_)) => BodyInput::TooLarge,
             };
             let who = ctx.identity.as_ref().map(|i| Principal {
@@ -794,14 +822,16 @@ impl Portcullis {
             self.emit_findings(&view, ctx, &outcome, containment);
         }
         // A body partly consumed by a check cannot be forwarded whole, even if only a monitor
-        // rule looked at it: refuse it rather than send the upstream a truncated body.
+        // rule looked at it: refuse it rather than send the upstream a truncated body. One read
+        // whole that Pingora cannot forward goes out through the gateway's own exchange.
         if outcome.deny.is_none() && ctx.pending.is_none() {
             match body {
                 Some(BodyRead::StreamedTooLarge) => {
                     ctx.pending = Some(Deny::new(DenyCode::PayloadTooLarge, "body_over_check_cap"));
                 }
-                Some(BodyRead::NotReplayable) => {
-                    ctx.pending = Some(Deny::new(DenyCode::PayloadTooLarge, "chunked_body_over_replay_buffer"));
+                Some(BodyRead::NotReplayable(b)) => {
+                    ctx.replay_body = Some(b);
+                    ctx.fetch_self = true;
                 }
                 _ => {}
             }
@@ -978,9 +1008,9 @@ enum BodyRead {
     DeclaredTooLarge,
     /// It turned out over the cap while reading: part of it is consumed and cannot be forwarded.
     StreamedTooLarge,
-    /// Read whole, but it cannot be handed to the upstream: a chunked body over Pingora's 64 KiB
-    /// retry buffer (see [`read_body`]).
-    NotReplayable,
+    /// Read whole, but Pingora cannot hand it to the upstream: a chunked body over its 64 KiB
+    /// retry buffer (see [`read_body`]). The gateway's own exchange sends it.
+    NotReplayable(Bytes),
 }
 
 /// Reads the whole request body before anything is forwarded, up to `cap` bytes, answering an
@@ -994,7 +1024,7 @@ enum BodyRead {
 /// tail, untruncated: it is enabled once what is left to read fits in it. With a
 /// `Content-Length` that is always possible (a read returns at most 64 KiB); a chunked body has
 /// no known length, so the buffer is on from the start and such a body over 64 KiB is
-/// [`BodyRead::NotReplayable`].
+/// [`BodyRead::NotReplayable`]: the gateway then sends the request itself (`exchange`).
 async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64, replay: bool) -> Result<BodyRead> {
     let req = session.req_header();
     let declared = ctx.declared_len;
@@ -1030,7 +1060,7 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64, replay: bool)
         return Ok(BodyRead::Complete(buf.freeze()));
     }
     if session.as_ref().get_retry_buffer().is_none() {
-        return Ok(BodyRead::NotReplayable);
+        return Ok(BodyRead::NotReplayable(buf.freeze()));
     }
     let body = buf.freeze();
     ctx.replay_body = Some(body.clone());

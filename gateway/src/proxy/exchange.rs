@@ -1,5 +1,8 @@
-//! The held path: on a route whose PII policy blocks, the gateway fetches the response itself
-//! and decides before a byte of it leaves.
+//! The gateway's own exchange with the upstream. The held path: on a route whose PII policy
+//! blocks, the gateway fetches the response itself and decides before a byte of it leaves. Also
+//! the way out for a request body read whole that Pingora cannot forward (a chunked body over
+//! its 64 KiB retry buffer, read for a webhook signature or a tenant check): its response then
+//! streams as on Pingora's path, scanned as the route's policy says.
 //!
 //! Why not Pingora's path: Pingora writes the response head to the client as soon as it has it
 //! (after `response_filter`), before the first body chunk reaches `response_body_filter`, so a
@@ -75,7 +78,12 @@ impl Held {
 impl Portcullis {
     /// Forwards the request through the gateway's own connector and answers it: see the module
     /// documentation. Always answers (`Ok(true)`), unless writing to the client fails.
-    pub(super) async fn exchange(&self, session: &mut Session, ctx: &mut Ctx, policy: &PiiPolicy) -> Result<bool> {
+    pub(super) async fn exchange(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        policy: Option<&PiiPolicy>,
+    ) -> Result<bool> {
         let route_cap = self.route(ctx).map_or(0, |r| r.max_body_bytes);
         let body = match ctx.replay_body.clone() {
             Some(b) => b,
@@ -107,10 +115,27 @@ impl Portcullis {
         let head_request = session.req_header().method == http::Method::HEAD;
         let bodiless = head_request || matches!(head.status.as_u16(), 204 | 304);
 
+        // Not held: the response streams, through the policy's scan if any.
+        let policy = match policy {
+            None => return self.relay(session, ctx, upstream, &peer, head, Bytes::new(), bodiless, None).await,
+            Some(p) if !p.needs_buffering() => {
+                let mut head = head;
+                if let Plan::Unscannable(encoding) = pii::plan(p, head_request, &head) {
+                    if p.withholds_unscannable() {
+                        let summary = p.not_scanned("unsupported_encoding", Some(&encoding));
+                        return self.withhold(session, ctx, p, &summary, 0).await;
+                    }
+                }
+                let scan = self.streamed_head(session, &mut head, ctx, p)?.map(|st| (p, st));
+                return self.relay(session, ctx, upstream, &peer, head, Bytes::new(), bodiless, scan).await;
+            }
+            Some(p) => p,
+        };
+
         let encoding = match pii::plan(policy, head_request, &head) {
             Plan::Pass => {
                 self.shared.pii.count(&policy.id, pii::PASSED, 0);
-                return self.relay(session, ctx, upstream, &peer, head, Vec::new(), bodiless).await;
+                return self.relay(session, ctx, upstream, &peer, head, Bytes::new(), bodiless, None).await;
             }
             Plan::Unscannable(encoding) => {
                 let summary = policy.not_scanned("unsupported_encoding", Some(&encoding));
@@ -190,14 +215,14 @@ impl Portcullis {
         let mut head = std::mem::replace(&mut held.head, ResponseHeader::build(200, None)?);
         let redacting = scan.matches.iter().any(|m| m.action == PiiAction::Redact);
         if !redacting {
-            return self.relay(session, ctx, upstream, &peer, head, held.raw, false).await;
+            return self.relay(session, ctx, upstream, &peer, head, held.raw.into(), false, None).await;
         }
         let decoded = held.decoded.is_some();
         pii::body_rewritten(&mut head, decoded)?;
         let mut out = Vec::with_capacity(held.plain().len() + 64);
         policy.redact(held.plain(), &scan, &mut out);
         if held.complete && !policy.cuts_at_cap(&scan) {
-            return self.relay(session, ctx, upstream, &peer, head, out, false).await;
+            return self.relay(session, ctx, upstream, &peer, head, out.into(), false, None).await;
         }
         // Over the cap with `scan_prefix`: the scanned part redacted, the rest as it comes
         // (decoded, if the part before was).
@@ -297,8 +322,9 @@ impl Portcullis {
     }
 
     /// Writes the response: `head` (hop-by-hop headers gone, ours added), `first` (the held
-    /// bytes), then the rest of the upstream's body as it comes; the upstream connection goes
-    /// back to the pool when its body was read to the end.
+    /// bytes), then the rest of the upstream's body as it comes, through `scan` when streamed
+    /// under a policy; the upstream connection goes back to the pool when its body was read to
+    /// the end.
     #[allow(clippy::too_many_arguments)]
     async fn relay(
         &self,
@@ -307,10 +333,11 @@ impl Portcullis {
         mut upstream: HttpSession,
         peer: &HttpPeer,
         mut head: ResponseHeader,
-        first: Vec<u8>,
+        first: Bytes,
         no_body: bool,
+        mut scan: Option<(&PiiPolicy, pii::Streaming)>,
     ) -> Result<bool> {
-        let complete = upstream.is_body_done();
+        let complete = upstream.is_body_done() && scan.is_none();
         let framing = match (no_body, complete) {
             (true, _) => Framing::Bodiless,
             (false, true) => Framing::Length(first.len()),
@@ -324,11 +351,20 @@ impl Portcullis {
         }
         put(session, first, complete).await?;
         if !complete {
-            while let Some(chunk) = upstream.read_body_bytes().await? {
+            loop {
+                let chunk = upstream.read_body_bytes().await?;
+                let end = chunk.is_none();
                 self.check_total_deadline(ctx)?;
-                put(session, chunk.into(), false).await?;
+                let mut body = chunk;
+                if let Some((policy, st)) = scan.as_mut() {
+                    let step = st.body(policy, &mut body, end);
+                    self.pii_step(session, ctx, policy, step)?;
+                }
+                put(session, body.unwrap_or_default(), end).await?;
+                if end {
+                    break;
+                }
             }
-            put(session, Vec::new(), true).await?;
         }
         self.release(upstream, peer).await;
         Ok(true)
@@ -347,16 +383,16 @@ impl Portcullis {
     ) -> Result<bool> {
         self.response_head(&mut head, ctx, Framing::Stream)?;
         session.write_response_header(Box::new(head), false).await?;
-        put(session, first, false).await?;
+        put(session, first.into(), false).await?;
         let undecodable = |e: crate::decode::DecodeError| Error::explain(ErrorType::InternalError, e.as_str());
         while let Some(chunk) = upstream.read_body_bytes().await? {
             self.check_total_deadline(ctx)?;
             let chunk = match decoder.as_mut() {
-                None => chunk.into(),
+                None => chunk,
                 Some(d) => {
                     let mut out = Vec::new();
                     d.push(&chunk, &mut out).map_err(undecodable)?;
-                    out
+                    out.into()
                 }
             };
             put(session, chunk, false).await?;
@@ -365,7 +401,7 @@ impl Portcullis {
         if let Some(d) = decoder {
             d.finish(&mut last).map_err(undecodable)?;
         }
-        put(session, last, true).await?;
+        put(session, last.into(), true).await?;
         Ok(true)
     }
 
@@ -399,11 +435,11 @@ impl Portcullis {
 
 /// Writes body bytes to the client; an empty write only when it ends the body (an empty chunk
 /// would end a chunked body early).
-async fn put(session: &mut Session, bytes: Vec<u8>, end: bool) -> Result<()> {
+async fn put(session: &mut Session, bytes: Bytes, end: bool) -> Result<()> {
     if bytes.is_empty() && !end {
         return Ok(());
     }
-    session.write_response_body((!bytes.is_empty()).then(|| Bytes::from(bytes)), end).await
+    session.write_response_body((!bytes.is_empty()).then_some(bytes), end).await
 }
 
 /// Sends the request and reads the final (non-1xx) response head.

@@ -388,15 +388,31 @@ fn bodies_over_the_cap_large_bodies_chunked_bodies_and_expect_continue() {
         Duration::from_secs(5),
     );
     assert_eq!(parse_response(&raw).unwrap().status, 401, "chunked forgery");
-    // Chunked over Pingora's 64 KiB replay buffer cannot be forwarded whole: 413, never truncated.
+    // Chunked over Pingora's 64 KiB replay buffer: verified, then sent by the gateway itself,
+    // whole (with its length), never truncated.
     let body = vec![b'c'; 100_000];
     let raw = raw_exchange(
         gw.proxy_addr(),
         &chunked_req("/webhooks/sw", &standard("msg_chunked_big", &body, t), &body),
         Duration::from_secs(5),
     );
-    assert_eq!(parse_response(&raw).unwrap().status, 413);
-    assert_eq!(up.count(), 2);
+    assert_eq!(parse_response(&raw).unwrap().status, 200, "{:?}", String::from_utf8_lossy(&raw[..raw.len().min(300)]));
+    assert_eq!(up.count(), 3);
+    let got = up.last().unwrap();
+    assert_eq!(got.body, body);
+    assert_eq!(got.header("content-length"), Some("100000"));
+    assert_eq!(got.header("transfer-encoding"), None);
+    assert!(got.header("webhook-signature").is_some(), "the sender's headers go along");
+    // The same, tampered: refused like any forgery.
+    let mut forged = body.clone();
+    forged[99_999] = b'd';
+    let raw = raw_exchange(
+        gw.proxy_addr(),
+        &chunked_req("/webhooks/sw", &standard("msg_chunked_big2", &body, t), &forged),
+        Duration::from_secs(5),
+    );
+    assert_eq!(parse_response(&raw).unwrap().status, 401);
+    assert_eq!(up.count(), 3);
 
     // `Expect: 100-continue`: answered by the gateway, the body verified, the upstream never sees
     // the expectation.
