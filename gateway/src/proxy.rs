@@ -284,10 +284,12 @@ impl ProxyHttp for Portcullis {
         // A response that may have to be withheld whole is fetched here, not by Pingora (which
         // writes the response head before any body filter could decide); so is a request whose
         // body was read whole but cannot be handed to Pingora.
-        let rules = ctx.rules.clone();
-        let policy = self.pii_policy(&rules, ctx);
-        if ctx.fetch_self || policy.is_some_and(PiiPolicy::needs_buffering) {
-            return self.exchange(session, ctx, policy).await;
+        if ctx.fetch_self || !ctx.rules.snapshot.pii.is_empty() {
+            let rules = ctx.rules.clone();
+            let policy = self.pii_policy(&rules, ctx);
+            if ctx.fetch_self || policy.is_some_and(PiiPolicy::needs_buffering) {
+                return self.exchange(session, ctx, policy).await;
+            }
         }
         Ok(false)
     }
@@ -569,11 +571,20 @@ impl Portcullis {
         if rules.snapshot.pii.is_empty() || !self.shared.switches.flag("pii_scanning") {
             return None;
         }
+        self.route_pii_policy(rules, ctx)
+    }
+
+    /// The PII policy of this request's route in its pinned rules, whatever the flag says now
+    /// (a response whose scan started finishes it: the scanner holds bytes back).
+    fn route_pii_policy<'r>(&self, rules: &'r Loaded, ctx: &Ctx) -> Option<&'r PiiPolicy> {
         rules.snapshot.pii.for_route(self.route(ctx).map(|r| r.id.as_str()))
     }
 
     /// Response head of a streamed response on a scanned route (Pingora's path).
     fn start_streamed_scan(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if ctx.rules.snapshot.pii.is_empty() {
+            return Ok(());
+        }
         let rules = ctx.rules.clone();
         let Some(policy) = self.pii_policy(&rules, ctx) else { return Ok(()) };
         ctx.pii = self.streamed_head(session, resp, ctx, policy)?;
@@ -624,8 +635,11 @@ impl Portcullis {
 
     /// One body chunk of a streamed response through its scan.
     fn streamed_scan(&self, session: &Session, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -> Result<()> {
+        if ctx.pii.is_none() {
+            return Ok(());
+        }
         let rules = ctx.rules.clone();
-        let Some(policy) = self.pii_policy(&rules, ctx) else { return Ok(()) };
+        let Some(policy) = self.route_pii_policy(&rules, ctx) else { return Ok(()) };
         let Some(st) = ctx.pii.as_mut() else { return Ok(()) };
         let step = st.body(policy, body, end);
         self.pii_step(session, ctx, policy, step)
