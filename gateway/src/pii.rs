@@ -136,8 +136,8 @@ pub enum Step {
 }
 
 impl Streaming {
-    /// Starts scanning a response with this encoding. `redacts`: the policy may change the body
-    /// (so a compressed body is sent decoded).
+    /// Starts scanning a response with this encoding. A compressed body is sent decoded when the
+    /// policy may change it (it redacts), else as the upstream sent it.
     pub fn new(policy: &PiiPolicy, encoding: Encoding) -> Streaming {
         let decoder = Decoder::new(encoding).map(Box::new);
         let send_scanned = decoder.is_none() || policy.redacts();
