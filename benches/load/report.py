@@ -12,18 +12,39 @@ import re
 import statistics
 import sys
 
-SCENARIOS = [
+BASE = [
     ("S0", "direct: load generator -> origin"),
     ("S1", "nginx, 1 worker, upstream keep-alive, access log off"),
-    ("S2", "Portcullis, every feature off, 1 thread, access log off"),
-    ("S2b", "bare Pingora 0.9.1 passthrough, 1 thread (framework floor)"),
-    ("S3", "Portcullis + shipped default rules (config/rules/: firewall + events), same logging as S2"),
-    ("S4", "S3 + PII scanning, 1/16/64 KiB (not measured yet: arrives with PII scanning)"),
+    ("S2", "Portcullis, every feature off (no rules), 1 thread, access log off"),
+    ("S2b", "bare Pingora 0.9.1 passthrough, 1 thread, glibc malloc (framework floor, as Pingora comes)"),
+    ("S2b-mi", "S2b with the gateway's allocator, mimalloc (the floor like for like)"),
+    (
+        "S3",
+        "Portcullis + default rules: shipped firewall, JWT identity (HS256), 3 rate limits, tenant scope, "
+        "webhook rule, kill-switch channel on the route; events and metrics on; same logging as S2",
+    ),
 ]
+
+
+def size_label(n):
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
+def scenario_list(facts):
+    """(name, description) of every scenario of this run's plan, in report order."""
+    out = list(BASE)
+    for size in (int(x) for x in str(facts.get("sizes") or "").split()):
+        k = size_label(size)
+        out.append((f"S3-{k}", f"S3 with a {k} JSON response"))
+        out.append((f"S4-{k}", f"S3-{k} + PII scanning (7 detectors, all redact: streamed)"))
+    return out
+
+
 METRICS = [
     # key, heading, format, "higher is better"
     ("rps", "throughput req/s", "{:,.0f}", True),
     ("cpu_us_per_req", "proxy CPU µs/req", "{:.1f}", False),
+    ("cpu_us_per_req_fixed", "CPU µs/req at fixed rate", "{:.1f}", False),
     ("rss_mib", "peak RSS MiB", "{:.1f}", False),
     ("p50_us", "p50 µs", "{:.0f}", False),
     ("p99_us", "p99 µs", "{:.0f}", False),
@@ -53,7 +74,8 @@ def parse_oha(path):
         d = json.load(f)
     pct = d.get("latencyPercentiles", {})
     codes = d.get("statusCodeDistribution", {})
-    errs = sum(d.get("errorDistribution", {}).values()) + sum(v for k, v in codes.items() if k != "200")
+    non2xx = sum(v for k, v in codes.items() if not str(k).startswith("2"))
+    errs = sum(d.get("errorDistribution", {}).values()) + non2xx
 
     def us(key):
         v = pct.get(key)
@@ -64,27 +86,45 @@ def parse_oha(path):
         "p99_us": us("p99"),
         "p999_us": us("p99.9"),
         "oha_rps": d.get("summary", {}).get("requestsPerSec"),
+        "oha_n": sum(codes.values()),
         "oha_ok": codes.get("200", 0),
         "oha_errors": errs,
+        "oha_non2xx": non2xx,
+        "oha_status": codes,
     }
 
 
 def cmd_record(a):
     with open(a.wrk, encoding="utf-8") as f:
-        requests, secs, errors = parse_wrk(f.read())
+        text = f.read()
+    requests, secs, errors = parse_wrk(text)
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        raise SystemExit(f"{a.scenario}: wrk got {m.group(1)} non-2xx answers ({a.wrk})")
     tick_us = 1e6 / a.clk_tck
     rec = {
         "scenario": a.scenario,
         "rep": a.rep,
+        "body_bytes": a.body_bytes,
         "requests": requests,
         "rps": requests / secs if secs else None,
         "errors": errors,
         "cpu_us_per_req": (a.proxy_ticks * tick_us / requests) if a.has_proxy and requests else None,
+        "oha_requests": None,
+        "proxy_ticks_fixed": a.proxy_ticks_fixed,
         "proxy_busy_pct": (a.proxy_ticks * tick_us / 1e4 / a.wall) if a.has_proxy and a.wall else None,
         "origin_cpu_us_per_req": (a.origin_ticks * tick_us / requests) if requests else None,
         "rss_mib": (int(a.rss_kib) / 1024) if a.rss_kib else None,
     }
     rec.update(parse_oha(a.oha))
+    # CPU per request at the fixed open-loop rate: every proxy sees the same peers (idle between
+    # requests), unlike at saturation, where a slower proxy leaves the load core idle more often
+    # and pays more cross-core wake-ups per request.
+    n = rec.pop("oha_n", None)
+    rec["oha_requests"] = n
+    rec["cpu_us_per_req_fixed"] = (a.proxy_ticks_fixed * tick_us / n) if a.has_proxy and n else None
+    if rec["oha_non2xx"]:
+        raise SystemExit(f"{a.scenario}: oha got non-2xx answers: {rec['oha_status']} ({a.oha})")
     print(json.dumps(rec))
 
 
@@ -124,18 +164,27 @@ def cmd_report(a):
             if line.strip():
                 raw.append(json.loads(line))
 
+    scenarios = scenario_list(facts)
+    known = {n for n, _ in scenarios}
+    for r in raw:  # diagnostic variants ("S2:nows"), in the order they ran
+        if r["scenario"] not in known:
+            known.add(r["scenario"])
+            scenarios.append((r["scenario"], f"{r['scenario'].split(':')[0]} variant `{r['scenario'].split(':', 1)[1]}`: {facts.get('variants', {}).get(r['scenario'].split(':', 1)[1], '')}"))
+    s4_status = facts.get("s4_status") or "measured"
     results = {}
-    for scen, desc in SCENARIOS:
+    for scen, desc in scenarios:
         recs = [r for r in raw if r["scenario"] == scen]
         if not recs:
-            results[scen] = {"description": desc, "measured": False}
+            why = s4_status if scen.startswith("S4") and s4_status != "measured" else "not measured in this run"
+            results[scen] = {"description": desc, "measured": False, "why": why}
             continue
-        res = {"description": desc, "measured": True, "reps": len(recs)}
+        res = {"description": desc, "measured": True, "reps": len(recs), "body_bytes": recs[0].get("body_bytes")}
         for key in [m[0] for m in METRICS] + EXTRA:
             vals = [r.get(key) for r in recs]
             res[key] = median(vals)
             res[key + "_all"] = vals
         results[scen] = res
+    base_bytes = int(facts.get("body_bytes") or 0)
     for scen, res in results.items():
         if not res["measured"]:
             continue
@@ -148,72 +197,147 @@ def cmd_report(a):
             for k in ("p50_us", "p99_us", "p999_us")
         }
 
-    measured = [s for s, _ in SCENARIOS if results[s]["measured"]]
+    def get(scen, key):
+        r = results.get(scen) or {}
+        return r.get(key) if r.get("measured") else None
+
+    measured = [s for s, _ in scenarios if results[s]["measured"]]
+    same_body = [s for s in measured if results[s].get("body_bytes") in (None, base_bytes)]
     out = []
     out.append(f"## Load benchmark — {facts.get('date')} ({facts.get('mode')} mode)")
     out.append("")
     out.append(
-        f"Medians of {facts.get('reps')} repetition(s), scenarios interleaved. Throughput: "
+        f"Medians of {facts.get('reps')} repetition(s), scenarios interleaved. Request: `{facts.get('request')}` "
+        f"(the same for every scenario). Throughput: "
         f"`wrk -t1 -c{facts.get('conns')} -d{facts.get('wrk_secs')}s` (closed loop). CPU: proxy process "
         f"utime+stime over the wrk run / requests. Latency: `oha -q {facts.get('rate')} -c {facts.get('conns')} "
-        f"-z {facts.get('oha_secs')}s --latency-correction` (open loop). Origin body {facts.get('body_bytes')} bytes. "
-        "Proxy on core 1; wrk, oha and the origin on core 0."
+        f"-z {facts.get('oha_secs')}s --latency-correction` (open loop). Origin body {base_bytes} bytes unless the "
+        "scenario says otherwise. Proxy on core 1; wrk, oha and the origin on core 0. "
+        f"Load average at start {facts.get('loadavg_start')}, at end {facts.get('loadavg_end')}."
     )
     out.append("")
-    heads = ["scenario"] + [m[1] for m in METRICS] + ["proxy core busy %"]
+    heads = ["scenario", "body"] + [m[1] for m in METRICS] + ["proxy core busy %"]
     out.append("| " + " | ".join(heads) + " |")
     out.append("|" + "---|" * len(heads))
-    for scen, desc in SCENARIOS:
+    for scen, desc in scenarios:
         res = results[scen]
         if not res["measured"]:
-            out.append(f"| {scen} | " + " | ".join(["not measured yet"] + ["—"] * (len(heads) - 2)) + " |")
+            out.append(f"| {scen} | — | " + " | ".join([res["why"]] + ["—"] * (len(heads) - 3)) + " |")
             continue
-        cells = [scen] + [fmt(res.get(m[0]), m[2]) for m in METRICS] + [fmt(res.get("proxy_busy_pct"), "{:.0f}")]
+        cells = [scen, size_label(res.get("body_bytes") or base_bytes)]
+        cells += [fmt(res.get(m[0]), m[2]) for m in METRICS] + [fmt(res.get("proxy_busy_pct"), "{:.0f}")]
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     for base in ("S0", "S1"):
         if base not in measured:
             continue
-        out.append(f"Ratio to {base} (`×`; for throughput higher is better, for everything else lower):")
+        out.append(
+            f"Ratio to {base} (`×`; for throughput higher is better, for everything else lower; "
+            f"scenarios with the {base_bytes}-byte body):"
+        )
         out.append("")
         heads = ["scenario"] + [m[1] for m in METRICS]
         out.append("| " + " | ".join(heads) + " |")
         out.append("|" + "---|" * len(heads))
-        for scen in measured:
+        for scen in same_body:
             r = results[scen][f"ratio_to_{base}"]
             out.append("| " + " | ".join([scen] + [fmt(r.get(m[0]), "{:.2f}×") for m in METRICS]) + " |")
         out.append("")
-    out.append("Added open-loop latency over S0 (µs):")
-    out.append("")
-    out.append("| scenario | p50 | p99 | p99.9 |")
-    out.append("|---|---|---|---|")
-    for scen in measured:
-        r = results[scen]["added_latency_us"]
-        out.append(f"| {scen} | " + " | ".join(fmt(r.get(k), "{:+.0f}") for k in ("p50_us", "p99_us", "p999_us")) + " |")
-    out.append("")
+    if "S0" in measured:
+        out.append(f"Added open-loop latency over S0 (µs; S0 with the {base_bytes}-byte body):")
+        out.append("")
+        out.append("| scenario | p50 | p99 | p99.9 |")
+        out.append("|---|---|---|---|")
+        for scen in measured:
+            r = results[scen]["added_latency_us"]
+            out.append(
+                f"| {scen} | " + " | ".join(fmt(r.get(k), "{:+.0f}") for k in ("p50_us", "p99_us", "p999_us")) + " |"
+            )
+        out.append("")
+
+    def rel(x, y, key):
+        return ratio(get(x, key), get(y, key))
+
     if "S2" in measured and "S2b" in measured:
-        s2, s2b = results["S2"], results["S2b"]
         out.append(
-            f"S2 / S2b (our cost on top of Pingora): CPU/req {fmt(ratio(s2.get('cpu_us_per_req'), s2b.get('cpu_us_per_req')), '{:.2f}×')}, "
-            f"throughput {fmt(ratio(s2.get('rps'), s2b.get('rps')), '{:.2f}×')}, "
-            f"p99 {fmt(ratio(s2.get('p99_us'), s2b.get('p99_us')), '{:.2f}×')}, "
-            f"RSS {fmt(ratio(s2.get('rss_mib'), s2b.get('rss_mib')), '{:.2f}×')}."
+            f"S2 / S2b (our cost on top of Pingora): CPU/req {fmt(rel('S2', 'S2b', 'cpu_us_per_req'), '{:.2f}×')}, "
+            f"throughput {fmt(rel('S2', 'S2b', 'rps'), '{:.2f}×')}, p99 {fmt(rel('S2', 'S2b', 'p99_us'), '{:.2f}×')}, "
+            f"RSS {fmt(rel('S2', 'S2b', 'rss_mib'), '{:.2f}×')}."
         )
         out.append("")
     if "S3" in measured and "S2" in measured:
-        s3, s2 = results["S3"], results["S2"]
+        d = None if get("S3", "cpu_us_per_req") is None else get("S3", "cpu_us_per_req") - get("S2", "cpu_us_per_req")
         out.append(
-            f"S3 / S2 (the shipped rules on top of Portcullis): CPU/req {fmt(ratio(s3.get('cpu_us_per_req'), s2.get('cpu_us_per_req')), '{:.2f}×')}, "
-            f"throughput {fmt(ratio(s3.get('rps'), s2.get('rps')), '{:.2f}×')}, "
-            f"p99 {fmt(ratio(s3.get('p99_us'), s2.get('p99_us')), '{:.2f}×')}."
+            f"S3 / S2 (the default rules on top of Portcullis): CPU/req {fmt(rel('S3', 'S2', 'cpu_us_per_req'), '{:.2f}×')} "
+            f"({fmt(d, '{:+.1f}')} µs), throughput {fmt(rel('S3', 'S2', 'rps'), '{:.2f}×')}, "
+            f"p99 {fmt(rel('S3', 'S2', 'p99_us'), '{:.2f}×')}."
         )
         out.append("")
+    sized = [int(x) for x in str(facts.get("sizes") or "").split()]
+    if sized:
+        out.append("S4 vs S3 at the same body size (what PII scanning adds):")
+        out.append("")
+        out.append("| body | S3 CPU µs/req | S4 CPU µs/req | S4 − S3 µs/req | S4 / S3 throughput | S4 − S3 p99 µs |")
+        out.append("|---|---|---|---|---|---|")
+        for size in sized:
+            k = size_label(size)
+            s3, s4 = f"S3-{k}", f"S4-{k}"
+            c3, c4 = get(s3, "cpu_us_per_req"), get(s4, "cpu_us_per_req")
+            if c4 is None:
+                out.append(f"| {k} | {fmt(c3, '{:.1f}')} | {results[s4].get('why', '—')} | — | — | — |")
+                continue
+            p3, p4 = get(s3, "p99_us"), get(s4, "p99_us")
+            out.append(
+                f"| {k} | {fmt(c3, '{:.1f}')} | {fmt(c4, '{:.1f}')} | {fmt(None if c3 is None else c4 - c3, '{:+.1f}')} | "
+                f"{fmt(rel(s4, s3, 'rps'), '{:.2f}×')} | {fmt(None if p3 is None or p4 is None else p4 - p3, '{:+.0f}')} |"
+            )
+        out.append("")
+
+    # The targets of issue 9.
+    def added_p99(scen):
+        v = (results.get(scen) or {}).get("added_latency_us") or {}
+        return v.get("p99_us")
+
+    p99_ratio = None
+    if added_p99("S3") is not None and added_p99("S2b"):
+        p99_ratio = added_p99("S3") / added_p99("S2b")
+    s4_delta = None
+    if get("S4-16k", "cpu_us_per_req") is not None and get("S3-16k", "cpu_us_per_req") is not None:
+        s4_delta = get("S4-16k", "cpu_us_per_req") - get("S3-16k", "cpu_us_per_req")
+    targets = [
+        ("S2 / S2b CPU/req", rel("S2", "S2b", "cpu_us_per_req"), 1.05, "{:.2f}×"),
+        ("S3 / S2b CPU/req", rel("S3", "S2b", "cpu_us_per_req"), 1.15, "{:.2f}×"),
+        ("S3 / S2b added p99 latency", p99_ratio, 1.2, "{:.2f}×"),
+        ("S2 / S1 (nginx) CPU/req", rel("S2", "S1", "cpu_us_per_req"), 1.3, "{:.2f}×"),
+        ("S2 / S2b CPU/req at fixed rate", rel("S2", "S2b", "cpu_us_per_req_fixed"), 1.05, "{:.2f}×"),
+        ("S2 / S2b-mi CPU/req (same allocator)", rel("S2", "S2b-mi", "cpu_us_per_req"), 1.05, "{:.2f}×"),
+        ("S3 / S2b-mi CPU/req (same allocator)", rel("S3", "S2b-mi", "cpu_us_per_req"), 1.15, "{:.2f}×"),
+        ("S3 / S2b CPU/req at fixed rate", rel("S3", "S2b", "cpu_us_per_req_fixed"), 1.15, "{:.2f}×"),
+        ("S2 / S1 (nginx) CPU/req at fixed rate", rel("S2", "S1", "cpu_us_per_req_fixed"), 1.3, "{:.2f}×"),
+        ("S4-16k − S3-16k CPU/req", s4_delta, 20.0, "{:+.1f} µs"),
+    ]
+    out.append("Targets (issue 9):")
+    out.append("")
+    out.append("| target | this run | limit | |")
+    out.append("|---|---|---|---|")
+    verdicts = {}
+    for name, v, limit, f in targets:
+        lim = f.replace("{:.2f}", f"{limit:.2f}").replace("{:+.1f}", f"+{limit:.0f}")
+        if v is None:
+            why = s4_status if name.startswith("S4") and s4_status != "measured" else "not measured"
+            out.append(f"| {name} | {why} | ≤ {lim} | — |")
+            verdicts[name] = None
+            continue
+        ok = v <= limit
+        verdicts[name] = {"value": v, "limit": limit, "met": ok}
+        out.append(f"| {name} | {f.format(v)} | ≤ {lim} | {'met' if ok else '**missed**'} |")
+    out.append("")
     errs = [(s, results[s].get("errors"), results[s].get("oha_errors")) for s in measured]
     bad = [e for e in errs if (e[1] or 0) or (e[2] or 0)]
     if bad:
-        out.append("**Errors (median per run): " + ", ".join(f"{s}: wrk {w}, oha {o}" for s, w, o in bad) + "**")
+        out.append("**Socket errors (median per run): " + ", ".join(f"{s}: wrk {w}, oha {o}" for s, w, o in bad) + "**")
         out.append("")
-    for scen, desc in SCENARIOS:
+    for scen, desc in scenarios:
         out.append(f"- {scen}: {desc}")
     out.append("")
     out.append("Machine (shared; compare ratios within one run, not absolute figures across runs):")
@@ -225,7 +349,7 @@ def cmd_report(a):
     with open(a.md, "w", encoding="utf-8") as f:
         f.write(md)
     with open(a.json, "w", encoding="utf-8") as f:
-        json.dump({"machine": facts, "scenarios": results, "raw": raw}, f, indent=2)
+        json.dump({"machine": facts, "scenarios": results, "targets": verdicts, "raw": raw}, f, indent=2)
         f.write("\n")
 
 
@@ -235,10 +359,12 @@ def main():
     r = sub.add_parser("record")
     r.add_argument("--scenario", required=True)
     r.add_argument("--rep", type=int, required=True)
+    r.add_argument("--body-bytes", type=int, required=True)
     r.add_argument("--wrk", required=True)
     r.add_argument("--oha", required=True)
     r.add_argument("--clk-tck", type=int, required=True)
     r.add_argument("--proxy-ticks", type=int, required=True)
+    r.add_argument("--proxy-ticks-fixed", type=int, required=True)
     r.add_argument("--origin-ticks", type=int, required=True)
     r.add_argument("--has-proxy", type=int, required=True)
     r.add_argument("--wall", type=float, required=True)

@@ -4,29 +4,60 @@
 #   S1  nginx (Debian package, 1 worker, upstream keep-alive, access log off)
 #   S2  Portcullis, every feature off (1 proxy thread, access log off, level warn)
 #   S2b a bare Pingora 0.9.1 passthrough (benches/src/bin/passthrough.rs): the framework's floor
-#   S3  Portcullis with the shipped default rules (config/rules/)
-#   S4  (later) S3 plus PII scanning on 1/16/64 KiB JSON responses
+#   S2b-mi the same with the gateway's allocator (mimalloc): the floor like for like
+#   S3  Portcullis with the default rules on: the shipped firewall plus identity (JWT), three
+#       rate limits, tenant scope, webhook verification (benches/load/rules-s3/), a route with a
+#       kill-switch channel; events and metrics on (the defaults)
+#   S3-1k/16k/64k  S3 with 1/16/64 KiB JSON responses
+#   S4-1k/16k/64k  S3 plus PII scanning (benches/load/rules-s4/: redact detectors, streamed) at
+#       the same sizes; "not measured" while this build refuses `pii` rules
+# Every scenario gets the same request: GET /api/business/acme/orders with a bearer token and an
+# X-Client-Id header (S0-S2b ignore them; S3/S4's rules check them).
 # For each: max throughput (wrk, closed loop), proxy CPU µs per request (/proc/<pid>/stat
 # utime+stime over the wrk run / requests completed), peak RSS (VmHWM), and open-loop latency
-# p50/p99/p99.9 at a fixed rate with latency correction (oha). Every measurement is repeated
+# p50/p99/p99.9 at a fixed rate with latency correction (oha), and CPU µs per request over that
+# fixed-rate run (every proxy then faces equally idle peers). Every measurement is repeated
 # (3×, scenarios interleaved) and the median reported, with ratios to S0 and S1.
 # The proxy is pinned to core 1, the load generator and the origin to core 0.
+# Any non-2xx answer during a measurement fails the run.
 #
-# Usage: benches/load/run.sh [--quick] [--keep-tmp]
-#   --quick     1 repetition, short runs (< 2 minutes once everything is built)
+# Usage: benches/load/run.sh [--quick] [--keep-tmp] [--profile SCENARIO | --instructions SCENARIO]
+#   --quick     1 repetition, short runs, body sizes 16 KiB only (< 2 minutes once built)
 #   --keep-tmp  keep the scratch directory (configs, logs, raw outputs)
-# Environment overrides: CONNS (50), RATE (open-loop requests/s, 2000), BODY_BYTES (256),
-#   WRK_SECS, OHA_SECS, WARMUP_SECS, REPS, CARGO_TARGET_DIR.
+#   --profile SCENARIO  instead of the benchmark: run SCENARIO (S1, S2, S2b, S3, S3-16k, ...)
+#               under wrk and `perf record --call-graph dwarf` its proxy process; writes
+#               benches/load/results/profile-SCENARIO.{txt,data}. PERF_SECS (5), PERF_FREQ (1999),
+#               PERF_CALLGRAPH (dwarf,32768; "fp" for a build with -C force-frame-pointers=yes).
+#   --instructions SCENARIO  instead of the benchmark: run SCENARIO's proxy under callgrind and
+#               count user-space instructions per request (deterministic, unlike CPU time on a
+#               shared VM): INSTR_REQUESTS (10000) requests at -c 10 after a warm-up; per thread.
+# Environment overrides: CONNS (50), RATE (open-loop requests/s, 2000), BODY_BYTES (256, for
+#   S0-S3), SIZES (body sizes of S3-*/S4-*, "1024 16384 65536"; quick "16384"), WRK_SECS,
+#   OHA_SECS, WARMUP_SECS, REPS, SCENARIOS (e.g. "S2 S2b": only these), CARGO_TARGET_DIR,
+#   PORTCULLIS_BIN / PASSTHROUGH_BIN (measure other builds), SERVER_EXTRA (one more `server:` key
+#   for Portcullis, e.g. "work_stealing: false"), PASSTHROUGH_ARGS (diagnostics).
 # Output: a Markdown table on stdout and in benches/load/results/latest.md, and
 #   benches/load/results/latest.json.
 set -euo pipefail
 
 QUICK=0
 KEEP_TMP=0
-for arg in "$@"; do
+PROFILE=""
+INSTR=""
+while (($#)); do
+    arg=$1
+    shift
     case "$arg" in
         --quick) QUICK=1 ;;
         --keep-tmp) KEEP_TMP=1 ;;
+        --profile)
+            PROFILE=${1:?--profile needs a scenario}
+            shift
+            ;;
+        --instructions)
+            INSTR=${1:?--instructions needs a scenario}
+            shift
+            ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
             exit 0
@@ -39,11 +70,15 @@ for arg in "$@"; do
 done
 
 if [[ $QUICK == 1 ]]; then
-    : "${REPS:=1}" "${WRK_SECS:=4}" "${OHA_SECS:=4}" "${WARMUP_SECS:=1}"
+    : "${REPS:=1}" "${WRK_SECS:=4}" "${OHA_SECS:=3}" "${WARMUP_SECS:=1}" "${SIZES:=16384}"
 else
-    : "${REPS:=3}" "${WRK_SECS:=12}" "${OHA_SECS:=12}" "${WARMUP_SECS:=2}"
+    : "${REPS:=3}" "${WRK_SECS:=10}" "${OHA_SECS:=8}" "${WARMUP_SECS:=2}" "${SIZES:=1024 16384 65536}"
 fi
-: "${CONNS:=50}" "${RATE:=2000}" "${BODY_BYTES:=256}"
+: "${CONNS:=50}" "${RATE:=2000}" "${BODY_BYTES:=256}" "${SCENARIOS:=}" "${SERVER_EXTRA:=}" "${PASSTHROUGH_ARGS:=}"
+PROXY_WRAP="" # a command the proxy is started under (valgrind, for --instructions)
+# The one request every scenario gets (the token is made per run, in main).
+REQ_PATH=/api/business/acme/orders
+CLIENT_ID=bench-client-1
 LOAD_CPU=0  # load generator + origin
 PROXY_CPU=1 # the proxy under test
 
@@ -87,10 +122,11 @@ install_tools() {
 build() {
     log "building: cargo build --release -p portcullis -p portcullis-benches --bins"
     cargo build --manifest-path "$ROOT/Cargo.toml" --release -p portcullis -p portcullis-benches --bins >&2
-    PORTCULLIS=$TARGET_DIR/release/portcullis
-    PASSTHROUGH=$TARGET_DIR/release/passthrough
+    PORTCULLIS=${PORTCULLIS_BIN:-$TARGET_DIR/release/portcullis}
+    PASSTHROUGH=${PASSTHROUGH_BIN:-$TARGET_DIR/release/passthrough}
+    PASSTHROUGH_MI=${PASSTHROUGH_MI_BIN:-$TARGET_DIR/release/passthrough_mimalloc}
     ORIGIN=$TARGET_DIR/release/origin
-    for b in "$PORTCULLIS" "$PASSTHROUGH" "$ORIGIN"; do
+    for b in "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_MI" "$ORIGIN"; do
         [[ -x $b ]] || die "missing binary $b"
     done
 }
@@ -159,16 +195,20 @@ wait_for_line() {
     die "no /$re/ in $file after ${secs}s"
 }
 
-# wait_http ADDR PID: until GET / through ADDR answers 200 with the full body.
+# The load request's headers, for curl, wrk and oha.
+load_headers() { printf '%s\n' -H "Authorization: Bearer $TOKEN" -H "X-Client-Id: $CLIENT_ID"; }
+
+# wait_http ADDR PID: until the load request through ADDR answers 200 with the full body.
 wait_http() {
-    local addr=$1 pid=$2 i out
+    local addr=$1 pid=$2 i out hdrs=()
+    mapfile -t hdrs < <(load_headers)
     for ((i = 0; i < 300; i++)); do
-        out=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://$addr/" 2>/dev/null || true)
-        if [[ $out == "200 $BODY_BYTES" ]]; then return 0; fi
+        out=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "${hdrs[@]}" "http://$addr$REQ_PATH" 2>/dev/null || true)
+        if [[ $out == "200 $CUR_BYTES" ]]; then return 0; fi
         alive "$pid" || die "process $pid exited (listening on $addr)"
         sleep 0.1
     done
-    die "http://$addr/ did not answer 200 with $BODY_BYTES bytes within 30 s (last: '$out')"
+    die "http://$addr$REQ_PATH did not answer 200 with $CUR_BYTES bytes within 30 s (last: '$out')"
 }
 
 # Sum of utime+stime (clock ticks) of the given pids.
@@ -190,8 +230,11 @@ children_of() { pgrep -P "$1" || true; }
 # The origin and the proxies. Each start_* sets TARGET_ADDR (where the load goes), PROXY_PID
 # (the process whose CPU is counted; empty for S0) and RSS_PID (whose VmHWM is reported).
 # ---------------------------------------------------------------------------------------------
+# start_origin BYTES: (re)starts the origin with a BYTES-byte body.
 start_origin() {
-    taskset -c "$LOAD_CPU" "$ORIGIN" --listen 127.0.0.1:0 --body-bytes "$BODY_BYTES" \
+    CUR_BYTES=$1
+    [[ -n ${ORIGIN_PID:-} ]] && stop_pid "$ORIGIN_PID" TERM
+    taskset -c "$LOAD_CPU" "$ORIGIN" --listen 127.0.0.1:0 --body-bytes "$CUR_BYTES" \
         >"$TMP/origin.out" 2>"$TMP/origin.err" &
     ORIGIN_PID=$!
     PIDS+=("$ORIGIN_PID")
@@ -199,7 +242,7 @@ start_origin() {
     line=$(wait_for_line "$TMP/origin.out" '^listening ' 10 "$ORIGIN_PID")
     ORIGIN_ADDR=${line#listening }
     wait_http "$ORIGIN_ADDR" "$ORIGIN_PID"
-    log "origin on $ORIGIN_ADDR (pid $ORIGIN_PID, $BODY_BYTES-byte body)"
+    log "origin on $ORIGIN_ADDR (pid $ORIGIN_PID, $CUR_BYTES-byte body)"
 }
 
 start_S0() {
@@ -246,7 +289,8 @@ http {
     }
 }
 EOF
-    taskset -c "$PROXY_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" \
+    # shellcheck disable=SC2086 # PROXY_WRAP: words
+    taskset -c "$PROXY_CPU" $PROXY_WRAP nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" \
         >"$dir/stdout" 2>"$dir/stderr" &
     local master=$!
     PIDS+=("$master")
@@ -263,17 +307,19 @@ EOF
     STOP_SIG=TERM
 }
 
-# Portcullis with the rule files of $2 (S2: an empty rule set; S3: the shipped config/rules/).
-start_portcullis() {
-    local name=$1 rules_src=$2
-    local dir=$TMP/portcullis-$name
+# portcullis_config NAME RULE_DIR...: writes $TMP/portcullis-NAME/gateway.yaml with a rules
+# directory holding the *.yaml of every RULE_DIR (none: an empty rule set). Prints the directory.
+portcullis_config() {
+    local name=$1
+    shift
+    local dir=$TMP/portcullis-$name src
+    rm -rf "$dir"
     mkdir -p "$dir/state" "$dir/rules"
-    if [[ -n $rules_src ]]; then
-        cp "$rules_src"/*.yaml "$dir/rules/"
-    else
-        echo "version: 1" >"$dir/rules/empty.yaml"
-    fi
-    cat >"$dir/gateway.yaml" <<EOF
+    echo "version: 1" >"$dir/rules/00-empty.yaml"
+    for src in "$@"; do
+        cp "$src"/*.yaml "$dir/rules/"
+    done
+    cat >"$dir/gateway.yaml" <<YAML
 # Generated by benches/load/run.sh: Portcullis, scenario $name.
 version: 1
 listen: { proxy: "127.0.0.1:0", control: "127.0.0.1:0" }
@@ -281,23 +327,38 @@ state_dir: $dir/state
 rules: { dir: $dir/rules }
 server:
   threads: 1
-  grace_period_seconds: 0
+${SERVER_EXTRA:+  $SERVER_EXTRA
+}  grace_period_seconds: 0
   graceful_shutdown_timeout_seconds: 1
   pid_file: $dir/portcullis.pid
   upgrade_sock: $dir/upgrade.sock
 upstreams:
   origin:
-    backends: ["$ORIGIN_ADDR"]
+    backends: ["${ORIGIN_ADDR:-127.0.0.1:9}"]
+# The same routes in S2, S3 and S4, so S3 - S2 is the rules alone. \`api\` has a channel: the
+# kill-switch lookup runs on every request of the load.
 routes:
-  - { id: all, path_prefix: /, upstream: origin }
+  - { id: webhooks, path_prefix: /webhooks, upstream: origin }
+  - { id: api, path_prefix: /api, upstream: origin, channel: orders }
+  - { id: default, path_prefix: /, upstream: origin }
 logging:
   # warn, but keep the one "listening" line (info, target portcullis::server) we read the port from.
   level: "warn,portcullis::server=info"
   access_log: false
-EOF
+YAML
+    printf '%s\n' "$dir"
+}
+
+# Portcullis with the rules of RULE_DIR... (S2: none; S3: shipped firewall + rules-s3; S4: + rules-s4).
+start_portcullis() {
+    local name=$1
+    shift
+    local dir
+    dir=$(portcullis_config "$name" "$@")
     "$PORTCULLIS" validate --config "$dir/gateway.yaml" >"$dir/validate.out" 2>&1 ||
         die "generated config does not validate: $(cat "$dir/validate.out")"
-    taskset -c "$PROXY_CPU" "$PORTCULLIS" run --config "$dir/gateway.yaml" >"$dir/stdout" 2>"$dir/stderr" &
+    # shellcheck disable=SC2086 # PROXY_WRAP: words
+    taskset -c "$PROXY_CPU" $PROXY_WRAP "$PORTCULLIS" run --config "$dir/gateway.yaml" >"$dir/stdout" 2>"$dir/stderr" &
     local pid=$!
     PIDS+=("$pid")
     local line
@@ -311,18 +372,70 @@ EOF
     STOP_SIG=INT
 }
 
-start_S2() { start_portcullis S2 ""; }
+# The shipped firewall (copied from config/rules/ at run time) plus the bench rule set: see
+# benches/load/rules-s3/README.md. The shipped rate_limits.yaml (100 per 60 s) would refuse the
+# load: rules-s3/rate_limits.yaml has three limits of the same kinds that no run reaches.
+s3_rule_dirs() {
+    mkdir -p "$TMP/shipped"
+    cp "$ROOT/config/rules/firewall.yaml" "$TMP/shipped/"
+    printf '%s\n' "$TMP/shipped" "$LOAD_DIR/rules-s3"
+}
 
-# S3: the shipped default rules (today: the firewall rule set and the event pipeline; tenant
-# check, rate limits, webhook verification and kill-switch lookups join as they land). Same
-# logging as S2, so S3 − S2 is the cost of the rules alone.
-start_S3() { start_portcullis S3 "$ROOT/config/rules"; }
+start_S2() { start_portcullis S2; }
+
+start_S3() {
+    local dirs=()
+    mapfile -t dirs < <(s3_rule_dirs)
+    start_portcullis S3 "${dirs[@]}"
+    [[ $REP == 1 ]] && check_rules_live S3
+    return 0
+}
+
+start_S4() {
+    local dirs=()
+    mapfile -t dirs < <(s3_rule_dirs)
+    start_portcullis S4 "${dirs[@]}" "${S4_RULES:-$LOAD_DIR/rules-s4}"
+    [[ $REP == 1 ]] && check_rules_live S4
+    return 0
+}
+
+# check_rules_live NAME: the rules answer as they should (so the measurement is of rules that run).
+check_rules_live() {
+    local name=$1 base="http://$TARGET_ADDR" out hdrs=()
+    mapfile -t hdrs < <(load_headers)
+    expect_status() {
+        local want=$1 what=$2
+        shift 2
+        out=$(curl -s -o /dev/null -w '%{http_code}' "$@" 2>/dev/null || true)
+        [[ $out == "$want" ]] || die "$name: $what answered $out, expected $want (rules not live?)"
+    }
+    # The load request: 200, counted by the rate limits (RateLimit headers), body byte-identical
+    # to the origin's (nothing redacted).
+    curl -s -D "$TMP/$name.headers" -o "$TMP/$name.body" "${hdrs[@]}" "$base$REQ_PATH" ||
+        die "$name: the load request failed"
+    grep -qi '^ratelimit:' "$TMP/$name.headers" || die "$name: no RateLimit header: $(cat "$TMP/$name.headers")"
+    curl -s -o "$TMP/$name.direct" "http://$ORIGIN_ADDR$REQ_PATH" || die "origin request failed"
+    cmp -s "$TMP/$name.body" "$TMP/$name.direct" || die "$name: the body differs from the origin's"
+    expect_status 401 "the load request without its token" -H "X-Client-Id: $CLIENT_ID" "$base$REQ_PATH"
+    expect_status 403 "another tenant's path" "${hdrs[@]}" "$base/api/business/globex/orders"
+    local body ts sig
+    body='{"id":"evt_bench_'$RANDOM$RANDOM'","type":"charge.succeeded","data":{"object":{"amount":4200}}}'
+    ts=$(date +%s)
+    sig=$(python3 -c 'import hashlib, hmac, os, sys
+print(hmac.new(os.environ["PORTCULLIS_BENCH_WEBHOOK_SECRET"].encode(), sys.argv[1].encode(), hashlib.sha256).hexdigest())' "$ts.$body")
+    expect_status 200 "a Stripe-signed webhook POST" -X POST -H 'Content-Type: application/json' \
+        -H "Stripe-Signature: t=$ts,v1=$sig" --data-binary "$body" "$base/webhooks/stripe/events"
+    expect_status 401 "an unsigned webhook POST" -X POST -H 'Content-Type: application/json' \
+        --data-binary "$body" "$base/webhooks/stripe/events"
+    log "$name: rules live (200 + RateLimit headers, body intact; 401 without token; 403 cross-tenant; webhook signed 200 / unsigned 401)"
+}
 
 start_S2b() {
     local port dir=$TMP/passthrough
     port=$(free_port)
     mkdir -p "$dir"
-    taskset -c "$PROXY_CPU" "$PASSTHROUGH" --listen "127.0.0.1:$port" --upstream "$ORIGIN_ADDR" \
+    # shellcheck disable=SC2086 # PASSTHROUGH_ARGS: words
+    taskset -c "$PROXY_CPU" $PROXY_WRAP "$PASSTHROUGH" --listen "127.0.0.1:$port" --upstream "$ORIGIN_ADDR" ${PASSTHROUGH_ARGS:-} \
         >"$dir/stdout" 2>"$dir/stderr" &
     local pid=$!
     PIDS+=("$pid")
@@ -334,12 +447,91 @@ start_S2b() {
     STOP_SIG=INT
 }
 
-# ---- S4: add here when PII scanning lands -------------------------------------------------------
-# start_S4: S3 plus PII scanning; run it once per body size (1 KiB, 16 KiB, 64 KiB: restart the
-#   origin with --body-bytes) as S4-1k, S4-16k, S4-64k, and compare with S3 at the same size.
-# report.py already lists S4 as a "not measured yet" row.
-# -----------------------------------------------------------------------------------------------
-SCENARIOS=(S0 S1 S2 S2b S3)
+# S2b-mi: the same passthrough with the gateway's allocator (mimalloc), the floor like for like.
+start_S2b-mi() {
+    local saved=$PASSTHROUGH
+    PASSTHROUGH=$PASSTHROUGH_MI
+    start_S2b
+    PASSTHROUGH=$saved
+}
+
+# starter SCENARIO: the start_* function of a scenario name (S3-16k -> start_S3, S2:x -> start_S2).
+starter() {
+    local base=${1%%:*}
+    case $base in
+        S2b-mi) echo start_S2b-mi ;;
+        *) echo "start_${base%%-*}" ;;
+    esac
+}
+
+# body_size SCENARIO: the origin body of a scenario (S3-16k -> 16384; others BODY_BYTES).
+body_size() {
+    local base=${1%%:*}
+    if [[ $base =~ -([0-9]+k)$ ]]; then numfmt --from=iec "${BASH_REMATCH[1]^^}"; else echo "$BODY_BYTES"; fi
+}
+
+# Does this build take `pii` rules? Today's refuses them ("validated but not enforced by this build
+# yet"): S4 is then reported as not measured instead of failing the run.
+probe_s4() {
+    local dirs=() dir
+    mapfile -t dirs < <(s3_rule_dirs)
+    dir=$(portcullis_config S4-probe "${dirs[@]}" "$LOAD_DIR/rules-s4")
+    if "$PORTCULLIS" validate --config "$dir/gateway.yaml" >"$dir/validate.out" 2>&1; then
+        S4_STATUS=measured
+    elif grep -q 'not enforced by this build' "$dir/validate.out"; then
+        S4_STATUS="not measured: this build refuses pii rules"
+        log "S4: $S4_STATUS ($(grep -m1 'not enforced' "$dir/validate.out"))"
+    else
+        die "the S4 rules do not validate: $(cat "$dir/validate.out")"
+    fi
+}
+
+size_label() { if (($1 % 1024 == 0)); then echo "$(($1 / 1024))k"; else echo "$1"; fi; }
+
+# The plan: "SCENARIO BYTES" lines, grouped by body size (the origin restarts between groups).
+plan() {
+    local s size
+    for s in S0 S1 S2 S2b S2b-mi S3; do
+        want "$s" && echo "$s $BODY_BYTES"
+    done
+    for size in $SIZES; do
+        want "S3-$(size_label "$size")" && echo "S3-$(size_label "$size") $size"
+        if [[ $S4_STATUS == measured ]] && want "S4-$(size_label "$size")"; then
+            echo "S4-$(size_label "$size") $size"
+        fi
+    done
+    variant_lines
+}
+
+want() { [[ -z $SCENARIOS ]] || [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+# Diagnostic variants: SCENARIOS may name "BASE:VARIANT" (e.g. "S2:nows"), measured like BASE
+# with the shell assignments of $VARIANT_<VARIANT> applied (any of SERVER_EXTRA, PORTCULLIS,
+# PASSTHROUGH, PASSTHROUGH_MI, PASSTHROUGH_ARGS, S4_RULES), e.g. VARIANT_nows="SERVER_EXTRA='work_stealing: false'",
+# or VARIANT_held="S4_RULES=\$LOAD_DIR/rules-s4-held" (S4 with a blocking rule: responses held whole).
+variant_lines() {
+    local tok
+    for tok in $SCENARIOS; do
+        [[ $tok == *:* ]] || continue
+        echo "$tok $(body_size "$tok")"
+    done
+}
+
+with_variant() {
+    local scen=$1
+    shift
+    if [[ $scen != *:* ]]; then
+        "$@"
+        return
+    fi
+    local spec="VARIANT_${scen#*:}"
+    [[ -n ${!spec:-} ]] || die "$scen: \$$spec is not set"
+    local saved=("$SERVER_EXTRA" "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_ARGS" "$PASSTHROUGH_MI" "${S4_RULES:-}")
+    eval "${!spec}"
+    "$@"
+    SERVER_EXTRA=${saved[0]} PORTCULLIS=${saved[1]} PASSTHROUGH=${saved[2]} PASSTHROUGH_ARGS=${saved[3]}
+    PASSTHROUGH_MI=${saved[4]} S4_RULES=${saved[5]}
+}
 
 # ---------------------------------------------------------------------------------------------
 # One measurement of one scenario: warm-up, wrk (throughput + CPU), oha (latency), VmHWM.
@@ -347,10 +539,12 @@ SCENARIOS=(S0 S1 S2 S2b S3)
 measure() {
     local scen=$1 rep=$2
     local out=$TMP/$scen.$rep
-    "start_$scen"
-    local url="http://$TARGET_ADDR/"
+    "$(starter "$scen")"
+    local url="http://$TARGET_ADDR$REQ_PATH" hdrs=()
+    mapfile -t hdrs < <(load_headers)
 
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP_SECS}s" "$url" >"$out.warmup" 2>&1
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP_SECS}s" "${hdrs[@]}" "$url" >"$out.warmup" 2>&1
+    no_errors "$scen" "$out.warmup"
 
     local p0 o0 p1 o1 t0 t1
     local proxy_pids=()
@@ -358,22 +552,27 @@ measure() {
     p0=$( ((${#proxy_pids[@]})) && cpu_ticks "${proxy_pids[@]}" || echo 0)
     o0=$(cpu_ticks "$ORIGIN_PID")
     t0=$(date +%s.%N)
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WRK_SECS}s" --latency "$url" >"$out.wrk" 2>&1
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WRK_SECS}s" --latency "${hdrs[@]}" "$url" >"$out.wrk" 2>&1
     t1=$(date +%s.%N)
     p1=$( ((${#proxy_pids[@]})) && cpu_ticks "${proxy_pids[@]}" || echo 0)
     o1=$(cpu_ticks "$ORIGIN_PID")
+    no_errors "$scen" "$out.wrk"
 
+    local q0 q1
+    q0=$( ((${#proxy_pids[@]})) && cpu_ticks "${proxy_pids[@]}" || echo 0)
     taskset -c "$LOAD_CPU" oha --no-tui --output-format json -w -z "${OHA_SECS}s" -c "$CONNS" -q "$RATE" \
-        --latency-correction "$url" >"$out.oha.json" 2>"$out.oha.err" ||
+        --latency-correction "${hdrs[@]}" "$url" >"$out.oha.json" 2>"$out.oha.err" ||
         die "oha failed for $scen: $(cat "$out.oha.err")"
+    q1=$( ((${#proxy_pids[@]})) && cpu_ticks "${proxy_pids[@]}" || echo 0)
 
     local rss=""
     [[ -n $RSS_PID ]] && rss=$(vm_hwm_kib "$RSS_PID")
 
-    python3 "$LOAD_DIR/report.py" record --scenario "$scen" --rep "$rep" \
+    python3 "$LOAD_DIR/report.py" record --scenario "$scen" --rep "$rep" --body-bytes "$CUR_BYTES" \
         --wrk "$out.wrk" --oha "$out.oha.json" --clk-tck "$CLK_TCK" \
-        --proxy-ticks "$((p1 - p0))" --origin-ticks "$((o1 - o0))" --has-proxy "$([[ -n $PROXY_PID ]] && echo 1 || echo 0)" \
-        --wall "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" --rss-kib "${rss:-}" >>"$TMP/raw.jsonl"
+        --proxy-ticks "$((p1 - p0))" --proxy-ticks-fixed "$((q1 - q0))" --origin-ticks "$((o1 - o0))" --has-proxy "$([[ -n $PROXY_PID ]] && echo 1 || echo 0)" \
+        --wall "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" --rss-kib "${rss:-}" >>"$TMP/raw.jsonl" ||
+        die "$scen: refused or failed requests during the measurement (see above)"
     tail -n1 "$TMP/raw.jsonl" | python3 "$LOAD_DIR/report.py" brief >&2
 
     if [[ -n $STOP_SIG ]]; then
@@ -381,14 +580,128 @@ measure() {
     fi
 }
 
+# no_errors SCENARIO WRK_OUTPUT: a refused request means the rules (or the proxy) are not doing
+# what the scenario says: fail loudly rather than measure refusals.
+no_errors() {
+    if grep -q 'Non-2xx or 3xx responses' "$2"; then
+        die "$1: $(grep 'Non-2xx or 3xx responses' "$2") (wrk output: $2)"
+    fi
+}
+
 facts() {
-    python3 - "$@" <<'EOF'
+    python3 - "$@" <<'PY'
 import json, sys
 keys = ["nproc", "cpu_model", "kernel", "rustc", "nginx", "wrk", "oha", "git_rev", "date",
         "loadavg_start", "mode", "reps", "wrk_secs", "oha_secs", "warmup_secs", "conns", "rate",
-        "body_bytes"]
-print(json.dumps(dict(zip(keys, sys.argv[1:]))))
-EOF
+        "body_bytes", "sizes", "s4_status", "request"]
+import os
+facts = dict(zip(keys, sys.argv[1:]))
+facts["variants"] = {k[len("VARIANT_"):]: v for k, v in os.environ.items() if k.startswith("VARIANT_")}
+print(json.dumps(facts))
+PY
+}
+
+# profile SCENARIO: perf call graphs of the proxy under closed-loop wrk load.
+profile() {
+    local scen=$1 size
+    size=$(body_size "$scen")
+    [[ $scen == S4* && $S4_STATUS != measured ]] && die "$scen: $S4_STATUS"
+    command -v perf >/dev/null || die "perf is not installed (apt-get install linux-perf)"
+    REP=1
+    start_origin "$size"
+    "$(starter "$scen")"
+    [[ -n $PROXY_PID ]] || die "$scen has no proxy process to profile"
+    local url="http://$TARGET_ADDR$REQ_PATH" hdrs=() pid out=$RESULTS/profile-$scen
+    mapfile -t hdrs < <(load_headers)
+    pid=${PROXY_PID%% *}
+    [[ $scen == S1 ]] && pid=$(echo "$PROXY_PID" | awk '{print $2}')
+    # 1. Events per request: syscalls by kind, context switches, wake-ups (perf stat over one wrk run).
+    local events=raw_syscalls:sys_enter,context-switches,sched:sched_wakeup,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_readv,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_clock_gettime,syscalls:sys_enter_connect,syscalls:sys_enter_close
+    perf stat -x, -e "$events" -p "$pid" -o "$TMP/perf.stat" &
+    local stat_pid=$!
+    sleep 0.2
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${PERF_SECS:-5}s" "${hdrs[@]}" "$url" >"$TMP/stat.wrk" 2>&1
+    kill -INT "$stat_pid" 2>/dev/null || true
+    wait "$stat_pid" 2>/dev/null || true
+    local nreq
+    nreq=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$TMP/stat.wrk")
+    # 2. Call graphs.
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$((${PERF_SECS:-5} + 4))s" "${hdrs[@]}" "$url" >"$TMP/profile.wrk" 2>&1 &
+    local wrk_pid=$!
+    PIDS+=("$wrk_pid")
+    sleep 2
+    local t0 t1
+    t0=$(cpu_ticks "$pid")
+    perf record -F "${PERF_FREQ:-1999}" --call-graph "${PERF_CALLGRAPH:-dwarf,32768}" -p "$pid" -o "$out.data" -- sleep "${PERF_SECS:-5}" >"$TMP/perf.out" 2>&1 ||
+        die "perf record failed: $(cat "$TMP/perf.out")"
+    t1=$(cpu_ticks "$pid")
+    wait "$wrk_pid" || true
+    no_errors "$scen" "$TMP/profile.wrk"
+    {
+        echo "# $scen under wrk -c$CONNS: $(grep -E 'Requests/sec' "$TMP/profile.wrk")"
+        echo "# proxy CPU during perf: $(((t1 - t0) * 1000000 / CLK_TCK)) µs over ${PERF_SECS:-5} s (sampling overhead included)"
+        echo "# per request, over a $nreq-request wrk run (perf stat, no sampling):"
+        awk -F, -v n="$nreq" '$1 ~ /^[0-9]/ {printf "#   %-40s %8.3f\n", $3, $1 / n}' "$TMP/perf.stat"
+        perf report -i "$out.data" --no-children --stdio --percent-limit 0.7 -g none --sort dso,symbol 2>/dev/null
+        echo
+        echo "# inclusive (children), callers folded"
+        perf report -i "$out.data" --children --stdio --percent-limit 2 -g none --sort symbol 2>/dev/null
+    } >"$out.txt"
+    log "profile written: $out.txt ($out.data: perf report -i $out.data)"
+}
+
+# instructions SCENARIO: user-space instructions per request of the proxy (callgrind).
+instructions() {
+    local scen=$1 size
+    size=$(body_size "$scen")
+    [[ $scen == S4* && $S4_STATUS != measured ]] && die "$scen: $S4_STATUS"
+    command -v valgrind >/dev/null || die "valgrind is not installed (apt-get install valgrind)"
+    REP=1
+    start_origin "$size"
+    PROXY_WRAP="valgrind --tool=callgrind --separate-threads=yes --trace-children=yes --callgrind-out-file=$TMP/cg.%p.out"
+    "$(starter "$scen")"
+    PROXY_WRAP=""
+    local pid n=${INSTR_REQUESTS:-10000} hdrs=() url="http://$TARGET_ADDR$REQ_PATH"
+    pid=${PROXY_PID%% *}
+    [[ $scen == S1* ]] && pid=$(echo "$PROXY_PID" | awk '{print $2}')
+    mapfile -t hdrs < <(load_headers)
+    taskset -c "$LOAD_CPU" oha --no-tui -n 2000 -c 10 "${hdrs[@]}" "$url" >/dev/null 2>&1 || die "warm-up failed"
+    callgrind_control -z "$pid" >/dev/null
+    taskset -c "$LOAD_CPU" oha --no-tui --output-format json -n "$n" -c 10 "${hdrs[@]}" "$url" >"$TMP/instr.json" 2>&1 ||
+        die "oha failed: $(cat "$TMP/instr.json")"
+    callgrind_control -d "$pid" >/dev/null
+    sleep 1
+    python3 - "$n" "$scen" "$TMP"/cg."$pid".out.* <<'PY'
+import re, sys
+n, scen, files = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+per = []
+for f in files:
+    text = open(f, errors="replace").read()
+    m = re.search(r"^totals: (\d+)", text, re.M) or re.search(r"^summary: (\d+)", text, re.M)
+    t = re.search(r"^thread: (\d+)", text, re.M)
+    if m and int(m.group(1)):
+        per.append((int(m.group(1)), t.group(1) if t else "?"))
+per.sort(reverse=True)
+total = sum(v for v, _ in per)
+print(f"{scen}: {total / n:,.0f} instructions per request (user space, {n} requests at -c 10), "
+      "by thread: " + ", ".join(f"#{t} {v / n:,.0f}" for v, t in per[:4]))
+PY
+}
+
+# A per-run HS256 token for tenant `acme` (rules-s3/identity.yaml), valid for a day.
+make_token() {
+    python3 - <<'PY'
+import base64, hashlib, hmac, json, os, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "bench-1"}).encode())
+now = int(time.time())
+claims = {"iss": "portcullis-bench", "aud": "portcullis-bench", "sub": "bench-user", "tenant": "acme",
+          "iat": now, "exp": now + 86400}
+body = b64(json.dumps(claims).encode())
+key = os.environ["PORTCULLIS_BENCH_JWT_SECRET"].encode()
+sig = b64(hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+PY
 }
 
 main() {
@@ -403,6 +716,16 @@ main() {
     mkdir -p "$RESULTS"
     : >"$TMP/raw.jsonl"
 
+    PORTCULLIS_BENCH_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+    PORTCULLIS_BENCH_WEBHOOK_SECRET=whsec_$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+    export PORTCULLIS_BENCH_JWT_SECRET PORTCULLIS_BENCH_WEBHOOK_SECRET
+    TOKEN=$(make_token)
+    REP=0
+    probe_s4
+
+    local lines=()
+    mapfile -t lines < <(plan)
+    ((${#lines[@]})) || die "no scenario selected (SCENARIOS=$SCENARIOS)"
     facts "$ncpu" \
         "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
         "$(uname -sr)" \
@@ -410,19 +733,29 @@ main() {
         "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
         "$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}' || true)" \
         "$(oha --version)" \
-        "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+        "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')" \
         "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
         "$(cut -d' ' -f1-3 /proc/loadavg)" \
         "$([[ $QUICK == 1 ]] && echo quick || echo full)" \
-        "$REPS" "$WRK_SECS" "$OHA_SECS" "$WARMUP_SECS" "$CONNS" "$RATE" "$BODY_BYTES" >"$TMP/facts.json"
+        "$REPS" "$WRK_SECS" "$OHA_SECS" "$WARMUP_SECS" "$CONNS" "$RATE" "$BODY_BYTES" "$SIZES" "$S4_STATUS" \
+        "GET $REQ_PATH, Authorization: Bearer <HS256 JWT>, X-Client-Id" >"$TMP/facts.json"
 
-    log "scenarios ${SCENARIOS[*]}, $REPS repetition(s): wrk -c$CONNS ${WRK_SECS}s, oha -q $RATE ${OHA_SECS}s"
-    start_origin
-    local rep scen
-    for ((rep = 1; rep <= REPS; rep++)); do
-        for scen in "${SCENARIOS[@]}"; do
-            log "rep $rep/$REPS: $scen"
-            measure "$scen" "$rep"
+    if [[ -n $INSTR ]]; then
+        with_variant "$INSTR" instructions "$INSTR"
+        return
+    fi
+    if [[ -n $PROFILE ]]; then
+        with_variant "$PROFILE" profile "$PROFILE"
+        return
+    fi
+    log "plan per repetition: $(printf '%s ' "${lines[@]}" | sed 's/ [0-9]* / /g'); $REPS repetition(s): wrk -c$CONNS ${WRK_SECS}s, oha -q $RATE ${OHA_SECS}s"
+    local line scen bytes
+    for ((REP = 1; REP <= REPS; REP++)); do
+        for line in "${lines[@]}"; do
+            read -r scen bytes <<<"$line"
+            [[ ${CUR_BYTES:-} == "$bytes" ]] || start_origin "$bytes"
+            log "rep $REP/$REPS: $scen"
+            with_variant "$scen" measure "$scen" "$REP"
         done
     done
 

@@ -1,6 +1,8 @@
 //! The load benchmark's origin: a small, fast HTTP/1.1 server (hand-written on tokio, one
 //! thread, keep-alive, pipelining-safe) that answers every request with the same `200` and a
-//! fixed JSON body of exactly `--body-bytes` bytes. It must cost as little CPU per request as
+//! fixed JSON body of exactly `--body-bytes` bytes: a realistic order-list response (non-ASCII
+//! names, `ORD-2024-000123` order numbers, no PII), so the S4 PII scan reads it all and redacts
+//! nothing. It must cost as little CPU per request as
 //! possible, because it shares a core with the load generator.
 //!
 //! Usage: `origin [--listen 127.0.0.1:0] [--body-bytes 256]`; prints `listening IP:PORT` on stdout
@@ -39,26 +41,85 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// JSON-ish filler of exactly `n` bytes: an array of small records, then a padding string.
-/// (Below 16 bytes it is just `x`s: no valid JSON fits.)
+/// Deterministic pseudo-random numbers (the body is the same on every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
+        list.get(self.below(list.len() as u64) as usize).copied().unwrap_or_default()
+    }
+}
+
+const FIRST: &[&str] =
+    &["Çağrı", "Şebnem", "Gülşen", "İsmail", "Özgür", "Ümit", "Ayşe", "Mehmet", "Elif", "Buğra", "José", "Zoë"];
+const LAST: &[&str] =
+    &["Yılmaz", "Öztürk", "Şahin", "Çelik", "Doğan", "Kılıç", "Aydın", "Güneş", "Erdoğan", "Koç", "Müller"];
+const CITY: &[&str] = &["İstanbul", "Ankara", "İzmir", "Eskişehir", "Diyarbakır", "Muğla", "Çanakkale", "Şanlıurfa"];
+const STATUS: &[&str] = &["delivered", "shipped", "processing", "cancelled"];
+const NOTE: &[&str] = &[
+    "Sipariş teslim edildi, teşekkürler.",
+    "Kargo İstanbul aktarma merkezinde.",
+    "Customer asked for gift wrapping.",
+    "İade talebi onaylandı.",
+];
+
+/// One order record of a realistic API response: non-ASCII names and cities, an order number
+/// like `ORD-2024-000123`, timestamps, amounts, short SKUs. No value is PII (no identity, tax,
+/// card, bank or phone number, no e-mail address), so a PII scan reads every byte and redacts
+/// nothing (asserted by a test against the S4 rule file).
+fn record(rng: &mut Lcg, i: u64) -> String {
+    let qty = 1 + rng.below(5);
+    let cents = 990 + rng.below(99_000);
+    format!(
+        "{{\"order_id\":\"ORD-2024-{:06}\",\"customer\":{{\"name\":\"{} {}\",\"city\":\"{}\"}},\"status\":\"{}\",\"created_at\":\"2024-{:02}-{:02}T{:02}:{:02}:{:02}Z\",\"items\":[{{\"sku\":\"SKU-{:05}\",\"qty\":{qty},\"price\":{}.{:02}}}],\"total\":{}.{:02},\"currency\":\"TRY\",\"note\":\"{}\"}}",
+        100 + i,
+        rng.pick(FIRST),
+        rng.pick(LAST),
+        rng.pick(CITY),
+        rng.pick(STATUS),
+        1 + rng.below(12),
+        1 + rng.below(28),
+        rng.below(24),
+        rng.below(60),
+        rng.below(60),
+        rng.below(100_000),
+        cents / 100,
+        cents % 100,
+        cents * qty / 100,
+        cents * qty % 100,
+        rng.pick(NOTE),
+    )
+}
+
+/// A JSON body of exactly `n` bytes: `{"orders":[…records…],"page":1,"pad":"…"}`, as many whole
+/// records as fit, then padding. (Below 32 bytes it is just `x`s: no such JSON fits.)
 fn body(n: usize) -> Vec<u8> {
-    const HEAD: &str = "{\"data\":[";
-    const TAIL_OPEN: &str = "],\"pad\":\"";
+    const HEAD: &str = "{\"orders\":[";
+    const TAIL_OPEN: &str = "],\"page\":1,\"pad\":\"";
     const TAIL_CLOSE: &str = "\"}";
     let fixed = HEAD.len() + TAIL_OPEN.len() + TAIL_CLOSE.len();
     if n < fixed {
         return vec![b'x'; n];
     }
+    let mut rng = Lcg(2024);
     let mut out = String::with_capacity(n);
     out.push_str(HEAD);
-    let mut i = 0usize;
+    let mut i = 0u64;
     loop {
-        let sep = if i == 0 { "" } else { "," };
-        let rec = format!(
-            "{sep}{{\"id\":{i},\"name\":\"item-{i:05}\",\"status\":\"active\",\"note\":\"lorem ipsum dolor sit amet\"}}"
-        );
-        if out.len() + rec.len() + TAIL_OPEN.len() + TAIL_CLOSE.len() > n {
+        let rec = record(&mut rng, i);
+        let sep = usize::from(i > 0);
+        if out.len() + sep + rec.len() + TAIL_OPEN.len() + TAIL_CLOSE.len() > n {
             break;
+        }
+        if sep == 1 {
+            out.push(',');
         }
         out.push_str(&rec);
         i += 1;
@@ -207,6 +268,31 @@ mod tests {
         for n in [0, 1, 15, 16, 17, 64, 100, 256, 1024, 16 * 1024, 65536] {
             assert_eq!(body(n).len(), n, "n = {n}");
         }
+    }
+
+    #[test]
+    fn body_is_json_without_pii() {
+        let rules = include_str!("../../load/rules-s4/pii.yaml");
+        let snapshot = match portcullis_rules::rulefile::compile(&[portcullis_rules::rulefile::SourceFile::new(
+            "pii.yaml", rules,
+        )]) {
+            Ok(s) => s,
+            Err(e) => panic!("rules-s4/pii.yaml does not compile: {e:?}"),
+        };
+        let policy = snapshot.pii.policies().first().expect("one pii policy");
+        assert!(policy.redacts(), "the S4 policy must stream (redact), not block");
+        assert!(!policy.needs_buffering(), "the S4 policy must stream (redact), not block");
+        for n in [256, 1024, 16 * 1024, 65536] {
+            let b = body(n);
+            let text = std::str::from_utf8(&b).expect("UTF-8");
+            assert!(text.starts_with("{\"orders\":[") && text.ends_with("\"}"), "n = {n}");
+            assert!(n < 1024 || !text.is_ascii(), "non-ASCII names, n = {n}");
+            let scan = policy.scan(&b);
+            assert!(scan.matches.is_empty(), "n = {n}: {:?}", scan.matches);
+            assert_eq!(scan.scanned, n);
+            assert_eq!(scan.action, None);
+        }
+        assert!(std::str::from_utf8(&body(1024)).expect("UTF-8").contains("ORD-2024-000100"));
     }
 
     #[test]

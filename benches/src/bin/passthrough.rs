@@ -3,7 +3,10 @@
 //! for one worker thread. Portcullis (S2) minus this is our own cost; this minus nginx (S1) is
 //! Pingora's.
 //!
-//! Usage: `passthrough --listen 127.0.0.1:8081 --upstream 127.0.0.1:8000`
+//! Usage: `passthrough --listen 127.0.0.1:8081 --upstream 127.0.0.1:8000 [--no-work-stealing]`
+//!
+//! `--no-work-stealing` (diagnostics): Pingora's single-threaded runtime instead of a one-worker
+//! work-stealing one, as Portcullis runs with one thread.
 
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -31,16 +34,22 @@ impl ProxyHttp for Passthrough {
 struct Args {
     listen: SocketAddr,
     upstream: SocketAddr,
+    work_stealing: bool,
 }
 
-const USAGE: &str = "usage: passthrough --listen IP:PORT --upstream IP:PORT";
+const USAGE: &str = "usage: passthrough --listen IP:PORT --upstream IP:PORT [--no-work-stealing]";
 
 fn parse_args() -> Result<Args, String> {
     let mut listen = None;
     let mut upstream = None;
+    let mut work_stealing = true;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let slot = match flag.as_str() {
+            "--no-work-stealing" => {
+                work_stealing = false;
+                continue;
+            }
             "--listen" => &mut listen,
             "--upstream" => &mut upstream,
             "-h" | "--help" => return Err(USAGE.to_string()),
@@ -53,10 +62,12 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         listen: listen.ok_or_else(|| format!("--listen is required\n{USAGE}"))?,
         upstream: upstream.ok_or_else(|| format!("--upstream is required\n{USAGE}"))?,
+        work_stealing,
     })
 }
 
-fn main() -> ExitCode {
+/// Also the entry point of `passthrough_mimalloc` (the same proxy with the gateway's allocator).
+pub fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -64,7 +75,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let conf = ServerConf { threads: 1, ..ServerConf::default() };
+    let conf = ServerConf { threads: 1, work_stealing: args.work_stealing, ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let mut svc = http_proxy_service(&server.configuration, Passthrough { upstream: args.upstream });
