@@ -19,6 +19,7 @@
 //! Run: `cargo bench -p portcullis-benches --bench pii` (add `-- --quick` for a smoke run).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use portcullis_benches::Lcg;
 use portcullis_rules::pii::PiiPolicy;
 use portcullis_rules::rulefile::{compile, Snapshot, SourceFile};
 use std::hint::black_box;
@@ -70,25 +71,6 @@ fn policy(s: &Snapshot) -> &PiiPolicy {
     s.pii.policies().first().expect("one policy")
 }
 
-/// Deterministic pseudo-random numbers.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
-        list.get(self.below(list.len() as u64) as usize).copied().unwrap_or_default()
-    }
-    fn digits(&mut self, n: usize) -> String {
-        (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
-    }
-}
-
 const FIRST: &[&str] = &["Çağrı", "Şebnem", "Gülşen", "İsmail", "Özgür", "Ümit", "Ayşe", "Mehmet", "Elif", "Buğra"];
 const LAST: &[&str] = &["Yılmaz", "Öztürk", "Şahin", "Çelik", "Doğan", "Kılıç", "Aydın", "Güneş", "Erdoğan", "Koç"];
 const FIRST_ASCII: &[&str] =
@@ -116,11 +98,11 @@ fn typical(rng: &mut Lcg, ascii: bool, i: usize) -> String {
     let pii = if rng.below(4) == 0 { format!(",{}", rng.pick(PII)) } else { String::new() };
     format!(
         "{{\"id\":{i},\"uuid\":\"{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}\",\"name\":\"{} {}\",\"address\":{{\"street\":\"{} No: {}\",\"city\":\"{}\",\"zip\":\"{}\"}},\"created_at\":\"2024-{:02}-{:02}T{:02}:{:02}:{:02}Z\",\"status\":\"active\",\"balance\":{}.{:02},\"tags\":[\"müşteri\",\"premium\"],\"note\":\"Sipariş teslim edildi, teşekkürler.\"{pii}}}",
-        rng.next(),
+        rng.next_u64(),
         rng.below(1 << 16),
         rng.below(1 << 12),
         rng.below(1 << 12),
-        rng.next() << 16 | rng.below(1 << 16),
+        rng.next_u64() << 16 | rng.below(1 << 16),
         rng.pick(first),
         rng.pick(last),
         rng.pick(street),

@@ -25,18 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// sent is not those bytes (redacted, or decoded).
 const BODY_DIGEST_HEADERS: &[&str] = &["etag", "content-md5", "digest", "content-digest", "repr-digest"];
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded as they are.
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-];
-
 /// What the gateway asks the upstream for on a scanned route: an uncompressed body (nothing to
 /// decode, nothing to trust a decoder with) and the whole of it (a range could cut a value in
 /// two, and a redacted body has other offsets anyway).
@@ -70,8 +58,9 @@ pub fn plan(policy: &PiiPolicy, head_request: bool, resp: &ResponseHeader) -> Pl
     if no_body {
         return Plan::Pass;
     }
-    let ct = resp.headers.get(http::header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    if !policy.scans_content_type(ct.as_deref()) {
+    // A value that is not visible ASCII names no media type: scanned, as a missing one is.
+    let ct = resp.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !policy.scans_content_type(ct) {
         return Plan::Pass;
     }
     // Several `Content-Encoding` fields are one list of codings (`identity` then `gzip` is gzip):
@@ -81,9 +70,8 @@ pub fn plan(policy: &PiiPolicy, head_request: bool, resp: &ResponseHeader) -> Pl
     match Encoding::parse(ce).filter(|_| codings.next().is_none()) {
         Some(e) => Plan::Scan(e),
         None => {
-            let all: Vec<_> = resp.headers.get_all(http::header::CONTENT_ENCODING).iter().collect();
-            let all: Vec<_> = all.iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
-            Plan::Unscannable(all.join(", "))
+            let all = resp.headers.get_all(http::header::CONTENT_ENCODING).iter();
+            Plan::Unscannable(all.map(|v| String::from_utf8_lossy(v.as_bytes())).collect::<Vec<_>>().join(", "))
         }
     }
 }

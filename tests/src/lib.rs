@@ -31,8 +31,8 @@ pub use gateway::{
     Pipe, StartError, CLI_TIMEOUT, DIR_PLACEHOLDER, START_TIMEOUT,
 };
 pub use raw::{
-    parse_response, parse_response_to_head, parse_responses, parse_status, raw_exchange, raw_exchange_half_close,
-    raw_exchange_keep_open, slow_send, RawConn, RawResp,
+    encode_chunked, parse_response, parse_response_to_head, parse_responses, parse_status, raw_exchange,
+    raw_exchange_half_close, raw_exchange_keep_open, slow_send, RawConn, RawResp,
 };
 pub use upstream::{default_handler, Handler, Recorded, Reply, Upstream};
 pub use util::{free_dead_addr, locate_bin, wait_until, TempDir};

@@ -186,6 +186,18 @@ pub(crate) fn parse_one(bytes: &[u8], eof: bool, head: bool) -> Parsed {
 }
 
 /// Whether the last transfer-coding of the (combined) Transfer-Encoding headers is `chunked`.
+/// `body` in chunked framing, `piece` bytes per chunk (at least 1), with the last chunk.
+pub fn encode_chunked(body: &[u8], piece: usize) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(body.len() + body.len() / piece.max(1) * 8 + 5);
+    for part in body.chunks(piece.max(1)) {
+        wire.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        wire.extend_from_slice(part);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    wire
+}
+
 pub(crate) fn is_chunked(headers: &[(String, String)]) -> bool {
     let all = find_header_all(headers, "transfer-encoding");
     all.iter()

@@ -8,6 +8,7 @@
 //! Usage: `origin [--listen 127.0.0.1:0] [--body-bytes 256]`; prints `listening IP:PORT` on stdout
 //! once it accepts connections (port 0 picks a free port).
 
+use portcullis_benches::Lcg;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -39,22 +40,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
-}
-
-/// Deterministic pseudo-random numbers (the body is the same on every run).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
-        list.get(self.below(list.len() as u64) as usize).copied().unwrap_or_default()
-    }
 }
 
 const FIRST: &[&str] =

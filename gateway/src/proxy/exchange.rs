@@ -18,7 +18,7 @@
 
 use super::{read_body, refuse, BodyRead, Ctx, Portcullis};
 use crate::metrics::UpstreamError;
-use crate::pii::{self, Plan, HOP_BY_HOP};
+use crate::pii::{self, Plan};
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -28,6 +28,18 @@ use pingora_proxy::Session;
 use portcullis_rules::deny::{Deny, DenyCode};
 use portcullis_rules::pii::{PiiAction, PiiPolicy};
 use std::time::Duration;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded as they are.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
 
 /// How many 1xx interim responses are skipped before the final one.
 const MAX_INTERIM: usize = 8;

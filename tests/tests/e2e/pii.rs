@@ -14,7 +14,7 @@
 //! Every case checks the `pii_leak_block` event: action, detector counts, never the value.
 use crate::common::*;
 use crate::identity::{events, wait_events};
-use portcullis_tests::{Client, Recorded, Reply, Upstream};
+use portcullis_tests::{encode_chunked, Client, Recorded, Reply, Upstream};
 use std::io::Write;
 
 const IBAN: &str = "TR330006100519786457841326";
@@ -162,14 +162,7 @@ fn app(r: &Recorded) -> Reply {
             // The upstream's own chunking puts the IBAN across two chunks.
             let body = orders(n, Some(("iban", IBAN)), 0.5);
             let cut = body.windows(IBAN.len()).position(|w| w == IBAN.as_bytes()).unwrap() + 10;
-            let mut wire = Vec::new();
-            for part in [&body[..cut], &body[cut..]] {
-                wire.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-                wire.extend_from_slice(part);
-                wire.extend_from_slice(b"\r\n");
-            }
-            wire.extend_from_slice(b"0\r\n\r\n");
-            json(wire).with_header("transfer-encoding", "chunked")
+            json(encode_chunked(&body, cut)).with_header("transfer-encoding", "chunked")
         }
         "png" => Reply::status(200).with_header("content-type", "image/png").with_body(format!("PNG {IBAN}")),
         "nocontent" => Reply::status(204).with_header("x-upstream", "yes"),
@@ -323,12 +316,7 @@ fn held_route_withholds_leaks_whole_and_passes_clean_responses_byte_for_byte() {
     let mut wire =
         b"POST /api/echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n"
             .to_vec();
-    for part in big.chunks(7000) {
-        wire.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        wire.extend_from_slice(part);
-        wire.extend_from_slice(b"\r\n");
-    }
-    wire.extend_from_slice(b"0\r\n\r\n");
+    wire.extend_from_slice(&encode_chunked(&big, 7000));
     let raw = portcullis_tests::raw_exchange(gw.proxy_addr(), &wire, std::time::Duration::from_secs(5));
     let responses = portcullis_tests::parse_responses(&raw);
     let last = responses.last().unwrap();
@@ -509,12 +497,7 @@ fn streamed_routes_redact_across_reads_decode_and_cut_at_the_cap() {
         "POST /stream/hook HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nx-github-delivery: d-1\r\nx-hub-signature-256: sha256={sig}\r\nconnection: close\r\n\r\n"
     )
     .into_bytes();
-    for part in body.chunks(9000) {
-        wire.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        wire.extend_from_slice(part);
-        wire.extend_from_slice(b"\r\n");
-    }
-    wire.extend_from_slice(b"0\r\n\r\n");
+    wire.extend_from_slice(&encode_chunked(&body, 9000));
     let before = pii_events(&gw).len();
     let raw = portcullis_tests::raw_exchange(gw.proxy_addr(), &wire, std::time::Duration::from_secs(5));
     let r = portcullis_tests::parse_response(&raw).unwrap();
