@@ -321,8 +321,8 @@ pub struct GatewayConfig {
     pub state_dir: PathBuf,
     /// Proxies whose `X-Forwarded-For` we believe.
     pub trusted_proxies: TrustedProxies,
-    /// Lowercase header names stripped from inbound requests.
-    pub strip_headers: Vec<String>,
+    /// Header names stripped from inbound requests.
+    pub strip_headers: Vec<http::HeaderName>,
     /// Header count and size limits.
     pub header_limits: HeaderLimits,
     /// Total deadline for receiving a request's headers.
@@ -401,19 +401,17 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         TrustedProxies::default()
     });
 
-    let strip_headers: Vec<String> = raw
+    let strip_headers: Vec<http::HeaderName> = raw
         .strip_headers
         .unwrap_or_else(|| DEFAULT_STRIP_HEADERS.iter().map(|s| s.to_string()).collect())
         .into_iter()
         .enumerate()
         .filter_map(|(i, h)| {
-            let lower = h.trim().to_ascii_lowercase();
-            if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            let name = http::HeaderName::from_bytes(h.trim().as_bytes()).ok();
+            if name.is_none() {
                 err(&format!("strip_headers[{i}]"), format!("`{h}` is not a header name"));
-                None
-            } else {
-                Some(lower)
             }
+            name
         })
         .collect();
 
@@ -697,7 +695,7 @@ routes:
         assert_eq!(c.pools.len(), 1);
         assert_eq!(c.routes.entries().len(), 1);
         assert_eq!(c.state_dir, PathBuf::from("/etc/p/var/state"));
-        assert!(c.strip_headers.contains(&"x-tenant-id".to_string()));
+        assert!(c.strip_headers.contains(&http::HeaderName::from_static("x-tenant-id")));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::reload::Loaded;
 use crate::state::Shared;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -37,6 +38,10 @@ const RETRY_BUFFER_BYTES: u64 = 64 * 1024;
 
 /// The error that ends a streamed response a PII rule cut short (see [`Portcullis::streamed_scan`]).
 const PII_WITHHELD: &str = "pii_withheld";
+
+/// Looked up on every request: parsed once here, not per lookup.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers a client must never be able to set for the upstream: we set our own.
 const FORWARDING_HEADERS: &[&str] = &[
@@ -102,12 +107,22 @@ pub struct Ctx {
 /// The gateway's proxy logic.
 pub struct Portcullis {
     shared: Arc<Shared>,
+    /// Request headers that never reach the upstream, whatever the rules: the forwarding headers
+    /// (we set our own), the configured `strip_headers`, the maintenance bypass header.
+    strip: Vec<HeaderName>,
 }
 
 impl Portcullis {
     /// Builds the proxy over the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        let config = &shared.config;
+        let strip = FORWARDING_HEADERS
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .chain(config.strip_headers.iter().cloned())
+            .chain(config.maintenance_bypass_header.iter().filter_map(|(h, _)| HeaderName::try_from(h.as_str()).ok()))
+            .collect();
+        Self { shared, strip }
     }
 
     fn route<'a>(&'a self, ctx: &Ctx) -> Option<&'a crate::config::Route> {
@@ -122,6 +137,41 @@ pub fn new_request_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     request_id::format_id(ms, rand::random::<u128>())
+}
+
+/// An IP address as a header value, formatted without an intermediate `String`.
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    // The longest textual IPv6 address is 45 bytes.
+    let mut buf = [0u8; 48];
+    let n = match ip {
+        // IPv4 by hand: `fmt` machinery costs ten times more, on every request.
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = usize::from(octet < 100) + usize::from(octet < 10);
+                for d in &digits[skip..] {
+                    buf[n] = b'0' + d;
+                    n += 1;
+                }
+            }
+            n
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut w = &mut buf[..];
+            match write!(w, "{ip}") {
+                Ok(()) => 48 - w.len(),
+                Err(_) => 0,
+            }
+        }
+    };
+    // An address is ASCII digits, dots, colons and hex: always a valid header value.
+    HeaderValue::from_bytes(buf.get(..n).unwrap_or_default()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// A deny through the one renderer, with `X-Request-Id`: its head and body.
@@ -154,10 +204,6 @@ async fn refuse(session: &mut Session, ctx: &mut Ctx, deny: &Deny, reason: Strin
     Ok(true)
 }
 
-fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 impl Portcullis {
     /// Everything decided from the request head alone: request id, client IP, canonical path,
     /// route, declared body size. Returns the deny to send, if any.
@@ -165,7 +211,7 @@ impl Portcullis {
         let cfg = &self.shared.config;
         let req = session.req_header();
 
-        ctx.request_id = match req.headers.get("x-request-id") {
+        ctx.request_id = match req.headers.get(X_REQUEST_ID) {
             Some(v) if request_id::is_well_formed(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
             _ => new_request_id(),
         };
@@ -173,7 +219,7 @@ impl Portcullis {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.peer_trusted = peer.is_some_and(|p| cfg.trusted_proxies.contains(p));
         ctx.client_ip = peer.map(|p| {
-            let xff = req.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+            let xff = req.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
             cfg.trusted_proxies.client_ip(p, xff)
         });
 
@@ -184,7 +230,10 @@ impl Portcullis {
         ctx.declared_len = declared;
 
         // Host: the header, or the authority of an absolute-form target.
-        ctx.host = header_str(req, "host")
+        ctx.host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .and_then(routes::normalize_host);
 
@@ -515,14 +564,18 @@ impl Portcullis {
     /// What the upstream request head gets: client copies of forwarding, identity and internal
     /// headers removed, ours set; on a PII-scanned route, `identity` encoding and no ranges.
     fn prepare_upstream_request(&self, up: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-        for h in FORWARDING_HEADERS {
-            up.remove_header(*h);
-        }
-        for h in &self.shared.config.strip_headers {
-            up.remove_header(h.as_str());
-        }
-        // Identity headers: the client's copies never reach the upstream; ours replace them.
-        for h in ctx.rules.snapshot.identity.strip_headers() {
+        // One look at each header the request carries (a handful) rather than a lookup per name
+        // that must not pass (tens, almost never present). Identity headers: the client's copies
+        // never reach the upstream, ours replace them. The body was read (and `Expect:
+        // 100-continue` answered) here when `body_read`: the upstream gets it whole.
+        let identity = ctx.rules.snapshot.identity.strip_headers();
+        let doomed: Vec<HeaderName> = up
+            .headers
+            .keys()
+            .filter(|h| self.strip.contains(h) || identity.contains(h) || (ctx.body_read && *h == http::header::EXPECT))
+            .cloned()
+            .collect();
+        for h in &doomed {
             up.remove_header(h);
         }
         if let Some(who) = &ctx.identity {
@@ -532,20 +585,12 @@ impl Portcullis {
                 }
             }
         }
-        // The body was read (and `Expect: 100-continue` answered) here: the upstream gets it whole.
-        if ctx.body_read {
-            up.remove_header("expect");
-        }
-        // The maintenance bypass secret never leaves the gateway.
-        if let Some(h) = self.shared.config.maintenance_bypass_header.as_ref().map(|(name, _)| name.as_str()) {
-            up.remove_header(h);
-        }
         if let Some(ip) = ctx.client_ip {
-            let ip = ip.to_string();
-            up.insert_header("x-forwarded-for", &ip)?;
-            up.insert_header("x-real-ip", &ip)?;
+            let ip = ip_header_value(ip);
+            up.insert_header("x-forwarded-for", ip.clone())?;
+            up.insert_header("x-real-ip", ip)?;
         }
-        up.insert_header("x-forwarded-proto", "http")?;
+        up.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         if let Some(h) = &ctx.host {
             up.insert_header("x-forwarded-host", h.as_str())?;
         }
@@ -1079,4 +1124,32 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64, replay: bool)
     let body = buf.freeze();
     ctx.replay_body = Some(body.clone());
     Ok(BodyRead::Complete(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_addresses_become_the_same_text_as_display() {
+        let ips = [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "10.0.200.7",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ];
+        for ip in ips {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header_value(ip).to_str().unwrap(), ip.to_string());
+        }
+        for a in 0..=255u8 {
+            let ip = IpAddr::from([a, 255 - a, a / 3, 7]);
+            assert_eq!(ip_header_value(ip).to_str().unwrap(), ip.to_string());
+        }
+    }
 }

@@ -266,21 +266,20 @@ enum Head {
     TooLarge,
 }
 
-fn head_end(buf: &[u8], from: usize) -> bool {
-    let start = from.saturating_sub(3);
-    buf.get(start..).is_some_and(|b| b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n"))
-}
-
 async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, deadline: Duration, max: usize) -> Head {
     // Pingora's coarse timer wheel: the framework's idiom for coarse per-request deadlines.
     match fast_timeout(idle, stream.read_buf(buf)).await {
         Ok(Ok(n)) if n > 0 => {}
         _ => return Head::Closed,
     }
+    if framing::head_complete(buf, 0) {
+        return Head::Complete;
+    }
+    // The head came in pieces: from here on the header deadline runs.
     let start = Instant::now();
     let mut scanned = 0;
     loop {
-        if head_end(buf, scanned) {
+        if scanned > 0 && framing::head_complete(buf, scanned) {
             return Head::Complete;
         }
         scanned = buf.len();
