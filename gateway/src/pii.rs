@@ -162,11 +162,13 @@ impl Streaming {
                         &decoded
                     }
                 };
-                let mut out = Vec::with_capacity(plain.len() + 64);
                 let Some(sc) = scanner.as_mut() else {
                     *body = Some(input);
                     return Step::Go;
                 };
+                // What this chunk writes: at most what was held back, the chunk, and a little for
+                // masks that quote a bare number (growing it would copy the whole chunk again).
+                let mut out = Vec::with_capacity(sc.held() + plain.len() + 64);
                 if let Err(OverCapError) = sc.push(plain, &mut out) {
                     // Nothing past the cap; what was written before was scanned.
                     let summary = scanner.take().map(|s| (*s).finish(&mut Vec::new())).and_then(|s| policy.summary(&s));
