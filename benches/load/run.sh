@@ -10,7 +10,8 @@
 #       kill-switch channel; events and metrics on (the defaults)
 #   S3-1k/16k/64k  S3 with 1/16/64 KiB JSON responses
 #   S4-1k/16k/64k  S3 plus PII scanning (benches/load/rules-s4/: redact detectors, streamed) at
-#       the same sizes; "not measured" while this build refuses `pii` rules
+#       the same sizes; the `held` variant (VARIANT_held below) scans with blocking detectors,
+#       the response fetched and held whole by the gateway
 # Every scenario gets the same request: GET /api/business/acme/orders with a bearer token and an
 # X-Client-Id header (S0-S2b ignore them; S3/S4's rules check them).
 # For each: max throughput (wrk, closed loop), proxy CPU µs per request (/proc/<pid>/stat
