@@ -318,11 +318,12 @@ mod tests {
         let script = r#"
 [ "$1" = "--config" ] || exit 9
 [ -f "$2" ] || exit 8
+# Traps first: the test signals as soon as it has read the listening line.
+trap 'echo "{\"message\":\"got hup\"}"' HUP
+trap 'echo bye; exit 3' TERM
 echo "plain text line"
 echo "to stderr $MY_VAR" >&2
 echo '{"level":"INFO","fields":{"message":"listening","proxy_addr":"127.0.0.1:1111","control_addr":"127.0.0.1:2222"}}'
-trap 'echo "{\"message\":\"got hup\"}"' HUP
-trap 'echo bye; exit 3' TERM
 while true; do sleep 0.05; done
 "#;
         let gw = fake_gateway(script, &[("MY_VAR", "hello")]).unwrap();

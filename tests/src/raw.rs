@@ -323,17 +323,19 @@ impl RawConn {
         if self.eof {
             return ReadOutcome::Eof;
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return ReadOutcome::Timeout;
-        }
-        let wait = (deadline - now).max(Duration::from_millis(1));
-        if self.stream.set_read_timeout(Some(wait)).is_err() {
-            self.eof = true;
-            return ReadOutcome::Eof;
-        }
         let mut chunk = [0u8; 16 * 1024];
         loop {
+            // A socket read timeout can wake a little before `Instant`'s deadline (seen on a busy
+            // VM): only the deadline itself ends the wait.
+            let now = Instant::now();
+            if now >= deadline {
+                return ReadOutcome::Timeout;
+            }
+            let wait = (deadline - now).max(Duration::from_millis(1));
+            if self.stream.set_read_timeout(Some(wait)).is_err() {
+                self.eof = true;
+                return ReadOutcome::Eof;
+            }
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     self.eof = true;
@@ -344,9 +346,7 @@ impl RawConn {
                     return ReadOutcome::Data;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return ReadOutcome::Timeout
-                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
                 Err(_) => {
                     // Reset / aborted: the peer is gone.
                     self.eof = true;
