@@ -305,8 +305,12 @@ mod tests {
 
     /// A fake gateway: `sh run --config <path>` runs the extra file `run` in the temp dir.
     fn fake_gateway(script: &str, env: &[(&str, &str)]) -> Result<Gateway, StartError> {
-        Gateway::try_start_with(
-            "/bin/sh",
+        // SIGHUP back to its default first: a shell cannot trap a signal ignored on entry, and
+        // tests run under `nohup` inherit an ignored SIGHUP (the real gateway installs its own
+        // handler whatever it inherited).
+        Gateway::try_start_subcommand(
+            "/usr/bin/env",
+            "--default-signal=HUP /bin/sh run",
             "state_dir: \"{{DIR}}/state\"\n",
             env,
             &[("run", script), ("rules/r.yaml", "dir: {{DIR}}\n")],
