@@ -602,20 +602,34 @@ print(json.dumps(facts))
 PY
 }
 
+# diagnostic_origin SCENARIO TOOL PACKAGE: what --profile and --instructions share before the
+# proxy starts: the tool is there, S4 is measurable, the origin serves the scenario's body.
+diagnostic_origin() {
+    local scen=$1 tool=$2 package=$3
+    [[ $scen == S4* && $S4_STATUS != measured ]] && die "$scen: $S4_STATUS"
+    command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install $package)"
+    REP=1
+    start_origin "$(body_size "$scen")"
+}
+
+# worker_pid SCENARIO: the process that serves the requests (nginx: the worker, not the master).
+worker_pid() {
+    if [[ $1 == S1* ]]; then
+        echo "$PROXY_PID" | awk '{print $2}'
+    else
+        echo "${PROXY_PID%% *}"
+    fi
+}
+
 # profile SCENARIO: perf call graphs of the proxy under closed-loop wrk load.
 profile() {
-    local scen=$1 size
-    size=$(body_size "$scen")
-    [[ $scen == S4* && $S4_STATUS != measured ]] && die "$scen: $S4_STATUS"
-    command -v perf >/dev/null || die "perf is not installed (apt-get install linux-perf)"
-    REP=1
-    start_origin "$size"
+    local scen=$1
+    diagnostic_origin "$scen" perf linux-perf
     "$(starter "$scen")"
     [[ -n $PROXY_PID ]] || die "$scen has no proxy process to profile"
     local url="http://$TARGET_ADDR$REQ_PATH" hdrs=() pid out=$RESULTS/profile-$scen
     mapfile -t hdrs < <(load_headers)
-    pid=${PROXY_PID%% *}
-    [[ $scen == S1 ]] && pid=$(echo "$PROXY_PID" | awk '{print $2}')
+    pid=$(worker_pid "$scen")
     # 1. Events per request: syscalls by kind, context switches, wake-ups (perf stat over one wrk run).
     local events=raw_syscalls:sys_enter,context-switches,sched:sched_wakeup,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_readv,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_clock_gettime,syscalls:sys_enter_connect,syscalls:sys_enter_close
     perf stat -x, -e "$events" -p "$pid" -o "$TMP/perf.stat" &
@@ -653,18 +667,13 @@ profile() {
 
 # instructions SCENARIO: user-space instructions per request of the proxy (callgrind).
 instructions() {
-    local scen=$1 size
-    size=$(body_size "$scen")
-    [[ $scen == S4* && $S4_STATUS != measured ]] && die "$scen: $S4_STATUS"
-    command -v valgrind >/dev/null || die "valgrind is not installed (apt-get install valgrind)"
-    REP=1
-    start_origin "$size"
+    local scen=$1
+    diagnostic_origin "$scen" valgrind valgrind
     PROXY_WRAP="valgrind --tool=callgrind --separate-threads=yes --trace-children=yes --callgrind-out-file=$TMP/cg.%p.out"
     "$(starter "$scen")"
     PROXY_WRAP=""
     local pid n=${INSTR_REQUESTS:-10000} hdrs=() url="http://$TARGET_ADDR$REQ_PATH"
-    pid=${PROXY_PID%% *}
-    [[ $scen == S1* ]] && pid=$(echo "$PROXY_PID" | awk '{print $2}')
+    pid=$(worker_pid "$scen")
     mapfile -t hdrs < <(load_headers)
     taskset -c "$LOAD_CPU" oha --no-tui -n 2000 -c 10 "${hdrs[@]}" "$url" >/dev/null 2>&1 || die "warm-up failed"
     callgrind_control -z "$pid" >/dev/null
