@@ -342,6 +342,10 @@ impl RuleCompiler<'_, '_> {
                     self.error(&p, format!("`{name}` is not a valid header name"));
                     continue;
                 };
+                if let Some(why) = crate::overrides::rule_header_refusal(name) {
+                    self.error(&p, why);
+                    continue;
+                }
                 if let Some(first) = seen.insert(lower.clone(), name) {
                     self.error(
                         &p,
@@ -821,6 +825,9 @@ mod tests {
             err1("{headers: {'bad header': x}}"),
             "4 firewall[0].match.headers.bad header: `bad header` is not a valid header name"
         );
+        assert!(err1("{headers: {User_Agent: x}}").starts_with(
+            "4 firewall[0].match.headers.User_Agent: `User_Agent` holds `_`: applications read it as `User-Agent`"
+        ));
         assert_eq!(
             err1("{headers: {User-Agent: x, user-agent: y}}"),
             "4 firewall[0].match.headers.user-agent: header `user-agent` is listed twice (`User-Agent` and `user-agent`): names are case-insensitive"

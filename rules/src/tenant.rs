@@ -904,6 +904,9 @@ fn check_header_name(h: &str) -> Result<HeaderName, String> {
     if h.is_empty() {
         return Err("the header name cannot be empty".into());
     }
+    if let Some(why) = crate::overrides::rule_header_refusal(h) {
+        return Err(why);
+    }
     HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
         .map_err(|_| format!("`{}` is not a valid header name", h.escape_debug()))
 }
@@ -1652,6 +1655,10 @@ tenant_scope:
         assert_eq!(
             err1("{header: 'x tenant'}", ""),
             "4 tenant_scope[0].target.header: `x tenant` is not a valid header name"
+        );
+        assert_eq!(
+            err1("{header: 'X_Tenant'}", ""),
+            "4 tenant_scope[0].target.header: `X_Tenant` holds `_`: applications read it as `X-Tenant`, which this rule would not see; write `x-tenant`"
         );
         assert_eq!(
             err1("{body: 'tenant_id'}", ""),

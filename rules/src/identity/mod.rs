@@ -936,6 +936,10 @@ impl Compiler<'_, '_> {
     }
 
     fn header(&mut self, path: &str, name: &str) -> Option<HeaderName> {
+        if let Some(why) = crate::overrides::rule_header_refusal(name) {
+            self.error(path, why);
+            return None;
+        }
         match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
             Ok(h) => Some(h),
             Err(_) => {

@@ -401,6 +401,14 @@ fn compile_errors_name_the_key() {
             "identity[0].trusted_header.subject: `bad header` is not a valid header name",
         ),
         (
+            "version: 1\nidentity:\n  - id: a\n    routes: [api]\n    trusted_header: { subject: X_Auth_User }\n",
+            "identity[0].trusted_header.subject: `X_Auth_User` holds `_`: applications read it as `X-Auth-User`",
+        ),
+        (
+            "version: 1\nidentity:\n  - id: a\n    routes: [api]\n    api_keys: { header: x_api_key, keys: [{ id: k, sha256: abc, subject: s }] }\n",
+            "identity[0].api_keys.header: `x_api_key` holds `_`",
+        ),
+        (
             "version: 1\nidentity:\n  - id: a\n    routes: [api]\n    trusted_header: { subject: x-u }\n    forward: { tenantt: x-t }\n",
             "identity[0].forward.tenantt: unknown field `tenantt`",
         ),
