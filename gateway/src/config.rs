@@ -285,7 +285,8 @@ pub struct Route {
     /// Body cap in bytes.
     pub max_body_bytes: u64,
     /// Headers stripped by default that this route forwards (lowercase): method-override headers
-    /// (applied, see [`portcullis_rules::overrides`]) and names with `_`.
+    /// (applied, see [`portcullis_rules::overrides`]) and names with `_` (or another character
+    /// but letters, digits and `-`).
     pub allow_headers: Vec<http::HeaderName>,
     /// The method-override headers among `allow_headers`.
     pub method_override: Vec<http::HeaderName>,
@@ -744,7 +745,11 @@ fn not_allowable(name: &str, strip: &[http::HeaderName], bypass: Option<&RawBypa
     if overrides::is_method_override(name) || overrides::is_alternate_spelling(name) {
         return None;
     }
-    Some("it is not stripped by default: only method-override headers and names with `_` need allowing".into())
+    Some(
+        "it is not stripped by default: only method-override headers and names with `_` (or another \
+         character but letters, digits and `-`) need allowing"
+            .into(),
+    )
 }
 
 #[cfg(test)]
@@ -801,6 +806,8 @@ routes:
             ("X_Forwarded_For", "always stripped"),
             ("x-forwarded-prefix", "always stripped"),
             ("X_User_Id", "spelling of `x-user-id`"),
+            ("X.User.Id", "spelling of `x-user-id`"),
+            ("X.Forwarded.For", "always stripped"),
             ("x-tenant-id", "spelling of `x-tenant-id`"),
             ("X-Custom", "not stripped by default"),
             ("bad header", "not a header name"),

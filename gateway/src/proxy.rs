@@ -616,10 +616,11 @@ impl Portcullis {
     }
 
     /// Whether a request header is kept from the upstream: one we strip or set (forwarding,
-    /// URL override, `strip_headers`, identity), a method override or a name with `_` the route
-    /// does not allow, or an `_` spelling of one we strip (CGI, WSGI and PHP stacks merge
-    /// `X_Tenant_Id` with `X-Tenant-Id`). Names are lowercase already; a name without `_` costs
-    /// a byte scan and the list lookups it always cost.
+    /// URL override, `strip_headers`, identity), a method override or a name with `_` (or any
+    /// other character but letters, digits and `-`) the route does not allow, or such a spelling
+    /// of one we strip (CGI, WSGI and PHP stacks merge `X_Tenant_Id` with `X-Tenant-Id`). Names
+    /// are lowercase already; an ordinary name costs a byte scan and the list lookups it always
+    /// cost.
     fn strips(&self, h: &HeaderName, identity: &[HeaderName], allowed: &[HeaderName]) -> bool {
         let name = h.as_str();
         if !overrides::is_alternate_spelling(name) {

@@ -12,9 +12,10 @@
 //!   `_method` query parameter (Laravel, Rack and Express middlewares) is refused
 //!   ([`query_overrides_method`]).
 //! * **Alternate spellings**: CGI, WSGI and PHP stacks turn `X-Tenant-Id` and `X_Tenant_Id`
-//!   into the same variable (`HTTP_X_TENANT_ID`). A header whose name holds `_` is stripped
-//!   unless a route allows it, and even then never when it is a spelling ([`same_name`]) of a
-//!   header the gateway strips.
+//!   (Apache's CGI variables also `X.Tenant.Id`) into the same variable (`HTTP_X_TENANT_ID`). A
+//!   header whose name holds anything but letters, digits and `-` is stripped unless a route
+//!   allows it, and even then never when it is a spelling ([`same_name`]) of a header the
+//!   gateway strips.
 
 use crate::query;
 
@@ -66,30 +67,38 @@ pub const METHOD_OVERRIDE: &[&str] = &["x-http-method-override", "x-http-method"
 /// The methods a method-override header may name.
 const OVERRIDABLE: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
-/// True when two header names are the same to a CGI/WSGI/PHP stack: ASCII case ignored and `_`
-/// equal to `-`. No allocation.
+/// True when two header names are the same to a CGI/WSGI/PHP stack: ASCII case ignored, and
+/// `_` (or any other character that is not a letter, a digit or `-`: Apache's CGI variables turn
+/// every one into `_`) equal to `-`. No allocation.
 pub fn same_name(a: &str, b: &str) -> bool {
-    let norm = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+    let norm = |c: u8| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { b'-' };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
 }
 
-/// True when a header name is an alternate spelling (`_` for `-`) that some stacks merge with
-/// another header.
-pub fn is_alternate_spelling(name: &str) -> bool {
-    name.as_bytes().contains(&b'_')
+/// The first character of a header name that is not a letter, a digit or `-` (`_`, `.`, `~`, …),
+/// if any: a name holding one is an alternate spelling some stacks merge with another header
+/// (`X_Tenant_Id` and `X.Tenant.Id` are both `HTTP_X_TENANT_ID` to CGI, WSGI or PHP).
+pub fn odd_character(name: &str) -> Option<char> {
+    name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
 }
 
-/// Why a rule may not read a header written with `_`, if so: such a name never reaches the
-/// upstream (unless a route allows it), and the spelling CGI, WSGI and PHP applications read as
-/// the same variable is the hyphenated one, which the rule would not see.
+/// True when a header name is an alternate spelling (see [`odd_character`]).
+pub fn is_alternate_spelling(name: &str) -> bool {
+    !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Why a rule may not read a header whose name is an alternate spelling, if so: such a name
+/// never reaches the upstream (unless a route allows it), and the spelling CGI, WSGI and PHP
+/// applications read as the same variable is the hyphenated one, which the rule would not see.
+/// (`None` for a name that is not a header name at all: the caller says so.)
 pub fn rule_header_refusal(name: &str) -> Option<String> {
-    is_alternate_spelling(name).then(|| {
-        format!(
-            "`{name}` holds `_`: applications read it as `{}`, which this rule would not see; write `{}`",
-            name.replace('_', "-"),
-            name.replace('_', "-").to_ascii_lowercase()
-        )
-    })
+    let c = odd_character(name)?;
+    http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+    let hyphenated: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    Some(format!(
+        "`{name}` holds `{c}`: applications read it as `{hyphenated}`, which this rule would not see; write `{}`",
+        hyphenated.to_ascii_lowercase()
+    ))
 }
 
 /// True when the name is one of [`METHOD_OVERRIDE`] (any case).
@@ -144,11 +153,19 @@ mod tests {
         ] {
             assert!(same_name(a, b), "{a} {b}");
         }
-        for (a, b) in [("x-tenant-id", "x-tenant-i"), ("x-tenant-id", "x.tenant.id"), ("x-tenant-id", "xtenantid")] {
+        for (a, b) in
+            [("x-tenant-id", "x.tenant.id"), ("x-tenant-id", "x~tenant|id"), ("x-forwarded-for", "x-forwarded.for")]
+        {
+            assert!(same_name(a, b), "{a} {b}");
+        }
+        for (a, b) in [("x-tenant-id", "x-tenant-i"), ("x-tenant-id", "xtenantid"), ("x-tenant-id", "x-tenant-ie")] {
             assert!(!same_name(a, b), "{a} {b}");
         }
-        assert!(is_alternate_spelling("x_tenant"));
+        for name in ["x_tenant", "x.tenant", "x~tenant", "x!tenant", "x'tenant", "x*tenant", "x+tenant", "x|tenant"] {
+            assert!(is_alternate_spelling(name), "{name}");
+        }
         assert!(!is_alternate_spelling("x-tenant"));
+        assert!(!is_alternate_spelling("X-Tenant-1"));
     }
 
     #[test]
@@ -158,6 +175,8 @@ mod tests {
             rule_header_refusal("X_Tenant").as_deref(),
             Some("`X_Tenant` holds `_`: applications read it as `X-Tenant`, which this rule would not see; write `x-tenant`")
         );
+        assert!(rule_header_refusal("x.tenant.id").is_some_and(|m| m.ends_with("write `x-tenant-id`")));
+        assert_eq!(rule_header_refusal("x tenant"), None, "not a header name: the caller says so");
     }
 
     #[test]
