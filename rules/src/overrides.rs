@@ -37,6 +37,16 @@ pub const FORWARDING: &[&str] = &[
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-forwarded",
+    "forwarded-for",
+    "x-original-forwarded-for",
+    "cf-connecting-ip",
+    "fastly-client-ip",
 ];
 
 /// Headers some server, framework or proxy reads as the request's "real" URL, path or host:

@@ -54,6 +54,9 @@ fn override_headers_never_reach_the_upstream() {
         ("X-Host", "admin.internal"),
         ("X-Forwarded-Scheme", "https"),
         ("X-Forwarded-Ssl", "on"),
+        ("Client-IP", "10.9.9.9"),
+        ("X-Cluster-Client-IP", "10.9.9.9"),
+        ("CF-Connecting-IP", "10.9.9.9"),
         ("X_Original_URL", "/admin"),
     ];
     for (name, value) in overrides {
