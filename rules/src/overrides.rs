@@ -140,13 +140,16 @@ pub fn method_override<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result
 }
 
 /// True when the query has a `_method` parameter as some application stack reads it (see
-/// [`query::fold_name`]), or one that cannot be read. Cheap on queries that cannot hold one.
+/// [`query::fold_name`]), or one that cannot be read. Cheap on queries that cannot hold one: only
+/// a name holding `%` or `method` (any case) can fold to `_method` (a request target is ASCII),
+/// and only then is the query decoded.
 pub fn query_overrides_method(q: &str) -> bool {
     const WANT: &[u8] = b"_method";
-    if !q.contains('%') && !q.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"method")) {
-        return false;
-    }
-    query::lookup(q, WANT).map_or(true, |v| !v.is_empty())
+    let suspect = q.split(['&', ';']).any(|piece| {
+        let name = piece.split_once('=').map_or(piece, |(n, _)| n);
+        name.contains('%') || name.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"method"))
+    });
+    suspect && query::lookup(q, WANT).map_or(true, |v| !v.is_empty())
 }
 
 #[cfg(test)]
@@ -231,7 +234,8 @@ mod tests {
         ] {
             assert!(query_overrides_method(q), "{q}");
         }
-        for q in ["", "a=1", "method=DELETE", "x_method=1", "a=_method", "http_method=x", "%41=1"] {
+        for q in ["", "a=1", "method=DELETE", "x_method=1", "a=_method", "http_method=x", "%41=1", "a=%5Fmethod&b=%zz"]
+        {
             assert!(!query_overrides_method(q), "{q}");
         }
     }
