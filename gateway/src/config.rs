@@ -49,6 +49,29 @@ struct RawGateway {
     events: RawEvents,
     #[serde(default)]
     maintenance: RawMaintenance,
+    #[serde(default)]
+    request_id: RawRequestId,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequestId {
+    #[serde(default)]
+    trust_inbound: TrustInbound,
+}
+
+/// Whose inbound `X-Request-Id` is kept (a well-formed one; anything else is replaced).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustInbound {
+    /// Only from a peer in `trusted_proxies` (the default): a client cannot choose the id its
+    /// events and logs are filed under.
+    #[default]
+    TrustedProxies,
+    /// From any client (the behaviour before this option).
+    Any,
+    /// Never: every request gets a generated id.
+    Never,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +183,8 @@ struct RawRoute {
     channel: Option<String>,
     #[serde(default)]
     max_body_bytes: Option<u64>,
+    #[serde(default)]
+    allow_headers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,6 +284,12 @@ pub struct Route {
     pub channel: Option<String>,
     /// Body cap in bytes.
     pub max_body_bytes: u64,
+    /// Headers stripped by default that this route forwards (lowercase): method-override headers
+    /// (applied, see [`portcullis_rules::overrides`]) and names with `_` (or another character
+    /// but letters, digits and `-`).
+    pub allow_headers: Vec<http::HeaderName>,
+    /// The method-override headers among `allow_headers`.
+    pub method_override: Vec<http::HeaderName>,
 }
 
 /// A control token, stored only as the SHA-256 of the token.
@@ -348,6 +379,8 @@ pub struct GatewayConfig {
     pub maintenance_bypass_cidrs: Vec<ipnet::IpNet>,
     /// `(lowercase header name, sha256 of the secret)`.
     pub maintenance_bypass_header: Option<(String, [u8; 32])>,
+    /// Whose inbound `X-Request-Id` is kept.
+    pub request_id_trust: TrustInbound,
 }
 
 fn ms(v: Option<u64>, default: u64) -> Duration {
@@ -535,6 +568,21 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
                 err(&format!("{p}.channel"), "must be lowercase [a-z0-9_-]".into());
             }
         }
+        let mut allow_headers: Vec<http::HeaderName> = Vec::new();
+        for (j, h) in r.allow_headers.iter().enumerate() {
+            let at = format!("{p}.allow_headers[{j}]");
+            let Ok(name) = http::HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes()) else {
+                err(&at, format!("`{h}` is not a header name"));
+                continue;
+            };
+            if let Some(why) = not_allowable(name.as_str(), &strip_headers, raw.maintenance.bypass_header.as_ref()) {
+                err(&at, format!("`{h}` cannot be allowed: {why}"));
+            } else if allow_headers.contains(&name) {
+                err(&at, format!("`{h}` is listed twice"));
+            } else {
+                allow_headers.push(name);
+            }
+        }
         entries.push(Entry {
             hosts,
             prefix: r.path_prefix.clone(),
@@ -543,6 +591,12 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
                 pool,
                 channel: r.channel.clone(),
                 max_body_bytes: r.max_body_bytes.unwrap_or(default_body),
+                method_override: allow_headers
+                    .iter()
+                    .filter(|h| portcullis_rules::overrides::is_method_override(h.as_str()))
+                    .cloned()
+                    .collect(),
+                allow_headers,
             },
         });
     }
@@ -667,7 +721,35 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         events,
         maintenance_bypass_cidrs,
         maintenance_bypass_header,
+        request_id_trust: raw.request_id.trust_inbound,
     })
+}
+
+/// Why a route may not forward this (lowercase) header, if it may not: only headers stripped by
+/// default for being ambiguous can be allowed, never a spelling of one stripped for safety.
+fn not_allowable(name: &str, strip: &[http::HeaderName], bypass: Option<&RawBypassHeader>) -> Option<String> {
+    use portcullis_rules::overrides;
+    if overrides::is_always_stripped(name) {
+        return Some(
+            "forwarding and URL/host-override headers are always stripped (the application would act on \
+             an address, path or host no rule saw)"
+                .into(),
+        );
+    }
+    if let Some(s) = strip.iter().find(|s| overrides::same_name(s.as_str(), name)) {
+        return Some(format!("it is a spelling of `{s}`, in `strip_headers`"));
+    }
+    if bypass.is_some_and(|b| overrides::same_name(b.name.trim(), name)) {
+        return Some("it is a spelling of the maintenance bypass header".into());
+    }
+    if overrides::is_method_override(name) || overrides::is_alternate_spelling(name) {
+        return None;
+    }
+    Some(
+        "it is not stripped by default: only method-override headers and names with `_` (or another \
+         character but letters, digits and `-`) need allowing"
+            .into(),
+    )
 }
 
 #[cfg(test)]
@@ -696,6 +778,46 @@ routes:
         assert_eq!(c.routes.entries().len(), 1);
         assert_eq!(c.state_dir, PathBuf::from("/etc/p/var/state"));
         assert!(c.strip_headers.contains(&http::HeaderName::from_static("x-tenant-id")));
+        assert_eq!(c.request_id_trust, TrustInbound::TrustedProxies);
+        assert!(c.routes.entries()[0].value.allow_headers.is_empty());
+    }
+
+    #[test]
+    fn request_id_trust_and_allowed_headers() {
+        let more = "request_id: {trust_inbound: any}\n";
+        let c = parse(
+            "g.yaml",
+            &format!("{GOOD}    allow_headers: [X-HTTP-Method-Override, X_Legacy]\n{more}"),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.request_id_trust, TrustInbound::Any);
+        let r = &c.routes.entries()[0].value;
+        assert_eq!(r.allow_headers, ["x-http-method-override", "x_legacy"]);
+        assert_eq!(r.method_override, ["x-http-method-override"]);
+        let never = parse("g.yaml", &format!("{GOOD}request_id: {{trust_inbound: never}}\n"), Path::new("/")).unwrap();
+        assert_eq!(never.request_id_trust, TrustInbound::Never);
+        let e =
+            parse("g.yaml", &format!("{GOOD}request_id: {{trust_inbound: sometimes}}\n"), Path::new("/")).unwrap_err();
+        assert!(e[0].to_string().contains("request_id.trust_inbound"), "{}", e[0]);
+
+        for (h, why) in [
+            ("X-Original-URL", "always stripped"),
+            ("X_Forwarded_For", "always stripped"),
+            ("x-forwarded-prefix", "always stripped"),
+            ("X_User_Id", "spelling of `x-user-id`"),
+            ("X.User.Id", "spelling of `x-user-id`"),
+            ("X.Forwarded.For", "always stripped"),
+            ("x-tenant-id", "spelling of `x-tenant-id`"),
+            ("X-Custom", "not stripped by default"),
+            ("bad header", "not a header name"),
+        ] {
+            let e = parse("g.yaml", &format!("{GOOD}    allow_headers: ['{h}']\n"), Path::new("/")).unwrap_err();
+            let text = e[0].to_string();
+            assert!(text.contains("routes[0].allow_headers[0]") && text.contains(why), "{h}: {text}");
+        }
+        let e = parse("g.yaml", &format!("{GOOD}    allow_headers: [X_A, x_a]\n"), Path::new("/")).unwrap_err();
+        assert!(e[0].to_string().contains("listed twice"), "{}", e[0]);
     }
 
     #[test]

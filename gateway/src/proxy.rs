@@ -3,6 +3,7 @@
 
 mod exchange;
 
+use crate::config::TrustInbound;
 use crate::events::{RequestFacts, SecurityEvent};
 use crate::metrics::UpstreamError;
 use crate::reload::Loaded;
@@ -23,7 +24,7 @@ use portcullis_rules::verdict::{EventType, Finding, Mode, Outcome};
 use portcullis_rules::view::RequestView;
 use portcullis_rules::webhook::replay::Claim;
 use portcullis_rules::webhook::rules::Checked;
-use portcullis_rules::{canon, framing, request_id, routes};
+use portcullis_rules::{canon, framing, overrides, request_id, routes};
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
@@ -42,20 +43,6 @@ const PII_WITHHELD: &str = "pii_withheld";
 /// Looked up on every request: parsed once here, not per lookup.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// Headers a client must never be able to set for the upstream: we set our own.
-const FORWARDING_HEADERS: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-];
 
 /// Per-request state.
 pub struct Ctx {
@@ -107,8 +94,9 @@ pub struct Ctx {
 /// The gateway's proxy logic.
 pub struct Portcullis {
     shared: Arc<Shared>,
-    /// Request headers that never reach the upstream, whatever the rules: the forwarding headers
-    /// (we set our own), the configured `strip_headers`, the maintenance bypass header.
+    /// Request headers that never reach the upstream, whatever the rules: the forwarding and
+    /// URL-override headers (see [`overrides`]), the configured `strip_headers`, the maintenance
+    /// bypass header. Matched in every spelling ([`overrides::same_name`]).
     strip: Vec<HeaderName>,
 }
 
@@ -116,8 +104,9 @@ impl Portcullis {
     /// Builds the proxy over the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
         let config = &shared.config;
-        let strip = FORWARDING_HEADERS
+        let strip = overrides::FORWARDING
             .iter()
+            .chain(overrides::URL_OVERRIDE)
             .map(|h| HeaderName::from_static(h))
             .chain(config.strip_headers.iter().cloned())
             .chain(config.maintenance_bypass_header.iter().filter_map(|(h, _)| HeaderName::try_from(h.as_str()).ok()))
@@ -211,13 +200,22 @@ impl Portcullis {
         let cfg = &self.shared.config;
         let req = session.req_header();
 
-        ctx.request_id = match req.headers.get(X_REQUEST_ID) {
-            Some(v) if request_id::is_well_formed(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            _ => new_request_id(),
-        };
-
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.peer_trusted = peer.is_some_and(|p| cfg.trusted_proxies.contains(p));
+
+        // An inbound id is kept only from whom the config trusts with it (by default a trusted
+        // proxy): a client must not choose the id its events and logs are filed under.
+        let keep_inbound = match cfg.request_id_trust {
+            TrustInbound::TrustedProxies => ctx.peer_trusted,
+            TrustInbound::Any => true,
+            TrustInbound::Never => false,
+        };
+        ctx.request_id = match req.headers.get(X_REQUEST_ID) {
+            Some(v) if keep_inbound && request_id::is_well_formed(v.as_bytes()) => {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => new_request_id(),
+        };
         ctx.client_ip = peer.map(|p| {
             let xff = req.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
             cfg.trusted_proxies.client_ip(p, xff)
@@ -252,20 +250,35 @@ impl Portcullis {
             }
         }
 
+        // What the application will act on is what every rule sees: a `_method` query parameter
+        // is refused; an allowed method-override header is applied (the rules and the upstream
+        // see the method it names).
+        if req.uri.query().is_some_and(overrides::query_overrides_method) {
+            return Some(Deny::new(DenyCode::BadRequest, "method_override_parameter"));
+        }
+        let method = match overrides::method_override(
+            route.method_override.iter().flat_map(|h| req.headers.get_all(h)).map(HeaderValue::as_bytes),
+        ) {
+            Ok(m) => m.and_then(|m| http::Method::from_bytes(m.as_bytes()).ok()).filter(|m| *m != req.method),
+            Err(reason) => return Some(Deny::new(DenyCode::BadRequest, reason)),
+        };
+
         // What every rule matched is what the upstream gets: the canonical path, query as sent.
         // An already-canonical origin-form target is forwarded untouched (no allocation).
         // (A borrowed result can still be shorter: `/a/b/..` → `/a/` is a prefix of its input.)
         let unchanged = matches!(&canonical, Cow::Borrowed(c) if c.len() == req.uri.path().len());
-        if unchanged && req.uri.authority().is_none() {
-            return None;
+        if !unchanged || req.uri.authority().is_some() {
+            let target = match req.uri.query() {
+                Some(q) => format!("{canonical}?{q}"),
+                None => canonical.into_owned(),
+            };
+            match target.parse::<http::Uri>() {
+                Ok(uri) => session.req_header_mut().set_uri(uri),
+                Err(_) => return Some(Deny::new(DenyCode::BadRequest, "unparseable_target")),
+            }
         }
-        let target = match req.uri.query() {
-            Some(q) => format!("{canonical}?{q}"),
-            None => canonical.into_owned(),
-        };
-        match target.parse::<http::Uri>() {
-            Ok(uri) => session.req_header_mut().set_uri(uri),
-            Err(_) => return Some(Deny::new(DenyCode::BadRequest, "unparseable_target")),
+        if let Some(m) = method {
+            session.req_header_mut().set_method(m);
         }
         None
     }
@@ -569,10 +582,11 @@ impl Portcullis {
         // never reach the upstream, ours replace them. The body was read (and `Expect:
         // 100-continue` answered) here when `body_read`: the upstream gets it whole.
         let identity = ctx.rules.snapshot.identity.strip_headers();
+        let allowed = self.route(ctx).map_or(&[][..], |r| r.allow_headers.as_slice());
         let doomed: Vec<HeaderName> = up
             .headers
             .keys()
-            .filter(|h| self.strip.contains(h) || identity.contains(h) || (ctx.body_read && *h == http::header::EXPECT))
+            .filter(|h| self.strips(h, identity, allowed) || (ctx.body_read && *h == http::header::EXPECT))
             .cloned()
             .collect();
         for h in &doomed {
@@ -599,6 +613,22 @@ impl Portcullis {
             crate::pii::request_headers(up)?;
         }
         Ok(())
+    }
+
+    /// Whether a request header is kept from the upstream: one we strip or set (forwarding,
+    /// URL override, `strip_headers`, identity), a method override or a name with `_` (or any
+    /// other character but letters, digits and `-`) the route does not allow, or such a spelling
+    /// of one we strip (CGI, WSGI and PHP stacks merge `X_Tenant_Id` with `X-Tenant-Id`). Names
+    /// are lowercase already; an ordinary name costs a byte scan and the list lookups it always
+    /// cost.
+    fn strips(&self, h: &HeaderName, identity: &[HeaderName], allowed: &[HeaderName]) -> bool {
+        let name = h.as_str();
+        if !overrides::is_alternate_spelling(name) {
+            return self.strip.contains(h)
+                || identity.contains(h)
+                || (overrides::is_method_override(name) && !allowed.contains(h));
+        }
+        !allowed.contains(h) || self.strip.iter().chain(identity).any(|s| overrides::same_name(s.as_str(), name))
     }
 
     /// What every proxied response gets: `X-Request-Id`, and the rate-limit headers of a request

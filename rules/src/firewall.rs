@@ -130,7 +130,7 @@ impl Firewall {
     /// `enforce` rule matched): later checks must not run.
     pub fn check(&self, view: &RequestView<'_>, out: &mut Outcome) -> ControlFlow<()> {
         let client_ip = view.client_ip.map(|ip| ip.to_canonical());
-        let mut query = Query { raw: view.query, decoded: None };
+        let mut query = Query { raw: view.query, decoded: None, folded: None };
         for rule in &self.rules {
             if rule.matches(view, client_ip, &mut query) {
                 out.add(rule.finding())?;
@@ -150,11 +150,14 @@ impl Firewall {
     }
 }
 
-/// The query string, and its percent-decoded form computed at most once per request.
+/// The query string, and its percent-decoded and name-folded forms computed at most once per
+/// request.
 struct Query<'q> {
     raw: Option<&'q str>,
     /// `None`: not computed yet; `Some(None)`: nothing to decode.
     decoded: Option<Option<Vec<u8>>>,
+    /// `None`: not computed yet; `Some(None)`: the same as the raw query.
+    folded: Option<Option<Vec<u8>>>,
 }
 
 impl Query<'_> {
@@ -164,7 +167,12 @@ impl Query<'_> {
             return true;
         }
         let decoded = self.decoded.get_or_insert_with(|| crate::query::decode_lenient(raw.as_bytes()));
-        decoded.as_deref().is_some_and(|d| re.is_match(d))
+        if decoded.as_deref().is_some_and(|d| re.is_match(d)) {
+            return true;
+        }
+        // Parameter names as applications read them (`DEBUG=1`, `de.bug=1`, `debug%00x=1`).
+        let folded = self.folded.get_or_insert_with(|| crate::query::fold_names(raw));
+        folded.as_deref().is_some_and(|f| re.is_match(f))
     }
 }
 
@@ -334,6 +342,10 @@ impl RuleCompiler<'_, '_> {
                     self.error(&p, format!("`{name}` is not a valid header name"));
                     continue;
                 };
+                if let Some(why) = crate::overrides::rule_header_refusal(name) {
+                    self.error(&p, why);
+                    continue;
+                }
                 if let Some(first) = seen.insert(lower.clone(), name) {
                     self.error(
                         &p,
@@ -731,6 +743,22 @@ mod tests {
         assert_eq!(crate::query::decode_lenient(b"%e9%"), Some(vec![0xe9, b'%']));
     }
 
+    /// Issue 18 item 4: a rule on a parameter name sees every spelling an application reads as it.
+    #[test]
+    fn query_regex_sees_parameter_names_as_applications_read_them() {
+        let s = one(r"{query_regex: '(^|&)debug='}");
+        for q in ["debug=1", "x=1&DEBUG=1", "DeBuG=1", "debug%00x=1", "%64ebug=1", "+debug=1", "%20debug=1"] {
+            assert!(hits(&s, &Req { query: Some(q), ..req() }), "{q}");
+        }
+        for q in ["xdebug=1", "debugx=1", "a=debug=1"] {
+            assert!(!hits(&s, &Req { query: Some(q), ..req() }), "{q}");
+        }
+        let s = one(r"{query_regex: '(^|&)de_bug='}");
+        for q in ["de.bug=1", "de+bug=1", "DE%20BUG=1", "de[bug=1", "de_bug%00=1"] {
+            assert!(hits(&s, &Req { query: Some(q), ..req() }), "{q}");
+        }
+    }
+
     #[test]
     fn all_criteria_must_match() {
         let s = snap(
@@ -797,6 +825,9 @@ mod tests {
             err1("{headers: {'bad header': x}}"),
             "4 firewall[0].match.headers.bad header: `bad header` is not a valid header name"
         );
+        assert!(err1("{headers: {User_Agent: x}}").starts_with(
+            "4 firewall[0].match.headers.User_Agent: `User_Agent` holds `_`: applications read it as `User-Agent`"
+        ));
         assert_eq!(
             err1("{headers: {User-Agent: x, user-agent: y}}"),
             "4 firewall[0].match.headers.user-agent: header `user-agent` is listed twice (`User-Agent` and `user-agent`): names are case-insensitive"

@@ -99,32 +99,154 @@ pub fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-/// Every decoded value of the parameter `name` (compared with each parameter's decoded name),
-/// in order. A parameter without `=` has the empty value. `Err` when a parameter's name cannot be
-/// decoded (it might be `name`) or the value of a parameter named `name` cannot.
-pub fn values<'q>(query: &'q str, name: &str) -> Result<Vec<Cow<'q, [u8]>>, BadEscape> {
-    let mut out = Vec::new();
-    for pair in query.as_bytes().split(|&b| b == b'&') {
-        if pair.is_empty() {
+/// A query the way applications read it: a parameter could not be read as plain values (a
+/// broken escape in a name that could be the one asked for or in its value, or array/map syntax
+/// on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
+/// How a parameter's name relates to the name a rule reads (see [`fold_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameMatch {
+    /// No common stack reads it as that parameter.
+    Other,
+    /// Some common stack reads it as that parameter.
+    Same,
+    /// Array or map syntax on that parameter (`tenant_id[]`, `tenant_id[0]`, `tenant_id[x]`):
+    /// PHP, Rails and qs read an array or a map, not one value.
+    Nested,
+}
+
+/// A decoded parameter name folded the way lenient stacks fold names, so that every name one of
+/// them reads as `tenant_id` folds to `tenant_id` (the union of their rules):
+///
+/// * cut at the first NUL byte (PHP and other C-string stacks read `tenant_id%00x` as
+///   `tenant_id`);
+/// * leading spaces dropped (PHP);
+/// * case ignored (ASP.NET): ASCII letters lowercased, and a non-ASCII character whose simple
+///   upper or lower case is ASCII (`ı`, `ſ`, the Kelvin sign) is that ASCII letter;
+/// * `.`, space and `[` are `_` (PHP's variable-name mangling: `tenant.id`, `tenant id`,
+///   `tenant+id` once `+` is decoded, and an unclosed `tenant[id`).
+///
+/// Array syntax (`tenant_id[0]`) is told apart by [`name_matches`].
+pub fn fold_name(decoded: &[u8]) -> Vec<u8> {
+    let name = decoded.split(|&b| b == 0).next().unwrap_or_default();
+    let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
+    let name = name.get(start..).unwrap_or_default();
+    let ascii = |b: u8| match b {
+        b'.' | b' ' | b'[' => b'_',
+        other => other.to_ascii_lowercase(),
+    };
+    if name.is_ascii() {
+        return name.iter().map(|&b| ascii(b)).collect();
+    }
+    let mut out = Vec::with_capacity(name.len());
+    for c in String::from_utf8_lossy(name).chars() {
+        if c.is_ascii() {
+            out.push(ascii(u8::try_from(c).unwrap_or(b'_')));
             continue;
         }
-        let (k, v) = match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (pair.get(..i).unwrap_or_default(), pair.get(i + 1..).unwrap_or_default()),
-            None => (pair, &b""[..]),
-        };
-        if decode(k)?.as_ref() == name.as_bytes() {
-            out.push(decode(v)?);
+        match ascii_case(c) {
+            Some(b) => out.push(b),
+            None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out
+}
+
+/// The ASCII letter (lowercase) a character is under simple case mapping, if any: `ı` and `İ` are
+/// `i`, `ſ` is `s`, the Kelvin sign is `k`.
+fn ascii_case(c: char) -> Option<u8> {
+    fn one(mut it: impl Iterator<Item = char>) -> Option<u8> {
+        match (it.next(), it.next()) {
+            (Some(a), None) if a.is_ascii() => u8::try_from(a.to_ascii_lowercase()).ok(),
+            _ => None,
+        }
+    }
+    one(c.to_uppercase()).or_else(|| one(c.to_lowercase()))
+}
+
+/// Whether the decoded parameter name `decoded` is the parameter whose folded name is `want`
+/// (see [`fold_name`]).
+pub fn name_matches(decoded: &[u8], want: &[u8]) -> NameMatch {
+    if fold_name(decoded) == want {
+        return NameMatch::Same;
+    }
+    match decoded.iter().position(|&b| b == b'[') {
+        Some(i) if fold_name(decoded.get(..i).unwrap_or_default()) == want => NameMatch::Nested,
+        _ => NameMatch::Other,
+    }
+}
+
+/// Every value of the parameter whose folded name is `want` ([`fold_name`]), percent-decoded
+/// (`+` is a space), in order: what any common stack could read as that parameter. Parameters
+/// are separated by `&`, and by `;` as well (Rack 2, older Python): a piece holding a `;` counts
+/// whole and split. `Err` when a parameter that could be `want` cannot be read as one value: a
+/// broken escape in its name (before it, the name could still become `want`) or in its value,
+/// or array/map syntax on it.
+pub fn lookup<'q>(query: &'q str, want: &[u8]) -> Result<Vec<Cow<'q, [u8]>>, Unreadable> {
+    let mut out = Vec::new();
+    for pair in query.split('&') {
+        lookup_piece(pair, want, &mut out)?;
+        if pair.contains(';') {
+            for piece in pair.split(';') {
+                lookup_piece(piece, want, &mut out)?;
+            }
         }
     }
     Ok(out)
+}
+
+fn lookup_piece<'q>(piece: &'q str, want: &[u8], out: &mut Vec<Cow<'q, [u8]>>) -> Result<(), Unreadable> {
+    if piece.is_empty() {
+        return Ok(());
+    }
+    let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
+    let (decoded, broken) = decode_prefix(name.as_bytes());
+    if broken {
+        // A lenient decoder could make anything of the rest: fail closed if the part before the
+        // broken escape could begin the name.
+        return if want.starts_with(&fold_name(&decoded)) { Err(Unreadable) } else { Ok(()) };
+    }
+    match name_matches(&decoded, want) {
+        NameMatch::Other => Ok(()),
+        NameMatch::Nested => Err(Unreadable),
+        NameMatch::Same => {
+            out.push(decode(value.as_bytes()).map_err(|_| Unreadable)?);
+            Ok(())
+        }
+    }
+}
+
+/// The query with every parameter name decoded and folded ([`fold_name`]) and every value
+/// decoded leniently (`&` and `=` kept as they were): a third form for the firewall's regexes,
+/// so that a rule written for `debug=1` also sees `DEBUG=1`, `de.bug=1` or `debug%00x=1`.
+/// `None` when it equals the raw query.
+pub fn fold_names(raw: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, pair) in raw.as_bytes().split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (pair.get(..i).unwrap_or_default(), Some(pair.get(i + 1..).unwrap_or_default())),
+            None => (pair, None),
+        };
+        out.extend(fold_name(&decode_core(name, true, OnBad::Keep).0));
+        if let Some(v) = value {
+            out.push(b'=');
+            out.extend(decode_core(v, true, OnBad::Keep).0);
+        }
+    }
+    (out != raw.as_bytes()).then_some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn vals(q: &str, n: &str) -> Result<Vec<String>, BadEscape> {
-        values(q, n).map(|v| v.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect())
+    fn vals(q: &str, n: &str) -> Result<Vec<String>, Unreadable> {
+        lookup(q, &fold_name(n.as_bytes())).map(|v| v.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect())
     }
 
     #[test]
@@ -138,11 +260,71 @@ mod tests {
 
     #[test]
     fn invalid_escapes_fail_closed_only_where_they_matter() {
-        assert_eq!(vals("a=%zz", "a"), Err(BadEscape));
-        assert_eq!(vals("a=%4", "a"), Err(BadEscape));
-        assert_eq!(vals("%zz=1&a=2", "a"), Err(BadEscape));
-        // Another parameter's bad value is not our business.
+        assert_eq!(vals("a=%zz", "a"), Err(Unreadable));
+        assert_eq!(vals("a=%4", "a"), Err(Unreadable));
+        assert_eq!(vals("%zz=1&a=2", "a"), Err(Unreadable));
+        assert_eq!(vals("ten%zz=1", "tenant_id"), Err(Unreadable));
+        // Another parameter's bad value or name is not our business.
         assert_eq!(vals("b=%zz&a=2", "a").unwrap(), ["2"]);
+        assert_eq!(vals("x%zz=1&a=2", "a").unwrap(), ["2"]);
+    }
+
+    /// Issue 18 item 4: every spelling some stack reads as `tenant_id` is `tenant_id`.
+    #[test]
+    fn names_fold_the_way_applications_read_them() {
+        for name in [
+            "tenant_id",
+            "tenant_id%00x",
+            "tenant_id%00",
+            "tenant.id",
+            "tenant%2Eid",
+            "tenant%2eid",
+            "tenant id",
+            "tenant+id",
+            "tenant%20id",
+            "tenant[id",
+            "tenant%5Bid",
+            "TENANT_ID",
+            "Tenant_Id",
+            "tenant%5Fid",
+            "%74enant_id",
+            "%54ENANT%5FID",
+            "+tenant_id",
+            "%20%20tenant_id",
+            "tenant_%C4%B1d",
+            "TENANT_ID%00",
+        ] {
+            assert_eq!(vals(&format!("{name}=73"), "tenant_id").unwrap(), ["73"], "{name}");
+            assert_eq!(vals(&format!("tenant_id=12&{name}=73"), "tenant_id").unwrap(), ["12", "73"], "{name}");
+        }
+        // Unicode characters whose simple case mapping is ASCII (ASP.NET's OrdinalIgnoreCase).
+        assert_eq!(fold_name("ſ\u{212a}ı".as_bytes()), b"ski");
+        assert_eq!(fold_name("şé".as_bytes()), "şé".as_bytes());
+        assert_eq!(fold_name(b"\xff\xfeA"), "\u{fffd}\u{fffd}a".as_bytes());
+        // Semicolons separate too.
+        assert_eq!(vals("a=1;tenant.id=73", "tenant_id").unwrap(), ["73"]);
+        // Not the parameter.
+        for name in ["tenant", "tenant_idx", "xtenant_id", "tenant-id", "tenant%5Fid%5D", "tenant[id]", "tenant__id"] {
+            assert_eq!(vals(&format!("{name}=73"), "tenant_id").unwrap(), Vec::<String>::new(), "{name}");
+        }
+    }
+
+    #[test]
+    fn array_and_map_syntax_is_not_one_value() {
+        for name in ["tenant_id[]", "tenant_id[0]", "tenant_id[x]", "tenant_id%5B%5D", "TENANT.ID[]", "tenant_id["] {
+            assert_eq!(vals(&format!("{name}=73"), "tenant_id"), Err(Unreadable), "{name}");
+        }
+        assert_eq!(name_matches(b"tenant_id[0]", b"tenant_id"), NameMatch::Nested);
+        assert_eq!(name_matches(b"tenant[id", b"tenant_id"), NameMatch::Same);
+        assert_eq!(name_matches(b"other[id", b"tenant_id"), NameMatch::Other);
+    }
+
+    #[test]
+    fn fold_names_is_the_query_with_names_folded() {
+        assert_eq!(fold_names("a=1&b=2"), None);
+        assert_eq!(fold_names("DEBUG=1&de.bug=2&debug%00x=3"), Some(b"debug=1&de_bug=2&debug=3".to_vec()));
+        assert_eq!(fold_names("x=%41+b&flag"), Some(b"x=A b&flag".to_vec()));
+        assert_eq!(fold_names("%zz=%4"), None);
     }
 
     #[test]

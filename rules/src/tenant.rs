@@ -42,12 +42,12 @@
 //!     `/api/business` or `/api/business/`. The tenant segment is percent-decoded
 //!     (`%C5%9Firket` is `şirket`, `acme%2Fx` is `acme/x`).
 //!   * `query`: a query parameter name, written decoded. Every occurrence counts. Names are
-//!     percent-decoded (`+` is a space) and compared the way lenient frameworks do, so that none
-//!     of them reads a parameter the rule does not see: ASCII case-insensitively, leading spaces
-//!     dropped, `.` and space equal to `_` (PHP), and `;` is a separator as well as `&` (Rack 2,
-//!     older Python). A parameter written with array or map syntax (`tenant_id[]=…`,
-//!     `tenant_id[x]=…`) cannot be read as one tenant: unparsable. Values are percent-decoded
-//!     (`+` is a space).
+//!     percent-decoded (`+` is a space) and folded the way lenient frameworks do, so that none
+//!     of them reads a parameter the rule does not see ([`query::fold_name`]): cut at a NUL byte,
+//!     case-insensitively, leading spaces dropped, `.`, space and an unclosed `[` equal to `_`
+//!     (PHP), and `;` is a separator as well as `&` (Rack 2, older Python). A parameter written
+//!     with array or map syntax (`tenant_id[]=…`, `tenant_id[x]=…`) cannot be read as one
+//!     tenant: unparsable. Values are percent-decoded (`+` is a space).
 //!   * `header`: a header name; every value of the header counts, as bytes (no decoding).
 //!   * `body`: an RFC 6901 JSON pointer into a JSON request body (`""` is the whole body; `~0`
 //!     and `~1` escape `~` and `/`; array indices are supported). The value must be a string or
@@ -237,7 +237,7 @@ pub(crate) struct Rule {
     severity: Severity,
     routes: Option<Box<[Box<str>]>>,
     path: Option<Vec<TemplateSeg>>,
-    /// The configured name, folded (see [`fold_param`]).
+    /// The configured name, folded (see [`query::fold_name`]).
     query: Option<Vec<u8>>,
     header: Option<HeaderName>,
     body: Option<Pointer>,
@@ -528,62 +528,18 @@ fn path_source(template: &[TemplateSeg], path: &str) -> Source {
     }
 }
 
-/// A query parameter name as compared: leading spaces dropped, ASCII lowercase, `.` and space as
-/// `_` (the union of what lenient frameworks do).
-fn fold_param(name: &[u8]) -> Vec<u8> {
-    let start = name.iter().position(|&b| b != b' ').unwrap_or(name.len());
-    name.iter()
-        .skip(start)
-        .map(|&b| match b {
-            b'.' | b' ' => b'_',
-            other => other.to_ascii_lowercase(),
-        })
-        .collect()
-}
-
-/// Every occurrence of the parameter `want` (folded) in the raw query.
+/// Every occurrence of the parameter `want` (folded, see [`query::fold_name`]) in the raw query.
 fn query_source(want: &[u8], query: Option<&str>) -> Source {
     let Some(query) = query else { return Source::Absent };
+    let Ok(values) = query::lookup(query, want) else { return Source::Unparsable };
     let mut found = Source::Absent;
-    for pair in query.split('&') {
-        if query_param(want, pair, &mut found).is_err() {
-            return Source::Unparsable;
-        }
-        if pair.contains(';') {
-            for piece in pair.split(';') {
-                if query_param(want, piece, &mut found).is_err() {
-                    return Source::Unparsable;
-                }
-            }
+    for v in values {
+        match tenant_value(v.into_owned()) {
+            Some(v) => found.push(v),
+            None => return Source::Unparsable,
         }
     }
     found
-}
-
-/// One `name=value` piece: adds its value when it is the parameter; `Err` when it could be the
-/// parameter but cannot be read as one value.
-fn query_param(want: &[u8], piece: &str, found: &mut Source) -> Result<(), ()> {
-    if piece.is_empty() {
-        return Ok(());
-    }
-    let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
-    let (decoded, broken) = query::decode_prefix(name.as_bytes());
-    let folded = fold_param(&decoded);
-    if broken {
-        // A lenient decoder could make anything of the rest: fail closed if the part before the
-        // broken escape could begin the name.
-        return if want.starts_with(&folded) { Err(()) } else { Ok(()) };
-    }
-    if folded == want {
-        let v = query::decode(value.as_bytes()).ok().map(Cow::into_owned).and_then(tenant_value).ok_or(())?;
-        found.push(v);
-        return Ok(());
-    }
-    if folded.strip_prefix(want).is_some_and(|rest| rest.first() == Some(&b'[')) {
-        // `tenant_id[]=…`, `tenant_id[x]=…`: an array or a map to PHP, Rails, qs.
-        return Err(());
-    }
-    Ok(())
 }
 
 /// Every value of the header, as UTF-8.
@@ -941,12 +897,15 @@ fn check_query_name(q: &str) -> Result<Vec<u8>, String> {
             q.escape_debug()
         ));
     }
-    Ok(fold_param(q.as_bytes()))
+    Ok(query::fold_name(q.as_bytes()))
 }
 
 fn check_header_name(h: &str) -> Result<HeaderName, String> {
     if h.is_empty() {
         return Err("the header name cannot be empty".into());
+    }
+    if let Some(why) = crate::overrides::rule_header_refusal(h) {
+        return Err(why);
     }
     HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
         .map_err(|_| format!("`{}` is not a valid header name", h.escape_debug()))
@@ -1260,6 +1219,17 @@ mod tests {
             ("tenant_id[]=other", Some("unparsable")),
             ("tenant_id[0]=acme", Some("unparsable")),
             ("tenant_id%5B%5D=acme", Some("unparsable")),
+            // Issue 18 item 4: NUL truncation, PHP's unclosed `[`, Unicode case mapping to ASCII.
+            ("tenant_id%00x=other", Some("mismatch")),
+            ("tenant_id%00=other", Some("mismatch")),
+            ("tenant[id=other", Some("mismatch")),
+            ("tenant%5Bid=other", Some("mismatch")),
+            ("tenant%2Eid=other", Some("mismatch")),
+            ("%74enant_id=other", Some("mismatch")),
+            ("tenant_%C4%B1d=other", Some("mismatch")),
+            ("tenant_id=acme&tenant[id=other", Some("ambiguous")),
+            ("tenant_id=acme&TENANT.ID%00=other", Some("ambiguous")),
+            ("tenant[id]=other", None),
             ("", None),
             ("&&", None),
         ] {
@@ -1685,6 +1655,10 @@ tenant_scope:
         assert_eq!(
             err1("{header: 'x tenant'}", ""),
             "4 tenant_scope[0].target.header: `x tenant` is not a valid header name"
+        );
+        assert_eq!(
+            err1("{header: 'X_Tenant'}", ""),
+            "4 tenant_scope[0].target.header: `X_Tenant` holds `_`: applications read it as `X-Tenant`, which this rule would not see; write `x-tenant`"
         );
         assert_eq!(
             err1("{body: 'tenant_id'}", ""),

@@ -277,7 +277,8 @@ struct Claims {
 #[derive(Debug)]
 struct ApiKeys {
     header: Option<HeaderName>,
-    query: Option<String>,
+    /// The query parameter's name, folded ([`crate::query::fold_name`]).
+    query: Option<Vec<u8>>,
     keys: Vec<ApiKey>,
 }
 
@@ -629,7 +630,7 @@ impl ApiKeys {
         };
         let from_query = match (&self.query, view.query) {
             (Some(name), Some(q)) => {
-                let mut vals = crate::query::values(q, name).map_err(|_| "malformed_credentials")?;
+                let mut vals = crate::query::lookup(q, name).map_err(|_| "malformed_credentials")?;
                 match vals.len() {
                     0 => None,
                     1 => vals.pop().map(|v| v.into_owned()),
@@ -935,6 +936,10 @@ impl Compiler<'_, '_> {
     }
 
     fn header(&mut self, path: &str, name: &str) -> Option<HeaderName> {
+        if let Some(why) = crate::overrides::rule_header_refusal(name) {
+            self.error(path, why);
+            return None;
+        }
         match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
             Ok(h) => Some(h),
             Err(_) => {
@@ -1125,7 +1130,8 @@ impl Compiler<'_, '_> {
                 roles,
             });
         }
-        Some(ApiKeys { header, query: k.query.clone(), keys })
+        let query = k.query.as_deref().map(|q| crate::query::fold_name(q.as_bytes()));
+        Some(ApiKeys { header, query, keys })
     }
 
     fn trusted(&mut self, path: &str, t: &RawTrusted) -> Option<Trusted> {

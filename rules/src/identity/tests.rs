@@ -239,6 +239,23 @@ fn api_keys_by_header_and_query_never_echo_the_key() {
     assert_eq!(failed(run(&api(), &Req::new("api").h("x-api-key", &huge))).0, "unknown_api_key");
 }
 
+/// Issue 18 item 4: the key parameter's name as applications read it. A second spelling of it is
+/// a second key (ambiguous), array syntax is malformed: the key the rule checked is the only one
+/// the application can read.
+#[test]
+fn api_key_query_names_fold_as_applications_read_them() {
+    for name in ["API_KEY", "api.key", "api+key", "api[key", "api_key%00x", "%61pi_key", "Api%5FKey"] {
+        let who = verified(run(&api(), &Req::new("api").q(&format!("{name}=key-acme-1"))));
+        assert_eq!(who.subject, "svc-acme", "{name}");
+        let r = Req::new("api").q(&format!("api_key=key-acme-1&{name}=other"));
+        assert_eq!(failed(run(&api(), &r)).0, "ambiguous_credentials", "{name}");
+    }
+    for name in ["api_key[]", "api_key[0]", "API_KEY[x]"] {
+        let r = Req::new("api").q(&format!("{name}=key-acme-1"));
+        assert_eq!(failed(run(&api(), &r)).0, "malformed_credentials", "{name}");
+    }
+}
+
 #[test]
 fn trusted_headers_only_from_trusted_peers() {
     let r = Req::new("api").h("x-auth-user", "alice").h("x-auth-tenant", "acme").h("x-auth-roles", "admin, ops");
@@ -382,6 +399,14 @@ fn compile_errors_name_the_key() {
         (
             "version: 1\nidentity:\n  - id: a\n    routes: [api]\n    trusted_header: { subject: 'bad header' }\n",
             "identity[0].trusted_header.subject: `bad header` is not a valid header name",
+        ),
+        (
+            "version: 1\nidentity:\n  - id: a\n    routes: [api]\n    trusted_header: { subject: X_Auth_User }\n",
+            "identity[0].trusted_header.subject: `X_Auth_User` holds `_`: applications read it as `X-Auth-User`",
+        ),
+        (
+            "version: 1\nidentity:\n  - id: a\n    routes: [api]\n    api_keys: { header: x_api_key, keys: [{ id: k, sha256: abc, subject: s }] }\n",
+            "identity[0].api_keys.header: `x_api_key` holds `_`",
         ),
         (
             "version: 1\nidentity:\n  - id: a\n    routes: [api]\n    trusted_header: { subject: x-u }\n    forward: { tenantt: x-t }\n",

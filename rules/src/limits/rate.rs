@@ -98,9 +98,12 @@ impl KeyPart {
             "api_key" => Ok(KeyPart::ApiKey),
             _ => match s.strip_prefix("header:") {
                 Some("") => Err("`header:` needs a header name, like `header:x-client-id`".into()),
-                Some(h) => HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                    .map(KeyPart::Header)
-                    .map_err(|_| format!("`{}` is not a valid header name", h.escape_debug())),
+                Some(h) => match crate::overrides::rule_header_refusal(h) {
+                    Some(why) => Err(why),
+                    None => HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                        .map(KeyPart::Header)
+                        .map_err(|_| format!("`{}` is not a valid header name", h.escape_debug())),
+                },
                 None => Err(format!(
                     "unknown key part `{}`; use client_ip, tenant, subject, api_key or header:<name>",
                     s.escape_debug()

@@ -221,6 +221,8 @@ fn rate_limit_errors_name_their_key() {
             "4 rate_limits[0].key[1]: `x y` is not a valid header name",
         ]
     );
+    let e = err1("rate_limits:\n  - id: r\n    key: ['header:X_Client']\n    rate: 10/s\n");
+    assert!(e.starts_with("4 rate_limits[0].key[0]: `X_Client` holds `_`: applications read it as `X-Client`"), "{e}");
     let e = err1("rate_limits:\n  - id: r\n    key: []\n    rate: 10/s\n");
     assert!(e.starts_with("4 rate_limits[0].key: `key` is empty"), "{e}");
     // Shape errors come from the deserializer, with did-you-mean.

@@ -376,6 +376,10 @@ fn provider(c: &mut Checker<'_, '_>, r: &RawWebhookRule) -> Option<(Provider, &'
 fn header_name(c: &mut Checker<'_, '_>, key: &str, text: &str) -> Option<HeaderName> {
     let name =
         c.result(key, HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a header name")))?;
+    if let Some(why) = crate::overrides::rule_header_refusal(text) {
+        c.error(key, why);
+        return None;
+    }
     if matches!(name.as_str(), "host" | "content-length" | "transfer-encoding" | "connection" | "content-type") {
         c.error(key, format!("`{text}` cannot carry a signature"));
         return None;
@@ -667,6 +671,7 @@ mod tests {
             ("  - id: w\n    routes: [webhooks]\n    provider: standard_webhooks\n    secrets: [{id: a, env: GH}]\n", "webhooks[0].secrets[0]: webhook secret \"a\": not valid base64"),
             ("  - id: w\n    routes: [webhooks]\n    provider: generic\n    secrets: [{id: a, env: GH}]\n", "webhooks[0].generic: `provider: generic` needs a `generic:` mapping"),
             ("  - id: w\n    routes: [webhooks]\n    provider: generic\n    generic: {header: 'bad header'}\n    secrets: [{id: a, env: GH}]\n", "webhooks[0].generic.header: `bad header` is not a header name"),
+            ("  - id: w\n    routes: [webhooks]\n    provider: generic\n    generic: {header: X_Sig}\n    secrets: [{id: a, env: GH}]\n", "webhooks[0].generic.header: `X_Sig` holds `_`: applications read it as `X-Sig`"),
             ("  - id: w\n    routes: [webhooks]\n    provider: generic\n    generic: {header: x-sig, algorithm: md5}\n    secrets: [{id: a, env: GH}]\n", "webhooks[0].generic.algorithm: unknown algorithm `md5`"),
             ("  - id: w\n    routes: [webhooks]\n    provider: github\n    generic: {header: x-sig}\n    secrets: [{id: a, env: GH}]\n", "webhooks[0].generic: `generic` only goes with `provider: generic`"),
             (&format!("{base}    path_prefix: /webhooks/../admin\n"), "webhooks[0].path_prefix: `/webhooks/../admin` must be a canonical path"),

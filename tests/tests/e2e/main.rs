@@ -18,6 +18,7 @@ mod limits;
 mod pii;
 mod routing;
 mod rules_reload;
+mod spellings;
 mod switches;
 mod tenant;
 mod webhooks;
