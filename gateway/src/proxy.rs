@@ -772,8 +772,10 @@ impl Portcullis {
     }
 
     /// The matched route's channel is switched off. Defence in depth: the canonical path is also
-    /// compared, ignoring ASCII case, with the prefixes of every route whose channel is off, so
-    /// `/API/WhatsApp/…` cannot reach a case-insensitive application through another route.
+    /// compared, ignoring ASCII case, with the prefixes of every route whose channel is off **and
+    /// whose hosts include the request's host**, so no spelling reaches a killed channel's path
+    /// through another route of the same host (e.g. a host-specific catch-all that outranks it),
+    /// while a channel scoped to `admin.example.com` leaves every other host alone.
     fn channel_disabled(&self, session: &Session, ctx: &Ctx) -> bool {
         let sw = &self.shared.switches;
         if !sw.any_channel_off() {
@@ -785,8 +787,10 @@ impl Portcullis {
             }
         }
         let path = session.req_header().uri.path();
+        let host = ctx.host.as_deref();
         self.shared.config.routes.entries().iter().any(|e| {
             e.value.channel.as_deref().is_some_and(|ch| !sw.channel_enabled(ch))
+                && e.matches_host(host)
                 && canon::has_prefix_ignore_case(path, &e.prefix)
         })
     }

@@ -5,6 +5,13 @@
 //! Anything an upstream could plausibly decode, strip or normalise into something else is either
 //! normalised here (so both sides see the same bytes) or refused with a [`CanonError`] (HTTP 400).
 //!
+//! The principle: after canonicalisation nothing remains that a common application stack
+//! (Tomcat/Spring, Jetty, Express, Rack/Rails, Django, Werkzeug, PHP, ASP.NET/IIS, Go net/http,
+//! nginx as a second hop) decodes into a path delimiter or a dot segment, or removes from the
+//! path. The table of which stack decodes what is in `docs/rules.md` ("How application stacks
+//! read a path"); `rules/tests/canon_stacks.rs` implements each stack's routing view from that
+//! table and checks that every view of every canonical path has the canonical path's segments.
+//!
 //! The canonical form is plain ASCII:
 //!
 //! * it starts with `/`, has no empty segment except an optional trailing one (`//` is merged)
@@ -12,16 +19,25 @@
 //! * unreserved characters (`A-Z a-z 0-9 - . _ ~`) are never percent-encoded;
 //! * every other percent-escape is in uppercase hex; non-ASCII is valid UTF-8, percent-encoded;
 //! * bytes outside RFC 3986 `pchar` that are harmless (space, `"`, `<`, `{`, …) are encoded;
-//! * no raw `;`, `\`, control byte, and no escape of `/`, `\`, NUL or controls.
+//! * no `;`, `?`, `#`, `\`, NUL or control byte, raw or encoded (`%3B`, `%3F`, `%23`, `%5C`, …),
+//!   and no `%2F`: each is a delimiter to some stack (path parameters, query, fragment, Windows
+//!   separator, C string end, segment);
+//! * no segment a stack removes or rewrites: `..` above the root, a trailing `.` or space
+//!   (Windows), `::$DATA` (NTFS streams), `(S(x))` (ASP.NET cookieless sessions);
+//! * nothing a second decode would change (`%252e`, `%25u002e`), no overlong or invalid UTF-8,
+//!   no character that Unicode normalisation or Windows best-fit maps to path syntax.
 //!
 //! [`canonicalize`] is idempotent and returns [`Cow::Borrowed`] (no allocation) when the input is
 //! already canonical; otherwise it allocates exactly once.
 //!
-//! Known limits (not this module's job, or deliberately accepted): matching is case-sensitive
-//! (`/ADMIN` is not `/admin`; a case-insensitive upstream needs case-insensitive rules), IIS 8.3
-//! short names (`/ADMINI~1`) are not detected, and Unicode letters that merely *look* like ASCII
-//! letters outside the fullwidth block (mathematical alphanumerics, ligatures, `ſ`, Kelvin sign)
-//! are accepted. `%3B` (an encoded `;`) is accepted and forwarded encoded.
+//! Case: the canonical path keeps the case it was sent in, and every path match in the rules
+//! ignores ASCII case ([`has_prefix_ignore_case`], case-insensitive path regexes): many stacks
+//! route `/ADMIN` like `/admin`, and a rule must not be sidestepped by a case variant.
+//!
+//! Known limits (deliberately accepted): IIS 8.3 short names (`/ADMINI~1`) are not detected,
+//! Unicode letters that merely *look* like ASCII letters outside the fullwidth block
+//! (mathematical alphanumerics, ligatures, `ſ`, Kelvin sign) are accepted, and `+` is not a
+//! space (no common stack decodes `+` in the path).
 #![deny(clippy::indexing_slicing)]
 
 use crate::query::hex_val;
@@ -80,6 +96,15 @@ pub enum CanonError {
     Confusable,
     /// A raw `;`: Tomcat/Jetty-style path parameters (`/admin;x/`, `..;/`) hide segments.
     PathParameter,
+    /// `%3B`, an encoded `;`: a stack that percent-decodes before it strips path parameters
+    /// (Jetty, Spring's decoded servlet path) reads `/x/..%3B/admin` as `/x/../admin`.
+    EncodedSemicolon,
+    /// `?` or `#` in the path, raw or encoded (`%3F`, `%23`): a hop that decodes the path and
+    /// parses it again as a target (an nginx `proxy_pass` built from `$uri`) ends the path there.
+    QueryDelimiter,
+    /// An ASP.NET cookieless-session segment, `(S(x))`, `(A(x)F(y))` (encoded parentheses
+    /// included): ASP.NET removes it from the path before routing, so `/(S(x))/admin` is `/admin`.
+    CookielessSession,
     /// A `..` segment that would climb above the root.
     DotDotAboveRoot,
     /// A segment ending in `.` or space that is not `.`/`..`: Windows strips them (`/admin.`).
@@ -106,6 +131,9 @@ impl CanonError {
             Self::OverlongEncoding => "overlong_encoding",
             Self::Confusable => "confusable",
             Self::PathParameter => "path_parameter",
+            Self::EncodedSemicolon => "encoded_semicolon",
+            Self::QueryDelimiter => "query_delimiter",
+            Self::CookielessSession => "cookieless_session",
             Self::DotDotAboveRoot => "dot_dot_above_root",
             Self::TrailingDotOrSpace => "trailing_dot_or_space",
             Self::NtfsStream => "ntfs_stream",
@@ -127,6 +155,9 @@ impl CanonError {
             Self::OverlongEncoding => "overlong UTF-8 encoding in path",
             Self::Confusable => "character that normalises to path syntax in path",
             Self::PathParameter => "path parameter (;) in path",
+            Self::EncodedSemicolon => "encoded semicolon (%3B) in path",
+            Self::QueryDelimiter => "'?' or '#' (raw or encoded) in path",
+            Self::CookielessSession => "ASP.NET cookieless-session segment in path",
             Self::DotDotAboveRoot => "'..' climbs above the root",
             Self::TrailingDotOrSpace => "path segment ends in a dot or space",
             Self::NtfsStream => "NTFS alternate data stream in path",
@@ -288,19 +319,26 @@ struct SegFlags {
     percent: bool,
     /// Emitted a `:` or `%3A`.
     colon: bool,
+    /// Emitted a `(` or `%28`.
+    paren: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
-    /// `pchar` minus `%`, `;` and `:`: unreserved, sub-delims, `@`. Emitted as is.
+    /// `pchar` minus `%`, `;`, `:` and `(`: unreserved, sub-delims, `@`. Emitted as is.
     Safe,
     /// `:`, emitted as is, but noted for the NTFS stream check.
     Colon,
+    /// `(`, emitted as is, but noted for the cookieless-session check.
+    Paren,
     Slash,
     Percent,
     /// Printable ASCII outside `pchar`: emitted percent-encoded.
     Encode,
     Semicolon,
+    /// `?` and `#`: they can only be in a path given to [`canonicalize`] directly (on the wire
+    /// they end the path), and a re-parsing hop would end the path there.
+    Query,
     Backslash,
     Nul,
     Control,
@@ -330,8 +368,10 @@ const fn class_of(b: u8) -> Class {
     match b {
         b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => Class::Safe,
         b'-' | b'.' | b'_' | b'~' => Class::Safe,
-        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b'@' => Class::Safe,
+        b'!' | b'$' | b'&' | b'\'' | b')' | b'*' | b'+' | b',' | b'=' | b'@' => Class::Safe,
         b':' => Class::Colon,
+        b'(' => Class::Paren,
+        b'?' | b'#' => Class::Query,
         b'/' => Class::Slash,
         b'%' => Class::Percent,
         b';' => Class::Semicolon,
@@ -339,7 +379,7 @@ const fn class_of(b: u8) -> Class {
         0 => Class::Nul,
         0x01..=0x1F | 0x7F => Class::Control,
         0x80..=0xFF => Class::High,
-        // space " # < > ? [ ] ^ ` { | }
+        // space " < > [ ] ^ ` { | }
         _ => Class::Encode,
     }
 }
@@ -365,12 +405,13 @@ fn pct(b: u8) -> [u8; 3] {
 fn segment(raw: &[u8], mut i: usize, out: &mut Out<'_>, flags: &mut SegFlags) -> Result<usize, CanonError> {
     while let Some(&b) = raw.get(i) {
         match class(b) {
-            Class::Safe | Class::Colon => {
+            Class::Safe | Class::Colon | Class::Paren => {
                 let start = i;
                 while let Some(&c) = raw.get(i) {
                     match class(c) {
                         Class::Safe => {}
                         Class::Colon => flags.colon = true,
+                        Class::Paren => flags.paren = true,
                         _ => break,
                     }
                     i += 1;
@@ -391,12 +432,15 @@ fn segment(raw: &[u8], mut i: usize, out: &mut Out<'_>, flags: &mut SegFlags) ->
                     }
                     b'/' => return Err(CanonError::EncodedSlash),
                     b'\\' => return Err(CanonError::EncodedBackslash),
+                    b';' => return Err(CanonError::EncodedSemicolon),
+                    b'?' | b'#' => return Err(CanonError::QueryDelimiter),
                     0 => return Err(CanonError::Nul),
                     0x01..=0x1F | 0x7F => return Err(CanonError::ControlCharacter),
                     v if is_unreserved(v) => out.emit(i, i + 3, &[v]),
                     v => {
                         flags.percent |= v == b'%';
                         flags.colon |= v == b':';
+                        flags.paren |= v == b'(';
                         out.emit(i, i + 3, &pct(v));
                     }
                 }
@@ -404,6 +448,7 @@ fn segment(raw: &[u8], mut i: usize, out: &mut Out<'_>, flags: &mut SegFlags) ->
             }
             Class::High => i = non_ascii(raw, i, out)?,
             Class::Semicolon => return Err(CanonError::PathParameter),
+            Class::Query => return Err(CanonError::QueryDelimiter),
             Class::Backslash => return Err(CanonError::Backslash),
             Class::Nul => return Err(CanonError::Nul),
             Class::Control => return Err(CanonError::ControlCharacter),
@@ -521,6 +566,9 @@ fn end_segment(out: &mut Out<'_>, seg_start: usize, flags: SegFlags) -> Result<(
             if flags.colon && has_ntfs_stream(seg) {
                 return Err(CanonError::NtfsStream);
             }
+            if flags.paren && is_cookieless_session(seg) {
+                return Err(CanonError::CookielessSession);
+            }
             if seg.ends_with(b".") || seg.ends_with(b"%20") {
                 return Err(CanonError::TrailingDotOrSpace);
             }
@@ -560,6 +608,28 @@ fn has_ntfs_stream(seg: &[u8]) -> bool {
     false
 }
 
+/// `(`, an ASCII letter, `(` … `))`, counting `%28` and `%29` (an upstream decodes them), in
+/// emitted text: the shape of ASP.NET's cookieless-session data (`(S(id))`, `(A(x)F(y))`).
+fn is_cookieless_session(seg: &[u8]) -> bool {
+    let mut decoded = [0u8; 3];
+    let mut n = 0;
+    let mut last = [0u8; 2];
+    let mut k = 0;
+    while let Some(&b) = seg.get(k) {
+        let (c, len) = match b {
+            b'%' => (escape_at(seg, k).unwrap_or(b'%'), 3),
+            b => (b, 1),
+        };
+        if let Some(slot) = decoded.get_mut(n) {
+            *slot = c;
+            n += 1;
+        }
+        last = [last[1], c];
+        k += len;
+    }
+    n == 3 && matches!(decoded, [b'(', l, b'('] if l.is_ascii_alphabetic()) && last == *b"))"
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
@@ -578,7 +648,6 @@ mod tests {
         ("/caf%C3%A9", Ok("/caf%C3%A9")),
         ("/%F0%9F%A6%80/", Ok("/%F0%9F%A6%80/")),
         ("/a%20b", Ok("/a%20b")),
-        ("/a%3Bb", Ok("/a%3Bb")),
         ("/%25", Ok("/%25")),
         ("/%25zz", Ok("/%25zz")),
         ("/100%25/off", Ok("/100%25/off")),
@@ -595,7 +664,6 @@ mod tests {
         ("/%7euser", Ok("/~user")),
         ("/%2D%2e%5F%7E", Ok("/-._~")),
         ("/api/%62usiness//42/./orders", Ok("/api/business/42/orders")),
-        ("/a%3bb", Ok("/a%3Bb")),
         ("/a%3ab", Ok("/a%3Ab")),
         ("/caf%c3%a9", Ok("/caf%C3%A9")),
         ("/caf\u{e9}", Ok("/caf%C3%A9")),
@@ -605,8 +673,6 @@ mod tests {
         ("/a b", Ok("/a%20b")),
         ("/a\"b<c>", Ok("/a%22b%3Cc%3E")),
         ("/{x}|^`", Ok("/%7Bx%7D%7C%5E%60")),
-        ("/a#b", Ok("/a%23b")),
-        ("/a?b", Ok("/a%3Fb")),
         ("/[::1]", Ok("/%5B::1%5D")),
         // Slashes and dot segments.
         ("//admin", Ok("/admin")),
@@ -664,6 +730,33 @@ mod tests {
         ("/admin;jsessionid=x", Err(PathParameter)),
         ("/admin;x/secret", Err(PathParameter)),
         ("/;/admin", Err(PathParameter)),
+        // Encoded path parameters: decoded before `;` is stripped, `..%3B` is `..`.
+        ("/a%3Bb", Err(EncodedSemicolon)),
+        ("/a%3bb", Err(EncodedSemicolon)),
+        ("/api/x/..%3B/whatsapp/x", Err(EncodedSemicolon)),
+        ("/api/x/..%3b/admin", Err(EncodedSemicolon)),
+        ("/x/.%2E%3B/admin", Err(EncodedSemicolon)),
+        ("/x/%2e%2e%3Bjsessionid=1/admin", Err(EncodedSemicolon)),
+        ("/admin%3Bx/secret", Err(EncodedSemicolon)),
+        ("/%3B/admin", Err(EncodedSemicolon)),
+        // Query and fragment delimiters, raw (only through a direct call) or encoded.
+        ("/a#b", Err(QueryDelimiter)),
+        ("/a?b", Err(QueryDelimiter)),
+        ("/x/..%3F/admin", Err(QueryDelimiter)),
+        ("/admin%3f.css", Err(QueryDelimiter)),
+        ("/x/..%23/admin", Err(QueryDelimiter)),
+        ("/public%23/../admin", Err(QueryDelimiter)),
+        // ASP.NET cookieless sessions, in any segment, with encoded parentheses too.
+        ("/(S(x))/admin", Err(CookielessSession)),
+        ("/admin/(S(abc))/secret", Err(CookielessSession)),
+        ("/(A(x)F(y))/admin", Err(CookielessSession)),
+        ("/(s(x))", Err(CookielessSession)),
+        ("/%28S%28x%29%29/admin", Err(CookielessSession)),
+        ("/%28S(x%29)/admin", Err(CookielessSession)),
+        ("/(S())/", Err(CookielessSession)),
+        ("/(x)/(S)/a(S(b))/(1(x))/((S))", Ok("/(x)/(S)/a(S(b))/(1(x))/((S))")),
+        ("/(S(x)", Ok("/(S(x)")),
+        ("/%28a%29", Ok("/%28a%29")),
         // Slashes and backslashes in disguise.
         ("/%2F", Err(EncodedSlash)),
         ("/%2f", Err(EncodedSlash)),
@@ -845,6 +938,9 @@ mod tests {
             OverlongEncoding,
             Confusable,
             PathParameter,
+            EncodedSemicolon,
+            QueryDelimiter,
+            CookielessSession,
             DotDotAboveRoot,
             TrailingDotOrSpace,
             NtfsStream,
@@ -938,7 +1034,11 @@ mod tests {
         let text = std::str::from_utf8(&decoded);
         prop_assert!(text.is_ok(), "{:?}", out);
         prop_assert_eq!(decoded.iter().filter(|&&c| c == b'/').count(), out.matches('/').count());
-        prop_assert!(!decoded.iter().any(|&c| c == b'\\' || c.is_ascii_control()), "{:?}", out);
+        prop_assert!(
+            !decoded.iter().any(|&c| matches!(c, b'\\' | b';' | b'?' | b'#') || c.is_ascii_control()),
+            "{:?}",
+            out
+        );
         for seg in decoded.split(|&c| c == b'/') {
             prop_assert!(seg != b"." && seg != b"..", "{:?}", out);
             prop_assert!(!seg.ends_with(b".") && !seg.ends_with(b" "), "{:?}", out);
@@ -971,7 +1071,8 @@ mod tests {
         let piece = prop::sample::select(vec![
             "/", "/", "/", ".", ".", "..", "%", "%2e", "%2E", "%2f", "%25", "%32", "%65", "2e", "2f", "25", "%5c", ";",
             "\\", "a", "b", "F", "0", "9", "%41", "%7e", "~", " ", "%20", ":", "$", "%3A", "%24", "%C0", "%AE", "%c3",
-            "%a9", "\u{e9}", "\u{FF0F}", "%EF", "%BC", "%8F", "%80", "%e0", "%u", "?", "#",
+            "%a9", "\u{e9}", "\u{FF0F}", "%EF", "%BC", "%8F", "%80", "%e0", "%u", "?", "#", "%3B", "%3b", "%3F", "%23",
+            "(", "S(", "))", "%28", "%29",
         ]);
         prop::collection::vec(piece, 0..24).prop_map(|v| {
             let mut s = String::from("/");

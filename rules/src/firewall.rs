@@ -31,8 +31,9 @@
 //!   `post` must not let it past a `POST` rule).
 //! * `paths` (segment-boundary prefixes) and `path_regex`: the **canonical** path (see
 //!   [`crate::canon`]): `/%61dmin`, `//admin` and `/x/../admin` all arrive as `/admin`;
-//!   non-unreserved bytes stay percent-encoded in uppercase hex (`%20`). Matching is
-//!   case-sensitive, like the canonical path.
+//!   non-unreserved bytes stay percent-encoded in uppercase hex (`%20`). Both ignore ASCII case,
+//!   like every path match (routes, tenant templates, webhooks, channel switches): `paths:
+//!   [/api/internal]` matches `/API/Internal/x`, and `path_regex` is compiled case-insensitive.
 //! * `headers`: each value of the named header, as bytes (non-UTF-8 included); a header sent
 //!   several times matches if any value matches; a missing header never matches.
 //! * `query_regex`: the raw query string (without `?`), and, when it holds `%` or `+`, also its
@@ -54,7 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
-use crate::rulefile::{check_route, compile_regex, present, Common, Ctx};
+use crate::rulefile::{check_route, compile_path_regex, compile_regex, present, Common, Ctx};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
 
@@ -195,7 +196,7 @@ impl Rule {
             }
         }
         if let Some(paths) = &self.paths {
-            if !paths.iter().any(|p| canon::has_prefix(v.path, p)) {
+            if !paths.iter().any(|p| canon::has_prefix_ignore_case(v.path, p)) {
                 return false;
             }
         }
@@ -323,7 +324,7 @@ impl RuleCompiler<'_, '_> {
             matched.push("path".into());
         }
 
-        let path_regex = self.regex("path_regex", path_regex.as_deref());
+        let path_regex = self.regex("path_regex", path_regex.as_deref(), compile_path_regex);
         if path_regex.is_some() {
             matched.push("path_regex".into());
         }
@@ -365,7 +366,7 @@ impl RuleCompiler<'_, '_> {
             }
         }
 
-        let query_regex = self.regex("query_regex", query_regex.as_deref());
+        let query_regex = self.regex("query_regex", query_regex.as_deref(), compile_regex);
         if query_regex.is_some() {
             matched.push("query_regex".into());
         }
@@ -414,9 +415,9 @@ impl RuleCompiler<'_, '_> {
         Some(out)
     }
 
-    fn regex(&mut self, key: &str, pattern: Option<&str>) -> Option<Regex> {
+    fn regex(&mut self, key: &str, pattern: Option<&str>, compile: fn(&str) -> Result<Regex, String>) -> Option<Regex> {
         let pattern = pattern?;
-        match compile_regex(pattern) {
+        match compile(pattern) {
             Ok(re) => Some(re),
             Err(msg) => {
                 let p = format!("{}.{key}", self.base);
@@ -661,10 +662,23 @@ mod tests {
             ("/api/internal/x", true),
             ("/api/internals", false),
             ("/x/admin", false),
-            ("/ADMIN", false),
+            // One case policy for every path match: ASCII case is ignored.
+            ("/ADMIN", true),
+            ("/Admin/users", true),
+            ("/API/Internal/x", true),
+            ("/api/INTERNAL", true),
+            ("/Api/internal/", true),
+            ("/ADMINISTRATOR", false),
+            ("/API/INTERNALS", false),
         ] {
             assert_eq!(hits(&s, &req().path(p)), hit, "{p}");
         }
+        // A rule written in upper case matches lower case too.
+        let upper = one("{paths: [/API/Internal]}");
+        for p in ["/api/internal", "/api/internal/x", "/API/INTERNAL/x"] {
+            assert!(hits(&upper, &req().path(p)), "{p}");
+        }
+        assert!(!hits(&upper, &req().path("/api/internals")));
         // The view carries the canonical path: every encoded or dotted spelling of /admin arrives
         // as /admin (the gateway canonicalises once, before any check).
         for raw in ["/%61dmin", "/%61%64%6D%69%6E/x", "//admin", "/x/../admin", "/./admin/.", "/api/../admin"] {
@@ -679,6 +693,14 @@ mod tests {
         assert!(hits(&s, &req().path("/api/v1/export")));
         assert!(!hits(&s, &req().path("/api/v1/export/x")));
         assert!(!hits(&s, &req().path("/api/export")));
+        // Case-insensitive, like every path match.
+        for p in ["/API/v1/EXPORT", "/Api/V1/Export", "/api/X/export"] {
+            assert!(hits(&s, &req().path(p)), "{p}");
+        }
+        // ... unless the pattern explicitly opts a group out.
+        let exact = one(r"{path_regex: '^/api/[^/]+/(?-i:export)$'}");
+        assert!(hits(&exact, &req().path("/API/x/export")));
+        assert!(!hits(&exact, &req().path("/api/x/EXPORT")));
         let (_, out) = run(&s, &req().path("/api/v1/export"));
         assert_eq!(out.deny.unwrap().detail["matched"], json!(["path_regex"]));
         // Non-ASCII arrives percent-encoded in the canonical path.

@@ -84,6 +84,14 @@ pub struct Entry<T> {
     pub value: T,
 }
 
+impl<T> Entry<T> {
+    /// True when one of the entry's host patterns matches the normalised host (`None`: no
+    /// usable `Host`, which only `*` matches), whichever route wins for it.
+    pub fn matches_host(&self, host: Option<&str>) -> bool {
+        self.hosts.iter().any(|h| h.rank(host).is_some())
+    }
+}
+
 /// A compiled, read-only route table.
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
@@ -159,6 +167,21 @@ mod tests {
         assert_eq!(f(None, "/API/x"), Some("api"));
         assert_eq!(f(None, "/Api/WebHooks/stripe"), Some("webhooks"));
         assert_eq!(f(None, "/APIX"), Some("default"));
+    }
+
+    #[test]
+    fn entries_match_their_hosts_only() {
+        let t = table();
+        let admin = &t.entries()[3];
+        assert!(admin.matches_host(Some("admin.example.com")));
+        assert!(!admin.matches_host(Some("other.example.com")));
+        assert!(!admin.matches_host(Some("admin.example.com.evil")));
+        assert!(!admin.matches_host(None));
+        let tenant = &t.entries()[4];
+        assert!(tenant.matches_host(Some("t1.example.com")));
+        assert!(!tenant.matches_host(Some("example.com")));
+        assert!(t.entries()[0].matches_host(None));
+        assert!(t.entries()[0].matches_host(Some("anything.test")));
     }
 
     #[test]

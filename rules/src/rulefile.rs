@@ -650,6 +650,16 @@ pub const REGEX_NEST_LIMIT: u32 = 64;
 /// refused), bounded in pattern length, program size and nesting. The error is one line, meant to
 /// follow `path: `.
 pub(crate) fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, String> {
+    build_regex(pattern, false)
+}
+
+/// [`compile_regex`] for a regex on the request path: ASCII case-insensitive, like every other
+/// path match (a `(?-i)` group in the pattern turns it off for that group).
+pub(crate) fn compile_path_regex(pattern: &str) -> Result<regex::bytes::Regex, String> {
+    build_regex(pattern, true)
+}
+
+fn build_regex(pattern: &str, case_insensitive: bool) -> Result<regex::bytes::Regex, String> {
     if pattern.is_empty() {
         return Err("the pattern is empty (it would match everything)".into());
     }
@@ -661,6 +671,7 @@ pub(crate) fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, String
     }
     regex::bytes::RegexBuilder::new(pattern)
         .unicode(false)
+        .case_insensitive(case_insensitive)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .nest_limit(REGEX_NEST_LIMIT)

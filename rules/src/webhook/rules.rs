@@ -16,10 +16,10 @@
 //!
 //! A rule applies to a request whose canonical path starts with `path_prefix` (segment-wise,
 //! ignoring ASCII case) and, when `routes` is given, that was matched to one of those routes; at
-//! least one of the two is required. Prefer `path_prefix` alone: gateway routes match paths
-//! case-sensitively, so `/WEBHOOKS/stripe` may match another route, but an application that
-//! routes it like `/webhooks/stripe` must not receive it unverified — a `path_prefix`-only rule
-//! still verifies it. A request is verified by the first rule that applies, in file order (files
+//! least one of the two is required. Prefer `path_prefix` alone: it follows the path whatever
+//! route serves it (routes, like every path match, ignore ASCII case, so `/WEBHOOKS/stripe`
+//! takes the same route as `/webhooks/stripe`; a host-specific route may still take it), and an
+//! application must not receive a delivery unverified. A request is verified by the first rule that applies, in file order (files
 //! in name order). Its whole body is buffered, up to `max_body_bytes`, and checked before
 //! anything — not even the request head — is sent upstream.
 //!

@@ -39,6 +39,17 @@ const CASES: &[(&str, Option<&str>)] = &[
     ("/api/%", None),
     ("/api/%zz", None),
     ("/api/%ff", None),
+    // Encoded delimiters some stack decodes into path structure (rules.md, the stack table).
+    ("/api/x/..%3B/admin", None),
+    ("/api/x/..%3b/admin", None),
+    ("/api/admin%3Bx", None),
+    ("/api/x/..%3F/admin", None),
+    ("/api/x%3f/../admin", None),
+    ("/api/x/..%23/admin", None),
+    ("/(S(x))/api/admin", None),
+    ("/api/%28S%28x%29%29/admin", None),
+    ("/api/(x)/a(b)", Some("/api/(x)/a(b)")),
+    ("/api/orders?q=..%3B%3F%23", Some("/api/orders?q=..%3B%3F%23")),
 ];
 
 #[test]

@@ -15,6 +15,7 @@ mod framing;
 mod identity;
 mod lifecycle;
 mod limits;
+mod path_structure;
 mod pii;
 mod routing;
 mod rules_reload;

@@ -191,6 +191,81 @@ fn a_killed_channel_is_unreachable_by_every_encoding_and_other_channels_stay_up(
     }
 }
 
+/// A channel on a host-scoped route (`hosts: [admin.test]`, `path_prefix: /`) is killed for that
+/// host only; on its own host every spelling is refused, and a killed route's path cannot be
+/// reached through another route of the same host either.
+#[test]
+fn a_host_scoped_channel_is_killed_on_its_hosts_only() {
+    let up = Upstream::start("app");
+    let state = TempDir::new("kill-host");
+    let routes = "  - id: admin\n    hosts: [admin.test]\n    path_prefix: /\n    upstream: app\n    channel: admin\n  - id: chat\n    hosts: [\"*.test\"]\n    path_prefix: /api/chat\n    upstream: app\n    channel: chat\n  - id: api\n    path_prefix: /api\n    upstream: app\n  - id: default\n    path_prefix: /\n    upstream: app\n";
+    let gw = Cfg::new(&[up.addr()]).routes(routes).state_dir(state.path()).start();
+    let status = |host: &str, target: &str| {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        parse_response(&raw_exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5))).map(|r| r.status)
+    };
+    let r = put(&gw, "/v1/switches/channels/admin", OPERATOR, r#"{"enabled":false,"reason":"admin incident"}"#, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    up.clear();
+
+    // The admin host: every spelling of every path is refused, nothing reaches the upstream.
+    let mut failures = Vec::new();
+    for host in ["admin.test", "ADMIN.test", "admin.test:8080", "admin.test.", "Admin.Test."] {
+        for target in [
+            "/",
+            "/users",
+            "/api/orders",
+            "/%61pi/orders",
+            "//users",
+            "/x/../users",
+            "/API/Chat/x",
+            "/x/..%3B/users",
+            "/users%2Fx",
+            "/(S(x))/users",
+            "http://admin.test/users",
+        ] {
+            let got = status(host, target);
+            if !matches!(got, Some(503 | 400)) {
+                failures.push(format!("{host} {target}: {got:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "reached the killed admin host: {failures:#?}");
+    assert_eq!(up.count(), 0, "{:?}", up.requests().iter().map(|r| r.target.clone()).collect::<Vec<_>>());
+
+    // Every other host is untouched.
+    for (host, target) in [
+        ("other.test", "/users"),
+        ("app.example", "/"),
+        ("app.example", "/api/orders"),
+        ("x.admin.test", "/users"),
+        ("admin.test.example", "/users"),
+    ] {
+        assert_eq!(status(host, target), Some(200), "{host} {target}");
+    }
+    assert_eq!(up.count(), 5);
+
+    // Restore admin, kill chat (`*.test`, /api/chat). On admin.test the exact-host route outranks
+    // chat, yet chat's path stays unreachable there; a host outside *.test is not chat's.
+    assert_eq!(put(&gw, "/v1/switches/channels/admin", OPERATOR, r#"{"enabled":true}"#, None).status, 200);
+    assert_eq!(put(&gw, "/v1/switches/channels/chat", OPERATOR, r#"{"enabled":false}"#, None).status, 200);
+    up.clear();
+    for (host, target) in [
+        ("admin.test", "/api/chat/x"),
+        ("admin.test", "/API/CHAT"),
+        ("admin.test", "/api/x/../chat/x"),
+        ("admin.test", "/api/%63hat/x"),
+        ("x.test", "/api/chat/x"),
+        ("x.test", "/Api/Chat/x"),
+    ] {
+        assert_eq!(status(host, target), Some(503), "{host} {target}");
+    }
+    assert_eq!(up.count(), 0);
+    assert_eq!(status("admin.test", "/users"), Some(200));
+    assert_eq!(status("app.example", "/api/chat/x"), Some(200));
+    assert_eq!(up.count(), 2);
+}
+
 #[test]
 fn state_survives_restart_and_kill_9_and_wins_over_the_environment() {
     let up = Upstream::start("app");
