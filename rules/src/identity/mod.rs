@@ -668,9 +668,10 @@ fn one_header<'h>(headers: &'h http::HeaderMap, name: &HeaderName) -> Result<Opt
     }
 }
 
-/// `Bearer <token>` (scheme case-insensitive, one or more spaces), the token in base64url-ish
-/// characters. Anything else: `None`.
-fn bearer_token(raw: &[u8]) -> Option<&str> {
+/// `Bearer <token>` (scheme case-insensitive, as RFC 7235 says, one or more spaces), the token
+/// without spaces. Anything else: `None`. The one parser of bearer credentials: the proxy's
+/// identity stage and the control endpoint both use it.
+pub fn bearer_token(raw: &[u8]) -> Option<&str> {
     let s = std::str::from_utf8(raw).ok()?.trim();
     let (scheme, rest) = s.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
