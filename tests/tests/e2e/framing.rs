@@ -133,6 +133,11 @@ fn malformed_bodies() -> Vec<(&'static str, Vec<u8>, bool)> {
         ("chunk extension abuse", ext, false),
         ("over-long chunk-size line", size_line, false),
         ("oversized trailer", long_trailer, false),
+        ("bare LF ending a trailer", b"5\r\nhello\r\n0\r\nX: 1\n\r\n".to_vec(), false),
+        ("bare LF ending the trailers", b"5\r\nhello\r\n0\r\nX: 1\r\n\n".to_vec(), false),
+        ("bare CR in a trailer", b"5\r\nhello\r\n0\r\nX: 1\rZ\r\n\r\n".to_vec(), false),
+        ("bare LF after the last chunk", b"5\r\nhello\r\n0\r\n\n".to_vec(), false),
+        ("bare LF line endings", b"5\nhello\n0\n\n".to_vec(), false),
         ("truncated chunk then close", b"5\r\nhel".to_vec(), true),
         ("no terminating chunk then close", b"5\r\nhello\r\n".to_vec(), true),
         ("bad trailer end then close", b"5\r\nhello\r\n0\r\nX-T: 1\r\n".to_vec(), true),
@@ -224,5 +229,39 @@ fn malformed_bodies_on_a_streamed_route_are_400_and_the_upstream_never_gets_a_co
     }
     assert_eq!(Client::new().get(&gw.url("/after"), &[]).status, 200);
     assert_eq!(up.count(), 1);
+    assert_no_gateway_errors(&gw);
+}
+
+/// What Pingora tolerates and re-frames: chunk extensions, a trailer line without a colon,
+/// whitespace after the chunk size. The body is forwarded re-chunked, extensions and trailers
+/// dropped (documented): the upstream sees exactly the de-chunked body and nothing else.
+#[test]
+fn chunk_extensions_and_trailers_are_dropped_never_forwarded() {
+    let (up, gw) = body_routes();
+    for body in [
+        &b"5\r\nhello\r\n0\r\nno colon here\r\n\r\n"[..],
+        b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        b"5;a=b\r\nhello\r\n0;x\r\n\r\n",
+        b"5 \r\nhello\r\n0\r\n\r\n",
+        b"5\t;x\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let what = String::from_utf8_lossy(body);
+        let before = up.count();
+        assert_eq!(
+            parse_status(&send_body(&gw, "/api/x", "Transfer-Encoding: chunked", body, false)),
+            Some(200),
+            "{what}"
+        );
+        let got = up.requests().into_iter().nth(before).unwrap();
+        assert_eq!(got.body, b"hello", "{what}");
+        assert!(
+            got.header("x-trailer").is_none() && got.header("no colon here").is_none(),
+            "{what}: {:?}",
+            got.headers
+        );
+        // On a body-checked route it is verified like any body (here: a wrong signature, 401).
+        assert_eq!(parse_status(&send_body(&gw, "/hooks/x", "Transfer-Encoding: chunked", body, false)), Some(401));
+        assert_eq!(up.count(), before + 1, "{what}");
+    }
     assert_no_gateway_errors(&gw);
 }
