@@ -8,9 +8,10 @@
 //!
 //! - **GitHub**: `X-Hub-Signature-256: sha256=<64 hex>`, HMAC-SHA256 over the body. The secret is
 //!   the configured text as bytes. No timestamp is signed, so GitHub deliveries have no freshness
-//!   bound here; replay protection relies on the delivery id, and `X-GitHub-Delivery` is **not**
-//!   signed: it is reported as a best-effort replay key only (an attacker replaying a captured
-//!   delivery can change it). The legacy `X-Hub-Signature: sha1=…` is not accepted.
+//!   bound here; replay protection keys on the signed body ([`Verified::content`]).
+//!   `X-GitHub-Delivery` is **not** signed: it is reported for events only, never a replay key (an
+//!   attacker replaying a captured delivery can change it). The legacy `X-Hub-Signature: sha1=…`
+//!   is not accepted.
 //! - **Stripe**: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]`, HMAC-SHA256 over
 //!   `{t}.{body}` (the `t` text exactly as sent). Any `v1` matching any secret accepts; other
 //!   schemes (`v0`, unknown keys) are ignored. The secret is the whole `whsec_…` string used as
@@ -214,9 +215,9 @@ pub struct Verifier {
 pub struct Verified {
     /// Id of the secret whose MAC matched.
     pub secret_id: String,
-    /// Delivery id for the replay cache: Standard Webhooks `webhook-id` (signed), Stripe event
-    /// `id` from the JSON body (signed, as the body is), GitHub `X-GitHub-Delivery` (**not**
-    /// signed: best effort only), generic: `None`.
+    /// Delivery id: Standard Webhooks `webhook-id` (signed), Stripe event `id` from the JSON body
+    /// (signed, as the body is), GitHub `X-GitHub-Delivery` (**not** signed: for events only, see
+    /// [`Provider::signs_delivery_id`]), generic: `None`.
     pub delivery_id: Option<String>,
     /// The signed timestamp, for the schemes that sign one.
     pub timestamp: Option<u64>,
