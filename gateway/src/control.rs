@@ -97,12 +97,8 @@ impl ControlApp {
 
     /// The token's holder, comparing against every configured hash in constant time.
     fn authenticate(&self, header: Option<&[u8]>) -> Option<(&str, Role)> {
-        let token = header?.strip_prefix(b"Bearer ")?;
-        let token = token.trim_ascii();
-        if token.is_empty() {
-            return None;
-        }
-        let digest: [u8; 32] = Sha256::digest(token).into();
+        let token = portcullis_rules::identity::bearer_token(header?)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for t in &self.shared.config.tokens {
             if bool::from(t.sha256.ct_eq(&digest)) && found.is_none() {
@@ -351,19 +347,19 @@ impl ControlApp {
             Some(Err(e)) => return Err(refuse(Deny::new(DenyCode::BadRequest, "if_match"), 400, e)),
         };
         let mutation = match h {
-            Handler::Maintenance => serde_json::from_slice::<MaintenanceChange>(call.body).map(Mutation::Maintenance),
-            Handler::Channel => serde_json::from_slice::<ToggleBody>(call.body).map(|b| Mutation::Channel {
+            Handler::Maintenance => parse_body::<MaintenanceChange>(call.body).map(Mutation::Maintenance),
+            Handler::Channel => parse_body::<ToggleBody>(call.body).map(|b| Mutation::Channel {
                 name: name.clone(),
                 enabled: b.enabled,
                 reason: b.reason,
             }),
-            _ => serde_json::from_slice::<ToggleBody>(call.body).map(|b| Mutation::Flag {
+            _ => parse_body::<ToggleBody>(call.body).map(|b| Mutation::Flag {
                 name: name.clone(),
                 enabled: b.enabled,
                 reason: b.reason,
             }),
         }
-        .map_err(|e| refuse(Deny::new(DenyCode::BadRequest, "switch_body"), 400, format!("invalid body: {e}")))?;
+        .map_err(|e| refuse(Deny::new(DenyCode::BadRequest, "switch_body"), 400, e))?;
         let sw = &self.shared.switches;
         let reason = match &mutation {
             Mutation::Maintenance(m) => m.reason.clone(),
@@ -604,8 +600,8 @@ impl<'a> Mutating<'a> {
         if self.call.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        let reason = serde_json::from_slice::<ReasonBody>(&self.call.body)
-            .map_err(|e| self.refuse(Deny::new(DenyCode::BadRequest, code_reason), 400, format!("invalid body: {e}")))?
+        let reason = parse_body::<ReasonBody>(&self.call.body)
+            .map_err(|e| self.refuse(Deny::new(DenyCode::BadRequest, code_reason), 400, e))?
             .reason;
         if reason.as_ref().is_some_and(|r| r.chars().count() > crate::switches::MAX_REASON_CHARS) {
             let why = format!("reason: at most {} characters", crate::switches::MAX_REASON_CHARS);
@@ -665,6 +661,18 @@ impl OwnedCall {
             source_ip: c.source_ip.map(str::to_owned),
         }
     }
+}
+
+/// A request body: one JSON object (not an array, even though serde's derives would read one
+/// positionally), UTF-8, only the type's known keys (every body type denies unknown fields), each
+/// at most once and of its type, nothing after it. Anything else is the caller's 400, with this
+/// text as its detail.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "invalid body: not UTF-8".to_string())?;
+    if !text.trim_start().starts_with('{') {
+        return Err("invalid body: must be a JSON object".into());
+    }
+    serde_json::from_str::<T>(text).map_err(|e| format!("invalid body: {e}"))
 }
 
 /// The optional body of a session revocation.

@@ -73,6 +73,8 @@ pub struct Ctx {
     replay_body: Option<Bytes>,
     /// The body was read here before forwarding (an `Expect: 100-continue` was answered here).
     body_read: bool,
+    /// The request body was read to its framed end (a framing error or an early close never sets it).
+    body_done: bool,
     /// The request's `Content-Length`, when it has a valid one.
     declared_len: Option<u64>,
     /// An accepted webhook delivery's replay-cache claim: released unless the upstream answers
@@ -307,6 +309,7 @@ impl ProxyHttp for Portcullis {
             identity: None,
             replay_body: None,
             body_read: false,
+            body_done: false,
             declared_len: None,
             webhook_claim: None,
             webhook_secret: None,
@@ -363,6 +366,7 @@ impl ProxyHttp for Portcullis {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.body_done |= end_of_stream;
         if let Some(full) = &ctx.replay_body {
             // Read whole before forwarding (see `read_body`): Pingora hands over its retry buffer
             // (the body's tail) at the end of the body; the upstream gets the whole body instead.
@@ -466,7 +470,17 @@ impl ProxyHttp for Portcullis {
                 ctx.upstream_error.get_or_insert(UpstreamError::Protocol);
                 Some(DenyCode::UpstreamUnavailable)
             }
+            // The client stopped sending in the middle of its body (closed, reset): a malformed
+            // request, 400 if it still reads. Gone at any other point (waiting for the response,
+            // or we could not write to it): no answer, counted as 499 (see `logging`).
+            (ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream)
+                if !ctx.body_done && !session.is_body_empty() =>
+            {
+                ctx.denied_reason = Some("request_body_incomplete".into());
+                Some(DenyCode::BadRequest)
+            }
             (ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => {
+                ctx.denied_reason.get_or_insert_with(|| "client_closed".into());
                 None
             }
             (ErrorType::ReadTimedout, ErrorSource::Downstream) => Some(DenyCode::RequestTimeout),
@@ -494,7 +508,10 @@ impl ProxyHttp for Portcullis {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // No response went out: the client went away (every other failure writes one). Counted as
+        // 499, "client closed request" (nginx's), a 4xx: never a gateway error in the metrics, the
+        // 5xx rate or the health score.
+        let status = session.response_written().map_or(CLIENT_CLOSED, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         // A delivery the upstream did not take is not "seen": the sender's retry must pass.
         if let Some(claim) = ctx.webhook_claim.take() {
@@ -1093,6 +1110,10 @@ fn is_the_deny(f: &Finding, outcome: &Outcome) -> bool {
     f.mode == Mode::Enforce && outcome.deny.as_ref().is_some_and(|d| std::ptr::eq(d, f))
 }
 
+/// The status recorded (metrics, access log, 5xx rate) for a request that got no response
+/// because the client went away.
+pub const CLIENT_CLOSED: u16 = 499;
+
 /// What [`read_body`] got.
 enum BodyRead {
     /// The whole body (possibly empty), also in `Ctx::replay_body` when not empty.
@@ -1128,7 +1149,7 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64, replay: bool)
         req.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     ctx.body_read = true;
     if expect_continue {
-        session.as_mut().write_continue_response().await?;
+        session.as_mut().write_continue_response().await.map_err(|e| e.into_down())?;
     }
     let mut buf = bytes::BytesMut::with_capacity(usize::try_from(declared.unwrap_or(0).min(cap)).unwrap_or(0));
     loop {
@@ -1136,7 +1157,9 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64, replay: bool)
             session.enable_retry_buffering();
         }
         let chunk = match pingora_timeout::timeout(BODY_READ_TIMEOUT, session.read_request_body()).await {
-            Ok(r) => r?,
+            // The client's framing (bad chunk, early close): the client's error, answered 400 by
+            // `fail_to_proxy`, never a gateway 5xx.
+            Ok(r) => r.map_err(|e| e.into_down())?,
             Err(_) => {
                 let mut e = Error::explain(ErrorType::ReadTimedout, "request body read for a check timed out");
                 e.esource = ErrorSource::Downstream;
@@ -1144,7 +1167,10 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64, replay: bool)
             }
         };
         match chunk {
-            None => break,
+            None => {
+                ctx.body_done = true;
+                break;
+            }
             Some(c) if (buf.len() + c.len()) as u64 > cap => return Ok(BodyRead::StreamedTooLarge),
             Some(c) => buf.extend_from_slice(&c),
         }

@@ -162,6 +162,8 @@ struct Shared {
     registry: Mutex<Registry>,
     stop: AtomicBool,
     next_conn: AtomicU64,
+    /// Request heads received, complete requests or not.
+    heads: AtomicU64,
 }
 
 impl Shared {
@@ -211,6 +213,7 @@ impl Upstream {
             registry: Mutex::new(Registry::default()),
             stop: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
+            heads: AtomicU64::new(0),
         });
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
@@ -309,6 +312,12 @@ impl Upstream {
     /// Number of TCP connections accepted so far (including bare TCP health probes).
     pub fn connections(&self) -> u64 {
         self.shared.next_conn.load(Ordering::SeqCst) - 1
+    }
+
+    /// Request heads received, including those of requests whose body never completed (which
+    /// [`Upstream::requests`] does not record): 0 means nothing of any request arrived.
+    pub fn heads(&self) -> u64 {
+        self.shared.heads.load(Ordering::SeqCst)
     }
 
     /// Number of currently open connections.
@@ -590,6 +599,7 @@ fn serve_conn(shared: &Shared, mut stream: TcpStream, conn_id: u64) {
                 return;
             }
         };
+        shared.heads.fetch_add(1, Ordering::SeqCst);
         let body = match read_body(&mut stream, &mut buf, &head) {
             Ok(b) => b,
             Err(msg) => {

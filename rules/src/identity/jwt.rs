@@ -27,6 +27,12 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(false),
 );
 
+/// Most keys one token's signature is checked against. A token with a `kid` is checked against
+/// the issuer's keys with that kid (of the pinned algorithm; the first ones if several share
+/// it); a token without `kid` against every key of the pinned algorithm, and refused as
+/// `kid_required` without any signature check when the issuer has more such keys than this. A
+/// forged token thus costs at most this many signature checks, however many keys the JWKS has.
+pub const MAX_CANDIDATE_KEYS: usize = 3;
 /// Smallest HS256 secret, in bytes (RFC 7518 §3.2: at least the hash output size).
 pub const MIN_HMAC_SECRET_LEN: usize = 32;
 /// Smallest RSA modulus accepted, in bits.
@@ -372,6 +378,8 @@ pub enum JwtError {
     UnknownIssuer,
     /// The header `kid` names no key of the issuer.
     UnknownKey,
+    /// No header `kid`, and the issuer has more than [`MAX_CANDIDATE_KEYS`] keys of its algorithm.
+    KidRequired,
     /// No candidate key verifies the signature.
     BadSignature,
     /// `now >= exp + leeway`.
@@ -394,6 +402,7 @@ impl JwtError {
             JwtError::AlgNotAllowed => "alg_not_allowed",
             JwtError::UnknownIssuer => "unknown_issuer",
             JwtError::UnknownKey => "unknown_key",
+            JwtError::KidRequired => "kid_required",
             JwtError::BadSignature => "bad_signature",
             JwtError::Expired => "expired",
             JwtError::NotYetValid => "not_yet_valid",
@@ -524,10 +533,16 @@ impl Verifier {
 
         // `header_b64 "." payload_b64` is a prefix of the token: no copy needed.
         let signed = token.get(..header_b64.len() + 1 + payload_b64.len()).ok_or(JwtError::Malformed)?;
-        let mut candidates = issuer.keys.iter().filter(|k| k.alg() == issuer.alg).filter(|k| match kid {
-            Some(kid) => k.kid() == Some(kid),
-            None => true,
-        });
+        let of_alg = || issuer.keys.iter().filter(|k| k.alg() == issuer.alg);
+        if kid.is_none() && of_alg().nth(MAX_CANDIDATE_KEYS).is_some() {
+            return Err(JwtError::KidRequired);
+        }
+        let mut candidates = of_alg()
+            .filter(|k| match kid {
+                Some(kid) => k.kid() == Some(kid),
+                None => true,
+            })
+            .take(MAX_CANDIDATE_KEYS);
         let mut any = false;
         let verified = candidates.any(|k| {
             any = true;
@@ -884,6 +899,50 @@ mod tests {
         assert_eq!(v.verify(&sign(&Key::Rsa(RSA1_KEY), json!({"alg": "RS256"}), claims(RS)), NOW), {
             Err(JwtError::BadSignature)
         });
+    }
+
+    /// Issue 18 item 15: a token without `kid` is checked against at most
+    /// [`MAX_CANDIDATE_KEYS`] keys; more candidates and it is refused before any signature check.
+    #[test]
+    fn keys_tried_per_token_are_bounded() {
+        let other = |kid: Option<&str>| VerifyingKey::from_pem(kid.map(Into::into), Alg::Rs256, RSA2_PUB).unwrap();
+        let right = |kid: Option<&str>| VerifyingKey::from_pem(kid.map(Into::into), Alg::Rs256, RSA1_PUB).unwrap();
+        let no_kid = sign(&Key::Rsa(RSA1_KEY), json!({"alg": "RS256"}), claims(RS));
+        let by_other = sign(&Key::Rsa(RSA2_KEY), json!({"alg": "RS256", "typ": "JWT"}), claims(RS));
+        let with_kid = |kid: &str| sign(&Key::Rsa(RSA1_KEY), json!({"alg": "RS256", "kid": kid}), claims(RS));
+        // Up to MAX_CANDIDATE_KEYS keys of the algorithm: each is tried (the right one last).
+        for n in 1..=MAX_CANDIDATE_KEYS {
+            let mut keys: Vec<_> = (1..n).map(|i| other(Some(&format!("o{i}")))).collect();
+            keys.push(right(Some("r")));
+            let v = Verifier { issuers: vec![issuer(RS, Alg::Rs256, keys)] };
+            assert!(v.verify(&no_kid, NOW).is_ok(), "{n} keys");
+            let want = if n == 1 { Err(JwtError::BadSignature) } else { Ok(()) };
+            assert_eq!(v.verify(&by_other, NOW).map(|_| ()), want, "{n} keys");
+        }
+        // More (4, 10, the JWKS maximum): refused as kid_required, the genuine token too; keys of
+        // another algorithm do not count; a kid still selects its key.
+        for n in [MAX_CANDIDATE_KEYS + 1, 10, MAX_JWKS_KEYS] {
+            let mut keys: Vec<_> = (1..n).map(|i| other(Some(&format!("o{i}")))).collect();
+            keys.push(right(Some("r")));
+            let v = Verifier { issuers: vec![issuer(RS, Alg::Rs256, keys)] };
+            assert_eq!(v.verify(&no_kid, NOW), Err(JwtError::KidRequired), "{n} keys");
+            assert_eq!(v.verify(&by_other, NOW), Err(JwtError::KidRequired), "{n} keys");
+            assert!(v.verify(&with_kid("r"), NOW).is_ok());
+            assert_eq!(v.verify(&with_kid("o1"), NOW), Err(JwtError::BadSignature));
+            assert_eq!(v.verify(&with_kid("zz"), NOW), Err(JwtError::UnknownKey));
+        }
+        let mut keys: Vec<_> = (0..MAX_CANDIDATE_KEYS).map(|_| other(None)).collect();
+        keys.push(VerifyingKey::hmac(None, SECRET).unwrap());
+        keys.push(right(None));
+        let v = Verifier { issuers: vec![issuer(RS, Alg::Rs256, keys)] };
+        assert_eq!(v.verify(&no_kid, NOW), Err(JwtError::KidRequired), "4 RS256 keys and an HMAC one");
+        // Many keys sharing one kid: only the first MAX_CANDIDATE_KEYS are tried.
+        for (others, ok) in [(MAX_CANDIDATE_KEYS - 1, true), (MAX_CANDIDATE_KEYS, false), (50, false)] {
+            let mut keys: Vec<_> = (0..others).map(|_| other(Some("same"))).collect();
+            keys.push(right(Some("same")));
+            let v = Verifier { issuers: vec![issuer(RS, Alg::Rs256, keys)] };
+            assert_eq!(v.verify(&with_kid("same"), NOW).is_ok(), ok, "{others} others first");
+        }
     }
 
     #[test]

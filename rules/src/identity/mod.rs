@@ -218,10 +218,17 @@ struct JwtConfig {
 /// token, not once per request. Lives in the snapshot, so a reload (new keys, new claim names)
 /// starts it empty. Bounded: [`CACHE_SHARDS`] × [`CACHE_SHARD_ENTRIES`]; a full shard drops what
 /// expired, then everything. Revocation, blocks and the allowlist are checked on every request,
-/// after it; only successes are cached.
+/// after it.
+///
+/// Refused tokens are remembered too, apart (so a flood of bad tokens never evicts good ones):
+/// [`CACHE_SHARDS`] × [`FAILED_SHARD_ENTRIES`] entries, a full shard is emptied. Every refusal
+/// that cannot change while the snapshot stands is kept (a bad signature, an unknown key, bad
+/// claims, and `expired`, which stays so); `not_yet_valid` is not. A token sent again costs one
+/// lookup, not a signature check.
 #[derive(Debug)]
 struct TokenCache {
     shards: Vec<std::sync::Mutex<HashMap<[u8; 32], Cached>>>,
+    failed: Vec<std::sync::Mutex<HashMap<[u8; 32], Failure>>>,
 }
 
 /// Shards of the token cache (one lock each).
@@ -229,6 +236,9 @@ pub const CACHE_SHARDS: usize = 16;
 
 /// Entries per shard.
 pub const CACHE_SHARD_ENTRIES: usize = 1024;
+
+/// Refused tokens remembered per shard.
+pub const FAILED_SHARD_ENTRIES: usize = 256;
 
 #[derive(Debug, Clone)]
 struct Cached {
@@ -241,7 +251,26 @@ struct Cached {
 
 impl TokenCache {
     fn new() -> Self {
-        TokenCache { shards: (0..CACHE_SHARDS).map(|_| std::sync::Mutex::new(HashMap::new())).collect() }
+        TokenCache {
+            shards: (0..CACHE_SHARDS).map(|_| std::sync::Mutex::new(HashMap::new())).collect(),
+            failed: (0..CACHE_SHARDS).map(|_| std::sync::Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    /// How a token was refused before, if it was.
+    fn failed(&self, key: &[u8; 32]) -> Option<Failure> {
+        let shard = self.failed.get(usize::from(key[0]) % CACHE_SHARDS)?.lock().ok()?;
+        shard.get(key).cloned()
+    }
+
+    fn put_failed(&self, key: [u8; 32], failure: &Failure) {
+        let Some(Ok(mut shard)) = self.failed.get(usize::from(key[0]) % CACHE_SHARDS).map(|m| m.lock()) else {
+            return;
+        };
+        if shard.len() >= FAILED_SHARD_ENTRIES {
+            shard.clear();
+        }
+        shard.insert(key, failure.clone());
     }
 
     fn shard(&self, key: &[u8; 32]) -> Option<&std::sync::Mutex<HashMap<[u8; 32], Cached>>> {
@@ -339,6 +368,7 @@ impl Identities {
 }
 
 /// A failure before anything is known about the caller.
+#[derive(Debug, Clone)]
 struct Failure {
     reason: &'static str,
     method: Option<AuthMethod>,
@@ -470,8 +500,19 @@ impl IdentityRule {
             }
             return Ok(hit.identity);
         }
-        let claims = j.verifier.verify(token, now)?;
-        let identity = self.identity_of(j, &claims)?;
+        if let Some(failure) = j.cache.failed(&key) {
+            return Err(failure);
+        }
+        // A refusal that stays true for this snapshot is remembered: the same bad token again
+        // costs a lookup, not a signature check.
+        let remember = |f: Failure| {
+            if f.reason != JwtError::NotYetValid.as_str() {
+                j.cache.put_failed(key, &f);
+            }
+            f
+        };
+        let claims = j.verifier.verify(token, now).map_err(|e| remember(e.into()))?;
+        let identity = self.identity_of(j, &claims).map_err(remember)?;
         // `verify` checked both are numbers (or absent, for nbf); whole seconds, rounded inwards.
         let secs = |k: &str| claims.get(k).and_then(serde_json::Value::as_f64).filter(|v| v.is_finite() && *v >= 0.0);
         if let Some(exp) = secs("exp") {
@@ -669,9 +710,10 @@ fn one_header<'h>(headers: &'h http::HeaderMap, name: &HeaderName) -> Result<Opt
     }
 }
 
-/// `Bearer <token>` (scheme case-insensitive, one or more spaces), the token in base64url-ish
-/// characters. Anything else: `None`.
-fn bearer_token(raw: &[u8]) -> Option<&str> {
+/// `Bearer <token>` (scheme case-insensitive, as RFC 7235 says, one or more spaces), the token
+/// without spaces. Anything else: `None`. The one parser of bearer credentials: the proxy's
+/// identity stage and the control endpoint both use it.
+pub fn bearer_token(raw: &[u8]) -> Option<&str> {
     let s = std::str::from_utf8(raw).ok()?.trim();
     let (scheme, rest) = s.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {

@@ -480,3 +480,64 @@ fn the_token_cache_stays_bounded() {
     let total: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
     assert!(total <= CACHE_SHARDS * CACHE_SHARD_ENTRIES, "{total}");
 }
+
+/// Issue 18 item 15: a refused token is answered from a bounded cache of refusals the second time
+/// (same reason, no signature check), kept apart from the verified tokens.
+#[test]
+fn refused_tokens_are_remembered_apart_and_bounded() {
+    let ids = api();
+    let rule = ids.for_route(Some("api")).unwrap();
+    let cache = &rule.jwt.as_ref().unwrap().cache;
+    let failed_len = || cache.failed.iter().map(|s| s.lock().unwrap().len()).sum::<usize>();
+    let good_len = || cache.shards.iter().map(|s| s.lock().unwrap().len()).sum::<usize>();
+    let tok = |c: &serde_json::Value| format!("Bearer {}", hs256(c));
+    let good = Req::new("api").h("authorization", &tok(&claims()));
+    assert!(matches!(run(&ids, &good), Authn::Verified(_)));
+    // Several members: a forged signature, wrong audience, a claim that cannot be forwarded,
+    // missing exp, an expired token: each refused the same way twice, remembered once.
+    let forged = {
+        let t = hs256(&claims());
+        let (head, _) = t.rsplit_once('.').unwrap();
+        format!("Bearer {head}.{}", b64(&[1u8; 32]))
+    };
+    let mut wrong_aud = claims();
+    wrong_aud["aud"] = json!("other");
+    let mut bad_claim = claims();
+    bad_claim["sub"] = json!("a\u{7}b");
+    let mut no_exp = claims();
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let mut expired = claims();
+    expired["exp"] = json!(NOW - 100);
+    let cases = [
+        (forged, "bad_signature"),
+        (tok(&wrong_aud), "wrong_audience"),
+        (tok(&bad_claim), "invalid_claims"),
+        (tok(&no_exp), "missing_exp"),
+        (tok(&expired), "expired"),
+    ];
+    for (i, (t, reason)) in cases.iter().enumerate() {
+        let r = Req::new("api").h("authorization", t);
+        assert_eq!(failed(run(&ids, &r)).0, *reason);
+        assert_eq!(failed_len(), i + 1, "{reason} remembered");
+        assert_eq!(failed(run(&ids, &r)).0, *reason, "{reason} again, from the cache");
+        assert_eq!(failed_len(), i + 1);
+    }
+    // Not yet valid can change: not remembered, and valid later.
+    let mut early = claims();
+    early["nbf"] = json!(NOW + 100);
+    early["exp"] = json!(NOW + 600);
+    let r = Req::new("api").h("authorization", &tok(&early));
+    assert_eq!(failed(run(&ids, &r)).0, "not_yet_valid");
+    assert_eq!(failed_len(), cases.len());
+    assert!(matches!(run_at(&ids, &r, false, &|_| false, NOW + 90), Authn::Verified(_)));
+    // A flood of distinct bad tokens stays bounded and never evicts a verified one.
+    let before = good_len();
+    for i in 0..(CACHE_SHARDS * FAILED_SHARD_ENTRIES + 300) {
+        let mut c = claims();
+        c["aud"] = json!(format!("other-{i}"));
+        assert_eq!(failed(run(&ids, &Req::new("api").h("authorization", &tok(&c)))).0, "wrong_audience");
+    }
+    assert!(failed_len() <= CACHE_SHARDS * FAILED_SHARD_ENTRIES, "{}", failed_len());
+    assert_eq!(good_len(), before);
+    assert!(matches!(run(&ids, &good), Authn::Verified(_)));
+}

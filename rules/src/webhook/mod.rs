@@ -8,9 +8,10 @@
 //!
 //! - **GitHub**: `X-Hub-Signature-256: sha256=<64 hex>`, HMAC-SHA256 over the body. The secret is
 //!   the configured text as bytes. No timestamp is signed, so GitHub deliveries have no freshness
-//!   bound here; replay protection relies on the delivery id, and `X-GitHub-Delivery` is **not**
-//!   signed: it is reported as a best-effort replay key only (an attacker replaying a captured
-//!   delivery can change it). The legacy `X-Hub-Signature: sha1=…` is not accepted.
+//!   bound here; replay protection keys on the signed body ([`Verified::content`]).
+//!   `X-GitHub-Delivery` is **not** signed: it is reported for events only, never a replay key (an
+//!   attacker replaying a captured delivery can change it). The legacy `X-Hub-Signature: sha1=…`
+//!   is not accepted.
 //! - **Stripe**: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]`, HMAC-SHA256 over
 //!   `{t}.{body}` (the `t` text exactly as sent). Any `v1` matching any secret accepts; other
 //!   schemes (`v0`, unknown keys) are ignored. The secret is the whole `whsec_…` string used as
@@ -96,6 +97,14 @@ pub enum Provider {
     StandardWebhooks,
     /// Any other single-header HMAC scheme.
     Generic(GenericScheme),
+}
+
+impl Provider {
+    /// True when the delivery id [`Verified::delivery_id`] carries is covered by the MAC
+    /// (Standard Webhooks `webhook-id`, Stripe's body `id`), so it may key the replay cache.
+    pub const fn signs_delivery_id(&self) -> bool {
+        matches!(self, Provider::Stripe | Provider::StandardWebhooks)
+    }
 }
 
 /// A single-header HMAC scheme described by configuration.
@@ -206,12 +215,18 @@ pub struct Verifier {
 pub struct Verified {
     /// Id of the secret whose MAC matched.
     pub secret_id: String,
-    /// Delivery id for the replay cache: Standard Webhooks `webhook-id` (signed), Stripe event
-    /// `id` from the JSON body (signed, as the body is), GitHub `X-GitHub-Delivery` (**not**
-    /// signed: best effort only), generic: `None`.
+    /// Delivery id: Standard Webhooks `webhook-id` (signed), Stripe event `id` from the JSON body
+    /// (signed, as the body is), GitHub `X-GitHub-Delivery` (**not** signed: for events only, see
+    /// [`Provider::signs_delivery_id`]), generic: `None`.
     pub delivery_id: Option<String>,
     /// The signed timestamp, for the schemes that sign one.
     pub timestamp: Option<u64>,
+    /// SHA-256 of the exact message the MAC covers (GitHub: the body; Stripe: `{t}.{body}`;
+    /// Standard Webhooks: `{id}.{timestamp}.{body}`; generic: `[{timestamp}.]{body}`). What the
+    /// replay cache keys on: it identifies the signed content whatever the header's spelling
+    /// (hex case, base64 variant, entry order, extra or missing candidate signatures, unsigned
+    /// headers) and whichever secret matched.
+    pub content: [u8; 32],
 }
 
 /// Why a delivery was refused; [`WebhookError::as_str`] gives stable snake_case names for events.
@@ -313,6 +328,18 @@ struct Parsed<'a> {
     delivery_id: Option<String>,
 }
 
+impl Parsed<'_> {
+    /// SHA-256 over the message exactly as signed (the pieces concatenated).
+    fn content_digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for piece in self.message {
+            h.update(piece);
+        }
+        h.finalize().into()
+    }
+}
+
 /// The one value of a required header: missing, duplicated, oversized or non-ASCII are errors.
 fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, WebhookError> {
     let mut all = headers.get_all(name).iter();
@@ -343,7 +370,7 @@ impl Verifier {
         Ok(Verifier { provider, secrets, tolerance })
     }
 
-    /// The header carrying the signature(s): what the replay cache remembers exactly.
+    /// The header carrying the signature(s).
     pub fn signature_header(&self) -> &HeaderName {
         match &self.provider {
             Provider::GitHub => &GITHUB_SIGNATURE,
@@ -366,6 +393,7 @@ impl Verifier {
             Provider::Generic(scheme) => parse_generic(scheme, headers, body)?,
         };
         let secret_id = self.check_mac(&parsed)?;
+        let content = parsed.content_digest();
         if let Some(ts) = parsed.timestamp {
             if now_unix > ts && now_unix - ts > self.tolerance {
                 return Err(WebhookError::StaleTimestamp);
@@ -379,7 +407,7 @@ impl Verifier {
             Provider::Stripe => stripe_event_id(body),
             _ => parsed.delivery_id,
         };
-        Ok(Verified { secret_id, delivery_id, timestamp: parsed.timestamp })
+        Ok(Verified { secret_id, delivery_id, timestamp: parsed.timestamp, content })
     }
 
     /// One MAC per secret, compared in constant time with every decoded candidate.
@@ -596,7 +624,7 @@ mod tests {
         for e in g["valid"].as_array().unwrap() {
             let h = headers(&[("x-hub-signature-256", &s(&e["header"]))]);
             let ok = v.verify(&h, s(&field(e, g, "body")).as_bytes(), 0).unwrap();
-            assert_eq!(ok, Verified { secret_id: "gh".into(), delivery_id: None, timestamp: None });
+            assert_eq!((ok.secret_id.as_str(), ok.delivery_id, ok.timestamp), ("gh", None, None));
         }
         let invalid = g["invalid"].as_array().unwrap();
         assert_eq!(invalid.len(), 7);
@@ -842,7 +870,7 @@ mod tests {
         let mac = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA512, key.as_bytes()), b"1000.payload");
         let sig = format!("v1={}", base64::engine::general_purpose::STANDARD.encode(mac.as_ref()));
         let ok = v.verify(&headers(&[("x-signature", &sig), ("x-timestamp", "1000")]), b"payload", 1000).unwrap();
-        assert_eq!(ok, Verified { secret_id: "g".into(), delivery_id: None, timestamp: Some(1000) });
+        assert_eq!((ok.secret_id.as_str(), ok.delivery_id, ok.timestamp), ("g", None, Some(1000)));
         let got = v.verify(&headers(&[("x-signature", &sig)]), b"payload", 1000);
         assert_eq!(got, Err(WebhookError::MissingHeader));
         let got = v.verify(&headers(&[("x-signature", &sig), ("x-timestamp", "1000")]), b"payload", 2000);

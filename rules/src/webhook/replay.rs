@@ -63,7 +63,8 @@ impl ReplayCache {
         ReplayCache { inner: Mutex::new(Inner::default()), capacity: capacity.max(1) }
     }
 
-    /// The key for `value` of kind `kind` (`id`, `signature`) under rule `rule_id`.
+    /// The key for `value` of kind `kind` (`content`: the signed message's SHA-256, `id`: a signed
+    /// delivery id) under rule `rule_id`.
     pub fn key(rule_id: &str, kind: &str, value: &[u8]) -> Key {
         let mut h = Sha256::new();
         for part in [rule_id.as_bytes(), kind.as_bytes(), value] {

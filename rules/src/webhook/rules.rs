@@ -46,9 +46,13 @@
 //! # Replays
 //!
 //! An accepted delivery claims its keys in the gateway's replay cache (see
-//! [`super::replay`]): its delivery id (Standard Webhooks `webhook-id`; Stripe's event `id` from
-//! the signed body; GitHub's `X-GitHub-Delivery`, which is **not** signed) and its signature
-//! header's exact value (which catches a replayed GitHub delivery with a changed delivery id).
+//! [`super::replay`]). The keys are what was verified, never the text of a header: the SHA-256
+//! of the exact signed message ([`super::Verified::content`]: GitHub the body, Stripe
+//! `{t}.{body}`, Standard Webhooks `{id}.{timestamp}.{body}`, generic `[{timestamp}.]{body}`),
+//! and the delivery id where the sender signed it (Standard Webhooks `webhook-id`; Stripe's event
+//! `id` from the signed body). GitHub's `X-GitHub-Delivery` is not signed and is not a key. So a
+//! replay is caught however its signature header is re-spelled: hex case, base64 variants,
+//! whitespace, reordered or added entries (`v0=`, a second `v1`), a new unsigned delivery id.
 //! Another delivery with either key before the claim expires is `replayed`. A timestamped
 //! delivery's claim lasts until its timestamp plus the tolerance (after which it is stale
 //! anyway); others for `replay_window_seconds`.
@@ -219,12 +223,12 @@ impl WebhookRule {
             Ok(v) => v,
             Err(e) => return Checked::Refused(Box::new(self.finding(e.as_str(), Map::new()))),
         };
+        // Keyed on what was verified, never on header text: the signed content, and the delivery
+        // id where the sender signed it (an unsigned id, GitHub's, is anyone's to change).
         let mut keys = Vec::with_capacity(2);
-        if let Some(id) = &verified.delivery_id {
+        keys.push(ReplayCache::key(&self.id, "content", &verified.content));
+        if let Some(id) = verified.delivery_id.as_ref().filter(|_| self.verifier.provider.signs_delivery_id()) {
             keys.push(ReplayCache::key(&self.id, "id", id.as_bytes()));
-        }
-        if let Some(sig) = headers.get(self.verifier.signature_header()) {
-            keys.push(ReplayCache::key(&self.id, "signature", sig.as_bytes()));
         }
         // +1: a claim is held while `expires_at > now`, and a delivery is still fresh at exactly
         // `timestamp + tolerance`.
@@ -470,6 +474,7 @@ mod tests {
     const GH_OLD: &str = "github-previous-0123456789abcdef";
     const STRIPE: &str = "whsec_stripe0123456789abcdef0123";
     const SW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const STRIPE_OLD: &str = "whsec_stripe_previous_0123456789ab";
     const NOW: u64 = 1_800_000_000;
 
     fn resolver(r: &AssetRef) -> Result<Vec<u8>, String> {
@@ -477,6 +482,7 @@ mod tests {
             AssetRef::Env(v) if v == "GH" => Ok(GH.as_bytes().to_vec()),
             AssetRef::File(f) if f == "gh-old.txt" => Ok(format!("{GH_OLD}\r\n").into_bytes()),
             AssetRef::Env(v) if v == "STRIPE" => Ok(STRIPE.as_bytes().to_vec()),
+            AssetRef::Env(v) if v == "STRIPE_OLD" => Ok(STRIPE_OLD.as_bytes().to_vec()),
             AssetRef::Env(v) if v == "SW" => Ok(SW.as_bytes().to_vec()),
             AssetRef::Env(v) if v == "SHORT" => Ok(b"short".to_vec()),
             other => Err(format!("{other} is not set")),
@@ -564,7 +570,9 @@ mod tests {
         let cache = ReplayCache::default();
         let rule = &w.rules[0];
         let body = br#"{"action":"opened"}"#;
-        for (secret, id, delivery) in [(GH, "current", "d-1"), (GH_OLD, "previous", "d-2")] {
+        for (secret, id, delivery, body) in
+            [(GH, "current", "d-1", &body[..]), (GH_OLD, "previous", "d-2", br#"{"action":"closed"}"#)]
+        {
             let sig = format!("sha256={}", hmac_hex(secret.as_bytes(), body));
             let h = headers(&[("x-hub-signature-256", &sig), ("x-github-delivery", delivery)]);
             match rule.check(&h, body, NOW, &cache) {
@@ -583,6 +591,102 @@ mod tests {
             rule.check(&again, body, NOW + DEFAULT_REPLAY_WINDOW_SECONDS, &cache),
             Checked::Accepted { .. }
         ));
+    }
+
+    /// Accepts `first`, then expects every variant to verify (so it is a genuine re-spelling of
+    /// the same signed delivery) and to be refused as `replayed`.
+    fn assert_respellings_are_replays(rule: &WebhookRule, body: &[u8], first: &HeaderMap, variants: &[HeaderMap]) {
+        let cache = ReplayCache::default();
+        assert!(matches!(rule.check(first, body, NOW, &cache), Checked::Accepted { .. }), "{first:?}");
+        for (i, h) in variants.iter().enumerate() {
+            assert!(rule.verifier.verify(h, body, NOW + 1).is_ok(), "variant {i} must verify: {h:?}");
+            assert_eq!(refused_reason(rule.check(h, body, NOW + 1, &cache)), "replayed", "variant {i}: {h:?}");
+        }
+    }
+
+    #[test]
+    fn replays_are_keyed_on_what_was_verified_not_on_header_spelling() {
+        let w = compile(RULES).unwrap();
+        // GitHub: hex case, a new (unsigned) delivery id, none at all, the old secret's MAC.
+        let body = br#"{"action":"opened"}"#;
+        let sig = hmac_hex(GH.as_bytes(), body);
+        let first = headers(&[("x-hub-signature-256", &format!("sha256={sig}")), ("x-github-delivery", "d-1")]);
+        let mixed: String =
+            sig.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect();
+        let old = hmac_hex(GH_OLD.as_bytes(), body);
+        let variants = [
+            headers(&[
+                ("x-hub-signature-256", &format!("sha256={}", sig.to_uppercase())),
+                ("x-github-delivery", "d-2"),
+            ]),
+            headers(&[("X-Hub-Signature-256", &format!("sha256={mixed}")), ("X-GitHub-Delivery", "d-3")]),
+            headers(&[("x-hub-signature-256", &format!("sha256={sig}")), ("x-github-delivery", "d-4")]),
+            headers(&[("x-hub-signature-256", &format!("sha256={sig}"))]),
+            headers(&[("x-hub-signature-256", &format!("sha256={old}")), ("x-github-delivery", "d-5")]),
+        ];
+        assert_respellings_are_replays(&w.rules[0], body, &first, &variants);
+
+        // Stripe, a body without `id`: reordered entries, added v0 / v1 entries, hex case, one of
+        // two rotation signatures dropped.
+        let rules = RULES
+            .replace("secrets: [{id: s1, env: STRIPE}]", "secrets: [{id: s1, env: STRIPE}, {id: s0, env: STRIPE_OLD}]");
+        let w = compile(&rules).unwrap();
+        let body = br#"{"object":"event","type":"ping"}"#;
+        let t = NOW.to_string();
+        let msg = format!("{t}.{}", std::str::from_utf8(body).unwrap());
+        let v1 = hmac_hex(STRIPE.as_bytes(), msg.as_bytes());
+        let v1_old = hmac_hex(STRIPE_OLD.as_bytes(), msg.as_bytes());
+        let zero = "0".repeat(64);
+        let first = headers(&[("stripe-signature", &format!("t={t},v1={v1},v1={v1_old}"))]);
+        let variants: Vec<HeaderMap> = [
+            format!("v1={v1},t={t}"),
+            format!("t={t},v1={v1},v0={zero}"),
+            format!("t={t},v1={zero},v1={v1}"),
+            format!("t={t},v1={}", v1.to_uppercase()),
+            format!("t={t},v1={v1_old}"),
+            format!("t={t},v1={v1},v1={v1}"),
+            format!("t={t},v2=x,v1={v1}"),
+        ]
+        .iter()
+        .map(|v| headers(&[("stripe-signature", v)]))
+        .collect();
+        assert_respellings_are_replays(&w.rules[1], body, &first, &variants);
+
+        // Standard Webhooks: one signature added, entries reordered, double spaces, an unpadded
+        // or base64url copy beside the real one, a `v1a` entry.
+        let w = compile(RULES).unwrap();
+        let body = b"{}";
+        let signed = sign_standard_webhooks(SW, "msg_1", NOW, body).unwrap();
+        let sig = signed[2].1.clone();
+        let b64 = sig.strip_prefix("v1,").unwrap().to_owned();
+        let other = format!("v1,{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]));
+        let with_sig = |value: &str| {
+            headers(&[("webhook-id", "msg_1"), ("webhook-timestamp", &signed[1].1), ("webhook-signature", value)])
+        };
+        let first = with_sig(&sig);
+        let url = b64.replace('+', "-").replace('/', "_");
+        let variants: Vec<HeaderMap> = [
+            format!("{sig} {other}"),
+            format!("{other} {sig}"),
+            format!("{sig}  {other}"),
+            format!("v1,{} {sig}", b64.trim_end_matches('=')),
+            format!("v1,{url} {sig}"),
+            format!("v1a,abc {sig}"),
+        ]
+        .iter()
+        .map(|v| with_sig(v))
+        .collect();
+        assert_respellings_are_replays(&w.rules[2], body, &first, &variants);
+
+        // A genuinely different delivery is not a replay: other body, other signed id or time.
+        let cache = ReplayCache::default();
+        assert!(matches!(w.rules[2].check(&first, body, NOW, &cache), Checked::Accepted { .. }));
+        let next = sign_standard_webhooks(SW, "msg_2", NOW, body).unwrap();
+        let h = headers(&next.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+        assert!(matches!(w.rules[2].check(&h, body, NOW, &cache), Checked::Accepted { .. }));
+        let later = sign_standard_webhooks(SW, "msg_3", NOW + 1, b"[]").unwrap();
+        let h = headers(&later.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+        assert!(matches!(w.rules[2].check(&h, b"[]", NOW + 1, &cache), Checked::Accepted { .. }));
     }
 
     #[test]

@@ -110,3 +110,158 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     let paths: Vec<String> = up.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(paths, vec!["/one", "/two"]);
 }
+
+/// Malformed request bodies, issue 18 item 7. Each is one member of the class "the client's body
+/// framing is broken": (name, bytes after the head, how it ends).
+fn malformed_bodies() -> Vec<(&'static str, Vec<u8>, bool)> {
+    let mut ext = b"5;".to_vec();
+    ext.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    ext.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+    let mut long_trailer = b"5\r\nhello\r\n0\r\nX-Pad: ".to_vec();
+    long_trailer.extend(std::iter::repeat_n(b'p', 100 * 1024));
+    long_trailer.extend_from_slice(b"\r\n\r\n");
+    let mut size_line = vec![b'0'; 100 * 1024];
+    size_line.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+    // (name, body, half-close after sending)
+    vec![
+        ("bad chunk-size hex", b"zz\r\nhello\r\n0\r\n\r\n".to_vec(), false),
+        ("signed chunk size", b"+5\r\nhello\r\n0\r\n\r\n".to_vec(), false),
+        ("0x chunk size", b"0x5\r\nhello\r\n0\r\n\r\n".to_vec(), false),
+        ("chunk size overflow", b"fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n".to_vec(), false),
+        ("missing CRLF after chunk data", b"5\r\nhelloXX5\r\nhello\r\n0\r\n\r\n".to_vec(), false),
+        ("chunk longer than its size", b"3\r\nhello\r\n0\r\n\r\n".to_vec(), false),
+        ("chunk extension abuse", ext, false),
+        ("over-long chunk-size line", size_line, false),
+        ("oversized trailer", long_trailer, false),
+        ("bare LF ending a trailer", b"5\r\nhello\r\n0\r\nX: 1\n\r\n".to_vec(), false),
+        ("bare LF ending the trailers", b"5\r\nhello\r\n0\r\nX: 1\r\n\n".to_vec(), false),
+        ("bare CR in a trailer", b"5\r\nhello\r\n0\r\nX: 1\rZ\r\n\r\n".to_vec(), false),
+        ("bare LF after the last chunk", b"5\r\nhello\r\n0\r\n\n".to_vec(), false),
+        ("bare LF line endings", b"5\nhello\n0\n\n".to_vec(), false),
+        ("truncated chunk then close", b"5\r\nhel".to_vec(), true),
+        ("no terminating chunk then close", b"5\r\nhello\r\n".to_vec(), true),
+        ("bad trailer end then close", b"5\r\nhello\r\n0\r\nX-T: 1\r\n".to_vec(), true),
+    ]
+}
+
+const HOOK_SECRET: &str = "framing-hook-secret-0123456789abcdef";
+
+/// One upstream; `/api` streams its body (no body check), `/hooks` is a webhook route (the whole
+/// body is read and verified before anything is forwarded).
+fn body_routes() -> (portcullis_tests::Upstream, portcullis_tests::Gateway) {
+    let up = portcullis_tests::Upstream::start("app");
+    let rules = "version: 1\nwebhooks:\n  - id: hooks\n    path_prefix: /hooks\n    provider: github\n    secrets: [{id: a, env: PC_HOOK}]\n";
+    let gw = Cfg::new(&[up.addr()]).rule_file("hooks.yaml", rules).start_env(&[("PC_HOOK", HOOK_SECRET)]);
+    (up, gw)
+}
+
+fn send_body(gw: &portcullis_tests::Gateway, path: &str, framing: &str, body: &[u8], half_close: bool) -> Vec<u8> {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: a\r\n{framing}\r\nX-Hub-Signature-256: sha256={}\r\n\r\n",
+        "0".repeat(64)
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    if half_close {
+        portcullis_tests::raw_exchange_half_close(gw.proxy_addr(), &raw, T)
+    } else {
+        raw_exchange(gw.proxy_addr(), &raw, T)
+    }
+}
+
+/// No request of the test got a 5xx, in the metrics or in the summary's 5xx rate (the health
+/// score's input).
+fn assert_no_gateway_errors(gw: &portcullis_tests::Gateway) {
+    let text = Client::new().get(&gw.control_url("/metrics"), &[]).text();
+    for line in text.lines().filter(|l| l.starts_with("portcullis_requests_total")) {
+        assert!(!line.contains("5xx") || line.ends_with(" 0"), "a client's malformed body counted as 5xx: {line}");
+    }
+    let s = control_get(gw, "/v1/summary?hours=1", VIEWER).json();
+    assert_eq!(s["requests"]["errors_5xx"], 0, "{s}");
+}
+
+#[test]
+fn malformed_bodies_on_a_body_checked_route_are_400_and_nothing_reaches_the_upstream() {
+    let (up, gw) = body_routes();
+    for (name, body, half_close) in malformed_bodies() {
+        let resp = send_body(&gw, "/hooks/x", "Transfer-Encoding: chunked", &body, half_close);
+        let parsed = parse_response(&resp)
+            .unwrap_or_else(|| panic!("{name}: no response: {:?}", String::from_utf8_lossy(&resp)));
+        assert_eq!(parsed.status, 400, "{name}: {}", String::from_utf8_lossy(&resp));
+        assert_eq!(parsed.json()["code"], "bad_request", "{name}");
+        assert_eq!(up.heads(), 0, "{name}: the upstream got something: {:?}", up.requests());
+    }
+    // A body shorter than its Content-Length, then the client's half-close.
+    for (declared, sent) in [(10, &b"hello"[..]), (1, b""), (65536, b"x")] {
+        let resp = send_body(&gw, "/hooks/x", &format!("Content-Length: {declared}"), sent, true);
+        assert_eq!(parse_status(&resp), Some(400), "CL {declared}: {}", String::from_utf8_lossy(&resp));
+        assert_eq!(up.heads(), 0);
+    }
+    // A client that goes away for good in the middle of its body gets no answer, and is no
+    // gateway error either.
+    let mut conn = portcullis_tests::RawConn::connect(gw.proxy_addr());
+    conn.send(b"POST /hooks/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc").unwrap();
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(up.heads(), 0);
+    // The gateway still serves, and counted none of this as its own failure.
+    assert_eq!(Client::new().get(&gw.url("/after"), &[]).status, 200);
+    assert_eq!(up.count(), 1);
+    assert_no_gateway_errors(&gw);
+}
+
+#[test]
+fn malformed_bodies_on_a_streamed_route_are_400_and_the_upstream_never_gets_a_complete_request() {
+    let (up, gw) = body_routes();
+    for (name, body, half_close) in malformed_bodies() {
+        let resp = send_body(&gw, "/api/x", "Transfer-Encoding: chunked", &body, half_close);
+        let parsed = parse_response(&resp)
+            .unwrap_or_else(|| panic!("{name}: no response: {:?}", String::from_utf8_lossy(&resp)));
+        assert!(parsed.status == 400 || parsed.status == 413, "{name}: {}", String::from_utf8_lossy(&resp));
+        // As documented: the head (and body bytes before the error) may have gone out, the
+        // request is never completed upstream.
+        assert_eq!(up.count(), 0, "{name}: the upstream got a complete request: {:?}", up.requests());
+    }
+    for (declared, sent) in [(10, &b"hello"[..]), (1, b""), (1000, b"x")] {
+        let resp = send_body(&gw, "/api/x", &format!("Content-Length: {declared}"), sent, true);
+        assert_eq!(parse_status(&resp), Some(400), "CL {declared}: {}", String::from_utf8_lossy(&resp));
+        assert_eq!(up.count(), 0);
+    }
+    assert_eq!(Client::new().get(&gw.url("/after"), &[]).status, 200);
+    assert_eq!(up.count(), 1);
+    assert_no_gateway_errors(&gw);
+}
+
+/// What Pingora tolerates and re-frames: chunk extensions, a trailer line without a colon,
+/// whitespace after the chunk size. The body is forwarded re-chunked, extensions and trailers
+/// dropped (documented): the upstream sees exactly the de-chunked body and nothing else.
+#[test]
+fn chunk_extensions_and_trailers_are_dropped_never_forwarded() {
+    let (up, gw) = body_routes();
+    for body in [
+        &b"5\r\nhello\r\n0\r\nno colon here\r\n\r\n"[..],
+        b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        b"5;a=b\r\nhello\r\n0;x\r\n\r\n",
+        b"5 \r\nhello\r\n0\r\n\r\n",
+        b"5\t;x\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let what = String::from_utf8_lossy(body);
+        let before = up.count();
+        assert_eq!(
+            parse_status(&send_body(&gw, "/api/x", "Transfer-Encoding: chunked", body, false)),
+            Some(200),
+            "{what}"
+        );
+        let got = up.requests().into_iter().nth(before).unwrap();
+        assert_eq!(got.body, b"hello", "{what}");
+        assert!(
+            got.header("x-trailer").is_none() && got.header("no colon here").is_none(),
+            "{what}: {:?}",
+            got.headers
+        );
+        // On a body-checked route it is verified like any body (here: a wrong signature, 401).
+        assert_eq!(parse_status(&send_body(&gw, "/hooks/x", "Transfer-Encoding: chunked", body, false)), Some(401));
+        assert_eq!(up.count(), before + 1, "{what}");
+    }
+    assert_no_gateway_errors(&gw);
+}

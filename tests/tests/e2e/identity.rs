@@ -388,3 +388,60 @@ fn the_email_allowlist_refuses_others_with_a_plain_403() {
     let ev = wait_events(&gw, "type=auth_failure", 3);
     assert!(ev.iter().all(|e| e["detail"]["reason"] == "not_allowlisted"));
 }
+
+/// Issue 18 item 15: a token without `kid` is not tried against every key of a large JWKS (up to
+/// 100 signature checks, before any rate limit); a refused token is not re-verified when sent again.
+#[test]
+fn a_token_without_kid_is_checked_against_at_most_three_keys_and_a_refusal_is_remembered() {
+    let up = Upstream::start("app");
+    let mut keys: Vec<Value> = (0..99).map(|i| jwt::jwk_rsa(jwt::RSA2_PUBLIC, &format!("r2-{i}"))).collect();
+    keys.push(jwt::jwk_rsa(jwt::RSA1_PUBLIC, "k1"));
+    let gw = start(&cfg(&up, "").rule_file("keys/jwks.json", &jwt::jwks(&keys)));
+    let rsa1 = SigningKey::Rsa(jwt::RSA1_PRIVATE);
+    let rsa2 = SigningKey::Rsa(jwt::RSA2_PRIVATE);
+    let good = claims("user-9", "12");
+    // Without kid, in several shapes: genuinely signed by the last key or by another listed key,
+    // with other header members, forged.
+    let no_kid = [
+        jwt::sign("RS256", &rsa1, json!({}), good.clone()),
+        jwt::sign("RS256", &rsa1, json!({"typ": "JWT"}), good.clone()),
+        jwt::sign("RS256", &rsa2, json!({"typ": "at+jwt"}), good.clone()),
+        jwt::sign("RS256", &rsa1, json!({"x5t": "abc", "cty": "JWT"}), claims("user-10", "12")),
+        {
+            let t = jwt::sign("RS256", &rsa1, json!({}), good.clone());
+            let (head, _) = t.rsplit_once('.').unwrap();
+            format!("{head}.{}", jwt::b64url(&[7u8; 256]))
+        },
+    ];
+    for t in &no_kid {
+        let r = get(&gw, "/api/x", t);
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(r.json()["code"], "unauthenticated");
+    }
+    assert_eq!(up.count(), 0, "nothing without a kid passed");
+    let evs = wait_events(&gw, "type=auth_failure&limit=100", no_kid.len());
+    assert!(evs.iter().all(|e| e["detail"]["reason"] == "kid_required"), "{evs:?}");
+
+    // With its kid the same key verifies; the wrong key under a listed kid is a bad signature —
+    // and stays one when sent again (answered from the refusal cache, same reason).
+    assert_eq!(get(&gw, "/api/x", &jwt::sign("RS256", &rsa1, json!({"kid": "k1"}), good.clone())).status, 200);
+    let wrong = jwt::sign("RS256", &rsa1, json!({"kid": "r2-7"}), good.clone());
+    for _ in 0..3 {
+        assert_eq!(get(&gw, "/api/x", &wrong).status, 401);
+    }
+    let evs = wait_events(&gw, "type=auth_failure&limit=100", no_kid.len() + 3);
+    let bad: Vec<_> = evs.iter().filter(|e| e["detail"]["reason"] == "bad_signature").collect();
+    assert_eq!(bad.len(), 3, "{evs:?}");
+    assert_eq!(up.count(), 1);
+
+    // A small key set (at most 3 of the algorithm): a kid-less token is tried against each.
+    write_atomic(
+        &gw.dir().join("rules/keys/jwks.json"),
+        &jwt::jwks(&[jwt::jwk_rsa(jwt::RSA2_PUBLIC, "a"), jwt::jwk_rsa(jwt::RSA1_PUBLIC, "b")]),
+    );
+    assert_eq!(control_post(&gw, "/v1/rules/reload", OPERATOR).status, 200);
+    assert_eq!(get(&gw, "/api/x", &no_kid[0]).status, 200, "a reload forgets refusals; two keys are tried");
+    assert_eq!(get(&gw, "/api/x", &no_kid[2]).status, 200);
+    assert_eq!(get(&gw, "/api/x", &no_kid[4]).status, 401);
+    assert_eq!(up.count(), 3);
+}

@@ -297,7 +297,10 @@ fn rotation_replay_windows_and_a_failed_upstream_releasing_the_delivery() {
     assert_eq!(post(&gw, "/webhooks/github", &github(GH_NEW, b"[1]", "n-1"), b"[1]").status, 200, "the next secret");
     assert_refused(&post(&gw, "/webhooks/github", &github(GH_OLD, b"[2]", "o-1"), b"[2]"), "the retired secret");
     // The reload kept the replay cache: a delivery accepted before it is still a replay.
-    assert_refused(&post(&gw, "/webhooks/github", &github(GH, b"{}", "during-0"), b"{}"), "replay across a reload");
+    assert_refused(
+        &post(&gw, "/webhooks/github", &github(GH, b"during-0", "during-0"), b"during-0"),
+        "replay across a reload",
+    );
 
     // The upstream fails the first attempt: the sender's retry of the same delivery is not a replay.
     let up2 = Upstream::with_fn("flaky", |r| {
@@ -482,4 +485,102 @@ fn wrong_route_secrets_monitor_mode_and_the_runtime_flag() {
     assert_eq!(flag(true).status, 200);
     assert_refused(&post(&gw, "/webhooks/github", &[], body), "flag back on");
     assert_eq!(up.count(), 3);
+}
+
+/// Issue 18 item 8: the replay cache keys on what was verified (the signed content, and the
+/// delivery id where it is signed), never on header text. Each provider's delivery is accepted
+/// once; every re-spelling of it — still a valid signature — is refused, and the upstream received
+/// exactly one copy.
+#[test]
+fn replays_are_refused_however_the_signature_header_is_respelled() {
+    let up = Upstream::start("app");
+    let gw = start(&up);
+    let sends = |path: &str, first: &Headers, body: &[u8], variants: &[Headers]| {
+        let before = up.count();
+        assert_eq!(post(&gw, path, first, body).status, 200, "{path}: the first delivery");
+        for (i, h) in variants.iter().enumerate() {
+            assert_refused(&post(&gw, path, h, body), &format!("{path} variant {i}: {h:?}"));
+        }
+        assert_eq!(up.count(), before + 1, "{path}: one copy upstream");
+    };
+
+    // GitHub: hex case, new (unsigned) delivery ids, no delivery id, header-name case.
+    let body = br#"{"ref":"refs/heads/respelled"}"#;
+    let first = github(GH, body, "g-1");
+    let sig = first[0].1.strip_prefix("sha256=").unwrap().to_owned();
+    let mixed: String =
+        sig.chars().enumerate().map(|(i, c)| if i % 3 == 0 { c.to_ascii_uppercase() } else { c }).collect();
+    let old = hex::encode(mac(hmac::HMAC_SHA256, GH_OLD, &[body]));
+    let variants = vec![
+        with(
+            &with(&first, "x-hub-signature-256", &format!("sha256={}", sig.to_uppercase())),
+            "x-github-delivery",
+            "g-2",
+        ),
+        with(&with(&first, "x-hub-signature-256", &format!("sha256={mixed}")), "x-github-delivery", "g-3"),
+        with(&first, "x-github-delivery", "g-4"),
+        without(&first, "x-github-delivery"),
+        vec![
+            ("X-Hub-Signature-256".into(), format!("sha256={}", sig.to_uppercase())),
+            ("X-GitHub-Delivery".into(), "g-5".into()),
+        ],
+        with(&with(&first, "x-hub-signature-256", &format!("sha256={old}")), "x-github-delivery", "g-6"),
+    ];
+    sends("/webhooks/github", &first, body, &variants);
+
+    // Stripe, a body without `id`: reordered entries, added v0 / v1 entries, hex case, duplicates.
+    let body = br#"{"object":"event","type":"ping"}"#;
+    let t = now().to_string();
+    let v1 = hex::encode(mac(hmac::HMAC_SHA256, STRIPE, &[t.as_bytes(), b".", body]));
+    let zero = "0".repeat(64);
+    let first: Headers = vec![("stripe-signature".into(), format!("t={t},v1={v1}"))];
+    let variants: Vec<Headers> = [
+        format!("v1={v1},t={t}"),
+        format!("t={t},v1={v1},v0={zero}"),
+        format!("t={t},v0={v1},v1={v1}"),
+        format!("t={t},v1={zero},v1={v1}"),
+        format!("t={t},v1={v1},v1={zero}"),
+        format!("t={t},v1={}", v1.to_uppercase()),
+        format!("t={t},v1={v1},v1={v1}"),
+        format!("t={t},v9=x,v1={v1}"),
+    ]
+    .into_iter()
+    .map(|v| vec![("stripe-signature".to_string(), v)])
+    .collect();
+    sends("/webhooks/stripe", &first, body, &variants);
+
+    // Standard Webhooks: a signature added (before or after), double spaces, an unpadded or
+    // base64url copy beside the real one, another version's entry.
+    let body = br#"{"type":"user.created"}"#;
+    let first = standard("msg_respelled", body, now());
+    let sig = first[2].1.clone();
+    let b64 = sig.strip_prefix("v1,").unwrap().to_owned();
+    let other = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode([9u8; 32]));
+    let url = b64.replace('+', "-").replace('/', "_");
+    let variants: Vec<Headers> = [
+        format!("{sig} {other}"),
+        format!("{other} {sig}"),
+        format!("{sig}  {other}"),
+        format!("v1,{} {sig}", b64.trim_end_matches('=')),
+        format!("v1,{url} {sig}"),
+        format!("v1a,AAAA {sig}"),
+    ]
+    .into_iter()
+    .map(|v| with(&first, "webhook-signature", &v))
+    .collect();
+    sends("/webhooks/sw", &first, body, &variants);
+
+    // Generic (base64, timestamped): the same signature, header-name case.
+    let body = br#"{"generic":"respelled"}"#;
+    let first = generic(body, now());
+    let variants = vec![
+        first.clone(),
+        first.iter().map(|(k, v)| (k.to_uppercase(), v.clone())).collect::<Headers>(),
+        vec![first[1].clone(), first[0].clone()],
+    ];
+    sends("/webhooks/generic", &first, body, &variants);
+
+    // A genuinely new delivery still passes.
+    let body = br#"{"ref":"refs/heads/next"}"#;
+    assert_eq!(post(&gw, "/webhooks/github", &github(GH, body, "g-new"), body).status, 200);
 }
