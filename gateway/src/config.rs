@@ -105,11 +105,17 @@ struct RawServer {
     upstream_keepalive_pool_size: Option<usize>,
 }
 
+/// Default `limits.max_response_header_bytes` (64 KiB).
+pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+/// Largest `limits.max_response_header_bytes` (Pingora refuses heads over 1 MiB anyway).
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_header_count: Option<usize>,
     max_header_bytes: Option<usize>,
+    max_response_header_bytes: Option<usize>,
     header_timeout_ms: Option<u64>,
     keepalive_timeout_seconds: Option<u64>,
     max_body_bytes: Option<u64>,
@@ -325,6 +331,8 @@ pub struct GatewayConfig {
     pub strip_headers: Vec<http::HeaderName>,
     /// Header count and size limits.
     pub header_limits: HeaderLimits,
+    /// Largest upstream response head passed on (status line and fields, bytes): over it, 502.
+    pub max_response_header_bytes: usize,
     /// Total deadline for receiving a request's headers.
     pub header_timeout: Duration,
     /// Idle time allowed between requests on a client keep-alive connection.
@@ -425,6 +433,10 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
     }
     if header_limits.max_bytes < 256 {
         err("limits.max_header_bytes", "must be at least 256".into());
+    }
+    let max_response_header_bytes = raw.limits.max_response_header_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_HEADER_BYTES);
+    if !(1024..=MAX_RESPONSE_HEADER_BYTES).contains(&max_response_header_bytes) {
+        err("limits.max_response_header_bytes", format!("must be 1024 to {MAX_RESPONSE_HEADER_BYTES}"));
     }
     let header_timeout = ms(raw.limits.header_timeout_ms, 10_000);
     if header_timeout.is_zero() {
@@ -656,6 +668,7 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         trusted_proxies,
         strip_headers,
         header_limits,
+        max_response_header_bytes,
         header_timeout,
         keepalive_timeout_seconds: raw.limits.keepalive_timeout_seconds.unwrap_or(60),
         pools,

@@ -296,6 +296,41 @@ async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, dead
 }
 
 /// Writes a deny straight to a connection whose request never completed, then closes it.
+/// What Pingora would refuse itself with a bare answer, refused here as the gateway's: `CONNECT`
+/// (405), and Pingora's own check of the request target's authority against `Host` (RFC 9112 §3.2.2: an
+/// absolute-form target whose authority differs from `Host`, userinfo, several `Host` fields, an
+/// ambiguous `CONNECT` target), run here on the raw head so that its refusal is the gateway's:
+/// Pingora answers a bare 400 from inside its parser, before any `ProxyHttp` phase (no JSON body,
+/// no request id, no access-log line). The head is built as Pingora's parser builds it, and the
+/// very function that parser calls decides, so the two cannot disagree. A head httparse cannot
+/// parse as it is is left to Pingora (it may rewrite the request line first).
+fn target_authority(raw: &[u8]) -> Result<(), Deny> {
+    let mut fields = [httparse::EMPTY_HEADER; framing::MAX_PARSED_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let Ok(httparse::Status::Complete(_)) = req.parse(raw) else { return Ok(()) };
+    // Pingora refuses to proxy `CONNECT` with a bare 405 of its own: the same, as ours.
+    if req.method == Some("CONNECT") {
+        return Err(Deny::new(DenyCode::MethodNotAllowed, "connect_method"));
+    }
+    let bad = || Deny::new(DenyCode::BadRequest, "target_authority");
+    let Ok(mut head) =
+        pingora_http::RequestHeader::build(req.method.unwrap_or(""), req.path.unwrap_or("").as_bytes(), None)
+    else {
+        return Ok(());
+    };
+    for f in req.headers.iter() {
+        let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(f.name.as_bytes()), http::HeaderValue::from_bytes(f.value))
+        else {
+            return Ok(());
+        };
+        if head.append_header(name, value).is_err() {
+            return Ok(());
+        }
+    }
+    pingora_core::protocols::http::authority::validate_request_authority(&head).map_err(|_| bad())
+}
+
 async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<String>) {
     let id = request_id.unwrap_or_else(new_request_id);
     let r = render(deny, &id);
@@ -308,7 +343,7 @@ async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<Str
     bytes.extend_from_slice(&r.body);
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&bytes)).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.flush()).await;
-    tracing::info!(log.logger = "access", deny.code = deny.code.as_str(), deny.reason = %deny.reason, http.request.id = %id, "request head refused");
+    tracing::info!(log.logger = "access", http.response.status_code = r.status, deny.code = deny.code.as_str(), deny.reason = %deny.reason, http.request.id = %id, "request head refused");
 }
 
 #[async_trait]
@@ -328,6 +363,11 @@ where
                     // Framing is judged on the raw head, before Pingora's parser: some ambiguous
                     // framings (CL + TE) would otherwise be dropped without an answer.
                     if let Err(deny) = framing::check_head(&buf, self.header_limits) {
+                        let id = framing::request_id_of_head(&buf);
+                        write_raw_deny(&mut stream, &deny, id).await;
+                        return None;
+                    }
+                    if let Err(deny) = target_authority(&buf) {
                         let id = framing::request_id_of_head(&buf);
                         write_raw_deny(&mut stream, &deny, id).await;
                         return None;

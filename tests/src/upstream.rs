@@ -73,11 +73,23 @@ pub struct Reply {
     /// If set, these exact bytes are written instead of a response built from the other fields
     /// (malformed upstream responses). Empty + `close` = hang up without answering.
     pub raw: Option<Vec<u8>>,
+    /// More bytes written after the response (head and body, or `raw`), each after its delay
+    /// and flushed on its own: a body that streams (server-sent events). When each was written
+    /// is in [`Upstream::parts_sent`].
+    pub parts: Vec<(Duration, Vec<u8>)>,
 }
 
 impl Default for Reply {
     fn default() -> Self {
-        Reply { status: 200, headers: Vec::new(), body: Vec::new(), delay: Duration::ZERO, close: false, raw: None }
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: Duration::ZERO,
+            close: false,
+            raw: None,
+            parts: Vec::new(),
+        }
     }
 }
 
@@ -135,6 +147,12 @@ impl Reply {
         self
     }
 
+    /// A response head with no body framing (the body ends when the connection closes),
+    /// followed by `parts`, each written `delay` after the one before (see [`Reply::parts`]).
+    pub fn streamed(head: &str, parts: Vec<(Duration, Vec<u8>)>) -> Reply {
+        Reply { parts, ..Reply::raw(head.as_bytes().to_vec()) }
+    }
+
     /// Closes the connection after the reply.
     pub fn with_close(mut self) -> Reply {
         self.close = true;
@@ -162,6 +180,7 @@ struct Shared {
     registry: Mutex<Registry>,
     stop: AtomicBool,
     next_conn: AtomicU64,
+    parts_sent: Mutex<Vec<(u64, Instant)>>,
 }
 
 impl Shared {
@@ -211,6 +230,7 @@ impl Upstream {
             registry: Mutex::new(Registry::default()),
             stop: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
+            parts_sent: Mutex::new(Vec::new()),
         });
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
@@ -309,6 +329,12 @@ impl Upstream {
     /// Number of TCP connections accepted so far (including bare TCP health probes).
     pub fn connections(&self) -> u64 {
         self.shared.next_conn.load(Ordering::SeqCst) - 1
+    }
+
+    /// When each [`Reply::parts`] piece was written (flushed), in order, over every reply:
+    /// the connection ([`Recorded::conn_id`]) and the instant.
+    pub fn parts_sent(&self) -> Vec<(u64, Instant)> {
+        lock(&self.shared.parts_sent).clone()
     }
 
     /// Number of currently open connections.
@@ -629,6 +655,15 @@ fn serve_conn(shared: &Shared, mut stream: TcpStream, conn_id: u64) {
         };
         if stream.write_all(&bytes).and_then(|()| stream.flush()).is_err() {
             return;
+        }
+        for (delay, part) in &reply.parts {
+            if !sleep_unless_stopped(shared, *delay) {
+                return;
+            }
+            if stream.write_all(part).and_then(|()| stream.flush()).is_err() {
+                return;
+            }
+            lock(&shared.parts_sent).push((conn_id, Instant::now()));
         }
         if !keep_alive {
             close_gracefully(&mut stream);

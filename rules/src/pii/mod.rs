@@ -482,9 +482,10 @@ pub fn upgrade_requested(method: &str, headers: &http::HeaderMap) -> Option<&'st
     if headers.contains_key(http::header::UPGRADE) {
         return Some("upgrade");
     }
-    let asks = headers.get_all(http::header::CONNECTION).iter().any(|v| {
-        v.as_bytes().split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-    });
+    let asks = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
     asks.then_some("connection_upgrade")
 }
 

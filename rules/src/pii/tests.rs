@@ -575,7 +575,8 @@ fn content_types() {
 fn media_types_parse_strictly() {
     assert_eq!(media_type(b"Text/HTML; Charset=UTF-8"), Some(("text".into(), "html".into())));
     assert_eq!(media_type(b"a/b;;c=d;"), Some(("a".into(), "b".into())));
-    for bad in [&b"a/b,c/d"[..], b"a/b c", b"a/b;c", b"a/b;c=", b"a/b;=d", b"a/b;c=\"d", b"a/b\x00", b"a/b;c=\"\x01\""] {
+    for bad in [&b"a/b,c/d"[..], b"a/b c", b"a/b;c", b"a/b;c=", b"a/b;=d", b"a/b;c=\"d", b"a/b\x00", b"a/b;c=\"\x01\""]
+    {
         assert_eq!(media_type(bad), None, "{:?}", String::from_utf8_lossy(bad));
     }
 }
@@ -709,8 +710,8 @@ fn event_stream_caps_apply_per_event() {
     let body = format!("{big}{small}");
     let (outs, r, scan) = events_in(p, body.as_bytes(), 9);
     assert!(r.is_ok());
-    let want = format!("data: *******0146 {} 10000000146\n\n", "x".repeat(80))
-        + &small.replace("10000000146", "*******0146");
+    let want =
+        format!("data: *******0146 {} 10000000146\n\n", "x".repeat(80)) + &small.replace("10000000146", "*******0146");
     assert_eq!(String::from_utf8(outs.concat()).unwrap(), want);
     assert!(scan.over_cap);
     assert_eq!(scan.matches.len(), 2);

@@ -16,6 +16,7 @@ mod identity;
 mod lifecycle;
 mod limits;
 mod pii;
+mod pii_response;
 mod routing;
 mod rules_reload;
 mod switches;
