@@ -703,6 +703,20 @@ routes:
 "#;
 
     #[test]
+    fn the_response_head_cap_has_a_default_and_bounds() {
+        let c = parse("g.yaml", GOOD, Path::new("/etc/p")).unwrap();
+        assert_eq!(c.max_response_header_bytes, DEFAULT_MAX_RESPONSE_HEADER_BYTES);
+        let with =
+            |n: usize| GOOD.replace("upstreams:", &format!("limits:\n  max_response_header_bytes: {n}\nupstreams:"));
+        assert_eq!(parse("g.yaml", &with(8192), Path::new("/")).unwrap().max_response_header_bytes, 8192);
+        for bad in [0, 1023, MAX_RESPONSE_HEADER_BYTES + 1] {
+            let errs = parse("g.yaml", &with(bad), Path::new("/")).unwrap_err();
+            let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            assert!(text.iter().any(|t| t.contains("limits.max_response_header_bytes")), "{bad}: {text:?}");
+        }
+    }
+
+    #[test]
     fn good_config_compiles() {
         let c = parse("g.yaml", GOOD, Path::new("/etc/p")).unwrap();
         assert_eq!(c.pools.len(), 1);

@@ -310,7 +310,15 @@ impl Portcullis {
             match send(&mut h, up, body).await {
                 Ok(()) => return Ok((h, peer)),
                 // A pooled connection the upstream closed meanwhile: once more on a new one.
-                Err(_) if reused && !stale_retried => stale_retried = true,
+                // (Not after a timeout: the upstream may have the request, and the deadline is
+                // spent.)
+                Err(e)
+                    if reused
+                        && !stale_retried
+                        && !matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout) =>
+                {
+                    stale_retried = true
+                }
                 Err(e) => {
                     return Err(match e.etype() {
                         ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failed::Timeout,

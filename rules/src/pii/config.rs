@@ -47,6 +47,8 @@ pub const DEFAULT_CONTENT_TYPES: &[&str] = &[
     "application/x-yaml",
     "application/*+yaml",
     "application/csv",
+    // Batch and mixed responses carry parts of the types above.
+    "multipart/*",
 ];
 
 /// One raw rule of the `pii:` list (serialized for the rule hash; absent keys are skipped).

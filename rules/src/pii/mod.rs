@@ -30,7 +30,8 @@
 //!     max_body_bytes: 1048576        # default 1 MiB, at most 16 MiB
 //!     over_cap: fail_closed          # or scan_prefix
 //!     content_types: [application/json, 'application/*+json', 'text/*', application/xml,
-//!                     'application/*+xml', application/x-www-form-urlencoded]   # the default
+//!                     'application/*+xml', application/x-www-form-urlencoded]   # part of the default
+//!     allow_upgrade: false           # default: WebSocket / h2c / any upgrade and CONNECT refused
 //! ```
 //!
 //! # Which rule applies

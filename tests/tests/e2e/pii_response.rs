@@ -67,6 +67,7 @@ const SCANNED_TYPES: &[&[&str]] = &[
     &["application/x-ndjson"],
     &["application/javascript"],
     &["application/yaml"],
+    &["multipart/mixed; boundary=x"],
     &["image/png", "application/json"],
     &["application/json", "image/png"],
     &["image/png", "image/png"],
@@ -391,7 +392,7 @@ fn an_undecodable_body_on_a_redact_route_is_always_cut_after_the_head() {
 }
 
 #[test]
-fn a_held_routes_read_timeout_is_504_and_oversized_upstream_heads_are_502() {
+fn read_timeouts_are_504_upstream_timeout_on_held_and_proxied_routes() {
     let up = Upstream::with_fn("app", app);
     let gw = start(&up, "health_check: { kind: tcp, interval_ms: 200 }\nread_timeout_ms: 500");
     let c = portcullis_tests::Client::new();
@@ -400,6 +401,13 @@ fn a_held_routes_read_timeout_is_504_and_oversized_upstream_heads_are_502() {
         assert_eq!(r.status, 504, "{path}: {}", r.text());
         assert_eq!(r.json()["code"], "upstream_timeout", "{path}");
     }
+}
+
+#[test]
+fn oversized_upstream_response_heads_are_502_on_every_path() {
+    let up = Upstream::with_fn("app", app);
+    let gw = start(&up, POOL);
+    let c = portcullis_tests::Client::new();
     // Heads over 64 KiB: one big field, many fields; on Pingora's path (with and without a
     // streamed scan) and the held one.
     for route in ["plain", "red", "blk", "mon"] {
@@ -431,6 +439,7 @@ fn an_absolute_form_target_whose_authority_is_not_host_gets_the_gateways_own_400
         "GET http://user@a.example/plain/x HTTP/1.1\r\nhost: a.example\r\n",
         "GET http://A.EXAMPLE/plain/x HTTP/1.1\r\nhost: a.example\r\n",
         "POST https://a.example/plain/x HTTP/1.1\r\nhost: evil.example\r\ncontent-length: 0\r\n",
+        "GET /plain/x HTTP/1.1\r\nhost: user@a.example\r\n",
     ]
     .iter()
     .enumerate()
