@@ -307,28 +307,76 @@ async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, dead
 fn target_authority(raw: &[u8]) -> Result<(), Deny> {
     let mut fields = [httparse::EMPTY_HEADER; framing::MAX_PARSED_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
-    let Ok(httparse::Status::Complete(_)) = req.parse(raw) else { return Ok(()) };
+    let escaped;
+    let raw = match req.parse(raw) {
+        Ok(httparse::Status::Complete(_)) => raw,
+        Ok(httparse::Status::Partial) => return Ok(()),
+        // Pingora percent-encodes a few bytes of the target and parses again; what still does
+        // not parse it answers with a bare 400: refuse it here instead.
+        Err(httparse::Error::Token | httparse::Error::Version) => {
+            escaped = escape_request_line(raw).ok_or_else(|| Deny::new(DenyCode::BadRequest, "malformed_request"))?;
+            req = httparse::Request::new(&mut fields);
+            match req.parse(&escaped) {
+                Ok(httparse::Status::Complete(_)) => &escaped,
+                _ => return Err(Deny::new(DenyCode::BadRequest, "malformed_request")),
+            }
+        }
+        Err(_) => return Err(Deny::new(DenyCode::BadRequest, "malformed_request")),
+    };
+    let _ = raw;
     // Pingora refuses to proxy `CONNECT` with a bare 405 of its own: the same, as ours.
     if req.method == Some("CONNECT") {
         return Err(Deny::new(DenyCode::MethodNotAllowed, "connect_method"));
     }
     let bad = || Deny::new(DenyCode::BadRequest, "target_authority");
+    // Built as Pingora builds it: what fails here fails there, with a bare 400.
     let Ok(mut head) =
         pingora_http::RequestHeader::build(req.method.unwrap_or(""), req.path.unwrap_or("").as_bytes(), None)
     else {
-        return Ok(());
+        return Err(Deny::new(DenyCode::BadRequest, "malformed_request"));
     };
     for f in req.headers.iter() {
         let (Ok(name), Ok(value)) =
             (http::HeaderName::from_bytes(f.name.as_bytes()), http::HeaderValue::from_bytes(f.value))
         else {
-            return Ok(());
+            return Err(Deny::new(DenyCode::BadRequest, "malformed_request"));
         };
         if head.append_header(name, value).is_err() {
-            return Ok(());
+            return Err(Deny::new(DenyCode::BadRequest, "malformed_request"));
         }
     }
     pingora_core::protocols::http::authority::validate_request_authority(&head).map_err(|_| bad())
+}
+
+/// Pingora's rewrite of a request line httparse refuses (`escape_illegal_request_line`, private
+/// in pingora-core): in `METHOD TARGET HTTP/d[.d]` (the last such version on the first line),
+/// the target's control bytes, non-ASCII bytes, space, `<`, `>` and `"` percent-encoded. `None`
+/// when there is no such line or nothing to encode (Pingora then answers 400).
+fn escape_request_line(raw: &[u8]) -> Option<Vec<u8>> {
+    let line_end = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+    let line = raw.get(..line_end)?;
+    let method = line.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
+    if method == 0 || line.get(method) != Some(&b' ') {
+        return None;
+    }
+    let start = method + 1;
+    let end = (start + 1..line.len())
+        .rev()
+        .find(|&i| line.get(i..i + 6) == Some(b" HTTP/") && line.get(i + 6).is_some_and(u8::is_ascii_digit))?;
+    let target = line.get(start..end)?;
+    let mut out = Vec::with_capacity(raw.len() + 32);
+    out.extend_from_slice(raw.get(..start)?);
+    let mut changed = false;
+    for &b in target {
+        if !(0x20..0x7f).contains(&b) || matches!(b, b' ' | b'<' | b'>' | b'"') {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            changed = true;
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(raw.get(end..)?);
+    changed.then_some(out)
 }
 
 async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<String>) {

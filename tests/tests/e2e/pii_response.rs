@@ -467,3 +467,42 @@ fn an_absolute_form_target_whose_authority_is_not_host_gets_the_gateways_own_400
     conn.send(b"GET http://a.example/plain/x HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n").unwrap();
     assert_eq!(conn.read_response(Duration::from_secs(5)).unwrap().status, 200);
 }
+
+/// Heads Pingora would refuse itself with a bare `400 Bad Request` (no body, no request id):
+/// every refusal is the gateway's JSON, with a request id.
+#[test]
+fn heads_pingora_would_refuse_bare_get_the_gateways_json() {
+    let up = Upstream::with_fn("app", app);
+    let gw = start(&up, POOL);
+    let n = up.count_to("/plain");
+    for head in [
+        "GET /plain/x\"<> HTTP/1.1\r\nhost: a\r\n",
+        "GET /plain/x HTTP/1.2\r\nhost: a\r\n",
+        "GET /plain/x HTTP/2.0\r\nhost: a\r\n",
+        "GET /pl ain/x HTTP/1.1\r\nhost: a\r\n",
+        "GET http://[::1/plain/x HTTP/1.1\r\nhost: a\r\n",
+        "GET http://a:b:c/plain/x HTTP/1.1\r\nhost: a:b:c\r\n",
+        "GET /plain/x HTTP/1.1\r\nbad header: x\r\nhost: a\r\n",
+        "GET /plain/x HTTP/1.1\r\nhost: a\r\nx: \x01\r\n",
+        "G\x01T /plain/x HTTP/1.1\r\nhost: a\r\n",
+        "GET http://a/plain/x HTTP/1.1\r\nhost: a\r\nhost: a\r\n",
+    ] {
+        let mut conn = RawConn::connect(gw.proxy_addr());
+        conn.send(format!("{head}connection: close\r\n\r\n").as_bytes()).unwrap();
+        let raw = conn.read_until_close(Duration::from_secs(5));
+        let r = portcullis_tests::parse_response(&raw).unwrap_or_else(|| panic!("{head:?}: {raw:?}"));
+        assert_eq!(r.status, 400, "{head:?}");
+        assert_eq!(r.json()["code"], "bad_request", "{head:?}: {}", String::from_utf8_lossy(&raw));
+        assert!(r.header("x-request-id").is_some(), "{head:?}");
+    }
+    assert_eq!(up.count_to("/plain"), n);
+    // What Pingora escapes and accepts still passes.
+    let c = portcullis_tests::Client::new();
+    assert_eq!(c.get(&gw.url("/plain/x"), &[]).status, 200);
+    let mut conn = RawConn::connect(gw.proxy_addr());
+    conn.send(b"GET /plain/x|y{z} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").unwrap();
+    assert_eq!(conn.read_response(Duration::from_secs(5)).unwrap().status, 200);
+    let mut conn = RawConn::connect(gw.proxy_addr());
+    conn.send(b"GET /plain/x\"y HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").unwrap();
+    assert_eq!(conn.read_response(Duration::from_secs(5)).unwrap().status, 200, "escaped by Pingora");
+}
