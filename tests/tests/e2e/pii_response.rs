@@ -124,6 +124,18 @@ fn app(r: &Recorded) -> Reply {
             let parts = sse_events(sep).into_iter().map(|e| (Duration::from_millis(300), e.into_bytes())).collect();
             Reply::streamed(SSE_HEAD, parts)
         }
+        "sse-gzip" => {
+            // One gzip stream, flushed after each event: each part decodes to one event.
+            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut parts = Vec::new();
+            for e in sse_events("\n") {
+                std::io::Write::write_all(&mut z, e.as_bytes()).unwrap();
+                std::io::Write::flush(&mut z).unwrap();
+                parts.push((Duration::from_millis(300), std::mem::take(z.get_mut())));
+            }
+            parts.push((Duration::ZERO, z.finish().unwrap()));
+            Reply::streamed(&SSE_HEAD.replace("\r\n\r\n", "\r\ncontent-encoding: gzip\r\n\r\n"), parts)
+        }
         "upgrade" => Reply::raw(
             format!(
                 "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nframe {IBAN}"
@@ -370,6 +382,25 @@ fn server_sent_events_flow_per_event_redacted_monitored_and_ended_before_a_block
         let ev = evs.iter().find(|e| e["path"] == format!("/blk/{what}")).unwrap();
         assert_eq!(ev["action"], "blocked", "{ev}");
         assert!(!ev.to_string().contains(IBAN));
+    }
+
+    // Compressed anyway: decoded, scanned per event; on the block route the events go out
+    // decoded (so none can pass before its scan), promptly, and the IBAN's ends the stream; on
+    // the redact route they are masked.
+    // (`any` blocks IBANs and redacts nothing: its events are not changed, yet must not pass
+    // compressed before their scan.)
+    for (route, upto, tckn) in [("blk", 3, TCKN_MASKED), ("red", 5, TCKN_MASKED), ("any", 3, TCKN)] {
+        let path = format!("/{route}/sse-gzip");
+        let (mut conn, _) = get_raw(&gw, &path, "");
+        let want: Vec<String> =
+            sse_events("\n")[..upto].iter().map(|e| e.replace(TCKN, tckn).replace(IBAN, IBAN_MASKED)).collect();
+        let lat = arrivals(&mut conn, &up, &path, &want);
+        assert!(lat.iter().all(|l| *l < Duration::from_secs(1)), "{path}: {lat:?}");
+        let raw = String::from_utf8_lossy(&conn.read_until_close(Duration::from_secs(5))).into_owned();
+        let head = raw.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+        assert!(!head.contains("content-encoding"), "{path}: sent decoded: {head}");
+        assert!(!raw.contains(IBAN), "{path}");
+        assert_eq!(raw.contains(TCKN), tckn == TCKN, "{path}");
     }
 }
 
