@@ -328,6 +328,16 @@ fn target_authority(raw: &[u8]) -> Result<(), Deny> {
     if req.method == Some("CONNECT") {
         return Err(Deny::new(DenyCode::MethodNotAllowed, "connect_method"));
     }
+    // The usual request (origin-form target, one `Host` without userinfo) passes Pingora's
+    // authority check by construction: no need to build its head (this runs on every request).
+    let mut hosts = req.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("host"));
+    let (host, more) = (hosts.next(), hosts.next());
+    if req.path.is_some_and(|p| p.starts_with('/')) && more.is_none() && !host.is_some_and(|h| h.value.contains(&b'@'))
+    {
+        let built =
+            pingora_http::RequestHeader::build(req.method.unwrap_or(""), req.path.unwrap_or("").as_bytes(), None);
+        return built.map(|_| ()).map_err(|_| Deny::new(DenyCode::BadRequest, "malformed_request"));
+    }
     let bad = || Deny::new(DenyCode::BadRequest, "target_authority");
     // Built as Pingora builds it: what fails here fails there, with a bare 400.
     let Ok(mut head) =
@@ -583,5 +593,45 @@ impl BackgroundService for LimitsTick {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(head: &str) -> Result<(), (u16, String)> {
+        target_authority(head.as_bytes()).map_err(|d| (d.code.status(), d.reason.to_string()))
+    }
+
+    #[test]
+    fn what_pingora_would_refuse_bare_is_refused_here_and_nothing_else() {
+        let refused = [
+            ("GET http://a.example/x HTTP/1.1\r\nhost: b.example\r\n\r\n", 400),
+            ("GET http://a.example:8080/x HTTP/1.1\r\nhost: a.example\r\n\r\n", 400),
+            ("GET http://u@a.example/x HTTP/1.1\r\nhost: a.example\r\n\r\n", 400),
+            ("GET /x HTTP/1.1\r\nhost: u@a.example\r\n\r\n", 400),
+            ("GET /x HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", 400),
+            ("GET http://[::1/x HTTP/1.1\r\nhost: a\r\n\r\n", 400),
+            ("GET /x\"<> HTTP/1.1\r\nhost: a\r\n\r\n", 400),
+            ("CONNECT a.example:443 HTTP/1.1\r\nhost: a.example:443\r\n\r\n", 405),
+        ];
+        for (head, status) in refused {
+            assert_eq!(verdict(head).map_err(|(s, _)| s), Err(status), "{head:?}");
+        }
+        for head in [
+            "GET /x HTTP/1.1\r\nhost: a\r\n\r\n",
+            "GET /x HTTP/1.1\r\n\r\n",
+            "GET http://a.example/x HTTP/1.1\r\nhost: a.example\r\n\r\n",
+            "GET http://a.example/x HTTP/1.1\r\n\r\n",
+            "GET /x|y{z} HTTP/1.1\r\nhost: a\r\n\r\n",
+            "GET /x\"y HTTP/1.1\r\nhost: a\r\n\r\n",
+            "connect /x HTTP/1.1\r\nhost: a\r\n\r\n",
+            "GET /x HTTP/1.1\r\nhost: a\r\n",
+        ] {
+            assert_eq!(verdict(head), Ok(()), "{head:?}");
+        }
+        assert_eq!(escape_request_line(b"GET /a b HTTP/1.1\r\n\r\n"), Some(b"GET /a%20b HTTP/1.1\r\n\r\n".to_vec()));
+        assert_eq!(escape_request_line(b"GET /a HTTP/1.1\r\n\r\n"), None);
     }
 }
