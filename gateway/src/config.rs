@@ -128,11 +128,17 @@ struct RawServer {
     upstream_keepalive_pool_size: Option<usize>,
 }
 
+/// Default `limits.max_response_header_bytes` (64 KiB).
+pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+/// Largest `limits.max_response_header_bytes` (Pingora refuses heads over 1 MiB anyway).
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_header_count: Option<usize>,
     max_header_bytes: Option<usize>,
+    max_response_header_bytes: Option<usize>,
     header_timeout_ms: Option<u64>,
     keepalive_timeout_seconds: Option<u64>,
     max_body_bytes: Option<u64>,
@@ -356,6 +362,8 @@ pub struct GatewayConfig {
     pub strip_headers: Vec<http::HeaderName>,
     /// Header count and size limits.
     pub header_limits: HeaderLimits,
+    /// Largest upstream response head passed on (status line and fields, bytes): over it, 502.
+    pub max_response_header_bytes: usize,
     /// Total deadline for receiving a request's headers.
     pub header_timeout: Duration,
     /// Idle time allowed between requests on a client keep-alive connection.
@@ -458,6 +466,10 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
     }
     if header_limits.max_bytes < 256 {
         err("limits.max_header_bytes", "must be at least 256".into());
+    }
+    let max_response_header_bytes = raw.limits.max_response_header_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_HEADER_BYTES);
+    if !(1024..=MAX_RESPONSE_HEADER_BYTES).contains(&max_response_header_bytes) {
+        err("limits.max_response_header_bytes", format!("must be 1024 to {MAX_RESPONSE_HEADER_BYTES}"));
     }
     let header_timeout = ms(raw.limits.header_timeout_ms, 10_000);
     if header_timeout.is_zero() {
@@ -710,6 +722,7 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         trusted_proxies,
         strip_headers,
         header_limits,
+        max_response_header_bytes,
         header_timeout,
         keepalive_timeout_seconds: raw.limits.keepalive_timeout_seconds.unwrap_or(60),
         pools,
@@ -770,6 +783,20 @@ routes:
     upstream: app
     channel: whatsapp
 "#;
+
+    #[test]
+    fn the_response_head_cap_has_a_default_and_bounds() {
+        let c = parse("g.yaml", GOOD, Path::new("/etc/p")).unwrap();
+        assert_eq!(c.max_response_header_bytes, DEFAULT_MAX_RESPONSE_HEADER_BYTES);
+        let with =
+            |n: usize| GOOD.replace("upstreams:", &format!("limits:\n  max_response_header_bytes: {n}\nupstreams:"));
+        assert_eq!(parse("g.yaml", &with(8192), Path::new("/")).unwrap().max_response_header_bytes, 8192);
+        for bad in [0, 1023, MAX_RESPONSE_HEADER_BYTES + 1] {
+            let errs = parse("g.yaml", &with(bad), Path::new("/")).unwrap_err();
+            let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            assert!(text.iter().any(|t| t.contains("limits.max_response_header_bytes")), "{bad}: {text:?}");
+        }
+    }
 
     #[test]
     fn good_config_compiles() {

@@ -16,7 +16,7 @@ use crate::decode::{DecodeError, Decoder, Encoding};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use pingora_http::{RequestHeader, ResponseHeader};
-use portcullis_rules::pii::{OverCapError, PiiAction, PiiPolicy, Scan, StreamScanner, Summary};
+use portcullis_rules::pii::{BodyKind, EventScanner, OverCapError, PiiAction, PiiPolicy, Scan, StreamScanner, Summary};
 use portcullis_rules::verdict::Action;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +41,9 @@ pub enum Plan {
     /// Not scanned: no body (HEAD, 1xx, 204, 304, `Content-Length: 0`) or a content type the
     /// policy does not scan.
     Pass,
-    /// Scan the body, decoding it first unless `Identity`.
-    Scan(Encoding),
+    /// Scan the body, decoding it first unless `Identity`; `events`: a `text/event-stream`,
+    /// scanned event by event.
+    Scan(Encoding, bool),
     /// Scannable content the gateway cannot decode (an unknown or stacked `Content-Encoding`).
     Unscannable(String),
 }
@@ -58,17 +59,18 @@ pub fn plan(policy: &PiiPolicy, head_request: bool, resp: &ResponseHeader) -> Pl
     if no_body {
         return Plan::Pass;
     }
-    // A value that is not visible ASCII names no media type: scanned, as a missing one is.
-    let ct = resp.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    if !policy.scans_content_type(ct) {
+    // Every `Content-Type` field: none, several or a malformed one is scanned.
+    let kind = policy.body_kind(resp.headers.get_all(http::header::CONTENT_TYPE).iter().map(|v| v.as_bytes()));
+    if kind == BodyKind::Pass {
         return Plan::Pass;
     }
+    let events = kind == BodyKind::EventStream;
     // Several `Content-Encoding` fields are one list of codings (`identity` then `gzip` is gzip):
     // only a single one is decoded.
     let mut codings = resp.headers.get_all(http::header::CONTENT_ENCODING).iter();
     let ce = codings.next().map(|v| v.as_bytes());
     match Encoding::parse(ce).filter(|_| codings.next().is_none()) {
-        Some(e) => Plan::Scan(e),
+        Some(e) => Plan::Scan(e, events),
         None => {
             let all = resp.headers.get_all(http::header::CONTENT_ENCODING).iter();
             Plan::Unscannable(all.map(|v| String::from_utf8_lossy(v.as_bytes())).collect::<Vec<_>>().join(", "))
@@ -96,7 +98,7 @@ pub enum Streaming {
     /// Each chunk through the decoder (if any) and the scanner.
     Scan {
         /// Taken by the end of the body.
-        scanner: Option<Box<StreamScanner>>,
+        scanner: Option<Scanner>,
         decoder: Option<Box<Decoder>>,
         /// Send what the scanner writes (decoded, redacted); else the upstream's bytes as they
         /// came (a compressed body under a policy that only monitors).
@@ -107,6 +109,24 @@ pub enum Streaming {
     /// The response head was replaced by a deny: its body goes out with the first chunk, the
     /// upstream's body is dropped.
     Withheld(Option<Bytes>),
+}
+
+/// The scanner of a streamed body.
+#[derive(Debug)]
+pub enum Scanner {
+    /// One body, with the overlap window.
+    Body(Box<StreamScanner>),
+    /// A `text/event-stream`, event by event (each written out when complete).
+    Events(Box<EventScanner>),
+}
+
+impl Scanner {
+    fn held(&self) -> usize {
+        match self {
+            Scanner::Body(s) => s.held(),
+            Scanner::Events(s) => s.held(),
+        }
+    }
 }
 
 /// What a body chunk led to.
@@ -124,12 +144,15 @@ pub enum Step {
 }
 
 impl Streaming {
-    /// Starts scanning a response with this encoding. A compressed body is sent decoded when the
-    /// policy may change it (it redacts), else as the upstream sent it.
-    pub fn new(policy: &PiiPolicy, encoding: Encoding) -> Streaming {
+    /// Starts scanning a response with this encoding (`events`: a `text/event-stream`, scanned
+    /// event by event). A compressed body is sent decoded when the policy may change or withhold
+    /// it (it redacts or blocks), else as the upstream sent it.
+    pub fn new(policy: &PiiPolicy, encoding: Encoding, events: bool) -> Streaming {
         let decoder = Decoder::new(encoding).map(Box::new);
-        let send_scanned = decoder.is_none() || policy.redacts();
-        Streaming::Scan { scanner: Some(Box::new(policy.stream())), decoder, send_scanned }
+        let send_scanned = decoder.is_none() || policy.redacts() || policy.needs_buffering();
+        let scanner =
+            if events { Scanner::Events(Box::new(policy.events())) } else { Scanner::Body(Box::new(policy.stream())) };
+        Streaming::Scan { scanner: Some(scanner), decoder, send_scanned }
     }
 
     /// True when the body sent is the decoded one (its `Content-Encoding` must go).
@@ -169,9 +192,18 @@ impl Streaming {
                 // What this chunk writes: at most what was held back, the chunk, and a little for
                 // masks that quote a bare number (growing it would copy the whole chunk again).
                 let mut out = Vec::with_capacity(sc.held() + plain.len() + 64);
-                if let Err(OverCapError) = sc.push(plain, &mut out) {
-                    // Nothing past the cap; what was written before was scanned.
-                    let summary = scanner.take().map(|s| (*s).finish(&mut Vec::new())).and_then(|s| policy.summary(&s));
+                let pushed = match sc {
+                    Scanner::Body(b) => b.push(plain, &mut out).map_err(|OverCapError| ()),
+                    Scanner::Events(e) => e.push(plain, &mut out).map_err(|_| ()),
+                };
+                if pushed.is_err() {
+                    // Nothing past the cap, or from the withheld event on; what was written
+                    // before was scanned.
+                    let scan = scanner.take().map(|s| match s {
+                        Scanner::Body(b) => (*b).finish(&mut Vec::new()),
+                        Scanner::Events(e) => (*e).into_scan(),
+                    });
+                    let summary = scan.and_then(|s| policy.summary(&s));
                     *body = (*send_scanned && !out.is_empty()).then(|| Bytes::from(out));
                     let mut s = summary.unwrap_or_else(|| policy.not_scanned("over_cap", None));
                     // The rest is withheld, whatever the values masked before.
@@ -182,7 +214,26 @@ impl Streaming {
                 if let Some(e) = failed {
                     return self.decode_failed(policy, body, input, out, e);
                 }
-                let scan = if end { scanner.take().map(|s| (*s).finish(&mut out)) } else { None };
+                let scan = if end {
+                    match scanner.take() {
+                        Some(Scanner::Body(b)) => Some((*b).finish(&mut out)),
+                        Some(Scanner::Events(mut e)) => {
+                            if e.finish(&mut out).is_err() {
+                                let mut s = policy
+                                    .summary(&(*e).into_scan())
+                                    .unwrap_or_else(|| policy.not_scanned("over_cap", None));
+                                s.action = Action::Blocked;
+                                s.finding.detail.insert("action".into(), Action::Blocked.as_str().into());
+                                *body = (*send_scanned && !out.is_empty()).then(|| Bytes::from(out));
+                                return Step::Abort(s);
+                            }
+                            Some((*e).into_scan())
+                        }
+                        None => None,
+                    }
+                } else {
+                    None
+                };
                 *body = Some(if *send_scanned { Bytes::from(out) } else { input });
                 match scan {
                     Some(s) => Step::End(s),

@@ -88,6 +88,11 @@ pub struct Ctx {
     deny_event_aggregated: bool,
     /// The PII scan of a streamed response (see [`crate::pii`]).
     pii: Option<crate::pii::Streaming>,
+    /// A scanned streamed response's head, and the scanned bytes of the chunk that stopped it:
+    /// what [`ProxyHttp::fail_to_proxy`] writes before cutting the response when Pingora had
+    /// not written them yet (see [`Portcullis::cut`]).
+    pii_head: Option<Box<ResponseHeader>>,
+    pii_tail: Option<Bytes>,
     /// The request goes out through the gateway's own exchange, not Pingora's (a body read
     /// whole that Pingora could not forward: see [`read_body`]).
     fetch_self: bool,
@@ -163,6 +168,12 @@ fn ip_header_value(ip: IpAddr) -> HeaderValue {
     };
     // An address is ASCII digits, dots, colons and hex: always a valid header value.
     HeaderValue::from_bytes(buf.get(..n).unwrap_or_default()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The size of a response head as it would be written: status line and `name: value\r\n` lines.
+pub(crate) fn response_head_bytes(resp: &ResponseHeader) -> usize {
+    let fields: usize = resp.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    fields + 16 + resp.status.canonical_reason().map_or(0, str::len)
 }
 
 /// A deny through the one renderer, with `X-Request-Id`: its head and body.
@@ -316,6 +327,8 @@ impl ProxyHttp for Portcullis {
             limit_headers: Vec::new(),
             deny_event_aggregated: false,
             pii: None,
+            pii_head: None,
+            pii_tail: None,
             fetch_self: false,
         }
     }
@@ -352,6 +365,21 @@ impl ProxyHttp for Portcullis {
         if ctx.fetch_self || !ctx.rules.snapshot.pii.is_empty() {
             let rules = ctx.rules.clone();
             let policy = self.pii_policy(&rules, ctx);
+            // After a protocol switch (WebSocket, h2c, a CONNECT tunnel) nothing is an HTTP
+            // response a PII rule could scan: refused on its routes unless the rule allows it;
+            // an allowed one takes Pingora's path (which relays upgrades), never the held one.
+            if let Some(p) = policy {
+                let req = session.req_header();
+                if let Some(why) = portcullis_rules::pii::upgrade_requested(req.method.as_str(), &req.headers) {
+                    if p.allow_upgrade {
+                        return Ok(false);
+                    }
+                    let summary = p.upgrade_refused(why);
+                    self.report_pii(session, ctx, p, &summary, 0);
+                    let deny = summary.finding.deny;
+                    return refuse(session, ctx, &deny, format!("{}:{}:{why}", deny.reason, p.id)).await;
+                }
+            }
             if ctx.fetch_self || policy.is_some_and(PiiPolicy::needs_buffering) {
                 return self.exchange(session, ctx, policy).await;
             }
@@ -410,11 +438,23 @@ impl ProxyHttp for Portcullis {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.check_total_deadline(ctx)
+        self.check_total_deadline(ctx)?;
+        // A switch of protocols the client did not ask for (RFC 9110 §15.2.2: only to one its
+        // `Upgrade` named): what follows would be relayed as opaque bytes, never scanned.
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !session.req_header().headers.contains_key(http::header::UPGRADE)
+        {
+            ctx.upstream_error = Some(UpstreamError::Protocol);
+            ctx.denied_reason = Some("unsolicited_101".into());
+            let mut e = Error::explain(ErrorType::InvalidHTTPHeader, "101 to a request without Upgrade");
+            e.esource = ErrorSource::Upstream;
+            return Err(e);
+        }
+        self.check_response_head(resp, ctx)
     }
 
     fn upstream_response_body_filter(
@@ -498,7 +538,13 @@ impl ProxyHttp for Portcullis {
         }
         ctx.denied = Some(code);
         ctx.denied_reason.get_or_insert_with(|| e.etype().as_str().to_string());
-        if session.response_written().is_none() {
+        if matches!(e.etype(), ErrorType::Custom(PII_WITHHELD)) && ctx.pii_head.is_some() {
+            // A streamed response stopped by its scan is cut, always: whether Pingora had
+            // written its head yet depends on how the upstream's bytes were read.
+            if let Err(we) = self.cut(session, ctx).await {
+                tracing::debug!(error = %we, "could not write the cut response");
+            }
+        } else if session.response_written().is_none() {
             let deny = Deny::new(code, e.etype().as_str());
             if let Err(we) = send_deny(session, &ctx.request_id, &deny, true).await {
                 tracing::debug!(error = %we, "could not write error response");
@@ -680,7 +726,40 @@ impl Portcullis {
         let rules = ctx.rules.clone();
         let Some(policy) = self.pii_policy(&rules, ctx) else { return Ok(()) };
         ctx.pii = self.streamed_head(session, resp, ctx, policy)?;
+        if matches!(ctx.pii, Some(crate::pii::Streaming::Scan { .. })) && policy.withholds_unscannable() {
+            ctx.pii_head = Some(Box::new(resp.clone()));
+        }
         Ok(())
+    }
+
+    /// Writes what a streamed response stopped by its scan still sends, without ending it: its
+    /// head if Pingora had not written it, the scanned bytes of the chunk that stopped it. The
+    /// connection is then closed: the client sees a body that ends early (no last chunk).
+    async fn cut(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        session.set_keepalive(None);
+        if let Some(head) = ctx.pii_head.take() {
+            if session.response_written().is_none() {
+                session.write_response_header(head, false).await?;
+            }
+        }
+        if let Some(tail) = ctx.pii_tail.take().filter(|t| !t.is_empty()) {
+            session.write_response_body(Some(tail), false).await?;
+        }
+        Ok(())
+    }
+
+    /// The upstream's response head over `limits.max_response_header_bytes`: refused (502
+    /// `upstream_unavailable`, reason `response_headers_too_large`), nothing of it passed on.
+    fn check_response_head(&self, resp: &ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let cap = self.shared.config.max_response_header_bytes;
+        if response_head_bytes(resp) <= cap {
+            return Ok(());
+        }
+        ctx.upstream_error = Some(UpstreamError::Protocol);
+        ctx.denied_reason = Some("response_headers_too_large".into());
+        let mut e = Error::explain(ErrorType::InvalidHTTPHeader, "upstream response head over the cap");
+        e.esource = ErrorSource::Upstream;
+        Err(e)
     }
 
     /// Decides how a streamed response's body is scanned, and fixes the head for a body that will
@@ -699,8 +778,8 @@ impl Portcullis {
                 self.shared.pii.count(&policy.id, crate::pii::PASSED, 0);
                 Ok(None)
             }
-            crate::pii::Plan::Scan(encoding) => {
-                let st = crate::pii::Streaming::new(policy, encoding);
+            crate::pii::Plan::Scan(encoding, events) => {
+                let st = crate::pii::Streaming::new(policy, encoding, events);
                 if policy.redacts() || st.sends_decoded() {
                     crate::pii::body_rewritten(resp, st.sends_decoded())?;
                     if resp.headers.get(http::header::TRANSFER_ENCODING).is_none() {
@@ -734,6 +813,10 @@ impl Portcullis {
         let Some(policy) = self.route_pii_policy(&rules, ctx) else { return Ok(()) };
         let Some(st) = ctx.pii.as_mut() else { return Ok(()) };
         let step = st.body(policy, body, end);
+        if matches!(step, crate::pii::Step::Abort(_)) {
+            // Pingora drops the chunk of a failed filter: `fail_to_proxy` writes it (see `cut`).
+            ctx.pii_tail = body.take();
+        }
         self.pii_step(session, ctx, policy, step)
     }
 

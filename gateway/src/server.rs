@@ -296,6 +296,99 @@ async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, dead
 }
 
 /// Writes a deny straight to a connection whose request never completed, then closes it.
+/// What Pingora would refuse itself with a bare answer, refused here as the gateway's: `CONNECT`
+/// (405), and Pingora's own check of the request target's authority against `Host` (RFC 9112 §3.2.2: an
+/// absolute-form target whose authority differs from `Host`, userinfo, several `Host` fields, an
+/// ambiguous `CONNECT` target), run here on the raw head so that its refusal is the gateway's:
+/// Pingora answers a bare 400 from inside its parser, before any `ProxyHttp` phase (no JSON body,
+/// no request id, no access-log line). The head is built as Pingora's parser builds it, and the
+/// very function that parser calls decides, so the two cannot disagree. A head httparse cannot
+/// parse as it is is left to Pingora (it may rewrite the request line first).
+fn target_authority(raw: &[u8]) -> Result<(), Deny> {
+    let mut fields = [httparse::EMPTY_HEADER; framing::MAX_PARSED_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let escaped;
+    let raw = match req.parse(raw) {
+        Ok(httparse::Status::Complete(_)) => raw,
+        Ok(httparse::Status::Partial) => return Ok(()),
+        // Pingora percent-encodes a few bytes of the target and parses again; what still does
+        // not parse it answers with a bare 400: refuse it here instead.
+        Err(httparse::Error::Token | httparse::Error::Version) => {
+            escaped = escape_request_line(raw).ok_or_else(|| Deny::new(DenyCode::BadRequest, "malformed_request"))?;
+            req = httparse::Request::new(&mut fields);
+            match req.parse(&escaped) {
+                Ok(httparse::Status::Complete(_)) => &escaped,
+                _ => return Err(Deny::new(DenyCode::BadRequest, "malformed_request")),
+            }
+        }
+        Err(_) => return Err(Deny::new(DenyCode::BadRequest, "malformed_request")),
+    };
+    let _ = raw;
+    // Pingora refuses to proxy `CONNECT` with a bare 405 of its own: the same, as ours.
+    if req.method == Some("CONNECT") {
+        return Err(Deny::new(DenyCode::MethodNotAllowed, "connect_method"));
+    }
+    // The usual request (origin-form target, one `Host` without userinfo) passes Pingora's
+    // authority check by construction: no need to build its head (this runs on every request).
+    let mut hosts = req.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("host"));
+    let (host, more) = (hosts.next(), hosts.next());
+    if req.path.is_some_and(|p| p.starts_with('/')) && more.is_none() && !host.is_some_and(|h| h.value.contains(&b'@'))
+    {
+        let built =
+            pingora_http::RequestHeader::build(req.method.unwrap_or(""), req.path.unwrap_or("").as_bytes(), None);
+        return built.map(|_| ()).map_err(|_| Deny::new(DenyCode::BadRequest, "malformed_request"));
+    }
+    let bad = || Deny::new(DenyCode::BadRequest, "target_authority");
+    // Built as Pingora builds it: what fails here fails there, with a bare 400.
+    let Ok(mut head) =
+        pingora_http::RequestHeader::build(req.method.unwrap_or(""), req.path.unwrap_or("").as_bytes(), None)
+    else {
+        return Err(Deny::new(DenyCode::BadRequest, "malformed_request"));
+    };
+    for f in req.headers.iter() {
+        let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(f.name.as_bytes()), http::HeaderValue::from_bytes(f.value))
+        else {
+            return Err(Deny::new(DenyCode::BadRequest, "malformed_request"));
+        };
+        if head.append_header(name, value).is_err() {
+            return Err(Deny::new(DenyCode::BadRequest, "malformed_request"));
+        }
+    }
+    pingora_core::protocols::http::authority::validate_request_authority(&head).map_err(|_| bad())
+}
+
+/// Pingora's rewrite of a request line httparse refuses (`escape_illegal_request_line`, private
+/// in pingora-core): in `METHOD TARGET HTTP/d[.d]` (the last such version on the first line),
+/// the target's control bytes, non-ASCII bytes, space, `<`, `>` and `"` percent-encoded. `None`
+/// when there is no such line or nothing to encode (Pingora then answers 400).
+fn escape_request_line(raw: &[u8]) -> Option<Vec<u8>> {
+    let line_end = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+    let line = raw.get(..line_end)?;
+    let method = line.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
+    if method == 0 || line.get(method) != Some(&b' ') {
+        return None;
+    }
+    let start = method + 1;
+    let end = (start + 1..line.len())
+        .rev()
+        .find(|&i| line.get(i..i + 6) == Some(b" HTTP/") && line.get(i + 6).is_some_and(u8::is_ascii_digit))?;
+    let target = line.get(start..end)?;
+    let mut out = Vec::with_capacity(raw.len() + 32);
+    out.extend_from_slice(raw.get(..start)?);
+    let mut changed = false;
+    for &b in target {
+        if !(0x20..0x7f).contains(&b) || matches!(b, b' ' | b'<' | b'>' | b'"') {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            changed = true;
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(raw.get(end..)?);
+    changed.then_some(out)
+}
+
 async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<String>) {
     let id = request_id.unwrap_or_else(new_request_id);
     let r = render(deny, &id);
@@ -308,7 +401,7 @@ async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<Str
     bytes.extend_from_slice(&r.body);
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&bytes)).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.flush()).await;
-    tracing::info!(log.logger = "access", deny.code = deny.code.as_str(), deny.reason = %deny.reason, http.request.id = %id, "request head refused");
+    tracing::info!(log.logger = "access", http.response.status_code = r.status, deny.code = deny.code.as_str(), deny.reason = %deny.reason, http.request.id = %id, "request head refused");
 }
 
 #[async_trait]
@@ -328,6 +421,11 @@ where
                     // Framing is judged on the raw head, before Pingora's parser: some ambiguous
                     // framings (CL + TE) would otherwise be dropped without an answer.
                     if let Err(deny) = framing::check_head(&buf, self.header_limits) {
+                        let id = framing::request_id_of_head(&buf);
+                        write_raw_deny(&mut stream, &deny, id).await;
+                        return None;
+                    }
+                    if let Err(deny) = target_authority(&buf) {
                         let id = framing::request_id_of_head(&buf);
                         write_raw_deny(&mut stream, &deny, id).await;
                         return None;
@@ -495,5 +593,45 @@ impl BackgroundService for LimitsTick {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(head: &str) -> Result<(), (u16, String)> {
+        target_authority(head.as_bytes()).map_err(|d| (d.code.status(), d.reason.to_string()))
+    }
+
+    #[test]
+    fn what_pingora_would_refuse_bare_is_refused_here_and_nothing_else() {
+        let refused = [
+            ("GET http://a.example/x HTTP/1.1\r\nhost: b.example\r\n\r\n", 400),
+            ("GET http://a.example:8080/x HTTP/1.1\r\nhost: a.example\r\n\r\n", 400),
+            ("GET http://u@a.example/x HTTP/1.1\r\nhost: a.example\r\n\r\n", 400),
+            ("GET /x HTTP/1.1\r\nhost: u@a.example\r\n\r\n", 400),
+            ("GET /x HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", 400),
+            ("GET http://[::1/x HTTP/1.1\r\nhost: a\r\n\r\n", 400),
+            ("GET /x\"<> HTTP/1.1\r\nhost: a\r\n\r\n", 400),
+            ("CONNECT a.example:443 HTTP/1.1\r\nhost: a.example:443\r\n\r\n", 405),
+        ];
+        for (head, status) in refused {
+            assert_eq!(verdict(head).map_err(|(s, _)| s), Err(status), "{head:?}");
+        }
+        for head in [
+            "GET /x HTTP/1.1\r\nhost: a\r\n\r\n",
+            "GET /x HTTP/1.1\r\n\r\n",
+            "GET http://a.example/x HTTP/1.1\r\nhost: a.example\r\n\r\n",
+            "GET http://a.example/x HTTP/1.1\r\n\r\n",
+            "GET /x|y{z} HTTP/1.1\r\nhost: a\r\n\r\n",
+            "GET /x\"y HTTP/1.1\r\nhost: a\r\n\r\n",
+            "connect /x HTTP/1.1\r\nhost: a\r\n\r\n",
+            "GET /x HTTP/1.1\r\nhost: a\r\n",
+        ] {
+            assert_eq!(verdict(head), Ok(()), "{head:?}");
+        }
+        assert_eq!(escape_request_line(b"GET /a b HTTP/1.1\r\n\r\n"), Some(b"GET /a%20b HTTP/1.1\r\n\r\n".to_vec()));
+        assert_eq!(escape_request_line(b"GET /a HTTP/1.1\r\n\r\n"), None);
     }
 }

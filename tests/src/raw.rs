@@ -403,6 +403,23 @@ impl RawConn {
         std::mem::take(&mut self.buf)
     }
 
+    /// Reads until what is buffered contains `needle` (`true`), or the peer closes or `timeout`
+    /// passes (`false`). Nothing is consumed.
+    pub fn read_until_contains(&mut self, needle: &[u8], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !needle.is_empty() && self.buf.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            match self.read_some(deadline) {
+                ReadOutcome::Data => {}
+                ReadOutcome::Eof | ReadOutcome::Timeout => {
+                    return !needle.is_empty() && self.buf.windows(needle.len()).any(|w| w == needle)
+                }
+            }
+        }
+    }
+
     /// Waits up to `timeout` for the peer to close (EOF or reset). Data that arrives meanwhile
     /// is buffered. `true` if the peer closed.
     pub fn wait_closed(&mut self, timeout: Duration) -> bool {

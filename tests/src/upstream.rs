@@ -73,11 +73,23 @@ pub struct Reply {
     /// If set, these exact bytes are written instead of a response built from the other fields
     /// (malformed upstream responses). Empty + `close` = hang up without answering.
     pub raw: Option<Vec<u8>>,
+    /// More bytes written after the response (head and body, or `raw`), each after its delay
+    /// and flushed on its own: a body that streams (server-sent events). When each was written
+    /// is in [`Upstream::parts_sent`].
+    pub parts: Vec<(Duration, Vec<u8>)>,
 }
 
 impl Default for Reply {
     fn default() -> Self {
-        Reply { status: 200, headers: Vec::new(), body: Vec::new(), delay: Duration::ZERO, close: false, raw: None }
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: Duration::ZERO,
+            close: false,
+            raw: None,
+            parts: Vec::new(),
+        }
     }
 }
 
@@ -135,6 +147,12 @@ impl Reply {
         self
     }
 
+    /// A response head with no body framing (the body ends when the connection closes),
+    /// followed by `parts`, each written `delay` after the one before (see [`Reply::parts`]).
+    pub fn streamed(head: &str, parts: Vec<(Duration, Vec<u8>)>) -> Reply {
+        Reply { parts, ..Reply::raw(head.as_bytes().to_vec()) }
+    }
+
     /// Closes the connection after the reply.
     pub fn with_close(mut self) -> Reply {
         self.close = true;
@@ -164,6 +182,7 @@ struct Shared {
     next_conn: AtomicU64,
     /// Request heads received, complete requests or not.
     heads: AtomicU64,
+    parts_sent: Mutex<Vec<(u64, Instant)>>,
 }
 
 impl Shared {
@@ -214,6 +233,7 @@ impl Upstream {
             stop: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             heads: AtomicU64::new(0),
+            parts_sent: Mutex::new(Vec::new()),
         });
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
@@ -318,6 +338,12 @@ impl Upstream {
     /// [`Upstream::requests`] does not record): 0 means nothing of any request arrived.
     pub fn heads(&self) -> u64 {
         self.shared.heads.load(Ordering::SeqCst)
+    }
+
+    /// When each [`Reply::parts`] piece was written (flushed), in order, over every reply:
+    /// the connection ([`Recorded::conn_id`]) and the instant.
+    pub fn parts_sent(&self) -> Vec<(u64, Instant)> {
+        lock(&self.shared.parts_sent).clone()
     }
 
     /// Number of currently open connections.
@@ -639,6 +665,15 @@ fn serve_conn(shared: &Shared, mut stream: TcpStream, conn_id: u64) {
         };
         if stream.write_all(&bytes).and_then(|()| stream.flush()).is_err() {
             return;
+        }
+        for (delay, part) in &reply.parts {
+            if !sleep_unless_stopped(shared, *delay) {
+                return;
+            }
+            if stream.write_all(part).and_then(|()| stream.flush()).is_err() {
+                return;
+            }
+            lock(&shared.parts_sent).push((conn_id, Instant::now()));
         }
         if !keep_alive {
             close_gracefully(&mut stream);

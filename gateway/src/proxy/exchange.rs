@@ -55,6 +55,8 @@ enum Failed {
     Timeout,
     /// The upstream's answer was not a usable HTTP response.
     Protocol,
+    /// The upstream's response head is over `limits.max_response_header_bytes`.
+    HeadTooLarge,
 }
 
 /// How the response head frames the body the client gets.
@@ -124,6 +126,9 @@ impl Portcullis {
         let Some(head) = upstream.resp_header().cloned() else {
             return self.exchange_failed(session, ctx, Failed::Protocol).await;
         };
+        if super::response_head_bytes(&head) > self.shared.config.max_response_header_bytes {
+            return self.exchange_failed(session, ctx, Failed::HeadTooLarge).await;
+        }
         let head_request = session.req_header().method == http::Method::HEAD;
         let bodiless = head_request || matches!(head.status.as_u16(), 204 | 304);
 
@@ -153,7 +158,14 @@ impl Portcullis {
                 let summary = policy.not_scanned("unsupported_encoding", Some(&encoding));
                 return self.withhold(session, ctx, policy, &summary, 0).await;
             }
-            Plan::Scan(e) => e,
+            // An event stream never ends: it is not held whole but relayed event by event, each
+            // scanned before it goes out; an event to withhold ends the stream before it.
+            Plan::Scan(_, true) => {
+                let mut head = head;
+                let scan = self.streamed_head(session, &mut head, ctx, policy)?.map(|st| (policy, st));
+                return self.relay(session, ctx, upstream, &peer, head, Bytes::new(), bodiless, scan).await;
+            }
+            Plan::Scan(e, false) => e,
         };
 
         // Hold the body up to the cap (+1 byte, to know it is over).
@@ -185,6 +197,10 @@ impl Portcullis {
         .await;
         let decode_error = match read {
             Err(_) => return self.exchange_failed(session, ctx, Failed::Timeout).await,
+            // The upstream's read timeout while the body is held: 504, as on Pingora's path.
+            Ok(Err(Err(e))) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+                return self.exchange_failed(session, ctx, Failed::Timeout).await
+            }
             Ok(Err(Err(_))) => return self.exchange_failed(session, ctx, Failed::Protocol).await,
             Ok(Err(Ok(e))) => Some(e),
             Ok(Ok(())) => None,
@@ -294,7 +310,15 @@ impl Portcullis {
             match send(&mut h, up, body).await {
                 Ok(()) => return Ok((h, peer)),
                 // A pooled connection the upstream closed meanwhile: once more on a new one.
-                Err(_) if reused && !stale_retried => stale_retried = true,
+                // (Not after a timeout: the upstream may have the request, and the deadline is
+                // spent.)
+                Err(e)
+                    if reused
+                        && !stale_retried
+                        && !matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout) =>
+                {
+                    stale_retried = true
+                }
                 Err(e) => {
                     return Err(match e.etype() {
                         ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failed::Timeout,
@@ -312,6 +336,9 @@ impl Portcullis {
             Failed::Connect => (UpstreamError::Connect, DenyCode::UpstreamUnavailable, "connect"),
             Failed::Timeout => (UpstreamError::Timeout, DenyCode::UpstreamTimeout, "timeout"),
             Failed::Protocol => (UpstreamError::Protocol, DenyCode::UpstreamUnavailable, "protocol"),
+            Failed::HeadTooLarge => {
+                (UpstreamError::Protocol, DenyCode::UpstreamUnavailable, "response_headers_too_large")
+            }
         };
         ctx.upstream_error = Some(kind);
         self.shared.metrics.observe_upstream_error(ctx.route, kind);
@@ -370,7 +397,11 @@ impl Portcullis {
                 let mut body = chunk;
                 if let Some((policy, st)) = scan.as_mut() {
                     let step = st.body(policy, &mut body, end);
-                    self.pii_step(session, ctx, policy, step)?;
+                    if let Err(e) = self.pii_step(session, ctx, policy, step) {
+                        // What was scanned before the stop goes out; the body is not ended.
+                        put(session, body.unwrap_or_default(), false).await?;
+                        return Err(e);
+                    }
                 }
                 put(session, body.unwrap_or_default(), end).await?;
                 if end {

@@ -32,6 +32,23 @@ pub const DEFAULT_CONTENT_TYPES: &[&str] = &[
     "application/xml",
     "application/*+xml",
     "application/x-www-form-urlencoded",
+    // Line-delimited JSON (streamed APIs, exports) and JSON sequences.
+    "application/x-ndjson",
+    "application/ndjson",
+    "application/jsonl",
+    "application/x-jsonlines",
+    "application/json-seq",
+    // Scripts carrying data (JSONP, inlined state).
+    "application/javascript",
+    "application/x-javascript",
+    "application/ecmascript",
+    // YAML and CSV exports.
+    "application/yaml",
+    "application/x-yaml",
+    "application/*+yaml",
+    "application/csv",
+    // Batch and mixed responses carry parts of the types above.
+    "multipart/*",
 ];
 
 /// One raw rule of the `pii:` list (serialized for the rule hash; absent keys are skipped).
@@ -61,6 +78,8 @@ pub(crate) struct RawPiiRule {
     over_cap: Option<OverCap>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     content_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    allow_upgrade: Option<bool>,
 }
 
 /// The built-in detectors and their actions; an absent detector is off.
@@ -315,6 +334,7 @@ impl RuleCompiler<'_, '_> {
             mask,
             routes,
             content_types,
+            allow_upgrade: r.allow_upgrade.unwrap_or(false),
             shared: Arc::new(Shared { engine, limits }),
         }
     }

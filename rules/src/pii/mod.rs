@@ -30,7 +30,8 @@
 //!     max_body_bytes: 1048576        # default 1 MiB, at most 16 MiB
 //!     over_cap: fail_closed          # or scan_prefix
 //!     content_types: [application/json, 'application/*+json', 'text/*', application/xml,
-//!                     'application/*+xml', application/x-www-form-urlencoded]   # the default
+//!                     'application/*+xml', application/x-www-form-urlencoded]   # part of the default
+//!     allow_upgrade: false           # default: WebSocket / h2c / any upgrade and CONNECT refused
 //! ```
 //!
 //! # Which rule applies
@@ -111,7 +112,9 @@
 //! `scan_prefix` scans the first `max_body_bytes` and passes the rest unscanned. Only responses
 //! whose media type matches `content_types` are scanned (`type/subtype`, `type/*`,
 //! `type/*+suffix`, `*/*`; parameters ignored, case-insensitive); a response with no
-//! `Content-Type` is scanned.
+//! `Content-Type`, with several, or with one that is not a well-formed media type is scanned
+//! ([`PiiPolicy::body_kind`]). `text/event-stream` is scanned event by event
+//! ([`EventScanner`]): each event whole, written out at its blank line.
 //!
 //! # Design
 //!
@@ -154,6 +157,7 @@
 
 mod config;
 mod detect;
+mod events;
 mod json;
 mod scan;
 mod validate;
@@ -175,6 +179,7 @@ pub use config::{
     DEFAULT_CONTENT_TYPES, DEFAULT_MAX_BODY_BYTES, MAX_CUSTOM, MAX_LIST, MAX_MAX_BODY_BYTES, MAX_NAME_LEN,
 };
 pub use detect::{CONTEXT_WINDOW, MAX_CUSTOM_LEN, MAX_KEYWORD_LEN, MAX_PREFIX_LEN, PREFIX_GAP};
+pub use events::{EventScanner, EventWithheld};
 pub use scan::{OverCapError, StreamScanner, HOLDBACK, MAX_SAMPLE_LEN, REDACTED_TOKEN};
 
 /// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
@@ -373,6 +378,118 @@ impl ContentType {
     }
 }
 
+/// How a response body is scanned, from its `Content-Type` ([`PiiPolicy::body_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// Not scanned: a media type the policy does not list.
+    Pass,
+    /// Scanned as one body (streamed with the overlap window, or held whole).
+    Body,
+    /// `text/event-stream`: scanned event by event, each written out when complete.
+    EventStream,
+}
+
+/// `tchar` of RFC 9110 §5.6.2.
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// The `type/subtype` of a `Content-Type` field value (RFC 9110 §8.3.1), lower-cased, when the
+/// whole value is well formed: `type "/" subtype *( OWS ";" OWS [ name "=" value ] )` with token
+/// type, subtype and names, and token or quoted-string values; surrounding spaces and tabs
+/// allowed. Anything else (empty, no `/`, a comma-separated list, a control byte, a non-ASCII
+/// byte, an unterminated quote) is `None`: the caller cannot know what a client makes of it.
+pub fn media_type(value: &[u8]) -> Option<(String, String)> {
+    let ows = |b: &[u8], mut i: usize| {
+        while b.get(i).is_some_and(|&c| c == b' ' || c == b'\t') {
+            i += 1;
+        }
+        i
+    };
+    let token = |b: &[u8], i: usize| {
+        let mut j = i;
+        while b.get(j).copied().is_some_and(is_tchar) {
+            j += 1;
+        }
+        j
+    };
+    let v = value;
+    let mut i = ows(v, 0);
+    let t_end = token(v, i);
+    if t_end == i || v.get(t_end) != Some(&b'/') {
+        return None;
+    }
+    let t = v.get(i..t_end)?;
+    let s_start = t_end + 1;
+    let s_end = token(v, s_start);
+    if s_end == s_start {
+        return None;
+    }
+    let sub = v.get(s_start..s_end)?;
+    i = ows(v, s_end);
+    while i < v.len() {
+        if v.get(i) != Some(&b';') {
+            return None;
+        }
+        i = ows(v, i + 1);
+        if i == v.len() || v.get(i) == Some(&b';') {
+            continue; // an empty parameter
+        }
+        let n_end = token(v, i);
+        if n_end == i || v.get(n_end) != Some(&b'=') {
+            return None;
+        }
+        i = n_end + 1;
+        if v.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match v.get(i) {
+                    None => return None,
+                    Some(b'"') => break,
+                    Some(b'\\') => {
+                        let escaped = v.get(i + 1)?;
+                        if !(*escaped == b'\t' || (0x20..0x7f).contains(escaped)) {
+                            return None;
+                        }
+                        i += 2;
+                    }
+                    Some(&c) if c == b'\t' || (0x20..0x7f).contains(&c) => i += 1,
+                    Some(_) => return None,
+                }
+            }
+            i += 1;
+        } else {
+            let v_end = token(v, i);
+            if v_end == i {
+                return None;
+            }
+            i = v_end;
+        }
+        i = ows(v, i);
+    }
+    let lower = |b: &[u8]| String::from_utf8_lossy(b).to_ascii_lowercase();
+    Some((lower(t), lower(sub)))
+}
+
+/// Whether a request asks for a protocol switch or a tunnel, after which the bytes exchanged
+/// are no HTTP response a PII rule could scan: the `CONNECT` method (any case), any `Upgrade`
+/// field (WebSocket, `h2c`, any token, even empty), or `upgrade` among the `Connection` field's
+/// tokens (any case, anywhere in the list, in any of several fields). Returns what was seen:
+/// `connect`, `upgrade` or `connection_upgrade`.
+pub fn upgrade_requested(method: &str, headers: &http::HeaderMap) -> Option<&'static str> {
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return Some("connect");
+    }
+    if headers.contains_key(http::header::UPGRADE) {
+        return Some("upgrade");
+    }
+    let asks = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
+    asks.then_some("connection_upgrade")
+}
+
 /// Every compiled `pii` rule, in order. Immutable, `Send + Sync`.
 #[derive(Debug, Default)]
 pub struct Pii {
@@ -420,6 +537,10 @@ pub struct PiiPolicy {
     pub over_cap: OverCap,
     /// How redacted values are written.
     pub mask: Mask,
+    /// `allow_upgrade: true`: protocol upgrades (WebSocket, `h2c`, any `Upgrade`) and `CONNECT`
+    /// pass on this rule's routes, their bytes unscanned; else they are refused (see
+    /// [`upgrade_requested`]).
+    pub allow_upgrade: bool,
     routes: Option<Box<[Box<str>]>>,
     content_types: Vec<ContentType>,
     shared: Arc<scan::Shared>,
@@ -494,14 +615,38 @@ pub struct Summary {
 }
 
 impl PiiPolicy {
-    /// Whether a response with this `Content-Type` header value is scanned: its media type
-    /// (before any `;`, trimmed, ASCII case-insensitive) matches `content_types`. A response
-    /// without one is scanned.
+    /// Whether a response with this `Content-Type` header value is scanned (see
+    /// [`PiiPolicy::body_kind`]; `None`: no `Content-Type`).
     pub fn scans_content_type(&self, content_type: Option<&str>) -> bool {
-        let Some(ct) = content_type else { return true };
-        let media = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        let Some((t, sub)) = media.split_once('/') else { return false };
-        self.content_types.iter().any(|p| p.matches(t.trim(), sub.trim()))
+        self.body_kind(content_type.map(str::as_bytes)) != BodyKind::Pass
+    }
+
+    /// How a response body with these `Content-Type` fields is scanned. Fails closed: the body
+    /// is scanned unless exactly one field names, unambiguously, a media type the policy does
+    /// not list. No field, several fields (whatever they say: a client and the gateway could
+    /// each believe a different one), or one that is not a well-formed media type (empty,
+    /// `json`, `text`, a list, bad parameters, bytes that are not visible ASCII) → scanned as a
+    /// body. `text/event-stream` (when listed, as `text/*` is by default) → scanned per event
+    /// ([`PiiPolicy::events`]). Type and subtype compare ASCII case-insensitively; parameters
+    /// are ignored once they parse.
+    pub fn body_kind<'a>(&self, content_types: impl IntoIterator<Item = &'a [u8]>) -> BodyKind {
+        let mut fields = content_types.into_iter();
+        let (Some(one), None) = (fields.next(), fields.next()) else { return BodyKind::Body };
+        let Some((t, sub)) = media_type(one) else { return BodyKind::Body };
+        if !self.content_types.iter().any(|p| p.matches(&t, &sub)) {
+            return BodyKind::Pass;
+        }
+        if t == "text" && sub == "event-stream" {
+            BodyKind::EventStream
+        } else {
+            BodyKind::Body
+        }
+    }
+
+    /// A scanner for one `text/event-stream` body: each event scanned whole and written out as
+    /// soon as it is complete (see [`EventScanner`]).
+    pub fn events(&self) -> EventScanner {
+        EventScanner::new(self.shared.clone())
     }
 
     /// True when some detector blocks: the gateway must hold the response (headers and body, up
@@ -598,6 +743,19 @@ impl PiiPolicy {
     /// [`PiiPolicy::not_scanned`]).
     pub fn withholds_unscannable(&self) -> bool {
         self.shared.limits.strongest >= Some(PiiAction::Redact)
+    }
+
+    /// A request for a protocol upgrade or a tunnel refused on this rule's route (`why` from
+    /// [`upgrade_requested`]): 403 `forbidden`, reported as `blocked` with `unscanned: upgrade`
+    /// (whatever the rule's actions: the bytes after an upgrade could not be scanned at all).
+    pub fn upgrade_refused(&self, why: &'static str) -> Summary {
+        let mut detail = Map::new();
+        detail.insert("action".into(), Value::from(Action::Blocked.as_str()));
+        detail.insert("unscanned".into(), Value::from("upgrade"));
+        detail.insert("upgrade".into(), Value::from(why));
+        let mut s = self.summary_of(PiiAction::Block, "upgrade", detail);
+        s.finding.deny = Deny::new(DenyCode::Forbidden, "upgrade_on_pii_route");
+        s
     }
 
     fn summary_of(&self, action: PiiAction, reason: &str, detail: Map<String, Value>) -> Summary {

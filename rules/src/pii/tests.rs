@@ -493,29 +493,228 @@ fn content_types() {
     for (ct, yes) in [
         (Some("application/json"), true),
         (Some("Application/JSON; charset=utf-8"), true),
+        (Some("APPLICATION/JSON;CHARSET=UTF-8"), true),
+        (Some("application/json ; charset=\"utf-8\""), true),
+        (Some("application/json;charset=\"a;b\\\"c\""), true),
+        (Some(" application/json "), true),
+        (Some("\tapplication/json\t;\tq=1"), true),
+        (Some("application/json;"), true),
         (Some("application/problem+json"), true),
         (Some("application/vnd.api+json"), true),
+        (Some("application/vnd.api+json; v=2"), true),
         (Some("text/html; charset=UTF-8"), true),
         (Some("text/csv"), true),
+        (Some("text/plain"), true),
+        (Some("text/event-stream"), true),
         (Some("application/xml"), true),
         (Some("application/atom+xml"), true),
         (Some("application/x-www-form-urlencoded"), true),
+        (Some("application/x-ndjson"), true),
+        (Some("application/ndjson"), true),
+        (Some("application/javascript; charset=utf-8"), true),
+        (Some("application/x-javascript"), true),
+        (Some("application/yaml"), true),
         (None, true),
+        // Not well-formed media types: nobody can say what a client makes of them; scanned.
+        (Some("garbage"), true),
+        (Some(""), true),
+        (Some("   "), true),
+        (Some("json"), true),
+        (Some("text"), true),
+        (Some("image/png, application/json"), true),
+        (Some("image/png;"), false),
+        (Some("image/png; charset"), true),
+        (Some("image/png; a=\"unterminated"), true),
+        (Some("image/png; a=b c"), true),
+        (Some("image /png"), true),
+        (Some("image/ png"), true),
+        (Some("image/png\u{e9}"), true),
+        (Some("/png"), true),
+        (Some("image/"), true),
+        // Well-formed and not listed: passed.
         (Some("image/png"), false),
+        (Some("IMAGE/PNG; x=\"1\""), false),
         (Some("application/octet-stream"), false),
         (Some("application/pdf"), false),
         (Some("application/+json"), false),
         (Some("application/jsonx"), false),
-        (Some("garbage"), false),
-        (Some(""), false),
     ] {
         assert_eq!(p.scans_content_type(ct), yes, "{ct:?}");
     }
+    // Several fields: scanned whatever they say (`the first decides` is a bypass: a client may
+    // believe the last).
+    let two: [&[u8]; 2] = [b"image/png", b"application/json"];
+    assert_eq!(p.body_kind(two), BodyKind::Body);
+    let two: [&[u8]; 2] = [b"image/png", b"image/png"];
+    assert_eq!(p.body_kind(two), BodyKind::Body);
+    let none: [&[u8]; 0] = [];
+    assert_eq!(p.body_kind(none), BodyKind::Body);
+    assert_eq!(p.body_kind([&b"image/png\xff"[..]]), BodyKind::Body, "not ASCII: scanned");
+    // Event streams, however written.
+    for ct in ["text/event-stream", "Text/Event-Stream; charset=utf-8", " text/event-stream ;retry=1"] {
+        assert_eq!(p.body_kind([ct.as_bytes()]), BodyKind::EventStream, "{ct}");
+    }
+    let sse_twice: [&[u8]; 2] = [b"text/event-stream", b"text/event-stream"];
+    assert_eq!(p.body_kind(sse_twice), BodyKind::Body, "ambiguous: scanned as one body");
+
     let snap = one("    detectors: {card: block}\n    content_types: ['*/*']\n");
-    assert!(policy(&snap).scans_content_type(Some("image/png")));
+    for ct in ["image/png", "", "json", "text", "x"] {
+        assert!(policy(&snap).scans_content_type(Some(ct)), "{ct:?} with */*");
+    }
     let snap = one("    detectors: {card: block}\n    content_types: [text/plain]\n");
     assert!(!policy(&snap).scans_content_type(Some("text/html")));
     assert!(policy(&snap).scans_content_type(Some("text/plain;charset=utf-8")));
+    assert!(policy(&snap).scans_content_type(Some("text")), "malformed: scanned even when not listed");
+    assert_eq!(policy(&snap).body_kind([&b"text/event-stream"[..]]), BodyKind::Pass, "not listed");
+    for t in DEFAULT_CONTENT_TYPES {
+        assert!(p.scans_content_type(Some(t.replace('*', "x").as_str())), "{t}");
+    }
+}
+
+#[test]
+fn media_types_parse_strictly() {
+    assert_eq!(media_type(b"Text/HTML; Charset=UTF-8"), Some(("text".into(), "html".into())));
+    assert_eq!(media_type(b"a/b;;c=d;"), Some(("a".into(), "b".into())));
+    for bad in [&b"a/b,c/d"[..], b"a/b c", b"a/b;c", b"a/b;c=", b"a/b;=d", b"a/b;c=\"d", b"a/b\x00", b"a/b;c=\"\x01\""]
+    {
+        assert_eq!(media_type(bad), None, "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn upgrades_and_tunnels_are_recognised_in_every_spelling() {
+    let h = |pairs: &[(&str, &str)]| {
+        let mut m = http::HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), http::HeaderValue::from_str(v).unwrap());
+        }
+        m
+    };
+    for (method, headers, want) in [
+        ("GET", h(&[("upgrade", "websocket"), ("connection", "Upgrade")]), Some("upgrade")),
+        ("GET", h(&[("upgrade", "h2c"), ("connection", "Upgrade, HTTP2-Settings")]), Some("upgrade")),
+        ("GET", h(&[("upgrade", "foo/1, bar")]), Some("upgrade")),
+        ("GET", h(&[("upgrade", "")]), Some("upgrade")),
+        ("GET", h(&[("connection", "UPGRADE")]), Some("connection_upgrade")),
+        ("GET", h(&[("connection", "keep-alive ,  uPgRaDe ")]), Some("connection_upgrade")),
+        ("GET", h(&[("connection", "keep-alive"), ("connection", "upgrade")]), Some("connection_upgrade")),
+        ("CONNECT", h(&[]), Some("connect")),
+        ("connect", h(&[]), Some("connect")),
+        ("GET", h(&[("connection", "keep-alive, upgrades")]), None),
+        ("GET", h(&[("connection", "close"), ("x-upgrade", "websocket")]), None),
+        ("POST", h(&[]), None),
+    ] {
+        assert_eq!(upgrade_requested(method, &headers), want, "{method} {headers:?}");
+    }
+    let snap = one("    detectors: {email: monitor}\n");
+    assert!(!policy(&snap).allow_upgrade, "refused unless the rule says so");
+    let s = policy(&snap).upgrade_refused("upgrade");
+    assert_eq!((s.action, s.finding.deny.code.status()), (Action::Blocked, 403));
+    assert_eq!(s.finding.detail["unscanned"], "upgrade");
+    let snap = one("    detectors: {email: monitor}\n    allow_upgrade: true\n");
+    assert!(policy(&snap).allow_upgrade);
+}
+
+/// Feeds `body` in pieces of `step` bytes; returns what was written after each piece, then
+/// after `finish`, and how it ended.
+fn events_in(p: &PiiPolicy, body: &[u8], step: usize) -> (Vec<Vec<u8>>, Result<(), EventWithheld>, Scan) {
+    let mut ev = p.events();
+    let mut outs = Vec::new();
+    for piece in body.chunks(step.max(1)) {
+        let mut out = Vec::new();
+        let r = ev.push(piece, &mut out);
+        outs.push(out);
+        if r.is_err() {
+            return (outs, r, ev.into_scan());
+        }
+    }
+    let mut out = Vec::new();
+    let r = ev.finish(&mut out);
+    outs.push(out);
+    (outs, r, ev.into_scan())
+}
+
+#[test]
+fn event_streams_are_scanned_per_event_and_flushed_at_each_boundary() {
+    let snap = one("    detectors: {tckn: redact, iban: block, email: monitor}\n");
+    let p = policy(&snap);
+    // Every line ending: each event is written the moment its blank line is complete.
+    for sep in ["\n", "\r\n", "\r"] {
+        let e1 = format!("id: 1{sep}data: {{\"ok\":true}}{sep}{sep}");
+        let e2 = format!("data: tckn 10000000146{sep}{sep}");
+        let e3 = format!(": comment{sep}data: mail a.b@example.com.tr{sep}{sep}");
+        let body = format!("{e1}{e2}{e3}");
+        let (outs, r, scan) = events_in(p, body.as_bytes(), body.len());
+        assert!(r.is_ok());
+        let all: Vec<u8> = outs.concat();
+        assert_eq!(String::from_utf8(all).unwrap(), body.replace("10000000146", "*******0146"), "{sep:?}");
+        assert_eq!(scan.action, Some(PiiAction::Redact));
+        assert_eq!(scan.matches.len(), 2);
+        // Byte by byte: the first event comes out at its blank line, not later.
+        let (outs, _, _) = events_in(p, body.as_bytes(), 1);
+        let first = outs.iter().position(|o| !o.is_empty()).unwrap();
+        // (A CRLF blank line is complete at its CR, which ends the line: its LF, when it comes
+        // in a later read, goes out with the next event.)
+        let at = if sep == "\r\n" { e1.len() - 1 } else { e1.len() };
+        assert_eq!(first + 1, at, "{sep:?}: first output after byte {}", first + 1);
+        assert_eq!(outs[first], e1.as_bytes()[..at].to_vec());
+    }
+    // A blocked value ends the stream before its event: the events before it went out whole.
+    let body = "data: one\n\ndata: TR330006100519786457841326\n\ndata: three\n\n";
+    for step in [1, 3, 7, body.len()] {
+        let (outs, r, scan) = events_in(p, body.as_bytes(), step);
+        assert_eq!(r, Err(EventWithheld), "step {step}");
+        assert_eq!(outs.concat(), b"data: one\n\n", "step {step}");
+        assert_eq!(scan.action, Some(PiiAction::Block));
+        let mut ev = p.events();
+        let mut out = Vec::new();
+        let _ = ev.push(body.as_bytes(), &mut out);
+        assert_eq!(ev.push(b"data: more\n\n", &mut out), Err(EventWithheld), "stays stopped");
+        assert_eq!(ev.finish(&mut out), Err(EventWithheld));
+    }
+    // A value cannot span events: a number cut by a blank line is two numbers, neither matched.
+    let (outs, r, scan) = events_in(p, b"data: 100000\n\ndata: 00146\n\n", 4);
+    assert!(r.is_ok() && scan.matches.is_empty());
+    assert_eq!(outs.concat(), b"data: 100000\n\ndata: 00146\n\n");
+    // What is left at the end (no blank line) is scanned too.
+    let (outs, r, _) = events_in(p, b"data: 10000000146", 5);
+    assert!(r.is_ok());
+    assert_eq!(outs.concat(), b"data: *******0146");
+    let (outs, r, _) = events_in(p, b"data: x\n\ndata: TR330006100519786457841326", 5);
+    assert_eq!((outs.concat(), r), (b"data: x\n\n".to_vec(), Err(EventWithheld)));
+}
+
+#[test]
+fn event_stream_caps_apply_per_event() {
+    // fail_closed on a redacting policy: an event over the cap ends the stream.
+    let snap = one("    detectors: {tckn: redact}\n    max_body_bytes: 64\n");
+    let p = policy(&snap);
+    let small = "data: 10000000146\n\n";
+    let body = format!("{small}{small}{small}{small}{small}");
+    let (outs, r, scan) = events_in(p, body.as_bytes(), 5);
+    assert!(r.is_ok(), "{} bytes in all, each event under the cap", body.len());
+    assert_eq!(scan.matches.len(), 5);
+    assert!(!scan.over_cap);
+    assert_eq!(outs.concat(), body.replace("10000000146", "*******0146").into_bytes());
+    let big = format!("data: {}\n\n", "x".repeat(100));
+    let body = format!("{small}{big}{small}");
+    let (outs, r, scan) = events_in(p, body.as_bytes(), 9);
+    assert_eq!(r, Err(EventWithheld));
+    assert_eq!(outs.concat(), small.replace("10000000146", "*******0146").into_bytes());
+    assert!(scan.over_cap);
+    // scan_prefix: the first 64 bytes of the long event scanned, the rest of it passes, the
+    // next event is scanned again.
+    let snap = one("    detectors: {tckn: redact}\n    max_body_bytes: 64\n    over_cap: scan_prefix\n");
+    let p = policy(&snap);
+    let big = format!("data: 10000000146 {} 10000000146\n\n", "x".repeat(80));
+    let body = format!("{big}{small}");
+    let (outs, r, scan) = events_in(p, body.as_bytes(), 9);
+    assert!(r.is_ok());
+    let want =
+        format!("data: *******0146 {} 10000000146\n\n", "x".repeat(80)) + &small.replace("10000000146", "*******0146");
+    assert_eq!(String::from_utf8(outs.concat()).unwrap(), want);
+    assert!(scan.over_cap);
+    assert_eq!(scan.matches.len(), 2);
 }
 
 // ---------------------------------------------------------------- validation

@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod path_structure;
 mod pii;
+mod pii_response;
 mod routing;
 mod rules_reload;
 mod spellings;
