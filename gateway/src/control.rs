@@ -5,13 +5,14 @@
 //! 405 (with `Allow`); role too weak → 403. Every refusal is logged with the caller's token name
 //! (never the token).
 
-use crate::audit::AuditEntry;
+use crate::audit::{AuditAction, AuditEntry};
 use crate::config::Role;
 use crate::events::{events_body, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
 use crate::proxy::new_request_id;
 use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
 use crate::switches::{etag, now_unix, parse_if_match, Change, MaintenanceChange, SwitchError};
+use crate::txn::{transact, Meta, Op, Plan, Refusal as _, Refused, TxError};
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
@@ -169,7 +170,7 @@ impl ControlApp {
                     role: Some(call.role.as_str()),
                     source_ip: call.source_ip.map(str::to_owned),
                     request_id: call.request_id,
-                    action: "rules.reload",
+                    action: AuditAction::RulesReload.as_str(),
                     target: "rules",
                     old: Value::Null,
                     new,
@@ -222,7 +223,7 @@ impl ControlApp {
                     role: Some(call.role.as_str()),
                     source_ip: call.source_ip.map(str::to_owned),
                     request_id: call.request_id,
-                    action: "safe_test",
+                    action: AuditAction::SafeTest.as_str(),
                     target: &target,
                     old: Value::Null,
                     new: json!(id),
@@ -249,7 +250,14 @@ impl ControlApp {
                 })?;
                 Ok((200, json!({ "records": records })))
             }
-            Handler::Maintenance | Handler::Channel | Handler::Flag => self.mutate(h, call),
+            Handler::Maintenance | Handler::Channel | Handler::Flag => {
+                // Every mutation fsyncs: on a blocking thread, never on the runtime's.
+                let shared = self.shared.clone();
+                let owned = OwnedCall::of(call);
+                tokio::task::spawn_blocking(move || ControlApp { shared }.mutate(h, &owned.call()))
+                    .await
+                    .map_err(|_| Deny::new(DenyCode::Internal, "switch_task"))?
+            }
             Handler::SessionRevoke | Handler::SessionRestore => {
                 let shared = self.shared.clone();
                 let owned = OwnedCall::of(call);
@@ -324,9 +332,9 @@ impl ControlApp {
     fn mutate(&self, h: Handler, call: &Call<'_>) -> Result<(u16, Value), Deny> {
         let name = call.path.rsplit('/').next().unwrap_or("").to_string();
         let (target, action) = match h {
-            Handler::Maintenance => ("maintenance".to_string(), "switch.maintenance.set"),
-            Handler::Channel => (format!("channel:{name}"), "switch.channel.set"),
-            _ => (format!("flag:{name}"), "flag.set"),
+            Handler::Maintenance => ("maintenance".to_string(), AuditAction::MaintenanceSet),
+            Handler::Channel => (format!("channel:{name}"), AuditAction::ChannelSet),
+            _ => (format!("flag:{name}"), AuditAction::FlagSet),
         };
         let requested: Value = serde_json::from_slice(call.body).unwrap_or(Value::Null);
         let refuse = |deny: Deny, status: u16, why: String| -> Deny {
@@ -335,7 +343,7 @@ impl ControlApp {
                 role: Some(call.role.as_str()),
                 source_ip: call.source_ip.map(str::to_owned),
                 request_id: call.request_id,
-                action,
+                action: action.as_str(),
                 target: &target,
                 old: Value::Null,
                 new: requested.clone(),
@@ -369,40 +377,48 @@ impl ControlApp {
             Mutation::Maintenance(m) => m.reason.clone(),
             Mutation::Channel { reason, .. } | Mutation::Flag { reason, .. } => reason.clone(),
         };
-        let applied = match mutation {
-            Mutation::Maintenance(m) => sw.set_maintenance(m, call.who, if_match),
-            Mutation::Channel { name, enabled, reason } => sw.set_channel(&name, enabled, reason, call.who, if_match),
-            Mutation::Flag { name, enabled, reason } => sw.set_flag(&name, enabled, reason, call.who, if_match),
-        };
-        let change = applied.map_err(|e| {
-            let (code, status) = match &e {
-                SwitchError::UnknownChannel { .. } | SwitchError::UnknownFlag { .. } => (DenyCode::NotFound, 404),
-                SwitchError::Conflict { .. } => (DenyCode::PreconditionFailed, 412),
-                SwitchError::Invalid(_) => (DenyCode::BadRequest, 400),
-                SwitchError::Persist(_) => (DenyCode::Internal, 500),
-            };
-            refuse(Deny::new(code, "switch"), status, e.to_string())
-        })?;
-        let entry = AuditEntry {
+        let meta = Meta {
             actor: Some(call.who),
             role: Some(call.role.as_str()),
-            source_ip: call.source_ip.map(str::to_owned),
+            source_ip: call.source_ip,
             request_id: call.request_id,
-            action,
-            target: &change.target,
-            old: change.old.clone(),
-            new: change.new.clone(),
-            reason: reason.as_deref(),
-            outcome: "ok",
             status: 200,
         };
-        if !self.audit(&entry) {
-            self.revert(&change);
-            return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
-                .with_details(vec!["the audit log cannot be written: the change was reverted".into()]));
-        }
+        let committed = transact(
+            &*self.shared.audit,
+            self.shared.state(),
+            meta,
+            &target,
+            requested,
+            action,
+            || -> Result<Plan, SwitchError> {
+                let (op, old) = match mutation {
+                    Mutation::Maintenance(m) => sw.plan_maintenance(m, call.who, if_match),
+                    Mutation::Channel { name, enabled, reason } => {
+                        sw.plan_channel(&name, enabled, reason, call.who, if_match)
+                    }
+                    Mutation::Flag { name, enabled, reason } => {
+                        sw.plan_flag(&name, enabled, reason, call.who, if_match)
+                    }
+                }?;
+                Ok(Plan { action, op: Op::Switch(op), old, reason: reason.clone() })
+            },
+        );
+        let change = match committed {
+            Ok(c) => c.change(),
+            Err(TxError::Refused(e)) => {
+                let code = match e.status() {
+                    404 => DenyCode::NotFound,
+                    412 => DenyCode::PreconditionFailed,
+                    400 => DenyCode::BadRequest,
+                    _ => DenyCode::Internal,
+                };
+                return Err(Deny::new(code, "switch").with_details(vec![e.to_string()]));
+            }
+            Err(TxError::Store(e)) => return Err(audit_unavailable(&e)),
+        };
         self.switch_changed(&change, call.who);
-        tracing::info!(event.action = "control_mutation", action, user.name = call.who, http.request.id = call.request_id, target = %change.target, version = change.version, "switch changed");
+        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = call.who, http.request.id = call.request_id, target = %change.target, version = change.version, "switch changed");
         let mut body =
             json!({ "version": change.version, "target": change.target, "old": change.old, "new": change.new });
         body["etag"] = json!(etag(change.version));
@@ -413,7 +429,7 @@ impl ControlApp {
     /// audited; if the audit record cannot be written the change is undone and refused. The id is
     /// the path segment, percent-decoded.
     fn session(&self, revoke: bool, call: &OwnedCall) -> Result<(u16, Value), Deny> {
-        let action = if revoke { "session.revoke" } else { "session.restore" };
+        let action = if revoke { AuditAction::SessionRevoke } else { AuditAction::SessionRestore };
         let raw = call.path.strip_prefix("/v1/sessions/").and_then(|p| p.strip_suffix("/revoke")).unwrap_or("");
         let decoded = decode_segment(raw);
         let m = Mutating::new(self, call, action, format!("session:{}", decoded.as_deref().unwrap_or(raw)));
@@ -428,32 +444,31 @@ impl ControlApp {
         let reason = m.reason("session_body")?;
         let sessions = &self.shared.sessions;
         let now = now_unix();
-        let result = if revoke { sessions.revoke(&id, reason.clone(), &call.who, now) } else { sessions.restore(&id) };
-        let change = match result {
+        let kind = if revoke { AuditAction::SessionRevoke } else { AuditAction::SessionRestore };
+        let committed = transact(
+            &*self.shared.audit,
+            self.shared.state(),
+            m.meta(),
+            target,
+            Value::Null,
+            kind,
+            || -> Result<Plan, Refused> {
+                let planned = if revoke {
+                    sessions.plan_revoke(&id, reason.clone(), &call.who, now)
+                } else {
+                    sessions.plan_restore(&id)
+                };
+                let (op, old) = planned.map_err(|why| Refused { status: 400, why })?;
+                Ok(Plan { action: kind, op: Op::Session(op), old, reason: reason.clone() })
+            },
+        );
+        let change = match committed {
             Ok(c) => c,
-            Err(e) if crate::sessions::check_id(&id).is_err() => {
-                return Err(m.refuse(Deny::new(DenyCode::BadRequest, "session_id"), 400, e))
+            Err(TxError::Refused(r)) => {
+                return Err(Deny::new(DenyCode::BadRequest, "session_id").with_details(vec![r.why]))
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot persist the session state");
-                return Err(m.refuse(Deny::new(DenyCode::Internal, "session_persist"), 500, e));
-            }
+            Err(TxError::Store(e)) => return Err(audit_unavailable(&e)),
         };
-        if !m.audit("ok", 200, change.old.clone(), change.new.clone(), reason.as_deref()) {
-            // Undo: no unaudited change stays in force.
-            let undo = match (&change.old, revoke) {
-                (Value::Null, true) => sessions.restore(&id),
-                (old, _) => match serde_json::from_value::<crate::sessions::Revocation>(old.clone()) {
-                    Ok(r) => sessions.revoke(&id, r.reason, &r.actor, r.at),
-                    Err(_) => Ok(change.clone()),
-                },
-            };
-            if let Err(e) = undo {
-                tracing::error!(error = %e, "could not undo an unaudited session change");
-            }
-            return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
-                .with_details(vec!["the audit log cannot be written: the change was undone".into()]));
-        }
         let version = self.shared.rules.current().snapshot.version.clone();
         let ev = switch_changed_event(
             &Change {
@@ -466,7 +481,7 @@ impl ControlApp {
             &version,
         );
         self.shared.events.emit(ev);
-        tracing::info!(event.action = "control_mutation", action, user.name = %call.who, http.request.id = %call.request_id, target = %target, "session state changed");
+        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, target = %target, "session state changed");
         Ok((
             200,
             json!({ "session": id, "revoked": revoke, "changed": change.old != change.new, "old": change.old, "new": change.new, "version": change.version }),
@@ -477,7 +492,7 @@ impl ControlApp {
     /// counter of the tenant (its subjects' included) starts again at 0, written to disk at once
     /// and announced with `switch_changed`.
     fn quota_reset(&self, call: &OwnedCall) -> Result<(u16, Value), Deny> {
-        let action = "quota.reset";
+        let action = AuditAction::QuotaReset;
         let raw = call.path.strip_prefix("/v1/quotas/").and_then(|p| p.strip_suffix("/reset")).unwrap_or("");
         let tenant = decode_segment(raw);
         let m = Mutating::new(self, call, action, format!("quota:{}", tenant.as_deref().unwrap_or(raw)));
@@ -494,43 +509,32 @@ impl ControlApp {
         let limits = &self.shared.limits;
         let now = now_unix();
         let old = json!(loaded.snapshot.quotas.usage(&limits.book, &tenant, now));
-        let new = json!({"reset": true});
-        if !m.audit("ok", 200, old.clone(), new.clone(), reason.as_deref()) {
-            return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
-                .with_details(vec!["the audit log cannot be written: nothing was reset".into()]));
-        }
-        let counters = limits.book.reset(&tenant);
-        if let Err(e) = limits.persist() {
-            tracing::error!(error = %e, "cannot write the quota counters after a reset (retried every second)");
-        }
-        let change = Change { target: target.clone(), old: old.clone(), new, version: limits.book.generation() };
-        self.shared.events.emit(switch_changed_event(&change, &call.who, &loaded.snapshot.version));
-        tracing::info!(event.action = "control_mutation", action, user.name = %call.who, http.request.id = %call.request_id, target = %target, "quota reset");
-        Ok((200, json!({ "tenant": tenant, "reset": true, "counters": counters, "old": old })))
-    }
-
-    /// Puts an entry back after its audit record could not be written (best effort, logged).
-    fn revert(&self, change: &Change) {
-        let sw = &self.shared.switches;
-        let enabled = change.old.get("enabled").and_then(Value::as_bool).unwrap_or(true);
-        let reason = change.old.get("reason").and_then(Value::as_str).map(str::to_owned);
-        let result = if change.target == "maintenance" {
-            let retry_after = change.old.get("retry_after").and_then(Value::as_u64);
-            sw.set_maintenance(
-                MaintenanceChange { enabled, retry_after, reason, ttl_seconds: None },
-                "audit-revert",
-                None,
-            )
-        } else if let Some(ch) = change.target.strip_prefix("channel:") {
-            sw.set_channel(ch, enabled, reason, "audit-revert", None)
-        } else if let Some(f) = change.target.strip_prefix("flag:") {
-            sw.set_flag(f, enabled, reason, "audit-revert", None)
-        } else {
-            return;
+        let counters = old.as_array().map_or(0, Vec::len);
+        let committed = transact(
+            &*self.shared.audit,
+            self.shared.state(),
+            m.meta(),
+            target,
+            Value::Null,
+            AuditAction::QuotaReset,
+            || -> Result<Plan, Refused> {
+                Ok(Plan {
+                    action: AuditAction::QuotaReset,
+                    op: Op::QuotaReset(tenant.clone()),
+                    old: old.clone(),
+                    reason: reason.clone(),
+                })
+            },
+        );
+        let (new, version) = match committed {
+            Ok(c) => (c.new, c.version),
+            Err(TxError::Refused(r)) => return Err(Deny::new(DenyCode::BadRequest, "tenant").with_details(vec![r.why])),
+            Err(TxError::Store(e)) => return Err(audit_unavailable(&e)),
         };
-        if let Err(e) = result {
-            tracing::error!(error = %e, target = %change.target, "could not revert an unaudited switch change");
-        }
+        let change = Change { target: target.clone(), old: old.clone(), new, version };
+        self.shared.events.emit(switch_changed_event(&change, &call.who, &loaded.snapshot.version));
+        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, target = %target, "quota reset");
+        Ok((200, json!({ "tenant": tenant, "reset": true, "counters": counters, "old": old })))
     }
 
     /// The `switch_changed` event (info).
@@ -566,12 +570,12 @@ fn decode_segment(raw: &str) -> Option<String> {
 struct Mutating<'a> {
     app: &'a ControlApp,
     call: &'a OwnedCall,
-    action: &'static str,
+    action: AuditAction,
     target: String,
 }
 
 impl<'a> Mutating<'a> {
-    fn new(app: &'a ControlApp, call: &'a OwnedCall, action: &'static str, target: String) -> Self {
+    fn new(app: &'a ControlApp, call: &'a OwnedCall, action: AuditAction, target: String) -> Self {
         Mutating { app, call, action, target }
     }
 
@@ -582,7 +586,7 @@ impl<'a> Mutating<'a> {
             role: Some(self.call.role.as_str()),
             source_ip: self.call.source_ip.clone(),
             request_id: &self.call.request_id,
-            action: self.action,
+            action: self.action.as_str(),
             target: &self.target,
             old,
             new,
@@ -590,6 +594,17 @@ impl<'a> Mutating<'a> {
             outcome,
             status,
         })
+    }
+
+    /// Who asks, for [`transact`].
+    fn meta(&self) -> Meta<'_> {
+        Meta {
+            actor: Some(&self.call.who),
+            role: Some(self.call.role.as_str()),
+            source_ip: self.call.source_ip.as_deref(),
+            request_id: &self.call.request_id,
+            status: 200,
+        }
     }
 
     /// A refusal, audited (`refused`), with `why` for the caller.
@@ -647,10 +662,12 @@ struct Call<'a> {
 /// A [`Call`] that can move to a blocking thread.
 struct OwnedCall {
     path: String,
+    query: Option<String>,
     who: String,
     role: Role,
     request_id: String,
     body: Vec<u8>,
+    if_match: Option<String>,
     source_ip: Option<String>,
 }
 
@@ -658,13 +675,35 @@ impl OwnedCall {
     fn of(c: &Call<'_>) -> Self {
         OwnedCall {
             path: c.path.to_owned(),
+            query: c.query.map(str::to_owned),
             who: c.who.to_owned(),
             role: c.role,
             request_id: c.request_id.to_owned(),
             body: c.body.to_vec(),
+            if_match: c.if_match.map(str::to_owned),
             source_ip: c.source_ip.map(str::to_owned),
         }
     }
+
+    /// Borrowed again, on the blocking thread.
+    fn call(&self) -> Call<'_> {
+        Call {
+            path: &self.path,
+            query: self.query.as_deref(),
+            who: &self.who,
+            role: self.role,
+            request_id: &self.request_id,
+            body: &self.body,
+            if_match: self.if_match.as_deref(),
+            source_ip: self.source_ip.as_deref(),
+        }
+    }
+}
+
+/// The answer when the audit log (the write-ahead log of every change) cannot be written.
+fn audit_unavailable(e: &std::io::Error) -> Deny {
+    Deny::new(DenyCode::Internal, "audit_unavailable")
+        .with_details(vec![format!("the audit log cannot be written ({e}): nothing was changed")])
 }
 
 /// The optional body of a session revocation.
@@ -788,7 +827,7 @@ impl ServeHttp for ControlApp {
                 role: role.map(Role::as_str),
                 source_ip: source_ip.clone(),
                 request_id: &request_id,
-                action: "denied",
+                action: AuditAction::Denied.as_str(),
                 target: &format!("{method} {path}"),
                 old: Value::Null,
                 new: Value::Null,
