@@ -85,15 +85,60 @@ fn pattern_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
+/// Longest `target` a refusal's audit record keeps of the request line (the rest is cut).
+pub const MAX_REFUSAL_TARGET_CHARS: usize = 128;
+/// Sources whose unauthenticated refusals are aggregated at once (more share one entry, `*`).
+const MAX_REFUSAL_SOURCES: usize = 10_000;
+
+/// Unauthenticated refusals, aggregated per source address and minute: the first one of each
+/// (source, minute) is audited, with how many the source sent in its last audited minute after
+/// that one; the rest are only counted. A flood of 401s costs O(1) records per source and minute.
+#[derive(Debug, Default)]
+struct Refusals {
+    by_source: parking_lot::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// Every unauthenticated refusal, audited or not.
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    /// `Some(suppressed)` when this refusal is to be audited (`suppressed`: the source's refusals
+    /// not audited since its last audited one); `None` when it is only counted.
+    fn admit(&self, source: &str, minute: u64) -> Option<u64> {
+        let mut m = self.by_source.lock();
+        if m.len() >= MAX_REFUSAL_SOURCES && !m.contains_key(source) {
+            m.retain(|_, (mi, _)| *mi == minute);
+        }
+        let key = if m.len() >= MAX_REFUSAL_SOURCES && !m.contains_key(source) { "*" } else { source };
+        let e = m.entry(key.to_string()).or_insert((u64::MAX, 0));
+        if e.0 == minute {
+            e.1 += 1;
+            None
+        } else {
+            let suppressed = e.1;
+            *e = (minute, 0);
+            Some(suppressed)
+        }
+    }
+}
+
+/// `s` cut to at most `max` characters (an ellipsis marks the cut).
+fn cap_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
 /// The control application.
 pub struct ControlApp {
     shared: Arc<Shared>,
+    refusals: Refusals,
 }
 
 impl ControlApp {
     /// Over the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self { shared, refusals: Refusals::default() }
     }
 
     /// The token's holder, comparing against every configured hash in constant time.
@@ -140,6 +185,13 @@ impl ControlApp {
         let _ = writeln!(extra, "# HELP portcullis_ready 1 when /ready answers 200.");
         let _ = writeln!(extra, "# TYPE portcullis_ready gauge");
         let _ = writeln!(extra, "portcullis_ready {}", u8::from(ready));
+        let _ = writeln!(extra, "# HELP portcullis_control_unauthenticated_total Control requests refused with 401 (audited once per source and minute).");
+        let _ = writeln!(extra, "# TYPE portcullis_control_unauthenticated_total counter");
+        let _ = writeln!(
+            extra,
+            "portcullis_control_unauthenticated_total {}",
+            self.refusals.total.load(std::sync::atomic::Ordering::Relaxed)
+        );
         extra.push_str(&self.shared.switches.render_metrics(now_unix()));
         self.shared.sessions.render_metrics(&mut extra);
         self.shared.webhooks.render_metrics(&mut extra);
@@ -254,16 +306,18 @@ impl ControlApp {
                 // Every mutation fsyncs: on a blocking thread, never on the runtime's.
                 let shared = self.shared.clone();
                 let owned = OwnedCall::of(call);
-                tokio::task::spawn_blocking(move || ControlApp { shared }.mutate(h, &owned.call()))
+                tokio::task::spawn_blocking(move || ControlApp::new(shared).mutate(h, &owned.call()))
                     .await
                     .map_err(|_| Deny::new(DenyCode::Internal, "switch_task"))?
             }
             Handler::SessionRevoke | Handler::SessionRestore => {
                 let shared = self.shared.clone();
                 let owned = OwnedCall::of(call);
-                tokio::task::spawn_blocking(move || ControlApp { shared }.session(h == Handler::SessionRevoke, &owned))
-                    .await
-                    .map_err(|_| Deny::new(DenyCode::Internal, "session_task"))?
+                tokio::task::spawn_blocking(move || {
+                    ControlApp::new(shared).session(h == Handler::SessionRevoke, &owned)
+                })
+                .await
+                .map_err(|_| Deny::new(DenyCode::Internal, "session_task"))?
             }
             Handler::Upstreams => {
                 let pools: Vec<Value> = cfg
@@ -306,7 +360,7 @@ impl ControlApp {
             Handler::QuotaReset => {
                 let shared = self.shared.clone();
                 let owned = OwnedCall::of(call);
-                tokio::task::spawn_blocking(move || ControlApp { shared }.quota_reset(&owned))
+                tokio::task::spawn_blocking(move || ControlApp::new(shared).quota_reset(&owned))
                     .await
                     .map_err(|_| Deny::new(DenyCode::Internal, "quota_task"))?
             }
@@ -828,7 +882,7 @@ impl ServeHttp for ControlApp {
                 source_ip: source_ip.clone(),
                 request_id: &request_id,
                 action: AuditAction::Denied.as_str(),
-                target: &format!("{method} {path}"),
+                target: &cap_chars(&format!("{method} {path}"), MAX_REFUSAL_TARGET_CHARS),
                 old: Value::Null,
                 new: Value::Null,
                 reason: Some(why),
@@ -837,7 +891,23 @@ impl ServeHttp for ControlApp {
             })
         };
         let Some((who, role)) = self.authenticate(auth.as_deref()) else {
-            refused(None, None, 401, "unauthenticated");
+            self.refusals.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let minute = now_unix() / 60;
+            if let Some(suppressed) = self.refusals.admit(source_ip.as_deref().unwrap_or("-"), minute) {
+                self.audit(&AuditEntry {
+                    actor: None,
+                    role: None,
+                    source_ip: source_ip.clone(),
+                    request_id: &request_id,
+                    action: AuditAction::Denied.as_str(),
+                    target: &cap_chars(&format!("{method} {path}"), MAX_REFUSAL_TARGET_CHARS),
+                    old: Value::Null,
+                    new: json!({ "suppressed": suppressed }),
+                    reason: Some("unauthenticated"),
+                    outcome: "refused",
+                    status: 401,
+                });
+            }
             tracing::warn!(event.action = "control_denied", reason = "unauthenticated", http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(
                 &Deny::new(DenyCode::Unauthenticated, "control_token")
@@ -912,6 +982,32 @@ impl ServeHttp for ControlApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unauthenticated_refusals_are_audited_once_per_source_and_minute() {
+        let r = Refusals::default();
+        assert_eq!(r.admit("10.0.0.1", 5), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(r.admit("10.0.0.1", 5), None);
+        }
+        assert_eq!(r.admit("10.0.0.2", 5), Some(0), "another source is audited on its own");
+        assert_eq!(r.admit("10.0.0.1", 6), Some(1000), "the next minute reports what was suppressed");
+        assert_eq!(r.admit("10.0.0.1", 6), None);
+        // Many sources: bounded; the overflow shares one entry.
+        for i in 0..(MAX_REFUSAL_SOURCES + 50) {
+            r.admit(&format!("s{i}"), 7);
+        }
+        assert!(r.by_source.lock().len() <= MAX_REFUSAL_SOURCES + 1);
+    }
+
+    #[test]
+    fn refusal_targets_are_capped() {
+        assert_eq!(cap_chars("GET /v1/x", 128), "GET /v1/x");
+        let long = format!("GET /v1/{}", "é".repeat(5000));
+        let c = cap_chars(&long, MAX_REFUSAL_TARGET_CHARS);
+        assert_eq!(c.chars().count(), MAX_REFUSAL_TARGET_CHARS + 1);
+        assert!(c.ends_with('…'));
+    }
 
     #[test]
     fn patterns() {

@@ -18,6 +18,7 @@ mod limits;
 mod pii;
 mod routing;
 mod rules_reload;
+mod state_model;
 mod switches;
 mod tenant;
 mod webhooks;
