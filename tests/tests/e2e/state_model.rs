@@ -218,8 +218,8 @@ fn kill_9_at_random_instants_leaves_every_change_with_its_record_and_every_recor
             let mut n = 0u64;
             let mut acked = Vec::new();
             while !st.load(std::sync::atomic::Ordering::SeqCst) {
-                let ch = if n % 3 == 0 { "email" } else { "whatsapp" };
-                let body = format!("{{\"enabled\":{},\"reason\":\"it-{i}-{n}\"}}", (n / 2) % 2 == 0);
+                let ch = if n.is_multiple_of(3) { "email" } else { "whatsapp" };
+                let body = format!("{{\"enabled\":{},\"reason\":\"it-{i}-{n}\"}}", (n / 2).is_multiple_of(2));
                 let auth = bearer(OPERATOR);
                 let r = Client::new().try_request(
                     "PUT",
