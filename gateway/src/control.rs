@@ -260,7 +260,7 @@ impl ControlApp {
                     return Err(Deny::new(DenyCode::BadRequest, "safe_test_type")
                         .with_details(vec![format!("unknown event type `{name}`; known: {}", known.join(", "))]));
                 };
-                if !self.shared.switches.flag("safe_test_mode") {
+                if !self.shared.switches.flag(crate::switches::Flag::SafeTestMode) {
                     return Err(Deny::new(DenyCode::Conflict, "safe_test_mode_off").with_details(vec![
                         "safe_test_mode is off: PUT /v1/flags/safe_test_mode {\"enabled\":true}, or start with SAFE_TEST_MODE=true".into(),
                     ]));
@@ -352,7 +352,7 @@ impl ControlApp {
                     200,
                     json!({
                         "tenant": tenant,
-                        "enforcement": self.shared.switches.flag("quota_enforcement"),
+                        "enforcement": self.shared.switches.flag(crate::switches::Flag::QuotaEnforcement),
                         "quotas": usage,
                     }),
                 ))

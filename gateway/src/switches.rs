@@ -76,6 +76,61 @@ pub const FLAGS: &[(&str, bool, &str, &str)] = &[
     ),
 ];
 
+/// A runtime flag, typed: code names a flag by this enum, so a misspelt flag is a compile error
+/// rather than a lookup that silently reads as off (fail open). Its name, default, variable and
+/// effect are its entry in [`FLAGS`] (same order, checked by a test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flag {
+    /// `rate_limit`.
+    RateLimit,
+    /// `quota_enforcement`.
+    QuotaEnforcement,
+    /// `safe_test_mode`.
+    SafeTestMode,
+    /// `firewall`.
+    Firewall,
+    /// `tenant_scope`.
+    TenantScope,
+    /// `pii_scanning`.
+    PiiScanning,
+    /// `webhook_verification`.
+    WebhookVerification,
+}
+
+impl Flag {
+    /// Every flag, in [`FLAGS`] order.
+    pub const ALL: [Flag; 7] = [
+        Flag::RateLimit,
+        Flag::QuotaEnforcement,
+        Flag::SafeTestMode,
+        Flag::Firewall,
+        Flag::TenantScope,
+        Flag::PiiScanning,
+        Flag::WebhookVerification,
+    ];
+
+    /// Its [`FLAGS`] entry.
+    fn entry(self) -> &'static (&'static str, bool, &'static str, &'static str) {
+        // `ALL` and `FLAGS` have the same length and order (a test checks it).
+        &FLAGS[self as usize]
+    }
+
+    /// Its name in the API, the state file and the metrics.
+    pub fn name(self) -> &'static str {
+        self.entry().0
+    }
+
+    /// Its built-in default.
+    pub fn default_on(self) -> bool {
+        self.entry().1
+    }
+
+    /// The flag of an API path or a state file entry; `None` for a name this version does not know.
+    pub fn parse(name: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
 /// The environment variable that turns maintenance mode on at start.
 pub const MAINTENANCE_ENV: &str = "MAINTENANCE_MODE";
 /// `Retry-After` (seconds) when an operator does not give one.
@@ -313,6 +368,8 @@ struct Live {
     maintenance: Option<(u64, Option<u64>)>,
     /// Some channel is switched off (the request path skips channel checks otherwise).
     any_channel_off: bool,
+    /// Every flag's value, indexed by [`Flag`].
+    flags: [bool; Flag::ALL.len()],
 }
 
 impl Live {
@@ -321,7 +378,8 @@ impl Live {
         // An unparseable expiry keeps maintenance on (fail closed); load and the setters never produce one.
         let maintenance = m.enabled.then(|| (m.retry_after, m.expires_at.as_deref().and_then(parse_unix)));
         let any_channel_off = state.channels.values().any(|t| !t.enabled);
-        Self { state: Arc::new(state), maintenance, any_channel_off }
+        let flags = Flag::ALL.map(|f| state.flags.get(f.name()).map_or(f.default_on(), |t| t.enabled));
+        Self { state: Arc::new(state), maintenance, any_channel_off, flags }
     }
 }
 
@@ -450,9 +508,9 @@ impl Switches {
         self.live.load().state.channels.get(name).is_none_or(|t| t.enabled)
     }
 
-    /// A runtime flag ([`FLAGS`]); an unknown name is false. Lock-free, no allocation.
-    pub fn flag(&self, name: &str) -> bool {
-        self.live.load().state.flags.get(name).is_some_and(|t| t.enabled)
+    /// A runtime flag. Typed: there is no unknown flag to read. Lock-free, no allocation.
+    pub fn flag(&self, flag: Flag) -> bool {
+        self.live.load().flags.get(flag as usize).copied().unwrap_or(flag.default_on())
     }
 
     /// The channels that can be switched: those the routes use, plus persisted ones no route uses any more.
@@ -564,7 +622,7 @@ impl Switches {
         if_match: Option<u64>,
         now: u64,
     ) -> Result<(SwitchOp, Value), SwitchError> {
-        if !FLAGS.iter().any(|f| f.0 == name) {
+        if Flag::parse(name).is_none() {
             return Err(SwitchError::UnknownFlag { known: flag_names() });
         }
         let t = toggle(enabled, check_reason(reason)?, actor, now);
@@ -617,8 +675,11 @@ impl Switches {
             SwitchOp::Channel(n, t) => {
                 next.channels.insert(n.clone(), t.clone());
             }
-            SwitchOp::Flag(n, t) => {
+            SwitchOp::Flag(n, t) if Flag::parse(n).is_some() => {
                 next.flags.insert(n.clone(), t.clone());
+            }
+            SwitchOp::Flag(n, _) => {
+                tracing::warn!(flag = %n, seq, "a recorded change of a flag this version does not know: ignored");
             }
         }
         next.version = cur.state.version.saturating_add(1);
@@ -1053,6 +1114,23 @@ mod tests {
 
     const T0: u64 = 1_800_000_000;
 
+    fn fl(name: &str) -> Flag {
+        Flag::parse(name).unwrap()
+    }
+
+    #[test]
+    fn typed_flags_match_the_table() {
+        assert_eq!(Flag::ALL.len(), FLAGS.len());
+        for (i, f) in Flag::ALL.into_iter().enumerate() {
+            assert_eq!(f as usize, i);
+            assert_eq!(f.name(), FLAGS[i].0);
+            assert_eq!(Flag::parse(f.name()), Some(f));
+        }
+        for bad in ["", "Rate_limit", "rate-limit", "rate_limit ", "turbo"] {
+            assert_eq!(Flag::parse(bad), None, "{bad:?}");
+        }
+    }
+
     fn load(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Switches {
         Switches::load_at(dir, &chans(), env, T0).unwrap()
     }
@@ -1078,9 +1156,9 @@ mod tests {
         }
         assert!(s.channel_enabled("not-a-channel"));
         for (name, default, _, _) in FLAGS {
-            assert_eq!(s.flag(name), *default, "{name}");
+            assert_eq!(s.flag(fl(name)), *default, "{name}");
         }
-        assert!(!s.flag("no_such_flag"));
+        assert_eq!(Flag::parse("no_such_flag"), None);
         let snap = s.snapshot();
         assert_eq!(snap.version, 0);
         assert_eq!(snap.maintenance.retry_after, DEFAULT_RETRY_AFTER);
@@ -1112,7 +1190,7 @@ mod tests {
             assert!(!s.channel_enabled(&c), "{c}");
         }
         for (name, default, _, _) in FLAGS {
-            assert_eq!(s.flag(name), !*default, "{name}");
+            assert_eq!(s.flag(fl(name)), !*default, "{name}");
         }
         let snap = s.snapshot();
         assert_eq!(snap.maintenance.source, Source::Environment);
@@ -1126,11 +1204,11 @@ mod tests {
         for v in ["true", "1", "yes", "on", "TRUE", "On"] {
             let s = load(&d, &env_of(&[("MAINTENANCE_MODE", v), ("QUOTA_ENFORCEMENT_ENABLED", v)]));
             assert!(s.maintenance(T0).is_some(), "{v}");
-            assert!(s.flag("quota_enforcement"), "{v}");
+            assert!(s.flag(fl("quota_enforcement")), "{v}");
         }
         for v in ["false", "0", "no", "off", "False"] {
             let s = load(&d, &env_of(&[("RATE_LIMIT_ENABLED", v), ("WHATSAPP_ENABLED", v)]));
-            assert!(!s.flag("rate_limit"), "{v}");
+            assert!(!s.flag(fl("rate_limit")), "{v}");
             assert!(!s.channel_enabled("whatsapp"), "{v}");
         }
     }
@@ -1148,8 +1226,8 @@ mod tests {
         let s = load(&d, &env);
         assert_eq!(s.maintenance(T0), None);
         assert!(s.channel_enabled("whatsapp"));
-        assert!(s.flag("rate_limit"));
-        assert!(!s.flag("safe_test_mode"));
+        assert!(s.flag(fl("rate_limit")));
+        assert!(!s.flag(fl("safe_test_mode")));
         let snap = s.snapshot();
         assert_eq!(snap.maintenance.source, Source::Default);
         assert_eq!(snap.flags["rate_limit"].source, Source::Default);
@@ -1176,7 +1254,7 @@ mod tests {
         // Restart (also what a kill -9 leaves: the file was fsynced before each answer).
         let s = load(&d, &env);
         assert!(!s.channel_enabled("whatsapp"), "operator kill survives the restart despite WHATSAPP_ENABLED=true");
-        assert!(!s.flag("rate_limit"));
+        assert!(!s.flag(fl("rate_limit")));
         assert_eq!(s.maintenance(T0), Some(120));
         assert!(!s.channel_enabled("email"), "env still applies where no operator acted");
         let snap = s.snapshot();
@@ -1205,7 +1283,7 @@ mod tests {
         // because the environment is the initial state, not an operator decision.
         let s = load(&d, &no_env);
         assert!(s.channel_enabled("email"));
-        assert!(s.flag("safe_test_mode"));
+        assert!(s.flag(fl("safe_test_mode")));
     }
 
     #[test]
@@ -1261,7 +1339,7 @@ mod tests {
         assert_eq!(s.snapshot().version, 9);
         assert!(!s.channel_enabled("email"));
         assert!(!s.snapshot().flags.contains_key("retired_flag"));
-        assert!(!s.flag("retired_flag"));
+        assert_eq!(Flag::parse("retired_flag"), None);
     }
 
     #[test]

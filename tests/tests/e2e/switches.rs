@@ -183,9 +183,15 @@ fn a_killed_channel_is_unreachable_by_every_encoding_and_other_channels_stay_up(
     let r = put(&gw, "/v1/switches/channels/telegram", OPERATOR, r#"{"enabled":false}"#, None);
     assert_eq!(r.status, 404);
     assert!(r.json()["errors"][0].as_str().unwrap().contains("whatsapp"), "lists the known channels: {}", r.text());
-    let r = put(&gw, "/v1/flags/turbo", OPERATOR, r#"{"enabled":false}"#, None);
-    assert_eq!(r.status, 404);
-    assert!(r.json()["errors"][0].as_str().unwrap().contains("rate_limit"));
+    let version = switches(&gw)["version"].clone();
+    for unknown in ["turbo", "Rate_limit", "rate-limit", "RATE_LIMIT", "rate_limit_", "rate_limit%20"] {
+        let r = put(&gw, &format!("/v1/flags/{unknown}"), OPERATOR, r#"{"enabled":false}"#, None);
+        assert_eq!(r.status, 404, "{unknown}");
+        let why = r.json()["errors"][0].as_str().unwrap().to_string();
+        assert!(why.contains("unknown flag") && why.contains("rate_limit"), "{unknown}: {why}");
+    }
+    assert_eq!(switches(&gw)["version"], version, "an unknown flag changes nothing");
+    assert_eq!(switches(&gw)["flags"]["rate_limit"]["enabled"], true);
     for bad in [r#"{"enabled":"no"}"#, "not json", r#"{"enabled":false,"extra":1}"#, "{}"] {
         assert_eq!(put(&gw, "/v1/switches/channels/email", OPERATOR, bad, None).status, 400, "{bad}");
     }
