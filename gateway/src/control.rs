@@ -121,6 +121,39 @@ impl Refusals {
     }
 }
 
+/// Control requests (other than `/health`, `/ready`, `/metrics`) accepted per source address and
+/// second; beyond, `429 rate_limited` with `Retry-After: 1`, before the token is even looked at.
+pub const CONTROL_RATE_PER_SECOND: u32 = 50;
+
+/// The control listener's per-source rate limit (fixed one-second windows).
+#[derive(Debug, Default)]
+struct Throttle {
+    by_source: parking_lot::Mutex<std::collections::HashMap<String, (u64, u32)>>,
+    /// Requests refused with 429.
+    limited: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// True when the source may send one more request in this second.
+    fn allow(&self, source: &str, second: u64) -> bool {
+        let mut m = self.by_source.lock();
+        if m.len() >= MAX_REFUSAL_SOURCES && !m.contains_key(source) {
+            m.retain(|_, (s, _)| *s == second);
+        }
+        let key = if m.len() >= MAX_REFUSAL_SOURCES && !m.contains_key(source) { "*" } else { source };
+        let e = m.entry(key.to_string()).or_insert((second, 0));
+        if e.0 != second {
+            *e = (second, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+        let ok = e.1 <= CONTROL_RATE_PER_SECOND;
+        if !ok {
+            self.limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
 /// `s` cut to at most `max` characters (an ellipsis marks the cut).
 fn cap_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
@@ -133,12 +166,13 @@ fn cap_chars(s: &str, max: usize) -> String {
 pub struct ControlApp {
     shared: Arc<Shared>,
     refusals: Refusals,
+    throttle: Throttle,
 }
 
 impl ControlApp {
     /// Over the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared, refusals: Refusals::default() }
+        Self { shared, refusals: Refusals::default(), throttle: Throttle::default() }
     }
 
     /// The token's holder, comparing against every configured hash in constant time.
@@ -191,6 +225,16 @@ impl ControlApp {
             extra,
             "portcullis_control_unauthenticated_total {}",
             self.refusals.total.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            extra,
+            "# HELP portcullis_control_rate_limited_total Control requests refused with 429 (per-source rate limit)."
+        );
+        let _ = writeln!(extra, "# TYPE portcullis_control_rate_limited_total counter");
+        let _ = writeln!(
+            extra,
+            "portcullis_control_rate_limited_total {}",
+            self.throttle.limited.load(std::sync::atomic::Ordering::Relaxed)
         );
         extra.push_str(&self.shared.switches.render_metrics(now_unix()));
         self.shared.sessions.render_metrics(&mut extra);
@@ -871,6 +915,13 @@ impl ServeHttp for ControlApp {
             }
             _ => {}
         }
+        if !self.throttle.allow(source_ip.as_deref().unwrap_or("-"), now_unix()) {
+            session.set_keepalive(None);
+            return deny_response(
+                &Deny::new(DenyCode::RateLimited, "control_rate").with_header("retry-after", "1"),
+                &request_id,
+            );
+        }
         if !path.starts_with("/v1/") {
             return deny_response(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
         }
@@ -998,6 +1049,19 @@ mod tests {
             r.admit(&format!("s{i}"), 7);
         }
         assert!(r.by_source.lock().len() <= MAX_REFUSAL_SOURCES + 1);
+    }
+
+    #[test]
+    fn the_control_rate_limit_is_per_source_and_second() {
+        let t = Throttle::default();
+        for _ in 0..CONTROL_RATE_PER_SECOND {
+            assert!(t.allow("a", 10));
+        }
+        assert!(!t.allow("a", 10));
+        assert!(!t.allow("a", 10));
+        assert!(t.allow("b", 10), "another source has its own budget");
+        assert!(t.allow("a", 11), "the next second starts again");
+        assert_eq!(t.limited.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     #[test]

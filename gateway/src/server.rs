@@ -24,7 +24,7 @@ use pingora_core::services::Service;
 use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::LoadBalancer;
-use pingora_proxy::{http_proxy, HttpProxy, ProxyHttp};
+use pingora_proxy::http_proxy;
 use pingora_timeout::fast_timeout::fast_timeout;
 use portcullis_rules::deny::{render, Deny, DenyCode};
 use portcullis_rules::framing::{self, HeaderLimits};
@@ -158,7 +158,16 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         threads: None,
     });
 
-    let mut control_svc = Listening::new("control".to_string(), ControlApp::new(shared.clone()));
+    // The control listener gets the same head deadline and limits as the proxy (slowloris on
+    // the control port would otherwise hold its single thread's connections forever).
+    let control_guard = HeadGuard {
+        proxy: Arc::new(ControlApp::new(shared.clone())),
+        header_timeout: cfg.header_timeout,
+        header_limits: cfg.header_limits,
+        keepalive: cfg.keepalive_timeout_seconds,
+        max_head: cfg.header_limits.max_bytes.saturating_add(16 * 1024),
+    };
+    let mut control_svc = Listening::new("control".to_string(), control_guard);
     control_svc.add_tcp(&control_key);
     server.add_service(PreBound {
         inner: control_svc,
@@ -175,6 +184,8 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         server.add_boxed_service(e);
     }
 
+    // Before the listening line: whoever sees it can rely on the pid file.
+    let pid_file = PidFile::write(&cfg.server.pid_file);
     tracing::info!(
         proxy_addr = %proxy_key,
         control_addr = %control_key,
@@ -185,7 +196,6 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         pools = cfg.pools.len(),
         "listening"
     );
-    let pid_file = PidFile::write(&cfg.server.pid_file);
     server.run(RunArgs::default());
     drop(pid_file);
     tracing::info!("stopped");
@@ -320,8 +330,8 @@ impl<S: Service> Service for PreBound<S> {
 
 /// A total deadline for receiving each request head (slowloris), ahead of Pingora's own parser
 /// which only bounds each single read. The bytes read are handed to Pingora untouched.
-struct HeadGuard<SV> {
-    proxy: Arc<HttpProxy<SV>>,
+struct HeadGuard<A> {
+    proxy: Arc<A>,
     header_timeout: Duration,
     header_limits: HeaderLimits,
     keepalive: u64,
@@ -381,10 +391,9 @@ async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<Str
 }
 
 #[async_trait]
-impl<SV> ServerApp for HeadGuard<SV>
+impl<A> ServerApp for HeadGuard<A>
 where
-    SV: ProxyHttp + Send + Sync + 'static,
-    <SV as ProxyHttp>::CTX: Send + Sync,
+    A: HttpServerApp + Send + Sync + 'static,
 {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let mut stream = stream;
