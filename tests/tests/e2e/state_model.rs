@@ -127,16 +127,27 @@ fn graceful_upgrade_under_control_traffic_loses_nothing_and_locks_nothing() {
         .replace("\"{{DIR}}/portcullis.pid\"", &format!("\"{}/portcullis.pid\"", old.dir().display()));
     let pid_file = old.dir().join("portcullis.pid");
     let names = |pid: u32| std::fs::read_to_string(&pid_file).is_ok_and(|s| s.trim() == pid.to_string());
-    assert!(names(old.pid()), "the pid file names the running process");
+    let old_named = names(old.pid());
     let control = ctl(&old);
     let old_pid = old.pid();
+    let ctl2 = control.clone();
     let quitter = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
+        // The new process has read the state and waits for the listeners; the old one still
+        // serves alone: kill a channel, revoke a session, and send an unauthenticated call.
+        std::thread::sleep(Duration::from_millis(1200));
+        let killed = put(&ctl2, "/v1/switches/channels/whatsapp", OPERATOR, r#"{"enabled":false}"#).status;
+        let revoked = Client::new()
+            .post(&format!("{ctl2}/v1/sessions/s-window/revoke"), &[("authorization", &bearer(OPERATOR))], "")
+            .status;
+        let anonymous = Client::new().get(&format!("{ctl2}/v1/switches"), &[]).status;
+        std::thread::sleep(Duration::from_millis(300));
         std::process::Command::new("kill").args(["-s", "QUIT", &old_pid.to_string()]).status().unwrap();
+        (killed, revoked, anonymous)
     });
     let new = Gateway::try_start_subcommand(BIN, "run --upgrade", &yaml, &[], &c.files())
         .unwrap_or_else(|e| panic!("{e}\n--- old ---\n{}", old.output()));
-    quitter.join().unwrap();
+    let (killed, revoked, anonymous) = quitter.join().unwrap();
+    assert_eq!((killed, revoked, anonymous), (200, 200, 401));
     // The window: both processes run. Whichever answers, each change is acknowledged after its
     // record is durable, and must be in force in the new process.
     let mut acked = 0;
@@ -153,8 +164,6 @@ fn graceful_upgrade_under_control_traffic_loses_nothing_and_locks_nothing() {
             "",
         );
     }
-    let r = put(&control, "/v1/switches/channels/whatsapp", OPERATOR, r#"{"enabled":false}"#);
-    assert_eq!(r.status, 200, "{}", r.text());
     old.wait_exit(Duration::from_secs(20)).expect("the old process drains and exits");
     // After the old process exited: the new one has every change, and keeps working.
     let r = client.get(&new.url("/api/whatsapp/x"), &[]);
@@ -168,6 +177,7 @@ fn graceful_upgrade_under_control_traffic_loses_nothing_and_locks_nothing() {
     assert_eq!(Some(s["channels"]["email"]["enabled"].clone()), last_email);
     let file: Value = serde_json::from_slice(&std::fs::read(state.path().join("switches.json")).unwrap()).unwrap();
     assert_eq!(file["channels"]["whatsapp"]["enabled"], false);
+    assert!(metric(&new, "portcullis_sessions_revoked").is_some_and(|n| n >= 1.0), "the revocation is in force");
     for i in 0..3 {
         let body = if i % 2 == 0 { r#"{"enabled":true}"# } else { r#"{"enabled":false}"# };
         let r = put(&ctl(&new), "/v1/switches/channels/whatsapp", OPERATOR, body);
@@ -175,6 +185,7 @@ fn graceful_upgrade_under_control_traffic_loses_nothing_and_locks_nothing() {
     }
     assert_eq!(client.get(&new.control_url("/ready"), &[]).status, 200);
     verify(state.path());
+    assert!(old_named, "the pid file named the running process");
     assert!(names(new.pid()), "the pid file names the live process, not the old one (or nothing)");
 }
 
@@ -185,15 +196,6 @@ fn kill_9_at_random_instants_leaves_every_change_with_its_record_and_every_recor
     let c = cfg(&up, state.path());
     for i in 0..30u64 {
         let gw = c.start();
-        // No temp file a previous kill left is still there.
-        let own = format!(".{}.tmp", gw.pid());
-        let strays: Vec<String> = std::fs::read_dir(state.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".tmp") && !n.ends_with(&own))
-            .collect();
-        assert!(strays.is_empty(), "iteration {i}: {strays:?}");
         // Every record's change is in force: the state equals the replay of the log.
         let recs = records(state.path());
         let s = switches(&gw);
@@ -207,6 +209,15 @@ fn kill_9_at_random_instants_leaves_every_change_with_its_record_and_every_recor
                 .map_or(Value::Bool(true), |r| r["new"]["enabled"].clone());
             assert_eq!(s["channels"][ch]["enabled"], want, "iteration {i}: {ch}");
         }
+        // No temp file a previous kill left is still there.
+        let own = format!(".{}.tmp", gw.pid());
+        let strays: Vec<String> = std::fs::read_dir(state.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp") && !n.ends_with(&own))
+            .collect();
+        assert!(strays.is_empty(), "iteration {i}: {strays:?}");
         verify(state.path());
         // Mutations in flight, then kill -9 at a pseudo-random instant.
         let control = ctl(&gw);
