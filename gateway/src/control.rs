@@ -121,10 +121,6 @@ impl Refusals {
     }
 }
 
-/// Control requests (other than `/health`, `/ready`, `/metrics`) accepted per source address and
-/// second; beyond, `429 rate_limited` with `Retry-After: 1`, before the token is even looked at.
-pub const CONTROL_RATE_PER_SECOND: u32 = 50;
-
 /// The control listener's per-source rate limit (fixed one-second windows).
 #[derive(Debug, Default)]
 struct Throttle {
@@ -134,8 +130,9 @@ struct Throttle {
 }
 
 impl Throttle {
-    /// True when the source may send one more request in this second.
-    fn allow(&self, source: &str, second: u64) -> bool {
+    /// True when the source may send one more request in this second (at most `limit` per
+    /// second: `control.max_requests_per_second`; beyond, `429` before the token is looked at).
+    fn allow(&self, source: &str, second: u64, limit: u32) -> bool {
         let mut m = self.by_source.lock();
         if m.len() >= MAX_REFUSAL_SOURCES && !m.contains_key(source) {
             m.retain(|_, (s, _)| *s == second);
@@ -146,7 +143,7 @@ impl Throttle {
             *e = (second, 0);
         }
         e.1 = e.1.saturating_add(1);
-        let ok = e.1 <= CONTROL_RATE_PER_SECOND;
+        let ok = e.1 <= limit;
         if !ok {
             self.limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -261,19 +258,20 @@ impl ControlApp {
                     Reloaded::Applied { version, .. } | Reloaded::Unchanged { version } => ("ok", 200, json!(version)),
                     Reloaded::Failed { errors, .. } => ("failed", 422, json!({ "errors": errors.len() })),
                 };
-                self.audit(&AuditEntry {
-                    actor: Some(call.who),
-                    role: Some(call.role.as_str()),
+                self.audit_off_thread(OwnedEntry {
+                    actor: Some(call.who.to_owned()),
+                    role: Some(call.role.as_str().to_owned()),
                     source_ip: call.source_ip.map(str::to_owned),
-                    request_id: call.request_id,
-                    action: AuditAction::RulesReload.as_str(),
-                    target: "rules",
+                    request_id: call.request_id.to_owned(),
+                    action: AuditAction::RulesReload,
+                    target: "rules".into(),
                     old: Value::Null,
                     new,
                     reason: None,
                     outcome,
                     status,
-                });
+                })
+                .await;
                 match done {
                     Reloaded::Applied { version, previous } => Ok((
                         200,
@@ -314,19 +312,22 @@ impl ControlApp {
                 let id = event.id.clone();
                 let body = json!({ "emitted": true, "event": &event });
                 let target = format!("event:{}", kind.as_str());
-                if !self.audit(&AuditEntry {
-                    actor: Some(call.who),
-                    role: Some(call.role.as_str()),
-                    source_ip: call.source_ip.map(str::to_owned),
-                    request_id: call.request_id,
-                    action: AuditAction::SafeTest.as_str(),
-                    target: &target,
-                    old: Value::Null,
-                    new: json!(id),
-                    reason: None,
-                    outcome: "ok",
-                    status: 202,
-                }) {
+                if !self
+                    .audit_off_thread(OwnedEntry {
+                        actor: Some(call.who.to_owned()),
+                        role: Some(call.role.as_str().to_owned()),
+                        source_ip: call.source_ip.map(str::to_owned),
+                        request_id: call.request_id.to_owned(),
+                        action: AuditAction::SafeTest,
+                        target: target.clone(),
+                        old: Value::Null,
+                        new: json!(id),
+                        reason: None,
+                        outcome: "ok",
+                        status: 202,
+                    })
+                    .await
+                {
                     return Err(Deny::new(DenyCode::Internal, "audit_unavailable"));
                 }
                 self.shared.events.emit(event);
@@ -412,7 +413,47 @@ impl ControlApp {
     }
 }
 
+/// An audit entry that owns its fields, to be written on a blocking thread.
+struct OwnedEntry {
+    actor: Option<String>,
+    role: Option<String>,
+    source_ip: Option<String>,
+    request_id: String,
+    action: AuditAction,
+    target: String,
+    old: Value,
+    new: Value,
+    reason: Option<String>,
+    outcome: &'static str,
+    status: u16,
+}
+
+impl OwnedEntry {
+    fn entry(&self) -> AuditEntry<'_> {
+        AuditEntry {
+            actor: self.actor.as_deref(),
+            role: self.role.as_deref(),
+            source_ip: self.source_ip.clone(),
+            request_id: &self.request_id,
+            action: self.action.as_str(),
+            target: &self.target,
+            old: self.old.clone(),
+            new: self.new.clone(),
+            reason: self.reason.as_deref(),
+            outcome: self.outcome,
+            status: self.status,
+        }
+    }
+}
+
 impl ControlApp {
+    /// Appends one audit record on a blocking thread (it fsyncs, and may wait for the store's
+    /// lock): never on the runtime's thread. False when it could not be written.
+    async fn audit_off_thread(&self, e: OwnedEntry) -> bool {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || ControlApp::new(shared).audit(&e.entry())).await.unwrap_or(false)
+    }
+
     /// Appends one audit record; false (and an error log) when it could not be written.
     fn audit(&self, e: &AuditEntry<'_>) -> bool {
         match self.shared.audit.append(e) {
@@ -915,7 +956,8 @@ impl ServeHttp for ControlApp {
             }
             _ => {}
         }
-        if !self.throttle.allow(source_ip.as_deref().unwrap_or("-"), now_unix()) {
+        let limit = self.shared.config.control_rate_per_second;
+        if !self.throttle.allow(source_ip.as_deref().unwrap_or("-"), now_unix(), limit) {
             session.set_keepalive(None);
             return deny_response(
                 &Deny::new(DenyCode::RateLimited, "control_rate").with_header("retry-after", "1"),
@@ -926,38 +968,26 @@ impl ServeHttp for ControlApp {
             return deny_response(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
         }
 
-        let refused = |actor: Option<&str>, role: Option<Role>, status: u16, why: &str| {
-            self.audit(&AuditEntry {
-                actor,
-                role: role.map(Role::as_str),
-                source_ip: source_ip.clone(),
-                request_id: &request_id,
-                action: AuditAction::Denied.as_str(),
-                target: &cap_chars(&format!("{method} {path}"), MAX_REFUSAL_TARGET_CHARS),
-                old: Value::Null,
-                new: Value::Null,
-                reason: Some(why),
-                outcome: "refused",
-                status,
-            })
+        let refused = |actor: Option<&str>, role: Option<Role>, status: u16, why: &str| OwnedEntry {
+            actor: actor.map(str::to_owned),
+            role: role.map(|r| r.as_str().to_owned()),
+            source_ip: source_ip.clone(),
+            request_id: request_id.clone(),
+            action: AuditAction::Denied,
+            target: cap_chars(&format!("{method} {path}"), MAX_REFUSAL_TARGET_CHARS),
+            old: Value::Null,
+            new: Value::Null,
+            reason: Some(why.to_owned()),
+            outcome: "refused",
+            status,
         };
         let Some((who, role)) = self.authenticate(auth.as_deref()) else {
             self.refusals.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let minute = now_unix() / 60;
             if let Some(suppressed) = self.refusals.admit(source_ip.as_deref().unwrap_or("-"), minute) {
-                self.audit(&AuditEntry {
-                    actor: None,
-                    role: None,
-                    source_ip: source_ip.clone(),
-                    request_id: &request_id,
-                    action: AuditAction::Denied.as_str(),
-                    target: &cap_chars(&format!("{method} {path}"), MAX_REFUSAL_TARGET_CHARS),
-                    old: Value::Null,
-                    new: json!({ "suppressed": suppressed }),
-                    reason: Some("unauthenticated"),
-                    outcome: "refused",
-                    status: 401,
-                });
+                let mut e = refused(None, None, 401, "unauthenticated");
+                e.new = json!({ "suppressed": suppressed });
+                self.audit_off_thread(e).await;
             }
             tracing::warn!(event.action = "control_denied", reason = "unauthenticated", http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(
@@ -972,7 +1002,7 @@ impl ServeHttp for ControlApp {
         }
         let Some(&&(_, _, needed, handler)) = candidates.iter().find(|(m, _, _, _)| *m == method) else {
             let allow: Vec<&str> = candidates.iter().map(|(m, _, _, _)| *m).collect();
-            refused(Some(who), Some(role), 405, "method");
+            self.audit_off_thread(refused(Some(who), Some(role), 405, "method")).await;
             tracing::warn!(event.action = "control_denied", reason = "method", user.name = who, http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(
                 &Deny::new(DenyCode::MethodNotAllowed, "method").with_header("allow", allow.join(", ")),
@@ -980,7 +1010,7 @@ impl ServeHttp for ControlApp {
             );
         };
         if role < needed {
-            refused(Some(who), Some(role), 403, "role");
+            self.audit_off_thread(refused(Some(who), Some(role), 403, "role")).await;
             tracing::warn!(event.action = "control_denied", reason = "role", user.name = who, user.roles = role.as_str(), needed = needed.as_str(), http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(&Deny::new(DenyCode::Forbidden, "role"), &request_id);
         }
@@ -1022,7 +1052,7 @@ impl ServeHttp for ControlApp {
                 let audits_itself =
                     matches!(handler, Handler::Maintenance | Handler::Channel | Handler::Flag | Handler::RulesReload);
                 if method != "GET" && !audits_itself {
-                    refused(Some(who), Some(role), deny.code.status(), deny.code.as_str());
+                    self.audit_off_thread(refused(Some(who), Some(role), deny.code.status(), deny.code.as_str())).await;
                 }
                 deny_response(&deny, &request_id)
             }
@@ -1054,13 +1084,13 @@ mod tests {
     #[test]
     fn the_control_rate_limit_is_per_source_and_second() {
         let t = Throttle::default();
-        for _ in 0..CONTROL_RATE_PER_SECOND {
-            assert!(t.allow("a", 10));
+        for _ in 0..50 {
+            assert!(t.allow("a", 10, 50));
         }
-        assert!(!t.allow("a", 10));
-        assert!(!t.allow("a", 10));
-        assert!(t.allow("b", 10), "another source has its own budget");
-        assert!(t.allow("a", 11), "the next second starts again");
+        assert!(!t.allow("a", 10, 50));
+        assert!(!t.allow("a", 10, 50));
+        assert!(t.allow("b", 10, 50), "another source has its own budget");
+        assert!(t.allow("a", 11, 50), "the next second starts again");
         assert_eq!(t.limited.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 

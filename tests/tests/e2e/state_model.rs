@@ -378,7 +378,10 @@ fn a_change_refused_on_a_full_disk_changes_nothing() {
 fn an_unauthenticated_flood_costs_one_audit_record_per_source_and_minute() {
     let up = Upstream::start("app");
     let state = TempDir::new("flood-state");
-    let gw = cfg(&up, state.path()).start();
+    let yaml = cfg(&up, state.path())
+        .yaml()
+        .replace("control:\n  tokens:", "control:\n  max_requests_per_second: 20\n  tokens:");
+    let gw = Gateway::start_with(BIN, &yaml, &[], &cfg(&up, state.path()).files());
     let client = Client::new();
     let before = records(state.path()).len();
     let long = "a".repeat(2000);
