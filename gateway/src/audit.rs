@@ -24,6 +24,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Name of the log file inside the audit directory.
 pub const FILE_NAME: &str = "audit.jsonl";
@@ -41,6 +42,85 @@ const HASH_PREFIX: &[u8] = b",\"hash\":\"";
 /// The audit directory under a gateway's `state_dir` (the log is `<this>/audit.jsonl`).
 pub fn dir_for(state_dir: &Path) -> PathBuf {
     state_dir.join("audit")
+}
+
+/// What a record says was attempted: the typed form of the `action` field. Every control-plane
+/// mutation names one; [`AuditAction::changes_state`] says which ones the state is replayed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// `switch.maintenance.set`: an operator (or containment) set maintenance mode.
+    MaintenanceSet,
+    /// `switch.maintenance.expire`: a maintenance ttl ran out.
+    MaintenanceExpire,
+    /// `switch.channel.set`: a channel kill switch.
+    ChannelSet,
+    /// `flag.set`: a runtime flag.
+    FlagSet,
+    /// `session.revoke`.
+    SessionRevoke,
+    /// `session.restore`.
+    SessionRestore,
+    /// `subject.block` (containment).
+    SubjectBlock,
+    /// `quota.reset`.
+    QuotaReset,
+    /// `rules.reload`.
+    RulesReload,
+    /// `safe_test`.
+    SafeTest,
+    /// `denied`: a control request refused before it reached a handler (401, 403, 405).
+    Denied,
+}
+
+impl AuditAction {
+    /// Every action.
+    pub const ALL: [AuditAction; 11] = [
+        AuditAction::MaintenanceSet,
+        AuditAction::MaintenanceExpire,
+        AuditAction::ChannelSet,
+        AuditAction::FlagSet,
+        AuditAction::SessionRevoke,
+        AuditAction::SessionRestore,
+        AuditAction::SubjectBlock,
+        AuditAction::QuotaReset,
+        AuditAction::RulesReload,
+        AuditAction::SafeTest,
+        AuditAction::Denied,
+    ];
+
+    /// The `action` field's text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::MaintenanceSet => "switch.maintenance.set",
+            AuditAction::MaintenanceExpire => "switch.maintenance.expire",
+            AuditAction::ChannelSet => "switch.channel.set",
+            AuditAction::FlagSet => "flag.set",
+            AuditAction::SessionRevoke => "session.revoke",
+            AuditAction::SessionRestore => "session.restore",
+            AuditAction::SubjectBlock => "subject.block",
+            AuditAction::QuotaReset => "quota.reset",
+            AuditAction::RulesReload => "rules.reload",
+            AuditAction::SafeTest => "safe_test",
+            AuditAction::Denied => "denied",
+        }
+    }
+
+    /// The action a record's `action` field names, if this version knows it.
+    pub fn parse(s: &str) -> Option<AuditAction> {
+        AuditAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// True for the actions whose `ok` records carry a state change (the runtime state is
+    /// replayed from them, see `txn`).
+    pub const fn changes_state(self) -> bool {
+        !matches!(self, AuditAction::RulesReload | AuditAction::SafeTest | AuditAction::Denied)
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What the caller supplies for one record.
@@ -132,6 +212,8 @@ enum Fault {
 struct Inner {
     /// `None` after an I/O error: the next append reopens and re-checks the file.
     file: Option<File>,
+    /// `<dir>/audit.lock`: `flock`ed for every append, by every process sharing the log.
+    lock: File,
     /// Last committed record.
     seq: u64,
     last_hash: String,
@@ -141,12 +223,70 @@ struct Inner {
     fault: Option<Fault>,
 }
 
+/// What is done with records another process appended (the state is replayed from them).
+pub type Applier = Arc<dyn Fn(&[Value]) + Send + Sync>;
+
+/// The name of the lock file beside the log.
+pub const LOCK_NAME: &str = "audit.lock";
+
 /// The append-only, hash-chained, fsynced audit log. Cheap to share behind an `Arc`; appends are
-/// serialised by an internal mutex.
+/// serialised by an internal mutex and, across processes sharing the file (the old and the new
+/// process of a graceful upgrade), by an exclusive `flock` on `audit.lock`. Before each append
+/// the log reads what other processes appended since it last looked, checks that it continues
+/// the chain, and hands it to the [`Applier`]: the chain never forks, and never locks out.
 pub struct AuditLog {
     path: PathBuf,
     healthy: AtomicBool,
     inner: Mutex<Inner>,
+    applier: parking_lot::RwLock<Option<Applier>>,
+}
+
+/// One exclusive section of the log (in-process mutex + cross-process `flock`), see
+/// [`AuditLog::begin`]. Unlocked on drop.
+pub struct AuditTxn<'a> {
+    log: &'a AuditLog,
+    inner: parking_lot::MutexGuard<'a, Inner>,
+}
+
+impl AuditTxn<'_> {
+    /// Appends one record and fsyncs it before returning it (see [`AuditLog::append`]).
+    pub fn append(&mut self, e: &AuditEntry<'_>) -> io::Result<Value> {
+        let result = self.log.append_locked(&mut self.inner, e);
+        self.log.note(&result, e);
+        result
+    }
+
+    /// `seq` of the last record in the log.
+    pub fn seq(&self) -> u64 {
+        self.inner.seq
+    }
+
+    /// The records with `seq > after`, oldest first (read backwards from the end of the log,
+    /// stopping at the first one at or below `after`).
+    pub fn records_after(&self, after: u64) -> io::Result<Vec<Value>> {
+        if self.inner.seq <= after || self.inner.len == 0 {
+            return Ok(Vec::new());
+        }
+        let file = File::open(&self.log.path)?;
+        let want = usize::try_from(self.inner.seq - after).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(want.min(4096));
+        for line in tail_lines(&file, self.inner.len, want)? {
+            let v: Value =
+                serde_json::from_slice(&line).map_err(|e| invalid_data(format!("unreadable audit record: {e}")))?;
+            if v.get("seq").and_then(Value::as_u64).is_none_or(|s| s <= after) {
+                break;
+            }
+            out.push(v);
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+impl Drop for AuditTxn<'_> {
+    fn drop(&mut self) {
+        let _ = self.inner.lock.unlock();
+    }
 }
 
 impl fmt::Debug for AuditLog {
@@ -179,6 +319,10 @@ impl AuditLog {
                 format!("{} is not a regular file", path.display()),
             ));
         }
+        let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(LOCK_NAME))?;
+        // Another process (the other half of a graceful upgrade) may be appending right now.
+        lock.lock()?;
+        let unlock = Unlock(&lock);
         // Make the file's existence durable too.
         File::open(dir)?.sync_all()?;
         let mut len = meta.len();
@@ -209,12 +353,50 @@ impl AuditLog {
             })?;
             (c.seq, c.hash)
         };
+        drop(unlock);
         tracing::info!(path = %path.display(), records = seq, "audit log open");
         Ok(AuditLog {
             path,
             healthy: AtomicBool::new(true),
-            inner: Mutex::new(Inner { file: Some(file), seq, last_hash, len, fault: None }),
+            inner: Mutex::new(Inner { file: Some(file), lock, seq, last_hash, len, fault: None }),
+            applier: parking_lot::RwLock::new(None),
         })
+    }
+
+    /// What to do with records other processes append (replay them into the runtime state).
+    /// Until one is set, they are only chained onto.
+    pub fn set_applier(&self, applier: Applier) {
+        *self.applier.write() = Some(applier);
+    }
+
+    /// Enters the log's exclusive section: this process's mutex, then the `flock` every process
+    /// sharing the log takes; then catches up with what other processes appended (handed to the
+    /// applier). Everything done with the returned guard is atomic with respect to every other
+    /// writer of the log, in this process or another.
+    pub fn begin(&self) -> io::Result<AuditTxn<'_>> {
+        let inner = self.inner.lock();
+        inner.lock.lock()?;
+        let mut txn = AuditTxn { log: self, inner };
+        let file = match self.sync_locked(&mut txn.inner) {
+            Ok(f) => f,
+            Err(e) => {
+                self.healthy.store(false, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        txn.inner.file = Some(file);
+        Ok(txn)
+    }
+
+    /// Catches up with other processes' appends when the file grew (no lock taken when it did
+    /// not: one `stat`). For the follower that keeps a process's state in step between its own
+    /// mutations.
+    pub fn follow(&self) -> io::Result<()> {
+        let committed = self.inner.lock().len;
+        match fs::metadata(&self.path) {
+            Ok(m) if m.len() == committed => Ok(()),
+            _ => self.begin().map(drop),
+        }
     }
 
     /// Appends one record and fsyncs it (`File::sync_data`) before returning it. Any error leaves
@@ -222,9 +404,20 @@ impl AuditLog {
     /// log unhealthy: the caller must then refuse the mutation (fail closed). A later successful
     /// append marks it healthy again.
     pub fn append(&self, e: &AuditEntry<'_>) -> io::Result<Value> {
-        let mut inner = self.inner.lock();
-        let result = self.append_locked(&mut inner, e);
-        match &result {
+        let mut txn = match self.begin() {
+            Ok(t) => t,
+            Err(err) => {
+                let failed = Err(err);
+                self.note(&failed, e);
+                return failed;
+            }
+        };
+        txn.append(e)
+    }
+
+    /// Health bookkeeping after an append.
+    fn note(&self, result: &io::Result<Value>, e: &AuditEntry<'_>) {
+        match result {
             Ok(_) => {
                 if !self.healthy.swap(true, Ordering::SeqCst) {
                     tracing::info!(path = %self.path.display(), "audit log writable again");
@@ -241,10 +434,13 @@ impl AuditLog {
                 );
             }
         }
-        result
     }
 
     fn append_locked(&self, inner: &mut Inner, e: &AuditEntry<'_>) -> io::Result<Value> {
+        let mut file = match inner.file.take() {
+            Some(f) => f,
+            None => self.sync_locked(inner)?,
+        };
         let seq = inner.seq + 1;
         let time = now_rfc3339_ms();
         let body = Body {
@@ -272,11 +468,6 @@ impl AuditLog {
         line.push_str(&hash);
         line.push_str("\"}\n");
 
-        let mut file = match inner.file.take() {
-            Some(f) => f,
-            None => self.reopen(inner)?,
-        };
-        self.check_unchanged(&file, inner.len)?;
         if let Err(err) = write_and_sync(&mut file, line.as_bytes(), inner.fault.take()) {
             // Undo a partly (or wholly) written line; if even that fails, the reopen on the next
             // append trims it (it holds no newline, or is checked otherwise).
@@ -296,33 +487,28 @@ impl AuditLog {
         Ok(v)
     }
 
-    /// The file behind the handle must still be the one at `path`, and exactly as long as what
-    /// was committed: anything else means someone else touched it.
-    fn check_unchanged(&self, file: &File, len: u64) -> io::Result<()> {
+    /// With the lock held: the file to append to, caught up with what other processes appended.
+    /// The file at `path` must be the one this process committed to (or, after an error, end at
+    /// the committed length with the last record this process knows); bytes beyond it must be
+    /// whole records that continue the chain (they are chained onto and handed to the applier);
+    /// a partial line at the end is a write cut short by a crash (its writer held the lock and is
+    /// gone) and is trimmed. Anything else means someone else touched the file: refused.
+    fn sync_locked(&self, inner: &mut Inner) -> io::Result<File> {
+        let (file, reopened) = match inner.file.take() {
+            Some(f) => (f, false),
+            None => (OpenOptions::new().read(true).append(true).open(&self.path)?, true),
+        };
         let held = file.metadata()?;
-        let at_path = fs::metadata(&self.path)?;
-        if held.nlink() == 0 || held.dev() != at_path.dev() || held.ino() != at_path.ino() {
-            return Err(io::Error::other(format!("{} was removed or replaced while open", self.path.display())));
-        }
-        if held.len() != len {
-            return Err(io::Error::other(format!(
-                "{} changed outside the gateway: {} bytes, expected {len}",
-                self.path.display(),
-                held.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Reopens the file after an error. It must still end, at the committed length, with the last
-    /// record this process wrote; bytes beyond it are trimmed only if they are a partial line.
-    fn reopen(&self, inner: &Inner) -> io::Result<File> {
-        let file = OpenOptions::new().read(true).append(true).open(&self.path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
+        if !held.is_file() {
             return Err(io::Error::other(format!("{} is not a regular file", self.path.display())));
         }
-        let len = meta.len();
+        if !reopened {
+            let at_path = fs::metadata(&self.path)?;
+            if held.nlink() == 0 || held.dev() != at_path.dev() || held.ino() != at_path.ino() {
+                return Err(io::Error::other(format!("{} was removed or replaced while open", self.path.display())));
+            }
+        }
+        let len = held.len();
         if len < inner.len {
             return Err(invalid_data(format!(
                 "{} is shorter ({len} bytes) than what was committed ({} bytes): truncated or replaced; \
@@ -331,18 +517,7 @@ impl AuditLog {
                 inner.len
             )));
         }
-        if len > inner.len {
-            if after_last_newline(&file, len)? > inner.len {
-                return Err(invalid_data(format!(
-                    "{} holds records this process did not write; refusing to continue the chain",
-                    self.path.display()
-                )));
-            }
-            tracing::warn!(path = %self.path.display(), bytes = len - inner.len, "audit log: trimming a partly written line");
-            file.set_len(inner.len)?;
-            file.sync_data()?;
-        }
-        if inner.len > 0 {
+        if reopened && inner.len > 0 {
             let lines = tail_lines(&file, inner.len, 1)?;
             let last = lines.first().map(Vec::as_slice).unwrap_or_default();
             match check_line(last) {
@@ -352,6 +527,43 @@ impl AuditLog {
                         "{}: the last record is not the one this process wrote; refusing to continue the chain",
                         self.path.display()
                     )))
+                }
+            }
+        }
+        if len > inner.len {
+            let whole = after_last_newline(&file, len)?.max(inner.len);
+            let mut foreign = Vec::new();
+            if whole > inner.len {
+                let mut buf = vec![0u8; usize::try_from(whole - inner.len).map_err(io::Error::other)?];
+                file.read_exact_at(&mut buf, inner.len)?;
+                let (mut seq, mut hash) = (inner.seq, inner.last_hash.clone());
+                for line in buf.strip_suffix(b"\n").unwrap_or(&buf).split(|&b| b == b'\n') {
+                    let c = check_line(line).ok().filter(|c| c.seq == seq + 1 && c.prev == hash).ok_or_else(|| {
+                        invalid_data(format!(
+                            "{} holds records that do not continue the chain (seq {}); refusing to continue it \
+                                 (run `portcullis audit verify --file {}`)",
+                            self.path.display(),
+                            seq + 1,
+                            self.path.display()
+                        ))
+                    })?;
+                    foreign.push(serde_json::from_slice::<Value>(line).map_err(io::Error::other)?);
+                    (seq, hash) = (c.seq, c.hash);
+                }
+                inner.seq = seq;
+                inner.last_hash = hash;
+                inner.len = whole;
+            }
+            if len > whole {
+                tracing::warn!(path = %self.path.display(), bytes = len - whole, "audit log: trimming a partly written line (a writer died mid-write; never acknowledged)");
+                file.set_len(whole)?;
+                file.sync_data()?;
+            }
+            if !foreign.is_empty() {
+                tracing::info!(path = %self.path.display(), records = foreign.len(), seq = inner.seq, "audit log: following records another process appended");
+                let applier = self.applier.read().clone();
+                if let Some(apply) = applier {
+                    apply(&foreign);
                 }
             }
         }
@@ -367,6 +579,8 @@ impl AuditLog {
     /// file's tail backwards in blocks; never the whole file.
     pub fn recent(&self, limit: usize) -> io::Result<Vec<Value>> {
         let limit = limit.min(RECENT_MAX);
+        // Include what another process (the other half of an upgrade) appended.
+        let _ = self.follow();
         let end = self.inner.lock().len;
         let file = File::open(&self.path)?;
         tail_lines(&file, end, limit)?
@@ -383,6 +597,15 @@ impl AuditLog {
     #[cfg(test)]
     fn inject(&self, fault: Fault) {
         self.inner.lock().fault = Some(fault);
+    }
+}
+
+/// Unlocks a `flock` when dropped (the open path's early returns).
+struct Unlock<'a>(&'a File);
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 
@@ -836,23 +1059,59 @@ mod tests {
         let log = AuditLog::open(&d.0).unwrap();
         log.append(&entry(1)).unwrap();
         let path = log.path().to_path_buf();
-        // A partial line appended by someone else (or left by a torn write): refused once, then
-        // trimmed on reopen.
+        // A partial line (a writer killed mid-write while it held the lock): trimmed, the chain
+        // continues.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":2,").unwrap();
         drop(f);
-        assert!(log.append(&entry(2)).is_err());
-        assert!(!log.healthy());
         assert_eq!(log.append(&entry(2)).unwrap()["seq"], 2);
         assert!(log.healthy());
         assert_eq!(verify(&path), Ok(2));
-        // A whole line appended by someone else: refused, and stays refused.
+        // A whole line that does not continue the chain: refused, and stays refused.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"forged\":true}\n").unwrap();
         drop(f);
         assert!(log.append(&entry(3)).is_err());
         assert!(log.append(&entry(3)).is_err());
         assert!(!log.healthy());
+    }
+
+    #[test]
+    fn two_writers_on_one_file_form_one_chain_and_each_sees_the_others_records() {
+        // The old and the new process of a graceful upgrade: two logs on one file.
+        let d = TempDir::new("twowriters");
+        let a = AuditLog::open(&d.0).unwrap();
+        let b = AuditLog::open(&d.0).unwrap();
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::<u64>::new()));
+        let s2 = seen.clone();
+        b.set_applier(Arc::new(move |recs: &[Value]| {
+            s2.lock().extend(recs.iter().filter_map(|r| r["seq"].as_u64()));
+        }));
+        assert_eq!(a.append(&entry(1)).unwrap()["seq"], 1);
+        assert_eq!(b.append(&entry(2)).unwrap()["seq"], 2, "b chains onto a's record");
+        assert_eq!(*seen.lock(), vec![1]);
+        assert_eq!(a.append(&entry(3)).unwrap()["seq"], 3);
+        a.append(&entry(4)).unwrap();
+        b.follow().unwrap();
+        assert_eq!(*seen.lock(), vec![1, 3, 4]);
+        b.follow().unwrap();
+        assert_eq!(*seen.lock(), vec![1, 3, 4], "nothing new: nothing applied twice");
+        let t = b.begin().unwrap();
+        assert_eq!(t.seq(), 4);
+        let after: Vec<u64> = t.records_after(2).unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        assert_eq!(after, vec![3, 4]);
+        assert!(t.records_after(4).unwrap().is_empty());
+        assert_eq!(t.records_after(0).unwrap().len(), 4);
+        drop(t);
+        // Interleaved from threads, too.
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let hs: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .map(|l| std::thread::spawn(move || (0..20).for_each(|i| drop(l.append(&entry(i)).unwrap()))))
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(verify(a.path()), Ok(44));
+        assert!(a.healthy() && b.healthy());
     }
 
     #[test]

@@ -198,6 +198,8 @@ struct RawRoute {
 struct RawControl {
     #[serde(default)]
     tokens: Vec<RawToken>,
+    #[serde(default)]
+    max_requests_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +209,9 @@ struct RawToken {
     role: Role,
     sha256: String,
 }
+
+/// Default of `control.max_requests_per_second`.
+pub const DEFAULT_CONTROL_RATE_PER_SECOND: u32 = 500;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -374,6 +379,8 @@ pub struct GatewayConfig {
     pub routes: RouteTable<Route>,
     /// Control tokens.
     pub tokens: Vec<Token>,
+    /// Control requests accepted per source address and second (probes exempt).
+    pub control_rate_per_second: u32,
     /// Log level filter (`info`, `debug`, or an `EnvFilter` directive).
     pub log_level: String,
     /// One access-log line per request.
@@ -626,6 +633,11 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         tokens.push(Token { name: t.name.clone(), role: t.role, sha256: h });
     }
 
+    let control_rate_per_second = raw.control.max_requests_per_second.unwrap_or(DEFAULT_CONTROL_RATE_PER_SECOND);
+    if control_rate_per_second == 0 {
+        err("control.max_requests_per_second", "must be at least 1".into());
+    }
+
     let threads = raw.server.threads.unwrap_or(2);
     if threads == 0 {
         err("server.threads", "must be at least 1".into());
@@ -728,6 +740,7 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         pools,
         routes: RouteTable::new(entries),
         tokens,
+        control_rate_per_second,
         log_level,
         access_log: raw.logging.access_log.unwrap_or(true),
         rules,

@@ -1,15 +1,17 @@
 //! Automatic containment of a cross-tenant attempt: what a tenant-scope rule's `containment`
 //! asks for, done before the attacker's 403 is answered.
 //!
-//! Each action is persisted like its operator counterpart (fsync), written to the audit log with
-//! the actor `containment:<rule id>`, and announced with a `switch_changed` event; the
-//! `cross_tenant_attempt` event lists what was done. Containment fails safe: an action whose
-//! audit record cannot be written stays in force (logged as an error) — undoing a protective
-//! action because the audit disk is full would help the attacker, not the operator.
+//! Each action goes through the control-plane transaction like its operator counterpart
+//! (`txn::transact`: audited with the actor `containment:<rule id>` before it is in force) and is
+//! announced with a `switch_changed` event; the `cross_tenant_attempt` event lists what was done.
+//! An action whose audit record cannot be written is not taken (logged as an error, `failed` in
+//! the event): no change is ever in force without its record. The attacker's request is still
+//! refused with 403 either way.
 
-use crate::audit::AuditEntry;
+use crate::audit::AuditAction;
 use crate::state::Shared;
-use crate::switches::{Change, MaintenanceChange};
+use crate::switches::MaintenanceChange;
+use crate::txn::{transact, Meta, Op, Plan, Refused, TxError};
 use portcullis_rules::tenant::Containment;
 use serde_json::{json, Value};
 use std::net::IpAddr;
@@ -47,19 +49,21 @@ impl Job {
         if self.plan.revoke_session {
             match &self.session {
                 None => done.push(json!({ "action": "revoke_session", "result": "skipped", "why": "no session id" })),
-                Some(sid) => {
-                    let r = sh.sessions.revoke(sid, Some(REASON.into()), &actor, self.now);
-                    done.push(self.record("session.revoke", &format!("session:{sid}"), &actor, r));
-                }
+                Some(sid) => done.push(self.act(AuditAction::SessionRevoke, &format!("session:{sid}"), &actor, || {
+                    sh.sessions
+                        .plan_revoke(sid, Some(REASON.into()), &actor, self.now)
+                        .map(|(op, old)| (Op::Session(op), old))
+                })),
             }
         }
         if let Some(seconds) = self.plan.block_subject_seconds {
             match &self.subject {
                 None => done.push(json!({ "action": "block_subject", "result": "skipped", "why": "no subject" })),
-                Some(sub) => {
-                    let r = sh.sessions.block(sub, seconds, Some(REASON.into()), &actor, self.now);
-                    done.push(self.record("subject.block", &format!("subject:{sub}"), &actor, r));
-                }
+                Some(sub) => done.push(self.act(AuditAction::SubjectBlock, &format!("subject:{sub}"), &actor, || {
+                    sh.sessions
+                        .plan_block(sub, seconds, Some(REASON.into()), &actor, self.now)
+                        .map(|(op, old)| (Op::Session(op), old))
+                })),
             }
         }
         if self.plan.maintenance {
@@ -72,57 +76,49 @@ impl Job {
                     reason: Some(format!("{REASON} (rule {})", self.rule_id)),
                     ttl_seconds: None,
                 };
-                let r = sh
-                    .switches
-                    .set_maintenance(change, &actor, None)
-                    .map_err(|e| e.to_string())
-                    .map(|c: Change| crate::sessions::SessionChange { old: c.old, new: c.new, version: c.version });
-                done.push(self.record("switch.maintenance.set", "maintenance", &actor, r));
+                done.push(self.act(AuditAction::MaintenanceSet, "maintenance", &actor, || {
+                    sh.switches
+                        .plan_maintenance(change, &actor, None)
+                        .map(|(op, old)| (Op::Switch(op), old))
+                        .map_err(|e| e.to_string())
+                }));
             }
         }
         done
     }
 
-    /// Audits and announces one action; the entry for the cross-tenant event.
-    fn record(
+    /// One action through the control-plane transaction (audited before it is in force), then
+    /// announced; the entry for the cross-tenant event.
+    fn act(
         &self,
-        action: &str,
+        action: AuditAction,
         target: &str,
         actor: &str,
-        result: Result<crate::sessions::SessionChange, String>,
+        plan: impl FnOnce() -> Result<(Op, Value), String>,
     ) -> Value {
         let sh = &self.shared;
-        let change = match result {
+        let ip = self.client_ip.map(|ip| ip.to_string());
+        let meta =
+            Meta { actor: Some(actor), role: None, source_ip: ip.as_deref(), request_id: &self.request_id, status: 0 };
+        let committed =
+            transact(&*sh.audit, sh.state(), meta, target, Value::Null, action, || -> Result<Plan, Refused> {
+                let (op, old) = plan().map_err(|why| Refused { status: 400, why })?;
+                Ok(Plan { action, op, old, reason: Some(REASON.into()) })
+            });
+        let c = match committed {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, action, target, "containment action failed");
-                return json!({ "action": action, "target": target, "result": "failed" });
+                let e = match e {
+                    TxError::Refused(r) => r.why,
+                    TxError::Store(e) => format!("the audit log cannot be written: {e}"),
+                };
+                tracing::error!(error = %e, action = action.as_str(), target, "containment action failed");
+                return json!({ "action": action.as_str(), "target": target, "result": "failed" });
             }
         };
-        let entry = AuditEntry {
-            actor: Some(actor),
-            role: None,
-            source_ip: self.client_ip.map(|ip| ip.to_string()),
-            request_id: &self.request_id,
-            action,
-            target,
-            old: change.old.clone(),
-            new: change.new.clone(),
-            reason: Some(REASON),
-            outcome: "ok",
-            status: 0,
-        };
-        if let Err(e) = sh.audit.append(&entry) {
-            tracing::error!(error = %e, action, target, "cannot audit a containment action; it stays in force");
-        }
         let version = sh.rules.current().snapshot.version.clone();
-        let ev = crate::control::switch_changed_event(
-            &Change { target: target.to_owned(), old: change.old, new: change.new, version: change.version },
-            actor,
-            &version,
-        );
-        sh.events.emit(ev);
-        tracing::warn!(event.action = "containment", action, target, rule = %self.rule_id, "containment action taken");
-        json!({ "action": action, "target": target, "result": "done" })
+        sh.events.emit(crate::control::switch_changed_event(&c.change(), actor, &version));
+        tracing::warn!(event.action = "containment", action = action.as_str(), target, rule = %self.rule_id, "containment action taken");
+        json!({ "action": action.as_str(), "target": target, "result": "done" })
     }
 }

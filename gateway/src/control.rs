@@ -5,13 +5,14 @@
 //! 405 (with `Allow`); role too weak → 403. Every refusal is logged with the caller's token name
 //! (never the token).
 
-use crate::audit::AuditEntry;
+use crate::audit::{AuditAction, AuditEntry};
 use crate::config::Role;
 use crate::events::{events_body, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
 use crate::proxy::new_request_id;
 use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
 use crate::switches::{etag, now_unix, parse_if_match, Change, MaintenanceChange, SwitchError};
+use crate::txn::{transact, Meta, Op, Plan, Refusal as _, Refused, TxError};
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
@@ -84,15 +85,91 @@ fn pattern_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
+/// Longest `target` a refusal's audit record keeps of the request line (the rest is cut).
+pub const MAX_REFUSAL_TARGET_CHARS: usize = 128;
+/// Sources whose unauthenticated refusals are aggregated at once (more share one entry, `*`).
+const MAX_REFUSAL_SOURCES: usize = 10_000;
+
+/// Unauthenticated refusals, aggregated per source address and minute: the first one of each
+/// (source, minute) is audited, with how many the source sent in its last audited minute after
+/// that one; the rest are only counted. A flood of 401s costs O(1) records per source and minute.
+#[derive(Debug, Default)]
+struct Refusals {
+    by_source: parking_lot::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// Every unauthenticated refusal, audited or not.
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    /// `Some(suppressed)` when this refusal is to be audited (`suppressed`: the source's refusals
+    /// not audited since its last audited one); `None` when it is only counted.
+    fn admit(&self, source: &str, minute: u64) -> Option<u64> {
+        let mut m = self.by_source.lock();
+        if m.len() >= MAX_REFUSAL_SOURCES && !m.contains_key(source) {
+            m.retain(|_, (mi, _)| *mi == minute);
+        }
+        let key = if m.len() >= MAX_REFUSAL_SOURCES && !m.contains_key(source) { "*" } else { source };
+        let e = m.entry(key.to_string()).or_insert((u64::MAX, 0));
+        if e.0 == minute {
+            e.1 += 1;
+            None
+        } else {
+            let suppressed = e.1;
+            *e = (minute, 0);
+            Some(suppressed)
+        }
+    }
+}
+
+/// The control listener's per-source rate limit (fixed one-second windows).
+#[derive(Debug, Default)]
+struct Throttle {
+    by_source: parking_lot::Mutex<std::collections::HashMap<String, (u64, u32)>>,
+    /// Requests refused with 429.
+    limited: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// True when the source may send one more request in this second (at most `limit` per
+    /// second: `control.max_requests_per_second`; beyond, `429` before the token is looked at).
+    fn allow(&self, source: &str, second: u64, limit: u32) -> bool {
+        let mut m = self.by_source.lock();
+        if m.len() >= MAX_REFUSAL_SOURCES && !m.contains_key(source) {
+            m.retain(|_, (s, _)| *s == second);
+        }
+        let key = if m.len() >= MAX_REFUSAL_SOURCES && !m.contains_key(source) { "*" } else { source };
+        let e = m.entry(key.to_string()).or_insert((second, 0));
+        if e.0 != second {
+            *e = (second, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+        let ok = e.1 <= limit;
+        if !ok {
+            self.limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+/// `s` cut to at most `max` characters (an ellipsis marks the cut).
+fn cap_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
 /// The control application.
 pub struct ControlApp {
     shared: Arc<Shared>,
+    refusals: Refusals,
+    throttle: Throttle,
 }
 
 impl ControlApp {
     /// Over the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self { shared, refusals: Refusals::default(), throttle: Throttle::default() }
     }
 
     /// The token's holder, comparing against every configured hash in constant time.
@@ -135,6 +212,23 @@ impl ControlApp {
         let _ = writeln!(extra, "# HELP portcullis_ready 1 when /ready answers 200.");
         let _ = writeln!(extra, "# TYPE portcullis_ready gauge");
         let _ = writeln!(extra, "portcullis_ready {}", u8::from(ready));
+        let _ = writeln!(extra, "# HELP portcullis_control_unauthenticated_total Control requests refused with 401 (audited once per source and minute).");
+        let _ = writeln!(extra, "# TYPE portcullis_control_unauthenticated_total counter");
+        let _ = writeln!(
+            extra,
+            "portcullis_control_unauthenticated_total {}",
+            self.refusals.total.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            extra,
+            "# HELP portcullis_control_rate_limited_total Control requests refused with 429 (per-source rate limit)."
+        );
+        let _ = writeln!(extra, "# TYPE portcullis_control_rate_limited_total counter");
+        let _ = writeln!(
+            extra,
+            "portcullis_control_rate_limited_total {}",
+            self.throttle.limited.load(std::sync::atomic::Ordering::Relaxed)
+        );
         extra.push_str(&self.shared.switches.render_metrics(now_unix()));
         self.shared.sessions.render_metrics(&mut extra);
         self.shared.webhooks.render_metrics(&mut extra);
@@ -160,19 +254,20 @@ impl ControlApp {
                     Reloaded::Applied { version, .. } | Reloaded::Unchanged { version } => ("ok", 200, json!(version)),
                     Reloaded::Failed { errors, .. } => ("failed", 422, json!({ "errors": errors.len() })),
                 };
-                self.audit(&AuditEntry {
-                    actor: Some(call.who),
-                    role: Some(call.role.as_str()),
+                self.audit_off_thread(OwnedEntry {
+                    actor: Some(call.who.to_owned()),
+                    role: Some(call.role.as_str().to_owned()),
                     source_ip: call.source_ip.map(str::to_owned),
-                    request_id: call.request_id,
-                    action: "rules.reload",
-                    target: "rules",
+                    request_id: call.request_id.to_owned(),
+                    action: AuditAction::RulesReload,
+                    target: "rules".into(),
                     old: Value::Null,
                     new,
                     reason: None,
                     outcome,
                     status,
-                });
+                })
+                .await;
                 match done {
                     Reloaded::Applied { version, previous } => Ok((
                         200,
@@ -203,7 +298,7 @@ impl ControlApp {
                     return Err(Deny::new(DenyCode::BadRequest, "safe_test_type")
                         .with_details(vec![format!("unknown event type `{name}`; known: {}", known.join(", "))]));
                 };
-                if !self.shared.switches.flag("safe_test_mode") {
+                if !self.shared.switches.flag(crate::switches::Flag::SafeTestMode) {
                     return Err(Deny::new(DenyCode::Conflict, "safe_test_mode_off").with_details(vec![
                         "safe_test_mode is off: PUT /v1/flags/safe_test_mode {\"enabled\":true}, or start with SAFE_TEST_MODE=true".into(),
                     ]));
@@ -213,19 +308,22 @@ impl ControlApp {
                 let id = event.id.clone();
                 let body = json!({ "emitted": true, "event": &event });
                 let target = format!("event:{}", kind.as_str());
-                if !self.audit(&AuditEntry {
-                    actor: Some(call.who),
-                    role: Some(call.role.as_str()),
-                    source_ip: call.source_ip.map(str::to_owned),
-                    request_id: call.request_id,
-                    action: "safe_test",
-                    target: &target,
-                    old: Value::Null,
-                    new: json!(id),
-                    reason: None,
-                    outcome: "ok",
-                    status: 202,
-                }) {
+                if !self
+                    .audit_off_thread(OwnedEntry {
+                        actor: Some(call.who.to_owned()),
+                        role: Some(call.role.as_str().to_owned()),
+                        source_ip: call.source_ip.map(str::to_owned),
+                        request_id: call.request_id.to_owned(),
+                        action: AuditAction::SafeTest,
+                        target: target.clone(),
+                        old: Value::Null,
+                        new: json!(id),
+                        reason: None,
+                        outcome: "ok",
+                        status: 202,
+                    })
+                    .await
+                {
                     return Err(Deny::new(DenyCode::Internal, "audit_unavailable"));
                 }
                 self.shared.events.emit(event);
@@ -245,13 +343,22 @@ impl ControlApp {
                 })?;
                 Ok((200, json!({ "records": records })))
             }
-            Handler::Maintenance | Handler::Channel | Handler::Flag => self.mutate(h, call),
+            Handler::Maintenance | Handler::Channel | Handler::Flag => {
+                // Every mutation fsyncs: on a blocking thread, never on the runtime's.
+                let shared = self.shared.clone();
+                let owned = OwnedCall::of(call);
+                tokio::task::spawn_blocking(move || ControlApp::new(shared).mutate(h, &owned.call()))
+                    .await
+                    .map_err(|_| Deny::new(DenyCode::Internal, "switch_task"))?
+            }
             Handler::SessionRevoke | Handler::SessionRestore => {
                 let shared = self.shared.clone();
                 let owned = OwnedCall::of(call);
-                tokio::task::spawn_blocking(move || ControlApp { shared }.session(h == Handler::SessionRevoke, &owned))
-                    .await
-                    .map_err(|_| Deny::new(DenyCode::Internal, "session_task"))?
+                tokio::task::spawn_blocking(move || {
+                    ControlApp::new(shared).session(h == Handler::SessionRevoke, &owned)
+                })
+                .await
+                .map_err(|_| Deny::new(DenyCode::Internal, "session_task"))?
             }
             Handler::Upstreams => {
                 let pools: Vec<Value> = cfg
@@ -286,7 +393,7 @@ impl ControlApp {
                     200,
                     json!({
                         "tenant": tenant,
-                        "enforcement": self.shared.switches.flag("quota_enforcement"),
+                        "enforcement": self.shared.switches.flag(crate::switches::Flag::QuotaEnforcement),
                         "quotas": usage,
                     }),
                 ))
@@ -294,7 +401,7 @@ impl ControlApp {
             Handler::QuotaReset => {
                 let shared = self.shared.clone();
                 let owned = OwnedCall::of(call);
-                tokio::task::spawn_blocking(move || ControlApp { shared }.quota_reset(&owned))
+                tokio::task::spawn_blocking(move || ControlApp::new(shared).quota_reset(&owned))
                     .await
                     .map_err(|_| Deny::new(DenyCode::Internal, "quota_task"))?
             }
@@ -302,7 +409,47 @@ impl ControlApp {
     }
 }
 
+/// An audit entry that owns its fields, to be written on a blocking thread.
+struct OwnedEntry {
+    actor: Option<String>,
+    role: Option<String>,
+    source_ip: Option<String>,
+    request_id: String,
+    action: AuditAction,
+    target: String,
+    old: Value,
+    new: Value,
+    reason: Option<String>,
+    outcome: &'static str,
+    status: u16,
+}
+
+impl OwnedEntry {
+    fn entry(&self) -> AuditEntry<'_> {
+        AuditEntry {
+            actor: self.actor.as_deref(),
+            role: self.role.as_deref(),
+            source_ip: self.source_ip.clone(),
+            request_id: &self.request_id,
+            action: self.action.as_str(),
+            target: &self.target,
+            old: self.old.clone(),
+            new: self.new.clone(),
+            reason: self.reason.as_deref(),
+            outcome: self.outcome,
+            status: self.status,
+        }
+    }
+}
+
 impl ControlApp {
+    /// Appends one audit record on a blocking thread (it fsyncs, and may wait for the store's
+    /// lock): never on the runtime's thread. False when it could not be written.
+    async fn audit_off_thread(&self, e: OwnedEntry) -> bool {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || ControlApp::new(shared).audit(&e.entry())).await.unwrap_or(false)
+    }
+
     /// Appends one audit record; false (and an error log) when it could not be written.
     fn audit(&self, e: &AuditEntry<'_>) -> bool {
         match self.shared.audit.append(e) {
@@ -320,9 +467,9 @@ impl ControlApp {
     fn mutate(&self, h: Handler, call: &Call<'_>) -> Result<(u16, Value), Deny> {
         let name = call.path.rsplit('/').next().unwrap_or("").to_string();
         let (target, action) = match h {
-            Handler::Maintenance => ("maintenance".to_string(), "switch.maintenance.set"),
-            Handler::Channel => (format!("channel:{name}"), "switch.channel.set"),
-            _ => (format!("flag:{name}"), "flag.set"),
+            Handler::Maintenance => ("maintenance".to_string(), AuditAction::MaintenanceSet),
+            Handler::Channel => (format!("channel:{name}"), AuditAction::ChannelSet),
+            _ => (format!("flag:{name}"), AuditAction::FlagSet),
         };
         let requested: Value = serde_json::from_slice(call.body).unwrap_or(Value::Null);
         let refuse = |deny: Deny, status: u16, why: String| -> Deny {
@@ -331,7 +478,7 @@ impl ControlApp {
                 role: Some(call.role.as_str()),
                 source_ip: call.source_ip.map(str::to_owned),
                 request_id: call.request_id,
-                action,
+                action: action.as_str(),
                 target: &target,
                 old: Value::Null,
                 new: requested.clone(),
@@ -365,40 +512,48 @@ impl ControlApp {
             Mutation::Maintenance(m) => m.reason.clone(),
             Mutation::Channel { reason, .. } | Mutation::Flag { reason, .. } => reason.clone(),
         };
-        let applied = match mutation {
-            Mutation::Maintenance(m) => sw.set_maintenance(m, call.who, if_match),
-            Mutation::Channel { name, enabled, reason } => sw.set_channel(&name, enabled, reason, call.who, if_match),
-            Mutation::Flag { name, enabled, reason } => sw.set_flag(&name, enabled, reason, call.who, if_match),
-        };
-        let change = applied.map_err(|e| {
-            let (code, status) = match &e {
-                SwitchError::UnknownChannel { .. } | SwitchError::UnknownFlag { .. } => (DenyCode::NotFound, 404),
-                SwitchError::Conflict { .. } => (DenyCode::PreconditionFailed, 412),
-                SwitchError::Invalid(_) => (DenyCode::BadRequest, 400),
-                SwitchError::Persist(_) => (DenyCode::Internal, 500),
-            };
-            refuse(Deny::new(code, "switch"), status, e.to_string())
-        })?;
-        let entry = AuditEntry {
+        let meta = Meta {
             actor: Some(call.who),
             role: Some(call.role.as_str()),
-            source_ip: call.source_ip.map(str::to_owned),
+            source_ip: call.source_ip,
             request_id: call.request_id,
-            action,
-            target: &change.target,
-            old: change.old.clone(),
-            new: change.new.clone(),
-            reason: reason.as_deref(),
-            outcome: "ok",
             status: 200,
         };
-        if !self.audit(&entry) {
-            self.revert(&change);
-            return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
-                .with_details(vec!["the audit log cannot be written: the change was reverted".into()]));
-        }
+        let committed = transact(
+            &*self.shared.audit,
+            self.shared.state(),
+            meta,
+            &target,
+            requested,
+            action,
+            || -> Result<Plan, SwitchError> {
+                let (op, old) = match mutation {
+                    Mutation::Maintenance(m) => sw.plan_maintenance(m, call.who, if_match),
+                    Mutation::Channel { name, enabled, reason } => {
+                        sw.plan_channel(&name, enabled, reason, call.who, if_match)
+                    }
+                    Mutation::Flag { name, enabled, reason } => {
+                        sw.plan_flag(&name, enabled, reason, call.who, if_match)
+                    }
+                }?;
+                Ok(Plan { action, op: Op::Switch(op), old, reason: reason.clone() })
+            },
+        );
+        let change = match committed {
+            Ok(c) => c.change(),
+            Err(TxError::Refused(e)) => {
+                let code = match e.status() {
+                    404 => DenyCode::NotFound,
+                    412 => DenyCode::PreconditionFailed,
+                    400 => DenyCode::BadRequest,
+                    _ => DenyCode::Internal,
+                };
+                return Err(Deny::new(code, "switch").with_details(vec![e.to_string()]));
+            }
+            Err(TxError::Store(e)) => return Err(audit_unavailable(&e)),
+        };
         self.switch_changed(&change, call.who);
-        tracing::info!(event.action = "control_mutation", action, user.name = call.who, http.request.id = call.request_id, target = %change.target, version = change.version, "switch changed");
+        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = call.who, http.request.id = call.request_id, target = %change.target, version = change.version, "switch changed");
         let mut body =
             json!({ "version": change.version, "target": change.target, "old": change.old, "new": change.new });
         body["etag"] = json!(etag(change.version));
@@ -409,7 +564,7 @@ impl ControlApp {
     /// audited; if the audit record cannot be written the change is undone and refused. The id is
     /// the path segment, percent-decoded.
     fn session(&self, revoke: bool, call: &OwnedCall) -> Result<(u16, Value), Deny> {
-        let action = if revoke { "session.revoke" } else { "session.restore" };
+        let action = if revoke { AuditAction::SessionRevoke } else { AuditAction::SessionRestore };
         let raw = call.path.strip_prefix("/v1/sessions/").and_then(|p| p.strip_suffix("/revoke")).unwrap_or("");
         let decoded = decode_segment(raw);
         let m = Mutating::new(self, call, action, format!("session:{}", decoded.as_deref().unwrap_or(raw)));
@@ -424,32 +579,31 @@ impl ControlApp {
         let reason = m.reason("session_body")?;
         let sessions = &self.shared.sessions;
         let now = now_unix();
-        let result = if revoke { sessions.revoke(&id, reason.clone(), &call.who, now) } else { sessions.restore(&id) };
-        let change = match result {
+        let kind = if revoke { AuditAction::SessionRevoke } else { AuditAction::SessionRestore };
+        let committed = transact(
+            &*self.shared.audit,
+            self.shared.state(),
+            m.meta(),
+            target,
+            Value::Null,
+            kind,
+            || -> Result<Plan, Refused> {
+                let planned = if revoke {
+                    sessions.plan_revoke(&id, reason.clone(), &call.who, now)
+                } else {
+                    sessions.plan_restore(&id)
+                };
+                let (op, old) = planned.map_err(|why| Refused { status: 400, why })?;
+                Ok(Plan { action: kind, op: Op::Session(op), old, reason: reason.clone() })
+            },
+        );
+        let change = match committed {
             Ok(c) => c,
-            Err(e) if crate::sessions::check_id(&id).is_err() => {
-                return Err(m.refuse(Deny::new(DenyCode::BadRequest, "session_id"), 400, e))
+            Err(TxError::Refused(r)) => {
+                return Err(Deny::new(DenyCode::BadRequest, "session_id").with_details(vec![r.why]))
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot persist the session state");
-                return Err(m.refuse(Deny::new(DenyCode::Internal, "session_persist"), 500, e));
-            }
+            Err(TxError::Store(e)) => return Err(audit_unavailable(&e)),
         };
-        if !m.audit("ok", 200, change.old.clone(), change.new.clone(), reason.as_deref()) {
-            // Undo: no unaudited change stays in force.
-            let undo = match (&change.old, revoke) {
-                (Value::Null, true) => sessions.restore(&id),
-                (old, _) => match serde_json::from_value::<crate::sessions::Revocation>(old.clone()) {
-                    Ok(r) => sessions.revoke(&id, r.reason, &r.actor, r.at),
-                    Err(_) => Ok(change.clone()),
-                },
-            };
-            if let Err(e) = undo {
-                tracing::error!(error = %e, "could not undo an unaudited session change");
-            }
-            return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
-                .with_details(vec!["the audit log cannot be written: the change was undone".into()]));
-        }
         let version = self.shared.rules.current().snapshot.version.clone();
         let ev = switch_changed_event(
             &Change {
@@ -462,7 +616,7 @@ impl ControlApp {
             &version,
         );
         self.shared.events.emit(ev);
-        tracing::info!(event.action = "control_mutation", action, user.name = %call.who, http.request.id = %call.request_id, target = %target, "session state changed");
+        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, target = %target, "session state changed");
         Ok((
             200,
             json!({ "session": id, "revoked": revoke, "changed": change.old != change.new, "old": change.old, "new": change.new, "version": change.version }),
@@ -473,7 +627,7 @@ impl ControlApp {
     /// counter of the tenant (its subjects' included) starts again at 0, written to disk at once
     /// and announced with `switch_changed`.
     fn quota_reset(&self, call: &OwnedCall) -> Result<(u16, Value), Deny> {
-        let action = "quota.reset";
+        let action = AuditAction::QuotaReset;
         let raw = call.path.strip_prefix("/v1/quotas/").and_then(|p| p.strip_suffix("/reset")).unwrap_or("");
         let tenant = decode_segment(raw);
         let m = Mutating::new(self, call, action, format!("quota:{}", tenant.as_deref().unwrap_or(raw)));
@@ -490,43 +644,32 @@ impl ControlApp {
         let limits = &self.shared.limits;
         let now = now_unix();
         let old = json!(loaded.snapshot.quotas.usage(&limits.book, &tenant, now));
-        let new = json!({"reset": true});
-        if !m.audit("ok", 200, old.clone(), new.clone(), reason.as_deref()) {
-            return Err(Deny::new(DenyCode::Internal, "audit_unavailable")
-                .with_details(vec!["the audit log cannot be written: nothing was reset".into()]));
-        }
-        let counters = limits.book.reset(&tenant);
-        if let Err(e) = limits.persist() {
-            tracing::error!(error = %e, "cannot write the quota counters after a reset (retried every second)");
-        }
-        let change = Change { target: target.clone(), old: old.clone(), new, version: limits.book.generation() };
-        self.shared.events.emit(switch_changed_event(&change, &call.who, &loaded.snapshot.version));
-        tracing::info!(event.action = "control_mutation", action, user.name = %call.who, http.request.id = %call.request_id, target = %target, "quota reset");
-        Ok((200, json!({ "tenant": tenant, "reset": true, "counters": counters, "old": old })))
-    }
-
-    /// Puts an entry back after its audit record could not be written (best effort, logged).
-    fn revert(&self, change: &Change) {
-        let sw = &self.shared.switches;
-        let enabled = change.old.get("enabled").and_then(Value::as_bool).unwrap_or(true);
-        let reason = change.old.get("reason").and_then(Value::as_str).map(str::to_owned);
-        let result = if change.target == "maintenance" {
-            let retry_after = change.old.get("retry_after").and_then(Value::as_u64);
-            sw.set_maintenance(
-                MaintenanceChange { enabled, retry_after, reason, ttl_seconds: None },
-                "audit-revert",
-                None,
-            )
-        } else if let Some(ch) = change.target.strip_prefix("channel:") {
-            sw.set_channel(ch, enabled, reason, "audit-revert", None)
-        } else if let Some(f) = change.target.strip_prefix("flag:") {
-            sw.set_flag(f, enabled, reason, "audit-revert", None)
-        } else {
-            return;
+        let counters = old.as_array().map_or(0, Vec::len);
+        let committed = transact(
+            &*self.shared.audit,
+            self.shared.state(),
+            m.meta(),
+            target,
+            Value::Null,
+            AuditAction::QuotaReset,
+            || -> Result<Plan, Refused> {
+                Ok(Plan {
+                    action: AuditAction::QuotaReset,
+                    op: Op::QuotaReset(tenant.clone()),
+                    old: old.clone(),
+                    reason: reason.clone(),
+                })
+            },
+        );
+        let (new, version) = match committed {
+            Ok(c) => (c.new, c.version),
+            Err(TxError::Refused(r)) => return Err(Deny::new(DenyCode::BadRequest, "tenant").with_details(vec![r.why])),
+            Err(TxError::Store(e)) => return Err(audit_unavailable(&e)),
         };
-        if let Err(e) = result {
-            tracing::error!(error = %e, target = %change.target, "could not revert an unaudited switch change");
-        }
+        let change = Change { target: target.clone(), old: old.clone(), new, version };
+        self.shared.events.emit(switch_changed_event(&change, &call.who, &loaded.snapshot.version));
+        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, target = %target, "quota reset");
+        Ok((200, json!({ "tenant": tenant, "reset": true, "counters": counters, "old": old })))
     }
 
     /// The `switch_changed` event (info).
@@ -562,12 +705,12 @@ fn decode_segment(raw: &str) -> Option<String> {
 struct Mutating<'a> {
     app: &'a ControlApp,
     call: &'a OwnedCall,
-    action: &'static str,
+    action: AuditAction,
     target: String,
 }
 
 impl<'a> Mutating<'a> {
-    fn new(app: &'a ControlApp, call: &'a OwnedCall, action: &'static str, target: String) -> Self {
+    fn new(app: &'a ControlApp, call: &'a OwnedCall, action: AuditAction, target: String) -> Self {
         Mutating { app, call, action, target }
     }
 
@@ -578,7 +721,7 @@ impl<'a> Mutating<'a> {
             role: Some(self.call.role.as_str()),
             source_ip: self.call.source_ip.clone(),
             request_id: &self.call.request_id,
-            action: self.action,
+            action: self.action.as_str(),
             target: &self.target,
             old,
             new,
@@ -586,6 +729,17 @@ impl<'a> Mutating<'a> {
             outcome,
             status,
         })
+    }
+
+    /// Who asks, for [`transact`].
+    fn meta(&self) -> Meta<'_> {
+        Meta {
+            actor: Some(&self.call.who),
+            role: Some(self.call.role.as_str()),
+            source_ip: self.call.source_ip.as_deref(),
+            request_id: &self.call.request_id,
+            status: 200,
+        }
     }
 
     /// A refusal, audited (`refused`), with `why` for the caller.
@@ -643,10 +797,12 @@ struct Call<'a> {
 /// A [`Call`] that can move to a blocking thread.
 struct OwnedCall {
     path: String,
+    query: Option<String>,
     who: String,
     role: Role,
     request_id: String,
     body: Vec<u8>,
+    if_match: Option<String>,
     source_ip: Option<String>,
 }
 
@@ -654,13 +810,35 @@ impl OwnedCall {
     fn of(c: &Call<'_>) -> Self {
         OwnedCall {
             path: c.path.to_owned(),
+            query: c.query.map(str::to_owned),
             who: c.who.to_owned(),
             role: c.role,
             request_id: c.request_id.to_owned(),
             body: c.body.to_vec(),
+            if_match: c.if_match.map(str::to_owned),
             source_ip: c.source_ip.map(str::to_owned),
         }
     }
+
+    /// Borrowed again, on the blocking thread.
+    fn call(&self) -> Call<'_> {
+        Call {
+            path: &self.path,
+            query: self.query.as_deref(),
+            who: &self.who,
+            role: self.role,
+            request_id: &self.request_id,
+            body: &self.body,
+            if_match: self.if_match.as_deref(),
+            source_ip: self.source_ip.as_deref(),
+        }
+    }
+}
+
+/// The answer when the audit log (the write-ahead log of every change) cannot be written.
+fn audit_unavailable(e: &std::io::Error) -> Deny {
+    Deny::new(DenyCode::Internal, "audit_unavailable")
+        .with_details(vec![format!("the audit log cannot be written ({e}): nothing was changed")])
 }
 
 /// A request body: one JSON object (not an array, even though serde's derives would read one
@@ -786,27 +964,39 @@ impl ServeHttp for ControlApp {
             }
             _ => {}
         }
+        let limit = self.shared.config.control_rate_per_second;
+        if !self.throttle.allow(source_ip.as_deref().unwrap_or("-"), now_unix(), limit) {
+            session.set_keepalive(None);
+            return deny_response(
+                &Deny::new(DenyCode::RateLimited, "control_rate").with_header("retry-after", "1"),
+                &request_id,
+            );
+        }
         if !path.starts_with("/v1/") {
             return deny_response(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
         }
 
-        let refused = |actor: Option<&str>, role: Option<Role>, status: u16, why: &str| {
-            self.audit(&AuditEntry {
-                actor,
-                role: role.map(Role::as_str),
-                source_ip: source_ip.clone(),
-                request_id: &request_id,
-                action: "denied",
-                target: &format!("{method} {path}"),
-                old: Value::Null,
-                new: Value::Null,
-                reason: Some(why),
-                outcome: "refused",
-                status,
-            })
+        let refused = |actor: Option<&str>, role: Option<Role>, status: u16, why: &str| OwnedEntry {
+            actor: actor.map(str::to_owned),
+            role: role.map(|r| r.as_str().to_owned()),
+            source_ip: source_ip.clone(),
+            request_id: request_id.clone(),
+            action: AuditAction::Denied,
+            target: cap_chars(&format!("{method} {path}"), MAX_REFUSAL_TARGET_CHARS),
+            old: Value::Null,
+            new: Value::Null,
+            reason: Some(why.to_owned()),
+            outcome: "refused",
+            status,
         };
         let Some((who, role)) = self.authenticate(auth.as_deref()) else {
-            refused(None, None, 401, "unauthenticated");
+            self.refusals.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let minute = now_unix() / 60;
+            if let Some(suppressed) = self.refusals.admit(source_ip.as_deref().unwrap_or("-"), minute) {
+                let mut e = refused(None, None, 401, "unauthenticated");
+                e.new = json!({ "suppressed": suppressed });
+                self.audit_off_thread(e).await;
+            }
             tracing::warn!(event.action = "control_denied", reason = "unauthenticated", http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(
                 &Deny::new(DenyCode::Unauthenticated, "control_token")
@@ -820,7 +1010,7 @@ impl ServeHttp for ControlApp {
         }
         let Some(&&(_, _, needed, handler)) = candidates.iter().find(|(m, _, _, _)| *m == method) else {
             let allow: Vec<&str> = candidates.iter().map(|(m, _, _, _)| *m).collect();
-            refused(Some(who), Some(role), 405, "method");
+            self.audit_off_thread(refused(Some(who), Some(role), 405, "method")).await;
             tracing::warn!(event.action = "control_denied", reason = "method", user.name = who, http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(
                 &Deny::new(DenyCode::MethodNotAllowed, "method").with_header("allow", allow.join(", ")),
@@ -828,7 +1018,7 @@ impl ServeHttp for ControlApp {
             );
         };
         if role < needed {
-            refused(Some(who), Some(role), 403, "role");
+            self.audit_off_thread(refused(Some(who), Some(role), 403, "role")).await;
             tracing::warn!(event.action = "control_denied", reason = "role", user.name = who, user.roles = role.as_str(), needed = needed.as_str(), http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             return deny_response(&Deny::new(DenyCode::Forbidden, "role"), &request_id);
         }
@@ -870,7 +1060,7 @@ impl ServeHttp for ControlApp {
                 let audits_itself =
                     matches!(handler, Handler::Maintenance | Handler::Channel | Handler::Flag | Handler::RulesReload);
                 if method != "GET" && !audits_itself {
-                    refused(Some(who), Some(role), deny.code.status(), deny.code.as_str());
+                    self.audit_off_thread(refused(Some(who), Some(role), deny.code.status(), deny.code.as_str())).await;
                 }
                 deny_response(&deny, &request_id)
             }
@@ -881,6 +1071,45 @@ impl ServeHttp for ControlApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unauthenticated_refusals_are_audited_once_per_source_and_minute() {
+        let r = Refusals::default();
+        assert_eq!(r.admit("10.0.0.1", 5), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(r.admit("10.0.0.1", 5), None);
+        }
+        assert_eq!(r.admit("10.0.0.2", 5), Some(0), "another source is audited on its own");
+        assert_eq!(r.admit("10.0.0.1", 6), Some(1000), "the next minute reports what was suppressed");
+        assert_eq!(r.admit("10.0.0.1", 6), None);
+        // Many sources: bounded; the overflow shares one entry.
+        for i in 0..(MAX_REFUSAL_SOURCES + 50) {
+            r.admit(&format!("s{i}"), 7);
+        }
+        assert!(r.by_source.lock().len() <= MAX_REFUSAL_SOURCES + 1);
+    }
+
+    #[test]
+    fn the_control_rate_limit_is_per_source_and_second() {
+        let t = Throttle::default();
+        for _ in 0..50 {
+            assert!(t.allow("a", 10, 50));
+        }
+        assert!(!t.allow("a", 10, 50));
+        assert!(!t.allow("a", 10, 50));
+        assert!(t.allow("b", 10, 50), "another source has its own budget");
+        assert!(t.allow("a", 11, 50), "the next second starts again");
+        assert_eq!(t.limited.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn refusal_targets_are_capped() {
+        assert_eq!(cap_chars("GET /v1/x", 128), "GET /v1/x");
+        let long = format!("GET /v1/{}", "é".repeat(5000));
+        let c = cap_chars(&long, MAX_REFUSAL_TARGET_CHARS);
+        assert_eq!(c.chars().count(), MAX_REFUSAL_TARGET_CHARS + 1);
+        assert!(c.ends_with('…'));
+    }
 
     #[test]
     fn patterns() {

@@ -26,8 +26,11 @@ pub struct LimitState {
     pub book: QuotaBook,
     origin: Instant,
     dir: PathBuf,
-    /// The book's generation last written (`None`: never).
-    written: Mutex<Option<u64>>,
+    /// The book's generation and audit position last written (`None`: never).
+    written: Mutex<Option<(u64, Option<u64>)>>,
+    /// `seq` of the last audit record (a quota reset) the book includes; `None`: a file from
+    /// before it was recorded (trusted as it is). Written into `quotas.json` as `audit_seq`.
+    audit_seq: Mutex<Option<u64>>,
 }
 
 impl LimitState {
@@ -37,14 +40,23 @@ impl LimitState {
     /// down.
     pub fn load(dir: &Path) -> LimitState {
         let path = dir.join(QUOTA_FILE);
+        let mut audit_seq = None;
         let book = match std::fs::read_to_string(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => QuotaBook::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                audit_seq = Some(0);
+                QuotaBook::default()
+            }
             Err(e) => {
                 tracing::error!(error = %e, file = %path.display(), "cannot read the quota counters: counting starts empty");
                 QuotaBook::default()
             }
-            Ok(text) => match QuotaBook::from_json(&text, portcullis_rules::limits::quota::DEFAULT_MAX_COUNTERS) {
-                Ok(book) => book,
+            Ok(text) => match split_audit_seq(&text).and_then(|(seq, book)| {
+                QuotaBook::from_json(&book, portcullis_rules::limits::quota::DEFAULT_MAX_COUNTERS).map(|b| (seq, b))
+            }) {
+                Ok((seq, book)) => {
+                    audit_seq = seq;
+                    book
+                }
                 Err(e) => {
                     let aside = dir.join(format!("{QUOTA_FILE}.corrupt-{}", crate::switches::now_unix()));
                     let moved = std::fs::rename(&path, &aside).is_ok();
@@ -64,7 +76,47 @@ impl LimitState {
             origin: Instant::now(),
             dir: dir.to_path_buf(),
             written: Mutex::new(None),
+            audit_seq: Mutex::new(audit_seq),
         }
+    }
+
+    /// `seq` of the last audit record the book includes.
+    pub fn audit_seq(&self) -> Option<u64> {
+        *self.audit_seq.lock()
+    }
+
+    /// Records that the book includes every audit record up to `seq`. Never moves it back.
+    pub fn settle_audit_seq(&self, seq: u64) {
+        let mut a = self.audit_seq.lock();
+        if a.is_none_or(|a| a < seq) {
+            *a = Some(seq);
+        }
+    }
+
+    /// Adopts `seq` as the position of a file that predates `audit_seq`.
+    pub fn settle_audit_seq_if_none(&self, seq: u64) {
+        let mut a = self.audit_seq.lock();
+        if a.is_none() {
+            *a = Some(seq);
+        }
+    }
+
+    /// Applies a committed quota reset (audit record `seq`; one the book already includes does
+    /// nothing): every counter of the tenant back to 0, then, with `checkpoint`, `quotas.json`
+    /// written at once. Returns the book's generation; `Err` when only the write failed.
+    pub fn apply_reset(&self, tenant: &str, seq: u64, checkpoint: bool) -> Result<u64, String> {
+        {
+            let mut a = self.audit_seq.lock();
+            if a.is_some_and(|a| seq <= a) {
+                return Ok(self.book.generation());
+            }
+            self.book.reset(tenant);
+            *a = Some(seq);
+        }
+        if checkpoint {
+            self.persist()?;
+        }
+        Ok(self.book.generation())
     }
 
     /// The two clocks, read once per request.
@@ -78,11 +130,11 @@ impl LimitState {
     /// Writes the counters when they changed since the last write. `Ok(true)`: written.
     pub fn persist(&self) -> Result<bool, String> {
         let mut written = self.written.lock();
-        let generation = self.book.generation();
+        let generation = (self.book.generation(), self.audit_seq());
         if *written == Some(generation) {
             return Ok(false);
         }
-        let mut body = self.book.to_json().into_bytes();
+        let mut body = with_audit_seq(self.book.to_json(), generation.1).into_bytes();
         body.push(b'\n');
         write_durably(&self.dir, QUOTA_FILE, &body).map_err(|(e, _)| e)?;
         *written = Some(generation);
@@ -121,6 +173,26 @@ impl LimitState {
             let _ = writeln!(out, "{name} {value}");
         }
     }
+}
+
+/// The book's JSON with `"audit_seq":N` as its first member (the book's own format does not know
+/// it; [`split_audit_seq`] takes it out again).
+fn with_audit_seq(book: String, seq: Option<u64>) -> String {
+    match (seq, book.strip_prefix('{')) {
+        (Some(seq), Some(rest)) if rest.trim_start().starts_with('}') => format!("{{\"audit_seq\":{seq}}}"),
+        (Some(seq), Some(rest)) => format!("{{\"audit_seq\":{seq},{rest}"),
+        _ => book,
+    }
+}
+
+/// `(audit_seq, the book's own JSON)` of a `quotas.json`.
+fn split_audit_seq(text: &str) -> Result<(Option<u64>, String), String> {
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a quota book: {e}"))?;
+    let seq = match v.as_object_mut().and_then(|o| o.remove("audit_seq")) {
+        None => None,
+        Some(s) => Some(s.as_u64().ok_or("`audit_seq` must be a non-negative integer")?),
+    };
+    Ok((seq, v.to_string()))
 }
 
 /// The event of an aggregation window's summary: the rule's type, severity, mode and action,

@@ -706,7 +706,7 @@ impl Portcullis {
 
     /// The PII policy of this request's route, when scanning is on.
     fn pii_policy<'r>(&self, rules: &'r Loaded, ctx: &Ctx) -> Option<&'r PiiPolicy> {
-        if rules.snapshot.pii.is_empty() || !self.shared.switches.flag("pii_scanning") {
+        if rules.snapshot.pii.is_empty() || !self.shared.switches.flag(crate::switches::Flag::PiiScanning) {
             return None;
         }
         self.route_pii_policy(rules, ctx)
@@ -907,10 +907,10 @@ impl Portcullis {
         let rules = ctx.rules.clone();
         let snapshot = &rules.snapshot;
         let sw = &self.shared.switches;
-        let tenant_on = !snapshot.tenant.is_empty() && sw.flag("tenant_scope");
-        let webhooks_on = !snapshot.webhooks.is_empty() && sw.flag("webhook_verification");
-        let limits_on = !snapshot.rate_limits.is_empty() && sw.flag("rate_limit");
-        if (snapshot.firewall.is_empty() || !sw.flag("firewall"))
+        let tenant_on = !snapshot.tenant.is_empty() && sw.flag(crate::switches::Flag::TenantScope);
+        let webhooks_on = !snapshot.webhooks.is_empty() && sw.flag(crate::switches::Flag::WebhookVerification);
+        let limits_on = !snapshot.rate_limits.is_empty() && sw.flag(crate::switches::Flag::RateLimit);
+        if (snapshot.firewall.is_empty() || !sw.flag(crate::switches::Flag::Firewall))
             && snapshot.identity.is_empty()
             && !tenant_on
             && !webhooks_on
@@ -999,7 +999,7 @@ impl Portcullis {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
             let input = KeyInput { view: &view, identity: ctx.identity.as_ref() };
-            let enforcement = sw.flag("quota_enforcement");
+            let enforcement = sw.flag(crate::switches::Flag::QuotaEnforcement);
             let limits = &self.shared.limits;
             let check = snapshot.quotas.check(&limits.book, &input, lnow, enforcement, &limits.agg);
             let (mut headers, mut aggregated) = (Vec::new(), false);
@@ -1058,7 +1058,7 @@ impl Portcullis {
         let snapshot = &ctx.rules.snapshot;
         let mut head =
             Head { flow: ControlFlow::Break(()), identity: None, limit_headers: Vec::new(), aggregated: false };
-        if !snapshot.firewall.is_empty() && self.shared.switches.flag("firewall") {
+        if !snapshot.firewall.is_empty() && self.shared.switches.flag(crate::switches::Flag::Firewall) {
             if let ControlFlow::Break(()) = snapshot.firewall.check(view, out) {
                 return head;
             }

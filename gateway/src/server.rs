@@ -24,10 +24,11 @@ use pingora_core::services::Service;
 use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::LoadBalancer;
-use pingora_proxy::{http_proxy, HttpProxy, ProxyHttp};
+use pingora_proxy::http_proxy;
 use pingora_timeout::fast_timeout::fast_timeout;
 use portcullis_rules::deny::{render, Deny, DenyCode};
 use portcullis_rules::framing::{self, HeaderLimits};
+use serde_json::Value;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::Arc;
@@ -136,6 +137,11 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         limits: crate::limits::LimitState::load(&cfg.state_dir),
     });
 
+    // One state model: replay what the audit log (the write-ahead log) holds past the state
+    // files, then follow what any other process sharing `state_dir` commits.
+    crate::txn::recover(&*audit, shared.state(), &cfg.state_dir).map_err(|e| format!("state recovery: {e}"))?;
+    crate::txn::follow(&audit, Arc::downgrade(&shared));
+
     let proxy = Arc::new(http_proxy(&conf, Portcullis::new(shared.clone())));
     let guard = HeadGuard {
         proxy,
@@ -152,7 +158,16 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         threads: None,
     });
 
-    let mut control_svc = Listening::new("control".to_string(), ControlApp::new(shared.clone()));
+    // The control listener gets the same head deadline and limits as the proxy (slowloris on
+    // the control port would otherwise hold its single thread's connections forever).
+    let control_guard = HeadGuard {
+        proxy: Arc::new(ControlApp::new(shared.clone())),
+        header_timeout: cfg.header_timeout,
+        header_limits: cfg.header_limits,
+        keepalive: cfg.keepalive_timeout_seconds,
+        max_head: cfg.header_limits.max_bytes.saturating_add(16 * 1024),
+    };
+    let mut control_svc = Listening::new("control".to_string(), control_guard);
     control_svc.add_tcp(&control_key);
     server.add_service(PreBound {
         inner: control_svc,
@@ -164,10 +179,13 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     server.add_service(background_service("events", EventsDrain { events: events.clone() }));
     server.add_service(background_service("switch-ttl", SwitchTtl { shared: shared.clone() }));
     server.add_service(background_service("limits", LimitsTick { shared: shared.clone() }));
+    server.add_service(background_service("state-follower", Follower { shared: shared.clone() }));
     for e in extra {
         server.add_boxed_service(e);
     }
 
+    // Before the listening line: whoever sees it can rely on the pid file.
+    let pid_file = PidFile::write(&cfg.server.pid_file);
     tracing::info!(
         proxy_addr = %proxy_key,
         control_addr = %control_key,
@@ -179,8 +197,69 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         "listening"
     );
     server.run(RunArgs::default());
+    drop(pid_file);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `server.pid_file` names the live process: written when this process starts serving (during a
+/// graceful upgrade, the new process overwrites the old one's), removed at exit only if it still
+/// names this process (the old process of an upgrade leaves the new one's alone).
+struct PidFile {
+    path: std::path::PathBuf,
+    pid: String,
+}
+
+impl PidFile {
+    fn write(path: &str) -> Option<PidFile> {
+        let path = std::path::PathBuf::from(path);
+        let pid = std::process::id().to_string();
+        let (dir, name) = (path.parent()?, path.file_name()?.to_str()?);
+        let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
+        match crate::durable::write_durably(dir, name, format!("{pid}\n").as_bytes()) {
+            Ok(()) => Some(PidFile { path, pid }),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "cannot write the pid file");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.path).is_ok_and(|s| s.trim() == self.pid);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Keeps this process's state in step with changes another process sharing `state_dir` commits
+/// (the other half of a graceful upgrade): every [`crate::txn::FOLLOW_INTERVAL`], one `stat` of
+/// the audit log, and a catch-up when it grew.
+struct Follower {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for Follower {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(crate::txn::FOLLOW_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let shared = self.shared.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = shared.audit.follow() {
+                    tracing::error!(error = %e, "cannot follow the audit log");
+                }
+            })
+            .await;
+        }
+    }
 }
 
 /// Binds a listener now and returns its real address (the key Pingora looks fds up by) and fd.
@@ -251,8 +330,8 @@ impl<S: Service> Service for PreBound<S> {
 
 /// A total deadline for receiving each request head (slowloris), ahead of Pingora's own parser
 /// which only bounds each single read. The bytes read are handed to Pingora untouched.
-struct HeadGuard<SV> {
-    proxy: Arc<HttpProxy<SV>>,
+struct HeadGuard<A> {
+    proxy: Arc<A>,
     header_timeout: Duration,
     header_limits: HeaderLimits,
     keepalive: u64,
@@ -405,10 +484,9 @@ async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<Str
 }
 
 #[async_trait]
-impl<SV> ServerApp for HeadGuard<SV>
+impl<A> ServerApp for HeadGuard<A>
 where
-    SV: ProxyHttp + Send + Sync + 'static,
-    <SV as ProxyHttp>::CTX: Send + Sync,
+    A: HttpServerApp + Send + Sync + 'static,
 {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let mut stream = stream;
@@ -515,33 +593,70 @@ impl BackgroundService for SwitchTtl {
                 _ = shutdown.changed() => return,
             }
             let shared = self.shared.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Err(e) = shared.sessions.expire(crate::switches::now_unix()) {
-                    tracing::error!(error = %e, "cannot forget expired session revocations");
-                }
-                let Some(change) = shared.switches.expire(crate::switches::now_unix()) else { return };
-                let request_id = new_request_id();
-                let entry = crate::audit::AuditEntry {
-                    actor: Some(crate::switches::TTL_ACTOR),
-                    role: None,
-                    source_ip: None,
-                    request_id: &request_id,
-                    action: "switch.maintenance.expire",
-                    target: &change.target,
-                    old: change.old.clone(),
-                    new: change.new.clone(),
-                    reason: Some("ttl_seconds elapsed"),
-                    outcome: "ok",
-                    status: 0,
-                };
-                if let Err(e) = shared.audit.append(&entry) {
-                    tracing::error!(error = %e, "cannot audit the end of a maintenance ttl");
-                }
+            let _ = tokio::task::spawn_blocking(move || SwitchTtl::tick(&shared)).await;
+        }
+    }
+}
+
+impl SwitchTtl {
+    fn tick(shared: &Shared) {
+        let now = crate::switches::now_unix();
+        match crate::txn::housekeeping(&*shared.audit, || shared.sessions.expire(now)) {
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot forget expired session revocations"),
+            Err(e) => tracing::error!(error = %e, "cannot enter the state store to forget expired revocations"),
+            Ok(Ok(_)) => {}
+        }
+        if shared.switches.plan_expire(now).is_none() {
+            return;
+        }
+        let request_id = new_request_id();
+        let meta = crate::txn::Meta {
+            actor: Some(crate::switches::TTL_ACTOR),
+            role: None,
+            source_ip: None,
+            request_id: &request_id,
+            status: 0,
+        };
+        let action = crate::audit::AuditAction::MaintenanceExpire;
+        let committed = crate::txn::transact(
+            &*shared.audit,
+            shared.state(),
+            meta,
+            "maintenance",
+            Value::Null,
+            action,
+            || -> Result<crate::txn::Plan, crate::txn::Refused> {
+                // Planned again inside the transaction: another process may have ended it already.
+                let (op, old) = shared
+                    .switches
+                    .plan_expire(now)
+                    .ok_or(crate::txn::Refused { status: 409, why: "maintenance already ended".into() })?;
+                Ok(crate::txn::Plan {
+                    action,
+                    op: crate::txn::Op::Switch(op),
+                    old,
+                    reason: Some("ttl_seconds elapsed".into()),
+                })
+            },
+        );
+        match committed {
+            Ok(c) => {
                 let version = shared.rules.current().snapshot.version.clone();
-                shared.events.emit(crate::control::switch_changed_event(&change, crate::switches::TTL_ACTOR, &version));
-                tracing::warn!(event.action = "maintenance_expired", "maintenance mode ended by its ttl");
-            })
-            .await;
+                shared.events.emit(crate::control::switch_changed_event(
+                    &c.change(),
+                    crate::switches::TTL_ACTOR,
+                    &version,
+                ));
+                tracing::warn!(
+                    event.action = "maintenance_expired",
+                    version = c.version,
+                    "maintenance mode ended by its ttl"
+                );
+            }
+            Err(crate::txn::TxError::Refused(_)) => {}
+            Err(crate::txn::TxError::Store(e)) => {
+                tracing::error!(error = %e, "maintenance ttl passed but ending it could not be recorded; retrying");
+            }
         }
     }
 }
@@ -566,8 +681,11 @@ impl LimitsTick {
         if sweep {
             let _ = shared.rules.current().snapshot.rate_limits.sweep(limits.now().mono_ns);
         }
-        if let Err(e) = limits.persist() {
-            tracing::error!(error = %e, "cannot write the quota counters (retried next second)");
+        // Inside the state store's lock: a quota reset another process commits is applied first.
+        match crate::txn::housekeeping(&*shared.audit, || limits.persist()) {
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write the quota counters (retried next second)"),
+            Err(e) => tracing::error!(error = %e, "cannot enter the state store to write the quota counters"),
+            Ok(Ok(_)) => {}
         }
     }
 }

@@ -53,6 +53,44 @@ pub struct SessionState {
     pub revoked: BTreeMap<String, Revocation>,
     /// Subject → block (same shape: `until` is when the block ends).
     pub blocked: BTreeMap<String, Revocation>,
+    /// `seq` of the last audit record this state includes (see `SwitchState::audit_seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<u64>,
+}
+
+/// One change, as applied live and replayed from its audit record (`target` + `new`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOp {
+    /// `session:<id>`: revoked (`Some`) or restored (`None`).
+    Session(String, Option<Revocation>),
+    /// `subject:<id>`: blocked (`Some`) or unblocked (`None`).
+    Subject(String, Option<Revocation>),
+}
+
+impl SessionOp {
+    /// The audit record's `target`.
+    pub fn target(&self) -> String {
+        match self {
+            SessionOp::Session(id, _) => format!("session:{id}"),
+            SessionOp::Subject(id, _) => format!("subject:{id}"),
+        }
+    }
+
+    /// The audit record's `new`.
+    pub fn new_value(&self) -> Value {
+        match self {
+            SessionOp::Session(_, r) | SessionOp::Subject(_, r) => r.as_ref().map_or(Value::Null, |r| json!(r)),
+        }
+    }
+
+    /// The op an audit record's `target` and `new` describe.
+    pub fn from_record(target: &str, new: &Value) -> Option<SessionOp> {
+        let entry = if new.is_null() { None } else { Some(serde_json::from_value::<Revocation>(new.clone()).ok()?) };
+        if let Some(id) = target.strip_prefix("session:") {
+            return Some(SessionOp::Session(id.to_string(), entry));
+        }
+        target.strip_prefix("subject:").map(|id| SessionOp::Subject(id.to_string(), entry))
+    }
 }
 
 /// What a change did, for the audit record and the answer.
@@ -97,7 +135,9 @@ impl Sessions {
             Ok(bytes) => serde_json::from_slice::<SessionState>(&bytes).map_err(|e| {
                 format!("{} is corrupt ({e}); fix or move it aside (it lists revoked sessions)", path.display())
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SessionState::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                SessionState { audit_seq: Some(0), ..SessionState::default() }
+            }
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         Ok(Sessions { live: ArcSwap::from_pointee(state), write: Mutex::new(()), dir: state_dir.to_path_buf() })
@@ -115,54 +155,119 @@ impl Sessions {
         !s.blocked.is_empty() && s.blocked.get(subject).is_some_and(|r| r.until > now)
     }
 
-    /// Revokes a session (again: refreshes it).
-    pub fn revoke(
+    /// Plans revoking a session (again: refreshes it). `(op, old)`.
+    pub fn plan_revoke(
         &self,
         session: &str,
         reason: Option<String>,
         actor: &str,
         now: u64,
-    ) -> Result<SessionChange, String> {
+    ) -> Result<(SessionOp, Value), String> {
         check_id(session)?;
         let entry = Revocation { at: now, until: now.saturating_add(REVOCATION_TTL), actor: actor.into(), reason };
-        self.change(|s| put(&mut s.revoked, session, Some(entry), now))
+        let old = self.live.load().revoked.get(session).map_or(Value::Null, |r| json!(r));
+        Ok((SessionOp::Session(session.to_string(), Some(entry)), old))
     }
 
-    /// Lifts a revocation.
-    pub fn restore(&self, session: &str) -> Result<SessionChange, String> {
+    /// Plans lifting a revocation.
+    pub fn plan_restore(&self, session: &str) -> Result<(SessionOp, Value), String> {
         check_id(session)?;
-        self.change(|s| put(&mut s.revoked, session, None, 0))
+        let old = self.live.load().revoked.get(session).map_or(Value::Null, |r| json!(r));
+        Ok((SessionOp::Session(session.to_string(), None), old))
     }
 
-    /// Blocks a subject for `seconds`. An existing longer block is kept.
-    pub fn block(
+    /// Plans blocking a subject for `seconds`. An existing longer block is kept.
+    pub fn plan_block(
         &self,
         subject: &str,
         seconds: u64,
         reason: Option<String>,
         actor: &str,
         now: u64,
-    ) -> Result<SessionChange, String> {
+    ) -> Result<(SessionOp, Value), String> {
         check_id(subject)?;
-        let until = now.saturating_add(seconds);
-        self.change(|s| {
-            let until = s.blocked.get(subject).map_or(until, |b| b.until.max(until));
-            put(&mut s.blocked, subject, Some(Revocation { at: now, until, actor: actor.into(), reason }), now)
-        })
+        let cur = self.live.load();
+        let old = cur.blocked.get(subject);
+        let until = old.map_or(now.saturating_add(seconds), |b| b.until.max(now.saturating_add(seconds)));
+        let entry = Revocation { at: now, until, actor: actor.into(), reason };
+        Ok((SessionOp::Subject(subject.to_string(), Some(entry)), old.map_or(Value::Null, |r| json!(r))))
     }
 
-    /// Forgets revocations and blocks that ran out; returns how many (persisted when any).
+    /// Applies a committed op (its audit record is `seq`; one the state already includes changes
+    /// nothing) and, with `checkpoint`, writes `sessions.json`. Returns the version after; `Err`
+    /// when the checkpoint failed (the op is applied: its audit record is durable).
+    pub fn apply(&self, op: &SessionOp, seq: u64, checkpoint: bool) -> Result<u64, String> {
+        let _guard = self.write.lock();
+        let cur = self.live.load_full();
+        if cur.audit_seq.is_some_and(|a| seq <= a) {
+            return Ok(cur.version);
+        }
+        let mut next = (*cur).clone();
+        let now = crate::switches::now_unix();
+        match op {
+            SessionOp::Session(id, e) => put(&mut next.revoked, id, e.clone(), now),
+            SessionOp::Subject(id, e) => put(&mut next.blocked, id, e.clone(), now),
+        };
+        next.version = cur.version.saturating_add(1);
+        next.audit_seq = Some(seq);
+        self.install(next, checkpoint)
+    }
+
+    /// The state's version.
+    pub fn version(&self) -> u64 {
+        self.live.load().version
+    }
+
+    /// `seq` of the last audit record the live state includes (`None`: a file from before).
+    pub fn audit_seq(&self) -> Option<u64> {
+        self.live.load().audit_seq
+    }
+
+    /// Records that the live state includes every audit record up to `seq`. Never moves it back.
+    pub fn settle_audit_seq(&self, seq: u64) {
+        let _guard = self.write.lock();
+        let cur = self.live.load_full();
+        if cur.audit_seq.is_none_or(|a| a < seq) {
+            self.live.store(Arc::new(SessionState { audit_seq: Some(seq), ..(*cur).clone() }));
+        }
+    }
+
+    /// Adopts `seq` as the position of a state file that predates `audit_seq`.
+    pub fn settle_audit_seq_if_none(&self, seq: u64) {
+        if self.audit_seq().is_none() {
+            self.settle_audit_seq(seq);
+        }
+    }
+
+    /// Writes the live state to `sessions.json`.
+    pub fn checkpoint(&self) -> Result<(), String> {
+        let _guard = self.write.lock();
+        write(&self.dir, &self.live.load())
+    }
+
+    /// With the write lock held: publish, then write when asked.
+    fn install(&self, next: SessionState, checkpoint: bool) -> Result<u64, String> {
+        let version = next.version;
+        let written = if checkpoint { write(&self.dir, &next) } else { Ok(()) };
+        self.live.store(Arc::new(next));
+        written.map(|()| version)
+    }
+
+    /// Forgets revocations and blocks that ran out; returns how many (persisted when any). Not
+    /// an audited change (nothing an operator decided changes); call it inside the control-plane
+    /// lock (`txn::housekeeping`) so that it never writes over another process's newer file.
     pub fn expire(&self, now: u64) -> Result<usize, String> {
-        let cur = self.live.load();
+        let _guard = self.write.lock();
+        let cur = self.live.load_full();
         let stale = cur.revoked.values().chain(cur.blocked.values()).filter(|r| r.until <= now).count();
         if stale == 0 {
             return Ok(0);
         }
-        self.change(|s| {
-            s.revoked.retain(|_, r| r.until > now);
-            s.blocked.retain(|_, r| r.until > now);
-            (Value::Null, Value::Null)
-        })?;
+        let mut next = (*cur).clone();
+        next.revoked.retain(|_, r| r.until > now);
+        next.blocked.retain(|_, r| r.until > now);
+        next.version = cur.version.saturating_add(1);
+        self.install(next, true)?;
         Ok(stale)
     }
 
@@ -189,28 +294,13 @@ impl Sessions {
         let _ = writeln!(out, "# TYPE portcullis_subjects_blocked gauge");
         let _ = writeln!(out, "portcullis_subjects_blocked {}", s.blocked.len());
     }
+}
 
-    /// Under the write lock: build the next state, persist it, then publish.
-    fn change(&self, edit: impl FnOnce(&mut SessionState) -> (Value, Value)) -> Result<SessionChange, String> {
-        let _guard = self.write.lock();
-        let cur = self.live.load_full();
-        let mut next = (*cur).clone();
-        let (old, new) = edit(&mut next);
-        next.version = cur.version.saturating_add(1);
-        let mut body = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
-        body.push(b'\n');
-        if let Err((e, renamed)) = crate::state::write_durably(&self.dir, STATE_FILE, &body) {
-            if renamed {
-                if let Ok(prev) = serde_json::to_vec_pretty(&*cur) {
-                    let _ = crate::state::write_durably(&self.dir, STATE_FILE, &prev);
-                }
-            }
-            return Err(e);
-        }
-        let version = next.version;
-        self.live.store(Arc::new(next));
-        Ok(SessionChange { old, new, version })
-    }
+/// Writes the state durably to `<dir>/sessions.json`.
+fn write(dir: &Path, state: &SessionState) -> Result<(), String> {
+    let mut body = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+    body.push(b'\n');
+    crate::durable::write_durably(dir, STATE_FILE, &body).map_err(|(e, _)| e)
 }
 
 /// Sets or removes `key` in a bounded map; returns (old, new) as JSON. When the map is full,
@@ -242,6 +332,33 @@ fn put(map: &mut BTreeMap<String, Revocation>, key: &str, entry: Option<Revocati
 mod tests {
     use super::*;
 
+    /// Plan + apply with the next audit position, as `txn::transact` does.
+    fn commit(s: &Sessions, planned: Result<(SessionOp, Value), String>) -> Result<(Value, Value), String> {
+        let (op, old) = planned?;
+        let seq = s.audit_seq().unwrap_or(0) + 1;
+        s.apply(&op, seq, true)?;
+        Ok((old, op.new_value()))
+    }
+
+    impl Sessions {
+        fn revoke(&self, id: &str, reason: Option<String>, actor: &str, now: u64) -> Result<(Value, Value), String> {
+            commit(self, self.plan_revoke(id, reason, actor, now))
+        }
+        fn restore(&self, id: &str) -> Result<(Value, Value), String> {
+            commit(self, self.plan_restore(id))
+        }
+        fn block(
+            &self,
+            id: &str,
+            secs: u64,
+            reason: Option<String>,
+            actor: &str,
+            now: u64,
+        ) -> Result<(Value, Value), String> {
+            commit(self, self.plan_block(id, secs, reason, actor, now))
+        }
+    }
+
     fn dir(tag: &str) -> PathBuf {
         let d =
             std::env::temp_dir().join(format!("pc-sessions-{tag}-{}-{}", std::process::id(), rand::random::<u64>()));
@@ -254,17 +371,17 @@ mod tests {
         let d = dir("rr");
         let s = Sessions::load(&d).unwrap();
         assert!(!s.is_revoked("s1", 100));
-        let c = s.revoke("s1", Some("stolen".into()), "alice", 100).unwrap();
-        assert_eq!(c.old, Value::Null);
-        assert_eq!(c.new["actor"], "alice");
+        let (old, new) = s.revoke("s1", Some("stolen".into()), "alice", 100).unwrap();
+        assert_eq!(old, Value::Null);
+        assert_eq!(new["actor"], "alice");
         assert!(s.is_revoked("s1", 101));
         assert!(!s.is_revoked("s2", 101));
         // Survives a restart.
         let again = Sessions::load(&d).unwrap();
         assert!(again.is_revoked("s1", 101));
         assert!(!again.is_revoked("s1", 100 + REVOCATION_TTL));
-        let c = again.restore("s1").unwrap();
-        assert_eq!(c.new, Value::Null);
+        let (_, new) = again.restore("s1").unwrap();
+        assert_eq!(new, Value::Null);
         assert!(!Sessions::load(&d).unwrap().is_revoked("s1", 101));
         // Blocks run out; a shorter block does not shorten a longer one.
         again.block("u", 60, None, "containment:r", 100).unwrap();

@@ -61,6 +61,11 @@ impl Shared {
         out
     }
 
+    /// The runtime state the control plane changes, for [`crate::txn::transact`].
+    pub fn state(&self) -> crate::txn::State<'_> {
+        crate::txn::State { switches: &self.switches, sessions: &self.sessions, limits: &self.limits }
+    }
+
     /// True when every pool has at least one healthy backend.
     pub fn upstreams_ready(&self) -> bool {
         self.config.pools.iter().zip(&self.pools).all(|(_, lb)| {
@@ -81,26 +86,5 @@ pub fn dir_writable(dir: &Path) -> bool {
     ok
 }
 
-/// Writes `name` in `dir` durably: temp file, fsync, rename into place, fsync of the directory.
-/// `Err((message, renamed))`: `renamed` when the new file is in place but the directory fsync
-/// failed (the caller may want to write the previous content back).
-pub fn write_durably(dir: &Path, name: &str, body: &[u8]) -> Result<(), (String, bool)> {
-    use std::io::Write as _;
-    let ctx = |what: &str, e: std::io::Error| format!("{what} in {}: {e}", dir.display());
-    std::fs::create_dir_all(dir).map_err(|e| (ctx("creating the state directory", e), false))?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(body)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err((ctx(&format!("writing the temporary {name}"), e), false));
-    }
-    if let Err(e) = std::fs::rename(&tmp, dir.join(name)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err((ctx(&format!("renaming {name} into place"), e), false));
-    }
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| (ctx("syncing the state directory", e), true))
-}
+/// Durable file writes live in their own leaf module; re-exported for existing callers.
+pub use crate::durable::write_durably;

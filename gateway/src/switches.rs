@@ -76,6 +76,61 @@ pub const FLAGS: &[(&str, bool, &str, &str)] = &[
     ),
 ];
 
+/// A runtime flag, typed: code names a flag by this enum, so a misspelt flag is a compile error
+/// rather than a lookup that silently reads as off (fail open). Its name, default, variable and
+/// effect are its entry in [`FLAGS`] (same order, checked by a test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flag {
+    /// `rate_limit`.
+    RateLimit,
+    /// `quota_enforcement`.
+    QuotaEnforcement,
+    /// `safe_test_mode`.
+    SafeTestMode,
+    /// `firewall`.
+    Firewall,
+    /// `tenant_scope`.
+    TenantScope,
+    /// `pii_scanning`.
+    PiiScanning,
+    /// `webhook_verification`.
+    WebhookVerification,
+}
+
+impl Flag {
+    /// Every flag, in [`FLAGS`] order.
+    pub const ALL: [Flag; 7] = [
+        Flag::RateLimit,
+        Flag::QuotaEnforcement,
+        Flag::SafeTestMode,
+        Flag::Firewall,
+        Flag::TenantScope,
+        Flag::PiiScanning,
+        Flag::WebhookVerification,
+    ];
+
+    /// Its [`FLAGS`] entry.
+    fn entry(self) -> &'static (&'static str, bool, &'static str, &'static str) {
+        // `ALL` and `FLAGS` have the same length and order (a test checks it).
+        &FLAGS[self as usize]
+    }
+
+    /// Its name in the API, the state file and the metrics.
+    pub fn name(self) -> &'static str {
+        self.entry().0
+    }
+
+    /// Its built-in default.
+    pub fn default_on(self) -> bool {
+        self.entry().1
+    }
+
+    /// The flag of an API path or a state file entry; `None` for a name this version does not know.
+    pub fn parse(name: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
 /// The environment variable that turns maintenance mode on at start.
 pub const MAINTENANCE_ENV: &str = "MAINTENANCE_MODE";
 /// `Retry-After` (seconds) when an operator does not give one.
@@ -175,6 +230,54 @@ pub struct SwitchState {
     pub channels: BTreeMap<String, Toggle>,
     /// Runtime flags by name (every entry of [`FLAGS`]).
     pub flags: BTreeMap<String, Toggle>,
+    /// `seq` of the last audit record this state includes (the state is replayed from the audit
+    /// log past it, see `txn`). Absent in files written before it existed: such a file is trusted
+    /// as it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<u64>,
+}
+
+/// One switch change, as applied live and as replayed from its audit record (`target` + `new`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchOp {
+    /// `maintenance`: the new maintenance entry.
+    Maintenance(Maintenance),
+    /// `channel:<name>`: the channel's new entry.
+    Channel(String, Toggle),
+    /// `flag:<name>`: the flag's new entry.
+    Flag(String, Toggle),
+}
+
+impl SwitchOp {
+    /// The audit record's `target`.
+    pub fn target(&self) -> String {
+        match self {
+            SwitchOp::Maintenance(_) => "maintenance".into(),
+            SwitchOp::Channel(n, _) => format!("channel:{n}"),
+            SwitchOp::Flag(n, _) => format!("flag:{n}"),
+        }
+    }
+
+    /// The audit record's `new`.
+    pub fn new_value(&self) -> Value {
+        match self {
+            SwitchOp::Maintenance(m) => to_value(m),
+            SwitchOp::Channel(_, t) | SwitchOp::Flag(_, t) => to_value(t),
+        }
+    }
+
+    /// The op an audit record's `target` and `new` describe.
+    pub fn from_record(target: &str, new: &Value) -> Option<SwitchOp> {
+        if target == "maintenance" {
+            return serde_json::from_value(new.clone()).ok().map(SwitchOp::Maintenance);
+        }
+        let t = || serde_json::from_value::<Toggle>(new.clone()).ok();
+        if let Some(n) = target.strip_prefix("channel:") {
+            return t().map(|t| SwitchOp::Channel(n.to_string(), t));
+        }
+        let n = target.strip_prefix("flag:")?;
+        t().map(|t| SwitchOp::Flag(n.to_string(), t))
+    }
 }
 
 /// The body of `PUT /v1/switches/maintenance`.
@@ -247,6 +350,17 @@ impl fmt::Display for SwitchError {
 
 impl std::error::Error for SwitchError {}
 
+impl crate::txn::Refusal for SwitchError {
+    fn status(&self) -> u16 {
+        match self {
+            SwitchError::UnknownChannel { .. } | SwitchError::UnknownFlag { .. } => 404,
+            SwitchError::Conflict { .. } => 412,
+            SwitchError::Invalid(_) => 400,
+            SwitchError::Persist(_) => 500,
+        }
+    }
+}
+
 /// The published state plus what the request path needs precomputed.
 struct Live {
     state: Arc<SwitchState>,
@@ -254,6 +368,8 @@ struct Live {
     maintenance: Option<(u64, Option<u64>)>,
     /// Some channel is switched off (the request path skips channel checks otherwise).
     any_channel_off: bool,
+    /// Every flag's value, indexed by [`Flag`].
+    flags: [bool; Flag::ALL.len()],
 }
 
 impl Live {
@@ -262,7 +378,8 @@ impl Live {
         // An unparseable expiry keeps maintenance on (fail closed); load and the setters never produce one.
         let maintenance = m.enabled.then(|| (m.retry_after, m.expires_at.as_deref().and_then(parse_unix)));
         let any_channel_off = state.channels.values().any(|t| !t.enabled);
-        Self { state: Arc::new(state), maintenance, any_channel_off }
+        let flags = Flag::ALL.map(|f| state.flags.get(f.name()).map_or(f.default_on(), |t| t.enabled));
+        Self { state: Arc::new(state), maintenance, any_channel_off, flags }
     }
 }
 
@@ -353,7 +470,7 @@ impl Switches {
                 let saved = parse_saved(&bytes).map_err(|e| corrupt(&path, &e))?;
                 merge_saved(&mut state, saved, &routed);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => state.audit_seq = Some(0),
             Err(e) => return Err(corrupt(&path, &e.to_string())),
         }
 
@@ -391,9 +508,9 @@ impl Switches {
         self.live.load().state.channels.get(name).is_none_or(|t| t.enabled)
     }
 
-    /// A runtime flag ([`FLAGS`]); an unknown name is false. Lock-free, no allocation.
-    pub fn flag(&self, name: &str) -> bool {
-        self.live.load().state.flags.get(name).is_some_and(|t| t.enabled)
+    /// A runtime flag. Typed: there is no unknown flag to read. Lock-free, no allocation.
+    pub fn flag(&self, flag: Flag) -> bool {
+        self.live.load().flags.get(flag as usize).copied().unwrap_or(flag.default_on())
     }
 
     /// The channels that can be switched: those the routes use, plus persisted ones no route uses any more.
@@ -401,23 +518,30 @@ impl Switches {
         self.live.load().state.channels.keys().cloned().collect()
     }
 
-    /// Turns maintenance on or off. See [`MaintenanceChange`] for the limits.
-    pub fn set_maintenance(
+    /// `seq` of the last audit record the live state includes (`None`: a state file from before
+    /// the audit log was the state's write-ahead log, trusted as it is).
+    pub fn audit_seq(&self) -> Option<u64> {
+        self.live.load().state.audit_seq
+    }
+
+    /// Plans turning maintenance on or off (validated against the live state; nothing changes
+    /// until the op is applied). See [`MaintenanceChange`] for the limits.
+    pub fn plan_maintenance(
         &self,
         req: MaintenanceChange,
         actor: &str,
         if_match: Option<u64>,
-    ) -> Result<Change, SwitchError> {
-        self.set_maintenance_at(req, actor, if_match, now_unix())
+    ) -> Result<(SwitchOp, Value), SwitchError> {
+        self.plan_maintenance_at(req, actor, if_match, now_unix())
     }
 
-    fn set_maintenance_at(
+    fn plan_maintenance_at(
         &self,
         req: MaintenanceChange,
         actor: &str,
         if_match: Option<u64>,
         now: u64,
-    ) -> Result<Change, SwitchError> {
+    ) -> Result<(SwitchOp, Value), SwitchError> {
         let retry_after = req.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
         if !(1..=MAX_RETRY_AFTER).contains(&retry_after) {
             return Err(SwitchError::Invalid(format!("retry_after must be 1..={MAX_RETRY_AFTER} seconds")));
@@ -442,28 +566,23 @@ impl Switches {
             expires_at,
             source: Source::Operator,
         };
-        self.commit(if_match, |s| {
-            let old = to_value(&s.maintenance);
-            let mut n = s.clone();
-            n.maintenance = next;
-            let new = to_value(&n.maintenance);
-            Ok((n, "maintenance".to_string(), old, new))
-        })
+        let cur = self.checked(if_match)?;
+        Ok((SwitchOp::Maintenance(next), to_value(&cur.maintenance)))
     }
 
-    /// Turns a channel's kill switch on (`enabled: false` stops its routes) or off.
-    pub fn set_channel(
+    /// Plans a channel's kill switch: `enabled: false` stops its routes.
+    pub fn plan_channel(
         &self,
         name: &str,
         enabled: bool,
         reason: Option<String>,
         actor: &str,
         if_match: Option<u64>,
-    ) -> Result<Change, SwitchError> {
-        self.set_channel_at(name, enabled, reason, actor, if_match, now_unix())
+    ) -> Result<(SwitchOp, Value), SwitchError> {
+        self.plan_channel_at(name, enabled, reason, actor, if_match, now_unix())
     }
 
-    fn set_channel_at(
+    fn plan_channel_at(
         &self,
         name: &str,
         enabled: bool,
@@ -471,38 +590,30 @@ impl Switches {
         actor: &str,
         if_match: Option<u64>,
         now: u64,
-    ) -> Result<Change, SwitchError> {
-        if !self.live.load().state.channels.contains_key(name) {
+    ) -> Result<(SwitchOp, Value), SwitchError> {
+        let cur = self.live.load().state.clone();
+        let Some(old) = cur.channels.get(name) else {
             return Err(SwitchError::UnknownChannel { known: self.known_channels() });
-        }
+        };
         let t = toggle(enabled, check_reason(reason)?, actor, now);
-        self.commit(if_match, |s| {
-            let Some(cur) = s.channels.get(name) else {
-                return Err(SwitchError::UnknownChannel { known: s.channels.keys().cloned().collect() });
-            };
-            let old = to_value(cur);
-            let new = to_value(&t);
-            let mut n = s.clone();
-            n.channels.insert(name.to_string(), t);
-            Ok((n, format!("channel:{name}"), old, new))
-        })
+        let old = to_value(old);
+        self.checked(if_match)?;
+        Ok((SwitchOp::Channel(name.to_string(), t), old))
     }
 
-    /// Sets a runtime flag.
-    ///
-    /// Takes a `reason` like the other setters (the audit log and `GET /v1/switches` show it).
-    pub fn set_flag(
+    /// Plans setting a runtime flag (with a reason, like the other switches).
+    pub fn plan_flag(
         &self,
         name: &str,
         enabled: bool,
         reason: Option<String>,
         actor: &str,
         if_match: Option<u64>,
-    ) -> Result<Change, SwitchError> {
-        self.set_flag_at(name, enabled, reason, actor, if_match, now_unix())
+    ) -> Result<(SwitchOp, Value), SwitchError> {
+        self.plan_flag_at(name, enabled, reason, actor, if_match, now_unix())
     }
 
-    fn set_flag_at(
+    fn plan_flag_at(
         &self,
         name: &str,
         enabled: bool,
@@ -510,26 +621,19 @@ impl Switches {
         actor: &str,
         if_match: Option<u64>,
         now: u64,
-    ) -> Result<Change, SwitchError> {
-        if !FLAGS.iter().any(|f| f.0 == name) {
+    ) -> Result<(SwitchOp, Value), SwitchError> {
+        if Flag::parse(name).is_none() {
             return Err(SwitchError::UnknownFlag { known: flag_names() });
         }
         let t = toggle(enabled, check_reason(reason)?, actor, now);
-        self.commit(if_match, |s| {
-            let old = s.flags.get(name).map_or(Value::Null, to_value);
-            let new = to_value(&t);
-            let mut n = s.clone();
-            n.flags.insert(name.to_string(), t);
-            Ok((n, format!("flag:{name}"), old, new))
-        })
+        let cur = self.checked(if_match)?;
+        let old = cur.flags.get(name).map_or(Value::Null, to_value);
+        Ok((SwitchOp::Flag(name.to_string(), t), old))
     }
 
-    /// Ends a maintenance whose ttl has passed: persists `enabled: false, source: expired` and returns
-    /// the change (the caller emits the `switch_changed` event). `None` when there is nothing to end,
-    /// or when persisting failed (logged; the request path already treats it as ended and the next
-    /// tick tries again). Called by a periodic tick.
-    pub fn expire(&self, now_unix: u64) -> Option<Change> {
-        let _guard = self.write.lock();
+    /// Plans ending a maintenance whose ttl has passed (`enabled: false, source: expired`);
+    /// `None` when there is nothing to end. The request path already treats it as ended.
+    pub fn plan_expire(&self, now_unix: u64) -> Option<(SwitchOp, Value)> {
         let cur = self.live.load_full();
         let m = &cur.state.maintenance;
         if !(m.enabled && m.expires_at.as_deref().and_then(parse_unix).is_some_and(|e| now_unix >= e)) {
@@ -542,19 +646,73 @@ impl Switches {
             source: Source::Expired,
             ..m.clone()
         };
-        let (old, new) = (to_value(m), to_value(&after));
+        Some((SwitchOp::Maintenance(after), to_value(m)))
+    }
+
+    /// The live state, if `If-Match` names its version (or there is no `If-Match`).
+    fn checked(&self, if_match: Option<u64>) -> Result<Arc<SwitchState>, SwitchError> {
+        let cur = self.live.load().state.clone();
+        match if_match {
+            Some(v) if v != cur.version => Err(SwitchError::Conflict { current: cur.version }),
+            _ => Ok(cur),
+        }
+    }
+
+    /// Applies a committed op (its audit record is `seq`): publishes the next state (version + 1)
+    /// and, with `checkpoint`, writes it to `switches.json`. A record the state already includes
+    /// (`seq` at or below its `audit_seq`) changes nothing. Returns the version after; `Err` when
+    /// the checkpoint could not be written (the op is applied all the same: its audit record is
+    /// durable and the state is replayed from it at the next start).
+    pub fn apply(&self, op: &SwitchOp, seq: u64, checkpoint: bool) -> Result<u64, String> {
+        let _guard = self.write.lock();
+        let cur = self.live.load_full();
+        if cur.state.audit_seq.is_some_and(|a| seq <= a) {
+            return Ok(cur.state.version);
+        }
         let mut next = (*cur.state).clone();
-        next.maintenance = after;
-        match self.publish(&cur.state, next, "maintenance".into(), old, new) {
-            Ok(c) => {
-                tracing::info!(version = c.version, "maintenance mode ended: its ttl passed");
-                Some(c)
+        match op {
+            SwitchOp::Maintenance(m) => next.maintenance = m.clone(),
+            SwitchOp::Channel(n, t) => {
+                next.channels.insert(n.clone(), t.clone());
             }
-            Err(e) => {
-                tracing::error!(error = %e, "maintenance ttl passed but ending it could not be persisted; retrying");
-                None
+            SwitchOp::Flag(n, t) if Flag::parse(n).is_some() => {
+                next.flags.insert(n.clone(), t.clone());
+            }
+            SwitchOp::Flag(n, _) => {
+                tracing::warn!(flag = %n, seq, "a recorded change of a flag this version does not know: ignored");
             }
         }
+        next.version = cur.state.version.saturating_add(1);
+        next.audit_seq = Some(seq);
+        let version = next.version;
+        let written = if checkpoint { write_atomic(&self.dir, &next).map_err(|(e, _)| e) } else { Ok(()) };
+        self.live.store(Arc::new(Live::new(next)));
+        written.map(|()| version)
+    }
+
+    /// Records that the live state includes every audit record up to `seq` (after a replay, or
+    /// for a state file that predates [`SwitchState::audit_seq`]). Never moves it back.
+    pub fn settle_audit_seq(&self, seq: u64) {
+        let _guard = self.write.lock();
+        let cur = self.live.load_full();
+        if cur.state.audit_seq.is_none_or(|a| a < seq) {
+            let mut next = (*cur.state).clone();
+            next.audit_seq = Some(seq);
+            self.live.store(Arc::new(Live::new(next)));
+        }
+    }
+
+    /// Adopts `seq` as the position of a state file that predates [`SwitchState::audit_seq`].
+    pub fn settle_audit_seq_if_none(&self, seq: u64) {
+        if self.audit_seq().is_none() {
+            self.settle_audit_seq(seq);
+        }
+    }
+
+    /// Writes the live state to `switches.json`.
+    pub fn checkpoint(&self) -> Result<(), String> {
+        let _guard = self.write.lock();
+        write_atomic(&self.dir, &self.live.load().state).map_err(|(e, _)| e)
     }
 
     /// The `GET /v1/switches` body: the state, with `maintenance.active` (ttl applied), each channel's
@@ -626,39 +784,6 @@ impl Switches {
         let _ = writeln!(out, "# TYPE portcullis_switches_version gauge");
         let _ = writeln!(out, "portcullis_switches_version {}", state.version);
         out
-    }
-
-    /// Under the write lock: build the next state, check `If-Match`, persist, publish.
-    fn commit(
-        &self,
-        if_match: Option<u64>,
-        build: impl FnOnce(&SwitchState) -> Result<(SwitchState, String, Value, Value), SwitchError>,
-    ) -> Result<Change, SwitchError> {
-        let _guard = self.write.lock();
-        let cur = self.live.load_full();
-        let (next, target, old, new) = build(&cur.state)?;
-        if let Some(v) = if_match {
-            if v != cur.state.version {
-                return Err(SwitchError::Conflict { current: cur.state.version });
-            }
-        }
-        self.publish(&cur.state, next, target, old, new)
-    }
-
-    /// With the write lock held: version + 1, persist, and only then publish.
-    fn publish(
-        &self,
-        cur: &SwitchState,
-        mut next: SwitchState,
-        target: String,
-        old: Value,
-        new: Value,
-    ) -> Result<Change, SwitchError> {
-        next.version = cur.version.saturating_add(1);
-        persist(&self.dir, &next, cur).map_err(SwitchError::Persist)?;
-        let version = next.version;
-        self.live.store(Arc::new(Live::new(next)));
-        Ok(Change { target, old, new, version })
     }
 }
 
@@ -829,6 +954,7 @@ fn parse_saved(bytes: &[u8]) -> Result<SwitchState, String> {
 /// Applies the persisted entries an operator set (or a ttl ended) over defaults and the environment.
 fn merge_saved(state: &mut SwitchState, saved: SwitchState, routed: &[String]) {
     state.version = saved.version;
+    state.audit_seq = saved.audit_seq;
     if saved.maintenance.source.sticky() {
         if state.maintenance.source == Source::Environment && state.maintenance.enabled != saved.maintenance.enabled {
             tracing::warn!(
@@ -885,20 +1011,6 @@ fn merge_saved(state: &mut SwitchState, saved: SwitchState, routed: &[String]) {
     }
 }
 
-/// Writes `state` durably: temp file, fsync, rename over `switches.json`, fsync of the directory.
-/// If the rename happened but the directory fsync failed, the previous state is written back (best
-/// effort) so the file matches what stays live.
-fn persist(dir: &Path, state: &SwitchState, previous: &SwitchState) -> Result<(), String> {
-    write_atomic(dir, state).map_err(|(e, renamed)| {
-        if renamed {
-            if let Err((e2, _)) = write_atomic(dir, previous) {
-                tracing::error!(error = %e2, "could not restore the previous switch state file");
-            }
-        }
-        e
-    })
-}
-
 /// `Err((message, renamed))`.
 fn write_atomic(dir: &Path, state: &SwitchState) -> Result<(), (String, bool)> {
     let mut body = serde_json::to_vec_pretty(state).map_err(|e| (e.to_string(), false))?;
@@ -908,6 +1020,66 @@ fn write_atomic(dir: &Path, state: &SwitchState) -> Result<(), (String, bool)> {
 
 fn escape_label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The old one-call setters, for the unit tests: plan + apply with the next audit position, as
+/// `txn::transact` does (without the audit record).
+#[cfg(test)]
+impl Switches {
+    fn commit_test(&self, planned: Result<(SwitchOp, Value), SwitchError>) -> Result<Change, SwitchError> {
+        static ONE: Mutex<()> = Mutex::new(());
+        let _one = ONE.lock();
+        let (op, old) = planned?;
+        let seq = self.audit_seq().unwrap_or(0) + 1;
+        let (target, new) = (op.target(), op.new_value());
+        let version = self.apply(&op, seq, true).map_err(SwitchError::Persist)?;
+        Ok(Change { target, old, new, version })
+    }
+
+    fn set_maintenance(
+        &self,
+        req: MaintenanceChange,
+        actor: &str,
+        if_match: Option<u64>,
+    ) -> Result<Change, SwitchError> {
+        self.commit_test(self.plan_maintenance(req, actor, if_match))
+    }
+
+    fn set_maintenance_at(
+        &self,
+        req: MaintenanceChange,
+        actor: &str,
+        if_match: Option<u64>,
+        now: u64,
+    ) -> Result<Change, SwitchError> {
+        self.commit_test(self.plan_maintenance_at(req, actor, if_match, now))
+    }
+
+    fn set_channel(
+        &self,
+        name: &str,
+        enabled: bool,
+        reason: Option<String>,
+        actor: &str,
+        if_match: Option<u64>,
+    ) -> Result<Change, SwitchError> {
+        self.commit_test(self.plan_channel(name, enabled, reason, actor, if_match))
+    }
+
+    fn set_flag(
+        &self,
+        name: &str,
+        enabled: bool,
+        reason: Option<String>,
+        actor: &str,
+        if_match: Option<u64>,
+    ) -> Result<Change, SwitchError> {
+        self.commit_test(self.plan_flag(name, enabled, reason, actor, if_match))
+    }
+
+    fn expire(&self, now: u64) -> Option<Change> {
+        self.commit_test(self.plan_expire(now).ok_or(SwitchError::Invalid(String::new()))).ok()
+    }
 }
 
 #[cfg(test)]
@@ -942,6 +1114,23 @@ mod tests {
 
     const T0: u64 = 1_800_000_000;
 
+    fn fl(name: &str) -> Flag {
+        Flag::parse(name).unwrap()
+    }
+
+    #[test]
+    fn typed_flags_match_the_table() {
+        assert_eq!(Flag::ALL.len(), FLAGS.len());
+        for (i, f) in Flag::ALL.into_iter().enumerate() {
+            assert_eq!(f as usize, i);
+            assert_eq!(f.name(), FLAGS[i].0);
+            assert_eq!(Flag::parse(f.name()), Some(f));
+        }
+        for bad in ["", "Rate_limit", "rate-limit", "rate_limit ", "turbo"] {
+            assert_eq!(Flag::parse(bad), None, "{bad:?}");
+        }
+    }
+
     fn load(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Switches {
         Switches::load_at(dir, &chans(), env, T0).unwrap()
     }
@@ -967,9 +1156,9 @@ mod tests {
         }
         assert!(s.channel_enabled("not-a-channel"));
         for (name, default, _, _) in FLAGS {
-            assert_eq!(s.flag(name), *default, "{name}");
+            assert_eq!(s.flag(fl(name)), *default, "{name}");
         }
-        assert!(!s.flag("no_such_flag"));
+        assert_eq!(Flag::parse("no_such_flag"), None);
         let snap = s.snapshot();
         assert_eq!(snap.version, 0);
         assert_eq!(snap.maintenance.retry_after, DEFAULT_RETRY_AFTER);
@@ -1001,7 +1190,7 @@ mod tests {
             assert!(!s.channel_enabled(&c), "{c}");
         }
         for (name, default, _, _) in FLAGS {
-            assert_eq!(s.flag(name), !*default, "{name}");
+            assert_eq!(s.flag(fl(name)), !*default, "{name}");
         }
         let snap = s.snapshot();
         assert_eq!(snap.maintenance.source, Source::Environment);
@@ -1015,11 +1204,11 @@ mod tests {
         for v in ["true", "1", "yes", "on", "TRUE", "On"] {
             let s = load(&d, &env_of(&[("MAINTENANCE_MODE", v), ("QUOTA_ENFORCEMENT_ENABLED", v)]));
             assert!(s.maintenance(T0).is_some(), "{v}");
-            assert!(s.flag("quota_enforcement"), "{v}");
+            assert!(s.flag(fl("quota_enforcement")), "{v}");
         }
         for v in ["false", "0", "no", "off", "False"] {
             let s = load(&d, &env_of(&[("RATE_LIMIT_ENABLED", v), ("WHATSAPP_ENABLED", v)]));
-            assert!(!s.flag("rate_limit"), "{v}");
+            assert!(!s.flag(fl("rate_limit")), "{v}");
             assert!(!s.channel_enabled("whatsapp"), "{v}");
         }
     }
@@ -1037,8 +1226,8 @@ mod tests {
         let s = load(&d, &env);
         assert_eq!(s.maintenance(T0), None);
         assert!(s.channel_enabled("whatsapp"));
-        assert!(s.flag("rate_limit"));
-        assert!(!s.flag("safe_test_mode"));
+        assert!(s.flag(fl("rate_limit")));
+        assert!(!s.flag(fl("safe_test_mode")));
         let snap = s.snapshot();
         assert_eq!(snap.maintenance.source, Source::Default);
         assert_eq!(snap.flags["rate_limit"].source, Source::Default);
@@ -1065,7 +1254,7 @@ mod tests {
         // Restart (also what a kill -9 leaves: the file was fsynced before each answer).
         let s = load(&d, &env);
         assert!(!s.channel_enabled("whatsapp"), "operator kill survives the restart despite WHATSAPP_ENABLED=true");
-        assert!(!s.flag("rate_limit"));
+        assert!(!s.flag(fl("rate_limit")));
         assert_eq!(s.maintenance(T0), Some(120));
         assert!(!s.channel_enabled("email"), "env still applies where no operator acted");
         let snap = s.snapshot();
@@ -1094,7 +1283,7 @@ mod tests {
         // because the environment is the initial state, not an operator decision.
         let s = load(&d, &no_env);
         assert!(s.channel_enabled("email"));
-        assert!(s.flag("safe_test_mode"));
+        assert!(s.flag(fl("safe_test_mode")));
     }
 
     #[test]
@@ -1150,7 +1339,7 @@ mod tests {
         assert_eq!(s.snapshot().version, 9);
         assert!(!s.channel_enabled("email"));
         assert!(!s.snapshot().flags.contains_key("retired_flag"));
-        assert!(!s.flag("retired_flag"));
+        assert_eq!(Flag::parse("retired_flag"), None);
     }
 
     #[test]
@@ -1357,49 +1546,46 @@ mod tests {
     }
 
     #[test]
-    fn persist_failure_leaves_state_unchanged() {
-        // switches.json is a directory: the rename fails.
+    fn a_failed_checkpoint_is_reported_and_the_committed_change_stays_live() {
+        // switches.json is a directory: the rename fails. The change was committed (its audit
+        // record is the durable copy, replayed at the next start): it is live, and reported.
         let d = tmpdir("persistfail");
         let s = load(&d, &no_env);
         s.set_channel("voice", false, None, "ops", None).unwrap();
-        let before = s.snapshot();
         fs::remove_file(d.join(STATE_FILE)).unwrap();
         fs::create_dir(d.join(STATE_FILE)).unwrap();
         let e = s.set_channel("whatsapp", false, None, "ops", None).unwrap_err();
         assert!(matches!(e, SwitchError::Persist(_)), "{e:?}");
-        assert!(e.to_string().contains("could not persist"));
-        assert!(s.channel_enabled("whatsapp"));
-        assert!(matches!(s.set_maintenance(on(None, None), "ops", None), Err(SwitchError::Persist(_))));
-        assert_eq!(s.maintenance(now_unix()), None);
-        assert!(matches!(s.set_flag("rate_limit", false, None, "ops", None), Err(SwitchError::Persist(_))));
-        assert!(s.flag("rate_limit"));
-        assert_eq!(*s.snapshot(), *before);
+        assert!(!s.channel_enabled("whatsapp"));
+        assert_eq!(s.snapshot().version, 2);
+        assert_eq!(s.audit_seq(), Some(2));
         let leftovers: Vec<_> =
             fs::read_dir(&d).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name() != STATE_FILE).collect();
         assert!(leftovers.is_empty(), "temp files are cleaned up: {leftovers:?}");
-
-        // state_dir is a file: nothing can be created.
-        let f = tmpdir("persistfile");
-        let s = Switches::load_at(&f, &chans(), &no_env, T0).unwrap();
-        fs::remove_dir_all(&f).unwrap();
-        fs::write(&f, b"x").unwrap();
-        assert!(matches!(s.set_channel("email", false, None, "ops", None), Err(SwitchError::Persist(_))));
-        assert!(s.channel_enabled("email"));
-        assert_eq!(s.snapshot().version, 0);
+        // The same record applied again (a replay) changes nothing.
+        let (op, _) = s.plan_channel("whatsapp", true, None, "ops", None).unwrap();
+        s.apply(&op, 2, false).unwrap();
+        assert!(!s.channel_enabled("whatsapp"));
+        assert_eq!(s.snapshot().version, 2);
     }
 
     #[test]
-    fn expire_persist_failure_keeps_maintenance_off_on_the_request_path() {
-        let d = tmpdir("expirefail");
-        let s = load(&d, &no_env);
-        s.set_maintenance_at(on(None, Some(60)), "bob", None, T0).unwrap();
-        fs::remove_file(d.join(STATE_FILE)).unwrap();
-        fs::create_dir(d.join(STATE_FILE)).unwrap();
-        assert_eq!(s.expire(T0 + 61), None);
-        assert_eq!(s.maintenance(T0 + 61), None);
-        assert_eq!(s.snapshot().version, 1);
-        fs::remove_dir(d.join(STATE_FILE)).unwrap();
-        assert!(s.expire(T0 + 62).is_some(), "the next tick retries");
+    fn a_refused_plan_changes_nothing() {
+        let d = tmpdir("refused");
+        let s = load(&d, &env_of(&[("WHATSAPP_ENABLED", "false")]));
+        s.set_maintenance_at(on(Some(300), Some(600)), "bob", None, T0).unwrap();
+        let before = s.snapshot();
+        let file = fs::read(d.join(STATE_FILE)).unwrap();
+        assert!(s.plan_channel("whatsapp", true, None, "ops", Some(0)).is_err(), "stale If-Match");
+        assert!(s.plan_channel("nope", true, None, "ops", None).is_err());
+        assert!(s.plan_flag("nope", true, None, "ops", None).is_err());
+        assert!(s.plan_maintenance(on(Some(0), None), "ops", None).is_err());
+        // A valid plan that is never applied (its audit record failed) changes nothing either.
+        s.plan_channel("whatsapp", true, None, "ops", None).unwrap();
+        assert_eq!(*s.snapshot(), *before);
+        assert_eq!(fs::read(d.join(STATE_FILE)).unwrap(), file);
+        assert_eq!(s.snapshot().channels["whatsapp"].source, Source::Environment);
+        assert!(s.snapshot().maintenance.expires_at.is_some());
     }
 
     #[test]

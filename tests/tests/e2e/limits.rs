@@ -239,3 +239,63 @@ fn quotas_count_warn_enforce_reset_and_survive_a_restart() {
     }
     assert_eq!(get(&gw, "/api/business/orders", &t12).status, 402);
 }
+
+#[test]
+fn a_quota_reset_on_a_full_disk_is_refused_and_the_count_is_kept() {
+    let up = Upstream::start("app");
+    let base = portcullis_tests::TempDir::new("quota-full");
+    let state = base.path().join("state");
+    let Some(fs) = crate::state_model::TinyFs::mount(&state, "512k") else {
+        eprintln!("skipped: cannot mount a tmpfs (not root)");
+        return;
+    };
+    let cfg = identity::cfg(&up, QUOTAS).state_dir(&state);
+    let gw = start(&cfg);
+    let t12 = rs256(claims("user-9", "12"));
+    for _ in 0..7 {
+        assert_eq!(get(&gw, "/api/business/orders", &t12).status, 200);
+    }
+    // The counters reach the disk (written once a second when they changed).
+    assert!(portcullis_tests::wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        std::fs::read_to_string(state.join("quotas.json")).is_ok_and(|t| t.contains("\"used\":7"))
+    }));
+    fs.fill();
+    // Use up the slack of the audit file's last page: changes are refused once no record fits.
+    let auth = bearer(OPERATOR);
+    let reason = "r".repeat(400);
+    let refused = (0..30).any(|i| {
+        let body = format!(r#"{{"enabled":{},"reason":"{reason}"}}"#, i % 2 == 0);
+        let r = Client::new().request(
+            "PUT",
+            &gw.control_url("/v1/flags/safe_test_mode"),
+            &[("authorization", auth.as_str()), ("content-type", "application/json")],
+            Some(body.as_bytes()),
+        );
+        r.status == 500
+    });
+    assert!(refused, "the full disk never refused a change");
+    let url = gw.control_url("/v1/quotas/12/reset");
+    for _ in 0..3 {
+        let r = Client::new().post(&url, &[("authorization", &auth)], format!(r#"{{"reason":"{reason}"}}"#));
+        assert_eq!(r.status, 500, "a reset that cannot be recorded is refused: {}", r.text());
+        assert!(r.text().contains("nothing was changed"), "{}", r.text());
+        assert_eq!(control_get(&gw, "/v1/quotas/12", VIEWER).json()["quotas"][0]["used"], 7, "the count is kept");
+    }
+    fs.unfill();
+    // After a crash and a restart: still the old count (nothing was reset, nothing to replay).
+    assert!(gw.signal("KILL"));
+    gw.wait_exit(Duration::from_secs(10));
+    let gw = start(&cfg);
+    assert_eq!(control_get(&gw, "/v1/quotas/12", VIEWER).json()["quotas"][0]["used"], 7);
+    let url = gw.control_url("/v1/quotas/12/reset");
+    let r = Client::new().post(&url, &[("authorization", &auth)], "");
+    assert_eq!(r.status, 200, "with space again the reset goes through: {}", r.text());
+    assert_eq!(control_get(&gw, "/v1/quotas/12", VIEWER).json()["quotas"][0]["used"], 0);
+    // Recorded and written before the answer: a kill -9 right after it keeps the reset.
+    assert!(gw.signal("KILL"));
+    gw.wait_exit(Duration::from_secs(10));
+    let gw = start(&cfg);
+    assert_eq!(control_get(&gw, "/v1/quotas/12", VIEWER).json()["quotas"][0]["used"], 0);
+    drop(gw);
+    drop(fs);
+}

@@ -21,6 +21,7 @@ mod pii_response;
 mod routing;
 mod rules_reload;
 mod spellings;
+mod state_model;
 mod switches;
 mod tenant;
 mod webhooks;

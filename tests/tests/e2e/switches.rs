@@ -183,9 +183,15 @@ fn a_killed_channel_is_unreachable_by_every_encoding_and_other_channels_stay_up(
     let r = put(&gw, "/v1/switches/channels/telegram", OPERATOR, r#"{"enabled":false}"#, None);
     assert_eq!(r.status, 404);
     assert!(r.json()["errors"][0].as_str().unwrap().contains("whatsapp"), "lists the known channels: {}", r.text());
-    let r = put(&gw, "/v1/flags/turbo", OPERATOR, r#"{"enabled":false}"#, None);
-    assert_eq!(r.status, 404);
-    assert!(r.json()["errors"][0].as_str().unwrap().contains("rate_limit"));
+    let version = switches(&gw)["version"].clone();
+    for unknown in ["turbo", "Rate_limit", "rate-limit", "RATE_LIMIT", "rate_limit_", "rate_limit%20"] {
+        let r = put(&gw, &format!("/v1/flags/{unknown}"), OPERATOR, r#"{"enabled":false}"#, None);
+        assert_eq!(r.status, 404, "{unknown}");
+        let why = r.json()["errors"][0].as_str().unwrap().to_string();
+        assert!(why.contains("unknown flag") && why.contains("rate_limit"), "{unknown}: {why}");
+    }
+    assert_eq!(switches(&gw)["version"], version, "an unknown flag changes nothing");
+    assert_eq!(switches(&gw)["flags"]["rate_limit"]["enabled"], true);
     for bad in [r#"{"enabled":"no"}"#, "not json", r#"{"enabled":false,"extra":1}"#, "{}"] {
         assert_eq!(put(&gw, "/v1/switches/channels/email", OPERATOR, bad, None).status, 400, "{bad}");
     }
@@ -360,8 +366,10 @@ fn no_unaudited_change_stays_in_force() {
     std::fs::rename(&log, state.path().join("audit/moved.jsonl")).unwrap();
     let r = put(&gw, "/v1/switches/maintenance", OPERATOR, r#"{"enabled":true,"reason":"x"}"#, None);
     assert_eq!(r.status, 500, "{}", r.text());
-    assert!(r.text().contains("reverted"), "{}", r.text());
-    assert_eq!(switches(&gw)["maintenance"]["enabled"], false, "the change was reverted");
+    assert!(r.text().contains("nothing was changed"), "{}", r.text());
+    let s = switches(&gw);
+    assert_eq!(s["maintenance"]["enabled"], false, "the change never happened");
+    assert_eq!(s["version"], 0, "not even the version moved");
     assert_eq!(Client::new().get(&gw.url("/api/orders"), &[]).status, 200);
     let ready = Client::new().get(&gw.control_url("/ready"), &[]);
     assert_eq!(ready.status, 503);
