@@ -3,7 +3,7 @@
 # seed corpus. Fails on the first crash, panic, timeout or out-of-memory, leaving the input
 # under fuzz/artifacts/<target>/ and printing its path.
 #
-#   fuzz/run.sh                      # every target, FUZZ_SECONDS (default 15) each
+#   fuzz/run.sh                      # every target, FUZZ_SECONDS (default 10) each
 #   fuzz/run.sh canon jwt            # only these
 #   FUZZ_SECONDS=300 fuzz/run.sh yaml
 #
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-seconds=${FUZZ_SECONDS:-15}
+seconds=${FUZZ_SECONDS:-10}
 timeout=${FUZZ_TIMEOUT:-10}
 rss=${FUZZ_RSS_MB:-2048}
 # Our own target directory: the fuzz build's flags (sancov, debug assertions) differ from the
