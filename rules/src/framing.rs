@@ -107,15 +107,19 @@ pub fn check_head(raw: &[u8], limits: HeaderLimits) -> Result<BodyFraming, Deny>
     check(req.headers.iter().map(|h| (h.name.as_bytes(), h.value)), limits, http11)
 }
 
-/// True when `buf` holds a complete request head: a blank line (`\r\n\r\n`, or a bare `\n\n`
-/// as httparse also accepts) ends at or after `from - 3`. `from` is how much was already looked
-/// at, so a head arriving in pieces is searched once.
+/// True when `buf` holds a complete request head: a line end (`\r\n` or a bare `\n`, as httparse
+/// accepts both) followed by an empty line (`\r\n` or `\n`) ends at or after `from - 3`: the
+/// head ends with `\n\n` or `\n\r\n` (which `\r\n\r\n` ends with), exactly where httparse
+/// finds it complete. Empty lines before the request line are not a head (httparse skips them,
+/// as RFC 9112 §2.2 asks). `from` is how much was already looked at, so a head arriving in pieces
+/// is searched once.
 pub fn head_complete(buf: &[u8], from: usize) -> bool {
-    let start = from.saturating_sub(3);
+    let lead = buf.iter().position(|&c| c != b'\r' && c != b'\n').unwrap_or(buf.len());
+    let start = from.saturating_sub(3).max(lead);
     let Some(b) = buf.get(start..) else { return false };
     memchr::memchr_iter(b'\n', b).any(|i| match i.checked_sub(1).and_then(|j| b.get(j)) {
         Some(b'\n') => true,
-        Some(b'\r') => i.checked_sub(3).and_then(|j| b.get(j..i - 1)) == Some(b"\r\n"),
+        Some(b'\r') => i.checked_sub(2).and_then(|j| b.get(j)) == Some(&b'\n'),
         _ => false,
     })
 }
@@ -174,8 +178,54 @@ mod tests {
         assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0));
         assert!(!head_complete(b"GET / HTTP/1.1\r\n\rX: a\r\n", 0));
         assert!(!head_complete(b"\r\n\r\n", 10));
-        assert!(head_complete(b"\n\n", 0));
+        // Empty lines alone are what httparse skips before a request line, not a head.
+        assert!(!head_complete(b"\n\n", 0));
         assert!(!head_complete(b"\n", 0));
+    }
+
+    /// Found by the `framing` fuzz target (fuzz/corpus/framing/regress-lf-then-crlf): a header
+    /// line ended by a bare `\n` and then an empty `\r\n` line is a complete head to httparse
+    /// (so `check_head` accepts it), but `head_complete` waited for more bytes: the gateway
+    /// answered such a request with a header timeout instead of serving it.
+    #[test]
+    fn regression_fuzz_framing_lf_then_crlf_ends_the_head() {
+        let l = HeaderLimits::default();
+        for head in [
+            &b"GET / HTTP/1.1\nHost: a\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+            b"GET / HTTP/1.0\n\r\n",
+            b"POST / HTTP/1.1\nHost: a\nContent-Length: 3\n\r\nabc",
+        ] {
+            assert!(check_head(head, l).is_ok(), "{:?}", String::from_utf8_lossy(head));
+            assert!(head_complete(head, 0), "{:?}", String::from_utf8_lossy(head));
+            for cut in 1..head.len() {
+                if !head_complete(&head[..cut], 0) {
+                    assert!(head_complete(head, cut), "{:?} from {cut}", String::from_utf8_lossy(head));
+                }
+            }
+        }
+        // Still not complete without the empty line.
+        assert!(!head_complete(b"GET / HTTP/1.1\nHost: a\r\n", 0));
+        assert!(!head_complete(b"GET / HTTP/1.1\nHost: a\n\r", 0));
+    }
+
+    /// Found by the `framing` fuzz target (fuzz/corpus/framing/regress-only-empty-lines): empty
+    /// lines before the request line (which httparse skips, RFC 9112 §2.2) were taken for the
+    /// end of a head, so a keep-alive client's stray CRLFs between two requests got
+    /// `incomplete_request_head` (400, connection closed) instead of its next request served.
+    #[test]
+    fn regression_fuzz_framing_leading_empty_lines_are_not_a_head() {
+        for stray in [&b"\r\n\r\n"[..], b"\n\n", b"\n\n\n\n\n", b"\r\n\n\r\n", b"\r\n\r\n\r\n"] {
+            assert!(!head_complete(stray, 0), "{stray:?}");
+            let mut full = stray.to_vec();
+            full.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert!(head_complete(&full, 0), "{full:?}");
+            assert!(head_complete(&full, stray.len()), "{full:?}");
+            assert_eq!(check_head(&full, HeaderLimits::default()).unwrap(), BodyFraming::None);
+        }
+        // A head that ends right after the stray lines is found too.
+        assert!(head_complete(b"\r\nGET / HTTP/1.0\n\n", 0));
+        assert!(head_complete(b"\nGET / HTTP/1.0\n\r\n", 0));
     }
 
     #[test]

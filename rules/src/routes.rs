@@ -63,11 +63,17 @@ pub fn normalize_host(raw: &str) -> Option<String> {
         }
         &raw[..=end]
     } else {
-        match raw.rsplit_once(':') {
+        let h = match raw.rsplit_once(':') {
             Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
             Some(_) => return None,
             None => raw,
+        };
+        // `:`, `[` or `]` left over are not a host (`a:1:2`, an unbracketed IPv6 address): taking
+        // them as one would not even be stable (`a:1:2` → `a:1` → `a`).
+        if h.contains([':', '[', ']']) {
+            return None;
         }
+        h
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     valid_host(&host).then_some(host)
@@ -194,6 +200,32 @@ mod tests {
         assert_eq!(normalize_host("host:port"), None);
         assert_eq!(normalize_host(""), None);
         assert_eq!(HostMatch::parse("*"), Some(HostMatch::Any));
+    }
+
+    /// Found by the `headers` fuzz target (fuzz/corpus/headers/regress-host-two-colons): a host
+    /// with a colon left after the port was normalised to something that normalised again
+    /// differently; an unbracketed IPv6 address came out as a fragment of itself.
+    #[test]
+    fn regression_fuzz_headers_host_with_colons_is_not_a_host() {
+        for bad in [
+            "a:1:2",
+            "a:1:2:3",
+            "::1",
+            "2001:db8::1",
+            "2001:db8::1:443",
+            "a]:80",
+            "a[b",
+            ":80:80",
+            "x.example.com:1:443",
+        ] {
+            assert_eq!(normalize_host(bad), None, "{bad:?}");
+        }
+        // Brackets keep working, and every answer is a fixed point.
+        for (raw, want) in [("[2001:db8::1]:443", "[2001:db8::1]"), ("[::1]", "[::1]"), ("Api.Test.:8080", "api.test")]
+        {
+            assert_eq!(normalize_host(raw).as_deref(), Some(want), "{raw:?}");
+            assert_eq!(normalize_host(want).as_deref(), Some(want), "{want:?}");
+        }
         assert_eq!(HostMatch::parse("bad/host"), None);
     }
 }

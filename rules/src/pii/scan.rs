@@ -365,3 +365,36 @@ pub(crate) fn last4(value: &[u8], out: &mut Vec<u8>) {
         }
     }
 }
+
+/// The oracle the streaming scanner is held to, shared by the unit tests and the `pii_stream`
+/// fuzz target (`fuzz/`): a whole-body scan and redaction, and the same body streamed in given
+/// chunks. For every body and every chunking the two must agree (scan and output).
+impl super::PiiPolicy {
+    /// [`PiiPolicy::scan`](super::PiiPolicy::scan) then [`PiiPolicy::redact`](super::PiiPolicy::redact)
+    /// of the whole body: the scan and the redacted output.
+    pub fn scan_whole(&self, body: &[u8]) -> (Scan, Vec<u8>) {
+        let scan = self.scan(body);
+        let mut out = Vec::new();
+        self.redact(body, &scan, &mut out);
+        (scan, out)
+    }
+
+    /// Streams `body` through a [`StreamScanner`], cut at `cuts` (positions; each is clamped to
+    /// lie between the previous cut and the end, so any list is a valid chunking). Returns the
+    /// scan, the output, and whether a push refused the rest ([`OverCapError`]).
+    pub fn scan_chunked(&self, body: &[u8], cuts: &[usize]) -> (Scan, Vec<u8>, bool) {
+        let mut s = self.stream();
+        let mut out = Vec::new();
+        let mut refused = false;
+        let mut at = 0;
+        for &c in cuts.iter().chain(std::iter::once(&body.len())) {
+            let c = c.clamp(at, body.len());
+            if s.push(body.get(at..c).unwrap_or_default(), &mut out).is_err() {
+                refused = true;
+            }
+            at = c;
+        }
+        let scan = s.finish(&mut out);
+        (scan, out, refused)
+    }
+}

@@ -38,30 +38,15 @@ fn found(p: &PiiPolicy, body: &[u8], scan: &Scan) -> Vec<String> {
         .collect()
 }
 
-/// Whole-body scan and redaction.
+/// Whole-body scan and redaction (the oracle, shared with the `pii_stream` fuzz target).
 fn whole(p: &PiiPolicy, body: &[u8]) -> (Scan, Vec<u8>) {
-    let scan = p.scan(body);
-    let mut out = Vec::new();
-    p.redact(body, &scan, &mut out);
-    (scan, out)
+    p.scan_whole(body)
 }
 
 /// Streams `body` cut at `cuts` (sorted positions); returns the scan, the output, and whether
 /// a push refused the rest.
 fn streamed(p: &PiiPolicy, body: &[u8], cuts: &[usize]) -> (Scan, Vec<u8>, bool) {
-    let mut s = p.stream();
-    let mut out = Vec::new();
-    let mut refused = false;
-    let mut at = 0;
-    for &c in cuts.iter().chain(std::iter::once(&body.len())) {
-        let c = c.clamp(at, body.len());
-        if s.push(&body[at..c], &mut out).is_err() {
-            refused = true;
-        }
-        at = c;
-    }
-    let scan = s.finish(&mut out);
-    (scan, out, refused)
+    p.scan_chunked(body, cuts)
 }
 
 fn assert_stream_eq(p: &PiiPolicy, body: &[u8], cuts: &[usize]) {

@@ -264,4 +264,51 @@ fn chunk_extensions_and_trailers_are_dropped_never_forwarded() {
         assert_eq!(up.count(), before + 1, "{what}");
     }
     assert_no_gateway_errors(&gw);
+
+/// A head whose lines end in a bare LF and that is closed by an empty CRLF line is complete to
+/// httparse (and to Pingora's parser): it is served at once and forwarded whole, not held until
+/// the header deadline (1 s here) and answered 408. Found by the `framing` fuzz target.
+#[test]
+fn lf_lines_closed_by_a_crlf_blank_line_are_served_at_once() {
+    let (up, gw) = simple();
+    let heads: [&[u8]; 4] = [
+        b"GET /lf0 HTTP/1.1\nHost: a\n\r\n",
+        b"GET /lf1 HTTP/1.1\r\nHost: a\n\r\n",
+        b"GET /lf2 HTTP/1.1\nHost: a\nX-A: b\n\r\n",
+        b"POST /lf3 HTTP/1.1\nHost: a\nContent-Length: 3\n\r\nabc",
+    ];
+    for (i, head) in heads.iter().enumerate() {
+        let started = Instant::now();
+        let mut conn = portcullis_tests::RawConn::connect(gw.proxy_addr());
+        conn.send(head).unwrap();
+        let resp =
+            conn.read_response(T).unwrap_or_else(|| panic!("no response to {:?}", String::from_utf8_lossy(head)));
+        assert_eq!(resp.status, 200, "{:?} -> {resp:?}", String::from_utf8_lossy(head));
+        assert!(started.elapsed() < Duration::from_millis(900), "held {:?}", started.elapsed());
+        let got = up.last().expect("forwarded");
+        assert_eq!(got.path, format!("/lf{i}"));
+        if i == 3 {
+            assert_eq!((got.method.as_str(), &got.body[..]), ("POST", &b"abc"[..]));
+        }
+    }
+    assert_eq!(up.count(), heads.len());
+}
+
+/// Empty lines a keep-alive client sends between two requests (RFC 9112 §2.2: a server should
+/// ignore them), arriving on their own: the next request is served, not refused as an incomplete
+/// head. Found by the `framing` fuzz target.
+#[test]
+fn stray_empty_lines_before_a_request_are_skipped() {
+    let (up, gw) = simple();
+    let strays: [&[u8]; 3] = [b"\r\n\r\n", b"\n\n", b"\r\n\n\r\n"];
+    for (i, stray) in strays.iter().enumerate() {
+        let mut conn = portcullis_tests::RawConn::connect(gw.proxy_addr());
+        conn.send(stray).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        conn.send(format!("GET /s{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();
+        let resp = conn.read_response(T).unwrap_or_else(|| panic!("no response after {stray:?}"));
+        assert_eq!(resp.status, 200, "{stray:?} -> {resp:?}");
+        assert_eq!(up.last().expect("forwarded").path, format!("/s{i}"));
+    }
+    assert_eq!(up.count(), strays.len());
 }

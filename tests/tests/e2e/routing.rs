@@ -239,3 +239,30 @@ fn upstream_connections_are_kept_alive() {
     let conns: std::collections::HashSet<u64> = up.requests().iter().map(|r| r.conn_id).collect();
     assert_eq!(conns.len(), 1, "three sequential requests share one upstream connection");
 }
+
+/// A `Host` with a colon left after its port, or a stray bracket, is not a host name: it takes
+/// only routes open to any host, never a `*.suffix` or exact-host route its tail happens to match
+/// (`x:1.example.com:80` was read as host `x:1.example.com`). Found by the `headers` fuzz target.
+#[test]
+fn a_host_with_stray_colons_or_brackets_takes_only_any_host_routes() {
+    let any = Upstream::start("any");
+    let suffix = Upstream::start("suffix");
+    let gw = Cfg::new(&[any.addr()])
+        .pool("suffix", &[suffix.addr()], "")
+        .routes("  - id: tenants\n    hosts: ['*.example.com']\n    path_prefix: /\n    upstream: suffix\n  - id: default\n    path_prefix: /\n    upstream: app\n")
+        .start();
+    let send = |host: &str| {
+        let raw = format!("GET /h HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let resp = portcullis_tests::raw_exchange(gw.proxy_addr(), raw.as_bytes(), Duration::from_secs(5));
+        portcullis_tests::parse_response(&resp).unwrap_or_else(|| panic!("no response for {host:?}"))
+    };
+    for host in ["x:1.example.com:80", "x:1.example.com:1:443", "x]y.example.com", "x[1.example.com:443"] {
+        let r = send(host);
+        assert_eq!(r.status, 200, "{host:?}: {r:?}");
+        assert_eq!(r.json()["upstream"], "any", "{host:?} took the *.example.com route");
+    }
+    assert_eq!(suffix.count(), 0);
+    // A well-formed host still takes it.
+    assert_eq!(send("t1.example.com:8443").json()["upstream"], "suffix");
+    assert_eq!(suffix.count(), 1);
+}
