@@ -264,6 +264,7 @@ fn chunk_extensions_and_trailers_are_dropped_never_forwarded() {
         assert_eq!(up.count(), before + 1, "{what}");
     }
     assert_no_gateway_errors(&gw);
+}
 
 /// A head whose lines end in a bare LF and that is closed by an empty CRLF line is complete to
 /// httparse (and to Pingora's parser): it is served at once and forwarded whole, not held until
