@@ -49,6 +49,9 @@ pub const BUDGET: Duration = Duration::from_millis(500);
 const MAX_ENTRY: usize = 64 * 1024;
 /// The changes not yet published, in `state_dir`.
 pub const PENDING_FILE: &str = "fleet-pending.json";
+/// The epoch of the list this instance last followed, in `state_dir`: after a restart, a store
+/// that lost its state is recognised (and republished to) even if this instance never saw it.
+pub const EPOCH_FILE: &str = "fleet-epoch";
 
 /// Appends `ARGV[2]` to the list if the epoch is `ARGV[1]`, then announces the new length.
 const PUSH: &str = "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end \
@@ -301,13 +304,17 @@ impl Fleet {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(format!("cannot read {}: {e}", pending_path.display())),
         };
+        let epoch = std::fs::read_to_string(state_dir.join(EPOCH_FILE))
+            .ok()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty() && e.len() <= 64);
         let p = |k: &str| format!("portcullis:{}:{k}", cfg.id);
         Ok(Fleet {
             client,
             keys: Keys { ops: p("ops"), epoch: p("epoch"), changes: p("changes") },
             endpoint: cfg.endpoint.clone(),
             conn: Mutex::new(None),
-            cursor: Mutex::new(Cursor::default()),
+            cursor: Mutex::new(Cursor { epoch, at: 0 }),
             up: AtomicBool::new(false),
             pending: Mutex::new(pending),
             pending_path,
@@ -455,6 +462,10 @@ impl Fleet {
                         self.push(&epoch, &e)?;
                     }
                 }
+            }
+            let dir = self.pending_path.parent().unwrap_or(Path::new("."));
+            if let Err((e, _)) = crate::durable::write_durably(dir, EPOCH_FILE, epoch.as_bytes()) {
+                tracing::error!(error = %e, "cannot write the fleet epoch file");
             }
             cur.epoch = Some(epoch);
             cur.at = 0;
@@ -607,12 +618,16 @@ mod tests {
             b"",
             b"[]",
             b"null",
-            br#"{"action":"channel_set","target":"channel:sms","new":{"enabled":"no"}}"#,
-            br#"{"action":"quota_reset","target":"quota:t","new":{"reset":true}}"#,
-            br#"{"action":"rules_reload","target":"channel:sms","new":{}}"#,
-            br#"{"action":"flag_set","target":"channel:sms","new":{"enabled":true}}"#,
-            br#"{"action":"session_revoke","target":"session:","new":{"at":1,"until":2,"actor":"x"}}"#,
+            br#"{"action":"switch.channel.set","target":"channel:sms","new":{"enabled":"no"}}"#,
+            br#"{"action":"quota.reset","target":"quota:t","new":{"reset":true}}"#,
+            br#"{"action":"rules.reload","target":"channel:sms","new":{}}"#,
+            br#"{"action":"flag.set","target":"channel:sms","new":{"enabled":true}}"#,
+            br#"{"action":"session.revoke","target":"session:","new":{"at":1,"until":2,"actor":"x"}}"#,
             br#"{"action":"nuke","target":"maintenance","new":{}}"#,
+            br#"{"action":"switch.channel.set","target":"flag:firewall","new":{"enabled":false}}"#,
+            br#"{"action":"switch.maintenance.expire","target":"maintenance","new":{"enabled":false}}"#,
+            br#"{"action":"session.revoke","target":"session:a\u0000b","new":{"at":1,"until":2,"actor":"x"}}"#,
+            br#"{"action":"subject.block","target":"maintenance","new":null}"#,
         ] {
             assert_eq!(parse_entry(bad), None, "{}", String::from_utf8_lossy(bad));
         }

@@ -28,7 +28,18 @@ impl Redis {
             l.local_addr().unwrap().port()
         });
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "local",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -243,10 +254,12 @@ fn a_tampered_value_in_the_store_is_skipped_and_the_last_known_state_kept() {
     let chan = format!("portcullis:{id}:changes");
     for bad in [
         "garbage",
-        "{\"action\":\"channel_set\",\"target\":\"channel:whatsapp\",\"new\":{\"enabled\":\"yes\"}}",
-        "{\"action\":\"quota_reset\",\"target\":\"quota:t\",\"new\":{\"reset\":true}}",
-        "{\"action\":\"flag_set\",\"target\":\"channel:whatsapp\",\"new\":{\"enabled\":true}}",
+        "{\"action\":\"switch.channel.set\",\"target\":\"channel:whatsapp\",\"new\":{\"enabled\":\"yes\"}}",
+        "{\"action\":\"quota.reset\",\"target\":\"quota:t\",\"new\":{\"reset\":true}}",
+        "{\"action\":\"flag.set\",\"target\":\"channel:whatsapp\",\"new\":{\"enabled\":true}}",
         "[1,2,3]",
+        "{\"action\":\"switch.channel.set\",\"target\":\"flag:firewall\",\"new\":{\"enabled\":false}}",
+        "{\"action\":\"switch.maintenance.set\",\"target\":\"maintenance\",\"new\":\"off\"}",
     ] {
         redis.cli(&["RPUSH", &ops, bad]);
         redis.cli(&["PUBLISH", &chan, "1"]);
@@ -269,4 +282,88 @@ fn a_tampered_value_in_the_store_is_skipped_and_the_last_known_state_kept() {
     let r = put(&a, "/v1/switches/channels/email", r#"{"enabled":false}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["fleet"]["published"], false, "{}", r.text());
+}
+
+#[test]
+fn redis_down_at_start_serves_the_last_known_state_and_a_restart_keeps_what_is_not_yet_published() {
+    let Some(redis) = Redis::start(None) else { return };
+    let up = Upstream::start("app");
+    let (sa, sb) = (TempDir::new("fleet-sa"), TempDir::new("fleet-sb"));
+    let id = format!("{}s", fleet_id());
+    let a = instance(&up, sa.path(), redis.port, &id);
+    assert_eq!(put(&a, "/v1/switches/channels/email", r#"{"enabled":false}"#).status, 200);
+    drop(a);
+    let port = redis.stop();
+
+    // A starts with Redis down: the last known state is in force.
+    let a = instance(&up, sa.path(), port, &id);
+    assert_eq!(status(&a, "/api/email/x"), 503, "a killed channel reopened at a start without Redis");
+    assert_eq!(status(&a, "/api/orders"), 200);
+    assert_eq!(control_get(&a, "/v1/switches", VIEWER).json()["fleet"]["connected"], false);
+    // A closing change while down, then a restart before the store returns: it is kept.
+    let r = put(&a, "/v1/switches/maintenance", r#"{"enabled":true,"retry_after":30}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["fleet"]["published"], false);
+    drop(a);
+    let a = instance(&up, sa.path(), port, &id);
+    assert_eq!(status(&a, "/api/orders"), 503);
+    assert_eq!(control_get(&a, "/v1/switches", VIEWER).json()["fleet"]["pending"], 1);
+
+    // The store returns empty and a new instance B (empty state) joins first: A republishes what
+    // it holds closed and its pending change; B ends up closed too.
+    let _redis = Redis::start(Some(port)).unwrap();
+    let b = instance(&up, sb.path(), port, &id);
+    let took = until_status(&b, "/api/orders", 503, Duration::from_secs(3));
+    eprintln!("fleet: A's outage change in force on B after the store returned: {took:?}");
+    assert!(took.is_some(), "maintenance set during the outage never reached B");
+    assert!(
+        wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            let v = control_get(&b, "/v1/switches", VIEWER).json();
+            v["channels"]["email"]["enabled"] == false && v["maintenance"]["enabled"] == true
+        }),
+        "B does not hold A's killed channel"
+    );
+    assert!(wait_until(Duration::from_secs(2), Duration::from_millis(20), || control_get(&a, "/v1/switches", VIEWER)
+        .json()["fleet"]["pending"]
+        == 0));
+}
+
+#[test]
+fn a_slow_store_costs_the_control_plane_its_budget_not_the_request_path() {
+    let Some(redis) = Redis::start(None) else { return };
+    let up = Upstream::start("app");
+    let (sa, sb) = (TempDir::new("fleet-la"), TempDir::new("fleet-lb"));
+    let id = format!("{}l", fleet_id());
+    let a = instance(&up, sa.path(), redis.port, &id);
+    let b = instance(&up, sb.path(), redis.port, &id);
+    assert_eq!(put(&a, "/v1/switches/channels/email", r#"{"enabled":false}"#).status, 200);
+    assert!(until_status(&b, "/api/email/x", 503, Duration::from_secs(1)).is_some());
+    // Redis stops answering for 4 s.
+    let port = redis.port.to_string();
+    let sleeper = std::thread::spawn(move || {
+        let _ = Command::new("redis-cli").args(["-p", &port, "DEBUG", "SLEEP", "4"]).output();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(status(&a, "/api/orders"), 200);
+    }
+    let proxied = t.elapsed();
+    eprintln!("fleet: 20 proxied requests while Redis hangs: {proxied:?}");
+    assert!(proxied < Duration::from_secs(2), "the request path waited for Redis: {proxied:?}");
+    assert_eq!(status(&b, "/api/email/x"), 503);
+    let t = Instant::now();
+    let r = put(&b, "/v1/switches/channels/whatsapp", r#"{"enabled":false}"#);
+    eprintln!("fleet: a closing change while Redis hangs answered in {:?}", t.elapsed());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["fleet"]["published"], false, "{}", r.text());
+    assert_eq!(status(&b, "/api/whatsapp/x"), 503);
+    let r = put(&b, "/v1/switches/channels/email", r#"{"enabled":true}"#);
+    assert_eq!(r.status, 503, "{}", r.text());
+    sleeper.join().unwrap();
+    // Once it answers again, B's change reaches A.
+    let took = until_status(&a, "/api/whatsapp/x", 503, Duration::from_secs(3));
+    eprintln!("fleet: change made during the hang in force on A after it: {took:?}");
+    assert!(took.is_some());
+    assert_eq!(status(&a, "/api/email/x"), 503);
 }
