@@ -367,3 +367,74 @@ fn a_slow_store_costs_the_control_plane_its_budget_not_the_request_path() {
     assert!(took.is_some());
     assert_eq!(status(&a, "/api/email/x"), 503);
 }
+
+#[test]
+fn a_session_revoked_on_one_instance_is_refused_by_the_other_on_the_wire() {
+    use crate::identity::{claims, get, rs256};
+    let Some(redis) = Redis::start(None) else { return };
+    let up = Upstream::start("app");
+    let (sa, sb) = (TempDir::new("fleet-ra"), TempDir::new("fleet-rb"));
+    let id = format!("{}r", fleet_id());
+    let fleet = format!("fleet:\n  redis_url: \"redis://127.0.0.1:{}\"\n  id: {id}\n", redis.port);
+    let a = crate::identity::start(&crate::identity::cfg(&up, "").state_dir(sa.path()).extra(&fleet));
+    let b = crate::identity::start(&crate::identity::cfg(&up, "").state_dir(sb.path()).extra(&fleet));
+    let (t9, t8) = (rs256(claims("user-9", "12")), rs256(claims("user-8", "12")));
+    assert_eq!(get(&a, "/api/x", &t9).status, 200);
+    let r = Client::new().post(
+        &b.control_url("/v1/sessions/sess-user-9/revoke"),
+        &[("authorization", &bearer(OPERATOR))],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["fleet"]["published"], true);
+    let t = Instant::now();
+    assert!(wait_until(Duration::from_secs(1), Duration::from_millis(5), || get(&a, "/api/x", &t9).status == 401));
+    eprintln!("fleet propagation (revoke on B -> 401 on A): {:?}", t.elapsed());
+    up.clear();
+    for gw in [&a, &b] {
+        assert_eq!(get(gw, "/api/x/1", &t9).status, 401);
+        assert_eq!(get(gw, "/api/x/2", &t8).status, 200, "another session is unaffected");
+    }
+    let got = up.requests();
+    assert_eq!(got.len(), 2);
+    assert!(
+        got.iter().all(|r| r.header("x-portcullis-subject") == Some("user-8")),
+        "the revoked session reached the upstream"
+    );
+}
+
+#[test]
+fn a_flapping_store_restarted_empty_each_time_loses_no_closing_change() {
+    let Some(redis) = Redis::start(None) else { return };
+    let up = Upstream::start("app");
+    let (sa, sb) = (TempDir::new("fleet-fa"), TempDir::new("fleet-fb"));
+    let id = format!("{}f", fleet_id());
+    let a = instance(&up, sa.path(), redis.port, &id);
+    let b = instance(&up, sb.path(), redis.port, &id);
+    let mut port = redis.stop();
+    let c = Client::new();
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        let r = match round {
+            0 => put(&a, "/v1/switches/channels/whatsapp", r#"{"enabled":false}"#),
+            1 => c.post(&b.control_url("/v1/sessions/sess-f1/revoke"), &[("authorization", &bearer(OPERATOR))], ""),
+            _ => put(&a, "/v1/switches/maintenance", r#"{"enabled":true,"retry_after":30}"#),
+        };
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        assert_eq!(r.json()["fleet"]["published"], false, "round {round}");
+        let back = Redis::start(Some(port)).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        port = back.stop();
+    }
+    let _redis = Redis::start(Some(port)).unwrap();
+    assert!(until_status(&b, "/api/orders", 503, Duration::from_secs(3)).is_some(), "maintenance never reached B");
+    for gw in [&a, &b] {
+        assert!(wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            let v = control_get(gw, "/v1/switches", VIEWER).json();
+            v["channels"]["whatsapp"]["enabled"] == false
+                && v["maintenance"]["enabled"] == true
+                && metric(gw, "portcullis_sessions_revoked") == Some(1.0)
+                && v["fleet"]["pending"] == 0
+        }));
+    }
+}
