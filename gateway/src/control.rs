@@ -231,6 +231,9 @@ impl ControlApp {
         );
         extra.push_str(&self.shared.switches.render_metrics(now_unix()));
         self.shared.sessions.render_metrics(&mut extra);
+        if let Some(f) = &self.shared.fleet {
+            f.render_metrics(&mut extra);
+        }
         self.shared.webhooks.render_metrics(&mut extra);
         self.shared.pii.render_metrics(&mut extra);
         self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut extra);

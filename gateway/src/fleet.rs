@@ -332,6 +332,14 @@ impl Fleet {
         json!({ "store": self.endpoint, "connected": self.up(), "pending": self.pending.lock().len(), "position": c })
     }
 
+    /// `portcullis_fleet_connected` and `portcullis_fleet_pending_changes`.
+    pub fn render_metrics(&self, out: &mut String) {
+        out.push_str("# HELP portcullis_fleet_connected 1 when the last round trip to the fleet store succeeded.\n# TYPE portcullis_fleet_connected gauge\n");
+        out.push_str(&format!("portcullis_fleet_connected {}\n", u8::from(self.up())));
+        out.push_str("# HELP portcullis_fleet_pending_changes Changes applied on this instance, not yet published to the fleet.\n# TYPE portcullis_fleet_pending_changes gauge\n");
+        out.push_str(&format!("portcullis_fleet_pending_changes {}\n", self.pending.lock().len()));
+    }
+
     fn connect(&self) -> redis::RedisResult<redis::Connection> {
         let c = self.client.get_connection_with_timeout(BUDGET)?;
         c.set_read_timeout(Some(BUDGET))?;
@@ -503,6 +511,8 @@ impl Fleet {
                 Ok(c) => {
                     applied += 1;
                     tracing::info!(change = %target, version = c.version, "applied a change from the fleet store");
+                    let rules = sh.rules.current().snapshot.version.clone();
+                    sh.events.emit(crate::control::switch_changed_event(&c.change(), "fleet", &rules));
                 }
                 Err(TxError::Store(e)) => {
                     tracing::error!(error = %e, change = %target, "cannot apply a fleet change: the audit log refused it; retried");

@@ -159,7 +159,17 @@ fn a_change_on_one_instance_is_in_force_on_the_other_within_a_second() {
         let v = control_get(gw, "/v1/switches", VIEWER).json();
         assert_eq!(v["fleet"]["connected"], true, "{v}");
         assert_eq!(v["channels"]["whatsapp"]["enabled"], true);
+        assert!(
+            wait_until(Duration::from_secs(3), Duration::from_millis(25), || {
+                control_get(gw, "/v1/events?type=switch_changed", VIEWER).json()["events"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["detail"]["set_by"] == "fleet"))
+            }),
+            "no switch_changed event for a change applied from the fleet"
+        );
     }
+    assert!(metric(&a, "portcullis_fleet_connected") == Some(1.0));
+    assert!(metric(&a, "portcullis_fleet_pending_changes") == Some(0.0));
 }
 
 #[test]
@@ -437,4 +447,43 @@ fn a_flapping_store_restarted_empty_each_time_loses_no_closing_change() {
                 && v["fleet"]["pending"] == 0
         }));
     }
+}
+
+#[test]
+fn a_fleet_section_that_cannot_be_honoured_stops_the_start_and_the_password_is_never_printed() {
+    let up = Upstream::start("app");
+    let base = || Cfg::new(&[up.addr()]).routes(routes());
+    for (fleet, env, says) in [
+        ("  redis_url: \"rediss://127.0.0.1:6390\"\n  id: prod\n", vec![], "rediss://"),
+        ("  redis_url: \"http://127.0.0.1:6390\"\n  id: prod\n", vec![], "redis://"),
+        ("  redis_url: \"redis://127.0.0.1:6390\"\n  id: \"prod:x\"\n", vec![], "fleet.id"),
+        (
+            "  redis_url: \"redis://127.0.0.1:6390\"\n  id: prod\n  password_env: PC_FLEET_NOPE\n",
+            vec![],
+            "PC_FLEET_NOPE",
+        ),
+        (
+            "  redis_url: \"redis://127.0.0.1:6390\"\n  id: prod\n  password_env: PC_FLEET_PW\n  password_file: /x\n",
+            vec![("PC_FLEET_PW", "hunter2-secret")],
+            "not both",
+        ),
+    ] {
+        let c = base().extra(&format!("fleet:\n{fleet}"));
+        let err = match Gateway::try_start_with(BIN, &c.yaml(), &env, &c.files()) {
+            Ok(_) => panic!("started with {fleet}"),
+            Err(e) => e,
+        };
+        assert!(err.status.is_some(), "{err}");
+        assert!(err.output.contains(says), "{fleet}: {}", err.output);
+        assert!(!err.output.contains("hunter2"), "the password was printed");
+    }
+    // A valid section with Redis unreachable starts (on the local state) and never prints the password.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let c = base().extra(&format!(
+        "fleet:\n  redis_url: \"redis://127.0.0.1:{port}\"\n  id: prod\n  password_env: PC_FLEET_PW\n"
+    ));
+    let gw = Gateway::start_with(BIN, &c.yaml(), &[("PC_FLEET_PW", "hunter2-secret")], &c.files());
+    assert_eq!(status(&gw, "/api/orders"), 200);
+    assert_eq!(metric(&gw, "portcullis_fleet_connected"), Some(0.0));
+    assert!(!gw.output().contains("hunter2"));
 }
