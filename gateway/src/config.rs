@@ -51,6 +51,19 @@ struct RawGateway {
     maintenance: RawMaintenance,
     #[serde(default)]
     request_id: RawRequestId,
+    #[serde(default)]
+    fleet: Option<RawFleet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    redis_url: String,
+    id: String,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -361,6 +374,8 @@ pub struct GatewayConfig {
     pub server: ServerSettings,
     /// Where runtime state lives.
     pub state_dir: PathBuf,
+    /// Fleet mode: the shared Redis store (`None`: this instance alone, local files only).
+    pub fleet: Option<crate::fleet::FleetConfig>,
     /// Proxies whose `X-Forwarded-For` we believe.
     pub trusted_proxies: TrustedProxies,
     /// Header names stripped from inbound requests.
@@ -710,6 +725,21 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         ok.then_some((name, hash))
     });
 
+    let fleet = raw.fleet.as_ref().and_then(|f| {
+        match crate::fleet::FleetConfig::from_parts(
+            &f.redis_url,
+            &f.id,
+            f.password_env.as_deref(),
+            f.password_file.as_deref().map(&resolve),
+        ) {
+            Ok(c) => Some(c),
+            Err((field, why)) => {
+                err(&format!("fleet.{field}"), why);
+                None
+            }
+        }
+    });
+
     if !errs.is_empty() {
         errs.sort_by_key(|e| e.line);
         return Err(errs);
@@ -731,6 +761,7 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
             upstream_keepalive_pool_size: raw.server.upstream_keepalive_pool_size.unwrap_or(128),
         },
         state_dir,
+        fleet,
         trusted_proxies,
         strip_headers,
         header_limits,

@@ -100,11 +100,13 @@ impl Job {
         let ip = self.client_ip.map(|ip| ip.to_string());
         let meta =
             Meta { actor: Some(actor), role: None, source_ip: ip.as_deref(), request_id: &self.request_id, status: 0 };
-        let committed =
+        // Containment only closes: in fleet mode it is published (or kept pending in an outage).
+        let (committed, _) = crate::fleet::run(sh.fleet.as_deref(), action, || {
             transact(&*sh.audit, sh.state(), meta, target, Value::Null, action, || -> Result<Plan, Refused> {
                 let (op, old) = plan().map_err(|why| Refused { status: 400, why })?;
                 Ok(Plan { action, op, old, reason: Some(REASON.into()) })
-            });
+            })
+        });
         let c = match committed {
             Ok(c) => c,
             Err(e) => {

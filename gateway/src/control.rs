@@ -231,6 +231,9 @@ impl ControlApp {
         );
         extra.push_str(&self.shared.switches.render_metrics(now_unix()));
         self.shared.sessions.render_metrics(&mut extra);
+        if let Some(f) = &self.shared.fleet {
+            f.render_metrics(&mut extra);
+        }
         self.shared.webhooks.render_metrics(&mut extra);
         self.shared.pii.render_metrics(&mut extra);
         self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut extra);
@@ -334,7 +337,13 @@ impl ControlApp {
                 tracing::info!(event.action = "control_mutation", action = "safe_test", user.name = call.who, http.request.id = call.request_id, event.id = %id, event.type = kind.as_str(), flushed, "safe test event emitted");
                 Ok((202, body))
             }
-            Handler::Switches => Ok((200, self.shared.switches.view(now_unix()))),
+            Handler::Switches => {
+                let mut body = self.shared.switches.view(now_unix());
+                if let Some(f) = &self.shared.fleet {
+                    body["fleet"] = f.view();
+                }
+                Ok((200, body))
+            }
             Handler::Audit => {
                 let limit = audit_limit(call.query).map_err(bad_query)?;
                 let records = self.shared.audit.recent(limit).map_err(|e| {
@@ -519,26 +528,33 @@ impl ControlApp {
             request_id: call.request_id,
             status: 200,
         };
-        let committed = transact(
-            &*self.shared.audit,
-            self.shared.state(),
-            meta,
-            &target,
-            requested,
-            action,
-            || -> Result<Plan, SwitchError> {
-                let (op, old) = match mutation {
-                    Mutation::Maintenance(m) => sw.plan_maintenance(m, call.who, if_match),
-                    Mutation::Channel { name, enabled, reason } => {
-                        sw.plan_channel(&name, enabled, reason, call.who, if_match)
+        let fleet = self.shared.fleet.as_deref();
+        let (committed, published) = crate::fleet::run(fleet, action, || {
+            transact(
+                &*self.shared.audit,
+                self.shared.state(),
+                meta,
+                &target,
+                requested,
+                action,
+                || -> Result<Plan, SwitchError> {
+                    let (op, old) = match mutation {
+                        Mutation::Maintenance(m) => sw.plan_maintenance(m, call.who, if_match),
+                        Mutation::Channel { name, enabled, reason } => {
+                            sw.plan_channel(&name, enabled, reason, call.who, if_match)
+                        }
+                        Mutation::Flag { name, enabled, reason } => {
+                            sw.plan_flag(&name, enabled, reason, call.who, if_match)
+                        }
+                    }?;
+                    let op = Op::Switch(op);
+                    if let Some(f) = fleet {
+                        f.admit(&op).map_err(SwitchError::StoreUnavailable)?;
                     }
-                    Mutation::Flag { name, enabled, reason } => {
-                        sw.plan_flag(&name, enabled, reason, call.who, if_match)
-                    }
-                }?;
-                Ok(Plan { action, op: Op::Switch(op), old, reason: reason.clone() })
-            },
-        );
+                    Ok(Plan { action, op, old, reason: reason.clone() })
+                },
+            )
+        });
         let change = match committed {
             Ok(c) => c.change(),
             Err(TxError::Refused(e)) => {
@@ -546,6 +562,7 @@ impl ControlApp {
                     404 => DenyCode::NotFound,
                     412 => DenyCode::PreconditionFailed,
                     400 => DenyCode::BadRequest,
+                    503 => DenyCode::StoreUnavailable,
                     _ => DenyCode::Internal,
                 };
                 return Err(Deny::new(code, "switch").with_details(vec![e.to_string()]));
@@ -557,6 +574,9 @@ impl ControlApp {
         let mut body =
             json!({ "version": change.version, "target": change.target, "old": change.old, "new": change.new });
         body["etag"] = json!(etag(change.version));
+        if let Some(p) = published {
+            body["fleet"] = p.to_json();
+        }
         Ok((200, body))
     }
 
@@ -580,25 +600,35 @@ impl ControlApp {
         let sessions = &self.shared.sessions;
         let now = now_unix();
         let kind = if revoke { AuditAction::SessionRevoke } else { AuditAction::SessionRestore };
-        let committed = transact(
-            &*self.shared.audit,
-            self.shared.state(),
-            m.meta(),
-            target,
-            Value::Null,
-            kind,
-            || -> Result<Plan, Refused> {
-                let planned = if revoke {
-                    sessions.plan_revoke(&id, reason.clone(), &call.who, now)
-                } else {
-                    sessions.plan_restore(&id)
-                };
-                let (op, old) = planned.map_err(|why| Refused { status: 400, why })?;
-                Ok(Plan { action: kind, op: Op::Session(op), old, reason: reason.clone() })
-            },
-        );
+        let fleet = self.shared.fleet.as_deref();
+        let (committed, published) = crate::fleet::run(fleet, kind, || {
+            transact(
+                &*self.shared.audit,
+                self.shared.state(),
+                m.meta(),
+                target,
+                Value::Null,
+                kind,
+                || -> Result<Plan, Refused> {
+                    let planned = if revoke {
+                        sessions.plan_revoke(&id, reason.clone(), &call.who, now)
+                    } else {
+                        sessions.plan_restore(&id)
+                    };
+                    let (op, old) = planned.map_err(|why| Refused { status: 400, why })?;
+                    let op = Op::Session(op);
+                    if let Some(f) = fleet {
+                        f.admit(&op).map_err(|why| Refused { status: 503, why })?;
+                    }
+                    Ok(Plan { action: kind, op, old, reason: reason.clone() })
+                },
+            )
+        });
         let change = match committed {
             Ok(c) => c,
+            Err(TxError::Refused(r)) if r.status == 503 => {
+                return Err(Deny::new(DenyCode::StoreUnavailable, "fleet_store").with_details(vec![r.why]))
+            }
             Err(TxError::Refused(r)) => {
                 return Err(Deny::new(DenyCode::BadRequest, "session_id").with_details(vec![r.why]))
             }
@@ -617,10 +647,11 @@ impl ControlApp {
         );
         self.shared.events.emit(ev);
         tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, target = %target, "session state changed");
-        Ok((
-            200,
-            json!({ "session": id, "revoked": revoke, "changed": change.old != change.new, "old": change.old, "new": change.new, "version": change.version }),
-        ))
+        let mut body = json!({ "session": id, "revoked": revoke, "changed": change.old != change.new, "old": change.old, "new": change.new, "version": change.version });
+        if let Some(p) = published {
+            body["fleet"] = p.to_json();
+        }
+        Ok((200, body))
     }
 
     /// `POST /v1/quotas/{tenant}/reset`: audited first (a reset cannot be undone), then every

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod demo;
 pub mod durable;
 pub mod events;
+pub mod fleet;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -135,12 +135,29 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         pii: crate::pii::PiiState::default(),
         connector: pingora_core::connectors::http::v1::Connector::new(None),
         limits: crate::limits::LimitState::load(&cfg.state_dir),
+        fleet: match &cfg.fleet {
+            Some(f) => Some(Arc::new(crate::fleet::Fleet::new(f, &cfg.state_dir)?)),
+            None => None,
+        },
     });
 
     // One state model: replay what the audit log (the write-ahead log) holds past the state
     // files, then follow what any other process sharing `state_dir` commits.
     crate::txn::recover(&*audit, shared.state(), &cfg.state_dir).map_err(|e| format!("state recovery: {e}"))?;
     crate::txn::follow(&audit, Arc::downgrade(&shared));
+    if let Some(fleet) = &shared.fleet {
+        // Caught up with the fleet before serving when the store answers; with it down, the
+        // last known state (the local files) is in force and the fleet thread keeps trying.
+        match fleet.sync(&shared) {
+            Ok(n) => {
+                tracing::info!(store = %cfg.fleet.as_ref().map_or("", |f| f.endpoint.as_str()), applied = n, "fleet mode: in sync with the fleet store")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fleet mode: the fleet store is unreachable at start; serving the last known state")
+            }
+        }
+        fleet.start(Arc::downgrade(&shared)).map_err(|e| format!("cannot start the fleet thread: {e}"))?;
+    }
 
     let proxy = Arc::new(http_proxy(&conf, Portcullis::new(shared.clone())));
     let guard = HeadGuard {

@@ -143,6 +143,11 @@ impl Sessions {
         Ok(Sessions { live: ArcSwap::from_pointee(state), write: Mutex::new(()), dir: state_dir.to_path_buf() })
     }
 
+    /// The live state.
+    pub fn snapshot(&self) -> std::sync::Arc<SessionState> {
+        self.live.load_full()
+    }
+
     /// True when the session is revoked (and the revocation has not run out).
     pub fn is_revoked(&self, session: &str, now: u64) -> bool {
         let s = self.live.load();

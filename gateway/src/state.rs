@@ -47,6 +47,8 @@ pub struct Shared {
     /// The gateway's own upstream connections (pooled, keep-alive), for the responses it fetches
     /// itself: those a PII rule may withhold whole (see `proxy::exchange`).
     pub connector: pingora_core::connectors::http::v1::Connector,
+    /// Fleet mode's shared store (`None`: one instance, local files only).
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Shared {

@@ -332,6 +332,9 @@ pub enum SwitchError {
     Invalid(String),
     /// The new state could not be written durably (500); the old state stays live.
     Persist(String),
+    /// Fleet mode: the change opens something (or is a flag) and the fleet store is unreachable
+    /// (503); nothing changed.
+    StoreUnavailable(String),
 }
 
 impl fmt::Display for SwitchError {
@@ -344,6 +347,7 @@ impl fmt::Display for SwitchError {
             }
             SwitchError::Invalid(m) => write!(f, "{m}"),
             SwitchError::Persist(m) => write!(f, "could not persist the switch state: {m}"),
+            SwitchError::StoreUnavailable(m) => write!(f, "{m}"),
         }
     }
 }
@@ -357,6 +361,7 @@ impl crate::txn::Refusal for SwitchError {
             SwitchError::Conflict { .. } => 412,
             SwitchError::Invalid(_) => 400,
             SwitchError::Persist(_) => 500,
+            SwitchError::StoreUnavailable(_) => 503,
         }
     }
 }

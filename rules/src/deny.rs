@@ -55,6 +55,9 @@ pub enum DenyCode {
     InvalidRules,
     /// `If-Match` names a state version that is no longer current (control endpoint).
     PreconditionFailed,
+    /// The fleet store (Redis) is unreachable and the control change would open something
+    /// (restore a channel, maintenance off, lift a block, a flag): refused until it is back.
+    StoreUnavailable,
     /// A bug or an unexpected failure inside the gateway; fail closed.
     Internal,
 }
@@ -86,6 +89,7 @@ impl DenyCode {
             Self::Conflict => "conflict",
             Self::InvalidRules => "invalid_rules",
             Self::PreconditionFailed => "precondition_failed",
+            Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -108,7 +112,7 @@ impl DenyCode {
             Self::Internal => 500,
             Self::NotImplemented => 501,
             Self::ResponseBlocked | Self::UpstreamUnavailable => 502,
-            Self::Maintenance | Self::ChannelDisabled => 503,
+            Self::Maintenance | Self::ChannelDisabled | Self::StoreUnavailable => 503,
             Self::UpstreamTimeout => 504,
         }
     }
@@ -138,6 +142,7 @@ impl DenyCode {
             Self::NotImplemented => "Not implemented",
             Self::Conflict => "Conflict with the current state",
             Self::InvalidRules => "Rule files failed validation",
+            Self::StoreUnavailable => "The fleet store is unavailable",
             Self::PreconditionFailed => "State changed since you read it",
             Self::Internal => "Internal error",
         }
@@ -280,6 +285,7 @@ mod tests {
             (DenyCode::ResponseBlocked, 502, "response_blocked"),
             (DenyCode::UpstreamUnavailable, 502, "upstream_unavailable"),
             (DenyCode::UpstreamTimeout, 504, "upstream_timeout"),
+            (DenyCode::StoreUnavailable, 503, "store_unavailable"),
         ] {
             assert_eq!(code.status(), status);
             assert_eq!(code.as_str(), s);

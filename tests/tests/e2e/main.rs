@@ -11,6 +11,7 @@ mod cli;
 mod control;
 mod demo;
 mod events;
+mod fleet;
 mod framing;
 mod identity;
 mod lifecycle;

@@ -1,0 +1,685 @@
+//! Fleet mode (issue 17): maintenance, channel switches, flags, session revocations and subject
+//! blocks shared by every instance through Redis (or Valkey), behind the same control-plane
+//! transaction as a single instance ([`crate::txn::transact`]).
+//!
+//! The store is an append-only list of changes, `portcullis:{id}:ops`, each one JSON object
+//! `{"action", "target", "new"}`: exactly what an `ok` audit record says the state becomes, so
+//! it is parsed and applied by the one [`Op::from_record`] / [`crate::txn::State::apply`]. Every
+//! change is absolute for its target (`channel:x` becomes this entry), so the list, folded to the
+//! last change per target, *is* the fleet state, and two instances appending at once never lose
+//! each other's change (Redis orders them). `portcullis:{id}:epoch` names the list's
+//! incarnation: a store restarted empty has none (or another), and every instance then
+//! republishes what it holds closed before it adopts the new list, so nothing reopens.
+//!
+//! - A commit: the local transaction (the audit record is the local write-ahead log, the state
+//!   files keep the last known fleet state for a start with Redis down), then one `EVAL` that
+//!   appends to the list if the epoch is the one this instance follows and `PUBLISH`es the new
+//!   length on `portcullis:{id}:changes`. The control API answers after that acknowledgement.
+//! - Every instance subscribes to the channel and re-reads on a message; the read (epoch and
+//!   length) also runs every [`POLL`] as the backstop. Changes past its position are folded and
+//!   those that differ from its state are applied through the transaction, audited with the
+//!   actor `fleet`. The request path never talks to Redis.
+//! - Store unreachable: a change that closes is applied and persisted locally at once, answered
+//!   with a warning, kept in `fleet-pending.json` and published when the store returns (before
+//!   anything is read from it); a change that opens is refused with 503 before anything changes.
+//!   The state in force stays the last known one.
+//! - Values are validated on read: an entry that is not a known change of a fleet-shared target
+//!   is skipped and logged; a wrong-typed key is an unreachable store. Nothing panics on them.
+
+use crate::audit::AuditAction;
+use crate::sessions::{check_id, SessionOp};
+use crate::state::Shared;
+use crate::switches::SwitchOp;
+use crate::txn::{transact, Meta, Op, Plan, Refused, TxError};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// The backstop: how often an instance checks the store's version without a notification.
+pub const POLL: Duration = Duration::from_millis(500);
+/// The budget of one round trip to the store (connect, read, write); past it the store counts as
+/// unreachable for that call.
+pub const BUDGET: Duration = Duration::from_millis(500);
+/// The largest list entry read; a longer one is a tampered value and skipped.
+const MAX_ENTRY: usize = 64 * 1024;
+/// The changes not yet published, in `state_dir`.
+pub const PENDING_FILE: &str = "fleet-pending.json";
+/// The epoch of the list this instance last followed, in `state_dir`: after a restart, a store
+/// that lost its state is recognised (and republished to) even if this instance never saw it.
+pub const EPOCH_FILE: &str = "fleet-epoch";
+
+/// Appends `ARGV[2]` to the list if the epoch is `ARGV[1]`, then announces the new length.
+const PUSH: &str = "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end \
+local n = redis.call('RPUSH', KEYS[1], ARGV[2]) redis.call('PUBLISH', KEYS[3], n) return n";
+
+/// The password of the fleet store: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `fleet:` in gateway.yaml, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// `redis://[user[:password]@]host:port[/db]` (the password is better given apart).
+    url: String,
+    /// Where to connect, for logs (no credentials).
+    pub endpoint: String,
+    /// The fleet id: every key is `portcullis:{id}:…`.
+    pub id: String,
+    password: Option<Secret>,
+}
+
+impl FleetConfig {
+    /// Validates the `fleet:` section; `Err((field, why))`.
+    pub fn from_parts(
+        url: &str,
+        id: &str,
+        password_env: Option<&str>,
+        password_file: Option<PathBuf>,
+    ) -> Result<FleetConfig, (&'static str, String)> {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(("id", "must be 1 to 64 of A-Z a-z 0-9 - _".into()));
+        }
+        if url.starts_with("rediss://") {
+            return Err((
+                "redis_url",
+                "rediss:// (TLS) is not built into this release: reach Redis over a local TLS tunnel (stunnel, a sidecar) with redis://".into(),
+            ));
+        }
+        if !url.starts_with("redis://") {
+            return Err(("redis_url", "must start with redis:// (standalone Redis or Valkey)".into()));
+        }
+        let info: redis::ConnectionInfo =
+            url.parse().map_err(|e: redis::RedisError| ("redis_url", format!("not a Redis URL: {}", e.category())))?;
+        let endpoint = match &info.addr {
+            redis::ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
+            _ => return Err(("redis_url", "must name a TCP host and port".into())),
+        };
+        let password = match (password_env, password_file) {
+            (Some(_), Some(_)) => return Err(("password_env", "give password_env or password_file, not both".into())),
+            (Some(var), None) => Some(
+                std::env::var(var)
+                    .map_err(|_| ("password_env", format!("the environment variable {var} is not set")))?,
+            ),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| ("password_file", format!("cannot read {}: {e}", path.display())))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        Ok(FleetConfig { url: url.to_string(), endpoint, id: id.to_string(), password: password.map(Secret) })
+    }
+}
+
+struct Keys {
+    ops: String,
+    epoch: String,
+    changes: String,
+}
+
+/// Where this instance is in the fleet's list.
+#[derive(Default)]
+struct Cursor {
+    epoch: Option<String>,
+    at: u64,
+}
+
+/// The fleet store client of one instance.
+pub struct Fleet {
+    client: redis::Client,
+    keys: Keys,
+    endpoint: String,
+    conn: Mutex<Option<redis::Connection>>,
+    /// Held across a whole commit (local transaction + publish) and a whole sync, so a sync never
+    /// applies an older fleet change over a local one not yet published.
+    cursor: Mutex<Cursor>,
+    up: AtomicBool,
+    pending: Mutex<Vec<Value>>,
+    pending_path: PathBuf,
+}
+
+/// What became of a committed change, for the control API's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// The fleet store acknowledged it.
+    Fleet,
+    /// Applied on this instance only; published when the store returns.
+    Pending(String),
+}
+
+impl Published {
+    /// The answer's `fleet` member.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Published::Fleet => json!({ "published": true }),
+            Published::Pending(w) => json!({ "published": false, "warning": w }),
+        }
+    }
+}
+
+/// True when the change opens something (restores a channel, ends maintenance, lifts a
+/// revocation or block) or is a flag: such a change needs the fleet store and is refused while
+/// it is unreachable. Closing changes never wait for it.
+pub fn needs_store(op: &Op) -> bool {
+    match op {
+        Op::Switch(SwitchOp::Maintenance(m)) => !m.enabled,
+        Op::Switch(SwitchOp::Channel(_, t)) => t.enabled,
+        Op::Switch(SwitchOp::Flag(..)) => true,
+        Op::Session(SessionOp::Session(_, r) | SessionOp::Subject(_, r)) => r.is_none(),
+        Op::QuotaReset(_) => false,
+    }
+}
+
+/// The audit action of a fleet-shared op (`None`: not shared, e.g. a quota reset).
+fn action_of(op: &Op) -> Option<AuditAction> {
+    Some(match op {
+        Op::Switch(SwitchOp::Maintenance(_)) => AuditAction::MaintenanceSet,
+        Op::Switch(SwitchOp::Channel(..)) => AuditAction::ChannelSet,
+        Op::Switch(SwitchOp::Flag(..)) => AuditAction::FlagSet,
+        Op::Session(SessionOp::Session(_, Some(_))) => AuditAction::SessionRevoke,
+        Op::Session(SessionOp::Session(_, None)) => AuditAction::SessionRestore,
+        Op::Session(SessionOp::Subject(..)) => AuditAction::SubjectBlock,
+        Op::QuotaReset(_) => return None,
+    })
+}
+
+/// The list entry of an op.
+pub fn entry_of(op: &Op) -> Option<Value> {
+    let action = action_of(op)?;
+    Some(json!({ "action": action.as_str(), "target": op.target(), "new": op.new_value() }))
+}
+
+/// Validates a list entry read from the store: a fleet-shared change this version knows, with a
+/// valid id. Anything else (tampered, truncated, from a newer version) is `None`.
+pub fn parse_entry(raw: &[u8]) -> Option<(AuditAction, Op)> {
+    if raw.len() > MAX_ENTRY {
+        return None;
+    }
+    let mut v: Value = serde_json::from_slice(raw).ok()?;
+    v.as_object_mut()?.insert("outcome".into(), json!("ok"));
+    let op = Op::from_record(&v)?;
+    if let Op::Session(SessionOp::Session(id, _) | SessionOp::Subject(id, _)) = &op {
+        check_id(id).ok()?;
+    }
+    let action = action_of(&op)?;
+    (AuditAction::parse(v.get("action")?.as_str()?)? == action).then_some((action, op))
+}
+
+/// The last change per target, in first-seen order of the targets.
+pub fn fold(entries: &[Vec<u8>]) -> Vec<(AuditAction, Op)> {
+    let mut last: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out: Vec<(AuditAction, Op)> = Vec::new();
+    for raw in entries {
+        match parse_entry(raw) {
+            Some((a, op)) => match last.get(&op.target()) {
+                Some(&i) => out[i] = (a, op),
+                None => {
+                    last.insert(op.target(), out.len());
+                    out.push((a, op));
+                }
+            },
+            None => tracing::error!(
+                bytes = raw.len(),
+                "fleet store: an entry that is not a valid change was skipped (tampered or from a newer version); the state in force is kept"
+            ),
+        }
+    }
+    out
+}
+
+/// The current value of a fleet-shared target on this instance (what its op's `new` would be).
+fn current(sh: &Shared, target: &str) -> Value {
+    let to =
+        |v: Option<&crate::switches::Toggle>| v.map_or(Value::Null, |t| serde_json::to_value(t).unwrap_or_default());
+    let snap = sh.switches.snapshot();
+    if target == "maintenance" {
+        return serde_json::to_value(&snap.maintenance).unwrap_or_default();
+    }
+    if let Some(n) = target.strip_prefix("channel:") {
+        return to(snap.channels.get(n));
+    }
+    if let Some(n) = target.strip_prefix("flag:") {
+        return to(snap.flags.get(n));
+    }
+    let s = sh.sessions.snapshot();
+    let r = |v: Option<&crate::sessions::Revocation>| v.map_or(Value::Null, |r| json!(r));
+    if let Some(id) = target.strip_prefix("session:") {
+        return r(s.revoked.get(id));
+    }
+    target.strip_prefix("subject:").map_or(Value::Null, |id| r(s.blocked.get(id)))
+}
+
+/// What this instance holds closed (and its flags): republished to a store that lost its state.
+fn closed_state(sh: &Shared) -> Vec<Op> {
+    let snap = sh.switches.snapshot();
+    let mut ops = Vec::new();
+    if snap.maintenance.enabled {
+        ops.push(Op::Switch(SwitchOp::Maintenance(snap.maintenance.clone())));
+    }
+    for (n, t) in &snap.channels {
+        if !t.enabled {
+            ops.push(Op::Switch(SwitchOp::Channel(n.clone(), t.clone())));
+        }
+    }
+    for (n, t) in &snap.flags {
+        if t.set_by.is_some() {
+            ops.push(Op::Switch(SwitchOp::Flag(n.clone(), t.clone())));
+        }
+    }
+    let s = sh.sessions.snapshot();
+    for (id, r) in &s.revoked {
+        ops.push(Op::Session(SessionOp::Session(id.clone(), Some(r.clone()))));
+    }
+    for (id, r) in &s.blocked {
+        ops.push(Op::Session(SessionOp::Subject(id.clone(), Some(r.clone()))));
+    }
+    ops
+}
+
+impl Fleet {
+    /// A client for `cfg` (no connection yet); `state_dir` keeps the changes not yet published.
+    pub fn new(cfg: &FleetConfig, state_dir: &Path) -> Result<Fleet, String> {
+        let mut info: redis::ConnectionInfo =
+            cfg.url.parse().map_err(|e: redis::RedisError| format!("fleet.redis_url: {}", e.category()))?;
+        if let Some(p) = &cfg.password {
+            info.redis.password = Some(p.0.clone());
+        }
+        let client = redis::Client::open(info).map_err(|e| format!("fleet.redis_url: {}", e.category()))?;
+        let pending_path = state_dir.join(PENDING_FILE);
+        let pending = match std::fs::read(&pending_path) {
+            Ok(b) => serde_json::from_slice::<Vec<Value>>(&b)
+                .map_err(|e| format!("{} is corrupt: {e}", pending_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", pending_path.display())),
+        };
+        let epoch = std::fs::read_to_string(state_dir.join(EPOCH_FILE))
+            .ok()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty() && e.len() <= 64);
+        let p = |k: &str| format!("portcullis:{}:{k}", cfg.id);
+        Ok(Fleet {
+            client,
+            keys: Keys { ops: p("ops"), epoch: p("epoch"), changes: p("changes") },
+            endpoint: cfg.endpoint.clone(),
+            conn: Mutex::new(None),
+            cursor: Mutex::new(Cursor { epoch, at: 0 }),
+            up: AtomicBool::new(false),
+            pending: Mutex::new(pending),
+            pending_path,
+        })
+    }
+
+    /// True when the last round trip to the store succeeded.
+    pub fn up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// For `GET /v1/switches`: the fleet's id-less status.
+    pub fn view(&self) -> Value {
+        let c = self.cursor.try_lock().map(|c| c.at);
+        json!({ "store": self.endpoint, "connected": self.up(), "pending": self.pending.lock().len(), "position": c })
+    }
+
+    /// `portcullis_fleet_connected` and `portcullis_fleet_pending_changes`.
+    pub fn render_metrics(&self, out: &mut String) {
+        out.push_str("# HELP portcullis_fleet_connected 1 when the last round trip to the fleet store succeeded.\n# TYPE portcullis_fleet_connected gauge\n");
+        out.push_str(&format!("portcullis_fleet_connected {}\n", u8::from(self.up())));
+        out.push_str("# HELP portcullis_fleet_pending_changes Changes applied on this instance, not yet published to the fleet.\n# TYPE portcullis_fleet_pending_changes gauge\n");
+        out.push_str(&format!("portcullis_fleet_pending_changes {}\n", self.pending.lock().len()));
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let c = self.client.get_connection_with_timeout(BUDGET)?;
+        c.set_read_timeout(Some(BUDGET))?;
+        c.set_write_timeout(Some(BUDGET))?;
+        Ok(c)
+    }
+
+    /// One round trip on the command connection (reconnecting once if it was dropped).
+    fn cmd<T>(&self, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, String> {
+        let mut guard = self.conn.lock();
+        let r = (|| {
+            if guard.is_none() {
+                *guard = Some(self.connect()?);
+            }
+            match guard.as_mut() {
+                Some(c) => f(c),
+                None => Err(redis::RedisError::from((redis::ErrorKind::IoError, "no connection"))),
+            }
+        })();
+        match r {
+            Ok(v) => {
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!(store = %self.endpoint, "fleet store reachable");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                *guard = None;
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::error!(store = %self.endpoint, error = %e, "fleet store unreachable: the last known state stays in force; closing changes are applied locally, opening ones refused");
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn push(&self, epoch: &str, entry: &Value) -> Result<i64, String> {
+        let text = entry.to_string();
+        self.cmd(|c| {
+            redis::cmd("EVAL")
+                .arg(PUSH)
+                .arg(3)
+                .arg(&self.keys.ops)
+                .arg(&self.keys.epoch)
+                .arg(&self.keys.changes)
+                .arg(epoch)
+                .arg(&text)
+                .query::<i64>(c)
+        })
+    }
+
+    fn save_pending(&self, pending: &[Value]) {
+        let r = if pending.is_empty() {
+            match std::fs::remove_file(&self.pending_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        } else {
+            let dir = self.pending_path.parent().unwrap_or(Path::new("."));
+            crate::durable::write_durably(dir, PENDING_FILE, Value::from(pending.to_vec()).to_string().as_bytes())
+                .map_err(|(e, _)| e)
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot write the fleet's pending changes (they stay in memory)");
+        }
+    }
+
+    /// Refuses (503) an opening change while the store does not answer (checked live).
+    pub fn admit(&self, op: &Op) -> Result<(), String> {
+        if !needs_store(op) {
+            return Ok(());
+        }
+        self.cmd(|c| redis::cmd("PING").query::<String>(c)).map(drop).map_err(|_| {
+            "the fleet store is unreachable: a change that opens (or a flag) is refused until it is back, so no instance opens alone; closing changes still apply".to_string()
+        })
+    }
+
+    /// Runs a local commit (`local` returns its outcome and, when it committed a fleet-shared
+    /// change, the list entry) and publishes the entry, as one step against the sync.
+    pub fn commit<T>(&self, local: impl FnOnce() -> (T, Option<Value>)) -> (T, Option<Published>) {
+        let mut cur = self.cursor.lock();
+        let (out, entry) = local();
+        let Some(entry) = entry else { return (out, None) };
+        let published = match cur.epoch.clone() {
+            Some(epoch) => match self.push(&epoch, &entry) {
+                Ok(n) if n > 0 => {
+                    // Our own change is in force already: skip past it if nothing came between.
+                    if u64::try_from(n).is_ok_and(|n| n == cur.at + 1) {
+                        cur.at += 1;
+                    }
+                    Ok(())
+                }
+                Ok(_) => Err("the fleet store was reset; republished once this instance resyncs".to_string()),
+                Err(e) => Err(e),
+            },
+            None => Err("the fleet store has not been reached yet".to_string()),
+        };
+        drop(cur);
+        match published {
+            Ok(()) => (out, Some(Published::Fleet)),
+            Err(e) => {
+                tracing::warn!(change = ?entry.get("target"), error = %e, "change applied on this instance only; published when the fleet store returns");
+                let mut p = self.pending.lock();
+                p.push(entry);
+                self.save_pending(&p);
+                (out, Some(Published::Pending(
+                    "applied on this instance only: the fleet store is unreachable; it is published to the fleet when the store returns".into(),
+                )))
+            }
+        }
+    }
+
+    /// One sync: adopt a new (or reset) store, publish what is pending, apply what others
+    /// committed. `Err` when the store did not answer (nothing local changes).
+    pub fn sync(&self, sh: &Shared) -> Result<usize, String> {
+        let mut cur = self.cursor.lock();
+        let (epoch, len): (Option<String>, u64) =
+            self.cmd(|c| redis::pipe().get(&self.keys.epoch).llen(&self.keys.ops).query(c))?;
+        if epoch.is_none() || epoch != cur.epoch || len < cur.at {
+            let lost = epoch.is_none() || cur.epoch.is_some();
+            let fresh = format!("{:016x}", rand::random::<u64>());
+            let (_, epoch): (bool, String) =
+                self.cmd(|c| redis::pipe().set_nx(&self.keys.epoch, &fresh).get(&self.keys.epoch).query(c))?;
+            if lost {
+                tracing::warn!(store = %self.endpoint, "the fleet store holds no state this instance knows (new, or restarted empty): republishing what this instance holds closed");
+                for op in closed_state(sh) {
+                    if let Some(e) = entry_of(&op) {
+                        self.push(&epoch, &e)?;
+                    }
+                }
+            }
+            let dir = self.pending_path.parent().unwrap_or(Path::new("."));
+            if let Err((e, _)) = crate::durable::write_durably(dir, EPOCH_FILE, epoch.as_bytes()) {
+                tracing::error!(error = %e, "cannot write the fleet epoch file");
+            }
+            cur.epoch = Some(epoch);
+            cur.at = 0;
+        }
+        let Some(epoch) = cur.epoch.clone() else { return Ok(0) };
+        // What was applied here during an outage goes first: nothing read below can undo it.
+        let pending: Vec<Value> = self.pending.lock().clone();
+        if !pending.is_empty() {
+            for e in &pending {
+                if self.push(&epoch, e)? < 0 {
+                    return Err("the fleet store's epoch changed".into());
+                }
+            }
+            tracing::info!(changes = pending.len(), "published the changes applied during the fleet store outage");
+            let mut p = self.pending.lock();
+            let n = pending.len().min(p.len());
+            p.drain(..n);
+            self.save_pending(&p);
+        }
+        let at = cur.at;
+        let entries: Vec<Vec<u8>> =
+            self.cmd(|c| redis::cmd("LRANGE").arg(&self.keys.ops).arg(at).arg(-1).query::<Vec<Vec<u8>>>(c))?;
+        let mut applied = 0;
+        for (action, op) in fold(&entries) {
+            let target = op.target();
+            let old = current(sh, &target);
+            if old == op.new_value() {
+                continue;
+            }
+            let meta = Meta { actor: Some("fleet"), role: None, source_ip: None, request_id: "fleet", status: 0 };
+            let r = transact(&*sh.audit, sh.state(), meta, &target, Value::Null, action, || {
+                Ok::<_, Refused>(Plan { action, op, old, reason: Some("applied from the fleet store".into()) })
+            });
+            match r {
+                Ok(c) => {
+                    applied += 1;
+                    tracing::info!(change = %target, version = c.version, "applied a change from the fleet store");
+                    let rules = sh.rules.current().snapshot.version.clone();
+                    sh.events.emit(crate::control::switch_changed_event(&c.change(), "fleet", &rules));
+                }
+                Err(TxError::Store(e)) => {
+                    tracing::error!(error = %e, change = %target, "cannot apply a fleet change: the audit log refused it; retried");
+                    return Err(e.to_string());
+                }
+                Err(TxError::Refused(_)) => {}
+            }
+        }
+        cur.at = at + entries.len() as u64;
+        Ok(applied)
+    }
+
+    /// Starts the fleet thread: subscribes to the change channel, syncs on every message and at
+    /// least every [`POLL`], reconnecting (each attempt within [`BUDGET`]) while the store is down.
+    pub fn start(self: &Arc<Self>, shared: Weak<Shared>) -> std::io::Result<()> {
+        let me = self.clone();
+        std::thread::Builder::new().name("fleet".into()).spawn(move || me.run(&shared)).map(drop)
+    }
+
+    /// One sync; false once the gateway is gone.
+    fn tick(&self, shared: &Weak<Shared>) -> bool {
+        let Some(sh) = shared.upgrade() else { return false };
+        if let Err(e) = self.sync(&sh) {
+            tracing::debug!(error = %e, "fleet sync failed");
+        }
+        true
+    }
+
+    fn run(&self, shared: &Weak<Shared>) {
+        loop {
+            // The subscriber: a message wakes the sync at once; the read timeout is the backstop.
+            if let Ok(mut c) = self.connect() {
+                let mut ps = c.as_pubsub();
+                if ps.set_read_timeout(Some(POLL)).is_ok() && ps.subscribe(&self.keys.changes).is_ok() {
+                    loop {
+                        if !self.tick(shared) {
+                            return;
+                        }
+                        match ps.get_message() {
+                            Ok(_) => {}
+                            Err(e) if e.is_timeout() => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if !self.tick(shared) {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// Runs one control-plane transaction and, in fleet mode, publishes what it committed (a quota
+/// reset stays per instance). `None` for the second member without a fleet.
+pub fn run<E>(
+    fleet: Option<&Fleet>,
+    action: AuditAction,
+    tx: impl FnOnce() -> Result<crate::txn::Committed, E>,
+) -> (Result<crate::txn::Committed, E>, Option<Published>) {
+    let Some(f) = fleet else { return (tx(), None) };
+    f.commit(|| {
+        let r = tx();
+        let entry = match &r {
+            Ok(c) if action != AuditAction::QuotaReset => {
+                Some(json!({ "action": action.as_str(), "target": c.target, "new": c.new }))
+            }
+            _ => None,
+        };
+        (r, entry)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_validated_and_the_password_never_printed() {
+        let c = FleetConfig::from_parts("redis://u:pw@127.0.0.1:6390/2", "prod-1", None, None).unwrap();
+        assert_eq!((c.endpoint.as_str(), c.id.as_str()), ("127.0.0.1:6390", "prod-1"));
+        std::env::set_var("PC_FLEET_TEST_PW", "s3cret");
+        let c = FleetConfig::from_parts("redis://127.0.0.1:6390", "p", Some("PC_FLEET_TEST_PW"), None).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        for (url, id, field) in [
+            ("rediss://127.0.0.1:6390", "p", "redis_url"),
+            ("http://127.0.0.1:6390", "p", "redis_url"),
+            ("redis://127.0.0.1:6390", "", "id"),
+            ("redis://127.0.0.1:6390", "a b", "id"),
+            ("redis://127.0.0.1:6390", "a:b", "id"),
+            ("redis://127.0.0.1:6390", &"x".repeat(65), "id"),
+        ] {
+            assert_eq!(FleetConfig::from_parts(url, id, None, None).unwrap_err().0, field, "{url} {id}");
+        }
+        assert_eq!(
+            FleetConfig::from_parts("redis://127.0.0.1:1", "p", Some("PC_FLEET_TEST_UNSET_VAR"), None).unwrap_err().0,
+            "password_env"
+        );
+    }
+
+    #[test]
+    fn entries_round_trip_and_tampered_ones_are_refused() {
+        let op = Op::Switch(SwitchOp::Channel(
+            "sms".into(),
+            crate::switches::Toggle { enabled: false, ..Default::default() },
+        ));
+        let e = entry_of(&op).unwrap().to_string();
+        assert_eq!(parse_entry(e.as_bytes()), Some((AuditAction::ChannelSet, op.clone())));
+        assert_eq!(entry_of(&Op::QuotaReset("t".into())), None, "quota resets stay per instance");
+        for bad in [
+            &b"garbage"[..],
+            b"",
+            b"[]",
+            b"null",
+            br#"{"action":"switch.channel.set","target":"channel:sms","new":{"enabled":"no"}}"#,
+            br#"{"action":"quota.reset","target":"quota:t","new":{"reset":true}}"#,
+            br#"{"action":"rules.reload","target":"channel:sms","new":{}}"#,
+            br#"{"action":"flag.set","target":"channel:sms","new":{"enabled":true}}"#,
+            br#"{"action":"session.revoke","target":"session:","new":{"at":1,"until":2,"actor":"x"}}"#,
+            br#"{"action":"nuke","target":"maintenance","new":{}}"#,
+            br#"{"action":"switch.channel.set","target":"flag:firewall","new":{"enabled":false}}"#,
+            br#"{"action":"switch.maintenance.expire","target":"maintenance","new":{"enabled":false}}"#,
+            br#"{"action":"session.revoke","target":"session:a\u0000b","new":{"at":1,"until":2,"actor":"x"}}"#,
+            br#"{"action":"subject.block","target":"maintenance","new":null}"#,
+        ] {
+            assert_eq!(parse_entry(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_entry(format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_ENTRY)).as_bytes()), None);
+    }
+
+    #[test]
+    fn fold_keeps_the_last_change_per_target_and_skips_garbage() {
+        let ch = |n: &str, on: bool| {
+            entry_of(&Op::Switch(SwitchOp::Channel(
+                n.into(),
+                crate::switches::Toggle { enabled: on, ..Default::default() },
+            )))
+            .unwrap()
+            .to_string()
+            .into_bytes()
+        };
+        let f = fold(&[ch("a", false), b"{oops".to_vec(), ch("b", false), ch("a", true), ch("a", false)]);
+        assert_eq!(f.len(), 2);
+        assert!(matches!(&f[0].1, Op::Switch(SwitchOp::Channel(n, t)) if n == "a" && !t.enabled));
+        assert!(matches!(&f[1].1, Op::Switch(SwitchOp::Channel(n, t)) if n == "b" && !t.enabled));
+    }
+
+    #[test]
+    fn opening_changes_need_the_store_and_closing_ones_do_not() {
+        use crate::sessions::Revocation;
+        use crate::switches::{Maintenance, Toggle};
+        let t = |on: bool| Toggle { enabled: on, ..Default::default() };
+        let r = Revocation { at: 1, until: 2, actor: "x".into(), reason: None };
+        let m = |on: bool| Maintenance { enabled: on, ..Default::default() };
+        for (op, needs) in [
+            (Op::Switch(SwitchOp::Channel("a".into(), t(false))), false),
+            (Op::Switch(SwitchOp::Channel("a".into(), t(true))), true),
+            (Op::Switch(SwitchOp::Maintenance(m(true))), false),
+            (Op::Switch(SwitchOp::Maintenance(m(false))), true),
+            (Op::Switch(SwitchOp::Flag("x".into(), t(false))), true),
+            (Op::Session(SessionOp::Session("s".into(), Some(r.clone()))), false),
+            (Op::Session(SessionOp::Session("s".into(), None)), true),
+            (Op::Session(SessionOp::Subject("u".into(), Some(r))), false),
+            (Op::Session(SessionOp::Subject("u".into(), None)), true),
+        ] {
+            assert_eq!(needs_store(&op), needs, "{op:?}");
+        }
+    }
+}
