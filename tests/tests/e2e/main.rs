@@ -9,6 +9,7 @@ mod audit_cli;
 mod canon_wire;
 mod cli;
 mod control;
+mod deadlines;
 mod demo;
 mod events;
 mod framing;
