@@ -178,9 +178,23 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         pools = cfg.pools.len(),
         "listening"
     );
+    // Serving (an upgraded process has the sockets by now): the PID file names this process,
+    // for `portcullis run --daemon` and the service manager (systemd `PIDFile=`), which then
+    // follows the new process across a graceful upgrade.
+    if let Err(e) = write_pid_file(&cfg.server.pid_file) {
+        tracing::warn!(pid_file = %cfg.server.pid_file, error = %e, "cannot write the PID file");
+    }
     server.run(RunArgs::default());
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes this process's id to `path` atomically (a reader never sees a partial file).
+fn write_pid_file(path: &str) -> std::io::Result<()> {
+    let path = std::path::Path::new(path);
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Binds a listener now and returns its real address (the key Pingora looks fds up by) and fd.

@@ -11,6 +11,7 @@ mod cli;
 mod control;
 mod deadlines;
 mod demo;
+mod deploy;
 mod events;
 mod framing;
 mod identity;
