@@ -453,9 +453,13 @@ fn the_kubernetes_manifests_are_hardened_and_their_config_and_rules_start_the_ga
     validate[1] = "validate".into();
     let status = spawn_as(uid, &validate, &env, &out).wait().unwrap();
     assert!(status.success(), "validate: {}", out.lock().unwrap().join("\n"));
-    let child = spawn_as(uid, &argv, &env, &out);
+    let mut child = spawn_as(uid, &argv, &env, &out);
     let _reaper = Reaper(vec![child.id()]);
     let (proxy, control) = listening(&out, 0);
     serves(proxy, control, &up, "/api/k8s");
     assert!(root.at("/var/lib/portcullis/events").is_dir());
+    // The kubelet stops a pod with SIGTERM: a clean exit.
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM: clean exit, got {status}");
 }
