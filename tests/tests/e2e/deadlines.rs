@@ -139,3 +139,31 @@ fn trickling_and_stalled_bodies_are_cut_at_the_deadline_and_the_upstream_connect
     let last = up.last().unwrap();
     assert_eq!((last.path.as_str(), last.body.len()), ("/ok", 2000));
 }
+
+/// Connections that never send a byte (documented in configuration.md, `limits`): closed
+/// silently after `header_timeout_ms` (1 s here), no upstream connection; between requests on a
+/// keep-alive connection, after `keepalive_timeout_seconds` (1 s here), also silently.
+#[test]
+fn idle_connections_are_closed_silently_at_their_deadline() {
+    let up = Upstream::start("app");
+    let gw = Cfg::new(&[up.addr()]).start();
+    let conns: Vec<_> = (0..3).map(|_| portcullis_tests::RawConn::connect(gw.proxy_addr())).collect();
+    let t = Instant::now();
+    for mut c in conns {
+        assert!(c.wait_closed(Duration::from_secs(4)), "an idle connection is closed");
+        assert!(c.buffered().is_empty(), "silently: {:?}", String::from_utf8_lossy(c.buffered()));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert!((0.8..3.5).contains(&secs), "closed after {secs:.1}s (header_timeout_ms 1000)");
+    assert_eq!(up.heads(), 0, "nothing reached the upstream");
+
+    // After one request, the keep-alive allowance.
+    let gw = Cfg::new(&[up.addr()]);
+    let gw = Cfg { limits: format!("{}  keepalive_timeout_seconds: 1\n", gw.limits), ..gw }.start();
+    let mut c = portcullis_tests::RawConn::connect(gw.proxy_addr());
+    c.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(c.read_response(Duration::from_secs(3)).expect("a response").status, 200);
+    let t = Instant::now();
+    assert!(c.wait_closed(Duration::from_secs(4)), "an idle keep-alive connection is closed");
+    assert!(t.elapsed() < Duration::from_secs(3), "after {:?}", t.elapsed());
+}
