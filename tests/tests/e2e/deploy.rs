@@ -22,8 +22,19 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// Root, with `setpriv` to drop to another uid (CI runs as root).
 fn is_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+        && Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// The binary at `dest` (a hard link when possible: it is large), executable by everyone.
+fn install_bin(dest: &Path) {
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    if std::fs::hard_link(BIN, dest).is_err() {
+        std::fs::copy(BIN, dest).unwrap();
+    }
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -94,10 +105,7 @@ impl Root {
         }
         std::fs::write(&path, edited).unwrap();
         // The binary, where the artifact puts it.
-        let bin = self.at("/usr/local/bin/portcullis");
-        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
-        std::fs::copy(BIN, &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        install_bin(&self.at("/usr/local/bin/portcullis"));
     }
 }
 
@@ -214,7 +222,7 @@ fn parse_dockerfile(text: &str) -> Image {
 #[test]
 fn the_image_starts_as_shipped_as_a_non_root_uid_that_can_write_only_its_state_dir() {
     if !is_root() {
-        eprintln!("skipped: needs root to run the gateway as another uid");
+        eprintln!("skipped: needs root and setpriv to run the gateway as another uid");
         return;
     }
     let image = parse_dockerfile(&std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap());
@@ -262,7 +270,7 @@ fn unit_lines(text: &str) -> Vec<(String, String)> {
 #[test]
 fn the_systemd_unit_starts_daemonized_and_a_reload_hands_over_to_the_process_its_pidfile_names() {
     if !is_root() {
-        eprintln!("skipped: needs root to run the gateway as another uid");
+        eprintln!("skipped: needs root and setpriv to run the gateway as another uid");
         return;
     }
     let text = std::fs::read_to_string(repo().join("deploy/portcullis.service")).unwrap();
@@ -431,7 +439,7 @@ fn the_kubernetes_manifests_are_hardened_and_their_config_and_rules_start_the_ga
     std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
     std::fs::write(&conf, gw).unwrap();
     if !is_root() {
-        eprintln!("skipped the start: needs root to run the gateway as another uid");
+        eprintln!("skipped the start: needs root and setpriv to run the gateway as another uid");
         return;
     }
     let uid: u32 = deployment.lines().find_map(|l| l.trim().strip_prefix("runAsUser: ")).unwrap().parse().unwrap();
@@ -444,9 +452,8 @@ fn the_kubernetes_manifests_are_hardened_and_their_config_and_rules_start_the_ga
     // fsGroup makes the emptyDir the pod's.
     mkdir(&root.at("/var/lib/portcullis"), 0o750, Some(uid));
     mkdir(&root.at("/tmp"), 0o1777, None);
+    install_bin(&root.at("/usr/local/bin/portcullis"));
     let mut argv = vec![root.at("/usr/local/bin/portcullis").display().to_string()];
-    std::fs::create_dir_all(root.at("/usr/local/bin")).unwrap();
-    std::fs::copy(BIN, &argv[0]).unwrap();
     argv.extend(args.iter().map(|a| root.map(a, &abs)));
     let out = Arc::new(Mutex::new(Vec::new()));
     let mut validate = argv.clone();
