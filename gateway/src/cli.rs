@@ -24,6 +24,11 @@ enum Command {
         /// new binary with --upgrade, then send SIGQUIT to the old one).
         #[arg(long)]
         upgrade: bool,
+        /// Start the gateway in the background and exit 0 once it serves (its PID in
+        /// `server.pid_file`), or with its exit code if it fails to start: for service managers
+        /// that follow a PID file (systemd `Type=forking`, `PIDFile=`).
+        #[arg(long)]
+        daemon: bool,
     },
     /// Check the gateway config (and every rule file it names) without running.
     Validate {
@@ -80,6 +85,57 @@ pub fn random_token() -> String {
     format!("pcx_{}", hex::encode(rand::random::<[u8; 32]>()))
 }
 
+/// How long `run --daemon` waits for the gateway to serve (an upgrade waits for the old
+/// process's sockets first).
+const DAEMON_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `run --daemon`: the same binary runs the gateway as a child (its output goes where ours goes:
+/// the journal); we exit 0 once the PID file names that child, i.e. it serves, or with the
+/// child's code if it stops first. No `fork` of a threaded process: a fresh exec.
+fn run_daemon(config: &std::path::Path, upgrade: bool, pid_file: &str) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("portcullis: cannot find its own executable: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run").arg("--config").arg(config).stdin(std::process::Stdio::null());
+    if upgrade {
+        cmd.arg("--upgrade");
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis: cannot start the gateway: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let want = child.id().to_string();
+    let started = std::time::Instant::now();
+    while started.elapsed() < DAEMON_START_TIMEOUT {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                eprintln!("portcullis: the gateway exited before serving: {status}");
+                return ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1).max(1));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        if std::fs::read_to_string(pid_file).is_ok_and(|p| p.trim() == want) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("portcullis: the gateway did not write {pid_file} within {DAEMON_START_TIMEOUT:?}; stopping it");
+    let _ = child.kill();
+    ExitCode::from(1)
+}
+
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -114,7 +170,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Run { config, upgrade } => {
+        Command::Run { config, upgrade, daemon } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(errs) => {
@@ -124,6 +180,9 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            if daemon {
+                return run_daemon(&config, upgrade, &cfg.server.pid_file);
+            }
             crate::logging::init(&cfg.log_level);
             match crate::server::run(cfg, upgrade, Vec::new()) {
                 Ok(()) => ExitCode::SUCCESS,

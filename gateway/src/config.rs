@@ -141,6 +141,9 @@ struct RawServer {
     upstream_keepalive_pool_size: Option<usize>,
 }
 
+/// Default `limits.body_timeout_ms`: the whole request body within 30 s of the request's head.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+
 /// Default `limits.max_response_header_bytes` (64 KiB).
 pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
 /// Largest `limits.max_response_header_bytes` (Pingora refuses heads over 1 MiB anyway).
@@ -155,6 +158,7 @@ struct RawLimits {
     header_timeout_ms: Option<u64>,
     keepalive_timeout_seconds: Option<u64>,
     max_body_bytes: Option<u64>,
+    body_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +206,8 @@ struct RawRoute {
     channel: Option<String>,
     #[serde(default)]
     max_body_bytes: Option<u64>,
+    #[serde(default)]
+    body_timeout_ms: Option<u64>,
     #[serde(default)]
     allow_headers: Vec<String>,
 }
@@ -308,6 +314,10 @@ pub struct Route {
     pub channel: Option<String>,
     /// Body cap in bytes.
     pub max_body_bytes: u64,
+    /// Deadline for the whole request body, from the request's arrival (its head read): a body
+    /// still arriving then is answered `408 request_timeout` (or cut, once a response started),
+    /// and its upstream connection closed. Never later than the pool's `total_timeout`.
+    pub body_timeout: Duration,
     /// Headers stripped by default that this route forwards (lowercase): method-override headers
     /// (applied, see [`portcullis_rules::overrides`]) and names with `_` (or another character
     /// but letters, digits and `-`).
@@ -424,7 +434,7 @@ pub fn load(path: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
         vec![ConfigError { file: file.clone(), line: 0, path: String::new(), message: format!("cannot read: {e}") }]
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse(&file, &text, &base).map(|mut c| {
+    parse_with_env(&file, &text, &base, &|k| std::env::var(k).ok()).map(|mut c| {
         c.path = path.to_path_buf();
         c
     })
@@ -432,8 +442,43 @@ pub fn load(path: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
 
 /// Parses and validates config text; relative paths resolve against `base`.
 pub fn parse(file: &str, text: &str, base: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
+    parse_with_env(file, text, base, &|_| None)
+}
+
+/// Environment variables that override where the gateway writes, so one config file serves
+/// every deployment (the image, the systemd unit, a checkout): `(variable, config key)`. Each
+/// must be an absolute path.
+pub const PATH_OVERRIDES: [(&str, &str); 3] = [
+    ("PORTCULLIS_STATE_DIR", "state_dir"),
+    ("PORTCULLIS_PID_FILE", "server.pid_file"),
+    ("PORTCULLIS_UPGRADE_SOCK", "server.upgrade_sock"),
+];
+
+/// [`parse`], with the [`PATH_OVERRIDES`] read through `env`.
+pub fn parse_with_env(
+    file: &str,
+    text: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GatewayConfig, Vec<ConfigError>> {
     let doc = Doc::parse(file, text)?;
-    let raw: RawGateway = doc.deserialize()?;
+    let mut raw: RawGateway = doc.deserialize()?;
+    let mut errs = Vec::new();
+    for (var, key) in PATH_OVERRIDES {
+        let Some(v) = env(var).filter(|v| !v.is_empty()) else { continue };
+        if !Path::new(&v).is_absolute() {
+            errs.push(doc.error_at(key, format!("{var}=`{v}` overrides it and must be an absolute path")));
+            continue;
+        }
+        match key {
+            "state_dir" => raw.state_dir = Some(v),
+            "server.pid_file" => raw.server.pid_file = Some(v),
+            _ => raw.server.upgrade_sock = Some(v),
+        }
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
     compile(&doc, raw, text, base)
 }
 
@@ -492,6 +537,10 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
     let max_response_header_bytes = raw.limits.max_response_header_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_HEADER_BYTES);
     if !(1024..=MAX_RESPONSE_HEADER_BYTES).contains(&max_response_header_bytes) {
         err("limits.max_response_header_bytes", format!("must be 1024 to {MAX_RESPONSE_HEADER_BYTES}"));
+    }
+    let default_body_timeout = ms(raw.limits.body_timeout_ms, DEFAULT_BODY_TIMEOUT_MS);
+    if default_body_timeout.is_zero() {
+        err("limits.body_timeout_ms", "must be greater than 0".into());
     }
     let header_timeout = ms(raw.limits.header_timeout_ms, 10_000);
     if header_timeout.is_zero() {
@@ -602,6 +651,9 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
                 err(&format!("{p}.channel"), "must be lowercase [a-z0-9_-]".into());
             }
         }
+        if r.body_timeout_ms == Some(0) {
+            err(&format!("{p}.body_timeout_ms"), "must be greater than 0".into());
+        }
         let mut allow_headers: Vec<http::HeaderName> = Vec::new();
         for (j, h) in r.allow_headers.iter().enumerate() {
             let at = format!("{p}.allow_headers[{j}]");
@@ -625,6 +677,7 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
                 pool,
                 channel: r.channel.clone(),
                 max_body_bytes: r.max_body_bytes.unwrap_or(default_body),
+                body_timeout: r.body_timeout_ms.map_or(default_body_timeout, Duration::from_millis),
                 method_override: allow_headers
                     .iter()
                     .filter(|h| portcullis_rules::overrides::is_method_override(h.as_str()))
@@ -839,6 +892,48 @@ routes:
             let errs = parse("g.yaml", &with(bad), Path::new("/")).unwrap_err();
             let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
             assert!(text.iter().any(|t| t.contains("limits.max_response_header_bytes")), "{bad}: {text:?}");
+        }
+    }
+
+    #[test]
+    fn body_timeout_has_a_default_a_global_and_a_per_route_value() {
+        let c = parse("g.yaml", GOOD, Path::new("/")).unwrap();
+        assert_eq!(c.routes.entries()[0].value.body_timeout, Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS));
+        let global = GOOD.replace("upstreams:", "limits:\n  body_timeout_ms: 4000\nupstreams:");
+        let c = parse("g.yaml", &global, Path::new("/")).unwrap();
+        assert_eq!(c.routes.entries()[0].value.body_timeout, Duration::from_secs(4));
+        let c = parse("g.yaml", &format!("{global}    body_timeout_ms: 1500\n"), Path::new("/")).unwrap();
+        assert_eq!(c.routes.entries()[0].value.body_timeout, Duration::from_millis(1500));
+        for bad in [
+            format!("{GOOD}    body_timeout_ms: 0\n"),
+            GOOD.replace("upstreams:", "limits:\n  body_timeout_ms: 0\nupstreams:"),
+        ] {
+            let text: Vec<String> =
+                parse("g.yaml", &bad, Path::new("/")).unwrap_err().iter().map(|e| e.to_string()).collect();
+            assert!(text.iter().any(|t| t.contains("body_timeout_ms: must be greater than 0")), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn paths_can_be_overridden_from_the_environment_absolute_only() {
+        let env = |k: &str| match k {
+            "PORTCULLIS_STATE_DIR" => Some("/var/lib/portcullis".to_string()),
+            "PORTCULLIS_PID_FILE" => Some("/run/portcullis/portcullis.pid".to_string()),
+            "PORTCULLIS_UPGRADE_SOCK" => Some("/run/portcullis/upgrade.sock".to_string()),
+            _ => None,
+        };
+        let c = parse_with_env("g.yaml", GOOD, Path::new("/etc/portcullis"), &env).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/portcullis"));
+        assert_eq!(c.events.dir, PathBuf::from("/var/lib/portcullis/events"));
+        assert_eq!(c.server.pid_file, "/run/portcullis/portcullis.pid");
+        assert_eq!(c.server.upgrade_sock, "/run/portcullis/upgrade.sock");
+        // Unset or empty: the file's values.
+        let c = parse_with_env("g.yaml", GOOD, Path::new("/etc/p"), &|_| Some(String::new())).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/etc/p/var/state"));
+        for var in ["PORTCULLIS_STATE_DIR", "PORTCULLIS_PID_FILE", "PORTCULLIS_UPGRADE_SOCK"] {
+            let rel = |k: &str| (k == var).then(|| "var/state".to_string());
+            let e = parse_with_env("g.yaml", GOOD, Path::new("/"), &rel).unwrap_err();
+            assert!(e[0].to_string().contains(&format!("{var}=`var/state`")), "{}", e[0]);
         }
     }
 

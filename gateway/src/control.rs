@@ -193,8 +193,13 @@ impl ControlApp {
         // The audit log refusing writes blocks every mutation (fail closed): not ready.
         // (`state` already probes the directory the audit log lives in.)
         let audit = self.shared.audit.healthy();
+        // Upstream health is information here, never readiness: readiness is about this
+        // instance. When every backend of a pool is down, every gateway pod sees it at once; a
+        // probe that failed on it would take the whole fleet out of its Service, and the clients'
+        // answers from `502 upstream_unavailable` to connection refused. Upstream health has its
+        // own endpoint (`/v1/upstreams`) and metrics (`portcullis_upstream_healthy`).
         let checks = json!({ "rules": true, "upstreams": upstreams, "state": state, "audit": audit });
-        (upstreams && state && audit, checks)
+        (state && audit, checks)
     }
 
     fn metrics(&self) -> String {
@@ -207,6 +212,11 @@ impl ControlApp {
                 "portcullis_backend_healthy{{pool=\"{pool}\",backend=\"{backend}\"}} {}",
                 u8::from(healthy)
             );
+        }
+        let _ = writeln!(extra, "# HELP portcullis_upstream_healthy 1 when the pool has a healthy backend.");
+        let _ = writeln!(extra, "# TYPE portcullis_upstream_healthy gauge");
+        for (pool, healthy) in self.shared.pool_health() {
+            let _ = writeln!(extra, "portcullis_upstream_healthy{{upstream=\"{pool}\"}} {}", u8::from(healthy));
         }
         let (ready, _) = self.ready();
         let _ = writeln!(extra, "# HELP portcullis_ready 1 when /ready answers 200.");

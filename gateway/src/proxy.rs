@@ -31,9 +31,6 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest a request body read for a check (tenant in a JSON body, webhook signature) may take.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Size of Pingora's retry buffer (`BODY_BUF_LIMIT` in pingora-core), see [`read_body`].
 const RETRY_BUFFER_BYTES: u64 = 64 * 1024;
 
@@ -339,6 +336,7 @@ impl ProxyHttp for Portcullis {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.arm_body_deadline(session, ctx);
         // Maintenance first: every proxied request, whatever it is, unless the team's bypass.
         if let Some(deny) = self.maintenance(session, ctx) {
             return refuse(session, ctx, &deny, deny.reason.to_string()).await;
@@ -389,12 +387,23 @@ impl ProxyHttp for Portcullis {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.body_done |= end_of_stream;
+        // The body's deadline (see `arm_body_deadline`): a trickle that keeps every read under
+        // the read timeout is still cut when the whole body is late; each read waits at most
+        // what is left. (Not after a protocol switch: those bytes are a tunnel, not a body.)
+        if !end_of_stream && !session.was_upgraded() {
+            let left = self.body_time_left(ctx);
+            if left.is_zero() {
+                *body = None;
+                return Err(body_deadline_error(ctx));
+            }
+            session.set_read_timeout(Some(left));
+        }
         if let Some(full) = &ctx.replay_body {
             // Read whole before forwarding (see `read_body`): Pingora hands over its retry buffer
             // (the body's tail) at the end of the body; the upstream gets the whole body instead.
@@ -523,7 +532,11 @@ impl ProxyHttp for Portcullis {
                 ctx.denied_reason.get_or_insert_with(|| "client_closed".into());
                 None
             }
-            (ErrorType::ReadTimedout, ErrorSource::Downstream) => Some(DenyCode::RequestTimeout),
+            // The body's deadline (our check, or Pingora's read timeout armed with what was left).
+            (ErrorType::ReadTimedout, ErrorSource::Downstream) => {
+                ctx.denied_reason.get_or_insert_with(|| "body_deadline".into());
+                Some(DenyCode::RequestTimeout)
+            }
             (_, ErrorSource::Downstream) => Some(DenyCode::BadRequest),
             _ => Some(DenyCode::Internal),
         };
@@ -945,7 +958,10 @@ impl Portcullis {
         let webhook_cap = webhook.map(|w| w.body_cap(route_cap));
         let body = match webhook_cap.max(tenant_cap.map(|c| c as u64)) {
             // Never more than the route takes (the streaming cap check does not see this body).
-            Some(cap) => Some(read_body(session, ctx, cap.min(route_cap), true).await?),
+            Some(cap) => {
+                let deadline = Instant::now() + self.body_time_left(ctx);
+                Some(read_body(session, ctx, cap.min(route_cap), true, deadline).await?)
+            }
             None => None,
         };
 
@@ -1145,6 +1161,29 @@ impl Portcullis {
         SecurityEvent::from_finding(f, &facts, &ctx.rules.snapshot.version)
     }
 
+    /// Time left for the request body: the route's `body_timeout` and its pool's
+    /// `total_timeout`, whichever ends first, both counted from the request's arrival.
+    fn body_time_left(&self, ctx: &Ctx) -> Duration {
+        let Some(route) = self.route(ctx) else {
+            return Duration::from_millis(crate::config::DEFAULT_BODY_TIMEOUT_MS).saturating_sub(ctx.started.elapsed());
+        };
+        let total = self.shared.config.pools.get(route.pool).map_or(route.body_timeout, |p| p.total_timeout);
+        route.body_timeout.min(total).saturating_sub(ctx.started.elapsed())
+    }
+
+    /// Bounds the first read of the request body by the body's deadline (Pingora's read timeout
+    /// is per read: 60 s by default, restarted by every byte). `request_body_filter` then
+    /// shortens it after each chunk, and [`read_body`] applies the same deadline. A request
+    /// that switches protocols is left alone: what follows its head is a tunnel.
+    fn arm_body_deadline(&self, session: &mut Session, ctx: &Ctx) {
+        let req = session.req_header();
+        if portcullis_rules::pii::upgrade_requested(req.method.as_str(), &req.headers).is_some() {
+            return;
+        }
+        let left = self.body_time_left(ctx).max(Duration::from_millis(1));
+        session.set_read_timeout(Some(left));
+    }
+
     fn check_total_deadline(&self, ctx: &mut Ctx) -> Result<()> {
         let total = self.route(ctx).and_then(|r| self.shared.config.pools.get(r.pool)).map(|p| p.total_timeout);
         match total {
@@ -1197,6 +1236,16 @@ fn is_the_deny(f: &Finding, outcome: &Outcome) -> bool {
 /// because the client went away.
 pub const CLIENT_CLOSED: u16 = 499;
 
+/// The request body's deadline passed: a downstream read timeout, which `fail_to_proxy`
+/// answers `408 request_timeout` (or cuts, once a response started). The upstream connection, if
+/// one was opened, is closed, never pooled: it holds a partial request.
+fn body_deadline_error(ctx: &mut Ctx) -> Box<Error> {
+    ctx.denied_reason = Some("body_deadline".into());
+    let mut e = Error::explain(ErrorType::ReadTimedout, "request body not complete within its deadline");
+    e.esource = ErrorSource::Downstream;
+    e
+}
+
 /// What [`read_body`] got.
 enum BodyRead {
     /// The whole body (possibly empty), also in `Ctx::replay_body` when not empty.
@@ -1222,7 +1271,16 @@ enum BodyRead {
 /// `Content-Length` that is always possible (a read returns at most 64 KiB); a chunked body has
 /// no known length, so the buffer is on from the start and such a body over 64 KiB is
 /// [`BodyRead::NotReplayable`]: the gateway then sends the request itself (`exchange`).
-async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64, replay: bool) -> Result<BodyRead> {
+///
+/// The whole body must arrive before `deadline` (see `Portcullis::body_time_left`): past it,
+/// a downstream `ReadTimedout`, answered `408 request_timeout`; nothing was forwarded.
+async fn read_body(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    cap: u64,
+    replay: bool,
+    deadline: Instant,
+) -> Result<BodyRead> {
     let req = session.req_header();
     let declared = ctx.declared_len;
     if declared.is_some_and(|n| n > cap) {
@@ -1239,15 +1297,13 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, cap: u64, replay: bool)
         if replay && declared.is_none_or(|n| n.saturating_sub(buf.len() as u64) <= RETRY_BUFFER_BYTES) {
             session.enable_retry_buffering();
         }
-        let chunk = match pingora_timeout::timeout(BODY_READ_TIMEOUT, session.read_request_body()).await {
+        // The whole body within its deadline, not each read: a trickle is cut too.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = match pingora_timeout::timeout(left, session.read_request_body()).await {
             // The client's framing (bad chunk, early close): the client's error, answered 400 by
-            // `fail_to_proxy`, never a gateway 5xx.
+            // `fail_to_proxy`, never a gateway 5xx. A read timeout is the deadline's, 408.
             Ok(r) => r.map_err(|e| e.into_down())?,
-            Err(_) => {
-                let mut e = Error::explain(ErrorType::ReadTimedout, "request body read for a check timed out");
-                e.esource = ErrorSource::Downstream;
-                return Err(e);
-            }
+            Err(_) => return Err(body_deadline_error(ctx)),
         };
         match chunk {
             None => {

@@ -201,7 +201,9 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         server.add_boxed_service(e);
     }
 
-    // Before the listening line: whoever sees it can rely on the pid file.
+    // Serving (an upgraded process has the sockets by now), before the listening line: whoever
+    // sees it can rely on the PID file naming this process — `portcullis run --daemon` and the
+    // service manager (systemd `PIDFile=`), which then follows the new process across an upgrade.
     let pid_file = PidFile::write(&cfg.server.pid_file);
     tracing::info!(
         proxy_addr = %proxy_key,

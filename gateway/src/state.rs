@@ -70,10 +70,20 @@ impl Shared {
 
     /// True when every pool has at least one healthy backend.
     pub fn upstreams_ready(&self) -> bool {
-        self.config.pools.iter().zip(&self.pools).all(|(_, lb)| {
-            let set = lb.backends().get_backend();
-            set.iter().any(|b| lb.backends().ready(b))
-        })
+        self.pool_health().iter().all(|(_, healthy)| *healthy)
+    }
+
+    /// Each pool's name, and whether it has at least one healthy backend.
+    pub fn pool_health(&self) -> Vec<(&str, bool)> {
+        self.config
+            .pools
+            .iter()
+            .zip(&self.pools)
+            .map(|(p, lb)| {
+                let set = lb.backends().get_backend();
+                (p.name.as_str(), set.iter().any(|b| lb.backends().ready(b)))
+            })
+            .collect()
     }
 }
 

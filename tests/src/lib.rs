@@ -32,7 +32,7 @@ pub use gateway::{
 };
 pub use raw::{
     encode_chunked, parse_response, parse_response_to_head, parse_responses, parse_status, raw_exchange,
-    raw_exchange_half_close, raw_exchange_keep_open, slow_send, RawConn, RawResp,
+    raw_exchange_half_close, raw_exchange_keep_open, slow_send, slow_send_after, RawConn, RawResp,
 };
 pub use upstream::{default_handler, Handler, Recorded, Reply, Upstream};
 pub use util::{free_dead_addr, locate_bin, wait_until, TempDir};

@@ -479,8 +479,24 @@ pub fn slow_send(
     pause: Duration,
     overall_timeout: Duration,
 ) -> (usize, Vec<u8>, bool) {
+    slow_send_after(addr, &[], bytes, chunk, pause, overall_timeout)
+}
+
+/// Like [`slow_send`], but `head` goes out at once first (a request head sent whole, its body
+/// trickled): `bytes_sent` counts `bytes` only.
+pub fn slow_send_after(
+    addr: SocketAddr,
+    head: &[u8],
+    bytes: &[u8],
+    chunk: usize,
+    pause: Duration,
+    overall_timeout: Duration,
+) -> (usize, Vec<u8>, bool) {
     let deadline = Instant::now() + overall_timeout;
     let mut conn = RawConn::connect(addr);
+    if !head.is_empty() && conn.send(head).is_err() {
+        return (0, std::mem::take(&mut conn.buf), true);
+    }
     let chunk = chunk.max(1);
     let mut sent = 0;
     while sent < bytes.len() {

@@ -27,7 +27,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use portcullis_rules::deny::{Deny, DenyCode};
 use portcullis_rules::pii::{PiiAction, PiiPolicy};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded as they are.
 const HOP_BY_HOP: &[&str] = &[
@@ -102,7 +102,7 @@ impl Portcullis {
         let body = match ctx.replay_body.clone() {
             Some(b) => b,
             None if ctx.body_read => Bytes::new(),
-            None => match read_body(session, ctx, route_cap, false).await? {
+            None => match read_body(session, ctx, route_cap, false, Instant::now() + self.body_time_left(ctx)).await? {
                 BodyRead::Complete(b) => b,
                 _ => {
                     let deny = Deny::new(DenyCode::PayloadTooLarge, "streamed_body_over_cap");

@@ -77,22 +77,35 @@ fn fails_over_to_the_healthy_backend() {
 }
 
 #[test]
-fn all_backends_down_is_502_and_not_ready() {
-    let gw = Cfg::new(&[free_dead_addr()]).start();
+/// Readiness is the gateway's own (issue 19): every backend down is seen by every pod at once,
+/// and a probe failing on it would take the whole fleet out of its Service. `/ready` stays 200
+/// and reports the pool as information; upstream health has its own metric and endpoint.
+fn all_backends_down_is_502_and_still_ready_with_upstream_health_reported_apart() {
+    let up = Upstream::start("alive");
+    let gw = Cfg::new(&[free_dead_addr()])
+        .pool("other", &[up.addr()], "health_check: { kind: tcp, interval_ms: 200 }")
+        .start();
     let client = Client::new();
     let r = client.get(&gw.url("/x"), &[]);
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["code"], "upstream_unavailable");
     assert!(r.header("x-request-id").is_some());
     assert!(wait_until(Duration::from_secs(5), Duration::from_millis(100), || client
-        .get(&gw.control_url("/ready"), &[])
-        .status
-        == 503));
-    let ready = client.get(&gw.control_url("/ready"), &[]).json();
-    assert_eq!(ready["ready"], false);
+        .get(&gw.control_url("/metrics"), &[])
+        .text()
+        .contains("portcullis_upstream_healthy{upstream=\"app\"} 0")));
+    let ready = client.get(&gw.control_url("/ready"), &[]);
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let ready = ready.json();
+    assert_eq!(ready["ready"], true);
     assert_eq!(ready["checks"]["upstreams"], false);
     assert_eq!(ready["checks"]["state"], true);
     let metrics = client.get(&gw.control_url("/metrics"), &[]).text();
+    assert!(metrics.contains("portcullis_upstream_healthy{upstream=\"other\"} 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_ready 1"), "{metrics}");
+    let pools = client.get(&gw.control_url("/v1/upstreams"), &[("authorization", &format!("Bearer {VIEWER}"))]).json();
+    assert_eq!(pools["pools"][0]["name"], "app");
+    assert_eq!(pools["pools"][0]["backends"][0]["healthy"], false);
     assert!(metrics.contains("portcullis_upstream_errors_total{route=\"default\",kind=\"connect\"}"), "{metrics}");
 }
 
