@@ -19,4 +19,5 @@ pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod switches;
+pub mod tls;
 pub mod webhooks;

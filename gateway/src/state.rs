@@ -47,6 +47,8 @@ pub struct Shared {
     /// The gateway's own upstream connections (pooled, keep-alive), for the responses it fetches
     /// itself: those a PII rule may withhold whole (see `proxy::exchange`).
     pub connector: pingora_core::connectors::http::v1::Connector,
+    /// Certificates in service when the gateway terminates TLS.
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 impl Shared {
