@@ -217,3 +217,30 @@ fn pii_on_h2() {
         assert_eq!(up.last_excluding("/health").unwrap().header("accept-encoding"), Some("identity"));
     }
 }
+
+#[test]
+fn firewall_and_rate_limits_on_h2() {
+    let up = Upstream::start("app");
+    let shipped =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules/firewall.yaml"))
+            .unwrap();
+    let limits = "version: 1\nrate_limits:\n  - id: per-client\n    key: [client_ip]\n    rate: 3/60s\n";
+    let cfg = Cfg::new(&[up.addr()]).rule_file("firewall.yaml", &shipped).rule_file("limits.yaml", limits);
+    let (_pki, gw) = tls_gateway(cfg, &[]);
+    for ua in ["sqlmap/1.8#stable (https://sqlmap.org)", "Mozilla/5.0 zgrab/0.x", "masscan/1.3 (x)"] {
+        let r = get(&gw, Proto::H2, "/api/x", &[("user-agent", ua)]);
+        assert_eq!(r.status, 403, "{ua}: {r:?}");
+        assert_eq!(r.json()["code"], "forbidden");
+    }
+    assert_eq!(up.requests_excluding("/health").len(), 0);
+    // Three pass (the refused ones above were not counted, or were: either way the limit holds
+    // within four more), then 429 with the limit headers, over h2.
+    let statuses: Vec<u16> = (0..6).map(|_| get(&gw, Proto::H2, "/api/x", &[]).status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == 200).count() <= 3, "{statuses:?}");
+    let r = get(&gw, Proto::H2, "/api/x", &[]);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["code"], "rate_limited");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    assert_eq!(up.requests_excluding("/health").len(), statuses.iter().filter(|s| **s == 200).count());
+}
