@@ -399,3 +399,33 @@ fn hsts_per_route_over_https_only() {
     .unwrap();
     assert!(err.output.contains("routes[0].hsts"), "{}", err.output);
 }
+
+#[test]
+fn sessions_resume() {
+    let up = Upstream::start("app");
+    let (_pki, tls) = localhost_tls("");
+    let gw = Cfg::new(&[up.addr()]).extra(&tls).start();
+    let dir = TempDir::new("pcx-sess");
+    let sess = dir.path().join("s.pem").display().to_string();
+    let run = |io: &str| {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &gw.proxy_addr().to_string(),
+                "-servername",
+                "localhost",
+                "-tls1_2",
+                io,
+                &sess,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run("-sess_out");
+    assert!(first.lines().any(|l| l.starts_with("New, TLSv1.2")), "{first}");
+    let second = run("-sess_in");
+    assert!(second.lines().any(|l| l.starts_with("Reused, TLSv1.2")), "{second}");
+}
