@@ -13,6 +13,7 @@ mod demo;
 mod events;
 mod framing;
 mod h2;
+mod h2_floods;
 mod identity;
 mod lifecycle;
 mod limits;
