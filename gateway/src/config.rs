@@ -51,6 +51,9 @@ struct RawGateway {
     maintenance: RawMaintenance,
     #[serde(default)]
     request_id: RawRequestId,
+    /// TLS termination (gateway/src/tls.rs).
+    #[serde(default)]
+    tls: Option<crate::tls::RawTls>,
     #[serde(default)]
     fleet: Option<RawFleet>,
 }
@@ -210,6 +213,9 @@ struct RawRoute {
     body_timeout_ms: Option<u64>,
     #[serde(default)]
     allow_headers: Vec<String>,
+    /// `Strict-Transport-Security` value sent on this route's responses over https.
+    #[serde(default)]
+    hsts: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,6 +225,9 @@ struct RawControl {
     tokens: Vec<RawToken>,
     #[serde(default)]
     max_requests_per_second: Option<u32>,
+    /// Accept tokens over plain HTTP on a non-loopback control address (a trusted network).
+    #[serde(default)]
+    allow_plaintext_tokens: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -324,6 +333,8 @@ pub struct Route {
     pub allow_headers: Vec<http::HeaderName>,
     /// The method-override headers among `allow_headers`.
     pub method_override: Vec<http::HeaderName>,
+    /// `Strict-Transport-Security` for this route's responses when the client used https.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// A control token, stored only as the SHA-256 of the token.
@@ -421,6 +432,8 @@ pub struct GatewayConfig {
     pub maintenance_bypass_header: Option<(String, [u8; 32])>,
     /// Whose inbound `X-Request-Id` is kept.
     pub request_id_trust: TrustInbound,
+    /// TLS termination on the proxy (and optionally control) listener; `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 fn ms(v: Option<u64>, default: u64) -> Duration {
@@ -669,6 +682,16 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
                 allow_headers.push(name);
             }
         }
+        let hsts = r.hsts.as_deref().and_then(|v| {
+            let ok = v.trim_start().to_ascii_lowercase().starts_with("max-age=");
+            match http::HeaderValue::from_str(v.trim()) {
+                Ok(h) if ok => Some(h),
+                _ => {
+                    err(&format!("{p}.hsts"), format!("`{v}` is not a Strict-Transport-Security value (`max-age=<seconds>[; includeSubDomains][; preload]`)"));
+                    None
+                }
+            }
+        });
         entries.push(Entry {
             hosts,
             prefix: r.path_prefix.clone(),
@@ -684,6 +707,7 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
                     .cloned()
                     .collect(),
                 allow_headers,
+                hsts,
             },
         });
     }
@@ -792,6 +816,22 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
             }
         }
     });
+    let tls = raw.tls.map(|t| crate::tls::compile(doc, t, base, &mut errs));
+    // Bearer tokens in cleartext over a network: refused unless the control listener is on
+    // loopback, terminates TLS, or the operator says the network is trusted.
+    let control_tls = tls.as_ref().is_some_and(|t| t.control);
+    if !raw.control.tokens.is_empty()
+        && !control_addr.ip().is_loopback()
+        && !control_tls
+        && !raw.control.allow_plaintext_tokens
+    {
+        errs.push(doc.error_at(
+            "listen.control",
+            format!(
+                "control tokens would travel in plain HTTP on {control_addr}: set `tls.control: true`, bind to loopback, or set `control.allow_plaintext_tokens: true` on a trusted network"
+            ),
+        ));
+    }
 
     if !errs.is_empty() {
         errs.sort_by_key(|e| e.line);
@@ -832,6 +872,7 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         maintenance_bypass_cidrs,
         maintenance_bypass_header,
         request_id_trust: raw.request_id.trust_inbound,
+        tls,
     })
 }
 
@@ -935,6 +976,31 @@ routes:
             let e = parse_with_env("g.yaml", GOOD, Path::new("/"), &rel).unwrap_err();
             assert!(e[0].to_string().contains(&format!("{var}=`var/state`")), "{}", e[0]);
         }
+    }
+
+    #[test]
+    fn control_tokens_never_travel_in_plain_http_on_a_network() {
+        let tokens = "control:\n  tokens: [{name: a, role: admin, sha256: \"0000000000000000000000000000000000000000000000000000000000000000\"}]\n";
+        let at = |addr: &str, more: &str| {
+            let text =
+                format!("{}{tokens}{more}", GOOD.replace("control: 127.0.0.1:0", &format!("control: \"{addr}\"")));
+            parse("g.yaml", &text, Path::new("/"))
+                .map(|_| ())
+                .map_err(|e| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+        };
+        assert!(at("127.0.0.1:0", "").is_ok());
+        assert!(at("[::1]:0", "").is_ok());
+        for addr in ["0.0.0.0:9090", "10.0.0.5:9090", "[::]:9090", "192.0.2.1:0"] {
+            let e = at(addr, "").unwrap_err();
+            assert!(e.contains("g.yaml:5: listen.control") && e.contains("plain HTTP"), "{addr}: {e}");
+            assert!(at(addr, "").is_err());
+        }
+        assert!(GOOD.contains("control: 127.0.0.1:0"));
+        let allowed = tokens.replace("tokens:", "allow_plaintext_tokens: true\n  tokens:");
+        let text = format!("{}{allowed}", GOOD.replace("control: 127.0.0.1:0", "control: 0.0.0.0:9090"));
+        assert!(parse("g.yaml", &text, Path::new("/")).is_ok());
+        // No tokens: nothing to protect (probes and metrics only).
+        assert!(parse("g.yaml", &GOOD.replace("control: 127.0.0.1:0", "control: 0.0.0.0:9090"), Path::new("/")).is_ok());
     }
 
     #[test]

@@ -249,6 +249,9 @@ impl ControlApp {
         self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut extra);
         self.shared.rules.render_metrics(&mut extra);
         self.shared.events.render_metrics(&mut extra);
+        if let Some(tls) = &self.shared.tls {
+            tls.render_metrics(&mut extra);
+        }
         self.shared.metrics.render(&extra)
     }
 

@@ -21,5 +21,6 @@ pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod switches;
+pub mod tls;
 pub mod txn;
 pub mod webhooks;

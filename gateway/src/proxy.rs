@@ -50,6 +50,9 @@ pub struct Ctx {
     /// The TCP peer is a trusted proxy (its identity headers are believed).
     peer_trusted: bool,
     host: Option<String>,
+    /// The scheme the client used: `https` when TLS terminated here, believed from a trusted
+    /// proxy's `X-Forwarded-Proto` otherwise (`http` by default).
+    proto: &'static str,
     route: Option<usize>,
     /// A deny decided in `early_request_filter`, sent by `request_filter`.
     pending: Option<Deny>,
@@ -203,6 +206,50 @@ async fn refuse(session: &mut Session, ctx: &mut Ctx, deny: &Deny, reason: Strin
     Ok(true)
 }
 
+/// `https` when TLS terminated here; a trusted proxy's `X-Forwarded-Proto` (`http` or `https`
+/// only) otherwise; else `http`.
+fn forwarded_proto(session: &Session, peer_trusted: bool) -> &'static str {
+    if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+        return "https";
+    }
+    if peer_trusted {
+        let said = session.req_header().headers.get("x-forwarded-proto").map(HeaderValue::as_bytes);
+        if said.is_some_and(|v| v.eq_ignore_ascii_case(b"https")) {
+            return "https";
+        }
+    }
+    "http"
+}
+
+/// RFC 7239 `Forwarded` for the upstream: `for` (the client IP we determined), `proto`, `host`.
+fn forwarded_value(ip: Option<IpAddr>, proto: &str, host: Option<&str>) -> String {
+    let mut v = match ip {
+        Some(IpAddr::V4(a)) => format!("for={a};"),
+        Some(IpAddr::V6(a)) => format!("for=\"[{a}]\";"),
+        None => String::new(),
+    };
+    v.push_str("proto=");
+    v.push_str(proto);
+    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
+        v.push_str(";host=\"");
+        v.push_str(h);
+        v.push('"');
+    }
+    v
+}
+
+/// What the raw-head guard checks on HTTP/1.1, on an HTTP/2 request's decoded fields: header
+/// count and size limits, a single non-empty `Host`, `CONNECT` refused, `Host` agreeing with
+/// `:authority` (Pingora's own rule, RFC 9113 §8.3.1).
+fn h2_head(req: &RequestHeader, limits: framing::HeaderLimits) -> Result<(), Deny> {
+    if req.method == http::Method::CONNECT {
+        return Err(Deny::new(DenyCode::MethodNotAllowed, "connect_method"));
+    }
+    framing::check_map(&req.headers, limits, false)?;
+    pingora_core::protocols::http::authority::validate_request_authority(req)
+        .map_err(|_| Deny::new(DenyCode::BadRequest, "target_authority"))
+}
+
 impl Portcullis {
     /// Everything decided from the request head alone: request id, client IP, canonical path,
     /// route, declared body size. Returns the deny to send, if any.
@@ -231,8 +278,16 @@ impl Portcullis {
             cfg.trusted_proxies.client_ip(p, xff)
         });
 
+        ctx.proto = forwarded_proto(session, ctx.peer_trusted);
+
         // Framing was already judged on the raw head (see `server::HeadGuard`); only the declared
-        // length is needed here.
+        // length is needed here. HTTP/2 has no raw head: the same limits and checks run on the
+        // decoded fields (pseudo-headers were validated by the h2 decoder).
+        if session.is_http2() {
+            if let Err(deny) = h2_head(req, cfg.header_limits) {
+                return Some(deny);
+            }
+        }
         let declared =
             req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| framing::parse_content_length(v.as_bytes()));
         ctx.declared_len = declared;
@@ -305,6 +360,7 @@ impl ProxyHttp for Portcullis {
             client_ip: None,
             peer_trusted: false,
             host: None,
+            proto: "http",
             route: None,
             pending: None,
             denied: None,
@@ -680,10 +736,11 @@ impl Portcullis {
             up.insert_header("x-forwarded-for", ip.clone())?;
             up.insert_header("x-real-ip", ip)?;
         }
-        up.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+        up.insert_header("x-forwarded-proto", HeaderValue::from_static(ctx.proto))?;
         if let Some(h) = &ctx.host {
             up.insert_header("x-forwarded-host", h.as_str())?;
         }
+        up.insert_header("forwarded", forwarded_value(ctx.client_ip, ctx.proto, ctx.host.as_deref()))?;
         up.insert_header("x-request-id", ctx.request_id.as_str())?;
         if self.pii_policy(&ctx.rules, ctx).is_some() {
             crate::pii::request_headers(up)?;
@@ -711,6 +768,11 @@ impl Portcullis {
     /// that passed the limits.
     fn decorate_response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if ctx.proto == "https" {
+            if let Some(hsts) = self.route(ctx).and_then(|r| r.hsts.clone()) {
+                resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+            }
+        }
         for (name, value) in ctx.limit_headers.drain(..) {
             resp.insert_header(name, value)?;
         }
@@ -1328,6 +1390,45 @@ async fn read_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn h2_req(method: &str, authority: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, b"/api/x", None).unwrap();
+        r.set_uri(format!("https://{authority}/api/x").parse::<http::Uri>().unwrap());
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn h2_heads_get_the_http1_head_checks() {
+        let limits = framing::HeaderLimits { max_count: 5, max_bytes: 300 };
+        let reason = |r: &RequestHeader| h2_head(r, limits).err().map(|d| d.reason.to_string());
+        assert_eq!(reason(&h2_req("GET", "a.test", &[])), None);
+        assert_eq!(reason(&h2_req("GET", "a.test", &[("host", "a.test")])), None);
+        assert_eq!(reason(&h2_req("GET", "a.test", &[("host", "A.test")])).as_deref(), Some("target_authority"));
+        assert_eq!(reason(&h2_req("GET", "a.test", &[("host", "u@a.test")])).as_deref(), Some("target_authority"));
+        assert_eq!(reason(&h2_req("GET", "a.test", &[("host", "b.test")])).as_deref(), Some("target_authority"));
+        assert_eq!(reason(&h2_req("GET", "a.test", &[("host", "a.test:8443")])).as_deref(), Some("target_authority"));
+        assert_eq!(
+            reason(&h2_req("GET", "a.test", &[("host", "a.test"), ("host", "a.test")])).as_deref(),
+            Some("duplicate_host")
+        );
+        let many: Vec<(&str, &str)> = ["a", "b", "c", "d", "e", "f"].iter().map(|k| (*k, "v")).collect();
+        assert_eq!(reason(&h2_req("GET", "a.test", &many)).as_deref(), Some("too_many_headers"));
+        let big = "v".repeat(400);
+        assert_eq!(reason(&h2_req("GET", "a.test", &[("x", big.as_str())])).as_deref(), Some("headers_too_large"));
+        assert_eq!(h2_head(&h2_req("CONNECT", "a.test", &[]), limits).unwrap_err().code, DenyCode::MethodNotAllowed);
+    }
+
+    #[test]
+    fn forwarded_is_rfc_7239() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_value(Some(v4), "https", Some("a.test")), "for=192.0.2.7;proto=https;host=\"a.test\"");
+        assert_eq!(forwarded_value(Some(v6), "http", None), "for=\"[2001:db8::1]\";proto=http");
+        assert_eq!(forwarded_value(None, "http", Some("bad\"host")), "proto=http");
+    }
 
     #[test]
     fn client_addresses_become_the_same_text_as_display() {

@@ -76,6 +76,10 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         Arc::new(AuditLog::open(&crate::audit::dir_for(&cfg.state_dir)).map_err(|e| format!("audit log: {e}"))?);
     let sessions =
         Arc::new(crate::sessions::Sessions::load(&cfg.state_dir).map_err(|e| format!("session state: {e}"))?);
+    let tls = match &cfg.tls {
+        Some(t) => Some(crate::tls::TlsState::start(t.clone(), events.clone()).map_err(|e| format!("tls: {e}"))?),
+        None => None,
+    };
 
     let opt = Opt { upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
@@ -139,6 +143,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
             Some(f) => Some(Arc::new(crate::fleet::Fleet::new(f, &cfg.state_dir)?)),
             None => None,
         },
+        tls: tls.clone(),
     });
 
     // One state model: replay what the audit log (the write-ahead log) holds past the state
@@ -159,7 +164,15 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         fleet.start(Arc::downgrade(&shared)).map_err(|e| format!("cannot start the fleet thread: {e}"))?;
     }
 
-    let proxy = Arc::new(http_proxy(&conf, Portcullis::new(shared.clone())));
+    let mut proxy = http_proxy(&conf, Portcullis::new(shared.clone()));
+    if tls.is_some() {
+        proxy.h2_options = Some(h2_options(&cfg));
+        // An HTTP/2 connection with no stream open is closed after the keep-alive timeout.
+        let mut opts = pingora_core::apps::HttpServerOptions::default();
+        opts.h2_idle_timeout = Some(Duration::from_secs(cfg.keepalive_timeout_seconds.max(1)));
+        proxy.server_options = Some(opts);
+    }
+    let proxy = Arc::new(proxy);
     let guard = HeadGuard {
         proxy,
         header_timeout: cfg.header_timeout,
@@ -168,7 +181,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         max_head: cfg.header_limits.max_bytes.saturating_add(16 * 1024),
     };
     let mut proxy_svc = Listening::new("proxy".to_string(), guard);
-    proxy_svc.add_tcp(&proxy_key);
+    add_listener(&mut proxy_svc, &proxy_key, tls.as_deref(), true)?;
     server.add_service(PreBound {
         inner: proxy_svc,
         fds: proxy_fd.into_iter().map(|fd| (proxy_key.clone(), fd)).collect(),
@@ -185,14 +198,17 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         max_head: cfg.header_limits.max_bytes.saturating_add(16 * 1024),
     };
     let mut control_svc = Listening::new("control".to_string(), control_guard);
-    control_svc.add_tcp(&control_key);
+    add_listener(&mut control_svc, &control_key, tls.as_deref().filter(|t| t.config().control), false)?;
     server.add_service(PreBound {
         inner: control_svc,
         fds: control_fd.into_iter().map(|fd| (control_key.clone(), fd)).collect(),
         threads: Some(1),
     });
 
-    server.add_service(background_service("signals", Signals { rules: rules.clone() }));
+    server.add_service(background_service("signals", Signals { rules: rules.clone(), tls: tls.clone() }));
+    if let Some(state) = &tls {
+        server.add_service(background_service("tls-watch", crate::tls::TlsWatch { state: state.clone() }));
+    }
     server.add_service(background_service("events", EventsDrain { events: events.clone() }));
     server.add_service(background_service("switch-ttl", SwitchTtl { shared: shared.clone() }));
     server.add_service(background_service("limits", LimitsTick { shared: shared.clone() }));
@@ -280,6 +296,51 @@ impl BackgroundService for Follower {
         }
     }
 }
+
+/// Adds the listener for `key` to a service: plain TCP, or TLS terminated here when `tls` is set
+/// (ALPN `h2` offered on the proxy listener when configured; client certificates when configured).
+fn add_listener<A>(
+    svc: &mut Listening<A>,
+    key: &str,
+    tls: Option<&crate::tls::TlsState>,
+    proxy: bool,
+) -> Result<(), String> {
+    match tls {
+        None => svc.add_tcp(key),
+        Some(t) => {
+            let settings = t.listener_settings(proxy && t.config().h2, proxy)?;
+            svc.add_tls_with_settings(key, None, settings);
+        }
+    }
+    Ok(())
+}
+
+/// HTTP/2 limits (downstream): the header limits of HTTP/1.1 (as HPACK-decoded bytes), a bound on
+/// concurrent streams, on streams reset before the application saw them (rapid reset,
+/// CVE-2023-44487), on streams the server had to reset for errors, and on the send buffer.
+/// CONTINUATION floods end at the header-list limit (the h2 crate stops decoding there);
+/// SETTINGS and PING floods are bounded by the h2 crate itself (one pending ACK each: a peer
+/// that does not read its ACKs stalls only its own connection).
+fn h2_options(cfg: &GatewayConfig) -> pingora_core::protocols::http::v2::server::H2Options {
+    let mut o = pingora_core::protocols::http::v2::server::H2Options::new();
+    let header_bytes = u32::try_from(cfg.header_limits.max_bytes).unwrap_or(u32::MAX);
+    o.max_header_list_size(header_bytes)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
+        .max_send_buffer_size(H2_MAX_SEND_BUFFER)
+        .max_frame_size(16 * 1024);
+    o
+}
+
+/// Concurrent streams per HTTP/2 connection.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams reset by the client before they were accepted (rapid reset): over it, GOAWAY.
+pub const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the server reset for the client's errors on one connection: over it, GOAWAY.
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// Bytes buffered per stream for sending.
+pub const H2_MAX_SEND_BUFFER: usize = 400 * 1024;
 
 /// Binds a listener now and returns its real address (the key Pingora looks fds up by) and fd.
 /// During a graceful upgrade the old process hands its sockets over instead.
@@ -508,6 +569,12 @@ where
     A: HttpServerApp + Send + Sync + 'static,
 {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // HTTP/2 (ALPN `h2` on TLS): no raw HTTP/1 head to guard. Pingora's h2 server (with the
+        // limits of `h2_options`) hands each stream to the proxy, whose checks run as on HTTP/1.1
+        // (`Portcullis::inspect_head` applies the header limits and framing to the decoded map).
+        if matches!(stream.selected_alpn_proto(), Some(pingora_core::protocols::ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
         let mut stream = stream;
         let mut settings = None;
         let mut idle = self.header_timeout;
@@ -560,6 +627,7 @@ where
 /// SIGHUP must never kill the gateway: it is the rule-reload signal.
 struct Signals {
     rules: Arc<Rules>,
+    tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 #[async_trait]
@@ -575,6 +643,9 @@ impl BackgroundService for Signals {
                     tracing::info!(event.action = "sighup", "SIGHUP received: reloading rules (gateway.yaml changes need a restart or graceful upgrade)");
                     let rules = self.rules.clone();
                     let _ = tokio::task::spawn_blocking(move || rules.reload(Trigger::Signal)).await;
+                    if let Some(tls) = self.tls.clone() {
+                        let _ = tokio::task::spawn_blocking(move || tls.reload(crate::tls::TlsTrigger::Signal)).await;
+                    }
                 }
                 _ = shutdown.changed() => return,
             }

@@ -49,6 +49,8 @@ pub struct Shared {
     pub connector: pingora_core::connectors::http::v1::Connector,
     /// Fleet mode's shared store (`None`: one instance, local files only).
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// Certificates in service when the gateway terminates TLS.
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 impl Shared {

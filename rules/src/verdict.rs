@@ -95,11 +95,15 @@ pub enum EventType {
     RateLimitHit,
     /// An operator flipped a switch or flag.
     SwitchChanged,
+    /// A certificate/key pair failed its checks on reload; the pair in service stays.
+    TlsReloadFailed,
+    /// A certificate in service enters its expiry-warning window.
+    TlsCertificateExpiring,
 }
 
 impl EventType {
     /// Every type, in the contract's order.
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 14] = [
         EventType::CrossTenantAttempt,
         EventType::AnomalyRed,
         EventType::PiiLeakBlock,
@@ -112,6 +116,8 @@ impl EventType {
         EventType::RulesReloadFailed,
         EventType::RateLimitHit,
         EventType::SwitchChanged,
+        EventType::TlsReloadFailed,
+        EventType::TlsCertificateExpiring,
     ];
 
     /// The contract's name, e.g. `cross_tenant_attempt`.
@@ -129,6 +135,8 @@ impl EventType {
             Self::RulesReloadFailed => "rules_reload_failed",
             Self::RateLimitHit => "rate_limit_hit",
             Self::SwitchChanged => "switch_changed",
+            Self::TlsReloadFailed => "tls_reload_failed",
+            Self::TlsCertificateExpiring => "tls_certificate_expiring",
         }
     }
 

@@ -22,6 +22,7 @@ mod client;
 mod gateway;
 pub mod jwt;
 mod raw;
+pub mod tls;
 mod upstream;
 mod util;
 

@@ -299,7 +299,8 @@ impl SecurityEvent {
 /// The action a type's events usually carry (used for safe tests).
 pub const fn default_action(kind: EventType) -> Action {
     match kind {
-        EventType::RulesReloadFailed => Action::Rejected,
+        EventType::RulesReloadFailed | EventType::TlsReloadFailed => Action::Rejected,
+        EventType::TlsCertificateExpiring => Action::Flagged,
         EventType::SwitchChanged => Action::Changed,
         // Latency injected, the request went through.
         EventType::AnomalyAmber => Action::Flagged,

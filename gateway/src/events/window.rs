@@ -131,7 +131,7 @@ pub(crate) struct EventWindow {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct EventCounts {
     /// `[type][severity]`, test events excluded.
-    pub by_type_severity: [[u64; 3]; 12],
+    pub by_type_severity: [[u64; 3]; EventType::ALL.len()],
     /// Test events (`test: true`).
     pub test: u64,
 }

@@ -196,7 +196,10 @@ fn spoofable_headers_are_stripped_and_ours_set() {
     let got = up.last().unwrap();
     assert_eq!(got.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(got.header("x-real-ip"), Some("127.0.0.1"));
-    assert_eq!(got.header("forwarded"), None);
+    // The client's `Forwarded` never passes; ours says what the gateway saw (RFC 7239).
+    let fwd = got.header_all("forwarded");
+    assert_eq!(fwd.len(), 1, "{fwd:?}");
+    assert!(fwd[0].starts_with("for=127.0.0.1;proto=http;host=") && !fwd[0].contains("1.2.3.4"), "{fwd:?}");
     assert_ne!(got.header("x-forwarded-host"), Some("evil.example"));
     assert_eq!(got.header("x-user-id"), None);
     assert_eq!(got.header("x-tenant-id"), None);

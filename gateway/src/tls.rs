@@ -1,0 +1,515 @@
+//! TLS termination on the proxy (and optionally the control) listener, through Pingora's rustls
+//! backend: the `tls:` section of `gateway.yaml`, certificates chosen by SNI with a default,
+//! hot reload (file poll and SIGHUP; a broken pair keeps the one in service and says why),
+//! client-certificate verification, and the certificate checks `validate` runs.
+//!
+//! rustls rather than BoringSSL/OpenSSL: pure Rust on the `ring` crate the gateway already uses
+//! for signatures (no C toolchain, no second crypto library to patch), memory-safe parsing of
+//! handshakes, and the speed of BoringSSL on the suites allowed here. FIPS would need BoringSSL.
+
+use crate::events::{EventBus, SecurityEvent};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use pingora_core::listeners::tls::TlsSettings;
+use portcullis_rules::verdict::{Action, EventType};
+use portcullis_rules::yaml::{ConfigError, Doc};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use serde::Deserialize;
+use serde_json::{json, Map};
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `tls:` in `gateway.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    certificates: Vec<RawCert>,
+    #[serde(default)]
+    client_ca: Option<String>,
+    #[serde(default)]
+    h2: Option<bool>,
+    #[serde(default)]
+    control: Option<bool>,
+    #[serde(default)]
+    watch_interval_ms: Option<u64>,
+    #[serde(default)]
+    expiry_warning_days: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCert {
+    cert: String,
+    key: String,
+    #[serde(default)]
+    names: Vec<String>,
+}
+
+/// One certificate/key pair as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSpec {
+    /// PEM certificate chain, end-entity first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// SNI names this pair serves; empty: the DNS names of its certificate.
+    pub names: Vec<String>,
+}
+
+/// The compiled `tls:` section.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Pairs in order; the first is the default (no SNI, or an SNI no pair serves).
+    pub certificates: Vec<CertSpec>,
+    /// CA bundle: when set, every client must present a certificate it signed (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Offer `h2` by ALPN (with `http/1.1`).
+    pub h2: bool,
+    /// The control listener terminates TLS too (same certificates, `http/1.1` only).
+    pub control: bool,
+    /// How often the files are checked for changes.
+    pub watch_interval: Duration,
+    /// An event (and a warning) once a certificate is this close to its expiry.
+    pub expiry_warning: Duration,
+}
+
+/// Compiles `tls:`, checking every pair (readable, key matches, not expired, names covered).
+pub(crate) fn compile(doc: &Doc, raw: RawTls, base: &Path, errs: &mut Vec<ConfigError>) -> TlsConfig {
+    let path = |p: &str| {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    if raw.certificates.is_empty() {
+        errs.push(doc.error_at("tls.certificates", "at least one certificate is needed (the first is the default)"));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let mut certificates = Vec::new();
+    for (i, c) in raw.certificates.into_iter().enumerate() {
+        let spec = CertSpec {
+            cert: path(&c.cert),
+            key: path(&c.key),
+            names: c.names.iter().map(|n| n.trim().to_ascii_lowercase()).collect(),
+        };
+        match load_pair(&spec, now) {
+            Ok(_) => {}
+            Err(e) => errs.push(doc.error_at(&format!("tls.certificates[{i}]"), e)),
+        }
+        certificates.push(spec);
+    }
+    let client_ca = raw.client_ca.map(|p| {
+        let p = path(&p);
+        if let Err(e) = client_roots(&p) {
+            errs.push(doc.error_at("tls.client_ca", e));
+        }
+        p
+    });
+    let interval = raw.watch_interval_ms.unwrap_or(2000);
+    if interval < 100 {
+        errs.push(doc.error_at("tls.watch_interval_ms", "must be at least 100"));
+    }
+    TlsConfig {
+        certificates,
+        client_ca,
+        h2: raw.h2.unwrap_or(true),
+        control: raw.control.unwrap_or(false),
+        watch_interval: Duration::from_millis(interval.max(100)),
+        expiry_warning: Duration::from_secs(raw.expiry_warning_days.unwrap_or(21).saturating_mul(86_400)),
+    }
+}
+
+/// A pair loaded and checked, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    key: Arc<CertifiedKey>,
+    /// Lowercase names it serves (configured, else the certificate's DNS names).
+    names: Vec<String>,
+    /// The certificate's notAfter, Unix seconds.
+    pub not_after: i64,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
+}
+
+fn read_pem(path: &Path) -> Result<Vec<rustls_pemfile::Item>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    rustls_pemfile::read_all(&mut bytes.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not PEM: {e}", path.display()))
+}
+
+/// Loads a pair and checks it: a chain and a key that parse, the key is the certificate's, the
+/// certificate is valid now, and its names cover the configured ones.
+pub fn load_pair(spec: &CertSpec, now: i64) -> Result<Loaded, String> {
+    let chain: Vec<CertificateDer<'static>> = read_pem(&spec.cert)?
+        .into_iter()
+        .filter_map(|i| match i {
+            rustls_pemfile::Item::X509Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let Some(leaf) = chain.first().cloned() else {
+        return Err(format!("{}: no certificate in the file", spec.cert.display()));
+    };
+    let key: PrivateKeyDer<'static> = read_pem(&spec.key)?
+        .into_iter()
+        .find_map(|i| match i {
+            rustls_pemfile::Item::Pkcs8Key(k) => Some(PrivateKeyDer::from(k)),
+            rustls_pemfile::Item::Pkcs1Key(k) => Some(PrivateKeyDer::from(k)),
+            rustls_pemfile::Item::Sec1Key(k) => Some(PrivateKeyDer::from(k)),
+            _ => None,
+        })
+        .ok_or_else(|| format!("{}: no private key in the file", spec.key.display()))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{}: unusable private key: {e}", spec.key.display()))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        format!("{} and {}: the key does not match the certificate ({e})", spec.key.display(), spec.cert.display())
+    })?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("{}: unparseable certificate: {e}", spec.cert.display()))?;
+    let validity = parsed.validity();
+    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+    if now >= not_after {
+        return Err(format!("{}: expired at {}", spec.cert.display(), validity.not_after));
+    }
+    if now < not_before {
+        return Err(format!("{}: not valid before {}", spec.cert.display(), validity.not_before));
+    }
+    let mut sans = Vec::new();
+    if let Ok(Some(ext)) = parsed.subject_alternative_name() {
+        for n in &ext.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                sans.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if sans.is_empty() {
+        return Err(format!("{}: the certificate has no DNS subject alternative name", spec.cert.display()));
+    }
+    let uncovered: Vec<&str> =
+        spec.names.iter().filter(|n| !sans.iter().any(|s| name_matches(s, n))).map(String::as_str).collect();
+    if !uncovered.is_empty() {
+        return Err(format!(
+            "{}: its subject alternative names ({}) do not cover {}",
+            spec.cert.display(),
+            sans.join(", "),
+            uncovered.join(", ")
+        ));
+    }
+    let names = if spec.names.is_empty() { sans } else { spec.names.clone() };
+    Ok(Loaded { key: Arc::new(certified), names, not_after })
+}
+
+/// Whether a certificate/config name (`example.com`, `*.example.com`) covers a host name: a
+/// wildcard covers exactly one leftmost label.
+pub fn name_matches(pattern: &str, host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.split_once('.').is_some_and(|(label, rest)| {
+            !label.is_empty() && !label.contains('*') && rest.eq_ignore_ascii_case(suffix)
+        }),
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+fn client_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for item in read_pem(path)? {
+        if let rustls_pemfile::Item::X509Certificate(c) = item {
+            roots.add(c).map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate in the file", path.display()));
+    }
+    Ok(roots)
+}
+
+/// The pairs in service, in configured order (index 0 is the default).
+#[derive(Debug, Default)]
+pub struct CertStore {
+    pairs: Vec<Loaded>,
+}
+
+impl CertStore {
+    /// The pair for an SNI name: an exact name first, then a wildcard, then the default.
+    pub fn pick(&self, sni: Option<&str>) -> Option<&Loaded> {
+        if let Some(host) = sni {
+            let exact =
+                self.pairs.iter().find(|p| p.names.iter().any(|n| !n.starts_with("*.") && name_matches(n, host)));
+            if let Some(p) = exact.or_else(|| self.pairs.iter().find(|p| p.names.iter().any(|n| name_matches(n, host))))
+            {
+                return Some(p);
+            }
+        }
+        self.pairs.first()
+    }
+}
+
+#[derive(Debug)]
+struct SniResolver {
+    store: Arc<ArcSwap<CertStore>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.store.load().pick(hello.server_name()).map(|p| p.key.clone())
+    }
+}
+
+/// Why the certificates were (re)loaded.
+#[derive(Debug, Clone, Copy)]
+pub enum TlsTrigger {
+    /// The files changed on disk.
+    Watch,
+    /// SIGHUP.
+    Signal,
+}
+
+/// The live certificates, their reloads, expiry warnings and metrics.
+pub struct TlsState {
+    cfg: TlsConfig,
+    store: Arc<ArcSwap<CertStore>>,
+    events: Arc<EventBus>,
+    /// What each pair's files looked like when last read (so a poll re-reads only on change).
+    seen: Mutex<Vec<u64>>,
+    /// Certificates (by notAfter and index) whose expiry warning was already sent.
+    warned: Mutex<HashSet<(usize, i64)>>,
+    reloads_ok: std::sync::atomic::AtomicU64,
+    reloads_failed: std::sync::atomic::AtomicU64,
+}
+
+fn fingerprint(spec: &CertSpec) -> u64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in [&spec.cert, &spec.key] {
+        match std::fs::read(p) {
+            Ok(b) => h.update(&b),
+            Err(_) => h.update(b"\0unreadable"),
+        }
+        h.update(b"\0");
+    }
+    let d = h.finalize();
+    d.iter().take(8).fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+impl TlsState {
+    /// Loads every pair (the gateway does not start on a pair it cannot serve).
+    pub fn start(cfg: TlsConfig, events: Arc<EventBus>) -> Result<Arc<TlsState>, String> {
+        let _ = CryptoProvider::install_default(rustls::crypto::ring::default_provider());
+        let now = chrono::Utc::now().timestamp();
+        let mut pairs = Vec::new();
+        let mut seen = Vec::new();
+        for spec in &cfg.certificates {
+            seen.push(fingerprint(spec));
+            pairs.push(load_pair(spec, now)?);
+        }
+        let state = Arc::new(TlsState {
+            cfg,
+            store: Arc::new(ArcSwap::from_pointee(CertStore { pairs })),
+            events,
+            seen: Mutex::new(seen),
+            warned: Mutex::new(HashSet::new()),
+            reloads_ok: Default::default(),
+            reloads_failed: Default::default(),
+        });
+        state.warn_expiring(now);
+        Ok(state)
+    }
+
+    /// The compiled section.
+    pub fn config(&self) -> &TlsConfig {
+        &self.cfg
+    }
+
+    /// Pingora listener settings: TLS 1.2 and 1.3 only (Pingora's rustls backend), the `ring`
+    /// provider's suites (AEAD only: AES-GCM and ChaCha20-Poly1305, ECDHE key exchange), our SNI
+    /// resolver, ALPN, client certificates when configured. Session resumption: rustls' defaults
+    /// (an in-memory session cache, TLS 1.3 tickets).
+    pub fn listener_settings(&self, h2: bool, mtls: bool) -> Result<TlsSettings, String> {
+        let mut s = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
+        s.set_cert_resolver(Arc::new(SniResolver { store: self.store.clone() }));
+        if h2 {
+            s.enable_h2();
+        } else {
+            s.set_alpn(pingora_core::protocols::ALPN::H1);
+        }
+        if let (true, Some(ca)) = (mtls, &self.cfg.client_ca) {
+            let roots = client_roots(ca)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            s.set_client_cert_verifier(verifier);
+        }
+        Ok(s)
+    }
+
+    /// Re-reads the pairs whose files changed (`Watch`) or every pair (`Signal`). A pair that
+    /// fails its checks keeps the one in service; each failure is an event saying why.
+    pub fn reload(&self, trigger: TlsTrigger) {
+        let now = chrono::Utc::now().timestamp();
+        let current = self.store.load_full();
+        let mut pairs = current.pairs.clone();
+        let mut changed = false;
+        let mut seen = self.seen.lock();
+        for (i, spec) in self.cfg.certificates.iter().enumerate() {
+            let fp = fingerprint(spec);
+            let unchanged = seen.get(i) == Some(&fp);
+            if unchanged && matches!(trigger, TlsTrigger::Watch) {
+                continue;
+            }
+            if let Some(s) = seen.get_mut(i) {
+                *s = fp;
+            }
+            match load_pair(spec, now) {
+                Ok(p) => {
+                    if let Some(slot) = pairs.get_mut(i) {
+                        *slot = p;
+                        changed = true;
+                    }
+                    self.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(event.action = "tls_reload", cert = %spec.cert.display(), ?trigger, "certificate loaded");
+                }
+                Err(e) => {
+                    self.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(event.action = "tls_reload_failed", cert = %spec.cert.display(), error = %e, "certificate reload refused: the one in service stays");
+                    let mut detail = Map::new();
+                    detail.insert("cert".into(), json!(spec.cert.display().to_string()));
+                    detail.insert("key".into(), json!(spec.key.display().to_string()));
+                    detail.insert("error".into(), json!(e));
+                    detail.insert("trigger".into(), json!(format!("{trigger:?}").to_ascii_lowercase()));
+                    self.events.emit(SecurityEvent::system(EventType::TlsReloadFailed, Action::Rejected, None, detail));
+                }
+            }
+        }
+        drop(seen);
+        if changed {
+            self.store.store(Arc::new(CertStore { pairs }));
+        }
+        self.warn_expiring(now);
+    }
+
+    /// One event (and a warning) per certificate entering its expiry window.
+    fn warn_expiring(&self, now: i64) {
+        let window = i64::try_from(self.cfg.expiry_warning.as_secs()).unwrap_or(i64::MAX);
+        let store = self.store.load();
+        let mut warned = self.warned.lock();
+        for (i, p) in store.pairs.iter().enumerate() {
+            if p.not_after.saturating_sub(now) > window || !warned.insert((i, p.not_after)) {
+                continue;
+            }
+            let cert = self.cfg.certificates.get(i).map(|s| s.cert.display().to_string()).unwrap_or_default();
+            tracing::warn!(event.action = "tls_certificate_expiring", cert = %cert, not_after = p.not_after, "certificate expires soon");
+            let mut detail = Map::new();
+            detail.insert("cert".into(), json!(cert));
+            detail.insert("not_after".into(), json!(crate::events::format_time_ms(p.not_after.saturating_mul(1000))));
+            detail.insert("days_left".into(), json!(p.not_after.saturating_sub(now) / 86_400));
+            self.events.emit(SecurityEvent::system(EventType::TlsCertificateExpiring, Action::Flagged, None, detail));
+        }
+    }
+
+    /// `portcullis_tls_certificate_not_after_seconds{cert}` and reload counters.
+    pub fn render_metrics(&self, out: &mut String) {
+        out.push_str("# HELP portcullis_tls_certificate_not_after_seconds Expiry (notAfter, Unix seconds) of each certificate in service.\n# TYPE portcullis_tls_certificate_not_after_seconds gauge\n");
+        let store = self.store.load();
+        for (i, p) in store.pairs.iter().enumerate() {
+            let cert = self.cfg.certificates.get(i).map(|s| s.cert.display().to_string()).unwrap_or_default();
+            let cert = cert.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "portcullis_tls_certificate_not_after_seconds{{cert=\"{cert}\"}} {}", p.not_after);
+        }
+        out.push_str("# HELP portcullis_tls_reloads_total Certificate reloads by result.\n# TYPE portcullis_tls_reloads_total counter\n");
+        let ok = self.reloads_ok.load(std::sync::atomic::Ordering::Relaxed);
+        let failed = self.reloads_failed.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "portcullis_tls_reloads_total{{result=\"ok\"}} {ok}");
+        let _ = writeln!(out, "portcullis_tls_reloads_total{{result=\"failed\"}} {failed}");
+    }
+}
+
+/// Polls the certificate files (the watch) and checks expiry windows.
+pub struct TlsWatch {
+    /// The live state.
+    pub state: Arc<TlsState>,
+}
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for TlsWatch {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.state.cfg.watch_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let state = self.state.clone();
+                    let _ = tokio::task::spawn_blocking(move || state.reload(TlsTrigger::Watch)).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_cover_one_label() {
+        assert!(name_matches("*.example.com", "a.example.com"));
+        assert!(name_matches("*.example.com", "A.Example.COM."));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("*.example.com", ".example.com"));
+        assert!(name_matches("api.example.com", "API.example.com"));
+        assert!(!name_matches("api.example.com", "api.example.com.evil"));
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_default() {
+        let key = |n: &[&str]| Loaded {
+            key: Arc::new(CertifiedKey::new(
+                vec![],
+                #[allow(clippy::unwrap_used)]
+                provider()
+                    .key_provider
+                    .load_private_key(PrivateKeyDer::from(rustls::pki_types::PrivatePkcs8KeyDer::from(
+                        ring_key().to_vec(),
+                    )))
+                    .unwrap(),
+            )),
+            names: n.iter().map(|s| s.to_string()).collect(),
+            not_after: 0,
+        };
+        let store = CertStore { pairs: vec![key(&["default.test"]), key(&["*.a.test"]), key(&["x.a.test"])] };
+        let idx = |sni| {
+            let p = store.pick(sni).map(|p| p.names.clone());
+            store.pairs.iter().position(|q| Some(q.names.clone()) == p)
+        };
+        assert_eq!(idx(Some("x.a.test")), Some(2));
+        assert_eq!(idx(Some("y.a.test")), Some(1));
+        assert_eq!(idx(Some("other.test")), Some(0));
+        assert_eq!(idx(None), Some(0));
+    }
+
+    fn ring_key() -> Vec<u8> {
+        #[allow(clippy::unwrap_used)]
+        let doc = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &ring::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        doc.as_ref().to_vec()
+    }
+}
