@@ -79,6 +79,13 @@ put("query", [
     "tenant_id\ntenant%5Fid=acme", "tenant_id\ntenant.id=acme&tenant id=x", "api_key\napi_key=key-acme-1",
     "api_key\napi%5Fkey=%6Bey", "x\nx=%E2%82%AC+%2B%25", "x\nx%", "x\n=x&x", "q\nq=1;q=2",
     "tenant_id\ntenant_id[]=a&tenant_id[x]=b",
+    # Name folding (query::fold_name, lookup, fold_names) and the `_method` check.
+    "tenant_id\nTENANT.ID=73&tenant_id=12", "tenant_id\ntenant_id%00x=1&tenant+id=2&%20%20tenant_id=3",
+    "tenant_id\ntenant[id=1&tenant_id[0]=2&tenant%5Bid%5D=3", "tenant_id\ntenant_%C4%B1d=1&ten%zz=2",
+    "s\n%C5%BF=1&S=2", "k\n%E2%84%AA=1&K=2", "ſKı\nſKı=1&SKI=2",
+    "İd\n%C4%B0d=1&id=2", "a\na=1;b=2&c;a=3&x=1;a", "_method\n_method=DELETE",
+    "x\na=1;_METHOD=put", "x\n_method%00x=DELETE&%5Fmethod[]=1", "x\n.method=DELETE&+_method=GET",
+    "debug\nDEBUG=1&de.bug=2&debug%00x=3&x=%41+b&flag", "x\n%zz=%4&=&&%ff%FE=%",
 ])
 
 # ------------------------------------------------------------------ headers
@@ -89,7 +96,13 @@ put("headers", [
     "6.6.6.6, 198.51.100.7, 10.1.1.1", "6.6.6.6\n198.51.100.7", "10.2.2.2", "198.51.100.7:443",
     "[2001:db8::1]:8080", "6.6.6.6, not-an-ip, 10.3.3.3", "6.6.6.6,", "::ffff:1.2.3.4, 10.0.0.9",
     "2001:db8::5, 2001:DB8::7", "[2001:db8::1], 192.168.1.1",
-])
+    # Header-name spellings (overrides::same_name, is_alternate_spelling, …) and method-override
+    # values; the binary ones respell an always-stripped header (first byte: which one).
+    "X_Forwarded_For\nx-forwarded-for\nX.Forwarded.For", "x-tenant-id\nX_Tenant_Id\nx~tenant|id",
+    "X-HTTP-Method-Override\nx_http_method_override\nx-http-method", "X_Original_URL\nx-original-url\nforwarded",
+    "x tenant\nx-tenant\nx-tenant-i", "x`tenant\nX-Tenant\nx-tenant", "DELETE\n delete \nDELETE",
+    "PUT\nDELETE", "patch\nCONNECT", "\u0130-tenant\n--tenant\n-tenant",
+] + [bytes([i]) + b"\x01_\x01\x00.\x01~\x01\x00_\x01\x00\x01" for i in (0, 7, 24, 33, 41, 42)])
 
 # ------------------------------------------------------------------ framing
 heads = rust_literals("rules/src/framing.rs", r"HTTP/1") + rust_literals("tests/tests/e2e/framing.rs", r"HTTP/1")

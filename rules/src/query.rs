@@ -154,8 +154,8 @@ pub fn fold_name(decoded: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The ASCII letter (lowercase) a character is under simple case mapping, if any: `ı` and `İ` are
-/// `i`, `ſ` is `s`, the Kelvin sign is `k`.
+/// The ASCII letter (lowercase) a character is under simple case mapping, if any: `ı` is `i`, `ſ`
+/// is `s`, the Kelvin sign is `k` (the only three; `İ` lowercases to two characters, not `i`).
 fn ascii_case(c: char) -> Option<u8> {
     fn one(mut it: impl Iterator<Item = char>) -> Option<u8> {
         match (it.next(), it.next()) {
