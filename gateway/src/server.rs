@@ -464,18 +464,20 @@ async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, dead
 /// very function that parser calls decides, so the two cannot disagree. A head httparse cannot
 /// parse as it is is left to Pingora (it may rewrite the request line first).
 fn target_authority(raw: &[u8]) -> Result<(), Deny> {
-    let mut fields = [httparse::EMPTY_HEADER; framing::MAX_PARSED_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
+    // Uninitialised slots, as in `framing::check_head`: zeroing 256 headers (8 KiB) on every
+    // request cost more than the parse (benches/README.md, issue 18 bypass fixes).
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; framing::MAX_PARSED_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
     let escaped;
-    let raw = match req.parse(raw) {
+    let raw = match req.parse_with_uninit_headers(raw, &mut fields) {
         Ok(httparse::Status::Complete(_)) => raw,
         Ok(httparse::Status::Partial) => return Ok(()),
         // Pingora percent-encodes a few bytes of the target and parses again; what still does
         // not parse it answers with a bare 400: refuse it here instead.
         Err(httparse::Error::Token | httparse::Error::Version) => {
             escaped = escape_request_line(raw).ok_or_else(|| Deny::new(DenyCode::BadRequest, "malformed_request"))?;
-            req = httparse::Request::new(&mut fields);
-            match req.parse(&escaped) {
+            req = httparse::Request::new(&mut []);
+            match req.parse_with_uninit_headers(&escaped, &mut fields) {
                 Ok(httparse::Status::Complete(_)) => &escaped,
                 _ => return Err(Deny::new(DenyCode::BadRequest, "malformed_request")),
             }
