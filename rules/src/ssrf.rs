@@ -57,9 +57,9 @@
 //! `allow_hosts`: see docs/rules.md.
 //!
 //! The finding's detail never holds the value (a URL may carry credentials) nor the host: only
-//! `reason`, `source` (`query`, `form`, `json`, `header`), `param` (the name or JSON pointer, at
-//! most 64 printable ASCII bytes), `scheme` and `host_class` (`ipv4`, `ipv6`, `name`), each
-//! `null` when unknown.
+//! `reason`, `source` (`query`, `form`, `json`, `header`; `body` when the body is over the
+//! rule's cap), `param` (the name or JSON pointer, at most 64 printable ASCII bytes), `scheme`
+//! and `host_class` (`ipv4`, `ipv6`, `name`), each `null` when unknown.
 #![deny(clippy::indexing_slicing)]
 
 use std::borrow::Cow;
@@ -1096,6 +1096,43 @@ fn rule(c: &mut Checker<'_, '_>, id: Arc<str>, mode: Mode, severity: Severity, r
         policy,
         body_max_bytes,
     }
+}
+
+/// The payload corpus `rules/testdata/ssrf.txt`: every case with the verdict it must get (the
+/// table test here and the e2e test, which sends each through the gateway, both read it).
+pub const CORPUS: &str = include_str!("../testdata/ssrf.txt");
+
+/// The `allow_hosts` of the corpus's `@policy allowlist` cases.
+pub const CORPUS_ALLOW_HOSTS: [&str; 3] = ["example.com", "*.partner.example", "bücher.example"];
+
+/// One case of [`CORPUS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// Judged with [`CORPUS_ALLOW_HOSTS`] (else with a rule's defaults).
+    pub allowlist: bool,
+    /// `pass` or a [`Reason::as_str`].
+    pub expected: &'static str,
+    /// The value, `{TAB}` and `{SP}` replaced.
+    pub value: String,
+}
+
+/// The cases of [`CORPUS`], in order.
+pub fn corpus() -> Vec<Case> {
+    let mut allowlist = false;
+    let mut out = Vec::new();
+    for line in CORPUS.lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(p) = line.strip_prefix("@policy ") {
+            allowlist = p.trim() == "allowlist";
+            continue;
+        }
+        if let Some((expected, value)) = line.split_once(' ') {
+            out.push(Case { allowlist, expected, value: value.replace("{TAB}", "\t").replace("{SP}", " ") });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

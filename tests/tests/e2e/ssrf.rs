@@ -4,11 +4,10 @@
 //! allowed ones forwarded unchanged; `ssrf_block` events that name the parameter and the reason,
 //! never the URL; monitor mode and `scan: all_urls`.
 use crate::common::*;
+use portcullis_rules::ssrf;
 use portcullis_tests::{parse_response, raw_exchange, wait_until, Gateway, Upstream};
 use serde_json::json;
 use std::time::Duration;
-
-const CORPUS: &str = include_str!("../../../rules/testdata/ssrf.txt");
 
 const ROUTES: &str = "  - id: api\n    path_prefix: /api\n    upstream: app\n  - id: partner\n    path_prefix: /partner\n    upstream: app\n  - id: default\n    path_prefix: /\n    upstream: app\n";
 
@@ -37,20 +36,7 @@ fn start(up: &Upstream) -> Gateway {
 
 /// `(route prefix, expected, value)` for every case of the corpus.
 fn corpus() -> Vec<(&'static str, &'static str, String)> {
-    let mut prefix = "/api";
-    let mut out = Vec::new();
-    for line in CORPUS.lines() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(p) = line.strip_prefix("@policy ") {
-            prefix = if p.trim() == "allowlist" { "/partner" } else { "/api" };
-            continue;
-        }
-        let (expected, value) = line.split_once(' ').unwrap();
-        out.push((prefix, expected, value.replace("{TAB}", "\t").replace("{SP}", " ")));
-    }
-    out
+    ssrf::corpus().into_iter().map(|c| (if c.allowlist { "/partner" } else { "/api" }, c.expected, c.value)).collect()
 }
 
 /// Every byte but the unreserved ones percent-encoded.
