@@ -251,3 +251,11 @@ for doc in ["docs/rules.md", "docs/configuration.md"]:
 seeds += [b"version: 1\nfirewall:\n  - &a {id: x}\n  - *a\n", b"version: 1\nversion: 2\n", b"version: 1\n" + b"  " * 500 + b"x: 1\n",
           b"version: 1\nfirewall: [" * 3 + b"]" * 3, b"--- 1\n--- 2\n", b"version: !!binary AAAA\n", b"{version: 1, pii: [{id: r, detectors: {tckn: redact}}]}"]
 put("yaml", seeds)
+
+# ------------------------------------------------------------------ ssrf
+seeds = []
+for line in rd("rules/testdata/ssrf.txt").decode().splitlines():
+    if line.strip() and not line.startswith("#") and not line.startswith("@") and " " in line:
+        seeds.append(line.split(" ", 1)[1].replace("{TAB}", "\t").replace("{SP}", " "))
+seeds += ["", "http://[fe80::1%25", "http://" + "1." * 200, "%" * 50, "http://xn--/", "http://xn--a.xn--b/", "\\\\[::]"]
+put("ssrf", seeds)

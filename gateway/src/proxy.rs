@@ -974,7 +974,7 @@ impl Portcullis {
     }
 
     /// The rule checks of the pinned snapshot, in order: firewall, identity, rate limits, webhook
-    /// signature, tenant scope, quotas (last: only what passed everything is counted). Every check
+    /// signature, SSRF guard, tenant scope, quotas (last: only what passed everything is counted). Every check
     /// pushes findings
     /// into one `Outcome`, which applies each rule's mode: the first enforcing finding stops the
     /// chain. Each finding becomes one event; an enforced cross-tenant attempt also triggers its
@@ -988,11 +988,13 @@ impl Portcullis {
         let tenant_on = !snapshot.tenant.is_empty() && sw.flag(crate::switches::Flag::TenantScope);
         let webhooks_on = !snapshot.webhooks.is_empty() && sw.flag(crate::switches::Flag::WebhookVerification);
         let limits_on = !snapshot.rate_limits.is_empty() && sw.flag(crate::switches::Flag::RateLimit);
+        let ssrf_on = !snapshot.ssrf.is_empty();
         if (snapshot.firewall.is_empty() || !sw.flag(crate::switches::Flag::Firewall))
             && snapshot.identity.is_empty()
             && !tenant_on
             && !webhooks_on
             && !limits_on
+            && !ssrf_on
             && snapshot.quotas.is_empty()
         {
             return Ok(outcome);
@@ -1004,7 +1006,7 @@ impl Portcullis {
         // 1. Firewall, identity and rate limits: the request head only. Then what the body
         // checks need.
         let (limit_headers, deny_aggregated);
-        let (mut flow, identity, webhook, tenant_cap) = {
+        let (mut flow, identity, webhook, tenant_cap, ssrf_cap) = {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
             let head = self.head_checks(&view, ctx, now, limits_on.then_some(lnow), &mut outcome);
@@ -1014,14 +1016,15 @@ impl Portcullis {
             let go = flow.is_continue();
             let webhook = if go && webhooks_on { snapshot.webhooks.for_request(&view) } else { None };
             let tenant_cap = if go && tenant_on { snapshot.tenant.body_needed(&view) } else { None };
-            (flow, identity, webhook, tenant_cap)
+            let ssrf_cap = if go && ssrf_on { snapshot.ssrf.body_needed(&view) } else { None };
+            (flow, identity, webhook, tenant_cap, ssrf_cap)
         };
         ctx.identity = identity;
         ctx.limit_headers = limit_headers;
         ctx.deny_event_aggregated = deny_aggregated;
         let route_cap = route.map_or(0, |r| r.max_body_bytes);
         let webhook_cap = webhook.map(|w| w.body_cap(route_cap));
-        let body = match webhook_cap.max(tenant_cap.map(|c| c as u64)) {
+        let body = match webhook_cap.max(tenant_cap.max(ssrf_cap).map(|c| c as u64)) {
             // Never more than the route takes (the streaming cap check does not see this body).
             Some(cap) => {
                 let deadline = Instant::now() + self.body_time_left(ctx);
@@ -1056,17 +1059,18 @@ impl Portcullis {
             }
         }
 
-        // 3. Tenant scope.
+        // 3. The SSRF guard: query parameters, headers, form and JSON body fields.
+        if flow.is_continue() && ssrf_on {
+            let req = session.req_header();
+            let view = self.view(req, ctx, route);
+            flow = snapshot.ssrf.check(&view, body_input(body.as_ref(), ssrf_cap), &mut outcome);
+        }
+
+        // 4. Tenant scope.
         if flow.is_continue() && tenant_on {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
-            let input = match (&body, tenant_cap) {
-                (None, _) | (_, None) => BodyInput::NotBuffered,
-                (Some(BodyRead::Complete(b) | BodyRead::NotReplayable(b)), Some(cap)) if b.len() <= cap => {
-                    BodyInput::Bytes(b)
-                }
-                (Some(_), Some(_)) => BodyInput::TooLarge,
-            };
+            let input = body_input(body.as_ref(), tenant_cap);
             let who = ctx.identity.as_ref().map(|i| Principal {
                 subject: Some(i.subject.as_str()),
                 tenant: i.tenant.as_deref(),
@@ -1075,7 +1079,7 @@ impl Portcullis {
             flow = snapshot.tenant.check(&view, who.as_ref(), input, &mut outcome);
         }
 
-        // 4. Quotas, last: only a request every other check let through is counted.
+        // 5. Quotas, last: only a request every other check let through is counted.
         if flow.is_continue() && !snapshot.quotas.is_empty() {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
@@ -1291,6 +1295,15 @@ fn apply_limits(
     }
     headers.extend(check.headers);
     ControlFlow::Continue(())
+}
+
+/// The body as a check with this cap sees it: not buffered for it, too large for it, or whole.
+fn body_input(body: Option<&BodyRead>, cap: Option<usize>) -> BodyInput<'_> {
+    match (body, cap) {
+        (None, _) | (_, None) => BodyInput::NotBuffered,
+        (Some(BodyRead::Complete(b) | BodyRead::NotReplayable(b)), Some(cap)) if b.len() <= cap => BodyInput::Bytes(b),
+        (Some(_), Some(_)) => BodyInput::TooLarge,
+    }
 }
 
 fn is_the_deny(f: &Finding, outcome: &Outcome) -> bool {

@@ -15,6 +15,7 @@ pub mod query;
 pub mod request_id;
 pub mod routes;
 pub mod rulefile;
+pub mod ssrf;
 pub mod tenant;
 pub mod verdict;
 pub mod view;

@@ -48,6 +48,7 @@ use crate::firewall::{self, Firewall, RawFirewallRule};
 use crate::identity::{self, Identities, RawIdentityRule};
 use crate::limits::{self, quota::RawQuota, rate::RawRateLimit, Quotas, RateLimits};
 use crate::pii::{self, Pii, RawPiiRule};
+use crate::ssrf::{self, RawSsrfRule, Ssrf};
 use crate::tenant::{self, RawTenantRule, TenantScope};
 use crate::verdict::{Mode, Severity};
 use crate::webhook::rules::{self as webhooks, RawWebhookRule, Webhooks};
@@ -166,6 +167,8 @@ pub struct Snapshot {
     pub quotas: Quotas,
     /// The PII policies for response bodies.
     pub pii: Pii,
+    /// The SSRF guard.
+    pub ssrf: Ssrf,
     /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
     /// tell whether anything changed (see [`assets_version`]).
     pub assets: Vec<AssetRef>,
@@ -186,6 +189,7 @@ impl Snapshot {
             rate_limits: RateLimits::default(),
             quotas: Quotas::default(),
             pii: Pii::default(),
+            ssrf: Ssrf::default(),
             assets: Vec::new(),
             rules: Vec::new(),
             by_id: HashMap::new(),
@@ -240,6 +244,9 @@ pub(crate) struct RawFile {
     /// `pii:` with no entries (null) is the same as an empty list.
     #[serde(default)]
     pii: Option<Vec<RawPiiRule>>,
+    /// `ssrf:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    ssrf: Option<Vec<RawSsrfRule>>,
 }
 
 /// Compiles rule files without checking route ids. See [`compile_with`].
@@ -263,6 +270,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut rl = Vec::new();
     let mut qb = Vec::new();
     let mut pb = pii::Builder::default();
+    let mut sb = Vec::new();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
 
     for file in files {
@@ -308,6 +316,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                         limits::rate::compile(&mut ctx, "rate_limits", &raw.rate_limits.unwrap_or_default(), &mut rl);
                         limits::quota::compile(&mut ctx, "quotas", &raw.quotas.unwrap_or_default(), &mut qb);
                         pii::compile(&mut ctx, "pii", raw.pii.unwrap_or_default(), &mut pb);
+                        ssrf::compile(&mut ctx, "ssrf", &raw.ssrf.unwrap_or_default(), &mut sb);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -349,6 +358,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         rate_limits: RateLimits::new(rl),
         quotas: Quotas::new(qb),
         pii: pb.build(),
+        ssrf: Ssrf::new(sb),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         rules,
         by_id,

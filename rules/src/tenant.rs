@@ -255,7 +255,7 @@ enum TemplateSeg {
 
 /// A parsed JSON pointer: each reference token unescaped, with its folded form.
 #[derive(Debug)]
-struct Pointer {
+pub(crate) struct Pointer {
     tokens: Vec<(Box<str>, String)>,
 }
 
@@ -582,7 +582,7 @@ fn body_source(pointer: &Pointer, body: BodyInput<'_>, parsed: &mut Parsed) -> S
 /// Follows the pointer. Object members are looked up case-insensitively (Unicode simple folding,
 /// as Go's `encoding/json` does); two members that could be the token are an error. `Ok(None)`:
 /// the pointer does not resolve.
-fn resolve<'v>(root: &'v Value, pointer: &Pointer) -> Result<Option<&'v Value>, ()> {
+pub(crate) fn resolve<'v>(root: &'v Value, pointer: &Pointer) -> Result<Option<&'v Value>, ()> {
     let mut cur = root;
     for (token, folded) in &pointer.tokens {
         cur = match cur {
@@ -626,7 +626,7 @@ fn fold_key(k: &str) -> String {
 
 /// Parses JSON, refusing duplicate object keys at any depth. `None`: not valid JSON (or a
 /// duplicate key, or nesting deeper than serde_json's limit of 128).
-fn parse_strict(bytes: &[u8]) -> Option<Value> {
+pub(crate) fn parse_strict(bytes: &[u8]) -> Option<Value> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let Strict(v) = Strict::deserialize(&mut de).ok()?;
     de.end().ok()?;
@@ -883,7 +883,7 @@ fn parse_template(t: &str) -> Result<Vec<TemplateSeg>, String> {
 }
 
 /// A `target.query` name, written decoded; returns it folded.
-fn check_query_name(q: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn check_query_name(q: &str) -> Result<Vec<u8>, String> {
     if q.is_empty() {
         return Err("the query parameter name cannot be empty".into());
     }
@@ -900,7 +900,7 @@ fn check_query_name(q: &str) -> Result<Vec<u8>, String> {
     Ok(query::fold_name(q.as_bytes()))
 }
 
-fn check_header_name(h: &str) -> Result<HeaderName, String> {
+pub(crate) fn check_header_name(h: &str) -> Result<HeaderName, String> {
     if h.is_empty() {
         return Err("the header name cannot be empty".into());
     }
@@ -912,7 +912,7 @@ fn check_header_name(h: &str) -> Result<HeaderName, String> {
 }
 
 /// A `target.body` RFC 6901 JSON pointer.
-fn parse_pointer(p: &str) -> Result<Pointer, String> {
+pub(crate) fn parse_pointer(p: &str) -> Result<Pointer, String> {
     if p.len() > MAX_NAME_LEN {
         return Err(format!("the JSON pointer is {} bytes; the limit is {MAX_NAME_LEN}", p.len()));
     }

@@ -26,6 +26,7 @@ mod pii_response;
 mod routing;
 mod rules_reload;
 mod spellings;
+mod ssrf;
 mod state_model;
 mod switches;
 mod tenant;
