@@ -429,27 +429,17 @@ impl Rules {
             return;
         }
         let now = SystemTime::now();
-        let _ =
-            writeln!(out, "# HELP portcullis_rules_list_entries Entries in each IP list file the running rules read.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_list_entries gauge");
-        for l in &cur.snapshot.lists {
-            let _ = writeln!(
-                out,
-                "portcullis_rules_list_entries{{list=\"{}\"}} {}",
-                crate::switches::escape_label(&l.name),
-                l.entries
-            );
-        }
-        let _ =
-            writeln!(out, "# HELP portcullis_rules_list_ranges Disjoint address ranges of each IP list after merging.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_list_ranges gauge");
-        for l in &cur.snapshot.lists {
-            let _ = writeln!(
-                out,
-                "portcullis_rules_list_ranges{{list=\"{}\"}} {}",
-                crate::switches::escape_label(&l.name),
-                l.ranges
-            );
+        let gauges: [(&str, &str, fn(&rulefile::ListSummary) -> usize); 2] = [
+            ("entries", "Entries in each IP list file the running rules read.", |l| l.entries),
+            ("ranges", "Disjoint address ranges of each IP list after merging.", |l| l.ranges),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP portcullis_rules_list_{name} {help}");
+            let _ = writeln!(out, "# TYPE portcullis_rules_list_{name} gauge");
+            for l in &cur.snapshot.lists {
+                let label = crate::switches::escape_label(&l.name);
+                let _ = writeln!(out, "portcullis_rules_list_{name}{{list=\"{label}\"}} {}", value(l));
+            }
         }
         let _ = writeln!(
             out,
