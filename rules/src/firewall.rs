@@ -112,8 +112,13 @@ struct RawMatch {
 #[derive(Debug, Default)]
 pub struct Firewall {
     rules: Vec<Rule>,
-    index: Prefilter,
+    /// Built from [`PREFILTER_FROM`] rules on: below that, one rule after another is cheaper
+    /// than the regex-set passes (benches/README.md, "Firewall at scale").
+    index: Option<Prefilter>,
 }
+
+/// Rule count from which the firewall is prefiltered rather than evaluated rule by rule.
+const PREFILTER_FROM: usize = 32;
 
 #[derive(Debug)]
 struct Rule {
@@ -142,12 +147,19 @@ impl Firewall {
     /// criterion that holds for this request), in rule order: the findings and the stop are
     /// those of evaluating every rule in order.
     pub fn check(&self, view: &RequestView<'_>, out: &mut Outcome) -> ControlFlow<()> {
+        match &self.index {
+            Some(index) => self.check_with(index, view, out),
+            None => self.check_linear(view, out),
+        }
+    }
+
+    fn check_with(&self, index: &Prefilter, view: &RequestView<'_>, out: &mut Outcome) -> ControlFlow<()> {
         let client_ip = view.client_ip.map(|ip| ip.to_canonical());
         let mut query = Query { raw: view.query, decoded: None, folded: None };
         let mut hits = Vec::new();
         let mut sources = Sources::default();
-        self.index.candidates(view, &mut query, &mut hits);
-        self.index.sources(view, client_ip, &hits, &mut sources);
+        index.candidates(view, &mut query, &mut hits);
+        index.sources(view, client_ip, &hits, &mut sources);
         let mut heads = sources.slices();
         // A k-way merge of the sorted candidate lists: each rule once, in rule order.
         while let Some(next) = heads.iter().filter_map(|h| h.first()).min().copied() {
@@ -164,9 +176,7 @@ impl Firewall {
         ControlFlow::Continue(())
     }
 
-    /// The evaluation the prefilter replaced (every rule, in order): the oracle of the
-    /// differential tests.
-    #[cfg(test)]
+    /// Every rule, in order: for small rule sets, and the oracle of the differential tests.
     fn check_linear(&self, view: &RequestView<'_>, out: &mut Outcome) -> ControlFlow<()> {
         let client_ip = view.client_ip.map(|ip| ip.to_canonical());
         let mut query = Query { raw: view.query, decoded: None, folded: None };
@@ -288,7 +298,7 @@ pub(crate) struct Builder {
 
 impl Builder {
     pub(crate) fn build(self) -> Firewall {
-        let index = Prefilter::new(&self.rules);
+        let index = (self.rules.len() >= PREFILTER_FROM).then(|| Prefilter::new(&self.rules));
         Firewall { rules: self.rules, index }
     }
 }
@@ -1317,7 +1327,9 @@ mod tests {
     /// Both evaluations of one request.
     fn both(s: &Snapshot, r: &Req) -> [(bool, Vec<String>, Option<String>); 2] {
         let (mut a, mut b) = (Outcome::default(), Outcome::default());
-        let fa = s.firewall.check(&r.view(), &mut a);
+        // The prefilter whatever the rule count (small sets are evaluated linearly).
+        let index = Prefilter::new(&s.firewall.rules);
+        let fa = s.firewall.check_with(&index, &r.view(), &mut a);
         let fb = s.firewall.check_linear(&r.view(), &mut b);
         [outcome_ids(fa, &a), outcome_ids(fb, &b)]
     }
