@@ -429,7 +429,8 @@ impl Rules {
             return;
         }
         let now = SystemTime::now();
-        let gauges: [(&str, &str, fn(&rulefile::ListSummary) -> usize); 2] = [
+        type Gauge = (&'static str, &'static str, fn(&rulefile::ListSummary) -> usize);
+        let gauges: [Gauge; 2] = [
             ("entries", "Entries in each IP list file the running rules read.", |l| l.entries),
             ("ranges", "Disjoint address ranges of each IP list after merging.", |l| l.ranges),
         ];
