@@ -144,7 +144,7 @@ tenant_scope:
 "#;
     let resolve = |r: &AssetRef| match r {
         AssetRef::Env(_) => Ok(SECRET.to_vec()),
-        AssetRef::File(_) => Ok(RSA_PUB.as_bytes().to_vec()),
+        AssetRef::File(_) | AssetRef::List(_) => Ok(RSA_PUB.as_bytes().to_vec()),
     };
     let routes = ["business"];
     match compile_with(&[SourceFile::new("bench.yaml", text)], &Env { routes: Some(&routes), assets: Some(&resolve) }) {

@@ -781,10 +781,9 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
 
     let mut maintenance_bypass_cidrs = Vec::new();
     for (i, c) in raw.maintenance.bypass_cidrs.iter().enumerate() {
-        let parsed = c.parse::<ipnet::IpNet>().or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        match parsed {
-            Ok(n) => maintenance_bypass_cidrs.push(n.trunc()),
-            Err(_) => err(&format!("maintenance.bypass_cidrs[{i}]"), format!("`{c}` is not a CIDR or IP address")),
+        match portcullis_rules::ipset::parse_net(c) {
+            Some(n) => maintenance_bypass_cidrs.push(n.trunc()),
+            None => err(&format!("maintenance.bypass_cidrs[{i}]"), format!("`{c}` is not a CIDR or IP address")),
         }
     }
     let maintenance_bypass_header = raw.maintenance.bypass_header.as_ref().and_then(|h| {

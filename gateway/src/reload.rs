@@ -186,6 +186,9 @@ fn compile(dir: &Path, files: &[SourceFile], routes: &[String]) -> Result<Snapsh
 /// Largest key file (JWKS, PEM, secret) a rule may name.
 const MAX_ASSET_BYTES: u64 = 1024 * 1024;
 
+/// Largest IP list file a rule may name: 1M CIDRs with Spamhaus-style comments fit in 40 MiB.
+const MAX_LIST_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Reads a key file (relative paths are relative to the rules directory) or an environment
 /// variable named by a rule.
 pub fn resolve_asset(dir: &Path, r: &AssetRef) -> Result<Vec<u8>, String> {
@@ -195,18 +198,41 @@ pub fn resolve_asset(dir: &Path, r: &AssetRef) -> Result<Vec<u8>, String> {
             Some(_) => Err("it is empty".into()),
             None => Err("it is not set".into()),
         },
-        AssetRef::File(name) => {
-            let path = dir.join(name);
-            let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
-            if !meta.is_file() {
-                return Err("not a regular file".into());
-            }
-            if meta.len() > MAX_ASSET_BYTES {
-                return Err(format!("{} bytes; the limit is {MAX_ASSET_BYTES}", meta.len()));
-            }
-            std::fs::read(&path).map_err(|e| e.to_string())
+        AssetRef::File(name) => read_limited(&dir.join(name), MAX_ASSET_BYTES),
+        AssetRef::List(name) => read_limited(&dir.join(name), MAX_LIST_BYTES),
+    }
+}
+
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > limit {
+        return Err(format!("{} bytes; the limit is {limit}", meta.len()));
+    }
+    std::fs::read(path).map_err(|e| e.to_string())
+}
+
+/// The modification time of a file a rule names (relative to the rules directory), if known.
+fn modified(dir: &Path, name: &str) -> Option<SystemTime> {
+    std::fs::metadata(dir.join(name)).and_then(|m| m.modified()).ok()
+}
+
+/// The directories holding the files the rules read (key files, lists), other than the rules
+/// directory itself: the watch covers them too, so a feed edit is a reload within the debounce.
+fn asset_dirs(dir: &Path, assets: &[AssetRef]) -> Vec<PathBuf> {
+    let own = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out: Vec<PathBuf> = Vec::new();
+    for a in assets {
+        let (AssetRef::File(name) | AssetRef::List(name)) = a else { continue };
+        let Some(parent) = dir.join(name).parent().map(Path::to_path_buf) else { continue };
+        let Ok(real) = std::fs::canonicalize(&parent) else { continue };
+        if real != own && !out.contains(&real) {
+            out.push(real);
         }
     }
+    out
 }
 
 impl Rules {
@@ -345,11 +371,30 @@ impl Rules {
                 "errors": a.errors,
             })
         });
+        let now = SystemTime::now();
+        let lists: Vec<Value> = s
+            .lists
+            .iter()
+            .map(|l| {
+                let modified = modified(&self.dir, &l.name);
+                json!({
+                    "name": l.name,
+                    "sha256": l.sha256,
+                    "entries": l.entries,
+                    "ranges": l.ranges,
+                    "bytes_in_memory": l.heap_bytes,
+                    "rules": l.rules.iter().map(|r| &**r).collect::<Vec<_>>(),
+                    "modified": modified.map(crate::control::rfc3339),
+                    "age_seconds": modified.map(|m| now.duration_since(m).map_or(0, |d| d.as_secs())),
+                })
+            })
+            .collect();
         json!({
             "version": s.version,
             "loaded_at": crate::control::rfc3339(cur.loaded_at),
             "dir": self.dir.display().to_string(),
             "files": files,
+            "lists": lists,
             "rules": rules,
             "rule_count": s.rule_count(),
             "last_reload": last,
@@ -380,6 +425,38 @@ impl Rules {
             cur.snapshot.version,
             cur.snapshot.rule_count()
         );
+        if cur.snapshot.lists.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        type Gauge = (&'static str, &'static str, fn(&rulefile::ListSummary) -> usize);
+        let gauges: [Gauge; 2] = [
+            ("entries", "Entries in each IP list file the running rules read.", |l| l.entries),
+            ("ranges", "Disjoint address ranges of each IP list after merging.", |l| l.ranges),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP portcullis_rules_list_{name} {help}");
+            let _ = writeln!(out, "# TYPE portcullis_rules_list_{name} gauge");
+            for l in &cur.snapshot.lists {
+                let label = crate::switches::escape_label(&l.name);
+                let _ = writeln!(out, "portcullis_rules_list_{name}{{list=\"{label}\"}} {}", value(l));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_rules_list_age_seconds Seconds since each IP list file was last modified (a stale feed grows old)."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_rules_list_age_seconds gauge");
+        for l in &cur.snapshot.lists {
+            if let Some(m) = modified(&self.dir, &l.name) {
+                let age = now.duration_since(m).map_or(0, |d| d.as_secs());
+                let _ = writeln!(
+                    out,
+                    "portcullis_rules_list_age_seconds{{list=\"{}\"}} {age}",
+                    crate::switches::escape_label(&l.name)
+                );
+            }
+        }
     }
 
     /// Starts the watch-and-poll thread: a debounced watch on the directory (which sees
@@ -392,6 +469,10 @@ impl Rules {
             let mut watcher = if watch { start_watch(&rules.dir, &tx) } else { None };
             let mut last_poll = Instant::now();
             loop {
+                // The directories of the list and key files the running rules read are watched too.
+                if let Some(w) = watcher.as_mut() {
+                    w.follow(asset_dirs(&rules.dir, &rules.current().snapshot.assets));
+                }
                 match rx.recv_timeout(poll.saturating_sub(last_poll.elapsed())) {
                     Ok(()) => {
                         // Debounce: wait for a quiet period, but never longer than the cap.
@@ -428,12 +509,32 @@ impl Rules {
 
 /// A directory watch, remembering which directory inode it watches.
 struct DirWatch {
-    _watcher: notify::RecommendedWatcher,
+    watcher: notify::RecommendedWatcher,
     dir: PathBuf,
     ino: Option<u64>,
+    /// Other directories watched: those of the files the rules read.
+    extra: Vec<PathBuf>,
 }
 
 impl DirWatch {
+    /// Watches exactly `dirs` besides the rules directory (a directory that cannot be watched is
+    /// left to the checksum poll).
+    fn follow(&mut self, dirs: Vec<PathBuf>) {
+        use notify::Watcher;
+        if dirs == self.extra {
+            return;
+        }
+        for gone in self.extra.iter().filter(|d| !dirs.contains(d)) {
+            let _ = self.watcher.unwatch(gone);
+        }
+        for new in dirs.iter().filter(|d| !self.extra.contains(d)) {
+            if let Err(e) = self.watcher.watch(new, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(error = %e, dir = %new.display(), "cannot watch a list or key file directory; relying on the checksum poll");
+            }
+        }
+        self.extra = dirs;
+    }
+
     /// False once the path names another directory (deleted and recreated) or none.
     fn still_valid(&self) -> bool {
         inode(&self.dir).is_some() && inode(&self.dir) == self.ino
@@ -464,7 +565,7 @@ fn start_watch(dir: &Path, tx: &std::sync::mpsc::Sender<()>) -> Option<DirWatch>
         tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the rules directory; relying on the checksum poll");
         return None;
     }
-    Some(DirWatch { _watcher: w, dir: dir.to_path_buf(), ino })
+    Some(DirWatch { watcher: w, dir: dir.to_path_buf(), ino, extra: Vec::new() })
 }
 
 fn unix(t: SystemTime) -> u64 {

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use ipnet::IpNet;
 use parking_lot::Mutex;
+use portcullis_rules::ipset::IpSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -826,14 +827,14 @@ pub fn flag_names() -> Vec<String> {
 /// against the configured hash. Only maintenance mode is bypassed; killed channels stay killed.
 #[derive(Debug, Clone, Default)]
 pub struct Bypass {
-    cidrs: Vec<IpNet>,
+    cidrs: IpSet,
     header: Option<(String, [u8; 32])>,
 }
 
 impl Bypass {
     /// `header` is `(name, sha256 of the secret)`; the name is lower-cased.
     pub fn new(cidrs: Vec<IpNet>, header: Option<(String, [u8; 32])>) -> Self {
-        Self { cidrs, header: header.map(|(n, h)| (n.to_ascii_lowercase(), h)) }
+        Self { cidrs: IpSet::new(cidrs), header: header.map(|(n, h)| (n.to_ascii_lowercase(), h)) }
     }
 
     /// The header to read from the request, if a header bypass is configured (lower-case).
@@ -846,19 +847,13 @@ impl Bypass {
         self.cidrs.is_empty() && self.header.is_none()
     }
 
-    /// True when the client IP is in a bypass CIDR (IPv4-mapped IPv6 addresses match IPv4 CIDRs and
-    /// the other way round), or the header's value hashes to the configured SHA-256. An empty header
-    /// value never matches. No allocation.
+    /// True when the client IP is in a bypass CIDR (an [`IpSet`]: IPv4-mapped IPv6 addresses
+    /// match IPv4 CIDRs and the other way round; an IPv6 network wider than `::ffff:0:0/96`, such
+    /// as `::/0`, is IPv6 only), or the header's value hashes to the configured SHA-256. An empty
+    /// header value never matches. No allocation.
     pub fn allows(&self, client_ip: Option<IpAddr>, header_value: Option<&[u8]>) -> bool {
-        if let Some(ip) = client_ip {
-            let canonical = ip.to_canonical();
-            let mapped = match canonical {
-                IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
-                IpAddr::V6(_) => None,
-            };
-            if self.cidrs.iter().any(|n| n.contains(&canonical) || mapped.is_some_and(|m| n.contains(&m))) {
-                return true;
-            }
+        if client_ip.is_some_and(|ip| self.cidrs.contains(ip)) {
+            return true;
         }
         match (&self.header, header_value) {
             (Some((_, want)), Some(v)) if !v.is_empty() => {
@@ -1023,7 +1018,8 @@ fn write_atomic(dir: &Path, state: &SwitchState) -> Result<(), (String, bool)> {
     crate::state::write_durably(dir, STATE_FILE, &body)
 }
 
-fn escape_label(s: &str) -> String {
+/// A Prometheus label value: `\\`, `"` and newlines escaped.
+pub(crate) fn escape_label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
@@ -1676,6 +1672,10 @@ mod tests {
         let m = Bypass::new(vec!["::ffff:192.0.2.0/120".parse().unwrap()], None);
         assert!(m.allows(ip("192.0.2.9"), None));
         assert!(!m.allows(ip("192.0.3.9"), None));
+        // An IPv6 network wider than the mapped range is IPv6 only (the one set type's rule).
+        let wide = Bypass::new(vec!["::/0".parse().unwrap()], None);
+        assert!(wide.allows(ip("2001:db8::1"), None));
+        assert!(!wide.allows(ip("192.0.2.9"), None));
         assert!(Bypass::default().is_empty());
         assert!(!Bypass::default().allows(ip("10.1.2.3"), Some(b"x")));
     }

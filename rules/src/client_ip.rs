@@ -5,19 +5,22 @@
 //! last trusted hop is used: we never believe anything to the left of garbage. An untrusted peer's
 //! `X-Forwarded-For` is ignored entirely (it is spoofable).
 
-use ipnet::IpNet;
+use crate::ipset::{IpSet, IpSetBuilder};
 use std::net::IpAddr;
 
-/// The configured `trusted_proxies`.
+pub use crate::ipset::parse_net;
+
+/// The configured `trusted_proxies`: an [`IpSet`] (IPv4-mapped networks and addresses folded to
+/// IPv4).
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
-    nets: Vec<IpNet>,
+    nets: IpSet,
 }
 
 impl TrustedProxies {
     /// Parses CIDRs (a bare address means a single host). Returns the bad entries on error.
     pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, Vec<String>> {
-        let mut nets = Vec::new();
+        let mut nets = IpSetBuilder::default();
         let mut bad = Vec::new();
         for s in items {
             match parse_net(s) {
@@ -26,7 +29,7 @@ impl TrustedProxies {
             }
         }
         if bad.is_empty() {
-            Ok(Self { nets })
+            Ok(Self { nets: nets.build() })
         } else {
             Err(bad)
         }
@@ -34,8 +37,7 @@ impl TrustedProxies {
 
     /// True when `ip` lies in a trusted network.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.nets.iter().any(|n| n.contains(&ip))
+        self.nets.contains(ip)
     }
 
     /// True when no proxy is trusted.
@@ -60,12 +62,6 @@ impl TrustedProxies {
         }
         current
     }
-}
-
-/// Parses a CIDR or a bare address.
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 /// IPv4-mapped IPv6 addresses are treated as the IPv4 address they carry.
@@ -126,5 +122,15 @@ mod tests {
         assert_eq!(t.client_ip(ip("10.0.0.1"), ["6.6.6.6, not-an-ip, 10.3.3.3"].into_iter()), ip("10.3.3.3"));
         assert_eq!(t.client_ip(ip("10.0.0.1"), ["6.6.6.6,"].into_iter()), ip("10.0.0.1"));
         assert!(TrustedProxies::parse(["10.0.0.0/33"]).is_err());
+    }
+
+    #[test]
+    fn ipv4_mapped_proxies_are_ipv4_proxies() {
+        // Written either way, a proxy is the same host (the set folds IPv4-mapped networks).
+        let t = TrustedProxies::parse(["::ffff:10.0.0.0/104"]).unwrap();
+        assert!(t.contains(ip("10.1.2.3")));
+        assert!(t.contains(ip("::ffff:10.1.2.3")));
+        assert_eq!(t.client_ip(ip("10.0.0.1"), ["198.51.100.7"].into_iter()), ip("198.51.100.7"));
+        assert!(!t.contains(ip("11.0.0.1")));
     }
 }

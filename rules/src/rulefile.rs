@@ -46,6 +46,7 @@ use sha2::{Digest, Sha256};
 
 use crate::firewall::{self, Firewall, RawFirewallRule};
 use crate::identity::{self, Identities, RawIdentityRule};
+use crate::ipset::IpSet;
 use crate::limits::{self, quota::RawQuota, rate::RawRateLimit, Quotas, RateLimits};
 use crate::pii::{self, Pii, RawPiiRule};
 use crate::ssrf::{self, RawSsrfRule, Ssrf};
@@ -88,6 +89,10 @@ pub enum AssetRef {
     File(String),
     /// An environment variable.
     Env(String),
+    /// An IP list file (one address or CIDR per line, see [`crate::ipset::parse_list`]), as
+    /// written in the rule: relative paths are relative to the rules directory. Separate from
+    /// [`AssetRef::File`] because feeds are far larger than key files.
+    List(String),
 }
 
 impl std::fmt::Display for AssetRef {
@@ -95,6 +100,7 @@ impl std::fmt::Display for AssetRef {
         match self {
             AssetRef::File(p) => write!(f, "file {p}"),
             AssetRef::Env(v) => write!(f, "environment variable {v}"),
+            AssetRef::List(p) => write!(f, "list file {p}"),
         }
     }
 }
@@ -127,6 +133,33 @@ pub struct FileSummary {
     pub sha256: String,
     /// Number of rules the file defines (all sections).
     pub rules: usize,
+}
+
+/// One IP list file the rules read, for `GET /v1/rules`, `/metrics` and `portcullis validate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListSummary {
+    /// The path as written in the rules (relative to the rules directory).
+    pub name: String,
+    /// First 16 hex digits of the SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// Entries (addresses and CIDRs) the file lists.
+    pub entries: usize,
+    /// Disjoint ranges after merging: what lookups and memory scale with.
+    pub ranges: usize,
+    /// Bytes held by the compiled index.
+    pub heap_bytes: usize,
+    /// The rules that reference it, in file order.
+    pub rules: Vec<Arc<str>>,
+}
+
+/// At most this many bad lines are reported per list file.
+pub const MAX_LIST_ERRORS: usize = 20;
+
+/// A list file read during one compile: its summary, and its set (`None` when it failed).
+#[derive(Debug)]
+struct LoadedList {
+    summary: ListSummary,
+    set: Option<Arc<IpSet>>,
 }
 
 /// One compiled rule, for listing and for keying state that must survive reloads.
@@ -172,6 +205,9 @@ pub struct Snapshot {
     /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
     /// tell whether anything changed (see [`assets_version`]).
     pub assets: Vec<AssetRef>,
+    /// The IP list files the rules read, in the order first read (each read and parsed once,
+    /// however many rules name it).
+    pub lists: Vec<ListSummary>,
     rules: Vec<RuleInfo>,
     by_id: HashMap<Arc<str>, usize>,
 }
@@ -191,6 +227,7 @@ impl Snapshot {
             pii: Pii::default(),
             ssrf: Ssrf::default(),
             assets: Vec::new(),
+            lists: Vec::new(),
             rules: Vec::new(),
             by_id: HashMap::new(),
         }
@@ -272,6 +309,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut pb = pii::Builder::default();
     let mut sb = Vec::new();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
+    let mut lists: Vec<LoadedList> = Vec::new();
 
     for file in files {
         let before = rules.len();
@@ -300,6 +338,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                             ids: &mut ids,
                             rules: &mut rules,
                             assets: &mut assets,
+                            lists: &mut lists,
                         };
                         if raw.version != SCHEMA_VERSION {
                             // Not reached (see `unsupported_version`), but never accept another version.
@@ -360,6 +399,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         pii: pb.build(),
         ssrf: Ssrf::new(sb),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
+        lists: lists.into_iter().map(|l| l.summary).collect(),
         rules,
         by_id,
     })
@@ -451,6 +491,7 @@ pub(crate) struct Ctx<'a> {
     ids: &'a mut HashMap<String, (String, usize)>,
     rules: &'a mut Vec<RuleInfo>,
     assets: &'a mut Vec<(AssetRef, [u8; 32])>,
+    lists: &'a mut Vec<LoadedList>,
 }
 
 impl<'a> Ctx<'a> {
@@ -481,6 +522,39 @@ impl<'a> Ctx<'a> {
                 None
             }
         }
+    }
+
+    /// Reads and parses the IP list file `name` named at `path` by rule `rule`: once per compile,
+    /// however many rules name it. Bad lines are recorded as errors at `FILE:LINE` of the list
+    /// (the key path naming the rule that reads it), at most [`MAX_LIST_ERRORS`] per file.
+    pub(crate) fn ip_list(&mut self, path: &str, name: &str, rule: &Arc<str>) -> Option<Arc<IpSet>> {
+        if let Some(l) = self.lists.iter_mut().find(|l| l.summary.name == name) {
+            l.summary.rules.push(rule.clone());
+            return l.set.clone();
+        }
+        let bytes = self.asset(path, AssetRef::List(name.to_owned()))?;
+        let mut summary = ListSummary {
+            name: name.to_owned(),
+            sha256: short_hex(Sha256::new_with_prefix(&bytes)),
+            entries: 0,
+            ranges: 0,
+            heap_bytes: 0,
+            rules: vec![rule.clone()],
+        };
+        let set = match crate::ipset::parse_list(&bytes, MAX_LIST_ERRORS) {
+            Ok(parsed) => {
+                summary.entries = parsed.entries;
+                summary.ranges = parsed.set.ranges();
+                summary.heap_bytes = parsed.set.heap_bytes();
+                Some(Arc::new(parsed.set))
+            }
+            Err(bad) => {
+                self.errors.extend(bad.into_iter().map(|e| ConfigError::new(name, e.line, path, e.message)));
+                None
+            }
+        };
+        self.lists.push(LoadedList { summary, set: set.clone() });
+        set
     }
 
     /// The route ids rules may name, when known.
