@@ -104,7 +104,7 @@ pub struct Portcullis {
     /// Request headers that never reach the upstream, whatever the rules: the forwarding and
     /// URL-override headers (see [`overrides`]), the configured `strip_headers`, the maintenance
     /// bypass header. Matched in every spelling ([`overrides::same_name`]).
-    strip: Vec<HeaderName>,
+    strip: overrides::NameSet,
 }
 
 impl Portcullis {
@@ -267,15 +267,20 @@ impl Portcullis {
             TrustInbound::Any => true,
             TrustInbound::Never => false,
         };
-        ctx.request_id = match req.headers.get(X_REQUEST_ID) {
-            Some(v) if keep_inbound && request_id::is_well_formed(v.as_bytes()) => {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            }
+        // Headers looked up only when they may count (most requests: neither).
+        let inbound = if keep_inbound { req.headers.get(X_REQUEST_ID) } else { None };
+        ctx.request_id = match inbound {
+            Some(v) if request_id::is_well_formed(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
             _ => new_request_id(),
         };
         ctx.client_ip = peer.map(|p| {
-            let xff = req.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
-            cfg.trusted_proxies.client_ip(p, xff)
+            if ctx.peer_trusted {
+                let xff = req.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
+                cfg.trusted_proxies.client_ip(p, xff)
+            } else {
+                // An untrusted peer is the client whatever it forwarded (`client_ip` reads no value).
+                cfg.trusted_proxies.client_ip(p, std::iter::empty())
+            }
         });
 
         ctx.proto = forwarded_proto(session, ctx.peer_trusted);
@@ -755,8 +760,8 @@ impl Portcullis {
     /// URL override, `strip_headers`, identity), a method override or a name with `_` (or any
     /// other character but letters, digits and `-`) the route does not allow, or such a spelling
     /// of one we strip (CGI, WSGI and PHP stacks merge `X_Tenant_Id` with `X-Tenant-Id`). Names
-    /// are lowercase already; an ordinary name costs a byte scan and the list lookups it always
-    /// cost.
+    /// are lowercase already; an ordinary name costs a byte scan, a comparison or two in the
+    /// strip set, and the identity list's lookup.
     fn strips(&self, h: &HeaderName, identity: &[HeaderName], allowed: &[HeaderName]) -> bool {
         let name = h.as_str();
         if !overrides::is_alternate_spelling(name) {

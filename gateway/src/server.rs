@@ -454,18 +454,61 @@ async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, dead
     }
 }
 
-/// Writes a deny straight to a connection whose request never completed, then closes it.
 /// What Pingora would refuse itself with a bare answer, refused here as the gateway's: `CONNECT`
 /// (405), and Pingora's own check of the request target's authority against `Host` (RFC 9112 §3.2.2: an
 /// absolute-form target whose authority differs from `Host`, userinfo, several `Host` fields, an
 /// ambiguous `CONNECT` target), run here on the raw head so that its refusal is the gateway's:
 /// Pingora answers a bare 400 from inside its parser, before any `ProxyHttp` phase (no JSON body,
-/// no request id, no access-log line). The head is built as Pingora's parser builds it, and the
-/// very function that parser calls decides, so the two cannot disagree. A head httparse cannot
-/// parse as it is is left to Pingora (it may rewrite the request line first).
-fn target_authority(raw: &[u8]) -> Result<(), Deny> {
-    // Uninitialised slots, as in `framing::check_head`: zeroing 256 headers (8 KiB) on every
-    // request cost more than the parse (benches/README.md, issue 18 bypass fixes).
+/// no request id, no access-log line).
+///
+/// `head` is what `framing::parse_head` read from `raw` (the head is parsed once for both checks,
+/// on every request). The usual request (an origin-form target, one `Host` without userinfo:
+/// framing refused several) passes Pingora's authority check by construction, so only whether
+/// Pingora can build its head from the request line is left ([`pingora_builds`], no head
+/// built). Any other form goes to [`target_authority_raw`], which builds the head as Pingora's
+/// parser builds it and asks the very function that parser calls.
+fn target_authority(head: &framing::Head<'_>, raw: &[u8]) -> Result<(), Deny> {
+    match usual_target(head.method, head.target, head.host, false) {
+        Some(verdict) => verdict,
+        None => target_authority_raw(raw),
+    }
+}
+
+/// The verdict on a request line whose answer needs no Pingora head: `CONNECT` (405), or an
+/// origin-form target with at most one `Host` (`several_hosts`), that without userinfo
+/// ([`pingora_builds`] decides). `None`: any other form, decided by building the head.
+fn usual_target(method: &str, target: &str, host: Option<&[u8]>, several_hosts: bool) -> Option<Result<(), Deny>> {
+    // Pingora refuses to proxy `CONNECT` with a bare 405 of its own: the same, as ours.
+    if method == "CONNECT" {
+        return Some(Err(Deny::new(DenyCode::MethodNotAllowed, "connect_method")));
+    }
+    if !target.starts_with('/') || several_hosts || host.is_some_and(|h| h.contains(&b'@')) {
+        return None;
+    }
+    Some(if pingora_builds(method, target) {
+        Ok(())
+    } else {
+        Err(Deny::new(DenyCode::BadRequest, "malformed_request"))
+    })
+}
+
+/// Whether Pingora builds its request head from this method and origin-form target (what
+/// `pingora_http::RequestHeader::build` can fail on there, without building one: it allocates
+/// a header map and a case map): the method through `http::Method`, the target (less any
+/// fragment, which Pingora drops first) through `http::uri::PathAndQuery`, as Pingora parses
+/// them. httparse hands over UTF-8 only, which Pingora takes as is. The unit test
+/// `the_cheap_target_check_agrees_with_building_the_head` holds the two together.
+fn pingora_builds(method: &str, target: &str) -> bool {
+    let target = target.split_once('#').map_or(target, |(t, _)| t);
+    http::Method::from_bytes(method.as_bytes()).is_ok() && http::uri::PathAndQuery::try_from(target).is_ok()
+}
+
+/// [`target_authority`] on a raw head alone (parsed here): the forms other than the usual one.
+/// A head httparse cannot parse as it is is left to Pingora (it may rewrite the request line
+/// first).
+fn target_authority_raw(raw: &[u8]) -> Result<(), Deny> {
+    // Uninitialised slots, as in `framing::check_head`: zeroing 256 headers (8 KiB) cost more
+    // than the parse (benches/README.md, issue 18 bypass fixes).
     let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; framing::MAX_PARSED_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let escaped;
@@ -485,25 +528,15 @@ fn target_authority(raw: &[u8]) -> Result<(), Deny> {
         Err(_) => return Err(Deny::new(DenyCode::BadRequest, "malformed_request")),
     };
     let _ = raw;
-    // Pingora refuses to proxy `CONNECT` with a bare 405 of its own: the same, as ours.
-    if req.method == Some("CONNECT") {
-        return Err(Deny::new(DenyCode::MethodNotAllowed, "connect_method"));
-    }
-    // The usual request (origin-form target, one `Host` without userinfo) passes Pingora's
-    // authority check by construction: no need to build its head (this runs on every request).
+    let (method, target) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
     let mut hosts = req.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("host"));
     let (host, more) = (hosts.next(), hosts.next());
-    if req.path.is_some_and(|p| p.starts_with('/')) && more.is_none() && !host.is_some_and(|h| h.value.contains(&b'@'))
-    {
-        let built =
-            pingora_http::RequestHeader::build(req.method.unwrap_or(""), req.path.unwrap_or("").as_bytes(), None);
-        return built.map(|_| ()).map_err(|_| Deny::new(DenyCode::BadRequest, "malformed_request"));
+    if let Some(verdict) = usual_target(method, target, host.map(|h| h.value), more.is_some()) {
+        return verdict;
     }
     let bad = || Deny::new(DenyCode::BadRequest, "target_authority");
     // Built as Pingora builds it: what fails here fails there, with a bare 400.
-    let Ok(mut head) =
-        pingora_http::RequestHeader::build(req.method.unwrap_or(""), req.path.unwrap_or("").as_bytes(), None)
-    else {
+    let Ok(mut head) = pingora_http::RequestHeader::build(method, target.as_bytes(), None) else {
         return Err(Deny::new(DenyCode::BadRequest, "malformed_request"));
     };
     for f in req.headers.iter() {
@@ -550,6 +583,7 @@ fn escape_request_line(raw: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
+/// Writes a deny straight to a connection whose request never completed, then closes it.
 async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<String>) {
     let id = request_id.unwrap_or_else(new_request_id);
     let r = render(deny, &id);
@@ -586,12 +620,9 @@ where
                 Head::Complete => {
                     // Framing is judged on the raw head, before Pingora's parser: some ambiguous
                     // framings (CL + TE) would otherwise be dropped without an answer.
-                    if let Err(deny) = framing::check_head(&buf, self.header_limits) {
-                        let id = framing::request_id_of_head(&buf);
-                        write_raw_deny(&mut stream, &deny, id).await;
-                        return None;
-                    }
-                    if let Err(deny) = target_authority(&buf) {
+                    let checked =
+                        framing::parse_head(&buf, self.header_limits).and_then(|head| target_authority(&head, &buf));
+                    if let Err(deny) = checked {
                         let id = framing::request_id_of_head(&buf);
                         write_raw_deny(&mut stream, &deny, id).await;
                         return None;
@@ -810,8 +841,39 @@ impl BackgroundService for LimitsTick {
 mod tests {
     use super::*;
 
+    /// The verdict on a raw head alone, and (when framing accepts the head, as it must before
+    /// the guard asks) the same from the head framing parsed: the two never differ.
     fn verdict(head: &str) -> Result<(), (u16, String)> {
-        target_authority(head.as_bytes()).map_err(|d| (d.code.status(), d.reason.to_string()))
+        let of = |r: Result<(), Deny>| r.map_err(|d| (d.code.status(), d.reason.to_string()));
+        let raw = of(target_authority_raw(head.as_bytes()));
+        if let Ok(parsed) = framing::parse_head(head.as_bytes(), HeaderLimits::default()) {
+            assert_eq!(of(target_authority(&parsed, head.as_bytes())), raw, "{head:?}");
+        }
+        raw
+    }
+
+    /// `pingora_builds` answers as building Pingora's head does, for every byte in the path and
+    /// in the query of an origin-form target, fragments, UTF-8, the length limit, and methods.
+    #[test]
+    fn the_cheap_target_check_agrees_with_building_the_head() {
+        let builds = |m: &str, t: &str| pingora_http::RequestHeader::build(m, t.as_bytes(), None).is_ok();
+        let mut targets: Vec<String> = Vec::new();
+        for b in 0u8..0x80 {
+            let c = char::from(b);
+            targets.extend([format!("/a{c}b"), format!("/a?q={c}"), format!("/a#{c}"), format!("/{c}")]);
+        }
+        targets.extend(["/", "/é?é=é", "/a?b?c", "/a#b#c", "/a%zz", "/?", "/#", "/a?#"].map(String::from));
+        for n in [65_533, 65_534, 65_535, 70_000] {
+            targets.extend([format!("/{}", "a".repeat(n - 1)), format!("/{}#frag", "a".repeat(n - 1))]);
+        }
+        let mut refused = 0;
+        for t in &targets {
+            for m in ["GET", "POST", "PURGE", "M-SEARCH", "VERY-LONG-EXTENSION-METHOD"] {
+                assert_eq!(pingora_builds(m, t), builds(m, t), "{m} {t:?}");
+            }
+            refused += usize::from(!builds("GET", t));
+        }
+        assert!(refused > 10, "the refusals are exercised too ({refused})");
     }
 
     #[test]

@@ -47,15 +47,24 @@ pub fn check<'a>(
     limits: HeaderLimits,
     http11: bool,
 ) -> Result<BodyFraming, Deny> {
+    check_fields(headers, limits, http11).map(|(framing, _)| framing)
+}
+
+/// [`check`], also returning the `Host` field's value when there is one (it allows at most one).
+fn check_fields<'a>(
+    headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    limits: HeaderLimits,
+    http11: bool,
+) -> Result<(BodyFraming, Option<&'a [u8]>), Deny> {
     let (mut count, mut bytes) = (0usize, 0usize);
-    let (mut hosts, mut empty_host) = (0u32, false);
+    let (mut hosts, mut host) = (0u32, None);
     let (mut te, mut te_count, mut cl, mut cl_count): (&[u8], u32, &[u8], u32) = (b"", 0, b"", 0);
     for (name, value) in headers {
         count += 1;
         bytes += name.len() + value.len() + 4;
         if name.eq_ignore_ascii_case(HOST.as_str().as_bytes()) {
             hosts += 1;
-            empty_host |= value.is_empty();
+            host = Some(value);
         } else if name.eq_ignore_ascii_case(TRANSFER_ENCODING.as_str().as_bytes()) {
             te = value;
             te_count += 1;
@@ -72,11 +81,11 @@ pub fn check<'a>(
     }
     match hosts {
         0 if http11 => return Err(bad("missing_host")),
-        1 if empty_host && http11 => return Err(bad("empty_host")),
+        1 if host.is_some_and(<[u8]>::is_empty) && http11 => return Err(bad("empty_host")),
         0 | 1 => {}
         _ => return Err(bad("duplicate_host")),
     }
-    match (te_count, cl_count) {
+    let framing = match (te_count, cl_count) {
         (0, 0) => Ok(BodyFraming::None),
         (_, 1..) if te_count > 0 => Err(bad("content_length_and_transfer_encoding")),
         (1, 0) if !te.eq_ignore_ascii_case(b"chunked") => Err(bad("unsupported_transfer_encoding")),
@@ -85,15 +94,35 @@ pub fn check<'a>(
         (_, 0) => Err(bad("unsupported_transfer_encoding")),
         (0, 1) => parse_content_length(cl).map(BodyFraming::Length).ok_or_else(|| bad("malformed_content_length")),
         _ => Err(bad("duplicate_content_length")),
-    }
+    }?;
+    Ok((framing, host))
 }
 
 /// Most header fields the raw-head parser accepts, whatever the configured limit.
 pub const MAX_PARSED_HEADERS: usize = 256;
 
+/// What a raw request head that passed [`check_head`] says, for the checks that follow it on
+/// the same head (the gateway's request-target check), so that the head is parsed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// The body length the head declares.
+    pub framing: BodyFraming,
+    /// The request line's method, as sent.
+    pub method: &'a str,
+    /// The request line's target, as sent (httparse accepts UTF-8 beyond ASCII, nothing else).
+    pub target: &'a str,
+    /// The `Host` field's value, when there is one ([`check`] refuses several).
+    pub host: Option<&'a [u8]>,
+}
+
 /// Parses a complete raw HTTP/1 request head (request line and headers, up to the blank line)
 /// and runs [`check`] on it. A head `httparse` cannot parse is refused as `malformed_request`.
 pub fn check_head(raw: &[u8], limits: HeaderLimits) -> Result<BodyFraming, Deny> {
+    parse_head(raw, limits).map(|head| head.framing)
+}
+
+/// [`check_head`], returning what the head says ([`Head`]) for the checks that follow.
+pub fn parse_head(raw: &[u8], limits: HeaderLimits) -> Result<Head<'_>, Deny> {
     // Uninitialised slots: zeroing 256 headers (8 KiB) on every request cost more than the parse.
     let mut storage = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_PARSED_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -104,7 +133,10 @@ pub fn check_head(raw: &[u8], limits: HeaderLimits) -> Result<BodyFraming, Deny>
         Err(_) => return Err(bad("malformed_request")),
     }
     let http11 = req.version == Some(1);
-    check(req.headers.iter().map(|h| (h.name.as_bytes(), h.value)), limits, http11)
+    let (framing, host) = check_fields(req.headers.iter().map(|h| (h.name.as_bytes(), h.value)), limits, http11)?;
+    // A complete parse always has a method and a target.
+    let (method, target) = (req.method.unwrap_or_default(), req.path.unwrap_or_default());
+    Ok(Head { framing, method, target, host })
 }
 
 /// True when `buf` holds a complete request head: a line end (`\r\n` or a bare `\n`, as httparse
@@ -287,6 +319,27 @@ mod tests {
             Some("abcdefgh-1")
         );
         assert_eq!(request_id_of_head(b"GET / HTTP/1.1\r\nX-Request-Id: bad id\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn a_parsed_head_says_what_its_target_check_needs() {
+        let l = HeaderLimits::default();
+        let h = parse_head(b"POST /a?b HTTP/1.1\r\nX-A: 1\r\nHost: h.test\r\nContent-Length: 2\r\n\r\nhi", l).unwrap();
+        assert_eq!(
+            h,
+            Head { framing: BodyFraming::Length(2), method: "POST", target: "/a?b", host: Some(&b"h.test"[..]) }
+        );
+        let h = parse_head(b"GET http://a.test/x HTTP/1.0\r\n\r\n", l).unwrap();
+        assert_eq!((h.method, h.target, h.host), ("GET", "http://a.test/x", None));
+        // UTF-8 beyond ASCII reaches the target as sent; other bytes over 0x7f do not parse.
+        assert_eq!(parse_head("GET /é HTTP/1.1\r\nHost: a\r\n\r\n".as_bytes(), l).unwrap().target, "/é");
+        assert_eq!(parse_head(b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n", l).unwrap_err().reason, "malformed_request");
+        // What check_head refuses, parse_head refuses the same way.
+        for raw in
+            [&b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..], b"GET / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\n"]
+        {
+            assert_eq!(parse_head(raw, l).unwrap_err().reason, check_head(raw, l).unwrap_err().reason);
+        }
     }
 
     #[test]

@@ -122,6 +122,50 @@ pub fn is_always_stripped(name: &str) -> bool {
     FORWARDING.iter().chain(URL_OVERRIDE).any(|h| same_name(h, name))
 }
 
+/// A set of header names that answers [`NameSet::contains`] with a comparison or two: the names
+/// are kept by length, and a name's length picks the few it can equal. The gateway asks it about
+/// every header of every request (the strip list holds some forty names, and a plain list cost
+/// forty comparisons per header: benches/README.md, issue 18).
+#[derive(Debug, Clone, Default)]
+pub struct NameSet {
+    /// Every name, in the order given (duplicates kept once).
+    all: Vec<http::HeaderName>,
+    /// `by_len[n]`: the names of `n` bytes.
+    by_len: Vec<Vec<http::HeaderName>>,
+}
+
+impl NameSet {
+    /// True when `name` is one of the set's names (exactly: header names are lowercase).
+    pub fn contains(&self, name: &http::HeaderName) -> bool {
+        self.by_len.get(name.as_str().len()).is_some_and(|same_len| same_len.contains(name))
+    }
+
+    /// Every name, in the order given.
+    pub fn iter(&self) -> std::slice::Iter<'_, http::HeaderName> {
+        self.all.iter()
+    }
+}
+
+impl FromIterator<http::HeaderName> for NameSet {
+    fn from_iter<I: IntoIterator<Item = http::HeaderName>>(names: I) -> Self {
+        let mut set = NameSet::default();
+        for name in names {
+            if set.contains(&name) {
+                continue;
+            }
+            let n = name.as_str().len();
+            if set.by_len.len() <= n {
+                set.by_len.resize_with(n + 1, Vec::new);
+            }
+            if let Some(same_len) = set.by_len.get_mut(n) {
+                same_len.push(name.clone());
+            }
+            set.all.push(name);
+        }
+        set
+    }
+}
+
 /// The method a request's allowed method-override header values name: `Ok(None)` when there is
 /// none, the method (uppercase) when every value names the same one of GET, HEAD, POST, PUT,
 /// PATCH, DELETE, OPTIONS (ASCII case ignored, surrounding whitespace trimmed), else
@@ -204,6 +248,26 @@ mod tests {
         assert!(is_method_override("X-HTTP-Method-Override"));
         assert!(is_method_override("x-method-override"));
         assert!(!is_method_override("x_http_method_override"));
+    }
+
+    #[test]
+    fn a_name_set_holds_exactly_its_names() {
+        let names = FORWARDING.iter().chain(URL_OVERRIDE).map(|h| http::HeaderName::from_static(h));
+        let set: NameSet = names.clone().chain([http::header::FORWARDED, http::header::HOST]).collect();
+        assert_eq!(set.iter().count(), FORWARDING.len() + URL_OVERRIDE.len() + 1, "duplicates kept once");
+        for h in names.chain([http::header::HOST]) {
+            assert!(set.contains(&h), "{h}");
+        }
+        for h in
+            ["x-client-id", "authorization", "accept", "x-forwarded-fo", "x-forwarded-forr", "a", "", "x_forwarded_for"]
+        {
+            if let Ok(h) = http::HeaderName::from_bytes(h.as_bytes()) {
+                assert!(!set.contains(&h), "{h}");
+            }
+        }
+        assert!(!NameSet::default().contains(&http::header::HOST));
+        let long = http::HeaderName::from_bytes("x".repeat(300).as_bytes()).unwrap();
+        assert!(!set.contains(&long));
     }
 
     #[test]
