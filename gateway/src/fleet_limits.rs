@@ -102,7 +102,11 @@ fn tick(fleet: &Fleet, sh: &Shared, c: &mut redis::Connection) -> redis::RedisRe
         .ignore()
         .zcard(&instances)
         .query(c)?;
-    stream_audit(fleet, sh, c)?;
+    // The audit list never holds the counters back: a local read error or a tampered list is
+    // logged and retried next tick (a broken connection fails the commands below as well).
+    if let Err(e) = stream_audit(fleet, sh, c) {
+        tracing::warn!(error = %e, "fleet audit list: records not appended yet; retried");
+    }
     let rates = &fleet.rates;
     rates.set_instances(n);
     let book = &sh.limits.book;
@@ -168,8 +172,8 @@ fn stream_audit(fleet: &Fleet, sh: &Shared, c: &mut redis::Connection) -> redis:
         Some(p) => p,
         // First contact: where the fleet's list has this instance (a new one starts here).
         None => {
-            let p: Option<u64> = redis::cmd("HGET").arg(fleet.key("audit_pos")).arg(&fleet.cfg.instance).query(c)?;
-            p.filter(|&p| p <= last).unwrap_or(last)
+            let p: Option<String> = redis::cmd("HGET").arg(fleet.key("audit_pos")).arg(&fleet.cfg.instance).query(c)?;
+            p.and_then(|p| p.parse::<u64>().ok()).filter(|&p| p <= last).unwrap_or(last)
         }
     };
     if from >= last {
