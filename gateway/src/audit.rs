@@ -589,6 +589,12 @@ impl AuditLog {
             .collect()
     }
 
+    /// `seq` of the last record this process knows of (its own, or another process's it has
+    /// followed).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.lock().seq
+    }
+
     /// The log file's path.
     pub fn path(&self) -> &Path {
         &self.path

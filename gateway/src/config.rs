@@ -67,6 +67,14 @@ struct RawFleet {
     password_env: Option<String>,
     #[serde(default)]
     password_file: Option<String>,
+    #[serde(default)]
+    instance_id: Option<String>,
+    #[serde(default)]
+    rate_limit_fallback: Option<String>,
+    #[serde(default)]
+    webhook_replay_fallback: Option<String>,
+    #[serde(default)]
+    webhook_replay_budget_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -807,7 +815,15 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
             &f.id,
             f.password_env.as_deref(),
             f.password_file.as_deref().map(&resolve),
-        ) {
+        )
+        .and_then(|c| {
+            c.with_options(
+                f.instance_id.as_deref(),
+                f.rate_limit_fallback.as_deref(),
+                f.webhook_replay_fallback.as_deref(),
+                f.webhook_replay_budget_ms,
+            )
+        }) {
             Ok(c) => Some(c),
             Err((field, why)) => {
                 err(&format!("fleet.{field}"), why);

@@ -301,11 +301,11 @@ impl ControlApp {
             }
             Handler::Summary => {
                 let q = SummaryQuery::parse(call.query).map_err(bad_query)?;
-                Ok((200, self.shared.events.summary(q.hours, &self.shared.requests)))
+                Ok((200, per_instance(self.shared.events.summary(q.hours, &self.shared.requests))))
             }
             Handler::TopThreats => {
                 let q = TopThreatsQuery::parse(call.query).map_err(bad_query)?;
-                Ok((200, self.shared.events.top_threats(q.hours, q.limit)))
+                Ok((200, per_instance(self.shared.events.top_threats(q.hours, q.limit))))
             }
             Handler::SafeTest => {
                 let name = call.path.rsplit('/').next().unwrap_or("");
@@ -358,12 +358,23 @@ impl ControlApp {
                 Ok((200, body))
             }
             Handler::Audit => {
-                let limit = audit_limit(call.query).map_err(bad_query)?;
+                let (limit, fleet) = audit_query(call.query).map_err(bad_query)?;
+                if fleet {
+                    // Fleet mode's list of every instance's records (see fleet_limits.rs).
+                    let Some(f) = self.shared.fleet.clone() else {
+                        return Err(bad_query("scope=fleet needs fleet mode (a `fleet:` section)".into()));
+                    };
+                    let records = tokio::task::spawn_blocking(move || f.audit(limit))
+                        .await
+                        .map_err(|_| Deny::new(DenyCode::Internal, "audit_task"))?
+                        .map_err(|e| Deny::new(DenyCode::StoreUnavailable, "fleet_store").with_details(vec![e]))?;
+                    return Ok((200, json!({ "scope": "fleet", "records": records })));
+                }
                 let records = self.shared.audit.recent(limit).map_err(|e| {
                     tracing::error!(error = %e, "cannot read the audit log");
                     Deny::new(DenyCode::Internal, "audit_read")
                 })?;
-                Ok((200, json!({ "records": records })))
+                Ok((200, json!({ "scope": "instance", "records": records })))
             }
             Handler::Maintenance | Handler::Channel | Handler::Flag => {
                 // Every mutation fsyncs: on a blocking thread, never on the runtime's.
@@ -689,22 +700,30 @@ impl ControlApp {
         let now = now_unix();
         let old = json!(loaded.snapshot.quotas.usage(&limits.book, &tenant, now));
         let counters = old.as_array().map_or(0, Vec::len);
-        let committed = transact(
-            &*self.shared.audit,
-            self.shared.state(),
-            m.meta(),
-            target,
-            Value::Null,
-            AuditAction::QuotaReset,
-            || -> Result<Plan, Refused> {
-                Ok(Plan {
-                    action: AuditAction::QuotaReset,
-                    op: Op::QuotaReset(tenant.clone()),
-                    old: old.clone(),
-                    reason: reason.clone(),
-                })
-            },
-        );
+        // Fleet mode: every instance resets (and the fleet's counters go); refused while the
+        // store is unreachable, since a reset gives quota back.
+        let fleet = self.shared.fleet.as_deref();
+        if let Some(Err(why)) = fleet.map(|f| f.admit(&Op::QuotaReset(tenant.clone()))) {
+            return Err(m.refuse(Deny::new(DenyCode::StoreUnavailable, "fleet_store"), 503, why));
+        }
+        let (committed, published) = crate::fleet::run(fleet, action, || {
+            transact(
+                &*self.shared.audit,
+                self.shared.state(),
+                m.meta(),
+                target,
+                Value::Null,
+                AuditAction::QuotaReset,
+                || -> Result<Plan, Refused> {
+                    Ok(Plan {
+                        action: AuditAction::QuotaReset,
+                        op: Op::QuotaReset(tenant.clone()),
+                        old: old.clone(),
+                        reason: reason.clone(),
+                    })
+                },
+            )
+        });
         let (new, version) = match committed {
             Ok(c) => (c.new, c.version),
             Err(TxError::Refused(r)) => return Err(Deny::new(DenyCode::BadRequest, "tenant").with_details(vec![r.why])),
@@ -713,7 +732,11 @@ impl ControlApp {
         let change = Change { target: target.clone(), old: old.clone(), new, version };
         self.shared.events.emit(switch_changed_event(&change, &call.who, &loaded.snapshot.version));
         tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, target = %target, "quota reset");
-        Ok((200, json!({ "tenant": tenant, "reset": true, "counters": counters, "old": old })))
+        let mut body = json!({ "tenant": tenant, "reset": true, "counters": counters, "old": old });
+        if let Some(p) = published {
+            body["fleet"] = p.to_json();
+        }
+        Ok((200, body))
     }
 
     /// The `switch_changed` event (info).
@@ -808,9 +831,19 @@ impl<'a> Mutating<'a> {
         Ok(reason)
     }
 }
-/// `limit` of `GET /v1/audit` (default 100, 1..=1000); no other parameter.
-fn audit_limit(query: Option<&str>) -> Result<usize, String> {
-    let mut limit = 100;
+/// Summary, health score and top threats are this instance's (its events, its requests), in
+/// fleet mode too: the answer says so (`"scope": "instance"`).
+fn per_instance(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("scope".into(), json!("instance"));
+    }
+    v
+}
+
+/// `limit` (default 100, 1..=1000) and `scope` (`instance`, the default, or `fleet`) of
+/// `GET /v1/audit`; no other parameter.
+fn audit_query(query: Option<&str>) -> Result<(usize, bool), String> {
+    let (mut limit, mut fleet) = (100, false);
     for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
         match kv.split_once('=') {
             Some(("limit", v)) => {
@@ -820,10 +853,13 @@ fn audit_limit(query: Option<&str>) -> Result<usize, String> {
                     .filter(|n| (1..=1000).contains(n))
                     .ok_or_else(|| format!("limit must be 1 to 1000, not `{v}`"))?;
             }
-            _ => return Err(format!("unknown parameter `{kv}`; allowed: limit")),
+            Some(("scope", "instance")) => fleet = false,
+            Some(("scope", "fleet")) => fleet = true,
+            Some(("scope", v)) => return Err(format!("scope must be instance or fleet, not `{v}`")),
+            _ => return Err(format!("unknown parameter `{kv}`; allowed: limit, scope")),
         }
     }
-    Ok(limit)
+    Ok((limit, fleet))
 }
 
 /// An authorised control request.

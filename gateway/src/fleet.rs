@@ -77,6 +77,34 @@ pub struct FleetConfig {
     /// The fleet id: every key is `portcullis:{id}:…`.
     pub id: String,
     password: Option<Secret>,
+    /// This instance's name in the fleet (`instance_id`; default `<hostname>-<8 hex digits of the
+    /// state_dir's hash>`: the two processes of a graceful upgrade, which share the state
+    /// directory and its audit chain, are one instance).
+    pub instance: String,
+    /// `rate_limit_fallback`: the fleet rate budget while the store is unreachable.
+    pub rate_fallback: portcullis_rules::limits::Fallback,
+    /// `webhook_replay_fallback: closed`: refuse webhook deliveries (503) while the fleet replay
+    /// cache cannot be asked, instead of relying on this instance's cache alone.
+    pub webhook_closed: bool,
+    /// `webhook_replay_budget_ms`: the request-path budget of one replay-cache round trip.
+    pub webhook_budget: Duration,
+}
+
+/// Default of `webhook_replay_budget_ms`.
+pub const DEFAULT_WEBHOOK_BUDGET_MS: u64 = 5;
+
+/// This machine's host name (`HOSTNAME`, else the kernel's), for the default instance id.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into())
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 impl FleetConfig {
@@ -119,7 +147,51 @@ impl FleetConfig {
             ),
             (None, None) => None,
         };
-        Ok(FleetConfig { url: url.to_string(), endpoint, id: id.to_string(), password: password.map(Secret) })
+        FleetConfig {
+            url: url.to_string(),
+            endpoint,
+            id: id.to_string(),
+            password: password.map(Secret),
+            instance: String::new(),
+            rate_fallback: portcullis_rules::limits::Fallback::Share,
+            webhook_closed: false,
+            webhook_budget: Duration::from_millis(DEFAULT_WEBHOOK_BUDGET_MS),
+        }
+        .with_options(None, None, None, None)
+    }
+
+    /// The optional members of `fleet:`, validated.
+    pub fn with_options(
+        mut self,
+        instance_id: Option<&str>,
+        rate_fallback: Option<&str>,
+        webhook_fallback: Option<&str>,
+        webhook_budget_ms: Option<u64>,
+    ) -> Result<FleetConfig, (&'static str, String)> {
+        use portcullis_rules::limits::Fallback;
+        self.instance = match instance_id {
+            Some(i) if valid_name(i) => i.to_string(),
+            Some(_) => return Err(("instance_id", "must be 1 to 64 of A-Z a-z 0-9 - _ .".into())),
+            // Filled in by `Fleet::new`: `<hostname>-<hash of state_dir>`.
+            None => String::new(),
+        };
+        self.rate_fallback = match rate_fallback {
+            None | Some("share") => Fallback::Share,
+            Some("local") => Fallback::Local,
+            Some(_) => return Err(("rate_limit_fallback", "must be share or local".into())),
+        };
+        self.webhook_closed = match webhook_fallback {
+            None | Some("local") => false,
+            Some("closed") => true,
+            Some(_) => return Err(("webhook_replay_fallback", "must be local or closed".into())),
+        };
+        if let Some(ms) = webhook_budget_ms {
+            if !(1..=1000).contains(&ms) {
+                return Err(("webhook_replay_budget_ms", "must be between 1 and 1000".into()));
+            }
+            self.webhook_budget = Duration::from_millis(ms);
+        }
+        Ok(self)
     }
 }
 
@@ -148,7 +220,26 @@ pub struct Fleet {
     up: AtomicBool,
     pending: Mutex<Vec<Value>>,
     pending_path: PathBuf,
+    /// The fleet budgets of the rate limits (synced by [`crate::fleet_limits`]).
+    pub rates: portcullis_rules::limits::FleetShares,
+    /// The validated `fleet:` section.
+    pub cfg: FleetConfig,
+    /// Connections of the webhook replay cache (request path, through blocking threads).
+    replay_pool: Mutex<Vec<redis::Connection>>,
+    /// `seq` of the last local audit record in the fleet's audit list (`None`: not asked yet).
+    pub audit_streamed: Mutex<Option<u64>>,
+    /// Unix seconds of the last `fleet_store_unavailable` event (at most one a minute).
+    last_unavailable_event: std::sync::atomic::AtomicU64,
 }
+
+/// Claims every key if none is held: 1, or 0 (a replay). Values are `<instance>:<expires_at>`.
+const CLAIM: &str = "for _, k in ipairs(KEYS) do if redis.call('EXISTS', k) == 1 then return 0 end end \
+for _, k in ipairs(KEYS) do redis.call('SET', k, ARGV[1], 'PX', ARGV[2]) end return 1";
+/// Releases the keys this claim holds (not a later claim's).
+const RELEASE: &str =
+    "for _, k in ipairs(KEYS) do if redis.call('GET', k) == ARGV[1] then redis.call('DEL', k) end end return 1";
+/// Most idle replay-cache connections kept.
+const REPLAY_POOL: usize = 16;
 
 /// What became of a committed change, for the control API's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,11 +269,12 @@ pub fn needs_store(op: &Op) -> bool {
         Op::Switch(SwitchOp::Channel(_, t)) => t.enabled,
         Op::Switch(SwitchOp::Flag(..)) => true,
         Op::Session(SessionOp::Session(_, r) | SessionOp::Subject(_, r)) => r.is_none(),
-        Op::QuotaReset(_) => false,
+        // A reset gives a tenant its quota back (opens), and clears the fleet's counters.
+        Op::QuotaReset(_) => true,
     }
 }
 
-/// The audit action of a fleet-shared op (`None`: not shared, e.g. a quota reset).
+/// The audit action of a fleet-shared op.
 fn action_of(op: &Op) -> Option<AuditAction> {
     Some(match op {
         Op::Switch(SwitchOp::Maintenance(_)) => AuditAction::MaintenanceSet,
@@ -191,7 +283,7 @@ fn action_of(op: &Op) -> Option<AuditAction> {
         Op::Session(SessionOp::Session(_, Some(_))) => AuditAction::SessionRevoke,
         Op::Session(SessionOp::Session(_, None)) => AuditAction::SessionRestore,
         Op::Session(SessionOp::Subject(..)) => AuditAction::SubjectBlock,
-        Op::QuotaReset(_) => return None,
+        Op::QuotaReset(_) => AuditAction::QuotaReset,
     })
 }
 
@@ -309,6 +401,14 @@ impl Fleet {
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty() && e.len() <= 64);
         let p = |k: &str| format!("portcullis:{}:{k}", cfg.id);
+        let mut cfg = cfg.clone();
+        if cfg.instance.is_empty() {
+            let h: String =
+                host_name().chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(48).collect();
+            let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+            let tag = portcullis_rules::limits::quota::short_hash(dir.to_string_lossy().as_bytes());
+            cfg.instance = format!("{h}-{}", tag.get(..8).unwrap_or_default());
+        }
         Ok(Fleet {
             client,
             keys: Keys { ops: p("ops"), epoch: p("epoch"), changes: p("changes") },
@@ -318,6 +418,11 @@ impl Fleet {
             up: AtomicBool::new(false),
             pending: Mutex::new(pending),
             pending_path,
+            rates: portcullis_rules::limits::FleetShares::new(cfg.rate_fallback),
+            cfg,
+            replay_pool: Mutex::new(Vec::new()),
+            audit_streamed: Mutex::new(None),
+            last_unavailable_event: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -340,7 +445,68 @@ impl Fleet {
         out.push_str(&format!("portcullis_fleet_pending_changes {}\n", self.pending.lock().len()));
     }
 
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+    /// The key `portcullis:{id}:<name>`.
+    pub fn key(&self, name: &str) -> String {
+        format!("portcullis:{}:{name}", self.cfg.id)
+    }
+
+    /// One round trip of the webhook replay cache on a pooled connection, every step within
+    /// `fleet.webhook_replay_budget_ms` (blocking: run it off the request's thread).
+    fn replay_call<T: redis::FromRedisValue>(&self, script: &str, keys: &[String], args: &[&str]) -> Result<T, String> {
+        let budget = self.cfg.webhook_budget;
+        let pooled = self.replay_pool.lock().pop();
+        let mut c = match pooled {
+            Some(c) => c,
+            None => {
+                let c = self.client.get_connection_with_timeout(budget).map_err(|e| e.to_string())?;
+                c.set_read_timeout(Some(budget)).map_err(|e| e.to_string())?;
+                c.set_write_timeout(Some(budget)).map_err(|e| e.to_string())?;
+                c
+            }
+        };
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script).arg(keys.len()).arg(keys);
+        for a in args {
+            cmd.arg(*a);
+        }
+        let r = cmd.query::<T>(&mut c).map_err(|e| e.to_string())?;
+        let mut pool = self.replay_pool.lock();
+        if pool.len() < REPLAY_POOL {
+            pool.push(c);
+        }
+        Ok(r)
+    }
+
+    fn replay_keys(&self, claim: &portcullis_rules::webhook::replay::Claim) -> Vec<String> {
+        claim.keys().iter().map(|k| self.key(&format!("wh:{}", hex::encode(k)))).collect()
+    }
+
+    fn replay_value(&self, claim: &portcullis_rules::webhook::replay::Claim) -> String {
+        format!("{}:{}", self.cfg.instance, claim.expires_at())
+    }
+
+    /// Claims a delivery's keys fleet-wide (`SET … PX` when none is held): `Ok(true)` claimed,
+    /// `Ok(false)` another instance accepted it, `Err` the store did not answer.
+    pub fn replay_claim(&self, claim: &portcullis_rules::webhook::replay::Claim, now: u64) -> Result<bool, String> {
+        let ttl_ms = claim.expires_at().saturating_sub(now).max(1).saturating_mul(1000).to_string();
+        let v: i64 = self.replay_call(CLAIM, &self.replay_keys(claim), &[&self.replay_value(claim), &ttl_ms])?;
+        Ok(v == 1)
+    }
+
+    /// Releases a claim the upstream did not take (the sender's retry must pass on any instance).
+    pub fn replay_release(&self, claim: &portcullis_rules::webhook::replay::Claim) -> Result<(), String> {
+        self.replay_call::<i64>(RELEASE, &self.replay_keys(claim), &[&self.replay_value(claim)]).map(drop)
+    }
+
+    /// True at most once a minute: whether to emit `fleet_store_unavailable` now.
+    pub fn unavailable_event_due(&self, now: u64) -> bool {
+        let last = self.last_unavailable_event.load(Ordering::Relaxed);
+        now >= last.saturating_add(60)
+            && self.last_unavailable_event.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// A new blocking connection, every round trip within [`BUDGET`].
+    pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
         let c = self.client.get_connection_with_timeout(BUDGET)?;
         c.set_read_timeout(Some(BUDGET))?;
         c.set_write_timeout(Some(BUDGET))?;
@@ -407,6 +573,38 @@ impl Fleet {
         }
     }
 
+    /// A quota reset: the tenant's counters in the store go (what other instances counted and
+    /// had not yet carried is added again on their next sync: at most one tick of counting).
+    fn clear_quota(&self, tenant: &str) {
+        let pattern = self.key(&format!("q:{}:*", portcullis_rules::limits::quota::short_hash(tenant.as_bytes())));
+        let r = self.cmd(|c| {
+            let keys: Vec<String> = redis::Commands::scan_match::<_, String>(c, &pattern)?.collect();
+            if !keys.is_empty() {
+                redis::cmd("DEL").arg(&keys).query::<()>(c)?;
+            }
+            Ok(keys.len())
+        });
+        match r {
+            Ok(n) => tracing::info!(counters = n, "quota reset: the tenant's fleet counters cleared"),
+            Err(e) => {
+                tracing::error!(error = %e, "quota reset: the tenant's fleet counters could not be cleared; the fleet total returns on the next sync")
+            }
+        }
+    }
+
+    /// `GET /v1/audit?scope=fleet`: the newest `limit` records of every instance, newest first,
+    /// each with its `instance` (a value that is not a JSON object is skipped).
+    pub fn audit(&self, limit: usize) -> Result<Vec<Value>, String> {
+        let n = i64::try_from(limit).unwrap_or(1000);
+        let raw: Vec<Vec<u8>> = self.cmd(|c| redis::cmd("LRANGE").arg(self.key("audit")).arg(-n).arg(-1).query(c))?;
+        Ok(raw
+            .iter()
+            .rev()
+            .filter(|r| r.len() <= MAX_ENTRY)
+            .filter_map(|r| serde_json::from_slice::<Value>(r).ok().filter(Value::is_object))
+            .collect())
+    }
+
     /// Refuses (503) an opening change while the store does not answer (checked live).
     pub fn admit(&self, op: &Op) -> Result<(), String> {
         if !needs_store(op) {
@@ -426,6 +624,10 @@ impl Fleet {
         let published = match cur.epoch.clone() {
             Some(epoch) => match self.push(&epoch, &entry) {
                 Ok(n) if n > 0 => {
+                    if let Some(t) = entry.get("target").and_then(Value::as_str).and_then(|t| t.strip_prefix("quota:"))
+                    {
+                        self.clear_quota(t);
+                    }
                     // Our own change is in force already: skip past it if nothing came between.
                     if u64::try_from(n).is_ok_and(|n| n == cur.at + 1) {
                         cur.at += 1;
@@ -498,6 +700,11 @@ impl Fleet {
             self.cmd(|c| redis::cmd("LRANGE").arg(&self.keys.ops).arg(at).arg(-1).query::<Vec<Vec<u8>>>(c))?;
         let mut applied = 0;
         for (action, op) in fold(&entries) {
+            // A reset is an event, not a state: one from before this instance followed the list
+            // is not replayed (the store's counters are the truth; they were cleared then).
+            if at == 0 && matches!(op, Op::QuotaReset(_)) {
+                continue;
+            }
             let target = op.target();
             let old = current(sh, &target);
             if old == op.new_value() {
@@ -567,8 +774,8 @@ impl Fleet {
     }
 }
 
-/// Runs one control-plane transaction and, in fleet mode, publishes what it committed (a quota
-/// reset stays per instance). `None` for the second member without a fleet.
+/// Runs one control-plane transaction and, in fleet mode, publishes what it committed. `None`
+/// for the second member without a fleet.
 pub fn run<E>(
     fleet: Option<&Fleet>,
     action: AuditAction,
@@ -578,10 +785,8 @@ pub fn run<E>(
     f.commit(|| {
         let r = tx();
         let entry = match &r {
-            Ok(c) if action != AuditAction::QuotaReset => {
-                Some(json!({ "action": action.as_str(), "target": c.target, "new": c.new }))
-            }
-            _ => None,
+            Ok(c) => Some(json!({ "action": action.as_str(), "target": c.target, "new": c.new })),
+            Err(_) => None,
         };
         (r, entry)
     })
@@ -622,14 +827,15 @@ mod tests {
         ));
         let e = entry_of(&op).unwrap().to_string();
         assert_eq!(parse_entry(e.as_bytes()), Some((AuditAction::ChannelSet, op.clone())));
-        assert_eq!(entry_of(&Op::QuotaReset("t".into())), None, "quota resets stay per instance");
+        let q = entry_of(&Op::QuotaReset("t".into())).unwrap().to_string();
+        assert_eq!(parse_entry(q.as_bytes()), Some((AuditAction::QuotaReset, Op::QuotaReset("t".into()))));
         for bad in [
             &b"garbage"[..],
             b"",
             b"[]",
             b"null",
             br#"{"action":"switch.channel.set","target":"channel:sms","new":{"enabled":"no"}}"#,
-            br#"{"action":"quota.reset","target":"quota:t","new":{"reset":true}}"#,
+            br#"{"action":"quota.reset","target":"channel:t","new":{"reset":true}}"#,
             br#"{"action":"rules.reload","target":"channel:sms","new":{}}"#,
             br#"{"action":"flag.set","target":"channel:sms","new":{"enabled":true}}"#,
             br#"{"action":"session.revoke","target":"session:","new":{"at":1,"until":2,"actor":"x"}}"#,
@@ -678,6 +884,7 @@ mod tests {
             (Op::Session(SessionOp::Session("s".into(), None)), true),
             (Op::Session(SessionOp::Subject("u".into(), Some(r))), false),
             (Op::Session(SessionOp::Subject("u".into(), None)), true),
+            (Op::QuotaReset("t".into()), true),
         ] {
             assert_eq!(needs_store(&op), needs, "{op:?}");
         }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod durable;
 pub mod events;
 pub mod fleet;
+pub mod fleet_limits;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -8,6 +8,7 @@ use crate::events::{RequestFacts, SecurityEvent};
 use crate::metrics::UpstreamError;
 use crate::reload::Loaded;
 use crate::state::Shared;
+use crate::webhooks::FleetClaim;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -80,6 +81,8 @@ pub struct Ctx {
     /// An accepted webhook delivery's replay-cache claim: released unless the upstream answers
     /// 2xx, so the sender's retry is not refused as a replay.
     webhook_claim: Option<Claim>,
+    /// The claim is held in the fleet's replay cache too.
+    webhook_fleet: bool,
     /// The id of the secret that signed the delivery, for the access log.
     webhook_secret: Option<String>,
     /// `RateLimit-Policy` / `RateLimit` for a response that passed the limits.
@@ -251,6 +254,32 @@ fn h2_head(req: &RequestHeader, limits: framing::HeaderLimits) -> Result<(), Den
 }
 
 impl Portcullis {
+    /// `fleet.webhook_replay_fallback: closed`.
+    fn fleet_webhook_closed(&self) -> bool {
+        self.shared.fleet.as_ref().is_some_and(|f| f.cfg.webhook_closed)
+    }
+
+    /// The fleet's replay cache did not answer: logged, counted by the caller, and one
+    /// `fleet_store_unavailable` event a minute at most (`fallback`: `local` or `refused`).
+    fn fleet_unavailable(&self, why: &str, fallback: &str, now: u64) {
+        tracing::warn!(error = %why, fallback, "fleet webhook replay cache unreachable within its budget");
+        if self.shared.fleet.as_ref().is_some_and(|f| f.unavailable_event_due(now)) {
+            let mut detail = serde_json::Map::new();
+            detail.insert("component".into(), "webhook_replay".into());
+            detail.insert("fallback".into(), fallback.into());
+            detail.insert("error".into(), why.chars().take(200).collect::<String>().into());
+            let rules = self.shared.rules.current().snapshot.version.clone();
+            self.shared.events.emit(SecurityEvent::system(
+                EventType::FleetStoreUnavailable,
+                portcullis_rules::verdict::Action::Flagged,
+                Some(&rules),
+                detail,
+            ));
+        }
+    }
+}
+
+impl Portcullis {
     /// Everything decided from the request head alone: request id, client IP, canonical path,
     /// route, declared body size. Returns the deny to send, if any.
     fn inspect_head(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Deny> {
@@ -381,6 +410,7 @@ impl ProxyHttp for Portcullis {
             body_done: false,
             declared_len: None,
             webhook_claim: None,
+            webhook_fleet: false,
             webhook_secret: None,
             limit_headers: Vec::new(),
             deny_event_aggregated: false,
@@ -640,6 +670,9 @@ impl ProxyHttp for Portcullis {
         if let Some(claim) = ctx.webhook_claim.take() {
             if !(200..300).contains(&status) {
                 self.shared.webhooks.replay.release(&claim);
+                if let (true, Some(f)) = (ctx.webhook_fleet, &self.shared.fleet) {
+                    crate::webhooks::fleet_release(f, claim);
+                }
             }
         }
         self.shared.metrics.observe_request(ctx.route, status, elapsed);
@@ -1045,9 +1078,38 @@ impl Portcullis {
                     let hooks = &self.shared.webhooks;
                     match rule.check(&session.req_header().headers, b, now, &hooks.replay) {
                         Checked::Accepted { secret_id, claim } => {
-                            hooks.count(&rule.id, crate::webhooks::ACCEPTED, &secret_id);
-                            ctx.webhook_claim = Some(claim);
-                            ctx.webhook_secret = Some(secret_id);
+                            // Fleet mode: another instance may have accepted it (see webhooks.rs).
+                            let fleet = match &self.shared.fleet {
+                                None => FleetClaim::Claimed,
+                                Some(f) => crate::webhooks::fleet_claim(f, &claim, now).await,
+                            };
+                            match fleet {
+                                FleetClaim::Replayed => {
+                                    hooks.replay.release(&claim);
+                                    hooks.count(&rule.id, "replayed", &secret_id);
+                                    flow = outcome.add(rule.replayed_in_fleet(&secret_id));
+                                }
+                                FleetClaim::Unavailable(why) if self.fleet_webhook_closed() => {
+                                    hooks.replay.release(&claim);
+                                    hooks.count(&rule.id, "fleet_store_unavailable", &secret_id);
+                                    self.fleet_unavailable(&why, "refused", now);
+                                    ctx.pending = Some(
+                                        Deny::new(DenyCode::StoreUnavailable, "webhook_replay_store")
+                                            .with_details(vec!["the fleet's replay cache is unreachable: deliveries are refused until it is back (fleet.webhook_replay_fallback: closed)".into()]),
+                                    );
+                                    flow = ControlFlow::Break(());
+                                }
+                                other => {
+                                    if let FleetClaim::Unavailable(why) = other {
+                                        self.fleet_unavailable(&why, "local", now);
+                                    } else {
+                                        ctx.webhook_fleet = self.shared.fleet.is_some();
+                                    }
+                                    hooks.count(&rule.id, crate::webhooks::ACCEPTED, &secret_id);
+                                    ctx.webhook_claim = Some(claim);
+                                    ctx.webhook_secret = Some(secret_id);
+                                }
+                            }
                         }
                         Checked::Refused(f) => {
                             let detail = |k: &str| f.detail.get(k).and_then(|v| v.as_str()).unwrap_or("");
@@ -1165,7 +1227,8 @@ impl Portcullis {
         };
         if let Some(lnow) = limits {
             let key = KeyInput { view, identity: who.as_ref() };
-            let check = snapshot.rate_limits.check(&key, lnow, &self.shared.limits.agg);
+            let fleet = self.shared.fleet.as_deref().map(|f| (&f.rates, crate::fleet_limits::unix_ms()));
+            let check = snapshot.rate_limits.check_fleet(&key, lnow, &self.shared.limits.agg, fleet);
             if apply_limits(check, out, &mut head.limit_headers, &mut head.aggregated).is_break() {
                 return head;
             }

@@ -162,6 +162,8 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
             }
         }
         fleet.start(Arc::downgrade(&shared)).map_err(|e| format!("cannot start the fleet thread: {e}"))?;
+        crate::fleet_limits::start(fleet, Arc::downgrade(&shared))
+            .map_err(|e| format!("cannot start the fleet counting thread: {e}"))?;
     }
 
     let mut proxy = http_proxy(&conf, Portcullis::new(shared.clone()));

@@ -55,3 +55,43 @@ impl WebhookState {
         let _ = writeln!(out, "portcullis_webhook_replay_evictions_total {}", self.replay.evicted());
     }
 }
+
+/// What the fleet's replay cache said of an accepted delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetClaim {
+    /// Claimed fleet-wide: forward it.
+    Claimed,
+    /// Another instance accepted it already: a replay.
+    Replayed,
+    /// The store did not answer within the budget (the reason).
+    Unavailable(String),
+}
+
+/// Fleet mode: claims an accepted delivery in the fleet store, on a blocking thread, within
+/// `fleet.webhook_replay_budget_ms` (the connection's own timeouts bound the thread too).
+pub async fn fleet_claim(
+    fleet: &std::sync::Arc<crate::fleet::Fleet>,
+    claim: &portcullis_rules::webhook::replay::Claim,
+    now: u64,
+) -> FleetClaim {
+    let (f, c) = (fleet.clone(), claim.clone());
+    let job = tokio::task::spawn_blocking(move || f.replay_claim(&c, now));
+    // The connect, write and read steps each have the budget; the whole waits at most twice it.
+    match tokio::time::timeout(fleet.cfg.webhook_budget * 2, job).await {
+        Ok(Ok(Ok(true))) => FleetClaim::Claimed,
+        Ok(Ok(Ok(false))) => FleetClaim::Replayed,
+        Ok(Ok(Err(e))) => FleetClaim::Unavailable(e),
+        Ok(Err(e)) => FleetClaim::Unavailable(e.to_string()),
+        Err(_) => FleetClaim::Unavailable("over the budget".into()),
+    }
+}
+
+/// Fleet mode: releases a claim the upstream did not take, in the background.
+pub fn fleet_release(fleet: &std::sync::Arc<crate::fleet::Fleet>, claim: portcullis_rules::webhook::replay::Claim) {
+    let f = fleet.clone();
+    let _ = std::thread::Builder::new().name("fleet-release".into()).spawn(move || {
+        if let Err(e) = f.replay_release(&claim) {
+            tracing::warn!(error = %e, "fleet webhook replay cache: a claim the upstream did not take could not be released; the sender's retry is refused until it expires");
+        }
+    });
+}

@@ -99,11 +99,14 @@ pub enum EventType {
     TlsReloadFailed,
     /// A certificate in service enters its expiry-warning window.
     TlsCertificateExpiring,
+    /// Fleet mode: the fleet store could not be asked where the request path needed it (the
+    /// webhook replay cache); the documented fallback applied.
+    FleetStoreUnavailable,
 }
 
 impl EventType {
     /// Every type, in the contract's order.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         EventType::CrossTenantAttempt,
         EventType::AnomalyRed,
         EventType::PiiLeakBlock,
@@ -118,6 +121,7 @@ impl EventType {
         EventType::SwitchChanged,
         EventType::TlsReloadFailed,
         EventType::TlsCertificateExpiring,
+        EventType::FleetStoreUnavailable,
     ];
 
     /// The contract's name, e.g. `cross_tenant_attempt`.
@@ -137,6 +141,7 @@ impl EventType {
             Self::SwitchChanged => "switch_changed",
             Self::TlsReloadFailed => "tls_reload_failed",
             Self::TlsCertificateExpiring => "tls_certificate_expiring",
+            Self::FleetStoreUnavailable => "fleet_store_unavailable",
         }
     }
 

@@ -300,7 +300,7 @@ impl SecurityEvent {
 pub const fn default_action(kind: EventType) -> Action {
     match kind {
         EventType::RulesReloadFailed | EventType::TlsReloadFailed => Action::Rejected,
-        EventType::TlsCertificateExpiring => Action::Flagged,
+        EventType::TlsCertificateExpiring | EventType::FleetStoreUnavailable => Action::Flagged,
         EventType::SwitchChanged => Action::Changed,
         // Latency injected, the request went through.
         EventType::AnomalyAmber => Action::Flagged,

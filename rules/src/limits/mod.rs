@@ -68,6 +68,9 @@
 //!   every rule whose id and hash (see [`crate::rulefile`]) are unchanged the state of the
 //!   running snapshot's rule, so an unchanged rule keeps counting and a changed one starts
 //!   fresh.
+//! * Fleet mode: [`RateLimits::check_fleet`] also holds each rule's count as a fleet-wide
+//!   budget per aligned window, shared by the instances without a round trip on the request
+//!   path ([`fleet`], its accuracy stated there).
 //!
 //! # Quotas
 //!
@@ -115,6 +118,7 @@
 //! [draft]: https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/
 
 pub mod aggregate;
+pub mod fleet;
 pub mod gcra;
 pub mod quota;
 pub mod rate;
@@ -122,6 +126,7 @@ pub mod rate;
 mod tests;
 
 pub use aggregate::{Aggregator, Emit, Origin, Summary};
+pub use fleet::{Fallback, FleetShares};
 pub use gcra::{Gcra, LimitDecision, LimiterStore};
 pub use quota::{Per, Period, QuotaBook, QuotaOutcome, QuotaRule, Quotas, Usage};
 pub use rate::{CarryOver, KeyPart, LimitRule, RateLimits};

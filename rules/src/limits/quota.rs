@@ -601,6 +601,30 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: &[RawQuota], out: &
     });
 }
 
+/// One counter to carry to the fleet store: add `delta`, read the total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSync {
+    /// `<tenant hash>:<counter hash>:<period start>` (hex SHA-256 prefixes): the store's key
+    /// suffix; a tenant's keys share a prefix, so a reset finds them.
+    pub store_key: String,
+    /// The tenant's hash, as in `store_key`.
+    pub tenant_hash: String,
+    /// The counter (rule, tenant, subject).
+    counter: String,
+    period_start: i64,
+    /// When the period ends (Unix seconds): the store's key expires a day later.
+    pub resets_at: i64,
+    /// Counted here since the last sync.
+    pub delta: u64,
+    used: u64,
+}
+
+/// The first 8 bytes of SHA-256, hex: the fleet store's name for a tenant or counter.
+pub fn short_hash(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(b).get(..8).unwrap_or_default())
+}
+
 /// What one [`QuotaBook::record`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaOutcome {
@@ -629,6 +653,9 @@ struct Counter {
     used: u64,
     /// The highest threshold reported this period.
     notified: u8,
+    /// Fleet mode: `used` as the fleet store last counted it (`used − pushed`: counted here,
+    /// not yet added to the fleet's counter).
+    pushed: u64,
 }
 
 #[derive(Default)]
@@ -671,6 +698,9 @@ struct CounterRecord {
     used: u64,
     #[serde(default)]
     notified: u8,
+    /// Fleet mode: counted here and not yet added to the fleet's counter (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -743,7 +773,7 @@ impl QuotaBook {
             }
             shard.counters.insert(
                 key.clone().into_boxed_str(),
-                Counter { period_start: bounds.0, resets_at: bounds.1, used: 0, notified: 0 },
+                Counter { period_start: bounds.0, resets_at: bounds.1, used: 0, notified: 0, pushed: 0 },
             );
         }
         let Some(c) = shard.counters.get_mut(key.as_str()) else { return out };
@@ -832,6 +862,7 @@ impl QuotaBook {
                         resets_at: c.resets_at,
                         used: c.used,
                         notified: c.notified,
+                        pending: Some(c.used.saturating_sub(c.pushed)).filter(|&p| p > 0),
                     });
                 }
             }
@@ -882,7 +913,13 @@ impl QuotaBook {
             }
             shard.counters.insert(
                 key.into_boxed_str(),
-                Counter { period_start: c.period_start, resets_at: c.resets_at, used: c.used, notified: c.notified },
+                Counter {
+                    period_start: c.period_start,
+                    resets_at: c.resets_at,
+                    used: c.used,
+                    notified: c.notified,
+                    pushed: c.pending.map_or(c.used, |p| c.used.saturating_sub(p)),
+                },
             );
         }
         Ok(book)
@@ -907,6 +944,56 @@ impl QuotaBook {
             .collect()
     }
 
+    /// Fleet mode: the counters of the current period counted here since they last met the
+    /// fleet store (see [`QuotaSync`]).
+    pub fn fleet_plan(&self, now: u64) -> Vec<QuotaSync> {
+        let t = unix(now);
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for (k, c) in &shard.counters {
+                if c.used > c.pushed && c.resets_at > t && c.period_start <= t {
+                    let Some((_, tenant, _)) = parse_key(k) else { continue };
+                    out.push(QuotaSync {
+                        store_key: format!(
+                            "{}:{}:{}",
+                            short_hash(tenant.as_bytes()),
+                            short_hash(k.as_bytes()),
+                            c.period_start
+                        ),
+                        tenant_hash: short_hash(tenant.as_bytes()),
+                        counter: k.to_string(),
+                        period_start: c.period_start,
+                        resets_at: c.resets_at,
+                        delta: c.used - c.pushed,
+                        used: c.used,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Fleet mode: the fleet's totals after adding each item's `delta` (`None`: not added, e.g.
+    /// a tampered value; counted again next time). Each counter becomes the fleet's total plus
+    /// what was counted here meanwhile.
+    pub fn fleet_apply(&self, items: &[QuotaSync], totals: &[Option<u64>]) {
+        for (item, total) in items.iter().zip(totals) {
+            let Some(total) = total else { continue };
+            let Some((_, tenant, _)) = parse_key(&item.counter) else { continue };
+            let Some(shard) = self.shard(tenant) else { continue };
+            let mut shard = shard.lock();
+            let Some(c) = shard.counters.get_mut(item.counter.as_str()) else { continue };
+            if c.period_start != item.period_start || c.used < item.used {
+                continue; // a new period or a reset meanwhile: the fleet's old total is not ours
+            }
+            let meanwhile = c.used - item.used;
+            c.pushed = *total;
+            c.used = total.saturating_add(meanwhile);
+            shard.generation += 1;
+        }
+    }
+
     fn shard(&self, tenant: &str) -> Option<&Mutex<BookShard>> {
         let mut h = self.hasher.build_hasher();
         h.write(tenant.as_bytes());
@@ -919,7 +1006,7 @@ impl QuotaBook {
 /// clock stepped back) keeps counting where it is.
 fn current_period(c: &mut Counter, bounds: (i64, i64), now: u64) {
     if (c.period_start, c.resets_at) != bounds && unix(now) >= c.period_start {
-        *c = Counter { period_start: bounds.0, resets_at: bounds.1, used: 0, notified: 0 };
+        *c = Counter { period_start: bounds.0, resets_at: bounds.1, used: 0, notified: 0, pushed: 0 };
     }
 }
 

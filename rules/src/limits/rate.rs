@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
 
 use super::aggregate::{Aggregator, Emit, Origin};
+use super::fleet::{FleetKey, FleetShares};
 use super::gcra::{Gcra, LimitDecision, LimiterStore, DEFAULT_MAX_KEYS, MAX_MAX_KEYS};
 use super::{KeyInput, LimitCheck, Now};
 use crate::deny::{Deny, DenyCode};
@@ -135,6 +136,9 @@ pub struct LimitRule {
     ipv6_prefix: u8,
     rate: Box<str>,
     store: Arc<LimiterStore>,
+    /// The rate's count and period (seconds): the fleet budget per window.
+    count: u64,
+    period_secs: u64,
     /// `"id";q=100;w=60`
     policy: Box<str>,
     origin: Arc<Origin>,
@@ -156,6 +160,12 @@ struct HashSink<H: Hasher>(H);
 impl<H: Hasher> Sink for HashSink<H> {
     fn put(&mut self, bytes: &[u8]) {
         self.0.write(bytes);
+    }
+}
+
+impl Sink for sha2::Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(self, bytes);
     }
 }
 
@@ -260,6 +270,13 @@ impl LimitRule {
         let mut sink = HashSink(self.store.hasher());
         self.write_key(input, &mut sink);
         sink.0.finish()
+    }
+
+    /// The key's fleet-wide name (see [`super::fleet`]): the same on every instance.
+    pub fn fleet_key(&self, input: &KeyInput<'_>) -> FleetKey {
+        let mut h = super::fleet::key_hasher(&self.id, &self.hash);
+        self.write_key(input, &mut h);
+        super::fleet::finish(h)
     }
 
     fn value<'a>(&self, part: &'a KeyPart, input: &KeyInput<'a>) -> Value<'a> {
@@ -507,7 +524,23 @@ impl RateLimits {
     /// `RateLimit` headers in [`LimitCheck::headers`] (the most constraining rule's: fewest
     /// remaining, then latest reset); a refused one carries them in its deny.
     pub fn check(&self, input: &KeyInput<'_>, now: Now, agg: &Aggregator) -> LimitCheck {
-        let now = now.mono_ns;
+        self.check_fleet(input, now, agg, None)
+    }
+
+    /// [`RateLimits::check`] with the fleet budget of every rule (fleet mode, see
+    /// [`super::fleet`]; with the Unix time in milliseconds): a request the local bucket allows
+    /// is also taken from the key's fleet share; a refusal there is the rule's refusal (429,
+    /// `Retry-After` until the window ends).
+    pub fn check_fleet(
+        &self,
+        input: &KeyInput<'_>,
+        now_both: Now,
+        agg: &Aggregator,
+        fleet: Option<(&FleetShares, u64)>,
+    ) -> LimitCheck {
+        let now = now_both.mono_ns;
+        let (fleet, unix_ms) = (fleet.map(|f| f.0), fleet.map_or(0, |f| f.1));
+        let mut taken: Vec<FleetKey> = Vec::new();
         let mut out = LimitCheck::default();
         if self.rules.is_empty() {
             return out;
@@ -523,7 +556,24 @@ impl RateLimits {
                 continue;
             }
             let h = rule.key_hash(input);
-            let d = rule.store.check_hash(h, now);
+            let mut d = rule.store.check_hash(h, now);
+            if let (true, Some(f)) = (d.allowed, fleet) {
+                let fk = rule.fleet_key(input);
+                match f.take(fk, rule.count, rule.period_secs, unix_ms) {
+                    Ok(()) => taken.push(fk),
+                    Err(retry) => {
+                        // The fleet's budget for this window is spent: this rule refuses.
+                        rule.store.refund(h, now);
+                        d = LimitDecision {
+                            allowed: false,
+                            limit: d.limit,
+                            remaining: 0,
+                            reset_after_secs: d.reset_after_secs.max(retry),
+                            retry_after_secs: retry,
+                        };
+                    }
+                }
+            }
             match (d.allowed, rule.mode) {
                 (true, mode) => {
                     match u32::try_from(i).ok().and_then(|i| 1u128.checked_shl(i)) {
@@ -560,6 +610,11 @@ impl RateLimits {
             }
             for (r, kh) in counted_more {
                 r.store.refund(kh, now);
+            }
+            if let Some(f) = fleet {
+                for fk in taken {
+                    f.refund(fk, unix_ms);
+                }
             }
             let (finding, due) = rule.refusal(&d, h, input, now, agg);
             out.deny_event = due;
@@ -644,6 +699,8 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: &[RawRateLimit], ou
                 ipv6_prefix,
                 rate: format!("{count}/{secs}s").into(),
                 store: Arc::new(LimiterStore::new(gcra, max_keys)),
+                count,
+                period_secs: secs,
             });
         }
         None

@@ -932,3 +932,66 @@ fn refunds_reach_every_rule_also_past_the_128th() {
         assert_eq!(d.remaining, 98, "{}: the refused request was refunded", rule.id());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fleet budgets (fleet.rs) through the section's check
+
+fn fleet_rate(r: &Req, s: &Snapshot, f: &FleetShares, now: u64, unix: u64, agg: &Aggregator) -> LimitCheck {
+    r.with(|i| s.rate_limits.check_fleet(i, Now { mono_ns: now, unix_secs: unix }, agg, Some((f, unix * 1000 + 10))))
+}
+
+#[test]
+fn the_fleet_budget_refuses_past_the_share_and_refunds_the_local_bucket() {
+    let s = snap("rate_limits:\n  - id: ten\n    key: [client_ip]\n    rate: 10/1s\n  - id: wide\n    key: [client_ip]\n    rate: 1000/1s\n");
+    let agg = Aggregator::default();
+    let f = FleetShares::new(Fallback::Share);
+    f.set_instances(2);
+    f.set_connected(true);
+    let r = req("192.0.2.7");
+    // The share of a new window: 5 of 10; the sixth is refused by the fleet budget with 429 and
+    // `Retry-After` until the window ends.
+    for i in 0..5 {
+        assert!(fleet_rate(&r, &s, &f, i * 1000, 100, &agg).outcome.deny.is_none(), "request {i}");
+    }
+    let c = fleet_rate(&r, &s, &f, 6000, 100, &agg);
+    let deny = c.outcome.deny.expect("refused by the fleet budget");
+    assert_eq!(deny.deny.code, DenyCode::RateLimited);
+    assert_eq!(deny.deny.retry_after, Some(1));
+    // Refused: the local buckets were refunded (5 counted of 10, not 6), and the other rule's
+    // fleet take was given back.
+    let h = r.with(|i| s.rate_limits.rules()[0].key_hash(i));
+    assert_eq!(s.rate_limits.rules()[0].store().check_hash(h, 6000).remaining, 4, "5 counted + this one");
+    let items = f.plan(100_050);
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i.charge == 5), "{items:?}");
+    // Another client has its own budget; a new window gives a new share.
+    assert!(fleet_rate(&req("192.0.2.8"), &s, &f, 7000, 100, &agg).outcome.deny.is_none());
+    assert!(fleet_rate(&r, &s, &f, 8000, 101, &agg).outcome.deny.is_none());
+    // The key is the same on every instance (no per-process seed).
+    let a = r.with(|i| s.rate_limits.rules()[0].fleet_key(i));
+    let b = r.with(|i| s.rate_limits.rules()[0].fleet_key(i));
+    assert_eq!(a, b);
+    assert_eq!(a, FleetShares::key("ten", s.rate_limits.rules()[0].hash(), &r.key(&s.rate_limits.rules()[0])[..]));
+}
+
+/// `cargo test -p portcullis-rules --release fleet_budget_cost -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn fleet_budget_cost() {
+    let s = snap("rate_limits:\n  - id: per-client\n    key: [client_ip]\n    rate: 1000000/1s\n");
+    let agg = Aggregator::default();
+    let f = FleetShares::new(Fallback::Share);
+    f.set_connected(true);
+    let reqs: Vec<Req> = (0..1024).map(|i| req(&format!("10.0.{}.{}", i / 256, i % 256))).collect();
+    let n = 300_000u64;
+    for fleet in [false, true] {
+        let t = std::time::Instant::now();
+        for j in 0..n {
+            let r = &reqs[(j % 1024) as usize];
+            let now = Now { mono_ns: j * 1000, unix_secs: 1 };
+            let c = r.with(|i| s.rate_limits.check_fleet(i, now, &agg, fleet.then_some((&f, 1000))));
+            std::hint::black_box(c);
+        }
+        eprintln!("fleet budget {fleet}: {:.0} ns per limited request", t.elapsed().as_nanos() as f64 / n as f64);
+    }
+}

@@ -30,6 +30,18 @@ pub struct Claim {
     expires_at: u64,
 }
 
+impl Claim {
+    /// The keys claimed (fleet mode claims the same ones in the fleet store).
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// Unix seconds the claim holds until.
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
 /// The delivery was accepted before (or is in flight), and its window has not passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replayed {

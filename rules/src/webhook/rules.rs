@@ -248,6 +248,15 @@ impl WebhookRule {
         }
     }
 
+    /// The refusal of a delivery another instance of the fleet accepted already (fleet mode's
+    /// replay cache), as [`WebhookRule::check`] refuses a local replay.
+    pub fn replayed_in_fleet(&self, secret_id: &str) -> Finding {
+        let mut detail = Map::new();
+        detail.insert("secret_id".into(), Value::String(secret_id.into()));
+        detail.insert("fleet".into(), Value::Bool(true));
+        self.finding("replayed", detail)
+    }
+
     fn finding(&self, reason: &'static str, mut detail: Map<String, Value>) -> Finding {
         detail.insert("reason".into(), Value::String(reason.into()));
         detail.insert("provider".into(), Value::String(self.provider.into()));

@@ -430,7 +430,20 @@ fn the_kubernetes_manifests_are_hardened_and_their_config_and_rules_start_the_ga
     assert!(gw.contains("control: 0.0.0.0:9090"), "the kubelet must reach the control port");
     let up = Upstream::start("app");
     let backend = gw.lines().find_map(|l| l.trim().strip_prefix("backends: ")).unwrap().to_string();
+    // Fleet mode: the manifests name their Redis (redis.yaml's Service, the password from its
+    // Secret); here a real redis-server with that password stands in for it.
+    let redis_yaml = read("redis.yaml");
+    assert!(redis_yaml.contains("kind: Service") && redis_yaml.contains("name: portcullis-redis"));
+    assert!(deployment.contains("secretKeyRef: { name: portcullis-redis, key: password }"));
+    assert!(
+        gw.contains("redis_url: \"redis://portcullis-redis:6379\"")
+            && gw.contains("password_env: PORTCULLIS_REDIS_PASSWORD")
+    );
+    let redis = crate::fleet::Redis::start_with_password(None, "k8s-test-password");
+    let redis_url =
+        redis.as_ref().map_or("redis://127.0.0.1:1".to_string(), |r| format!("redis://127.0.0.1:{}", r.port));
     let gw = gw
+        .replace("redis://portcullis-redis:6379", &redis_url)
         .replace("proxy: 0.0.0.0:8080", "proxy: 127.0.0.1:0")
         .replace("control: 0.0.0.0:9090", "control: 127.0.0.1:0")
         .replace(&backend, &format!("[\"{}\"]", up.addr()))
@@ -447,8 +460,9 @@ fn the_kubernetes_manifests_are_hardened_and_their_config_and_rules_start_the_ga
     let args: Vec<String> =
         json_array(deployment.lines().find_map(|l| l.trim().strip_prefix("args: ")).expect("args:"));
     let abs = ["/etc/portcullis", "/var/lib/portcullis", "/tmp/"];
-    let env: Vec<(String, String)> =
+    let mut env: Vec<(String, String)> =
         env_entries(&deployment).into_iter().map(|(k, v)| (k, root.map(&v, &abs))).collect();
+    env.push(("PORTCULLIS_REDIS_PASSWORD".into(), "k8s-test-password".into()));
     // fsGroup makes the emptyDir the pod's.
     mkdir(&root.at("/var/lib/portcullis"), 0o750, Some(uid));
     mkdir(&root.at("/tmp"), 0o1777, None);
@@ -464,6 +478,16 @@ fn the_kubernetes_manifests_are_hardened_and_their_config_and_rules_start_the_ga
     let _reaper = Reaper(vec![child.id()]);
     let (proxy, control) = listening(&out, 0);
     serves(proxy, control, &up, "/api/k8s");
+    // The pod joined the fleet (it announced itself in the store, with the password).
+    if let Some(r) = &redis {
+        assert!(portcullis_tests::wait_until(Duration::from_secs(3), Duration::from_millis(20), || r.cli(&[
+            "-a",
+            "k8s-test-password",
+            "--no-auth-warning",
+            "ZCARD",
+            "portcullis:prod:instances"
+        ]) == "1"));
+    }
     assert!(root.at("/var/lib/portcullis/events").is_dir());
     // The kubelet stops a pod with SIGTERM: a clean exit.
     let _ = Command::new("kill").arg(child.id().to_string()).status();

@@ -7,18 +7,23 @@ use portcullis_tests::{wait_until, Client, Gateway, TempDir, Upstream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn routes() -> &'static str {
+pub(crate) fn routes() -> &'static str {
     "  - id: whatsapp\n    path_prefix: /api/whatsapp\n    upstream: app\n    channel: whatsapp\n  - id: email\n    path_prefix: /api/email\n    upstream: app\n    channel: email\n  - id: api\n    path_prefix: /api\n    upstream: app\n"
 }
 
-struct Redis {
+pub(crate) struct Redis {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Redis {
     /// A fresh, empty redis-server; `None` (loudly) when it is not installed.
-    fn start(port: Option<u16>) -> Option<Redis> {
+    pub(crate) fn start(port: Option<u16>) -> Option<Redis> {
+        Redis::start_with_password(port, "")
+    }
+
+    /// [`Redis::start`] with `requirepass` (none when empty).
+    pub(crate) fn start_with_password(port: Option<u16>, password: &str) -> Option<Redis> {
         if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
             eprintln!("!!!!! SKIPPED: redis-server is not installed (.ci/run installs it) !!!!!");
             return None;
@@ -40,24 +45,27 @@ impl Redis {
                 "--enable-debug-command",
                 "local",
             ])
+            .args(if password.is_empty() { vec![] } else { vec!["--requirepass", password] })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let r = Redis { child, port };
+        let ping: Vec<&str> =
+            if password.is_empty() { vec!["PING"] } else { vec!["-a", password, "--no-auth-warning", "PING"] };
         assert!(
-            wait_until(Duration::from_secs(5), Duration::from_millis(20), || r.cli(&["PING"]) == "PONG"),
+            wait_until(Duration::from_secs(5), Duration::from_millis(20), || r.cli(&ping) == "PONG"),
             "redis-server did not start"
         );
         Some(r)
     }
 
-    fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    fn stop(mut self) -> u16 {
+    pub(crate) fn stop(mut self) -> u16 {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.port
@@ -79,13 +87,13 @@ fn instance(up: &Upstream, state: &std::path::Path, redis: u16, fleet: &str) -> 
         .start()
 }
 
-fn put(gw: &Gateway, path: &str, body: &str) -> portcullis_tests::Resp {
+pub(crate) fn put(gw: &Gateway, path: &str, body: &str) -> portcullis_tests::Resp {
     let auth = bearer(OPERATOR);
     let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
     Client::new().request("PUT", &gw.control_url(path), &headers, Some(body.as_bytes()))
 }
 
-fn status(gw: &Gateway, path: &str) -> u16 {
+pub(crate) fn status(gw: &Gateway, path: &str) -> u16 {
     Client::new().get(&gw.url(path), &[]).status
 }
 
@@ -101,7 +109,7 @@ fn until_status(gw: &Gateway, path: &str, want: u16, limit: Duration) -> Option<
     None
 }
 
-fn fleet_id() -> String {
+pub(crate) fn fleet_id() -> String {
     format!("t{}", std::process::id())
 }
 

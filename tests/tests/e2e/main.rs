@@ -14,6 +14,7 @@ mod demo;
 mod deploy;
 mod events;
 mod fleet;
+mod fleet_limits;
 mod framing;
 mod h2;
 mod h2_floods;

@@ -13,11 +13,11 @@ use portcullis_tests::{parse_response, raw_exchange, Client, Gateway, RawConn, R
 use ring::hmac;
 use std::time::Duration;
 
-const GH: &str = "gh-current-secret-0123456789abcdef";
+pub(crate) const GH: &str = "gh-current-secret-0123456789abcdef";
 const GH_OLD: &str = "gh-previous-secret-0123456789abcdef";
 const GH_NEW: &str = "gh-next-secret-0123456789abcdef0123";
 const STRIPE: &str = "whsec_e2eStripeSecret0123456789abcdef";
-const SW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const GENERIC: &str = "generic-secret-0123456789abcdef01";
 
 const ROUTES: &str = "  - id: webhooks\n    path_prefix: /webhooks\n    upstream: app\n    max_body_bytes: 1048576\n  - id: default\n    path_prefix: /\n    upstream: app\n";
@@ -85,7 +85,7 @@ fn mac(alg: hmac::Algorithm, key: &str, parts: &[&[u8]]) -> Vec<u8> {
     ctx.sign().as_ref().to_vec()
 }
 
-fn github(secret: &str, body: &[u8], delivery: &str) -> Vec<(String, String)> {
+pub(crate) fn github(secret: &str, body: &[u8], delivery: &str) -> Vec<(String, String)> {
     vec![
         ("x-hub-signature-256".into(), format!("sha256={}", hex::encode(mac(hmac::HMAC_SHA256, secret, &[body])))),
         ("x-github-delivery".into(), delivery.into()),
@@ -99,7 +99,7 @@ fn stripe(secret: &str, body: &[u8], t: u64) -> Vec<(String, String)> {
     vec![("stripe-signature".into(), format!("t={t},v1={sig},v0=ignored"))]
 }
 
-fn standard(id: &str, body: &[u8], t: u64) -> Vec<(String, String)> {
+pub(crate) fn standard(id: &str, body: &[u8], t: u64) -> Vec<(String, String)> {
     sign_standard_webhooks(SW, id, t, body).unwrap().into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
@@ -113,13 +113,13 @@ fn generic(body: &[u8], t: u64) -> Vec<(String, String)> {
 /// Headers as (name, value) pairs.
 type Headers = Vec<(String, String)>;
 
-fn post(gw: &Gateway, path: &str, headers: &[(String, String)], body: &[u8]) -> Resp {
+pub(crate) fn post(gw: &Gateway, path: &str, headers: &[(String, String)], body: &[u8]) -> Resp {
     let mut h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     h.push(("content-type", "application/json"));
     Client::new().post(&gw.url(path), &h, body)
 }
 
-fn with(headers: &[(String, String)], name: &str, value: &str) -> Vec<(String, String)> {
+pub(crate) fn with(headers: &[(String, String)], name: &str, value: &str) -> Vec<(String, String)> {
     let mut h: Vec<(String, String)> = headers.iter().filter(|(k, _)| k != name).cloned().collect();
     h.push((name.into(), value.into()));
     h
