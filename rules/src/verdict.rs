@@ -99,11 +99,14 @@ pub enum EventType {
     TlsReloadFailed,
     /// A certificate in service enters its expiry-warning window.
     TlsCertificateExpiring,
+    /// An alert notification could not be delivered to a sink (after its retries, or its queue
+    /// was full).
+    AlertDeliveryFailed,
 }
 
 impl EventType {
     /// Every type, in the contract's order.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         EventType::CrossTenantAttempt,
         EventType::AnomalyRed,
         EventType::PiiLeakBlock,
@@ -118,6 +121,7 @@ impl EventType {
         EventType::SwitchChanged,
         EventType::TlsReloadFailed,
         EventType::TlsCertificateExpiring,
+        EventType::AlertDeliveryFailed,
     ];
 
     /// The contract's name, e.g. `cross_tenant_attempt`.
@@ -137,6 +141,7 @@ impl EventType {
             Self::SwitchChanged => "switch_changed",
             Self::TlsReloadFailed => "tls_reload_failed",
             Self::TlsCertificateExpiring => "tls_certificate_expiring",
+            Self::AlertDeliveryFailed => "alert_delivery_failed",
         }
     }
 
@@ -147,6 +152,13 @@ impl EventType {
             Self::RateLimitHit | Self::SwitchChanged => Severity::Info,
             _ => Severity::Warning,
         }
+    }
+
+    /// Whether events of this type count in the health score. An operator's own switch flip and
+    /// the alerting pipeline's own delivery reports say nothing about attacks or the service's
+    /// health: they are counted and queryable, never a penalty.
+    pub const fn counts_in_health(self) -> bool {
+        !matches!(self, Self::SwitchChanged | Self::AlertDeliveryFailed)
     }
 
     /// Parses a type name as operators write it: `auth_failure`, `auth-failure` or
