@@ -44,6 +44,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::alerts::{self, Alerts, RawAlertRule};
 use crate::firewall::{self, Firewall, RawFirewallRule};
 use crate::identity::{self, Identities, RawIdentityRule};
 use crate::limits::{self, quota::RawQuota, rate::RawRateLimit, Quotas, RateLimits};
@@ -109,11 +110,18 @@ pub struct Env<'a> {
     pub routes: Option<&'a [&'a str]>,
     /// Reads key files and secrets named by rules. `None`: a rule naming one is an error.
     pub assets: Option<&'a Resolver<'a>>,
+    /// The alert sinks of `gateway.yaml`. When given, an alert rule naming any other sink is an
+    /// error (its alerts would reach nobody). `None` skips the check.
+    pub sinks: Option<&'a [&'a str]>,
 }
 
 impl std::fmt::Debug for Env<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Env").field("routes", &self.routes).field("assets", &self.assets.is_some()).finish()
+        f.debug_struct("Env")
+            .field("routes", &self.routes)
+            .field("assets", &self.assets.is_some())
+            .field("sinks", &self.sinks)
+            .finish()
     }
 }
 
@@ -166,6 +174,8 @@ pub struct Snapshot {
     pub quotas: Quotas,
     /// The PII policies for response bodies.
     pub pii: Pii,
+    /// The alert rules (evaluated by the gateway's alerting thread, never on the request path).
+    pub alerts: Alerts,
     /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
     /// tell whether anything changed (see [`assets_version`]).
     pub assets: Vec<AssetRef>,
@@ -186,6 +196,7 @@ impl Snapshot {
             rate_limits: RateLimits::default(),
             quotas: Quotas::default(),
             pii: Pii::default(),
+            alerts: Alerts::default(),
             assets: Vec::new(),
             rules: Vec::new(),
             by_id: HashMap::new(),
@@ -240,6 +251,9 @@ pub(crate) struct RawFile {
     /// `pii:` with no entries (null) is the same as an empty list.
     #[serde(default)]
     pii: Option<Vec<RawPiiRule>>,
+    /// `alerts:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    alerts: Option<Vec<RawAlertRule>>,
 }
 
 /// Compiles rule files without checking route ids. See [`compile_with`].
@@ -263,6 +277,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut rl = Vec::new();
     let mut qb = Vec::new();
     let mut pb = pii::Builder::default();
+    let mut al = Vec::new();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
 
     for file in files {
@@ -308,6 +323,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                         limits::rate::compile(&mut ctx, "rate_limits", &raw.rate_limits.unwrap_or_default(), &mut rl);
                         limits::quota::compile(&mut ctx, "quotas", &raw.quotas.unwrap_or_default(), &mut qb);
                         pii::compile(&mut ctx, "pii", raw.pii.unwrap_or_default(), &mut pb);
+                        alerts::compile(&mut ctx, "alerts", &raw.alerts.unwrap_or_default(), &mut al);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -349,6 +365,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         rate_limits: RateLimits::new(rl),
         quotas: Quotas::new(qb),
         pii: pb.build(),
+        alerts: Alerts::new(al),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         rules,
         by_id,
@@ -476,6 +493,11 @@ impl<'a> Ctx<'a> {
     /// The route ids rules may name, when known.
     pub(crate) fn routes(&self) -> Option<&'a [&'a str]> {
         self.env.routes
+    }
+
+    /// The alert sink names rules may name, when known.
+    pub(crate) fn sinks(&self) -> Option<&'a [&'a str]> {
+        self.env.sinks
     }
 
     /// Validates the common keys of the rule at `path` (e.g. `firewall[2]`), registers it in the
@@ -1024,7 +1046,7 @@ firewall:
     fn routes_are_checked_when_known() {
         let text = "version: 1\nfirewall:\n  - id: a\n    match:\n      routes: [api, apx]\n";
         let routes = ["api", "webhooks"];
-        let env = Env { routes: Some(&routes), assets: None };
+        let env = Env { routes: Some(&routes), assets: None, sinks: None };
         let e = compile_with(&files(&[("a.yaml", text)]), &env).unwrap_err();
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].line, e[0].path.as_str()), (5, "firewall[0].match.routes[1]"));
