@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use portcullis_rules::alerts::{AlertRule, AlertState, MetricKind, Transition};
 use portcullis_rules::verdict::{EventType, Mode, Severity};
 use serde_json::{json, Value};
-use sinks::{Outcome, Sink};
+use sinks::{Outcome, Sink, SinkStats};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -416,24 +416,17 @@ impl Alerting {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP portcullis_alert_delivery_attempts_total Tries to deliver alert notifications (retries included), and the retries.");
-        let _ = writeln!(out, "# TYPE portcullis_alert_delivery_attempts_total counter");
-        for s in &self.sinks {
-            let _ = writeln!(
-                out,
-                "portcullis_alert_delivery_attempts_total{{sink=\"{}\"}} {}",
-                s.cfg.name,
-                s.stats.attempts.load(Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE portcullis_alert_delivery_retries_total counter");
-        for s in &self.sinks {
-            let _ = writeln!(
-                out,
-                "portcullis_alert_delivery_retries_total{{sink=\"{}\"}} {}",
-                s.cfg.name,
-                s.stats.retries.load(Relaxed)
-            );
+        let per_sink: [(&str, &str, StatOf); 2] = [
+            ("attempts", "Tries to deliver alert notifications, retries included.", |s| &s.attempts),
+            ("retries", "Tries that failed and were scheduled again.", |s| &s.retries),
+        ];
+        for (what, help, counter) in per_sink {
+            let _ = writeln!(out, "# HELP portcullis_alert_delivery_{what}_total {help}");
+            let _ = writeln!(out, "# TYPE portcullis_alert_delivery_{what}_total counter");
+            for s in &self.sinks {
+                let v = counter(&s.stats).load(Relaxed);
+                let _ = writeln!(out, "portcullis_alert_delivery_{what}_total{{sink=\"{}\"}} {v}", s.cfg.name);
+            }
         }
         let _ = writeln!(out, "# TYPE portcullis_alert_evaluations_total counter");
         let _ = writeln!(out, "portcullis_alert_evaluations_total {}", self.evaluations.load(Relaxed));
@@ -446,6 +439,9 @@ impl Alerting {
         &self.events
     }
 }
+
+/// Reads one counter of a sink's stats.
+type StatOf = fn(&SinkStats) -> &AtomicU64;
 
 /// The rule a sink test notification is about.
 fn test_rule(who: &str) -> AlertRule {
