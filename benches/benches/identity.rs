@@ -147,7 +147,10 @@ tenant_scope:
         AssetRef::File(_) | AssetRef::List(_) => Ok(RSA_PUB.as_bytes().to_vec()),
     };
     let routes = ["business"];
-    match compile_with(&[SourceFile::new("bench.yaml", text)], &Env { routes: Some(&routes), assets: Some(&resolve) }) {
+    match compile_with(
+        &[SourceFile::new("bench.yaml", text)],
+        &Env { routes: Some(&routes), assets: Some(&resolve), sinks: None },
+    ) {
         Ok(s) => s,
         Err(e) => panic!("{e:?}"),
     }

@@ -87,7 +87,7 @@ fn identities() -> &'static Identities {
             other => Err(format!("{other} not found")),
         };
         let routes = ["api"];
-        let env = Env { routes: Some(&routes), assets: Some(&resolve) };
+        let env = Env { routes: Some(&routes), assets: Some(&resolve), sinks: None };
         match compile_with(&[SourceFile::new("identity.yaml", RULES)], &env) {
             Ok(s) => s.identity,
             Err(e) => panic!("fixture rules do not compile: {e:?}"),

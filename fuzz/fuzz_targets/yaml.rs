@@ -36,7 +36,7 @@ fn compile(text: &str) -> Result<String, Vec<String>> {
         other => Err(format!("{other} not found")),
     };
     let routes = ["api", "admin", "public", "webhooks"];
-    let env = Env { routes: Some(&routes), assets: Some(&resolve) };
+    let env = Env { routes: Some(&routes), assets: Some(&resolve), sinks: None };
     match compile_with(&[SourceFile::new(FILE, text)], &env) {
         Ok(s) => Ok(s.version),
         Err(e) => {

@@ -149,7 +149,7 @@ pub fn main() -> ExitCode {
         // Exactly the validation a rule reload runs (`reload::load_dir`), after the config's own.
         Command::Validate { config } => match config::load(&config).and_then(|c| {
             let routes: Vec<String> = c.routes.entries().iter().map(|e| e.value.id.clone()).collect();
-            crate::reload::load_dir(&c.rules.dir, &routes).map(|s| (c, s))
+            crate::reload::load_dir(&c.rules.dir, &routes, &c.alerting.sink_names()).map(|s| (c, s))
         }) {
             Ok((c, rules)) => {
                 println!(

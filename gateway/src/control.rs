@@ -249,6 +249,7 @@ impl ControlApp {
         self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut extra);
         self.shared.rules.render_metrics(&mut extra);
         self.shared.events.render_metrics(&mut extra);
+        self.shared.alerting.render_metrics(&self.shared, &mut extra);
         if let Some(tls) = &self.shared.tls {
             tls.render_metrics(&mut extra);
         }
@@ -309,21 +310,29 @@ impl ControlApp {
             }
             Handler::SafeTest => {
                 let name = call.path.rsplit('/').next().unwrap_or("");
-                let Some(kind) = EventType::parse(name) else {
+                // An event type, or one of the alerting path's own tests (alert_sinks, ...).
+                let kind = EventType::parse(name);
+                let alert_test = crate::alerting::SafeTest::parse(name);
+                if kind.is_none() && alert_test.is_none() {
                     let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-                    return Err(Deny::new(DenyCode::BadRequest, "safe_test_type")
-                        .with_details(vec![format!("unknown event type `{name}`; known: {}", known.join(", "))]));
-                };
+                    let alerts: Vec<&str> = crate::alerting::SafeTest::ALL.iter().map(|t| t.as_str()).collect();
+                    return Err(Deny::new(DenyCode::BadRequest, "safe_test_type").with_details(vec![format!(
+                        "unknown event type `{name}`; known: {}; alerting tests: {}",
+                        known.join(", "),
+                        alerts.join(", ")
+                    )]));
+                }
                 if !self.shared.switches.flag(crate::switches::Flag::SafeTestMode) {
                     return Err(Deny::new(DenyCode::Conflict, "safe_test_mode_off").with_details(vec![
                         "safe_test_mode is off: PUT /v1/flags/safe_test_mode {\"enabled\":true}, or start with SAFE_TEST_MODE=true".into(),
                     ]));
                 }
                 let version = self.shared.rules.current().snapshot.version.clone();
-                let event = SecurityEvent::safe_test(kind, Some(&version), call.who);
-                let id = event.id.clone();
-                let body = json!({ "emitted": true, "event": &event });
-                let target = format!("event:{}", kind.as_str());
+                let event = kind.map(|kind| SecurityEvent::safe_test(kind, Some(&version), call.who));
+                let (target, new) = match (&event, alert_test) {
+                    (Some(e), _) => (format!("event:{}", e.kind.as_str()), json!(e.id)),
+                    (None, t) => (format!("alert:{}", t.map_or("", |t| t.as_str())), Value::Null),
+                };
                 if !self
                     .audit_off_thread(OwnedEntry {
                         actor: Some(call.who.to_owned()),
@@ -333,7 +342,7 @@ impl ControlApp {
                         action: AuditAction::SafeTest,
                         target: target.clone(),
                         old: Value::Null,
-                        new: json!(id),
+                        new,
                         reason: None,
                         outcome: "ok",
                         status: 202,
@@ -342,6 +351,21 @@ impl ControlApp {
                 {
                     return Err(Deny::new(DenyCode::Internal, "audit_unavailable"));
                 }
+                let Some(event) = event else {
+                    // The alerting path's own test: answered once every delivery is done (or 10 s).
+                    let shared = self.shared.clone();
+                    let who = call.who.to_owned();
+                    let test = alert_test.unwrap_or(crate::alerting::SafeTest::Sinks);
+                    let body = tokio::task::spawn_blocking(move || shared.alerting.safe_test(&shared, test, &who))
+                        .await
+                        .unwrap_or(Value::Null);
+                    tracing::info!(event.action = "control_mutation", action = "safe_test", user.name = call.who, http.request.id = call.request_id, target = %target, "safe test of the alerting path");
+                    return Ok((202, body));
+                };
+                let id = event.id.clone();
+                let kind = event.kind;
+                let alerts = self.shared.alerting.test_event(&self.shared, &event);
+                let body = json!({ "emitted": true, "event": &event, "alerts": alerts });
                 self.shared.events.emit(event);
                 // Answer once the event is in every sink, so the operator's next query sees it.
                 let events = self.shared.events.clone();

@@ -34,7 +34,6 @@ use crate::txn::{transact, Meta, Op, Plan, Refused, TxError};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -57,15 +56,7 @@ pub const EPOCH_FILE: &str = "fleet-epoch";
 const PUSH: &str = "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end \
 local n = redis.call('RPUSH', KEYS[1], ARGV[2]) redis.call('PUBLISH', KEYS[3], n) return n";
 
-/// The password of the fleet store: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+use crate::config::{read_secret, Secret};
 
 /// `fleet:` in gateway.yaml, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,25 +124,12 @@ impl FleetConfig {
             redis::ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
             _ => return Err(("redis_url", "must name a TCP host and port".into())),
         };
-        let password = match (password_env, password_file) {
-            (Some(_), Some(_)) => return Err(("password_env", "give password_env or password_file, not both".into())),
-            (Some(var), None) => Some(
-                std::env::var(var)
-                    .map_err(|_| ("password_env", format!("the environment variable {var} is not set")))?,
-            ),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(&path)
-                    .map_err(|e| ("password_file", format!("cannot read {}: {e}", path.display())))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
+        let password = read_secret(("password_env", password_env), ("password_file", password_file))?;
         FleetConfig {
             url: url.to_string(),
             endpoint,
             id: id.to_string(),
-            password: password.map(Secret),
+            password,
             instance: String::new(),
             rate_fallback: portcullis_rules::limits::Fallback::Share,
             webhook_closed: false,
@@ -386,7 +364,7 @@ impl Fleet {
         let mut info: redis::ConnectionInfo =
             cfg.url.parse().map_err(|e: redis::RedisError| format!("fleet.redis_url: {}", e.category()))?;
         if let Some(p) = &cfg.password {
-            info.redis.password = Some(p.0.clone());
+            info.redis.password = Some(p.expose().to_owned());
         }
         let client = redis::Client::open(info).map_err(|e| format!("fleet.redis_url: {}", e.category()))?;
         let pending_path = state_dir.join(PENDING_FILE);

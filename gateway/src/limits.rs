@@ -203,5 +203,7 @@ pub fn summary_event(s: &Summary, rules_version: &str) -> crate::events::Securit
     ev.severity = f.severity;
     ev.mode = f.mode;
     ev.rule_id = Some(f.rule_id.to_string());
+    // A flood from one address stays attributed to it (top threats, `GET /v1/events`).
+    ev.client_ip = s.client_ip.map(|ip| ip.to_string());
     ev
 }

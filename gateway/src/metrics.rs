@@ -32,7 +32,12 @@ struct RouteCounters {
     count: AtomicU64,
     sum_micros: AtomicU64,
     upstream_errors: [AtomicU64; 3],
+    /// 5xx responses by cause: `[failure, gateway decision]`.
+    by_cause: [AtomicU64; 2],
 }
+
+/// The causes of a 5xx, as the `cause` label shows them.
+const CAUSES: [&str; 2] = ["failure", "gateway_decision"];
 
 /// The gateway's metrics. Route index `routes.len()` is "no route matched" (`route="none"`).
 pub struct Metrics {
@@ -52,12 +57,18 @@ impl Metrics {
         self.routes.get(route.unwrap_or(self.route_ids.len()))
     }
 
-    /// Records a finished request.
-    pub fn observe_request(&self, route: Option<usize>, status: u16, elapsed: Duration) {
+    /// Records a finished request. `failure`: a 5xx that is a failure to serve (upstream error
+    /// or timeout, the gateway's own failure), not the gateway's deliberate answer.
+    pub fn observe_request(&self, route: Option<usize>, status: u16, failure: bool, elapsed: Duration) {
         let Some(c) = self.slot(route) else { return };
         let class = usize::from(status / 100).saturating_sub(1).min(4);
         if let Some(x) = c.by_class.get(class) {
             x.fetch_add(1, Relaxed);
+        }
+        if (500..600).contains(&status) {
+            if let Some(x) = c.by_cause.get(usize::from(!failure)) {
+                x.fetch_add(1, Relaxed);
+            }
         }
         let secs = elapsed.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -99,6 +110,17 @@ impl Metrics {
                 let v = c.by_class.get(j).map_or(0, |x| x.load(Relaxed));
                 let _ =
                     writeln!(out, "portcullis_requests_total{{route=\"{}\",status_class=\"{class}\"}} {v}", label(i));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_responses_5xx_total 5xx responses by route and cause: `failure` (upstream error or timeout, the gateway's own failure) or `gateway_decision` (response_blocked, maintenance, channel_disabled, store_unavailable)."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_responses_5xx_total counter");
+        for (i, c) in self.routes.iter().enumerate() {
+            for (j, cause) in CAUSES.iter().enumerate() {
+                let v = c.by_cause.get(j).map_or(0, |x| x.load(Relaxed));
+                let _ = writeln!(out, "portcullis_responses_5xx_total{{route=\"{}\",cause=\"{cause}\"}} {v}", label(i));
             }
         }
         let _ = writeln!(
@@ -145,16 +167,22 @@ mod tests {
     #[test]
     fn counts_and_renders() {
         let m = Metrics::new(vec!["api".into()], "abc".into());
-        m.observe_request(Some(0), 200, Duration::from_millis(3));
-        m.observe_request(None, 404, Duration::from_millis(1));
-        m.observe_request(Some(0), 999, Duration::from_secs(9));
+        m.observe_request(Some(0), 200, false, Duration::from_millis(3));
+        m.observe_request(None, 404, false, Duration::from_millis(1));
+        m.observe_request(Some(0), 999, false, Duration::from_secs(9));
+        m.observe_request(Some(0), 503, false, Duration::from_millis(1));
+        m.observe_request(Some(0), 502, true, Duration::from_millis(1));
+        m.observe_request(Some(0), 502, false, Duration::from_millis(1));
         m.observe_upstream_error(Some(0), UpstreamError::Timeout);
         let t = m.render("");
         assert!(t.contains("portcullis_requests_total{route=\"api\",status_class=\"2xx\"} 1"));
         assert!(t.contains("portcullis_requests_total{route=\"none\",status_class=\"4xx\"} 1"));
-        assert!(t.contains("portcullis_requests_total{route=\"api\",status_class=\"5xx\"} 1"));
-        assert!(t.contains("portcullis_request_duration_seconds_bucket{route=\"api\",le=\"0.005\"} 1"));
-        assert!(t.contains("portcullis_request_duration_seconds_count{route=\"api\"} 2"));
+        assert!(t.contains("portcullis_requests_total{route=\"api\",status_class=\"5xx\"} 4"));
+        assert!(t.contains("portcullis_responses_5xx_total{route=\"api\",cause=\"failure\"} 1"));
+        assert!(t.contains("portcullis_responses_5xx_total{route=\"api\",cause=\"gateway_decision\"} 2"));
+        assert!(t.contains("portcullis_responses_5xx_total{route=\"none\",cause=\"failure\"} 0"));
+        assert!(t.contains("portcullis_request_duration_seconds_bucket{route=\"api\",le=\"0.005\"} 4"));
+        assert!(t.contains("portcullis_request_duration_seconds_count{route=\"api\"} 5"));
         assert!(t.contains("portcullis_upstream_errors_total{route=\"api\",kind=\"timeout\"} 1"));
     }
 }

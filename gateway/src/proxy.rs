@@ -675,8 +675,13 @@ impl ProxyHttp for Portcullis {
                 }
             }
         }
-        self.shared.metrics.observe_request(ctx.route, status, elapsed);
-        self.shared.requests.record(status);
+        // A 5xx is a failure unless it is the gateway's own deliberate answer (response_blocked,
+        // maintenance, channel_disabled, store_unavailable): those never count in the 5xx rate,
+        // the health score or the 5xx alarms. An upstream's own 5xx is a failure.
+        let failure = (500..600).contains(&status) && ctx.denied.is_none_or(DenyCode::is_failure);
+        self.shared.metrics.observe_request(ctx.route, status, failure, elapsed);
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.shared.requests.record(crate::events::Finished { status, failure, elapsed_ms });
         if !self.shared.config.access_log {
             return;
         }

@@ -108,6 +108,8 @@ pub struct Rules {
     dir: PathBuf,
     /// Route ids of the gateway config: rules naming another route are refused.
     routes: Vec<String>,
+    /// The alert sinks of the config, which alert rules may name.
+    sinks: Vec<String>,
     current: ArcSwap<Loaded>,
     events: Arc<EventBus>,
     /// Serialises reloads: one read-compile-swap at a time.
@@ -173,14 +175,20 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<ConfigError>> {
 
 /// Reads and compiles a rules directory against the gateway's route ids: exactly what every
 /// reload and `portcullis validate` run.
-pub fn load_dir(dir: &Path, routes: &[String]) -> Result<Snapshot, Vec<ConfigError>> {
-    compile(dir, &read_dir(dir)?, routes)
+pub fn load_dir(dir: &Path, routes: &[String], sinks: &[String]) -> Result<Snapshot, Vec<ConfigError>> {
+    compile(dir, &read_dir(dir)?, routes, sinks)
 }
 
-fn compile(dir: &Path, files: &[SourceFile], routes: &[String]) -> Result<Snapshot, Vec<ConfigError>> {
+fn compile(
+    dir: &Path,
+    files: &[SourceFile],
+    routes: &[String],
+    sinks: &[String],
+) -> Result<Snapshot, Vec<ConfigError>> {
     let ids: Vec<&str> = routes.iter().map(String::as_str).collect();
+    let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
     let resolve = |r: &AssetRef| resolve_asset(dir, r);
-    rulefile::compile_with(files, &rulefile::Env { routes: Some(&ids), assets: Some(&resolve) })
+    rulefile::compile_with(files, &rulefile::Env { routes: Some(&ids), assets: Some(&resolve), sinks: Some(&sinks) })
 }
 
 /// Largest key file (JWKS, PEM, secret) a rule may name.
@@ -238,12 +246,18 @@ fn asset_dirs(dir: &Path, assets: &[AssetRef]) -> Vec<PathBuf> {
 impl Rules {
     /// Loads the rules at start. Invalid rules are fatal here: the gateway does not start on
     /// rules it cannot enforce.
-    pub fn start(dir: &Path, routes: Vec<String>, events: Arc<EventBus>) -> Result<Arc<Rules>, Vec<ConfigError>> {
-        let snapshot = load_dir(dir, &routes)?;
+    pub fn start(
+        dir: &Path,
+        routes: Vec<String>,
+        sinks: Vec<String>,
+        events: Arc<EventBus>,
+    ) -> Result<Arc<Rules>, Vec<ConfigError>> {
+        let snapshot = load_dir(dir, &routes, &sinks)?;
         let now = SystemTime::now();
         Ok(Arc::new(Rules {
             dir: dir.to_path_buf(),
             routes,
+            sinks,
             current: ArcSwap::from_pointee(Loaded { snapshot, loaded_at: now }),
             events,
             reload_lock: Mutex::new(()),
@@ -292,7 +306,7 @@ impl Rules {
                 return Reloaded::Unchanged { version: kept };
             }
         }
-        let result = files.and_then(|f| compile(&self.dir, &f, &self.routes));
+        let result = files.and_then(|f| compile(&self.dir, &f, &self.routes, &self.sinks));
         let now = SystemTime::now();
         self.last_reload_unix.store(unix(now), Relaxed);
         match result {

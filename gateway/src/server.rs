@@ -61,7 +61,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     let events =
         EventBus::start(cfg.events.clone()).map_err(|e| format!("event store {}: {e}", cfg.events.dir.display()))?;
     let route_ids: Vec<String> = cfg.routes.entries().iter().map(|e| e.value.id.clone()).collect();
-    let rules = Rules::start(&cfg.rules.dir, route_ids.clone(), events.clone())
+    let rules = Rules::start(&cfg.rules.dir, route_ids.clone(), cfg.alerting.sink_names(), events.clone())
         .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
     rules.spawn_watcher(cfg.rules.watch, cfg.rules.debounce, cfg.rules.poll_interval);
     // Runtime state: a restart (even after kill -9) never reopens a killed channel.
@@ -144,7 +144,13 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
             None => None,
         },
         tls: tls.clone(),
+        alerting: Arc::new(
+            crate::alerting::Alerting::new(cfg.alerting.clone(), events.clone())
+                .map_err(|e| format!("cannot start the alert sinks: {e}"))?,
+        ),
     });
+    crate::alerting::Alerting::start(Arc::downgrade(&shared), cfg.alerting.evaluate_every)
+        .map_err(|e| format!("cannot start the alert evaluator: {e}"))?;
 
     // One state model: replay what the audit log (the write-ahead log) holds past the state
     // files, then follow what any other process sharing `state_dir` commits.

@@ -51,6 +51,8 @@ pub struct Shared {
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// Certificates in service when the gateway terminates TLS.
     pub tls: Option<Arc<crate::tls::TlsState>>,
+    /// Alert rule states, sinks and the digest (evaluated on their own thread).
+    pub alerting: Arc<crate::alerting::Alerting>,
 }
 
 impl Shared {

@@ -117,6 +117,15 @@ impl DenyCode {
         }
     }
 
+    /// Whether a response with this code is a failure to serve the request (the upstream could
+    /// not be reached or answered too late, or the gateway failed) rather than the gateway's own
+    /// deliberate answer. Deliberate answers — `response_blocked` (502), `maintenance`,
+    /// `channel_disabled`, `store_unavailable` (503), every 4xx — are decisions an operator or a
+    /// rule made: they never count in the 5xx failure rate, the health score or the 5xx alarms.
+    pub const fn is_failure(self) -> bool {
+        matches!(self, Self::Internal | Self::UpstreamUnavailable | Self::UpstreamTimeout)
+    }
+
     /// The default human message.
     pub const fn message(self) -> &'static str {
         match self {

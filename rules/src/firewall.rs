@@ -1283,7 +1283,7 @@ mod tests {
     #[test]
     fn routes_checked_against_the_gateway() {
         let text = "version: 1\nfirewall:\n  - id: r\n    match: {routes: [api]}\n";
-        let env = Env { routes: Some(&[]), assets: None };
+        let env = Env { routes: Some(&[]), assets: None, sinks: None };
         let e = compile_with(&[SourceFile::new("f.yaml", text)], &env).unwrap_err();
         assert_eq!(e[0].message, "unknown route `api`; routes in the gateway config: (none)");
     }

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::alerts::{self, Alerts, RawAlertRule};
 use crate::firewall::{self, Firewall, RawFirewallRule};
 use crate::identity::{self, Identities, RawIdentityRule};
 use crate::ipset::IpSet;
@@ -116,11 +117,18 @@ pub struct Env<'a> {
     pub routes: Option<&'a [&'a str]>,
     /// Reads key files and secrets named by rules. `None`: a rule naming one is an error.
     pub assets: Option<&'a Resolver<'a>>,
+    /// The alert sinks of `gateway.yaml`. When given, an alert rule naming any other sink is an
+    /// error (its alerts would reach nobody). `None` skips the check.
+    pub sinks: Option<&'a [&'a str]>,
 }
 
 impl std::fmt::Debug for Env<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Env").field("routes", &self.routes).field("assets", &self.assets.is_some()).finish()
+        f.debug_struct("Env")
+            .field("routes", &self.routes)
+            .field("assets", &self.assets.is_some())
+            .field("sinks", &self.sinks)
+            .finish()
     }
 }
 
@@ -202,6 +210,8 @@ pub struct Snapshot {
     pub pii: Pii,
     /// The SSRF guard.
     pub ssrf: Ssrf,
+    /// The alert rules (evaluated by the gateway's alerting thread, never on the request path).
+    pub alerts: Alerts,
     /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
     /// tell whether anything changed (see [`assets_version`]).
     pub assets: Vec<AssetRef>,
@@ -226,6 +236,7 @@ impl Snapshot {
             quotas: Quotas::default(),
             pii: Pii::default(),
             ssrf: Ssrf::default(),
+            alerts: Alerts::default(),
             assets: Vec::new(),
             lists: Vec::new(),
             rules: Vec::new(),
@@ -284,6 +295,9 @@ pub(crate) struct RawFile {
     /// `ssrf:` with no entries (null) is the same as an empty list.
     #[serde(default)]
     ssrf: Option<Vec<RawSsrfRule>>,
+    /// `alerts:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    alerts: Option<Vec<RawAlertRule>>,
 }
 
 /// Compiles rule files without checking route ids. See [`compile_with`].
@@ -308,6 +322,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut qb = Vec::new();
     let mut pb = pii::Builder::default();
     let mut sb = Vec::new();
+    let mut al = Vec::new();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
     let mut lists: Vec<LoadedList> = Vec::new();
 
@@ -356,6 +371,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                         limits::quota::compile(&mut ctx, "quotas", &raw.quotas.unwrap_or_default(), &mut qb);
                         pii::compile(&mut ctx, "pii", raw.pii.unwrap_or_default(), &mut pb);
                         ssrf::compile(&mut ctx, "ssrf", &raw.ssrf.unwrap_or_default(), &mut sb);
+                        alerts::compile(&mut ctx, "alerts", &raw.alerts.unwrap_or_default(), &mut al);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -398,6 +414,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         quotas: Quotas::new(qb),
         pii: pb.build(),
         ssrf: Ssrf::new(sb),
+        alerts: Alerts::new(al),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         lists: lists.into_iter().map(|l| l.summary).collect(),
         rules,
@@ -560,6 +577,11 @@ impl<'a> Ctx<'a> {
     /// The route ids rules may name, when known.
     pub(crate) fn routes(&self) -> Option<&'a [&'a str]> {
         self.env.routes
+    }
+
+    /// The alert sink names rules may name, when known.
+    pub(crate) fn sinks(&self) -> Option<&'a [&'a str]> {
+        self.env.sinks
     }
 
     /// Validates the common keys of the rule at `path` (e.g. `firewall[2]`), registers it in the
@@ -1108,7 +1130,7 @@ firewall:
     fn routes_are_checked_when_known() {
         let text = "version: 1\nfirewall:\n  - id: a\n    match:\n      routes: [api, apx]\n";
         let routes = ["api", "webhooks"];
-        let env = Env { routes: Some(&routes), assets: None };
+        let env = Env { routes: Some(&routes), assets: None, sinks: None };
         let e = compile_with(&files(&[("a.yaml", text)]), &env).unwrap_err();
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].line, e[0].path.as_str()), (5, "firewall[0].match.routes[1]"));

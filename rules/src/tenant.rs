@@ -1536,7 +1536,9 @@ tenant_scope:
     #[test]
     fn full_file_compiles() {
         let routes = ["api", "web"];
-        let s = compile_with(&[SourceFile::new("t.yaml", FULL)], &Env { routes: Some(&routes), assets: None }).unwrap();
+        let s =
+            compile_with(&[SourceFile::new("t.yaml", FULL)], &Env { routes: Some(&routes), assets: None, sinks: None })
+                .unwrap();
         assert_eq!(s.tenant.len(), 2);
         assert_eq!(s.rule_count(), 2);
         let info = s.rule("tenant-in-path").unwrap();
@@ -1554,8 +1556,11 @@ tenant_scope:
         assert_eq!(flow, ControlFlow::Continue(()));
         assert_eq!(&*out.flagged[0].rule_id, "header-watch");
         // Unknown routes are refused.
-        let e = compile_with(&[SourceFile::new("t.yaml", FULL)], &Env { routes: Some(&["web"]), assets: None })
-            .unwrap_err();
+        let e = compile_with(
+            &[SourceFile::new("t.yaml", FULL)],
+            &Env { routes: Some(&["web"]), assets: None, sinks: None },
+        )
+        .unwrap_err();
         assert_eq!((e.len(), e[0].path.as_str(), e[0].line), (1, "tenant_scope[0].routes[0]", 6));
         assert_eq!(e[0].message, "unknown route `api`; routes in the gateway config: web");
     }

@@ -102,6 +102,9 @@ pub enum EventType {
     /// Fleet mode: the fleet store could not be asked where the request path needed it (the
     /// webhook replay cache); the documented fallback applied.
     FleetStoreUnavailable,
+    /// An alert notification could not be delivered to a sink (after its retries, or its queue
+    /// was full).
+    AlertDeliveryFailed,
 }
 
 impl EventType {
@@ -122,6 +125,7 @@ impl EventType {
         EventType::TlsReloadFailed,
         EventType::TlsCertificateExpiring,
         EventType::FleetStoreUnavailable,
+        EventType::AlertDeliveryFailed,
     ];
 
     /// The contract's name, e.g. `cross_tenant_attempt`.
@@ -142,6 +146,7 @@ impl EventType {
             Self::TlsReloadFailed => "tls_reload_failed",
             Self::TlsCertificateExpiring => "tls_certificate_expiring",
             Self::FleetStoreUnavailable => "fleet_store_unavailable",
+            Self::AlertDeliveryFailed => "alert_delivery_failed",
         }
     }
 
@@ -152,6 +157,13 @@ impl EventType {
             Self::RateLimitHit | Self::SwitchChanged => Severity::Info,
             _ => Severity::Warning,
         }
+    }
+
+    /// Whether events of this type count in the health score. An operator's own switch flip and
+    /// the alerting pipeline's own delivery reports say nothing about attacks or the service's
+    /// health: they are counted and queryable, never a penalty.
+    pub const fn counts_in_health(self) -> bool {
+        !matches!(self, Self::SwitchChanged | Self::AlertDeliveryFailed)
     }
 
     /// Parses a type name as operators write it: `auth_failure`, `auth-failure` or

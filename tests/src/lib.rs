@@ -18,6 +18,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod alerts;
 mod client;
 mod gateway;
 pub mod jwt;

@@ -3,7 +3,7 @@
 use super::query::{summary_body, top_threats_body, EventQuery};
 use super::sinks::{run, FileSink, Index, IndexSink, LogSink, Msg, SinkKind, SinkStats};
 use super::store::{self, FileStore};
-use super::window::{EventWindow, RequestWindow};
+use super::window::{EventCounts, EventWindow, RequestWindow};
 use super::{now_ms, EventsConfig, SecurityEvent};
 use parking_lot::{Mutex, RwLock};
 use portcullis_rules::verdict::{EventType, Mode, Severity};
@@ -77,7 +77,7 @@ impl EventBus {
         std::fs::create_dir_all(&cfg.dir)?;
         let window = EventWindow::new();
         let loaded = store::load(&cfg.dir, cfg.memory_events, |ev| {
-            window.record(ev.unix_ms(), ev.kind, ev.severity, ev.test);
+            window.record(ev.unix_ms(), ev.kind, ev.severity, ev.test, ev.hits());
         })?;
         let report = LoadReport {
             read: loaded.read,
@@ -174,7 +174,7 @@ impl EventBus {
                 c.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.window.record(ev.unix_ms(), ev.kind, ev.severity, ev.test);
+        self.window.record(ev.unix_ms(), ev.kind, ev.severity, ev.test, ev.hits());
         let ev = Arc::new(ev);
         for (kind, tx) in &self.senders {
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(Msg::Event(ev.clone())) {
@@ -218,8 +218,29 @@ impl EventBus {
 
     pub(crate) fn summary_at(&self, now_ms: i64, hours: u32, window: &RequestWindow) -> serde_json::Value {
         let counts = self.window.counts_at(now_ms, hours);
-        let (requests, errors) = window.totals_at(now_ms, hours);
-        summary_body(now_ms, hours, &counts, requests, errors)
+        summary_body(now_ms, hours, &counts, &window.totals_at(now_ms, hours))
+    }
+
+    /// Event counts (by type and severity, hits by type) over the last `minutes`, from the exact
+    /// per-minute counters: what the alert rules and the health score read.
+    pub(crate) fn counts_minutes(&self, now_ms: i64, minutes: u32) -> EventCounts {
+        self.window.counts_minutes_at(now_ms, minutes)
+    }
+
+    /// Hits of the stored events since `cutoff_ms` that `keep` accepts (test events excluded),
+    /// and whether the index still reaches back that far. For alert rules that filter by
+    /// severity, tenant or route (the per-minute counters only split by type and severity).
+    pub(crate) fn hits_since(&self, cutoff_ms: i64, keep: impl Fn(&SecurityEvent) -> bool) -> (u64, bool) {
+        let ring = self.index.ring.read();
+        let complete = ring.len() < self.index.capacity || ring.front().is_some_and(|e| e.unix_ms() < cutoff_ms);
+        let n = ring
+            .iter()
+            .rev()
+            .take_while(|e| e.unix_ms() >= cutoff_ms)
+            .filter(|e| !e.test && keep(e))
+            .map(|e| e.hits())
+            .sum();
+        (n, complete)
     }
 
     /// The body of `GET /v1/top-threats?hours=&limit=`: client IPs and subjects ranked by

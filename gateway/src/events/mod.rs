@@ -27,11 +27,12 @@ mod window;
 mod tests;
 
 pub use bus::{EventBus, LoadReport};
+pub(crate) use query::health_of;
 pub use query::{
     events_body, health_score, health_status, EventQuery, SummaryQuery, TopThreatsQuery, DEFAULT_EVENTS_LIMIT,
     DEFAULT_HOURS, DEFAULT_THREATS_LIMIT, MAX_EVENTS_LIMIT, MAX_QUERY_HOURS, MAX_THREATS_LIMIT, MIN_REQUESTS_FOR_5XX,
 };
-pub use window::RequestWindow;
+pub use window::{Finished, RequestTotals, RequestWindow, LATENCY_BOUNDS_MS};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use portcullis_rules::verdict::{Action, EventType, Finding, Mode, Severity};
@@ -285,6 +286,16 @@ impl SecurityEvent {
         self.subject = opt(facts.subject);
     }
 
+    /// The refused or flagged requests the event stands for: an aggregated rate-limit or quota
+    /// summary (`detail.aggregated: true`) counts its `detail.count`, every other event 1.
+    pub fn hits(&self) -> u64 {
+        let aggregated = self.detail.get("aggregated").and_then(Value::as_bool) == Some(true);
+        match self.detail.get("count").and_then(Value::as_u64) {
+            Some(n) if aggregated => n.max(1),
+            _ => 1,
+        }
+    }
+
     /// Unix milliseconds of [`SecurityEvent::time`].
     pub fn unix_ms(&self) -> i64 {
         self.unix_ms
@@ -300,7 +311,9 @@ impl SecurityEvent {
 pub const fn default_action(kind: EventType) -> Action {
     match kind {
         EventType::RulesReloadFailed | EventType::TlsReloadFailed => Action::Rejected,
-        EventType::TlsCertificateExpiring | EventType::FleetStoreUnavailable => Action::Flagged,
+        EventType::TlsCertificateExpiring | EventType::FleetStoreUnavailable | EventType::AlertDeliveryFailed => {
+            Action::Flagged
+        }
         EventType::SwitchChanged => Action::Changed,
         // Latency injected, the request went through.
         EventType::AnomalyAmber => Action::Flagged,

@@ -1,7 +1,7 @@
 //! The control endpoints' logic: query-string parsing, the event query, the summary, top
 //! threats and the health score.
 
-use super::window::{EventCounts, MAX_HOURS};
+use super::window::{EventCounts, RequestTotals, MAX_HOURS};
 use super::{format_time_ms, SecurityEvent};
 use portcullis_rules::verdict::{EventType, Severity};
 use serde_json::{json, Map, Value};
@@ -242,14 +242,15 @@ pub fn events_body(events: &[Arc<SecurityEvent>]) -> Value {
 }
 
 /// The health score, 0–100: 100 minus penalties for critical, warning and info events and for
-/// the 5xx rate (see `docs/events.md`).
+/// the 5xx failure rate (see `docs/events.md` "Health score").
 ///
 /// - critical: 35 per event;
 /// - warning: `10 × log2(1 + n)`, at most 40;
 /// - info: `2 × log2(1 + n)`, at most 10;
-/// - 5xx: `6 × (5xx rate in percent)`, at most 50, only with at least 20 requests;
+/// - 5xx: `6 × (5xx failure rate in percent)`, at most 50, only with at least 20 requests;
 ///
-/// clamped to 0..=100 and rounded to the nearest integer (halves up).
+/// clamped to 0..=100 and rounded to the nearest integer (halves up). The inputs are chosen by
+/// [`health_of`]: which events and which 5xx count.
 pub fn health_score(critical: u64, warning: u64, info: u64, requests: u64, errors_5xx: u64) -> u8 {
     let critical_penalty = 35.0 * critical as f64;
     let warning_penalty = (10.0 * (1.0 + warning as f64).log2()).min(40.0);
@@ -262,6 +263,20 @@ pub fn health_score(critical: u64, warning: u64, info: u64, requests: u64, error
     };
     let score = (100.0 - critical_penalty - warning_penalty - info_penalty - error_penalty).clamp(0.0, 100.0);
     score.round() as u8
+}
+
+/// The health score of a window: the events of the types that count
+/// ([`EventType::counts_in_health`]: not the operator's own switch flips, not the alerting
+/// pipeline's delivery reports; test events never), and the 5xx *failures* (upstream errors and
+/// timeouts, the gateway's own failures), never the gateway's deliberate 502/503 answers.
+pub(crate) fn health_of(counts: &EventCounts, requests: &RequestTotals) -> u8 {
+    health_score(
+        counts.health_inputs(Severity::Critical),
+        counts.health_inputs(Severity::Warning),
+        counts.health_inputs(Severity::Info),
+        requests.requests,
+        requests.failures,
+    )
 }
 
 /// Fewest requests in the window for the 5xx rate to count in the health score.
@@ -279,45 +294,54 @@ pub const fn health_status(score: u8) -> &'static str {
 }
 
 /// The body of `GET /v1/summary`.
-pub(crate) fn summary_body(now_ms: i64, hours: u32, counts: &EventCounts, requests: u64, errors_5xx: u64) -> Value {
+pub(crate) fn summary_body(now_ms: i64, hours: u32, counts: &EventCounts, requests: &RequestTotals) -> Value {
     let covered = hours.min(MAX_HOURS);
     let since = format_time_ms(now_ms - i64::from(covered) * 3_600_000);
     let by_type: Map<String, Value> =
         EventType::ALL.iter().map(|t| (t.as_str().to_owned(), Value::from(counts.by_type(*t)))).collect();
+    let hits_by_type: Map<String, Value> =
+        EventType::ALL.iter().map(|t| (t.as_str().to_owned(), Value::from(counts.hits(*t)))).collect();
     let by_severity: Map<String, Value> =
         Severity::ALL.iter().rev().map(|s| (s.as_str().to_owned(), Value::from(counts.by_severity(*s)))).collect();
-    let rate = if requests == 0 { 0.0 } else { (errors_5xx as f64 / requests as f64).min(1.0) };
-    let score = health_score(
-        counts.by_severity(Severity::Critical),
-        counts.by_severity(Severity::Warning),
-        counts.by_severity(Severity::Info),
-        requests,
-        errors_5xx,
-    );
+    let rate = requests.failure_percent() / 100.0;
+    let score = health_of(counts, requests);
     json!({
         "window_hours": hours,
         "since": since,
         "events": {
             "total": counts.total(),
             "by_type": by_type,
+            "hits_by_type": hits_by_type,
             "by_severity": by_severity,
             "test_events": counts.test,
             "window_hours_covered": covered,
         },
         "requests": {
-            "total": requests,
-            "errors_5xx": errors_5xx,
+            "total": requests.requests,
+            "errors_5xx": requests.failures,
             "error_rate_5xx": rate,
+            "responses_5xx": requests.responses_5xx,
+            "gateway_answers_5xx": requests.deliberate_5xx(),
+            "p99_ms": requests.p99_ms(),
             "window_hours_covered": covered,
         },
         "health_score": score,
         "health_status": health_status(score),
+        "health_inputs": {
+            "critical": counts.health_inputs(Severity::Critical),
+            "warning": counts.health_inputs(Severity::Warning),
+            "info": counts.health_inputs(Severity::Info),
+            "requests": requests.requests,
+            "errors_5xx": requests.failures,
+            "excluded_types": EventType::ALL.iter().filter(|t| !t.counts_in_health()).map(|t| t.as_str()).collect::<Vec<_>>(),
+        },
     })
 }
 
 #[derive(Default)]
 struct Threat<'a> {
     events: u64,
+    hits: u64,
     types: [u64; EventType::ALL.len()],
     last_ms: i64,
     last_seen: &'a str,
@@ -325,7 +349,12 @@ struct Threat<'a> {
 
 fn rank<'a>(map: HashMap<&'a str, Threat<'a>>, key: &str, limit: usize) -> Vec<Value> {
     let mut v: Vec<(&str, Threat<'_>)> = map.into_iter().collect();
-    v.sort_by(|a, b| b.1.events.cmp(&a.1.events).then(b.1.last_ms.cmp(&a.1.last_ms)).then(a.0.cmp(b.0)));
+    v.sort_by(|a, b| {
+        (b.1.hits.cmp(&a.1.hits))
+            .then(b.1.events.cmp(&a.1.events))
+            .then(b.1.last_ms.cmp(&a.1.last_ms))
+            .then(a.0.cmp(b.0))
+    });
     v.truncate(limit);
     v.into_iter()
         .map(|(name, t)| {
@@ -338,6 +367,7 @@ fn rank<'a>(map: HashMap<&'a str, Threat<'a>>, key: &str, limit: usize) -> Vec<V
             let mut o = Map::new();
             o.insert(key.to_owned(), Value::from(name));
             o.insert("events".to_owned(), Value::from(t.events));
+            o.insert("hits".to_owned(), Value::from(t.hits));
             o.insert("types".to_owned(), Value::Object(types));
             o.insert("last_seen".to_owned(), Value::from(t.last_seen));
             Value::Object(o)
@@ -362,6 +392,7 @@ pub(crate) fn top_threats_body(
             let Some(key) = key else { continue };
             let t = map.entry(key).or_default();
             t.events += 1;
+            t.hits += ev.hits();
             if let Some(n) = t.types.get_mut(ev.kind.index()) {
                 *n += 1;
             }

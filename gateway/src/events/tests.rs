@@ -438,7 +438,13 @@ fn summary_counts_types_severities_requests_and_the_health_score() {
     let h = 3_600_000;
     let requests = RequestWindow::new();
     for i in 0..100 {
-        requests.record(if i < 2 { 503 } else { 200 });
+        // Two upstream failures, and three deliberate 503 maintenance answers that never count.
+        let (status, failure) = match i {
+            0 | 1 => (502, true),
+            2..=4 => (503, false),
+            _ => (200, false),
+        };
+        requests.record(Finished { status, failure, elapsed_ms: 2 });
     }
     let empty = bus.summary(1, &RequestWindow::new());
     assert_eq!((empty["health_score"].as_u64(), empty["health_status"].as_str()), (Some(100), Some("healthy")));
@@ -469,7 +475,12 @@ fn summary_counts_types_severities_requests_and_the_health_score() {
     assert_eq!(s["requests"]["total"], 100);
     assert_eq!(s["requests"]["errors_5xx"], 2);
     assert_eq!(s["requests"]["error_rate_5xx"], 0.02);
+    assert_eq!(s["requests"]["responses_5xx"], 5);
+    assert_eq!(s["requests"]["gateway_answers_5xx"], 3);
+    assert_eq!(s["requests"]["p99_ms"], 5);
     assert_eq!(s["requests"]["window_hours_covered"], 1);
+    assert_eq!(s["health_inputs"]["errors_5xx"], 2);
+    assert_eq!(s["health_inputs"]["excluded_types"], serde_json::json!(["switch_changed", "alert_delivery_failed"]));
     // The test critical does not count: 100 − 35 − 10·log2(3) − 2·log2(4) − 12 = 33.15.
     assert_eq!(s["health_score"], health_score(1, 2, 3, 100, 2));
     assert_eq!(s["health_score"], 33);
@@ -479,6 +490,9 @@ fn summary_counts_types_severities_requests_and_the_health_score() {
     let s = bus.summary(4, &requests);
     assert_eq!(s["events"]["by_type"]["switch_changed"], 1);
     assert_eq!(s["events"]["by_severity"]["info"], 4);
+    // The operator's switch flip is counted but costs the score nothing.
+    assert_eq!(s["health_inputs"]["info"], 3);
+    assert_eq!(s["health_score"], 33);
     let s = bus.summary(8760, &requests);
     assert_eq!(s["window_hours"], 8760);
     assert_eq!(s["requests"]["window_hours_covered"], 168);
@@ -490,6 +504,74 @@ fn summary_counts_types_severities_requests_and_the_health_score() {
     bus2.emit(SecurityEvent::safe_test(EventType::CrossTenantAttempt, None, "ops"));
     let s = bus2.summary(1, &RequestWindow::new());
     assert_eq!((s["health_score"].as_u64(), s["events"]["test_events"].as_u64()), (Some(100), Some(1)));
+}
+
+#[test]
+fn the_operators_own_actions_and_deliberate_answers_never_drop_the_health_score() {
+    let dir = TempDir::new("honest");
+    let bus = EventBus::start(cfg(&dir.0)).unwrap();
+    let requests = RequestWindow::new();
+    // Maintenance on, channels off and back, flags flipped: 40 switch changes...
+    for _ in 0..40 {
+        bus.emit(SecurityEvent::system(EventType::SwitchChanged, Action::Changed, None, serde_json::Map::new()));
+    }
+    // ...the alerting pipeline reporting a sink down...
+    bus.emit(SecurityEvent::system(EventType::AlertDeliveryFailed, Action::Flagged, None, serde_json::Map::new()));
+    // ...and 276 answers of which 15 are the gateway's deliberate 502/503 (response_blocked,
+    // maintenance, channel_disabled): zero upstream errors.
+    for i in 0..276 {
+        let status = match i % 3 {
+            0 if i < 45 => 503,
+            _ if i < 45 => 502,
+            _ => 200,
+        };
+        requests.record(Finished { status, failure: false, elapsed_ms: 1 });
+    }
+    let s = bus.summary(1, &requests);
+    assert_eq!(s["requests"]["responses_5xx"], 45, "{s}");
+    assert_eq!(s["requests"]["errors_5xx"], 0);
+    assert_eq!(s["requests"]["error_rate_5xx"], 0.0);
+    assert_eq!(s["events"]["by_type"]["switch_changed"], 40);
+    assert_eq!((s["health_score"].as_u64(), s["health_status"].as_str()), (Some(100), Some("healthy")), "{s}");
+    // Real upstream failures still cost: 6 % of 300.
+    for _ in 0..24 {
+        requests.record(Finished { status: 504, failure: true, elapsed_ms: 1 });
+    }
+    let s = bus.summary(1, &requests);
+    assert_eq!(s["requests"]["errors_5xx"], 24);
+    assert_eq!(s["health_score"], health_score(0, 0, 0, 300, 24));
+    assert_eq!(s["health_score"], 52);
+}
+
+#[test]
+fn rate_limit_floods_count_their_hits_and_keep_the_client_address() {
+    let dir = TempDir::new("flood");
+    let bus = EventBus::start(cfg(&dir.0)).unwrap();
+    let ip = Some("203.0.113.7");
+    // The first refusal of the window, then the window's summary for the other 144.
+    bus.emit(ev_at(0, EventType::RateLimitHit, ip, None, None));
+    let mut summary = ev_at(0, EventType::RateLimitHit, ip, None, None);
+    summary.detail.insert("aggregated".into(), serde_json::json!(true));
+    summary.detail.insert("count".into(), serde_json::json!(144));
+    bus.emit(summary);
+    // Another client with more events but fewer hits.
+    for _ in 0..3 {
+        bus.emit(ev_at(0, EventType::AuthFailure, Some("198.51.100.1"), None, None));
+    }
+    assert!(bus.flush(Duration::from_secs(5)));
+    let t = bus.top_threats(1, 10);
+    let first = &t["client_ips"][0];
+    assert_eq!(
+        (first["ip"].as_str(), first["events"].as_u64(), first["hits"].as_u64()),
+        (ip, Some(2), Some(145)),
+        "{t}"
+    );
+    assert_eq!(t["client_ips"][1]["hits"], 3);
+    let s = bus.summary(1, &RequestWindow::new());
+    assert_eq!(
+        (s["events"]["by_type"]["rate_limit_hit"].as_u64(), s["events"]["hits_by_type"]["rate_limit_hit"].as_u64()),
+        (Some(2), Some(145))
+    );
 }
 
 #[test]

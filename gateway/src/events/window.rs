@@ -27,7 +27,16 @@ fn slot_of(minute: u32) -> usize {
 
 /// Adds one to a tagged word for `minute`.
 fn bump(word: &AtomicU64, minute: u32) {
+    add(word, minute, 1);
+}
+
+/// Adds `n` (saturating at the count's 32 bits) to a tagged word for `minute`.
+fn add(word: &AtomicU64, minute: u32, n: u64) {
+    if n == 0 {
+        return;
+    }
     let m = u64::from(minute);
+    let n = n.min(COUNT_MASK);
     let mut cur = word.load(Relaxed);
     loop {
         let tag = cur >> 32;
@@ -35,9 +44,9 @@ fn bump(word: &AtomicU64, minute: u32) {
             if cur & COUNT_MASK == COUNT_MASK {
                 return; // saturated
             }
-            cur + 1
+            (m << 32) | ((cur & COUNT_MASK) + n).min(COUNT_MASK)
         } else if tag < m {
-            (m << 32) | 1
+            (m << 32) | n
         } else {
             return; // the slot already counts a later minute
         };
@@ -61,15 +70,94 @@ fn read(word: &AtomicU64, lo: u32, hi: u32) -> u64 {
 
 /// The minutes `lo..=hi` of a window of `hours` (capped at 7 days) ending in `now_minute`.
 fn span(now_minute: u32, hours: u32) -> (u32, u32) {
-    let minutes = hours.clamp(1, MAX_HOURS) * 60;
+    span_minutes(now_minute, hours.clamp(1, MAX_HOURS) * 60)
+}
+
+/// The minutes `lo..=hi` of a window of `minutes` (1 to 7 days) ending in `now_minute`.
+fn span_minutes(now_minute: u32, minutes: u32) -> (u32, u32) {
+    let minutes = minutes.clamp(1, MAX_HOURS * 60);
     (now_minute.saturating_sub(minutes - 1), now_minute)
 }
 
-/// Per-minute request and 5xx counts for the last 7 days, for the summary's 5xx rate and the
-/// health score. Recording is two compare-and-swaps at most: no lock, no allocation.
+/// Upper bounds (milliseconds) of the per-minute latency buckets: the alert rules' p99. The last
+/// bucket is everything slower.
+pub const LATENCY_BOUNDS_MS: [u64; 13] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000];
+/// The p99 reported when it lies beyond the last bound.
+pub const LATENCY_OVER_MS: u64 = 120_000;
+const LAT_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+/// Columns of a request slot: requests, every 5xx, failed 5xx, then the latency buckets.
+const REQ_COLS: usize = 3 + LAT_BUCKETS;
+
+/// What one finished request adds to the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    /// The status sent (0 or 499 when none was).
+    pub status: u16,
+    /// A failure to serve (see `DenyCode::is_failure`): an upstream 5xx, an unreachable or timed
+    /// out upstream, the gateway's own failure. The gateway's deliberate 5xx answers are not.
+    pub failure: bool,
+    /// How long the request took, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Request totals over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestTotals {
+    /// Every finished request.
+    pub requests: u64,
+    /// Every 5xx response, deliberate or not.
+    pub responses_5xx: u64,
+    /// Failed responses: what the 5xx rate, the health score and the 5xx alarms count.
+    pub failures: u64,
+    /// Requests per latency bucket ([`LATENCY_BOUNDS_MS`], then the rest).
+    pub latency: [u64; LAT_BUCKETS],
+}
+
+impl RequestTotals {
+    /// Failures as a percentage of requests (0 with no request).
+    pub fn failure_percent(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            (self.failures as f64 * 100.0 / self.requests as f64).min(100.0)
+        }
+    }
+
+    /// The gateway's deliberate 5xx answers (maintenance, channel off, response blocked, ...).
+    pub fn deliberate_5xx(&self) -> u64 {
+        self.responses_5xx.saturating_sub(self.failures)
+    }
+
+    /// The p99 duration in milliseconds: the upper bound of the bucket the 99th percentile falls
+    /// in (`None` with no request).
+    pub fn p99_ms(&self) -> Option<u64> {
+        let n: u64 = self.latency.iter().sum();
+        if n == 0 {
+            return None;
+        }
+        // The smallest bucket bound with at least 99 % of requests at or under it.
+        let need = n - n / 100;
+        let mut seen = 0;
+        for (i, c) in self.latency.iter().enumerate() {
+            seen += c;
+            if seen >= need {
+                return Some(LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(LATENCY_OVER_MS));
+            }
+        }
+        Some(LATENCY_OVER_MS)
+    }
+}
+
+fn latency_bucket(ms: u64) -> usize {
+    LATENCY_BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len())
+}
+
+/// Per-minute request, 5xx, failure and latency counts for the last 7 days, for the summary's 5xx
+/// rate, the health score and the alert rules. Recording is a few compare-and-swaps: no lock, no
+/// allocation.
 pub struct RequestWindow {
-    /// `[requests, 5xx]` per minute slot.
-    slots: Box<[[AtomicU64; 2]]>,
+    /// [`REQ_COLS`] counters per minute slot.
+    slots: Box<[[AtomicU64; REQ_COLS]]>,
 }
 
 impl Default for RequestWindow {
@@ -80,46 +168,78 @@ impl Default for RequestWindow {
 
 impl std::fmt::Debug for RequestWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (r, e) = self.totals(1);
-        f.debug_struct("RequestWindow").field("last_hour_requests", &r).field("last_hour_5xx", &e).finish()
+        let t = self.totals(1);
+        f.debug_struct("RequestWindow")
+            .field("last_hour_requests", &t.requests)
+            .field("last_hour_failures", &t.failures)
+            .finish()
     }
 }
 
 impl RequestWindow {
-    /// An empty window covering 7 days (one allocation of about 160 KiB).
+    /// An empty window covering 7 days (one allocation of about 1.3 MiB).
     pub fn new() -> Self {
-        Self { slots: (0..MINUTES).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect() }
+        Self { slots: (0..MINUTES).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect() }
     }
 
-    /// Counts a finished request with its response status (0 when none was sent).
-    pub fn record(&self, status: u16) {
-        self.record_at(super::now_ms(), status);
+    /// Counts a finished request.
+    pub fn record(&self, done: Finished) {
+        self.record_at(super::now_ms(), done);
     }
 
-    pub(crate) fn record_at(&self, unix_ms: i64, status: u16) {
+    pub(crate) fn record_at(&self, unix_ms: i64, done: Finished) {
         let minute = minute_of(unix_ms);
-        if let Some(slot) = self.slots.get(slot_of(minute)) {
-            bump(&slot[0], minute);
-            if (500..600).contains(&status) {
-                bump(&slot[1], minute);
+        let Some(slot) = self.slots.get(slot_of(minute)) else { return };
+        let mut cols = [Some(0), None, None, Some(3 + latency_bucket(done.elapsed_ms))];
+        if (500..600).contains(&done.status) {
+            cols[1] = Some(1);
+            if done.failure {
+                cols[2] = Some(2);
+            }
+        }
+        for c in cols.into_iter().flatten() {
+            if let Some(w) = slot.get(c) {
+                bump(w, minute);
             }
         }
     }
 
-    /// `(requests, 5xx responses)` over the last `hours` (at minute resolution, capped at 168).
-    pub fn totals(&self, hours: u32) -> (u64, u64) {
+    /// Totals over the last `hours` (at minute resolution, capped at 168).
+    pub fn totals(&self, hours: u32) -> RequestTotals {
         self.totals_at(super::now_ms(), hours)
     }
 
-    pub(crate) fn totals_at(&self, now_ms: i64, hours: u32) -> (u64, u64) {
+    pub(crate) fn totals_at(&self, now_ms: i64, hours: u32) -> RequestTotals {
         let (lo, hi) = span(minute_of(now_ms), hours);
-        self.slots.iter().fold((0, 0), |(r, e), s| (r + read(&s[0], lo, hi), e + read(&s[1], lo, hi)))
+        self.sum(lo, hi)
+    }
+
+    /// Totals over the last `minutes` (1 to 7 days), for the alert rules' windows.
+    pub fn totals_minutes_at(&self, now_ms: i64, minutes: u32) -> RequestTotals {
+        let (lo, hi) = span_minutes(minute_of(now_ms), minutes);
+        self.sum(lo, hi)
+    }
+
+    fn sum(&self, lo: u32, hi: u32) -> RequestTotals {
+        let mut t = RequestTotals::default();
+        for s in self.slots.iter() {
+            let v = |c: usize| s.get(c).map_or(0, |w| read(w, lo, hi));
+            t.requests += v(0);
+            t.responses_5xx += v(1);
+            t.failures += v(2);
+            for (i, dst) in t.latency.iter_mut().enumerate() {
+                *dst += v(3 + i);
+            }
+        }
+        t
     }
 }
 
-/// Columns of an event slot: one per (type, severity), then test events.
-const EVENT_COLS: usize = EventType::ALL.len() * Severity::ALL.len() + 1;
-const TEST_COL: usize = EVENT_COLS - 1;
+/// Columns of an event slot: one per (type, severity), test events, then hits per type.
+const TS_COLS: usize = EventType::ALL.len() * Severity::ALL.len();
+const TEST_COL: usize = TS_COLS;
+const HITS_COL: usize = TS_COLS + 1;
+const EVENT_COLS: usize = HITS_COL + EventType::ALL.len();
 
 /// Per-minute event counts by type and severity (test events apart) for the last 7 days, so the
 /// summary and health score stay exact however many events the in-memory index has evicted.
@@ -134,6 +254,9 @@ pub(crate) struct EventCounts {
     pub by_type_severity: [[u64; 3]; EventType::ALL.len()],
     /// Test events (`test: true`).
     pub test: u64,
+    /// Hits per type, test events excluded: an aggregated summary event counts the refusals it
+    /// stands for (see `SecurityEvent::hits`).
+    pub hits: [u64; EventType::ALL.len()],
 }
 
 impl EventCounts {
@@ -148,6 +271,19 @@ impl EventCounts {
     pub fn total(&self) -> u64 {
         self.by_type_severity.iter().flatten().sum()
     }
+
+    pub fn hits(&self, kind: EventType) -> u64 {
+        self.hits.get(kind.index()).copied().unwrap_or(0)
+    }
+
+    /// Events by severity, of the types that count in the health score.
+    pub fn health_inputs(&self, sev: Severity) -> u64 {
+        EventType::ALL
+            .iter()
+            .filter(|t| t.counts_in_health())
+            .filter_map(|t| self.by_type_severity.get(t.index()).and_then(|r| r.get(sev.index())))
+            .sum()
+    }
 }
 
 impl EventWindow {
@@ -156,16 +292,32 @@ impl EventWindow {
         Self { slots: (0..MINUTES).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect() }
     }
 
-    pub fn record(&self, unix_ms: i64, kind: EventType, severity: Severity, test: bool) {
+    pub fn record(&self, unix_ms: i64, kind: EventType, severity: Severity, test: bool, hits: u64) {
         let minute = minute_of(unix_ms);
+        let Some(slot) = self.slots.get(slot_of(minute)) else { return };
         let col = if test { TEST_COL } else { kind.index() * Severity::ALL.len() + severity.index() };
-        if let Some(w) = self.slots.get(slot_of(minute)).and_then(|s| s.get(col)) {
+        if let Some(w) = slot.get(col) {
             bump(w, minute);
+        }
+        if !test {
+            if let Some(w) = slot.get(HITS_COL + kind.index()) {
+                add(w, minute, hits);
+            }
         }
     }
 
     pub fn counts_at(&self, now_ms: i64, hours: u32) -> EventCounts {
         let (lo, hi) = span(minute_of(now_ms), hours);
+        self.counts_between(lo, hi)
+    }
+
+    /// Counts over the last `minutes` (1 to 7 days), for the alert rules' windows.
+    pub fn counts_minutes_at(&self, now_ms: i64, minutes: u32) -> EventCounts {
+        let (lo, hi) = span_minutes(minute_of(now_ms), minutes);
+        self.counts_between(lo, hi)
+    }
+
+    fn counts_between(&self, lo: u32, hi: u32) -> EventCounts {
         let mut c = EventCounts::default();
         for s in self.slots.iter() {
             for kind in EventType::ALL {
@@ -181,6 +333,11 @@ impl EventWindow {
             if let Some(w) = s.get(TEST_COL) {
                 c.test += read(w, lo, hi);
             }
+            for (i, dst) in c.hits.iter_mut().enumerate() {
+                if let Some(w) = s.get(HITS_COL + i) {
+                    *dst += read(w, lo, hi);
+                }
+            }
         }
         c
     }
@@ -192,41 +349,87 @@ mod tests {
 
     const T0: i64 = 1_769_796_000_000; // 2026-01-30T18:00:00Z
 
+    /// A request with this status: every 5xx a failure, 1 ms.
+    fn st(status: u16) -> Finished {
+        Finished { status, failure: status >= 500, elapsed_ms: 1 }
+    }
+
+    /// `(requests, failures)`.
+    fn rf(t: RequestTotals) -> (u64, u64) {
+        (t.requests, t.failures)
+    }
+
+    #[test]
+    fn deliberate_5xx_are_not_failures_and_latency_is_bucketed() {
+        let w = RequestWindow::new();
+        // 15 deliberate 503/502 answers out of 276 requests, no upstream error: 0 % failures.
+        for i in 0..276 {
+            let status = if i < 15 { 503 } else { 200 };
+            w.record_at(T0, Finished { status, failure: false, elapsed_ms: 3 });
+        }
+        let t = w.totals_at(T0, 1);
+        assert_eq!((t.requests, t.responses_5xx, t.failures, t.deliberate_5xx()), (276, 15, 0, 15));
+        assert_eq!(t.failure_percent(), 0.0);
+        // Real upstream failures count.
+        for _ in 0..24 {
+            w.record_at(T0, Finished { status: 502, failure: true, elapsed_ms: 3 });
+        }
+        let t = w.totals_at(T0, 1);
+        assert_eq!((t.requests, t.failures), (300, 24));
+        assert_eq!(t.failure_percent(), 8.0);
+        // p99: 300 requests at 3 ms; 3 slow ones do not move it, 4 do.
+        assert_eq!(t.p99_ms(), Some(5));
+        for _ in 0..3 {
+            w.record_at(T0, Finished { status: 200, failure: false, elapsed_ms: 6_000 });
+        }
+        assert_eq!(w.totals_at(T0, 1).p99_ms(), Some(5));
+        for _ in 0..2 {
+            w.record_at(T0, Finished { status: 200, failure: false, elapsed_ms: 7_000 });
+        }
+        assert_eq!(w.totals_at(T0, 1).p99_ms(), Some(10_000));
+        w.record_at(T0, Finished { status: 200, failure: false, elapsed_ms: u64::MAX });
+        assert_eq!(RequestTotals::default().p99_ms(), None);
+        // Minute windows: two minutes back is outside a 2-minute window.
+        w.record_at(T0 - 2 * 60_000, st(500));
+        assert_eq!(rf(w.totals_minutes_at(T0, 2)), (306, 24));
+        assert_eq!(rf(w.totals_minutes_at(T0, 3)), (307, 25));
+    }
+
     #[test]
     fn counts_requests_and_5xx_per_window() {
         let w = RequestWindow::new();
         for status in [200, 404, 500, 503, 502, 0, 599, 600] {
-            w.record_at(T0, status);
+            w.record_at(T0, st(status));
         }
-        assert_eq!(w.totals_at(T0, 1), (8, 4));
+        assert_eq!(rf(w.totals_at(T0, 1)), (8, 4));
         // Two hours earlier: in a 3-hour window, not in a 1-hour one.
-        w.record_at(T0 - 2 * 3_600_000, 500);
-        assert_eq!(w.totals_at(T0, 1), (8, 4));
-        assert_eq!(w.totals_at(T0, 3), (9, 5));
+        w.record_at(T0 - 2 * 3_600_000, st(500));
+        assert_eq!(rf(w.totals_at(T0, 1)), (8, 4));
+        assert_eq!(rf(w.totals_at(T0, 3)), (9, 5));
         // 59 minutes earlier is inside the hour, 60 minutes earlier is not.
-        w.record_at(T0 - 59 * 60_000, 200);
-        w.record_at(T0 - 60 * 60_000, 200);
-        assert_eq!(w.totals_at(T0, 1), (9, 4));
+        w.record_at(T0 - 59 * 60_000, st(200));
+        w.record_at(T0 - 60 * 60_000, st(200));
+        assert_eq!(rf(w.totals_at(T0, 1)), (9, 4));
     }
 
     #[test]
     fn a_reused_slot_forgets_last_week_and_caps_at_seven_days() {
         let w = RequestWindow::new();
         let week = 7 * 24 * 3_600_000;
-        w.record_at(T0 - week, 500);
-        assert_eq!(w.totals_at(T0 - week, 1), (1, 1));
+        w.record_at(T0 - week, st(500));
+        assert_eq!(rf(w.totals_at(T0 - week, 1)), (1, 1));
         // Same slot, one week later: the old count is gone.
-        w.record_at(T0, 200);
-        assert_eq!(w.totals_at(T0, 1), (1, 0));
-        assert_eq!(w.totals_at(T0, 10_000), (1, 0));
+        w.record_at(T0, st(200));
+        assert_eq!(rf(w.totals_at(T0, 1)), (1, 0));
+        assert_eq!(rf(w.totals_at(T0, 10_000)), (1, 0));
         // A late record for the older minute does not disturb the newer one.
-        w.record_at(T0 - week, 500);
-        assert_eq!(w.totals_at(T0, 168), (1, 0));
+        w.record_at(T0 - week, st(500));
+        assert_eq!(rf(w.totals_at(T0, 168)), (1, 0));
         // The oldest minute of a 168-hour window still counts.
         let w = RequestWindow::new();
-        w.record_at(T0 - week + 60_000, 200);
-        assert_eq!(w.totals_at(T0, 168), (1, 0));
-        assert_eq!(w.totals_at(T0, 500), (1, 0));
+        w.record_at(T0 - week + 60_000, st(200));
+        assert_eq!(rf(w.totals_at(T0, 168)), (1, 0));
+        assert_eq!(rf(w.totals_at(T0, 500)), (1, 0));
     }
 
     #[test]
@@ -237,7 +440,7 @@ mod tests {
                 let w = w.clone();
                 std::thread::spawn(move || {
                     for i in 0..10_000 {
-                        w.record_at(T0, if i % 10 == 0 { 500 } else { 200 });
+                        w.record_at(T0, st(if i % 10 == 0 { 500 } else { 200 }));
                     }
                 })
             })
@@ -245,17 +448,17 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(w.totals_at(T0, 1), (40_000, 4_000));
+        assert_eq!(rf(w.totals_at(T0, 1)), (40_000, 4_000));
     }
 
     #[test]
     fn event_window_counts_by_type_and_severity_and_tests_apart() {
         let w = EventWindow::new();
-        w.record(T0, EventType::AuthFailure, Severity::Warning, false);
-        w.record(T0, EventType::AuthFailure, Severity::Critical, false);
-        w.record(T0 - 30 * 60_000, EventType::CrossTenantAttempt, Severity::Critical, false);
-        w.record(T0, EventType::CrossTenantAttempt, Severity::Critical, true);
-        w.record(T0 - 5 * 3_600_000, EventType::RateLimitHit, Severity::Info, false);
+        w.record(T0, EventType::AuthFailure, Severity::Warning, false, 1);
+        w.record(T0, EventType::AuthFailure, Severity::Critical, false, 1);
+        w.record(T0 - 30 * 60_000, EventType::CrossTenantAttempt, Severity::Critical, false, 1);
+        w.record(T0, EventType::CrossTenantAttempt, Severity::Critical, true, 1);
+        w.record(T0 - 5 * 3_600_000, EventType::RateLimitHit, Severity::Info, false, 1);
         let c = w.counts_at(T0, 1);
         assert_eq!(c.total(), 3);
         assert_eq!(c.test, 1);
@@ -264,5 +467,17 @@ mod tests {
         assert_eq!(c.by_severity(Severity::Critical), 2);
         assert_eq!(c.by_severity(Severity::Info), 0);
         assert_eq!(w.counts_at(T0, 6).by_severity(Severity::Info), 1);
+        // Hits: an aggregated summary counts the refusals it stands for; test events never.
+        w.record(T0, EventType::RateLimitHit, Severity::Info, false, 144);
+        w.record(T0, EventType::RateLimitHit, Severity::Info, true, 7);
+        let c = w.counts_at(T0, 1);
+        assert_eq!((c.by_type(EventType::RateLimitHit), c.hits(EventType::RateLimitHit)), (1, 144));
+        assert_eq!(c.hits(EventType::AuthFailure), 2);
+        assert_eq!(w.counts_minutes_at(T0, 29).hits(EventType::CrossTenantAttempt), 0);
+        assert_eq!(w.counts_minutes_at(T0, 31).hits(EventType::CrossTenantAttempt), 1);
+        // Switch flips are counted, never a health input.
+        w.record(T0, EventType::SwitchChanged, Severity::Info, false, 1);
+        let c = w.counts_at(T0, 1);
+        assert_eq!((c.by_severity(Severity::Info), c.health_inputs(Severity::Info)), (2, 1));
     }
 }

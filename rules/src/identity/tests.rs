@@ -16,7 +16,7 @@ fn resolver(r: &AssetRef) -> Result<Vec<u8>, String> {
 
 fn compile_rules(yaml: &str) -> Result<crate::rulefile::Snapshot, Vec<String>> {
     let routes = ["api", "admin", "public"];
-    let env = Env { routes: Some(&routes), assets: Some(&resolver) };
+    let env = Env { routes: Some(&routes), assets: Some(&resolver), sinks: None };
     compile_with(&[SourceFile::new("id.yaml", yaml)], &env).map_err(|e| e.iter().map(ToString::to_string).collect())
 }
 

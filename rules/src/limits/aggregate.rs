@@ -17,6 +17,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -75,6 +76,9 @@ pub struct Summary {
     pub window_start: u64,
     /// The window's length.
     pub window_secs: u64,
+    /// The client address, when every suppressed hit came from the same one: a flood from one
+    /// address stays attributed to it (top threats).
+    pub client_ip: Option<IpAddr>,
 }
 
 impl Summary {
@@ -106,6 +110,8 @@ struct Entry {
     label: String,
     window_start: u64,
     suppressed: u64,
+    /// The one client address every hit of the window came from (`None`: unknown, or several).
+    client: Option<IpAddr>,
 }
 
 #[derive(Default)]
@@ -159,32 +165,60 @@ impl Aggregator {
     /// `origin` at `now` (nanoseconds, the same clock as [`Aggregator::drain`]). `label` is only
     /// called for a key not tracked yet.
     pub fn hit(&self, origin: &Arc<Origin>, key_hash: u64, now: u64, label: impl FnOnce() -> String) -> Emit {
+        self.hit_from(origin, key_hash, None, now, label)
+    }
+
+    /// [`Aggregator::hit`] for a hit from a known client address: the window's summary keeps the
+    /// address when every suppressed hit came from it.
+    pub fn hit_from(
+        &self,
+        origin: &Arc<Origin>,
+        key_hash: u64,
+        client: Option<IpAddr>,
+        now: u64,
+        label: impl FnOnce() -> String,
+    ) -> Emit {
         let k = self.entry_key(&origin.rule_id, key_hash);
         let Some(shard) = self.shard_of(k) else { return Emit::First };
         let mut shard = shard.lock();
         let AggShard { entries, closed } = &mut *shard;
         if let Some(e) = entries.get_mut(&k) {
-            return self.bump(e, origin, now, closed);
+            return self.bump(e, origin, client, now, closed);
         }
         if entries.len() < self.per_shard {
             let label = truncate(label());
-            entries.insert(k, Entry { origin: origin.clone(), label, window_start: now, suppressed: 0 });
+            entries.insert(k, Entry { origin: origin.clone(), label, window_start: now, suppressed: 0, client: None });
             return Emit::First;
         }
         // Full: count under the rule's overflow entry (which may exceed the bound by one per rule).
         let o = self.entry_key(&origin.rule_id, OVERFLOW_KEY);
         if let Some(e) = entries.get_mut(&o) {
-            return self.bump(e, origin, now, closed);
+            return self.bump(e, origin, client, now, closed);
         }
         entries.insert(
             o,
-            Entry { origin: origin.clone(), label: OVERFLOW_LABEL.to_owned(), window_start: now, suppressed: 0 },
+            Entry {
+                origin: origin.clone(),
+                label: OVERFLOW_LABEL.to_owned(),
+                window_start: now,
+                suppressed: 0,
+                client: None,
+            },
         );
         Emit::First
     }
 
-    fn bump(&self, e: &mut Entry, origin: &Arc<Origin>, now: u64, closed: &mut Vec<Summary>) -> Emit {
+    fn bump(
+        &self,
+        e: &mut Entry,
+        origin: &Arc<Origin>,
+        client: Option<IpAddr>,
+        now: u64,
+        closed: &mut Vec<Summary>,
+    ) -> Emit {
         if now < e.window_start.saturating_add(self.window) {
+            // The first suppressed hit names the client; a different one later un-names it.
+            e.client = if e.suppressed == 0 { client } else { e.client.filter(|c| Some(*c) == client) };
             e.suppressed += 1;
             return Emit::Suppressed;
         }
@@ -200,6 +234,7 @@ impl Aggregator {
         e.origin = origin.clone();
         e.window_start = now;
         e.suppressed = 0;
+        e.client = None;
         Emit::First
     }
 
@@ -254,6 +289,7 @@ impl Aggregator {
             count: e.suppressed,
             window_start: e.window_start,
             window_secs: self.window_secs(),
+            client_ip: e.client,
         }
     }
 
@@ -298,6 +334,34 @@ mod tests {
             mode: Mode::Enforce,
             severity: Severity::Info,
         })
+    }
+
+    #[test]
+    fn a_flood_from_one_address_keeps_it_in_the_summary() {
+        let a = Aggregator::new(60, 100);
+        let r = origin("r");
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let other: IpAddr = "198.51.100.2".parse().unwrap();
+        assert_eq!(a.hit_from(&r, 1, Some(ip), SEC, || "client_ip=203.0.113.9".into()), Emit::First);
+        for i in 0..144 {
+            assert_eq!(a.hit_from(&r, 1, Some(ip), SEC + i, || unreachable!()), Emit::Suppressed);
+        }
+        // A key shared by several addresses (a tenant's) names none.
+        a.hit_from(&r, 2, Some(ip), SEC, || "tenant=t".into());
+        a.hit_from(&r, 2, Some(ip), SEC, || unreachable!());
+        a.hit_from(&r, 2, Some(other), SEC, || unreachable!());
+        a.hit_from(&r, 2, Some(ip), SEC, || unreachable!());
+        // Unknown addresses name none.
+        a.hit(&r, 3, SEC, || "k3".into());
+        a.hit(&r, 3, SEC, || unreachable!());
+        let mut s = a.drain(61 * SEC);
+        s.sort_by_key(|s| s.count);
+        let got: Vec<(u64, Option<IpAddr>)> = s.iter().map(|s| (s.count, s.client_ip)).collect();
+        assert_eq!(got, vec![(1, None), (3, None), (144, Some(ip))]);
+        // A new window starts unnamed.
+        a.hit_from(&r, 1, Some(ip), 70 * SEC, || "again".into());
+        a.hit_from(&r, 1, Some(other), 71 * SEC, || unreachable!());
+        assert_eq!(a.drain(200 * SEC)[0].client_ip, Some(other));
     }
 
     #[test]

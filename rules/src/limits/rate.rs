@@ -417,7 +417,7 @@ impl LimitRule {
     /// due.
     fn refusal(&self, d: &LimitDecision, h: u64, input: &KeyInput<'_>, now: u64, agg: &Aggregator) -> (Finding, bool) {
         let mut label = None;
-        let emit = agg.hit(&self.origin, h, now, || {
+        let emit = agg.hit_from(&self.origin, h, input.view.client_ip, now, || {
             let l = self.label(input, agg);
             label = Some(l.clone());
             l
@@ -741,20 +741,27 @@ pub(crate) fn parse_rate(s: &str) -> Result<(u64, u64), String> {
     }
     let count: u64 = count.parse().map_err(|_| bad())?;
     let period = period.trim();
+    let secs = period_secs(period).ok_or_else(bad)?;
+    if count == 0 || count > MAX_COUNT {
+        return Err(format!("the request count must be between 1 and {MAX_COUNT}, got {count}"));
+    }
+    let secs = secs.filter(|s| (1..=MAX_PERIOD_SECS).contains(s)).ok_or_else(|| {
+        format!("the period must be between 1s and 24h, got `{period}` (longer windows are `quotas`)")
+    })?;
+    Ok((count, secs))
+}
+
+/// A period written `<n><unit>` with unit `s`, `m` or `h` (`n` may be left out: `s` is `1s`):
+/// `None` when it is not written that way, `Some(None)` when the seconds overflow.
+pub(crate) fn period_secs(period: &str) -> Option<Option<u64>> {
     let digits = period.bytes().take_while(u8::is_ascii_digit).count();
     let (n, unit) = period.split_at(digits);
-    let n: u64 = if n.is_empty() { 1 } else { n.parse().map_err(|_| bad())? };
+    let n: u64 = if n.is_empty() { 1 } else { n.parse().ok()? };
     let unit_secs = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
-        _ => return Err(bad()),
+        _ => return None,
     };
-    if count == 0 || count > MAX_COUNT {
-        return Err(format!("the request count must be between 1 and {MAX_COUNT}, got {count}"));
-    }
-    let secs = n.checked_mul(unit_secs).filter(|s| (1..=MAX_PERIOD_SECS).contains(s)).ok_or_else(|| {
-        format!("the period must be between 1s and 24h, got `{period}` (longer windows are `quotas`)")
-    })?;
-    Ok((count, secs))
+    Some(n.checked_mul(unit_secs))
 }

@@ -247,7 +247,8 @@ fn routes_are_checked_against_the_gateway() {
     let text = "version: 1\nrate_limits:\n  - id: r\n    routes: [api, apx]\n    key: [client_ip]\n    rate: 1/s\n\
                 quotas:\n  - id: q\n    routes: [nope]\n    limit: 1\n    period: day\n";
     let routes = ["api", "admin"];
-    let e = compile_with(&[SourceFile::new("a.yaml", text)], &Env { routes: Some(&routes), assets: None }).unwrap_err();
+    let e = compile_with(&[SourceFile::new("a.yaml", text)], &Env { routes: Some(&routes), assets: None, sinks: None })
+        .unwrap_err();
     let at: Vec<(usize, &str)> = e.iter().map(|e| (e.line, e.path.as_str())).collect();
     assert_eq!(at, [(4, "rate_limits[0].routes[1]"), (9, "quotas[0].routes[0]")]);
     assert!(e[0].message.contains("unknown route `apx`"), "{}", e[0]);

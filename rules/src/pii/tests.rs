@@ -792,7 +792,7 @@ fn rules_that_detect_nothing_or_never_apply_are_refused() {
     assert_eq!((e.len(), e[0].file.as_str()), (1, "b.yaml"));
     // Routes are checked against the gateway's.
     let routes = ["api"];
-    let env = Env { routes: Some(&routes), assets: None };
+    let env = Env { routes: Some(&routes), assets: None, sinks: None };
     let e = compile_with(&[SourceFile::new("b.yaml", b)], &env).unwrap_err();
     assert!(e[0].message.contains("unknown route `x`"), "{e:?}");
 }

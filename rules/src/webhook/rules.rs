@@ -500,7 +500,7 @@ mod tests {
 
     fn compile(rules: &str) -> Result<Webhooks, Vec<String>> {
         let routes = ["webhooks", "api"];
-        let env = Env { routes: Some(&routes), assets: Some(&resolver) };
+        let env = Env { routes: Some(&routes), assets: Some(&resolver), sinks: None };
         let text = format!("version: 1\nwebhooks:\n{rules}");
         compile_with(&[SourceFile::new("w.yaml", text)], &env)
             .map(|s| s.webhooks)

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod alerts;
 mod audit_cli;
 mod canon_wire;
 mod cli;
