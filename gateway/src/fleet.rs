@@ -178,6 +178,8 @@ pub fn needs_store(op: &Op) -> bool {
         Op::Switch(SwitchOp::Channel(_, t)) => t.enabled,
         Op::Switch(SwitchOp::Flag(..)) => true,
         Op::Session(SessionOp::Session(_, r) | SessionOp::Subject(_, r)) => r.is_none(),
+        // Operator blocks, suspensions and allowlist entries are per instance (not shared).
+        Op::Session(SessionOp::Address(..) | SessionOp::Tenant(..) | SessionOp::Allow(..)) => false,
         Op::QuotaReset(_) => false,
     }
 }
@@ -191,7 +193,9 @@ fn action_of(op: &Op) -> Option<AuditAction> {
         Op::Session(SessionOp::Session(_, Some(_))) => AuditAction::SessionRevoke,
         Op::Session(SessionOp::Session(_, None)) => AuditAction::SessionRestore,
         Op::Session(SessionOp::Subject(..)) => AuditAction::SubjectBlock,
-        Op::QuotaReset(_) => return None,
+        Op::Session(SessionOp::Address(..) | SessionOp::Tenant(..) | SessionOp::Allow(..)) | Op::QuotaReset(_) => {
+            return None
+        }
     })
 }
 

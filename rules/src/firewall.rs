@@ -451,7 +451,7 @@ fn check_path(s: &str) -> Result<(), String> {
 
 /// An IPv4-mapped IPv6 network (`::ffff:203.0.113.0/120`) as the IPv4 network it denotes, since
 /// clients are matched in canonical (IPv4) form.
-fn unmap_net(net: IpNet) -> IpNet {
+pub fn unmap_net(net: IpNet) -> IpNet {
     if let IpNet::V6(v6) = net {
         if let (Some(v4), Some(len)) = (v6.network().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
             if let Ok(n) = Ipv4Net::new(v4, len) {

@@ -9,6 +9,7 @@ pub mod firewall;
 pub mod framing;
 pub mod identity;
 pub mod limits;
+pub mod operator;
 pub mod overrides;
 pub mod pii;
 pub mod query;

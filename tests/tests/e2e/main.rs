@@ -20,6 +20,7 @@ mod h2_floods;
 mod identity;
 mod lifecycle;
 mod limits;
+mod operator;
 mod path_structure;
 mod pii;
 mod pii_response;
