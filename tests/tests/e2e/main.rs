@@ -8,6 +8,7 @@ mod common;
 mod audit_cli;
 mod canon_wire;
 mod cli;
+mod console;
 mod control;
 mod deadlines;
 mod demo;
