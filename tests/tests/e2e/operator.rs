@@ -449,3 +449,39 @@ fn access_log_lines_carry_the_identity_and_switch_change_lines_one_target() {
         assert!(v["change.target"].as_str().is_some_and(|t| t.contains(':')), "{raw}");
     }
 }
+
+#[test]
+fn portcullis_status_shows_health_switches_upstreams_and_critical_events() {
+    let up = Upstream::start("app");
+    let gw = Cfg::new(&[up.addr()]).routes(
+        "  - id: whatsapp\n    path_prefix: /api/whatsapp\n    upstream: app\n    channel: whatsapp\n  - id: default\n    path_prefix: /\n    upstream: app\n",
+    ).start();
+    assert_eq!(put(&gw, "/v1/switches/channels/whatsapp", OPERATOR, r#"{"enabled":false}"#).status, 200);
+    let url = gw.control_url("");
+    let (code, out, err) = portcullis_tests::run_cli(BIN, &["status", "--url", &url], &[("PORTCULLIS_TOKEN", VIEWER)]);
+    assert_eq!(code, 0, "{out}{err}");
+    for want in [
+        "ready:      yes",
+        "health:     ",
+        "maintenance: off",
+        "whatsapp=OFF",
+        "rate_limit=on",
+        "upstream app: ",
+        "last critical events (24 h): none",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(!out.contains(VIEWER) && !err.contains(VIEWER), "the token is never printed");
+    // Without a token: readiness only. A wrong token, or nothing listening: exit 1.
+    let (code, out, _) = portcullis_tests::run_cli(BIN, &["status", "--url", &url], &[("PORTCULLIS_TOKEN", "")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ready:") && out.contains("PORTCULLIS_TOKEN") && !out.contains("channels:"), "{out}");
+    let (code, _, err) =
+        portcullis_tests::run_cli(BIN, &["status", "--url", &url], &[("PORTCULLIS_TOKEN", "pcx_wrong")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (code, _, err) = portcullis_tests::run_cli(BIN, &["status", "--url", &format!("http://127.0.0.1:{port}")], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot connect"), "{err}");
+}

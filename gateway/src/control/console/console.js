@@ -169,9 +169,9 @@ async function threats() {
   const rows = [];
   for (const [k, list] of Object.entries(b)) {
     if (!Array.isArray(list)) continue;
-    for (const t of list) rows.push([k.replace(/_/g, ' '), t.key || t.ip || t.tenant || t.path || t.rule_id || t.subject || JSON.stringify(t).slice(0, 60), t.events]);
+    for (const t of list) rows.push([k.replace(/_/g, ' '), t.ip || t.subject || '?', t.events, Object.keys(t.types || {}).join(', '), t.last_seen]);
   }
-  table('threats-table', ['by', 'who', 'events'], rows, 'nothing in 24 h');
+  table('threats-table', ['by', 'who', 'events', 'types', 'last seen'], rows, 'nothing in 24 h');
 }
 
 async function upstreams() {
