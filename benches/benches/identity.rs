@@ -173,7 +173,14 @@ fn request(c: &mut Criterion) {
         headers: &headers,
     };
     let revoked = |_: &str| false;
-    let input = AuthInput { view: &view, peer_trusted: false, now_unix: NOW, revoked: &revoked, blocked: &revoked };
+    let input = AuthInput {
+        view: &view,
+        peer_trusted: false,
+        now_unix: NOW,
+        revoked: &revoked,
+        blocked: &revoked,
+        allowlisted: &|_| None,
+    };
     let who = match s.identity.authenticate(&input) {
         Authn::Verified(w) => w,
         other => panic!("{other:?}"),

@@ -107,7 +107,7 @@ fn ipsets(c: &mut Criterion) {
     let rule =
         [SourceFile::new("feed.yaml", "version: 1\nfirewall:\n  - id: drop\n    match: {client_ips_file: drop.txt}\n")];
     let resolve = |_: &AssetRef| Ok(text.as_bytes().to_vec());
-    let env = Env { routes: None, assets: Some(&resolve) };
+    let env = Env { routes: None, assets: Some(&resolve), sinks: None };
     group.bench_function("rules_compile_with_1M_list", |b| {
         b.iter(|| black_box(compile_with(black_box(&rule), &env).is_ok()))
     });

@@ -70,11 +70,27 @@ pub enum AuditAction {
     SafeTest,
     /// `denied`: a control request refused before it reached a handler (401, 403, 405).
     Denied,
+    /// `subject.unblock`: an operator lifted a subject block.
+    SubjectUnblock,
+    /// `address.block`: an operator blocked a client address or CIDR.
+    AddressBlock,
+    /// `address.unblock`.
+    AddressUnblock,
+    /// `tenant.suspend`: every request of or aimed at the tenant refused.
+    TenantSuspend,
+    /// `tenant.resume`.
+    TenantResume,
+    /// `allowlist.add`: an identity allowlist entry (email or domain) added or reactivated.
+    AllowlistAdd,
+    /// `allowlist.remove`: an allowlist entry deactivated (it overrides the rule file's lists).
+    AllowlistRemove,
+    /// `rules.reload.file`: rules picked up from the files (watch, SIGHUP), or a failed attempt.
+    RulesReloadFile,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 11] = [
+    pub const ALL: [AuditAction; 19] = [
         AuditAction::MaintenanceSet,
         AuditAction::MaintenanceExpire,
         AuditAction::ChannelSet,
@@ -86,6 +102,14 @@ impl AuditAction {
         AuditAction::RulesReload,
         AuditAction::SafeTest,
         AuditAction::Denied,
+        AuditAction::SubjectUnblock,
+        AuditAction::AddressBlock,
+        AuditAction::AddressUnblock,
+        AuditAction::TenantSuspend,
+        AuditAction::TenantResume,
+        AuditAction::AllowlistAdd,
+        AuditAction::AllowlistRemove,
+        AuditAction::RulesReloadFile,
     ];
 
     /// The `action` field's text.
@@ -102,6 +126,14 @@ impl AuditAction {
             AuditAction::RulesReload => "rules.reload",
             AuditAction::SafeTest => "safe_test",
             AuditAction::Denied => "denied",
+            AuditAction::SubjectUnblock => "subject.unblock",
+            AuditAction::AddressBlock => "address.block",
+            AuditAction::AddressUnblock => "address.unblock",
+            AuditAction::TenantSuspend => "tenant.suspend",
+            AuditAction::TenantResume => "tenant.resume",
+            AuditAction::AllowlistAdd => "allowlist.add",
+            AuditAction::AllowlistRemove => "allowlist.remove",
+            AuditAction::RulesReloadFile => "rules.reload.file",
         }
     }
 
@@ -113,7 +145,10 @@ impl AuditAction {
     /// True for the actions whose `ok` records carry a state change (the runtime state is
     /// replayed from them, see `txn`).
     pub const fn changes_state(self) -> bool {
-        !matches!(self, AuditAction::RulesReload | AuditAction::SafeTest | AuditAction::Denied)
+        !matches!(
+            self,
+            AuditAction::RulesReload | AuditAction::RulesReloadFile | AuditAction::SafeTest | AuditAction::Denied
+        )
     }
 }
 
@@ -429,7 +464,7 @@ impl AuditLog {
                     path = %self.path.display(),
                     error = %err,
                     action = e.action,
-                    target = e.target,
+                    change.target = e.target,
                     "audit log write failed: the mutation must be refused"
                 );
             }
@@ -652,15 +687,27 @@ fn after_last_newline(file: &File, end: u64) -> io::Result<u64> {
 /// newlines. Reads backwards in blocks.
 fn tail_lines(file: &File, end: u64, n: usize) -> io::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
-    if end == 0 || n == 0 {
+    if n == 0 {
         return Ok(out);
+    }
+    scan_back(file, end, &mut |line| {
+        out.push(line);
+        out.len() < n
+    })?;
+    Ok(out)
+}
+
+/// Hands the lines of `file[..end]` to `visit`, the last first, until it returns false.
+fn scan_back(file: &File, end: u64, visit: &mut dyn FnMut(Vec<u8>) -> bool) -> io::Result<()> {
+    if end == 0 {
+        return Ok(());
     }
     let mut pos = end - 1; // the final newline
     let mut carry: Vec<u8> = Vec::new(); // the start of the line being assembled has not been read yet
     loop {
         if pos == 0 {
-            out.push(carry);
-            return Ok(out);
+            visit(carry);
+            return Ok(());
         }
         let start = pos.saturating_sub(BLOCK);
         let mut chunk = vec![0u8; (pos - start) as usize];
@@ -669,9 +716,8 @@ fn tail_lines(file: &File, end: u64, n: usize) -> io::Result<Vec<Vec<u8>>> {
         chunk.extend_from_slice(&carry);
         let mut seg_end = chunk.len();
         while let Some(i) = chunk[..search_end].iter().rposition(|&b| b == b'\n') {
-            out.push(chunk[i + 1..seg_end].to_vec());
-            if out.len() == n {
-                return Ok(out);
+            if !visit(chunk[i + 1..seg_end].to_vec()) {
+                return Ok(());
             }
             seg_end = i;
             search_end = i;
@@ -679,6 +725,128 @@ fn tail_lines(file: &File, end: u64, n: usize) -> io::Result<Vec<Vec<u8>>> {
         chunk.truncate(seg_end);
         carry = chunk;
         pos = start;
+    }
+}
+
+/// Which records `GET /v1/audit` returns: each given field must match (`target` and `action`
+/// exactly, or as a prefix when they end with `*`), `since`/`until` bound `time` (Unix
+/// milliseconds, inclusive), `before` pages: only records with a smaller `seq`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// The token name (`actor`).
+    pub actor: Option<String>,
+    /// The action (`session.revoke`, `address.*`).
+    pub action: Option<String>,
+    /// The target (`tenant:acme`, `subject:*`).
+    pub target: Option<String>,
+    /// `ok` or `refused`.
+    pub outcome: Option<String>,
+    /// Earliest `time`, Unix milliseconds.
+    pub since: Option<i64>,
+    /// Latest `time`, Unix milliseconds.
+    pub until: Option<i64>,
+    /// Only records with `seq` below this (the previous page's `next_before`).
+    pub before: Option<u64>,
+}
+
+impl AuditFilter {
+    fn matches(&self, rec: &Value) -> bool {
+        let field = |k: &str| rec.get(k).and_then(Value::as_str);
+        let like = |want: &Option<String>, have: Option<&str>| match want {
+            None => true,
+            Some(w) => match w.strip_suffix('*') {
+                Some(prefix) => have.is_some_and(|h| h.starts_with(prefix)),
+                None => have == Some(w.as_str()),
+            },
+        };
+        like(&self.actor, field("actor"))
+            && like(&self.action, field("action"))
+            && like(&self.target, field("target"))
+            && like(&self.outcome, field("outcome"))
+    }
+}
+
+/// Installs the rules' auditor: a reload picked up from the files (watch, poll, SIGHUP) that
+/// applied new rules or failed is recorded as `rules.reload.file` (actor `rules:<trigger>`,
+/// target `rules`, `old`/`new`: versions and file hashes, `new.changed`: the files that
+/// changed), `ok` or `refused`. Not state-changing (never replayed). A record that cannot be
+/// written is logged (the rules are the files' either way).
+pub fn audit_file_reloads(rules: &crate::reload::Rules, log: &Arc<AuditLog>) {
+    let log = Arc::downgrade(log);
+    rules.set_auditor(Arc::new(move |r: &crate::reload::FileReload| {
+        let Some(log) = log.upgrade() else { return };
+        let actor = format!("rules:{}", r.trigger.as_str());
+        let entry = AuditEntry {
+            actor: Some(&actor),
+            role: None,
+            source_ip: None,
+            request_id: "-",
+            action: AuditAction::RulesReloadFile.as_str(),
+            target: "rules",
+            old: r.old.clone(),
+            new: r.new.clone(),
+            reason: None,
+            outcome: if r.applied { "ok" } else { "refused" },
+            status: 0,
+        };
+        if let Err(e) = log.append(&entry) {
+            tracing::error!(error = %e, "cannot audit a rules reload from the files");
+        }
+    }));
+}
+
+/// A record's `time` in Unix milliseconds.
+fn record_millis(rec: &Value) -> Option<i64> {
+    let t = rec.get("time")?.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(t).ok().map(|d| d.timestamp_millis())
+}
+
+impl AuditLog {
+    /// The newest records matching `f`, newest first, at most `limit` (capped at
+    /// [`RECENT_MAX`]), and the `before` cursor of the next (older) page when there may be one.
+    /// Reads the file backwards from the cursor and stops at `since`: any record of the log can be
+    /// exported, page by page.
+    pub fn page(&self, f: &AuditFilter, limit: usize) -> io::Result<(Vec<Value>, Option<u64>)> {
+        let limit = limit.clamp(1, RECENT_MAX);
+        let _ = self.follow();
+        let end = self.inner.lock().len;
+        let file = File::open(&self.path)?;
+        let mut out = Vec::new();
+        let mut bad = None;
+        let mut more = false;
+        scan_back(&file, end, &mut |line| {
+            let rec: Value = match serde_json::from_slice(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    bad = Some(invalid_data(format!("unreadable audit record: {e}")));
+                    return false;
+                }
+            };
+            let seq = rec.get("seq").and_then(Value::as_u64).unwrap_or(0);
+            if f.before.is_some_and(|b| seq >= b) {
+                return true;
+            }
+            let ms = record_millis(&rec);
+            if let (Some(since), Some(ms)) = (f.since, ms) {
+                if ms < since {
+                    return false; // older records only from here on
+                }
+            }
+            if f.until.is_some_and(|u| ms.is_some_and(|ms| ms > u)) || !f.matches(&rec) {
+                return true;
+            }
+            if out.len() == limit {
+                more = true;
+                return false;
+            }
+            out.push(rec);
+            true
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        let next = if more { out.last().and_then(|r| r.get("seq")).and_then(Value::as_u64) } else { None };
+        Ok((out, next))
     }
 }
 

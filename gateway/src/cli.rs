@@ -52,6 +52,13 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Health, switches, upstreams and the last critical events of a running gateway, from its
+    /// control listener (a viewer token in PORTCULLIS_TOKEN).
+    Status {
+        /// The control listener.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -212,6 +219,19 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Audit { command: AuditCommand::Verify { file, config } } => audit_verify(file, &config),
+        Command::Status { url } => {
+            let token = std::env::var("PORTCULLIS_TOKEN").ok().filter(|t| !t.is_empty());
+            match crate::status::render(&url, token.as_deref()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis status: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

@@ -26,6 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
+mod console;
+mod ops;
+
 /// Largest control request body read.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -42,13 +45,28 @@ enum Handler {
     Maintenance,
     Channel,
     Flag,
-    Audit,
     Upstreams,
     Tokens,
     SessionRevoke,
     SessionRestore,
     QuotaUsage,
     QuotaReset,
+    // The operator's verbs (control/ops.rs).
+    QuotaList,
+    SessionList,
+    BlockList,
+    SubjectBlock,
+    SubjectUnblock,
+    AddressBlock,
+    AddressUnblock,
+    TenantList,
+    TenantSuspend,
+    TenantResume,
+    AllowList,
+    AllowAdd,
+    AllowRemove,
+    AuditPage,
+    WhoAmI,
 }
 
 /// The `/v1` routing table: (method, path pattern, role, handler). `{}` matches one segment.
@@ -69,7 +87,22 @@ const ENDPOINTS: &[(&str, &str, Role, Handler)] = &[
     ("DELETE", "/v1/sessions/{}/revoke", Role::Operator, Handler::SessionRestore),
     ("GET", "/v1/quotas/{}", Role::Viewer, Handler::QuotaUsage),
     ("POST", "/v1/quotas/{}/reset", Role::Operator, Handler::QuotaReset),
-    ("GET", "/v1/audit", Role::Admin, Handler::Audit),
+    // The operator's verbs (control/ops.rs).
+    ("GET", "/v1/whoami", Role::Viewer, Handler::WhoAmI),
+    ("GET", "/v1/audit", Role::Admin, Handler::AuditPage),
+    ("GET", "/v1/quotas", Role::Viewer, Handler::QuotaList),
+    ("GET", "/v1/sessions", Role::Viewer, Handler::SessionList),
+    ("GET", "/v1/blocks", Role::Viewer, Handler::BlockList),
+    ("PUT", "/v1/blocks/subjects/{}", Role::Operator, Handler::SubjectBlock),
+    ("DELETE", "/v1/blocks/subjects/{}", Role::Operator, Handler::SubjectUnblock),
+    ("PUT", "/v1/blocks/addresses/{}", Role::Operator, Handler::AddressBlock),
+    ("DELETE", "/v1/blocks/addresses/{}", Role::Operator, Handler::AddressUnblock),
+    ("GET", "/v1/tenants", Role::Viewer, Handler::TenantList),
+    ("PUT", "/v1/tenants/{}/suspension", Role::Operator, Handler::TenantSuspend),
+    ("DELETE", "/v1/tenants/{}/suspension", Role::Operator, Handler::TenantResume),
+    ("GET", "/v1/allowlist", Role::Viewer, Handler::AllowList),
+    ("PUT", "/v1/allowlist/{}/{}", Role::Admin, Handler::AllowAdd),
+    ("DELETE", "/v1/allowlist/{}/{}", Role::Admin, Handler::AllowRemove),
 ];
 
 fn pattern_matches(pattern: &str, path: &str) -> bool {
@@ -381,25 +414,6 @@ impl ControlApp {
                 }
                 Ok((200, body))
             }
-            Handler::Audit => {
-                let (limit, fleet) = audit_query(call.query).map_err(bad_query)?;
-                if fleet {
-                    // Fleet mode's list of every instance's records (see fleet_limits.rs).
-                    let Some(f) = self.shared.fleet.clone() else {
-                        return Err(bad_query("scope=fleet needs fleet mode (a `fleet:` section)".into()));
-                    };
-                    let records = tokio::task::spawn_blocking(move || f.audit(limit))
-                        .await
-                        .map_err(|_| Deny::new(DenyCode::Internal, "audit_task"))?
-                        .map_err(|e| Deny::new(DenyCode::StoreUnavailable, "fleet_store").with_details(vec![e]))?;
-                    return Ok((200, json!({ "scope": "fleet", "records": records })));
-                }
-                let records = self.shared.audit.recent(limit).map_err(|e| {
-                    tracing::error!(error = %e, "cannot read the audit log");
-                    Deny::new(DenyCode::Internal, "audit_read")
-                })?;
-                Ok((200, json!({ "scope": "instance", "records": records })))
-            }
             Handler::Maintenance | Handler::Channel | Handler::Flag => {
                 // Every mutation fsyncs: on a blocking thread, never on the runtime's.
                 let shared = self.shared.clone();
@@ -462,6 +476,7 @@ impl ControlApp {
                     .await
                     .map_err(|_| Deny::new(DenyCode::Internal, "quota_task"))?
             }
+            _ => self.operator(h, call).await,
         }
     }
 }
@@ -512,7 +527,7 @@ impl ControlApp {
         match self.shared.audit.append(e) {
             Ok(_) => true,
             Err(err) => {
-                tracing::error!(error = %err, action = e.action, target = e.target, "cannot write the audit log");
+                tracing::error!(error = %err, action = e.action, change.target = e.target, "cannot write the audit log");
                 false
             }
         }
@@ -618,7 +633,7 @@ impl ControlApp {
             Err(TxError::Store(e)) => return Err(audit_unavailable(&e)),
         };
         self.switch_changed(&change, call.who);
-        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = call.who, http.request.id = call.request_id, target = %change.target, version = change.version, "switch changed");
+        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = call.who, http.request.id = call.request_id, change.target = %change.target, version = change.version, "switch changed");
         let mut body =
             json!({ "version": change.version, "target": change.target, "old": change.old, "new": change.new });
         body["etag"] = json!(etag(change.version));
@@ -694,7 +709,7 @@ impl ControlApp {
             &version,
         );
         self.shared.events.emit(ev);
-        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, target = %target, "session state changed");
+        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, change.target = %target, "session state changed");
         let mut body = json!({ "session": id, "revoked": revoke, "changed": change.old != change.new, "old": change.old, "new": change.new, "version": change.version });
         if let Some(p) = published {
             body["fleet"] = p.to_json();
@@ -755,7 +770,7 @@ impl ControlApp {
         };
         let change = Change { target: target.clone(), old: old.clone(), new, version };
         self.shared.events.emit(switch_changed_event(&change, &call.who, &loaded.snapshot.version));
-        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, target = %target, "quota reset");
+        tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, change.target = %target, "quota reset");
         let mut body = json!({ "tenant": tenant, "reset": true, "counters": counters, "old": old });
         if let Some(p) = published {
             body["fleet"] = p.to_json();
@@ -864,10 +879,9 @@ fn per_instance(mut v: Value) -> Value {
     v
 }
 
-/// `limit` (default 100, 1..=1000) and `scope` (`instance`, the default, or `fleet`) of
-/// `GET /v1/audit`; no other parameter.
-fn audit_query(query: Option<&str>) -> Result<(usize, bool), String> {
-    let (mut limit, mut fleet) = (100, false);
+/// `limit` of a listing (default 100, 1..=1000); no other parameter.
+fn audit_limit(query: Option<&str>) -> Result<usize, String> {
+    let mut limit = 100;
     for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
         match kv.split_once('=') {
             Some(("limit", v)) => {
@@ -877,13 +891,10 @@ fn audit_query(query: Option<&str>) -> Result<(usize, bool), String> {
                     .filter(|n| (1..=1000).contains(n))
                     .ok_or_else(|| format!("limit must be 1 to 1000, not `{v}`"))?;
             }
-            Some(("scope", "instance")) => fleet = false,
-            Some(("scope", "fleet")) => fleet = true,
-            Some(("scope", v)) => return Err(format!("scope must be instance or fleet, not `{v}`")),
-            _ => return Err(format!("unknown parameter `{kv}`; allowed: limit, scope")),
+            _ => return Err(format!("unknown parameter `{kv}`; allowed: limit")),
         }
     }
-    Ok((limit, fleet))
+    Ok(limit)
 }
 
 /// An authorised control request.
@@ -1026,6 +1037,7 @@ impl ServeHttp for ControlApp {
         let path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_owned);
         let auth = req.headers.get("authorization").map(|v| v.as_bytes().to_vec());
+        let accept = req.headers.get("accept").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
 
         let if_match = req.headers.get("if-match").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let source_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
@@ -1076,6 +1088,9 @@ impl ServeHttp for ControlApp {
                 &request_id,
             );
         }
+        if let Some(r) = console::serve(&method, &path, accept.as_deref(), &request_id) {
+            return r;
+        }
         if !path.starts_with("/v1/") {
             return deny_response(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
         }
@@ -1124,7 +1139,8 @@ impl ServeHttp for ControlApp {
         if role < needed {
             self.audit_off_thread(refused(Some(who), Some(role), 403, "role")).await;
             tracing::warn!(event.action = "control_denied", reason = "role", user.name = who, user.roles = role.as_str(), needed = needed.as_str(), http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
-            return deny_response(&Deny::new(DenyCode::Forbidden, "role"), &request_id);
+            let why = format!("this needs the `{}` role; the token `{who}` has `{}`", needed.as_str(), role.as_str());
+            return deny_response(&Deny::new(DenyCode::Forbidden, "role").with_details(vec![why]), &request_id);
         }
         let call = Call {
             path: &path,

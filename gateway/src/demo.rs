@@ -123,14 +123,19 @@ impl ServeHttp for DemoApp {
     }
 }
 
-/// Runs the demo: binds the sample app on loopback, points `demo.yaml` at it, creates a one-off
-/// operator token, prints what to try, and runs the gateway.
+/// Runs the demo: binds the sample app on loopback, points `demo.yaml` at it, creates one-off
+/// viewer, operator and admin tokens and a fresh state directory (so no earlier run's switches,
+/// blocks or audit records carry over), prints the console's URL and what to try, and runs the
+/// gateway (Pingora's own start-up lines held back to warnings, so the banner stays readable).
 pub fn run(config_path: &Path) -> Result<(), String> {
     let (app_svc, app_addr) =
         crate::server::prebound_service("demo-app", DemoApp, SocketAddr::from(([127, 0, 0, 1], 0)), 1)
             .map_err(|e| format!("demo app listener: {e}"))?;
     let token = crate::cli::random_token();
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let viewer = crate::cli::random_token();
+    let admin_token = crate::cli::random_token();
+    let sha = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
     // The demo issuer's signing secret: fresh per run, handed to the rules through the
     // environment (read by the `secret_env` key of config/demo-rules/identity.yaml).
     let secret = crate::cli::random_token();
@@ -144,19 +149,37 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let user73 = demo_token(&secret, &run_id, "user-40", "73", &[], now);
     let admin = demo_token(&secret, &run_id, "ops-1", "1", &["platform_admin"], now);
     let text = std::fs::read_to_string(config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let text = text.replace("{{DEMO_APP}}", &app_addr).replace("{{DEMO_OPERATOR_SHA256}}", &hash);
+    let state = std::env::temp_dir().join(format!("portcullis-{run_id}"));
+    if text.contains("{{DEMO_STATE_DIR}}") {
+        std::fs::create_dir_all(&state).map_err(|e| format!("demo state directory {}: {e}", state.display()))?;
+    }
+    let text = text
+        .replace("{{DEMO_APP}}", &app_addr)
+        .replace("{{DEMO_OPERATOR_SHA256}}", &hash)
+        .replace("{{DEMO_VIEWER_SHA256}}", &sha(&viewer))
+        .replace("{{DEMO_ADMIN_SHA256}}", &sha(&admin_token))
+        .replace("{{DEMO_STATE_DIR}}", &state.display().to_string());
     let base = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let file = config_path.display().to_string();
     let mut cfg = config::parse(&file, &text, &base)
         .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
     cfg.path = config_path.to_path_buf();
-    crate::logging::init(&cfg.log_level);
+    // Pingora's start-up lines (and its other info lines) stay out of the banner.
+    crate::logging::init(&format!(
+        "{},pingora_core=warn,pingora_proxy=warn,pingora_load_balancing=warn",
+        cfg.log_level
+    ));
     let proxy = cfg.proxy_addr;
     let control = cfg.control_addr;
     eprintln!(
         "\nPortcullis demo\n\
-         \n  gateway   http://{proxy}\n  control   http://{control}\n  sample app http://{app_addr} (behind the gateway)\n\
-         \n  operator token (shown once): {token}\n\
+         \n  console    http://{control}/   (open it in a browser; sign in with a control token below)\
+         \n  gateway    http://{proxy}\n  control    http://{control}\n  sample app http://{app_addr} (behind the gateway)\
+         \n  state      {state} (fresh for this run)\n\
+         \n  control tokens (shown once):\
+         \n    viewer    {viewer}\
+         \n    operator  {token}\
+         \n    admin     {admin_token}\n\
          \n  callers (bearer tokens for a day, from the demo issuer; export them to try the commands):\n\
          \n    export TOKEN_12={user12}\
          \n    export TOKEN_73={user73}\
@@ -193,7 +216,9 @@ pub fn run(config_path: &Path) -> Result<(), String> {
          \n  curl -s http://{control}/metrics | grep portcullis_requests_total\
          \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/rules\
          \n  curl -s -H 'Authorization: Bearer {token}' http://{control}/v1/summary\
-         \n"
+         \n  PORTCULLIS_TOKEN={viewer} portcullis status --url http://{control}\
+         \n",
+        state = cfg.state_dir.display()
     );
     crate::server::run(cfg, false, vec![Box::new(app_svc)])
 }

@@ -249,6 +249,8 @@ pub fn needs_store(op: &Op) -> bool {
         Op::Session(SessionOp::Session(_, r) | SessionOp::Subject(_, r)) => r.is_none(),
         // A reset gives a tenant its quota back (opens), and clears the fleet's counters.
         Op::QuotaReset(_) => true,
+        // Operator blocks, suspensions and allowlist entries are per instance (not shared).
+        Op::Session(SessionOp::Address(..) | SessionOp::Tenant(..) | SessionOp::Allow(..)) => false,
     }
 }
 
@@ -262,6 +264,7 @@ fn action_of(op: &Op) -> Option<AuditAction> {
         Op::Session(SessionOp::Session(_, None)) => AuditAction::SessionRestore,
         Op::Session(SessionOp::Subject(..)) => AuditAction::SubjectBlock,
         Op::QuotaReset(_) => AuditAction::QuotaReset,
+        Op::Session(SessionOp::Address(..) | SessionOp::Tenant(..) | SessionOp::Allow(..)) => return None,
     })
 }
 

@@ -22,6 +22,7 @@ pub mod reload;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod status;
 pub mod switches;
 pub mod tls;
 pub mod txn;

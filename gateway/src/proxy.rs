@@ -19,6 +19,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_rules::deny::{render, Deny, DenyCode};
 use portcullis_rules::identity::{AuthInput, Authn, Identity};
 use portcullis_rules::limits::{KeyInput, LimitCheck, Now};
+use portcullis_rules::operator;
 use portcullis_rules::pii::{PiiPolicy, Summary};
 use portcullis_rules::tenant::{BodyInput, Principal};
 use portcullis_rules::verdict::{EventType, Finding, Mode, Outcome};
@@ -705,6 +706,9 @@ impl ProxyHttp for Portcullis {
             deny.code = ctx.denied.map_or("", |d| d.as_str()),
             deny.reason = ctx.denied_reason.as_deref().unwrap_or(""),
             webhook.secret_id = ctx.webhook_secret.as_deref().unwrap_or(""),
+            tenant.id = ctx.identity.as_ref().and_then(|i| i.tenant.as_deref()).unwrap_or(""),
+            user.id = ctx.identity.as_ref().map_or("", |i| i.subject.as_str()),
+            session.id = ctx.identity.as_ref().and_then(|i| i.session.as_deref()).unwrap_or(""),
             error.message = e.map(|e| e.etype().as_str()).unwrap_or(""),
             "request"
         );
@@ -1032,7 +1036,9 @@ impl Portcullis {
         let webhooks_on = !snapshot.webhooks.is_empty() && sw.flag(crate::switches::Flag::WebhookVerification);
         let limits_on = !snapshot.rate_limits.is_empty() && sw.flag(crate::switches::Flag::RateLimit);
         let ssrf_on = !snapshot.ssrf.is_empty();
+        let operator_on = self.shared.sessions.any_operator_block();
         if (snapshot.firewall.is_empty() || !sw.flag(crate::switches::Flag::Firewall))
+            && !operator_on
             && snapshot.identity.is_empty()
             && !tenant_on
             && !webhooks_on
@@ -1138,7 +1144,26 @@ impl Portcullis {
             flow = snapshot.ssrf.check(&view, body_input(body.as_ref(), ssrf_cap), &mut outcome);
         }
 
-        // 4. Tenant scope.
+        // 4. Operator's tenant suspensions (the identity's tenant, every tenant targeted), then
+        // tenant scope.
+        if flow.is_continue() && self.shared.sessions.any_suspended() {
+            let req = session.req_header();
+            let view = self.view(req, ctx, route);
+            let input = match (&body, tenant_cap) {
+                (Some(BodyRead::Complete(b) | BodyRead::NotReplayable(b)), Some(cap)) if b.len() <= cap => {
+                    BodyInput::Bytes(b)
+                }
+                _ => BodyInput::NotBuffered,
+            };
+            let targets = snapshot.tenant.targets(&view, input);
+            let sessions = &self.shared.sessions;
+            let identity_tenant = ctx.identity.as_ref().and_then(|i| i.tenant.as_deref());
+            if let Some((t, what)) =
+                operator::first_suspended(identity_tenant, &targets, &|t| sessions.is_suspended(t, now))
+            {
+                flow = outcome.add(operator::tenant_suspended(t, what));
+            }
+        }
         if flow.is_continue() && tenant_on {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
@@ -1215,6 +1240,12 @@ impl Portcullis {
         let snapshot = &ctx.rules.snapshot;
         let mut head =
             Head { flow: ControlFlow::Break(()), identity: None, limit_headers: Vec::new(), aggregated: false };
+        // The operator's address blocks hold whatever the firewall flag says.
+        if let Some(block) = view.client_ip.and_then(|ip| self.shared.sessions.blocked_address(ip, now)) {
+            if out.add(operator::address_blocked(&block)).is_break() {
+                return head;
+            }
+        }
         if !snapshot.firewall.is_empty() && self.shared.switches.flag(crate::switches::Flag::Firewall) {
             if let ControlFlow::Break(()) = snapshot.firewall.check(view, out) {
                 return head;
@@ -1223,8 +1254,15 @@ impl Portcullis {
         let sessions = &self.shared.sessions;
         let revoked = |s: &str| sessions.is_revoked(s, now);
         let blocked = |s: &str| sessions.is_blocked(s, now);
-        let input =
-            AuthInput { view, peer_trusted: ctx.peer_trusted, now_unix: now, revoked: &revoked, blocked: &blocked };
+        let allowlisted = |k: &str| sessions.allowlisted(k);
+        let input = AuthInput {
+            view,
+            peer_trusted: ctx.peer_trusted,
+            now_unix: now,
+            revoked: &revoked,
+            blocked: &blocked,
+            allowlisted: &allowlisted,
+        };
         let (who, failed) = match snapshot.identity.authenticate(&input) {
             Authn::Verified(who) => (Some(who), None),
             Authn::Failed(f) => (None, Some(f)),
@@ -1300,7 +1338,13 @@ impl Portcullis {
             target_tenant: detail_str("target_tenant"),
             subject: who.map(|i| i.subject.as_str()).or_else(|| detail_str("subject")),
         };
-        SecurityEvent::from_finding(f, &facts, &ctx.rules.snapshot.version)
+        let mut ev = SecurityEvent::from_finding(f, &facts, &ctx.rules.snapshot.version);
+        // The session the request ran under (an identity failure's finding names it already):
+        // the runbook's way from an event to the session's whole request history.
+        if let Some(session) = who.and_then(|i| i.session.as_deref()) {
+            ev.detail.entry("session").or_insert_with(|| session.into());
+        }
+        ev
     }
 
     /// Time left for the request body: the route's `body_timeout` and its pool's

@@ -103,8 +103,28 @@ pub struct LastAttempt {
     pub errors: Vec<String>,
 }
 
+/// A reload picked up from the files (watch, poll, SIGHUP) that changed something or failed, for
+/// the audit log: old and new version, the files (name, hash) before and after, which changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileReload {
+    /// What started it.
+    pub trigger: Trigger,
+    /// True when the new rules are live; false when they failed validation (the old ones stay).
+    pub applied: bool,
+    /// `{"version", "files":[{"name","sha256"}]}` of the rules running before.
+    pub old: Value,
+    /// The same for the files read, with `changed` (names added, removed or edited) and, on
+    /// failure, `errors` (how many).
+    pub new: Value,
+}
+
+/// Writes a [`FileReload`] to the audit log (installed by the server).
+pub type ReloadAuditor = Arc<dyn Fn(&FileReload) + Send + Sync>;
+
 /// The live rules and the reload machinery.
 pub struct Rules {
+    /// Audits reloads from the files (API reloads are audited by the control endpoint).
+    auditor: Mutex<Option<ReloadAuditor>>,
     dir: PathBuf,
     /// Route ids of the gateway config: rules naming another route are refused.
     routes: Vec<String>,
@@ -255,6 +275,7 @@ impl Rules {
         let snapshot = load_dir(dir, &routes, &sinks)?;
         let now = SystemTime::now();
         Ok(Arc::new(Rules {
+            auditor: Mutex::new(None),
             dir: dir.to_path_buf(),
             routes,
             sinks,
@@ -268,6 +289,36 @@ impl Rules {
             applied_total: AtomicU64::new(0),
             failed_total: AtomicU64::new(0),
         }))
+    }
+
+    /// Installs the auditor of reloads from the files.
+    pub fn set_auditor(&self, auditor: ReloadAuditor) {
+        *self.auditor.lock() = Some(auditor);
+    }
+
+    /// Audits a reload from the files (not API reloads: the control endpoint records those).
+    fn audit_files(&self, trigger: Trigger, applied: bool, old: &Snapshot, new_files: &[(String, String)], new: Value) {
+        if trigger == Trigger::Api {
+            return;
+        }
+        let Some(auditor) = self.auditor.lock().clone() else { return };
+        let before: Vec<(String, String)> = old.files.iter().map(|f| (f.name.clone(), f.sha256.clone())).collect();
+        let mut changed: Vec<&str> = new_files
+            .iter()
+            .filter(|(n, h)| !before.iter().any(|(bn, bh)| bn == n && bh == h))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        changed
+            .extend(before.iter().filter(|(n, _)| !new_files.iter().any(|(nn, _)| nn == n)).map(|(n, _)| n.as_str()));
+        let list = |f: &[(String, String)]| -> Vec<Value> {
+            f.iter().map(|(n, h)| json!({ "name": n, "sha256": h })).collect()
+        };
+        let mut new = new;
+        if let Value::Object(o) = &mut new {
+            o.insert("files".into(), json!(list(new_files)));
+            o.insert("changed".into(), json!(changed));
+        }
+        auditor(&FileReload { trigger, applied, old: json!({ "version": old.version, "files": list(&before) }), new });
     }
 
     /// The snapshot a new request pins.
@@ -306,6 +357,9 @@ impl Rules {
                 return Reloaded::Unchanged { version: kept };
             }
         }
+        let read: Vec<(String, String)> = files
+            .as_ref()
+            .map_or(Vec::new(), |f| f.iter().map(|s| (s.name.clone(), rulefile::file_sha256(&s.text))).collect());
         let result = files.and_then(|f| compile(&self.dir, &f, &self.routes, &self.sinks));
         let now = SystemTime::now();
         self.last_reload_unix.store(unix(now), Relaxed);
@@ -333,12 +387,13 @@ impl Rules {
                     rate_limits.fresh = carried.fresh,
                     "rules reloaded"
                 );
+                self.audit_files(trigger, true, &running.snapshot, &read, json!({ "version": version }));
                 Reloaded::Applied { version, previous: kept }
             }
             Err(errs) => {
                 let errors: Vec<String> = errs.iter().map(ToString::to_string).collect();
                 // A file that cannot even be read has no version: it is reported every time.
-                *self.last_failed.lock() = version_of_files;
+                *self.last_failed.lock() = version_of_files.clone();
                 *self.last_attempt.lock() = Some(LastAttempt { at: now, trigger, errors: errors.clone() });
                 self.last_success.store(false, Relaxed);
                 self.failed_total.fetch_add(1, Relaxed);
@@ -355,6 +410,8 @@ impl Rules {
                 detail.insert("error_count".into(), json!(errors.len()));
                 detail.insert("errors".into(), json!(errors.iter().take(MAX_EVENT_ERRORS).collect::<Vec<_>>()));
                 detail.insert("kept_version".into(), json!(kept));
+                let tried = json!({ "version": version_of_files, "errors": errors.len() });
+                self.audit_files(trigger, false, &running.snapshot, &read, tried);
                 self.events.emit(SecurityEvent::system(
                     EventType::RulesReloadFailed,
                     Action::Rejected,

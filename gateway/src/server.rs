@@ -156,6 +156,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     // files, then follow what any other process sharing `state_dir` commits.
     crate::txn::recover(&*audit, shared.state(), &cfg.state_dir).map_err(|e| format!("state recovery: {e}"))?;
     crate::txn::follow(&audit, Arc::downgrade(&shared));
+    crate::audit::audit_file_reloads(&rules, &audit);
     if let Some(fleet) = &shared.fleet {
         // Caught up with the fleet before serving when the store answers; with it down, the
         // last known state (the local files) is in force and the fleet thread keeps trying.

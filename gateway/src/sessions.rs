@@ -8,6 +8,10 @@
 //! out) and is then forgotten; a subject block lasts what the rule said. At most [`MAX_ENTRIES`]
 //! of each are kept: when full, expired entries go first, then the oldest. A corrupt state file
 //! stops the start: silently un-revoking sessions is worse than not starting.
+//!
+//! The operator's own blocks live here too, with the same durability and replay: blocked client
+//! addresses/CIDRs (at most [`MAX_ADDRESS_BLOCKS`]: every request is matched against them),
+//! suspended tenants and identity allowlist entries (at most [`MAX_OPERATOR_ENTRIES`] each).
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -28,6 +32,30 @@ pub const MAX_ENTRIES: usize = 100_000;
 
 /// Longest session id or subject accepted, in bytes.
 pub const MAX_ID_LEN: usize = 256;
+
+/// Most blocked client addresses/CIDRs kept.
+pub const MAX_ADDRESS_BLOCKS: usize = 4096;
+
+/// Most suspended tenants, and most allowlist entries, kept.
+pub const MAX_OPERATOR_ENTRIES: usize = 10_000;
+
+/// `until` of a block or suspension without an expiry.
+pub const FOREVER: u64 = u64::MAX;
+
+/// One identity allowlist entry an operator added (`enabled`) or deactivated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowEntry {
+    /// When (unix seconds).
+    pub at: u64,
+    /// Who: a control token's name.
+    pub actor: String,
+    /// The operator's label (who this is, which organisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// True: allowed; false: deactivated (refused even if the rule file lists it).
+    pub enabled: bool,
+}
 
 /// One revoked session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +81,15 @@ pub struct SessionState {
     pub revoked: BTreeMap<String, Revocation>,
     /// Subject → block (same shape: `until` is when the block ends).
     pub blocked: BTreeMap<String, Revocation>,
+    /// Client address or CIDR (canonical, e.g. `203.0.113.0/24`, `192.0.2.7/32`) → block.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, Revocation>,
+    /// Tenant → suspension (`until`: when it ends; [`FOREVER`]: until resumed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, Revocation>,
+    /// `email:<address>` / `domain:<name>` → the operator's allowlist entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allowlist: BTreeMap<String, AllowEntry>,
     /// `seq` of the last audit record this state includes (see `SwitchState::audit_seq`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_seq: Option<u64>,
@@ -65,6 +102,12 @@ pub enum SessionOp {
     Session(String, Option<Revocation>),
     /// `subject:<id>`: blocked (`Some`) or unblocked (`None`).
     Subject(String, Option<Revocation>),
+    /// `address:<cidr>`: blocked (`Some`) or unblocked (`None`).
+    Address(String, Option<Revocation>),
+    /// `tenant:<name>`: suspended (`Some`) or resumed (`None`).
+    Tenant(String, Option<Revocation>),
+    /// `allow:<key>`: an allowlist entry added or deactivated.
+    Allow(String, AllowEntry),
 }
 
 impl SessionOp {
@@ -73,23 +116,39 @@ impl SessionOp {
         match self {
             SessionOp::Session(id, _) => format!("session:{id}"),
             SessionOp::Subject(id, _) => format!("subject:{id}"),
+            SessionOp::Address(id, _) => format!("address:{id}"),
+            SessionOp::Tenant(id, _) => format!("tenant:{id}"),
+            SessionOp::Allow(key, _) => format!("allow:{key}"),
         }
     }
 
     /// The audit record's `new`.
     pub fn new_value(&self) -> Value {
         match self {
-            SessionOp::Session(_, r) | SessionOp::Subject(_, r) => r.as_ref().map_or(Value::Null, |r| json!(r)),
+            SessionOp::Session(_, r)
+            | SessionOp::Subject(_, r)
+            | SessionOp::Address(_, r)
+            | SessionOp::Tenant(_, r) => r.as_ref().map_or(Value::Null, |r| json!(r)),
+            SessionOp::Allow(_, e) => json!(e),
         }
     }
 
     /// The op an audit record's `target` and `new` describe.
     pub fn from_record(target: &str, new: &Value) -> Option<SessionOp> {
-        let entry = if new.is_null() { None } else { Some(serde_json::from_value::<Revocation>(new.clone()).ok()?) };
-        if let Some(id) = target.strip_prefix("session:") {
-            return Some(SessionOp::Session(id.to_string(), entry));
+        if let Some(key) = target.strip_prefix("allow:") {
+            let e = serde_json::from_value::<AllowEntry>(new.clone()).ok()?;
+            return Some(SessionOp::Allow(key.to_string(), e));
         }
-        target.strip_prefix("subject:").map(|id| SessionOp::Subject(id.to_string(), entry))
+        let entry = if new.is_null() { None } else { Some(serde_json::from_value::<Revocation>(new.clone()).ok()?) };
+        let (kind, id) = target.split_once(':')?;
+        let id = id.to_string();
+        match kind {
+            "session" => Some(SessionOp::Session(id, entry)),
+            "subject" => Some(SessionOp::Subject(id, entry)),
+            "address" => Some(SessionOp::Address(id, entry)),
+            "tenant" => Some(SessionOp::Tenant(id, entry)),
+            _ => None,
+        }
     }
 }
 
@@ -107,6 +166,8 @@ pub struct SessionChange {
 /// The live revocation list and subject blocks.
 pub struct Sessions {
     live: ArcSwap<SessionState>,
+    /// The blocked addresses parsed (network, until, key), published with `live`.
+    nets: ArcSwap<Vec<(ipnet::IpNet, u64, String)>>,
     write: Mutex<()>,
     dir: PathBuf,
 }
@@ -140,7 +201,8 @@ impl Sessions {
             }
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        Ok(Sessions { live: ArcSwap::from_pointee(state), write: Mutex::new(()), dir: state_dir.to_path_buf() })
+        let nets = ArcSwap::from_pointee(parse_nets(&state));
+        Ok(Sessions { live: ArcSwap::from_pointee(state), nets, write: Mutex::new(()), dir: state_dir.to_path_buf() })
     }
 
     /// The live state.
@@ -158,6 +220,87 @@ impl Sessions {
     pub fn is_blocked(&self, subject: &str, now: u64) -> bool {
         let s = self.live.load();
         !s.blocked.is_empty() && s.blocked.get(subject).is_some_and(|r| r.until > now)
+    }
+
+    /// The blocked address or CIDR `ip` is in now, if any (IPv4-mapped IPv6 as IPv4).
+    pub fn blocked_address(&self, ip: std::net::IpAddr, now: u64) -> Option<String> {
+        let nets = self.nets.load();
+        if nets.is_empty() {
+            return None;
+        }
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        nets.iter().find(|(n, until, _)| *until > now && n.contains(&ip)).map(|(_, _, k)| k.clone())
+    }
+
+    /// True when the tenant is suspended now.
+    pub fn is_suspended(&self, tenant: &str, now: u64) -> bool {
+        let s = self.live.load();
+        !s.tenants.is_empty() && s.tenants.get(tenant).is_some_and(|r| r.until > now)
+    }
+
+    /// True when an address is blocked or a tenant suspended (the request path skips the checks
+    /// otherwise).
+    pub fn any_operator_block(&self) -> bool {
+        let s = self.live.load();
+        !s.addresses.is_empty() || !s.tenants.is_empty()
+    }
+
+    /// True when any tenant is suspended (the request path skips the lookups otherwise).
+    pub fn any_suspended(&self) -> bool {
+        !self.live.load().tenants.is_empty()
+    }
+
+    /// The operator's allowlist decision for a key (`email:…`, `domain:…`): `Some(enabled)`.
+    pub fn allowlisted(&self, key: &str) -> Option<bool> {
+        let s = self.live.load();
+        if s.allowlist.is_empty() {
+            return None;
+        }
+        s.allowlist.get(key).map(|e| e.enabled)
+    }
+
+    /// Plans an operator's subject block until `entry.until` (exactly: a shorter one replaces a
+    /// longer one), or lifting it (`None`).
+    pub fn plan_subject(&self, subject: &str, entry: Option<Revocation>) -> Result<(SessionOp, Value), String> {
+        check_id(subject)?;
+        let old = self.live.load().blocked.get(subject).map_or(Value::Null, |r| json!(r));
+        Ok((SessionOp::Subject(subject.to_string(), entry), old))
+    }
+
+    /// Plans blocking (`Some`) or unblocking a client address or CIDR, given as an address or
+    /// `addr/len` (its canonical network is the key).
+    pub fn plan_address(&self, raw: &str, entry: Option<Revocation>) -> Result<(SessionOp, Value), String> {
+        let key = canonical_net(raw)?;
+        let cur = self.live.load();
+        if entry.is_some() && !cur.addresses.contains_key(&key) && cur.addresses.len() >= MAX_ADDRESS_BLOCKS {
+            return Err(format!("at most {MAX_ADDRESS_BLOCKS} address blocks: lift some, or block a wider CIDR"));
+        }
+        let old = cur.addresses.get(&key).map_or(Value::Null, |r| json!(r));
+        Ok((SessionOp::Address(key, entry), old))
+    }
+
+    /// Plans suspending (`Some`) or resuming a tenant.
+    pub fn plan_tenant(&self, tenant: &str, entry: Option<Revocation>) -> Result<(SessionOp, Value), String> {
+        check_id(tenant)?;
+        let cur = self.live.load();
+        if entry.is_some() && !cur.tenants.contains_key(tenant) && cur.tenants.len() >= MAX_OPERATOR_ENTRIES {
+            return Err(format!("at most {MAX_OPERATOR_ENTRIES} suspended tenants"));
+        }
+        let old = cur.tenants.get(tenant).map_or(Value::Null, |r| json!(r));
+        Ok((SessionOp::Tenant(tenant.to_string(), entry), old))
+    }
+
+    /// Plans an allowlist entry (`key` from `portcullis_rules::operator::allowlist_key`).
+    pub fn plan_allow(&self, key: &str, entry: AllowEntry) -> Result<(SessionOp, Value), String> {
+        let cur = self.live.load();
+        if !cur.allowlist.contains_key(key) && cur.allowlist.len() >= MAX_OPERATOR_ENTRIES {
+            return Err(format!("at most {MAX_OPERATOR_ENTRIES} allowlist entries"));
+        }
+        let old = cur.allowlist.get(key).map_or(Value::Null, |e| json!(e));
+        Ok((SessionOp::Allow(key.to_string(), entry), old))
     }
 
     /// Plans revoking a session (again: refreshes it). `(op, old)`.
@@ -212,6 +355,12 @@ impl Sessions {
         match op {
             SessionOp::Session(id, e) => put(&mut next.revoked, id, e.clone(), now),
             SessionOp::Subject(id, e) => put(&mut next.blocked, id, e.clone(), now),
+            SessionOp::Address(id, e) => put(&mut next.addresses, id, e.clone(), now),
+            SessionOp::Tenant(id, e) => put(&mut next.tenants, id, e.clone(), now),
+            SessionOp::Allow(key, e) => {
+                next.allowlist.insert(key.clone(), e.clone());
+                (Value::Null, Value::Null)
+            }
         };
         next.version = cur.version.saturating_add(1);
         next.audit_seq = Some(seq);
@@ -254,6 +403,7 @@ impl Sessions {
     fn install(&self, next: SessionState, checkpoint: bool) -> Result<u64, String> {
         let version = next.version;
         let written = if checkpoint { write(&self.dir, &next) } else { Ok(()) };
+        self.nets.store(Arc::new(parse_nets(&next)));
         self.live.store(Arc::new(next));
         written.map(|()| version)
     }
@@ -264,13 +414,22 @@ impl Sessions {
     pub fn expire(&self, now: u64) -> Result<usize, String> {
         let _guard = self.write.lock();
         let cur = self.live.load_full();
-        let stale = cur.revoked.values().chain(cur.blocked.values()).filter(|r| r.until <= now).count();
+        let stale = cur
+            .revoked
+            .values()
+            .chain(cur.blocked.values())
+            .chain(cur.addresses.values())
+            .chain(cur.tenants.values())
+            .filter(|r| r.until <= now)
+            .count();
         if stale == 0 {
             return Ok(0);
         }
         let mut next = (*cur).clone();
         next.revoked.retain(|_, r| r.until > now);
         next.blocked.retain(|_, r| r.until > now);
+        next.addresses.retain(|_, r| r.until > now);
+        next.tenants.retain(|_, r| r.until > now);
         next.version = cur.version.saturating_add(1);
         self.install(next, true)?;
         Ok(stale)
@@ -288,6 +447,50 @@ impl Sessions {
         json!({ "version": s.version, "revoked": s.revoked.len(), "blocked": blocked })
     }
 
+    /// Entries in force now of one map (`revoked`, `subjects`, `addresses`, `tenants`), the
+    /// newest first, at most `limit`: `{"total": n, "<key_name>s": [{<key_name>, at, until,
+    /// actor, reason}]}` (`until` is `null` for no expiry).
+    pub fn listing(&self, which: &str, key_name: &str, now: u64, limit: usize) -> Value {
+        let s = self.live.load();
+        let map = match which {
+            "revoked" => &s.revoked,
+            "subjects" => &s.blocked,
+            "addresses" => &s.addresses,
+            _ => &s.tenants,
+        };
+        let mut live: Vec<(&String, &Revocation)> = map.iter().filter(|(_, r)| r.until > now).collect();
+        live.sort_by(|a, b| b.1.at.cmp(&a.1.at).then_with(|| a.0.cmp(b.0)));
+        let total = live.len();
+        let items: Vec<Value> = live
+            .into_iter()
+            .take(limit)
+            .map(|(k, r)| {
+                let mut v = json!({
+                    "at": r.at,
+                    "until": (r.until != FOREVER).then_some(r.until),
+                    "actor": r.actor,
+                    "reason": r.reason,
+                });
+                v[key_name] = json!(k);
+                v
+            })
+            .collect();
+        json!({ "total": total, "items": items })
+    }
+
+    /// The operator's allowlist entries, newest first: `[{kind, value, label, enabled, at, actor}]`.
+    pub fn allowlist(&self) -> Vec<Value> {
+        let s = self.live.load();
+        let mut all: Vec<(&String, &AllowEntry)> = s.allowlist.iter().collect();
+        all.sort_by(|a, b| b.1.at.cmp(&a.1.at).then_with(|| a.0.cmp(b.0)));
+        all.into_iter()
+            .map(|(k, e)| {
+                let (kind, value) = k.split_once(':').unwrap_or(("", k));
+                json!({ "kind": kind, "value": value, "label": e.label, "enabled": e.enabled, "at": e.at, "actor": e.actor })
+            })
+            .collect()
+    }
+
     /// Prometheus gauges.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write as _;
@@ -298,7 +501,30 @@ impl Sessions {
         let _ = writeln!(out, "# HELP portcullis_subjects_blocked Subjects blocked by containment.");
         let _ = writeln!(out, "# TYPE portcullis_subjects_blocked gauge");
         let _ = writeln!(out, "portcullis_subjects_blocked {}", s.blocked.len());
+        let _ = writeln!(out, "# HELP portcullis_addresses_blocked Client addresses/CIDRs blocked by an operator.");
+        let _ = writeln!(out, "# TYPE portcullis_addresses_blocked gauge");
+        let _ = writeln!(out, "portcullis_addresses_blocked {}", s.addresses.len());
+        let _ = writeln!(out, "# HELP portcullis_tenants_suspended Tenants suspended by an operator.");
+        let _ = writeln!(out, "# TYPE portcullis_tenants_suspended gauge");
+        let _ = writeln!(out, "portcullis_tenants_suspended {}", s.tenants.len());
     }
+}
+
+/// `raw` (an address or `addr/len`) as its canonical network: host bits cleared, IPv4-mapped
+/// IPv6 as IPv4, a bare address as `/32` or `/128`.
+pub fn canonical_net(raw: &str) -> Result<String, String> {
+    let net = portcullis_rules::client_ip::parse_net(raw)
+        .ok_or_else(|| format!("`{}` is not an IP address or CIDR", raw.chars().take(64).collect::<String>()))?;
+    Ok(portcullis_rules::ipset::unmap_net(net).to_string())
+}
+
+/// The blocked addresses of a state, parsed (keys were canonicalised when planned).
+fn parse_nets(state: &SessionState) -> Vec<(ipnet::IpNet, u64, String)> {
+    state
+        .addresses
+        .iter()
+        .filter_map(|(k, r)| k.parse::<ipnet::IpNet>().ok().map(|n| (n, r.until, k.clone())))
+        .collect()
 }
 
 /// Writes the state durably to `<dir>/sessions.json`.
@@ -396,6 +622,39 @@ mod tests {
         assert_eq!(again.expire(160).unwrap(), 1);
         assert_eq!(again.expire(160).unwrap(), 0);
         assert!(Sessions::load(&d).unwrap().live.load().blocked.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn operator_blocks_suspensions_and_allowlist_persist_and_match() {
+        let d = dir("op");
+        let s = Sessions::load(&d).unwrap();
+        let r = |until: u64| Revocation { at: 100, until, actor: "ops".into(), reason: Some("abuse".into()) };
+        commit(&s, s.plan_address("203.0.113.77/24", Some(r(FOREVER)))).unwrap();
+        commit(&s, s.plan_address("::ffff:198.51.100.9", Some(r(200)))).unwrap();
+        commit(&s, s.plan_tenant("acme", Some(r(FOREVER)))).unwrap();
+        let e = AllowEntry { at: 100, actor: "ops".into(), label: Some("Ops".into()), enabled: true };
+        commit(&s, s.plan_allow("email:ops@acme.example", e)).unwrap();
+        assert!(s.plan_address("not-an-ip", Some(r(FOREVER))).is_err());
+        assert!(s.plan_address("10.0.0.0/33", Some(r(FOREVER))).is_err());
+        assert!(s.plan_tenant("", Some(r(FOREVER))).is_err());
+        let again = Sessions::load(&d).unwrap();
+        let ip = |t: &str| t.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(again.blocked_address(ip("203.0.113.1"), 150).as_deref(), Some("203.0.113.0/24"));
+        assert_eq!(again.blocked_address(ip("::ffff:203.0.113.200"), 150).as_deref(), Some("203.0.113.0/24"));
+        assert_eq!(again.blocked_address(ip("198.51.100.9"), 150).as_deref(), Some("198.51.100.9/32"));
+        assert_eq!(again.blocked_address(ip("198.51.100.9"), 200), None, "expired");
+        assert_eq!(again.blocked_address(ip("203.0.114.1"), 150), None);
+        assert!(again.is_suspended("acme", u64::MAX - 1));
+        assert!(!again.is_suspended("globex", 150));
+        assert_eq!(again.allowlisted("email:ops@acme.example"), Some(true));
+        assert_eq!(again.listing("addresses", "address", 150, 10)["total"], 2);
+        assert_eq!(again.listing("addresses", "address", 250, 10)["total"], 1);
+        assert_eq!(again.listing("tenants", "tenant", 150, 10)["items"][0]["until"], Value::Null);
+        commit(&again, again.plan_address("203.0.113.0/24", None)).unwrap();
+        commit(&again, again.plan_tenant("acme", None)).unwrap();
+        assert_eq!(again.blocked_address(ip("203.0.113.1"), 150), None);
+        assert!(!again.is_suspended("acme", 150));
         let _ = std::fs::remove_dir_all(&d);
     }
 

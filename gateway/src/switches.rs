@@ -897,7 +897,7 @@ fn toggle(enabled: bool, reason: Option<String>, actor: &str, now: u64) -> Toggl
 }
 
 /// At most [`MAX_REASON_CHARS`] characters, no control characters; an empty reason is none.
-fn check_reason(reason: Option<String>) -> Result<Option<String>, SwitchError> {
+pub(crate) fn check_reason(reason: Option<String>) -> Result<Option<String>, SwitchError> {
     let Some(r) = reason else { return Ok(None) };
     if r.chars().count() > MAX_REASON_CHARS {
         return Err(SwitchError::Invalid(format!("reason must be at most {MAX_REASON_CHARS} characters")));

@@ -48,7 +48,7 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 pub enum Op {
     /// Maintenance, a channel kill switch or a flag.
     Switch(SwitchOp),
-    /// A session revocation or a subject block.
+    /// A session revocation, a subject or address block, a tenant suspension, an allowlist entry.
     Session(SessionOp),
     /// Every quota counter of a tenant back to 0 (`quota:<tenant>`).
     QuotaReset(String),
@@ -91,11 +91,20 @@ impl Op {
             | AuditAction::MaintenanceExpire
             | AuditAction::ChannelSet
             | AuditAction::FlagSet => SwitchOp::from_record(target, new).map(Op::Switch),
-            AuditAction::SessionRevoke | AuditAction::SessionRestore | AuditAction::SubjectBlock => {
-                SessionOp::from_record(target, new).map(Op::Session)
-            }
+            AuditAction::SessionRevoke
+            | AuditAction::SessionRestore
+            | AuditAction::SubjectBlock
+            | AuditAction::SubjectUnblock
+            | AuditAction::AddressBlock
+            | AuditAction::AddressUnblock
+            | AuditAction::TenantSuspend
+            | AuditAction::TenantResume
+            | AuditAction::AllowlistAdd
+            | AuditAction::AllowlistRemove => SessionOp::from_record(target, new).map(Op::Session),
             AuditAction::QuotaReset => target.strip_prefix("quota:").map(|t| Op::QuotaReset(t.to_string())),
-            AuditAction::RulesReload | AuditAction::SafeTest | AuditAction::Denied => None,
+            AuditAction::RulesReload | AuditAction::RulesReloadFile | AuditAction::SafeTest | AuditAction::Denied => {
+                None
+            }
         }
     }
 }
@@ -132,7 +141,7 @@ impl State<'_> {
                 Some(op) => {
                     applied += 1;
                     if let Err(e) = self.apply(&op, seq, checkpoint) {
-                        tracing::error!(error = %e, seq, target = %op.target(), "replayed change applied, but its state file could not be written");
+                        tracing::error!(error = %e, seq, change.target = %op.target(), "replayed change applied, but its state file could not be written");
                     }
                 }
                 None => {
@@ -345,7 +354,7 @@ pub fn transact<S: StateStore, E: Refusal>(
     let version = match state.apply(&plan.op, seq, true) {
         Ok(v) => v,
         Err(e) => {
-            tracing::error!(error = %e, seq, target = %target, "change committed (its audit record is durable) but its state file could not be written; it is replayed from the audit log at the next start");
+            tracing::error!(error = %e, seq, change.target = %target, "change committed (its audit record is durable) but its state file could not be written; it is replayed from the audit log at the next start");
             current_version(state, &plan.op)
         }
     };

@@ -30,6 +30,8 @@ pub enum DenyCode {
     TenantMismatch,
     /// The client IP is blocked.
     IpBlocked,
+    /// The identity's tenant, or the tenant the request targets, is suspended by an operator.
+    TenantSuspended,
     /// An SSRF target was found in the request.
     SsrfBlocked,
     /// Webhook signature missing, invalid, stale or replayed.
@@ -77,6 +79,7 @@ impl DenyCode {
             Self::Forbidden => "forbidden",
             Self::TenantMismatch => "tenant_mismatch",
             Self::IpBlocked => "ip_blocked",
+            Self::TenantSuspended => "tenant_suspended",
             Self::SsrfBlocked => "ssrf_blocked",
             Self::InvalidSignature => "invalid_signature",
             Self::RateLimited => "rate_limited",
@@ -100,7 +103,7 @@ impl DenyCode {
             Self::BadRequest => 400,
             Self::Unauthenticated | Self::SessionExpired | Self::InvalidSignature => 401,
             Self::QuotaExceeded => 402,
-            Self::Forbidden | Self::TenantMismatch | Self::IpBlocked | Self::SsrfBlocked => 403,
+            Self::Forbidden | Self::TenantMismatch | Self::IpBlocked | Self::TenantSuspended | Self::SsrfBlocked => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
@@ -140,6 +143,7 @@ impl DenyCode {
             Self::Forbidden => "Forbidden",
             Self::TenantMismatch => "Forbidden",
             Self::IpBlocked => "Forbidden",
+            Self::TenantSuspended => "Forbidden",
             Self::SsrfBlocked => "Forbidden",
             Self::InvalidSignature => "Invalid signature",
             Self::RateLimited => "Too many requests",
@@ -287,6 +291,7 @@ mod tests {
             (DenyCode::SessionExpired, 401, "session_expired"),
             (DenyCode::TenantMismatch, 403, "tenant_mismatch"),
             (DenyCode::IpBlocked, 403, "ip_blocked"),
+            (DenyCode::TenantSuspended, 403, "tenant_suspended"),
             (DenyCode::SsrfBlocked, 403, "ssrf_blocked"),
             (DenyCode::InvalidSignature, 401, "invalid_signature"),
             (DenyCode::RateLimited, 429, "rate_limited"),

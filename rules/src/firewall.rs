@@ -1445,7 +1445,7 @@ mod tests {
                 .ok_or("not found".to_string()),
             _ => Err("not a list".to_string()),
         };
-        let env = Env { routes: None, assets: Some(&resolver) };
+        let env = Env { routes: None, assets: Some(&resolver), sinks: None };
         compile_with(&[SourceFile::new("fw.yaml", format!("version: 1\nfirewall:\n{rules}"))], &env)
             .map_err(|e| e.iter().map(ToString::to_string).collect())
     }

@@ -11,6 +11,7 @@ pub mod framing;
 pub mod identity;
 pub mod ipset;
 pub mod limits;
+pub mod operator;
 pub mod overrides;
 pub mod pii;
 mod prefixes;

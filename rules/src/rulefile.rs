@@ -379,7 +379,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         }
         summaries.push(FileSummary {
             name: file.name.clone(),
-            sha256: short_hex(Sha256::new_with_prefix(file.text.as_bytes())),
+            sha256: file_sha256(&file.text),
             rules: rules.len() - before,
         });
     }
@@ -858,6 +858,12 @@ pub(crate) fn rule_hash<R: Serialize>(kind: &str, raw: &R) -> String {
     // did, the hash would still depend on the kind only, which merely resets state on reload.
     h.update(serde_json::to_vec(raw).unwrap_or_default());
     short_hex(h)
+}
+
+/// A rule file's hash as [`FileSummary::sha256`] shows it: the first 16 hex digits of the SHA-256
+/// of its text.
+pub fn file_sha256(text: &str) -> String {
+    short_hex(Sha256::new_with_prefix(text.as_bytes()))
 }
 
 fn short_hex(h: Sha256) -> String {

@@ -468,7 +468,7 @@ fn compile_errors() {
         assert!(e.iter().any(|m| m.starts_with(want)), "{rules}: {e:?}");
     }
     let routes = ["api"];
-    let env = Env { routes: Some(&routes), assets: None };
+    let env = Env { routes: Some(&routes), assets: None, sinks: None };
     let text = "version: 1\nssrf:\n  - id: a\n    routes: [apx]\n    params: [u]\n";
     let e = compile_with(&[SourceFile::new("s.yaml", text)], &env).unwrap_err();
     assert_eq!(e[0].path, "ssrf[0].routes[0]");

@@ -379,6 +379,25 @@ impl TenantScope {
         ControlFlow::Continue(())
     }
 
+    /// Every tenant the request targets, as the applicable rules read it (each rule's sources,
+    /// distinct values, in rule order). A source that cannot be read supplies nothing here: that
+    /// is [`TenantScope::check`]'s finding. For the operator's tenant suspension
+    /// ([`crate::operator`]), which refuses a request aimed at a suspended tenant.
+    pub fn targets(&self, view: &RequestView<'_>, body: BodyInput<'_>) -> Vec<String> {
+        let mut parsed = Parsed::NotYet;
+        let mut out: Vec<String> = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.applies(view)) {
+            if let Target::Found { values, .. } = rule.target(view, body, &mut parsed) {
+                for v in values {
+                    if !out.contains(&v) {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The containment configured for a rule id (for the gateway to act on a finding).
     pub fn containment(&self, rule_id: &str) -> Option<&Containment> {
         self.rules.iter().find(|r| &*r.id == rule_id).and_then(|r| r.containment.as_ref())

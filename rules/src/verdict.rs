@@ -109,7 +109,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, in the contract's order.
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 16] = [
         EventType::CrossTenantAttempt,
         EventType::AnomalyRed,
         EventType::PiiLeakBlock,

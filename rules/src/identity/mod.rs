@@ -164,8 +164,12 @@ pub struct AuthInput<'a> {
     pub now_unix: u64,
     /// Whether a session id is revoked.
     pub revoked: &'a dyn Fn(&str) -> bool,
-    /// Whether a subject is blocked (containment).
+    /// Whether a subject is blocked (containment, or an operator).
     pub blocked: &'a dyn Fn(&str) -> bool,
+    /// The operator's allowlist entries, by key (`email:<address>`, `domain:<name>`, lower case,
+    /// see [`crate::operator::allowlist_key`]): `Some(true)` added, `Some(false)` deactivated,
+    /// `None` no entry. Consulted on routes whose rule has an `allow:` list.
+    pub allowlisted: &'a dyn Fn(&str) -> Option<bool>,
 }
 
 /// The answer of [`Identities::authenticate`].
@@ -358,6 +362,19 @@ impl Identities {
         &self.strip
     }
 
+    /// The rule files' allowlists: `[{rule, routes, emails, email_domains}]` (`GET /v1/allowlist`).
+    pub fn allowlists(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for (n, r) in self.rules.iter().enumerate() {
+            if let Some(a) = &r.allow {
+                let mut routes: Vec<&str> = self.by_route.iter().filter(|(_, i)| **i == n).map(|(k, _)| &**k).collect();
+                routes.sort_unstable();
+                out.push(serde_json::json!({ "rule": &*r.id, "routes": routes, "emails": a.emails, "email_domains": a.domains }));
+            }
+        }
+        out
+    }
+
     /// Establishes the caller's identity on the request's route.
     pub fn authenticate(&self, input: &AuthInput<'_>) -> Authn {
         match self.for_route(input.view.route) {
@@ -448,7 +465,7 @@ impl IdentityRule {
             return Err(fail("subject_blocked"));
         }
         if let Some(allow) = &self.allow {
-            if !who.email.as_deref().is_some_and(|e| allow.permits(e)) {
+            if !who.email.as_deref().is_some_and(|e| allow.permits(e, input.allowlisted)) {
                 return Err(fail("not_allowlisted"));
             }
         }
@@ -688,13 +705,24 @@ impl ApiKeys {
 }
 
 impl Allow {
-    fn permits(&self, email: &str) -> bool {
+    /// Whether `email` may sign in. The more specific entry decides, the operator's before the
+    /// file's at the same level: the operator's entry for the address, the file's address list,
+    /// the operator's entry for the domain, the file's domain list.
+    fn permits(&self, email: &str, operator: &dyn Fn(&str) -> Option<bool>) -> bool {
         let email = email.trim();
+        if let Some(ok) = operator(&format!("email:{}", email.to_ascii_lowercase())) {
+            return ok;
+        }
         if self.emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
             return true;
         }
         match email.rsplit_once('@') {
-            Some((local, domain)) if !local.is_empty() => self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)),
+            Some((local, domain)) if !local.is_empty() => {
+                if let Some(ok) = operator(&format!("domain:{}", domain.to_ascii_lowercase())) {
+                    return ok;
+                }
+                self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+            }
             _ => false,
         }
     }

@@ -102,7 +102,20 @@ fn run_at(ids: &Identities, r: &Req, trusted: bool, revoked: &dyn Fn(&str) -> bo
         headers: &r.headers,
     };
     let blocked = |s: &str| s == "blocked-user";
-    ids.authenticate(&AuthInput { view: &view, peer_trusted: trusted, now_unix: now, revoked, blocked: &blocked })
+    // The operator's allowlist entries (see `operator_allowlist_entries_...`).
+    let allowlisted = |k: &str| match k {
+        "email:added@elsewhere.example" | "domain:added.example" => Some(true),
+        "email:gone@acme.example" | "domain:gone.example" => Some(false),
+        _ => None,
+    };
+    ids.authenticate(&AuthInput {
+        view: &view,
+        peer_trusted: trusted,
+        now_unix: now,
+        revoked,
+        blocked: &blocked,
+        allowlisted: &allowlisted,
+    })
 }
 
 fn run(ids: &Identities, r: &Req) -> Authn {
@@ -302,6 +315,31 @@ identity:
     assert_eq!(failed(run_with(&idents, &no_email, true, &|_| false)).0, "not_allowlisted");
     // Optional: no credentials is anonymous.
     assert!(matches!(run(&idents, &Req::new("api")), Authn::Anonymous));
+}
+
+#[test]
+fn operator_allowlist_entries_add_and_deactivate_the_more_specific_first() {
+    let yaml = r#"version: 1
+identity:
+  - id: portal
+    routes: [api]
+    trusted_header: { subject: x-auth-user, email: x-auth-email }
+    allow:
+      emails: [kept@gone.example, gone@acme.example]
+      email_domains: [partner.example, gone.example]
+"#;
+    let idents = ids(yaml);
+    let with = |email: &str| Req::new("api").h("x-auth-user", "u").h("x-auth-email", email);
+    // Added at runtime: an address, a whole domain (any case).
+    for ok in ["added@elsewhere.example", "Added@ElseWhere.example", "a@added.example", "kept@gone.example"] {
+        assert!(matches!(run_with(&idents, &with(ok), true, &|_| false), Authn::Verified(_)), "{ok}");
+    }
+    // Deactivated at runtime: an address listed in the file, a domain (its other addresses).
+    for bad in ["gone@acme.example", "GONE@acme.example", "other@gone.example", "a@sub.added.example"] {
+        assert_eq!(failed(run_with(&idents, &with(bad), true, &|_| false)), ("not_allowlisted".into(), 403), "{bad}");
+    }
+    // The file's own lists still count where the operator said nothing.
+    assert!(matches!(run_with(&idents, &with("x@partner.example"), true, &|_| false), Authn::Verified(_)));
 }
 
 #[test]

@@ -824,6 +824,21 @@ impl QuotaBook {
         removed
     }
 
+    /// The tenants with at least one counter, sorted, at most `max` (`GET /v1/quotas`), and
+    /// whether there were more.
+    pub fn tenants(&self, max: usize) -> (Vec<String>, bool) {
+        let mut all = std::collections::BTreeSet::new();
+        for shard in self.shards.iter() {
+            for k in shard.lock().counters.keys() {
+                if let Some((_, t, _)) = parse_key(k) {
+                    all.insert(t.to_owned());
+                }
+            }
+        }
+        let more = all.len() > max;
+        (all.into_iter().take(max).collect(), more)
+    }
+
     /// Counters held.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().counters.len()).sum()

@@ -11,7 +11,7 @@ fn demo_serves_the_sample_app_through_the_gateway() {
         .replace("127.0.0.1:9090", "127.0.0.1:0")
         .replace("/tmp/portcullis_demo_upgrade.sock", "{{DIR}}/upgrade.sock")
         .replace("/tmp/portcullis_demo.pid", "{{DIR}}/demo.pid")
-        .replace("../var/demo-state", "{{DIR}}/state");
+        .replace("{{DEMO_STATE_DIR}}", "{{DIR}}/state");
     // The demo's rules directory (config/demo-rules: the shipped firewall through a link, plus
     // the demo identity and tenant rules), copied beside the config.
     let mut files: Vec<(String, String)> = Vec::new();
@@ -66,7 +66,24 @@ fn demo_serves_the_sample_app_through_the_gateway() {
     assert_eq!(crm["customers"][1]["ssn"], "***-**-6789", "{crm}");
     assert_eq!(crm["customers"][0]["phone"], "+** *** *** 45 67", "{crm}");
     assert_eq!(crm["customers"][0]["email"], "mehmet@example.com", "monitored, not masked");
-    let token = out.split_whitespace().find(|w| w.starts_with("pcx_")).expect("the demo prints an operator token");
+    // The banner opens with the console, then one-off viewer, operator and admin tokens.
+    let labelled = |label: &str| {
+        out.lines()
+            .find_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.windows(2).find(|p| p[0] == label && p[1].starts_with("pcx_")).map(|p| p[1])
+            })
+            .unwrap_or_else(|| panic!("the demo prints a {label} token: {out}"))
+            .to_string()
+    };
+    let token = labelled("operator");
+    let banner = out.find("Portcullis demo").expect("banner");
+    assert!(out[banner..].lines().nth(2).is_some_and(|l| l.contains("console") && l.contains("http://")), "{out}");
+    let (viewer, admin_token) = (labelled("viewer"), labelled("admin"));
+    let whoami = |t: &str| c.get(&gw.control_url("/v1/whoami"), &[("authorization", &format!("Bearer {t}"))]).json();
+    assert_eq!(whoami(&viewer)["role"], "viewer");
+    assert_eq!(whoami(&admin_token)["role"], "admin");
+    assert!(!out[banner..].contains("Bootstrap"), "Pingora's start-up lines stay out of the banner");
     let r = c.get(&gw.control_url("/v1/upstreams"), &[("authorization", &format!("Bearer {token}"))]);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["pools"][0]["backends"][0]["healthy"], true);

@@ -1,0 +1,142 @@
+//! Operator state: what the control plane's address blocks, tenant suspensions and identity
+//! allowlist entries decide for a request.
+//!
+//! The gateway keeps that state (`/v1/blocks`, `/v1/tenants`, `/v1/allowlist`: persisted and
+//! audited through its one control-plane transaction). These pure functions turn a match into the
+//! [`Finding`] every other check produces, so the refusal goes through the one deny renderer and
+//! becomes one `firewall_block` event like any rule's:
+//!
+//! | match | answer | event `detail.reason` |
+//! |---|---|---|
+//! | the client address is in a blocked address or CIDR | 403 `ip_blocked` | `address_blocked` |
+//! | the identity's tenant, or a tenant the request targets, is suspended | 403 `tenant_suspended` | `tenant_suspended` |
+//!
+//! Allowlist entries are keyed `email:<address>` or `domain:<name>`, lower case
+//! ([`allowlist_key`]); the identity check consults them before the rule file's `allow:` lists
+//! (see [`crate::identity`]).
+
+use std::sync::Arc;
+
+use crate::deny::{Deny, DenyCode};
+use crate::verdict::{EventType, Finding, Mode};
+
+/// The `rule_id` of a finding for a blocked client address.
+pub const ADDRESS_RULE: &str = "control:address_block";
+/// The `rule_id` of a finding for a suspended tenant.
+pub const TENANT_RULE: &str = "control:tenant_suspension";
+/// Longest allowlist value (an email address or a domain), in bytes.
+pub const MAX_ALLOW_VALUE: usize = 254;
+
+/// The finding for a client whose address is in the blocked `block` (an address or a CIDR).
+pub fn address_blocked(block: &str) -> Finding {
+    let mut detail = serde_json::Map::new();
+    detail.insert("reason".into(), "address_blocked".into());
+    detail.insert("block".into(), block.into());
+    Finding {
+        rule_id: Arc::from(ADDRESS_RULE),
+        mode: Mode::Enforce,
+        event: EventType::FirewallBlock,
+        severity: EventType::FirewallBlock.default_severity(),
+        deny: Deny::new(DenyCode::IpBlocked, "address_blocked"),
+        detail,
+    }
+}
+
+/// The finding for a request whose identity's tenant (`as_what` = `identity`) or targeted tenant
+/// (`target`) is suspended.
+pub fn tenant_suspended(tenant: &str, as_what: &'static str) -> Finding {
+    let mut detail = serde_json::Map::new();
+    detail.insert("reason".into(), "tenant_suspended".into());
+    detail.insert("tenant".into(), tenant.into());
+    detail.insert("matched".into(), as_what.into());
+    Finding {
+        rule_id: Arc::from(TENANT_RULE),
+        mode: Mode::Enforce,
+        event: EventType::FirewallBlock,
+        severity: EventType::FirewallBlock.default_severity(),
+        deny: Deny::new(DenyCode::TenantSuspended, "tenant_suspended"),
+        detail,
+    }
+}
+
+/// The first suspended tenant among the identity's (`identity`) and the targeted ones, with what
+/// it was matched as; `None` when none is suspended.
+pub fn first_suspended<'a>(
+    identity: Option<&'a str>,
+    targets: &'a [String],
+    suspended: &dyn Fn(&str) -> bool,
+) -> Option<(&'a str, &'static str)> {
+    if let Some(t) = identity.filter(|t| suspended(t)) {
+        return Some((t, "identity"));
+    }
+    targets.iter().find(|t| suspended(t)).map(|t| (t.as_str(), "target"))
+}
+
+/// The key of an allowlist entry: `email:<address>` or `domain:<name>`, lower case. The value is
+/// trimmed; an email needs a non-empty local part and domain, a domain has no `@`; both are 1 to
+/// [`MAX_ALLOW_VALUE`] bytes without whitespace or control characters.
+pub fn allowlist_key(kind: &str, value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty() || v.len() > MAX_ALLOW_VALUE || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("the value is 1 to {MAX_ALLOW_VALUE} bytes without spaces or control characters"));
+    }
+    let v = v.to_ascii_lowercase();
+    match kind {
+        "email" => match v.rsplit_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !local.contains('@') => {
+                Ok(format!("email:{v}"))
+            }
+            _ => Err(format!("`{v}` is not an email address (local@domain)")),
+        },
+        "domain" if !v.contains('@') && !v.starts_with('.') && !v.ends_with('.') => Ok(format!("domain:{v}")),
+        "domain" => Err(format!("`{v}` is not a domain name")),
+        _ => Err(format!("unknown allowlist kind `{kind}`; known: email, domain")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_render_stable_codes() {
+        let f = address_blocked("203.0.113.0/24");
+        assert_eq!((f.deny.code.as_str(), f.deny.code.status()), ("ip_blocked", 403));
+        assert_eq!(f.detail["block"], "203.0.113.0/24");
+        let f = tenant_suspended("acme", "target");
+        assert_eq!((f.deny.code.as_str(), f.deny.code.status()), ("tenant_suspended", 403));
+        assert_eq!(f.detail["matched"], "target");
+        assert_eq!(f.mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn suspension_matches_the_identity_first_then_any_target() {
+        let s = |t: &str| t == "acme";
+        assert_eq!(first_suspended(Some("acme"), &[], &s), Some(("acme", "identity")));
+        let targets = vec!["globex".to_string(), "acme".to_string()];
+        assert_eq!(first_suspended(Some("globex"), &targets, &s), Some(("acme", "target")));
+        assert_eq!(first_suspended(None, &["globex".to_string()], &s), None);
+        assert_eq!(first_suspended(Some("ACME"), &[], &s), None, "tenants are exact, as tenant scope compares them");
+    }
+
+    #[test]
+    fn allowlist_keys_are_validated_and_lower_case() {
+        assert_eq!(allowlist_key("email", " Ops@Acme.Example ").unwrap(), "email:ops@acme.example");
+        assert_eq!(allowlist_key("domain", "Acme.Example").unwrap(), "domain:acme.example");
+        for (kind, bad) in [
+            ("email", "no-at"),
+            ("email", "@acme.example"),
+            ("email", "a@"),
+            ("email", "a@b@c"),
+            ("email", "a b@c"),
+            ("email", "a\u{0}@c"),
+            ("domain", "x@acme.example"),
+            ("domain", ".acme"),
+            ("domain", ""),
+            ("user", "x"),
+        ] {
+            assert!(allowlist_key(kind, bad).is_err(), "{kind} {bad:?}");
+        }
+        assert!(allowlist_key("domain", &"a".repeat(MAX_ALLOW_VALUE + 1)).is_err());
+    }
+}
