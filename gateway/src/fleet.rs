@@ -1,5 +1,6 @@
-//! Fleet mode (issue 17): maintenance, channel switches, flags, session revocations and subject
-//! blocks shared by every instance through Redis (or Valkey), behind the same control-plane
+//! Fleet mode (issue 17): maintenance, channel switches, flags, session revocations, the
+//! operator's subject and address blocks, tenant suspensions and allowlist entries shared by
+//! every instance through Redis (or Valkey), behind the same control-plane
 //! transaction as a single instance ([`crate::txn::transact`]).
 //!
 //! The store is an append-only list of changes, `portcullis:{id}:ops`, each one JSON object
@@ -27,7 +28,7 @@
 //!   is skipped and logged; a wrong-typed key is an unreachable store. Nothing panics on them.
 
 use crate::audit::AuditAction;
-use crate::sessions::{check_id, SessionOp};
+use crate::sessions::{canonical_net, check_id, SessionOp};
 use crate::state::Shared;
 use crate::switches::SwitchOp;
 use crate::txn::{transact, Meta, Op, Plan, Refused, TxError};
@@ -246,11 +247,13 @@ pub fn needs_store(op: &Op) -> bool {
         Op::Switch(SwitchOp::Maintenance(m)) => !m.enabled,
         Op::Switch(SwitchOp::Channel(_, t)) => t.enabled,
         Op::Switch(SwitchOp::Flag(..)) => true,
-        Op::Session(SessionOp::Session(_, r) | SessionOp::Subject(_, r)) => r.is_none(),
+        Op::Session(
+            SessionOp::Session(_, r) | SessionOp::Subject(_, r) | SessionOp::Address(_, r) | SessionOp::Tenant(_, r),
+        ) => r.is_none(),
+        // An active allowlist entry lets someone in (opens); a deactivated one refuses (closes).
+        Op::Session(SessionOp::Allow(_, e)) => e.enabled,
         // A reset gives a tenant its quota back (opens), and clears the fleet's counters.
         Op::QuotaReset(_) => true,
-        // Operator blocks, suspensions and allowlist entries are per instance (not shared).
-        Op::Session(SessionOp::Address(..) | SessionOp::Tenant(..) | SessionOp::Allow(..)) => false,
     }
 }
 
@@ -262,9 +265,15 @@ fn action_of(op: &Op) -> Option<AuditAction> {
         Op::Switch(SwitchOp::Flag(..)) => AuditAction::FlagSet,
         Op::Session(SessionOp::Session(_, Some(_))) => AuditAction::SessionRevoke,
         Op::Session(SessionOp::Session(_, None)) => AuditAction::SessionRestore,
-        Op::Session(SessionOp::Subject(..)) => AuditAction::SubjectBlock,
+        Op::Session(SessionOp::Subject(_, Some(_))) => AuditAction::SubjectBlock,
+        Op::Session(SessionOp::Subject(_, None)) => AuditAction::SubjectUnblock,
+        Op::Session(SessionOp::Address(_, Some(_))) => AuditAction::AddressBlock,
+        Op::Session(SessionOp::Address(_, None)) => AuditAction::AddressUnblock,
+        Op::Session(SessionOp::Tenant(_, Some(_))) => AuditAction::TenantSuspend,
+        Op::Session(SessionOp::Tenant(_, None)) => AuditAction::TenantResume,
+        Op::Session(SessionOp::Allow(_, e)) if e.enabled => AuditAction::AllowlistAdd,
+        Op::Session(SessionOp::Allow(..)) => AuditAction::AllowlistRemove,
         Op::QuotaReset(_) => AuditAction::QuotaReset,
-        Op::Session(SessionOp::Address(..) | SessionOp::Tenant(..) | SessionOp::Allow(..)) => return None,
     })
 }
 
@@ -283,8 +292,17 @@ pub fn parse_entry(raw: &[u8]) -> Option<(AuditAction, Op)> {
     let mut v: Value = serde_json::from_slice(raw).ok()?;
     v.as_object_mut()?.insert("outcome".into(), json!("ok"));
     let op = Op::from_record(&v)?;
-    if let Op::Session(SessionOp::Session(id, _) | SessionOp::Subject(id, _)) = &op {
-        check_id(id).ok()?;
+    match &op {
+        Op::Session(SessionOp::Session(id, _) | SessionOp::Subject(id, _) | SessionOp::Tenant(id, _)) => {
+            check_id(id).ok()?
+        }
+        // Keys are canonical: a network in its canonical form, an allowlist key as the API makes it.
+        Op::Session(SessionOp::Address(net, _)) => (canonical_net(net).ok()? == *net).then_some(())?,
+        Op::Session(SessionOp::Allow(key, _)) => {
+            let (kind, value) = key.split_once(':')?;
+            (portcullis_rules::operator::allowlist_key(kind, value).ok()? == *key).then_some(())?
+        }
+        _ => {}
     }
     let action = action_of(&op)?;
     (AuditAction::parse(v.get("action")?.as_str()?)? == action).then_some((action, op))
@@ -331,7 +349,16 @@ fn current(sh: &Shared, target: &str) -> Value {
     if let Some(id) = target.strip_prefix("session:") {
         return r(s.revoked.get(id));
     }
-    target.strip_prefix("subject:").map_or(Value::Null, |id| r(s.blocked.get(id)))
+    if let Some(id) = target.strip_prefix("subject:") {
+        return r(s.blocked.get(id));
+    }
+    if let Some(net) = target.strip_prefix("address:") {
+        return r(s.addresses.get(net));
+    }
+    if let Some(t) = target.strip_prefix("tenant:") {
+        return r(s.tenants.get(t));
+    }
+    target.strip_prefix("allow:").map_or(Value::Null, |k| s.allowlist.get(k).map_or(Value::Null, |e| json!(e)))
 }
 
 /// What this instance holds closed (and its flags): republished to a store that lost its state.
@@ -357,6 +384,15 @@ fn closed_state(sh: &Shared) -> Vec<Op> {
     }
     for (id, r) in &s.blocked {
         ops.push(Op::Session(SessionOp::Subject(id.clone(), Some(r.clone()))));
+    }
+    for (net, r) in &s.addresses {
+        ops.push(Op::Session(SessionOp::Address(net.clone(), Some(r.clone()))));
+    }
+    for (t, r) in &s.tenants {
+        ops.push(Op::Session(SessionOp::Tenant(t.clone(), Some(r.clone()))));
+    }
+    for (k, e) in s.allowlist.iter().filter(|(_, e)| !e.enabled) {
+        ops.push(Op::Session(SessionOp::Allow(k.clone(), e.clone())));
     }
     ops
 }
@@ -810,6 +846,35 @@ mod tests {
         assert_eq!(parse_entry(e.as_bytes()), Some((AuditAction::ChannelSet, op.clone())));
         let q = entry_of(&Op::QuotaReset("t".into())).unwrap().to_string();
         assert_eq!(parse_entry(q.as_bytes()), Some((AuditAction::QuotaReset, Op::QuotaReset("t".into()))));
+        // The operator's changes: every kind round-trips, with its own action.
+        let r = crate::sessions::Revocation { at: 1, until: 2, actor: "x".into(), reason: Some("abuse".into()) };
+        let allow = |on: bool| crate::sessions::AllowEntry { at: 1, actor: "x".into(), label: None, enabled: on };
+        for (op, action) in [
+            (SessionOp::Subject("u".into(), Some(r.clone())), AuditAction::SubjectBlock),
+            (SessionOp::Subject("u".into(), None), AuditAction::SubjectUnblock),
+            (SessionOp::Address("192.0.2.0/24".into(), Some(r.clone())), AuditAction::AddressBlock),
+            (SessionOp::Address("2001:db8::/32".into(), None), AuditAction::AddressUnblock),
+            (SessionOp::Tenant("acme".into(), Some(r.clone())), AuditAction::TenantSuspend),
+            (SessionOp::Tenant("acme".into(), None), AuditAction::TenantResume),
+            (SessionOp::Allow("email:a@example.com".into(), allow(true)), AuditAction::AllowlistAdd),
+            (SessionOp::Allow("domain:example.com".into(), allow(false)), AuditAction::AllowlistRemove),
+        ] {
+            let op = Op::Session(op);
+            let e = entry_of(&op).unwrap().to_string();
+            assert_eq!(parse_entry(e.as_bytes()), Some((action, op)), "{e}");
+        }
+        for bad in [
+            br#"{"action":"address.block","target":"address:192.0.2.7/24","new":{"at":1,"until":2,"actor":"x"}}"#,
+            &br#"{"action":"address.block","target":"address:not-an-ip","new":{"at":1,"until":2,"actor":"x"}}"#[..],
+            br#"{"action":"address.unblock","target":"address:192.0.2.0/24","new":{"at":1,"until":2,"actor":"x"}}"#,
+            br#"{"action":"tenant.suspend","target":"tenant:","new":{"at":1,"until":2,"actor":"x"}}"#,
+            br#"{"action":"allowlist.add","target":"allow:email:NotAnEmail","new":{"at":1,"actor":"x","enabled":true}}"#,
+            br#"{"action":"allowlist.add","target":"allow:domain:Example.com","new":{"at":1,"actor":"x","enabled":true}}"#,
+            br#"{"action":"allowlist.remove","target":"allow:domain:example.com","new":{"at":1,"actor":"x","enabled":true}}"#,
+            br#"{"action":"subject.block","target":"subject:u","new":null}"#,
+        ] {
+            assert_eq!(parse_entry(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
         for bad in [
             &b"garbage"[..],
             b"",
@@ -855,6 +920,7 @@ mod tests {
         let t = |on: bool| Toggle { enabled: on, ..Default::default() };
         let r = Revocation { at: 1, until: 2, actor: "x".into(), reason: None };
         let m = |on: bool| Maintenance { enabled: on, ..Default::default() };
+        let allow = |on: bool| crate::sessions::AllowEntry { at: 1, actor: "x".into(), label: None, enabled: on };
         for (op, needs) in [
             (Op::Switch(SwitchOp::Channel("a".into(), t(false))), false),
             (Op::Switch(SwitchOp::Channel("a".into(), t(true))), true),
@@ -863,8 +929,14 @@ mod tests {
             (Op::Switch(SwitchOp::Flag("x".into(), t(false))), true),
             (Op::Session(SessionOp::Session("s".into(), Some(r.clone()))), false),
             (Op::Session(SessionOp::Session("s".into(), None)), true),
-            (Op::Session(SessionOp::Subject("u".into(), Some(r))), false),
+            (Op::Session(SessionOp::Subject("u".into(), Some(r.clone()))), false),
             (Op::Session(SessionOp::Subject("u".into(), None)), true),
+            (Op::Session(SessionOp::Address("192.0.2.0/24".into(), Some(r.clone()))), false),
+            (Op::Session(SessionOp::Address("192.0.2.0/24".into(), None)), true),
+            (Op::Session(SessionOp::Tenant("acme".into(), Some(r))), false),
+            (Op::Session(SessionOp::Tenant("acme".into(), None)), true),
+            (Op::Session(SessionOp::Allow("domain:example.com".into(), allow(true))), true),
+            (Op::Session(SessionOp::Allow("domain:example.com".into(), allow(false))), false),
             (Op::QuotaReset("t".into()), true),
         ] {
             assert_eq!(needs_store(&op), needs, "{op:?}");

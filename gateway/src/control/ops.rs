@@ -5,7 +5,7 @@
 //! Every change goes through the one control-plane transaction ([`transact`]): validate →
 //! write-ahead audit record → apply → checkpoint `sessions.json` → answer → `switch_changed`
 //! event. A crash after the record is replayed at the next start, like every other change.
-//! These changes are kept per instance (not shared through the fleet store).
+//! In fleet mode these changes are shared through the fleet store like the switches (fleet.rs).
 
 use super::{
     audit_unavailable, bad_query, decode_segment, parse_body, switch_changed_event, Call, ControlApp, Handler,
@@ -225,28 +225,40 @@ impl ControlApp {
             (_, false) => (None, None, m.reason("operator_body")?),
         };
         let sessions = &self.shared.sessions;
-        let committed = transact(
-            &*self.shared.audit,
-            self.shared.state(),
-            m.meta(),
-            &m.target,
-            Value::Null,
-            action,
-            || -> Result<Plan, Refused> {
-                let planned = match (kind, allow) {
-                    (Kind::Subject, _) => sessions.plan_subject(&value, entry),
-                    (Kind::Address, _) => sessions.plan_address(&value, entry),
-                    (Kind::Tenant, _) => sessions.plan_tenant(&value, entry),
-                    (Kind::Allow, Some(e)) => portcullis_rules::operator::allowlist_key(raw_kind, &value)
-                        .and_then(|key| sessions.plan_allow(&key, e)),
-                    (Kind::Allow, None) => Err("no allowlist entry".to_string()),
-                };
-                let (op, old) = planned.map_err(|why| Refused { status: 400, why })?;
-                Ok(Plan { action, op: Op::Session(op), old, reason: reason.clone() })
-            },
-        );
+        // Fleet mode: published to every instance; an opening change (unblock, resume, an
+        // active allowlist entry) is refused while the store is unreachable (see fleet.rs).
+        let fleet = self.shared.fleet.as_deref();
+        let (committed, published) = crate::fleet::run(fleet, action, || {
+            transact(
+                &*self.shared.audit,
+                self.shared.state(),
+                m.meta(),
+                &m.target,
+                Value::Null,
+                action,
+                || -> Result<Plan, Refused> {
+                    let planned = match (kind, allow) {
+                        (Kind::Subject, _) => sessions.plan_subject(&value, entry),
+                        (Kind::Address, _) => sessions.plan_address(&value, entry),
+                        (Kind::Tenant, _) => sessions.plan_tenant(&value, entry),
+                        (Kind::Allow, Some(e)) => portcullis_rules::operator::allowlist_key(raw_kind, &value)
+                            .and_then(|key| sessions.plan_allow(&key, e)),
+                        (Kind::Allow, None) => Err("no allowlist entry".to_string()),
+                    };
+                    let (op, old) = planned.map_err(|why| Refused { status: 400, why })?;
+                    let op = Op::Session(op);
+                    if let Some(f) = fleet {
+                        f.admit(&op).map_err(|why| Refused { status: 503, why })?;
+                    }
+                    Ok(Plan { action, op, old, reason: reason.clone() })
+                },
+            )
+        });
         let c = match committed {
             Ok(c) => c,
+            Err(TxError::Refused(r)) if r.status == 503 => {
+                return Err(Deny::new(DenyCode::StoreUnavailable, "fleet_store").with_details(vec![r.why]))
+            }
             Err(TxError::Refused(r)) => {
                 return Err(Deny::new(DenyCode::BadRequest, "operator_target").with_details(vec![r.why]))
             }
@@ -256,10 +268,12 @@ impl ControlApp {
         let change = Change { target: c.target.clone(), old: c.old.clone(), new: c.new.clone(), version: c.version };
         self.shared.events.emit(switch_changed_event(&change, &call.who, &version));
         tracing::info!(event.action = "control_mutation", action = action.as_str(), user.name = %call.who, http.request.id = %call.request_id, change.target = %c.target, "operator change");
-        Ok((
-            200,
-            json!({ "target": c.target, "changed": c.old != c.new, "old": c.old, "new": c.new, "version": c.version }),
-        ))
+        let mut body =
+            json!({ "target": c.target, "changed": c.old != c.new, "old": c.old, "new": c.new, "version": c.version });
+        if let Some(p) = published {
+            body["fleet"] = p.to_json();
+        }
+        Ok((200, body))
     }
 }
 
@@ -306,9 +320,11 @@ pub(super) fn audit_query(query: Option<&str>) -> Result<(AuditFilter, usize, bo
             "before" => {
                 f.before.replace(v.parse::<u64>().map_err(|_| format!("before must be a seq, not `{v}`"))?).is_some()
             }
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unknown parameter `{k}`; allowed: limit, actor, action, target, outcome, since, until, before, scope"
-            )),
+            ))
+            }
         };
         if seen {
             return Err(format!("`{k}` given twice"));

@@ -1,6 +1,6 @@
 //! Fleet mode on a real `redis-server` (started here on a free port, no persistence): two gateway
-//! processes with their own state directories share maintenance, channel switches and session
-//! revocations through it; outages fail closed; a store restarted empty reopens nothing; a
+//! processes with their own state directories share maintenance, channel switches, session
+//! revocations and the operator's blocks, suspensions and allowlist entries through it; outages fail closed; a store restarted empty reopens nothing; a
 //! tampered value is skipped.
 use crate::common::*;
 use portcullis_tests::{wait_until, Client, Gateway, TempDir, Upstream};
@@ -494,4 +494,91 @@ fn a_fleet_section_that_cannot_be_honoured_stops_the_start_and_the_password_is_n
     assert_eq!(status(&gw, "/api/orders"), 200);
     assert_eq!(metric(&gw, "portcullis_fleet_connected"), Some(0.0));
     assert!(!gw.output().contains("hunter2"));
+}
+
+/// The operator's blocks, suspensions and allowlist entries are fleet state too: an address
+/// blocked on A is refused by B on the wire; while the store is down a block still applies (on
+/// this instance) and an unblock is refused; a store restarted empty gets the block back from
+/// the instances, and B refuses it after all.
+#[test]
+fn operator_blocks_suspensions_and_allowlist_entries_hold_across_the_fleet() {
+    let Some(redis) = Redis::start(None) else { return };
+    let up = Upstream::start("app");
+    let (sa, sb) = (TempDir::new("fleet-ba"), TempDir::new("fleet-bb"));
+    let id = format!("{}b", fleet_id());
+    let a = instance(&up, sa.path(), redis.port, &id);
+    let b = instance(&up, sb.path(), redis.port, &id);
+    let c = Client::new();
+    let del = |gw: &Gateway, path: &str| {
+        c.request(
+            "DELETE",
+            &gw.control_url(path),
+            &[("authorization", &bearer(OPERATOR))],
+            Some(br#"{"reason":"done"}"#),
+        )
+    };
+    let get = |gw: &Gateway, path: &str| c.get(&gw.control_url(path), &[("authorization", &bearer(ADMIN))]);
+
+    // Block the test client's own address on A: B refuses it within a second; nothing reaches
+    // the upstream through either.
+    let r = put(&a, "/v1/blocks/addresses/127.0.0.0%2F8", r#"{"reason":"credential stuffing"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["fleet"]["published"], true, "{}", r.text());
+    let took = until_status(&b, "/api/orders", 403, Duration::from_secs(1));
+    eprintln!("fleet propagation (address block on A -> 403 on B): {took:?}");
+    assert!(took.is_some(), "B never refused the blocked address");
+    up.clear();
+    for gw in [&a, &b] {
+        let r = c.get(&gw.url("/api/orders"), &[]);
+        assert_eq!((r.status, r.json()["code"].as_str()), (403, Some("ip_blocked")));
+    }
+    assert_eq!(up.count(), 0);
+    // B's record says where it came from.
+    let rec = get(&b, "/v1/audit?action=address.block&actor=fleet").json();
+    assert_eq!(rec["records"][0]["target"], "address:127.0.0.0/8", "{rec}");
+
+    // A tenant suspension and an allowlist entry made on B are listed by A.
+    let r = put(&b, "/v1/tenants/acme/suspension", r#"{"reason":"unpaid","ttl_seconds":3600}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = c.request(
+        "PUT",
+        &b.control_url("/v1/allowlist/domain/Partner.Example"),
+        &[("authorization", &bearer(ADMIN)), ("content-type", "application/json")],
+        Some(br#"{"label":"pilot partner"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(wait_until(Duration::from_secs(1), Duration::from_millis(10), || {
+        get(&a, "/v1/tenants").json()["suspended"][0]["tenant"] == "acme"
+            && get(&a, "/v1/allowlist").json()["entries"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["value"] == "partner.example" && e["enabled"] == true))
+    }));
+
+    // Unblock on B: A serves again.
+    let r = del(&b, "/v1/blocks/addresses/127.0.0.0%2F8");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(until_status(&a, "/api/orders", 200, Duration::from_secs(1)).is_some(), "A kept the lifted block");
+
+    // The store dies: blocking still works on this instance (a closing change), lifting it or
+    // resuming a tenant is refused with 503 and changes nothing.
+    let port = redis.stop();
+    std::thread::sleep(Duration::from_millis(700));
+    let r = put(&a, "/v1/blocks/addresses/127.0.0.1", r#"{"reason":"during the outage"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["fleet"]["published"], false, "{}", r.text());
+    assert_eq!(status(&a, "/api/orders"), 403);
+    assert_eq!(status(&b, "/api/orders"), 200, "B cannot know yet");
+    for (gw, path) in [(&a, "/v1/blocks/addresses/127.0.0.1"), (&b, "/v1/tenants/acme/suspension")] {
+        let r = del(gw, path);
+        assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("store_unavailable")), "{path}: {}", r.text());
+    }
+    assert_eq!(status(&a, "/api/orders"), 403, "a refused unblock changed nothing");
+
+    // The store returns empty: A publishes its outage block, both republish what they hold
+    // closed; B refuses the address, and the suspension is still there.
+    let _redis = Redis::start(Some(port)).unwrap();
+    let took = until_status(&b, "/api/orders", 403, Duration::from_secs(3));
+    eprintln!("fleet: outage address block published after the store returned empty: {took:?}");
+    assert!(took.is_some(), "A's outage block never reached B");
+    assert_eq!(get(&b, "/v1/tenants").json()["suspended"][0]["tenant"], "acme");
 }
