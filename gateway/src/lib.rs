@@ -3,6 +3,7 @@
 
 pub mod alerting;
 pub mod audit;
+pub mod autoblock;
 pub mod cli;
 pub mod config;
 pub mod containment;

@@ -148,9 +148,11 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
             crate::alerting::Alerting::new(cfg.alerting.clone(), events.clone())
                 .map_err(|e| format!("cannot start the alert sinks: {e}"))?,
         ),
+        auto_blocks: Arc::default(),
     });
     crate::alerting::Alerting::start(Arc::downgrade(&shared), cfg.alerting.evaluate_every)
         .map_err(|e| format!("cannot start the alert evaluator: {e}"))?;
+    crate::autoblock::start(&shared).map_err(|e| format!("cannot start the automatic blocks: {e}"))?;
 
     // One state model: replay what the audit log (the write-ahead log) holds past the state
     // files, then follow what any other process sharing `state_dir` commits.

@@ -53,6 +53,8 @@ pub struct Shared {
     pub tls: Option<Arc<crate::tls::TlsState>>,
     /// Alert rule states, sinks and the digest (evaluated on their own thread).
     pub alerting: Arc<crate::alerting::Alerting>,
+    /// The automatic blocks' counters (the blocks are made on their own thread).
+    pub auto_blocks: Arc<crate::autoblock::AutoBlockStats>,
 }
 
 impl Shared {

@@ -45,6 +45,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alerts::{self, Alerts, RawAlertRule};
+use crate::autoblock::{self, AutoBlocks, RawAutoBlock};
 use crate::firewall::{self, Firewall, RawFirewallRule};
 use crate::identity::{self, Identities, RawIdentityRule};
 use crate::ipset::IpSet;
@@ -212,6 +213,9 @@ pub struct Snapshot {
     pub ssrf: Ssrf,
     /// The alert rules (evaluated by the gateway's alerting thread, never on the request path).
     pub alerts: Alerts,
+    /// The automatic blocks (counted and acted on by the gateway's auto-block thread, never on
+    /// the request path).
+    pub auto_blocks: AutoBlocks,
     /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
     /// tell whether anything changed (see [`assets_version`]).
     pub assets: Vec<AssetRef>,
@@ -237,6 +241,7 @@ impl Snapshot {
             pii: Pii::default(),
             ssrf: Ssrf::default(),
             alerts: Alerts::default(),
+            auto_blocks: AutoBlocks::default(),
             assets: Vec::new(),
             lists: Vec::new(),
             rules: Vec::new(),
@@ -298,6 +303,9 @@ pub(crate) struct RawFile {
     /// `alerts:` with no entries (null) is the same as an empty list.
     #[serde(default)]
     alerts: Option<Vec<RawAlertRule>>,
+    /// `auto_blocks:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    auto_blocks: Option<Vec<RawAutoBlock>>,
 }
 
 /// Compiles rule files without checking route ids. See [`compile_with`].
@@ -323,6 +331,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut pb = pii::Builder::default();
     let mut sb = Vec::new();
     let mut al = Vec::new();
+    let mut ab = Vec::new();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
     let mut lists: Vec<LoadedList> = Vec::new();
 
@@ -372,6 +381,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                         pii::compile(&mut ctx, "pii", raw.pii.unwrap_or_default(), &mut pb);
                         ssrf::compile(&mut ctx, "ssrf", &raw.ssrf.unwrap_or_default(), &mut sb);
                         alerts::compile(&mut ctx, "alerts", &raw.alerts.unwrap_or_default(), &mut al);
+                        autoblock::compile(&mut ctx, "auto_blocks", &raw.auto_blocks.unwrap_or_default(), &mut ab);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -415,6 +425,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         pii: pb.build(),
         ssrf: Ssrf::new(sb),
         alerts: Alerts::new(al),
+        auto_blocks: AutoBlocks::new(ab),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         lists: lists.into_iter().map(|l| l.summary).collect(),
         rules,

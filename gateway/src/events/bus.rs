@@ -56,7 +56,13 @@ pub struct EventBus {
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     loaded: LoadReport,
+    /// Sees every event as it is emitted (the automatic blocks: `crate::autoblock`). Set once at
+    /// start; must not block (it hands off to its own thread).
+    tap: std::sync::OnceLock<Tap>,
 }
+
+/// A function that sees every event as it is emitted ([`EventBus::set_tap`]).
+pub type Tap = Box<dyn Fn(&SecurityEvent) + Send + Sync>;
 
 impl std::fmt::Debug for EventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,6 +149,7 @@ impl EventBus {
             closed: AtomicBool::new(false),
             threads: Mutex::new(threads),
             loaded: report,
+            tap: std::sync::OnceLock::new(),
         }))
     }
 
@@ -175,12 +182,20 @@ impl EventBus {
             }
         }
         self.window.record(ev.unix_ms(), ev.kind, ev.severity, ev.test, ev.hits());
+        if let Some(tap) = self.tap.get() {
+            tap(&ev);
+        }
         let ev = Arc::new(ev);
         for (kind, tx) in &self.senders {
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(Msg::Event(ev.clone())) {
                 self.stat(*kind).dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Installs the tap (once; `false` when one is already set).
+    pub fn set_tap(&self, tap: Tap) -> bool {
+        self.tap.set(tap).is_ok()
     }
 
     fn stat(&self, kind: SinkKind) -> &SinkStats {

@@ -7,6 +7,7 @@ mod common;
 
 mod alerts;
 mod audit_cli;
+mod auto_blocks;
 mod canon_wire;
 mod cli;
 mod console;
