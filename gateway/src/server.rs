@@ -145,7 +145,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         },
         tls: tls.clone(),
         alerting: Arc::new(
-            crate::alerting::Alerting::new(cfg.alerting.clone(), events.clone())
+            crate::alerting::Alerting::new(cfg.alerting.clone(), events.clone(), Some(&cfg.state_dir))
                 .map_err(|e| format!("cannot start the alert sinks: {e}"))?,
         ),
         auto_blocks: Arc::default(),

@@ -279,7 +279,7 @@ pub enum Transition {
 
 /// One rule's state: pending, firing, when it last notified. Keyed by rule id in the gateway;
 /// a reload keeps it whole for an unchanged rule ([`AlertState::carried_to`]).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertState {
     /// The rule hash this state was built under.
     pub hash: String,
@@ -291,7 +291,8 @@ pub struct AlertState {
     pub notified: bool,
     /// When the last fire notification went out: the cooldown runs from here.
     pub last_notified_ms: Option<i64>,
-    /// The last measured value.
+    /// The last measured value (not persisted: measured again at the next evaluation).
+    #[serde(skip)]
     pub last_value: Option<f64>,
 }
 

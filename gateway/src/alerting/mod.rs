@@ -10,7 +10,11 @@
 //! notification per sink, queued without waiting ([`sinks`]).
 //!
 //! State is keyed by rule id and survives rule reloads: an unchanged rule keeps everything, a
-//! changed one keeps its firing episode and cooldown (a reload never re-pages).
+//! changed one keeps its firing episode and cooldown (a reload never re-pages). It survives a
+//! restart too: every change of a rule's state (and the next digest time) is written to
+//! `<state_dir>/alerts.json` (durably, on the evaluator thread) and read at start, so a restart
+//! or `kill -9` neither pages again for an alert already sent nor forgets to resolve it, and a
+//! digest due while the gateway was down is sent at start.
 
 pub mod config;
 mod digest;
@@ -54,6 +58,20 @@ pub struct Alerting {
     digests_sent: AtomicU64,
     /// Unix ms of the next digest (0: none configured).
     next_digest_ms: AtomicU64,
+    /// Where the state is kept (`<state_dir>`), and the last text written there.
+    state_dir: Option<std::path::PathBuf>,
+    saved: Mutex<String>,
+}
+
+/// The file in `state_dir` that keeps the rule states and the next digest time.
+pub const STATE_FILE: &str = "alerts.json";
+
+/// What [`STATE_FILE`] holds.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    rules: std::collections::BTreeMap<String, AlertState>,
+    #[serde(default)]
+    next_digest_ms: u64,
 }
 
 impl std::fmt::Debug for Alerting {
@@ -105,21 +123,57 @@ const SAFE_TEST_WAIT: Duration = Duration::from_secs(10);
 
 impl Alerting {
     /// Starts one delivery thread per sink. The evaluator starts with [`Alerting::start`].
-    pub fn new(cfg: AlertingConfig, events: Arc<EventBus>) -> std::io::Result<Alerting> {
+    /// `state_dir`: where the rule states are kept across restarts (`None`: in memory only).
+    pub fn new(
+        cfg: AlertingConfig,
+        events: Arc<EventBus>,
+        state_dir: Option<&std::path::Path>,
+    ) -> std::io::Result<Alerting> {
         let mut sinks = Vec::with_capacity(cfg.sinks.len());
         for s in &cfg.sinks {
             sinks.push(Sink::start(s.clone(), cfg.retry, cfg.queue_capacity, events.clone())?);
         }
-        let next = cfg.digest.as_ref().map_or(0, |d| digest::next_at(d, now_ms()));
+        let saved = state_dir.map(load_state).unwrap_or_default();
+        let mut next = u64::try_from(cfg.digest.as_ref().map_or(0, |d| digest::next_at(d, now_ms()))).unwrap_or(0);
+        // A digest that fell due while the gateway was down goes out at the first evaluation.
+        if next > 0 && saved.next_digest_ms > 0 {
+            next = next.min(saved.next_digest_ms);
+        }
+        let rules = saved
+            .rules
+            .into_iter()
+            .map(|(id, state)| (Arc::from(id.as_str()), RuleEntry { state, ..RuleEntry::default() }))
+            .collect();
         Ok(Alerting {
             cfg,
             sinks,
-            rules: Mutex::new(HashMap::new()),
+            rules: Mutex::new(rules),
             events,
             evaluations: AtomicU64::new(0),
             digests_sent: AtomicU64::new(0),
-            next_digest_ms: AtomicU64::new(u64::try_from(next).unwrap_or(0)),
+            next_digest_ms: AtomicU64::new(next),
+            state_dir: state_dir.map(std::path::Path::to_path_buf),
+            saved: Mutex::new(String::new()),
         })
+    }
+
+    /// Writes the rule states and the next digest time when they changed since the last write.
+    /// A failed write is logged and retried at the next evaluation.
+    fn save(&self) {
+        let Some(dir) = &self.state_dir else { return };
+        let saved = Saved {
+            rules: self.rules.lock().iter().map(|(id, e)| (id.to_string(), e.state.clone())).collect(),
+            next_digest_ms: self.next_digest_ms.load(Relaxed),
+        };
+        let Ok(text) = serde_json::to_string(&saved) else { return };
+        let mut last = self.saved.lock();
+        if *last == text {
+            return;
+        }
+        match crate::durable::write_durably(dir, STATE_FILE, text.as_bytes()) {
+            Ok(()) => *last = text,
+            Err((e, _)) => tracing::error!(error = %e, "cannot write the alert states; retried at the next evaluation"),
+        }
     }
 
     /// The configuration.
@@ -135,6 +189,7 @@ impl Alerting {
             let now = now_ms();
             shared.alerting.evaluate(&shared, now);
             shared.alerting.digest_if_due(&shared, now);
+            shared.alerting.save();
         })?;
         Ok(())
     }
@@ -444,6 +499,22 @@ impl Alerting {
 type StatOf = fn(&SinkStats) -> &AtomicU64;
 
 /// The rule a sink test notification is about.
+/// The saved states in `dir`; none (logged) when the file is missing or unreadable.
+fn load_state(dir: &std::path::Path) -> Saved {
+    let path = dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(file = %path.display(), error = %e, "the saved alert states cannot be read: starting without them");
+            Saved::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "the saved alert states cannot be read: starting without them");
+            Saved::default()
+        }
+    }
+}
+
 fn test_rule(who: &str) -> AlertRule {
     let mut labels = std::collections::BTreeMap::new();
     labels.insert("requested_by".to_owned(), who.to_owned());

@@ -474,3 +474,55 @@ fn bad_alerting_config_is_refused_with_every_error_and_no_secret() {
     }
     assert!(!out.contains("hunter2"));
 }
+
+/// Alert states outlive the process: after a `kill -9` and a restart on the same state, an alert
+/// already sent is not sent again while its condition still holds, and it still resolves (the
+/// receiver's incident is closed, not left open forever). A corrupt state file does not stop the
+/// start.
+#[test]
+fn a_restart_neither_pages_again_nor_forgets_to_resolve() {
+    let up = Upstream::start("app");
+    let hooks = HttpReceiver::start();
+    let state = TempDir::new("alerts-restart");
+    let rule = |above: u32| {
+        alert_rules(&format!(
+            "  - id: spike\n    metric: events\n    events: {{ types: [firewall_block] }}\n    above: {above}\n    window: 5m\n    cooldown: 10m\n"
+        ))
+    };
+    let cfg = Cfg::new(&[up.addr()])
+        .state_dir(state.path())
+        .rule_file("fw.yaml", FIREWALL)
+        .rule_file("alerts.yaml", &rule(1))
+        .extra(&alerting(&webhook_sink("hook", &hooks.url("/hook"))));
+    let env = [("ALERT_WHSEC", WHSEC)];
+    let gw = cfg.start_env(&env);
+    blocked(&gw, 3);
+    let got = hooks.wait("/hook", T, |g| firing(g, "spike") > 0);
+    assert_eq!(firing(&got, "spike"), 1);
+    assert!(wait_until(T, Duration::from_millis(50), || state.path().join("alerts.json").exists()));
+
+    // kill -9, start again: the events are still there (the condition holds), the page is not
+    // sent again.
+    assert!(gw.signal("KILL"));
+    gw.wait_exit(Duration::from_secs(10));
+    let gw = cfg.start_env(&env);
+    assert!(wait_until(T, Duration::from_millis(50), || metric(
+        &gw,
+        "portcullis_alert_firing{rule=\"spike\",severity=\"warning\"}"
+    ) == Some(1.0)));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(firing(&hooks.accepted("/hook"), "spike"), 1, "paged again after the restart");
+
+    // The condition clears (a higher threshold): the episode from before the restart resolves.
+    write_atomic(&gw.dir().join("rules/alerts.yaml"), &rule(100));
+    assert_eq!(control_post(&gw, "/v1/rules/reload", OPERATOR).status, 200);
+    let got = hooks.wait("/hook", T, |g| resolved(g, "spike") > 0);
+    assert_eq!((firing(&got, "spike"), resolved(&got, "spike")), (1, 1));
+
+    // A corrupt state file: the gateway starts anyway, without the old states.
+    assert!(gw.signal("KILL"));
+    gw.wait_exit(Duration::from_secs(10));
+    std::fs::write(state.path().join("alerts.json"), b"{not json").unwrap();
+    let gw = cfg.start_env(&env);
+    assert_eq!(Client::new().get(&gw.control_url("/ready"), &[]).status, 200);
+}
