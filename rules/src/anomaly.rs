@@ -32,10 +32,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::deny::{Deny, DenyCode};
 use crate::ipset::{parse_net, IpSet};
 use crate::limits::rate::period_secs;
 use crate::rulefile::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule, RuleMeta};
-use crate::verdict::{Mode, Severity};
+use crate::verdict::{EventType, Finding, Mode, Severity};
 
 /// The section's rule kind.
 pub const KIND: &str = "anomaly";
@@ -297,12 +298,19 @@ struct State {
     streak: u32,
 }
 
-/// Scores per key for one rule. Pure: the caller passes the time. Bounded: at most
-/// [`MAX_KEYS`] keys.
-#[derive(Debug, Default)]
+/// Scores per key for one rule. Pure: the caller passes the time. Bounded: at most its
+/// capacity of keys ([`MAX_KEYS`] by default), the oldest-seen forgotten first.
+#[derive(Debug)]
 pub struct Scorer {
     keys: HashMap<String, State>,
     order: VecDeque<String>,
+    cap: usize,
+}
+
+impl Default for Scorer {
+    fn default() -> Self {
+        Scorer::with_capacity(MAX_KEYS)
+    }
 }
 
 fn hash_of(s: &str) -> u64 {
@@ -330,10 +338,15 @@ fn trailing_id(path: &str) -> Option<(&str, u64)> {
 }
 
 impl Scorer {
+    /// A scorer holding at most `cap` keys (at least 1).
+    pub fn with_capacity(cap: usize) -> Self {
+        Scorer { keys: HashMap::new(), order: VecDeque::new(), cap: cap.max(1) }
+    }
+
     /// The key's state, added (forgetting the oldest key when full) if new.
     fn state(&mut self, key: &str) -> Option<&mut State> {
         if !self.keys.contains_key(key) {
-            while self.keys.len() >= MAX_KEYS {
+            while self.keys.len() >= self.cap {
                 match self.order.pop_front() {
                     Some(old) => {
                         self.keys.remove(&old);
@@ -442,6 +455,31 @@ impl Scorer {
     /// True when no key is held.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+/// The finding of a score in amber or red: the event (`anomaly_amber`, `anomaly_red`), the deny
+/// a red zone answers with (401 `session_expired`, exactly what a revoked session gets: the
+/// caller learns nothing), and the detail: zone, score, the features that fired with their
+/// values, the key kind (never the key itself: it may be a session id).
+pub fn finding(rule: &AnomalyRule, zone: Zone, score: &Score) -> Finding {
+    let event = if zone == Zone::Red { EventType::AnomalyRed } else { EventType::AnomalyAmber };
+    let mut detail = serde_json::Map::new();
+    let features: serde_json::Map<String, serde_json::Value> =
+        score.fired().map(|(n, v)| (n.to_string(), serde_json::json!(v))).collect();
+    detail.insert("zone".into(), zone.as_str().into());
+    detail.insert("score".into(), score.total.into());
+    detail.insert("amber".into(), rule.amber.into());
+    detail.insert("red".into(), rule.red.into());
+    detail.insert("features".into(), features.into());
+    detail.insert("key".into(), rule.key.as_str().into());
+    Finding {
+        rule_id: rule.id.clone(),
+        mode: rule.mode,
+        event,
+        severity: event.default_severity(),
+        deny: Deny::new(DenyCode::SessionExpired, "anomaly_red"),
+        detail,
     }
 }
 
@@ -913,6 +951,12 @@ mod tests {
         }
         assert_eq!(s.len(), MAX_KEYS);
         assert_eq!(s.order.len(), MAX_KEYS);
+        let mut s = Scorer::with_capacity(3);
+        for i in 0..10 {
+            s.observe(&f, &i.to_string(), 0, "/a", None);
+        }
+        assert_eq!(s.len(), 3);
+        assert!(s.keys.contains_key("9") && !s.keys.contains_key("6"), "the oldest are forgotten");
     }
 
     #[test]
