@@ -6,7 +6,8 @@
 //! announced with a `switch_changed` event; the `cross_tenant_attempt` event lists what was done.
 //! An action whose audit record cannot be written is not taken (logged as an error, `failed` in
 //! the event): no change is ever in force without its record. The attacker's request is still
-//! refused with 403 either way.
+//! refused with 403 either way. The same job carries out an anomaly rule's red zone
+//! (`crate::anomaly`: actor `anomaly:<rule id>`, reason `anomaly_red`).
 
 use crate::audit::AuditAction;
 use crate::state::Shared;
