@@ -24,7 +24,7 @@
 
 use crate::state::Shared;
 use parking_lot::{Mutex, RwLock};
-use portcullis_rules::anomaly::{finding, key_of, AnomalyRule, KeyKind, Score, Scorer, Zone, MAX_KEYS};
+use portcullis_rules::anomaly::{finding, key_of, AnomalyRule, Cow, KeyKind, Score, Scorer, Zone, MAX_KEYS};
 use portcullis_rules::identity::Identity;
 use portcullis_rules::tenant::Containment;
 use portcullis_rules::verdict::{Finding, Mode};
@@ -77,6 +77,16 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// The rule's key of a request; `None` when the caller is exempt or the request has no such key.
+fn request_key<'a>(rule: &AnomalyRule, who: Option<&'a Identity>, ip: Option<IpAddr>) -> Option<Cow<'a>> {
+    let subject = who.map(|i| i.subject.as_str());
+    if rule.exempt(ip, subject) {
+        return None;
+    }
+    let session = who.and_then(|i| i.session.as_deref());
+    key_of(rule.key, session, subject, who.and_then(|i| i.tenant.as_deref()), ip)
+}
+
 fn shard_of(key: &str) -> usize {
     let mut h = DefaultHasher::new();
     key.hash(&mut h);
@@ -112,14 +122,8 @@ impl AnomalyState {
         now_ms: u64,
     ) -> Verdict {
         let mut v = Verdict::default();
-        let subject = who.map(|i| i.subject.as_str());
         for rule in rules.iter().filter(|r| r.applies(route)) {
-            if rule.exempt(ip, subject) {
-                continue;
-            }
-            let session = who.and_then(|i| i.session.as_deref());
-            let tenant = who.and_then(|i| i.tenant.as_deref());
-            let Some(key) = key_of(rule.key, session, subject, tenant, ip) else { continue };
+            let Some(key) = request_key(rule, who, ip) else { continue };
             let shards = self.shards(rule, rules);
             let Some(shard) = shards.get(shard_of(&key)) else { continue };
             let score: Score = {
@@ -182,14 +186,8 @@ impl AnomalyState {
         ip: Option<IpAddr>,
         status: u16,
     ) {
-        let subject = who.map(|i| i.subject.as_str());
         for rule in rules.iter().filter(|r| r.counts_statuses() && r.applies(route)) {
-            if rule.exempt(ip, subject) {
-                continue;
-            }
-            let session = who.and_then(|i| i.session.as_deref());
-            let tenant = who.and_then(|i| i.tenant.as_deref());
-            let Some(key) = key_of(rule.key, session, subject, tenant, ip) else { continue };
+            let Some(key) = request_key(rule, who, ip) else { continue };
             let shards = self.shards(rule, rules);
             if let Some(shard) = shards.get(shard_of(&key)) {
                 shard.lock().status(&key, status);
