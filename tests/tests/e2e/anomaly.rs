@@ -172,3 +172,49 @@ fn malformed_anomaly_rules_are_refused_with_file_and_line() {
     let (_, t) = timed(&gw, "/api/rto/4", &walker);
     assert!(t >= Duration::from_millis(DELAY_MS), "the old rule no longer runs: {t:?}");
 }
+
+#[test]
+fn a_subject_rule_blocks_the_subject_on_red_and_an_address_rule_scores_auth_failure_streaks() {
+    let up = Upstream::start("app");
+    let rules = format!(
+        "version: 1\nanomaly:\n  - id: wide\n    key: subject\n    routes: [api]\n    features:\n      breadth: {{ weight: 5, window: 1m, max_groups: 4 }}\n    amber: 4\n    red: 5\n  - id: stuffing\n    key: address\n    routes: [api]\n    features:\n      auth_failures: {{ weight: 2, streak: 3 }}\n    amber: 2\n    red: 50\n    amber_delay_ms: {DELAY_MS}\n"
+    );
+    let gw = start(&cfg(&up, "").rule_file("anomaly.yaml", &rules));
+
+    // An address whose last three answers were 401 gets in with a valid token: amber (delayed).
+    for _ in 0..3 {
+        assert_eq!(get(&gw, "/api/orders", "not-a-token").status, 401);
+    }
+    let carol = token("carol", "sess-c1");
+    let (s, t) = timed(&gw, "/api/orders", &carol);
+    assert_eq!(s, 200);
+    assert!(t >= Duration::from_millis(DELAY_MS), "the streak was not scored: {t:?}");
+    let amber = wait_events(&gw, "type=anomaly_amber", 1);
+    assert_eq!(amber[0]["rule_id"], "stuffing");
+    assert_eq!(amber[0]["detail"]["features"]["auth_failures"], 3.0, "{}", amber[0]);
+    // A 200 ends the streak.
+    let (_, t) = timed(&gw, "/api/orders", &carol);
+    assert!(t < Duration::from_millis(DELAY_MS / 2), "{t:?}");
+
+    // One subject reaching into five endpoint groups (across two sessions) goes red: the
+    // subject is blocked, every session of it refused, nothing more reaches the upstream.
+    let (a, b) = (token("dave", "sess-d1"), token("dave", "sess-d2"));
+    for p in ["/api/a", "/api/b", "/api/c"] {
+        assert_eq!(get(&gw, p, &a).status, 200);
+    }
+    assert_eq!(get(&gw, "/api/d", &b).status, 200);
+    up.clear();
+    let r = get(&gw, "/api/e", &b);
+    assert_eq!((r.status, r.json()["code"].as_str()), (401, Some("session_expired")));
+    let red = wait_events(&gw, "type=anomaly_red", 1);
+    assert_eq!(
+        (red[0]["detail"]["action"].as_str(), red[0]["subject"].as_str()),
+        (Some("subject_blocked"), Some("dave"))
+    );
+    let audit = control_get(&gw, "/v1/audit?action=subject.block", ADMIN).json();
+    assert_eq!(audit["records"][0]["actor"], "anomaly:wide", "{audit}");
+    assert_eq!(get(&gw, "/api/a", &a).status, 401, "the other session of the subject");
+    assert_eq!(get(&gw, "/api/a", &token("dave", "sess-d3")).status, 401, "a new session");
+    assert_eq!(up.count(), 0);
+    assert_eq!(get(&gw, "/api/a", &carol).status, 200, "another subject is served");
+}
