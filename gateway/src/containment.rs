@@ -6,7 +6,8 @@
 //! announced with a `switch_changed` event; the `cross_tenant_attempt` event lists what was done.
 //! An action whose audit record cannot be written is not taken (logged as an error, `failed` in
 //! the event): no change is ever in force without its record. The attacker's request is still
-//! refused with 403 either way.
+//! refused with 403 either way. The same job carries out an anomaly rule's red zone
+//! (`crate::anomaly`: actor `anomaly:<rule id>`, reason `anomaly_red`).
 
 use crate::audit::AuditAction;
 use crate::state::Shared;
@@ -25,6 +26,10 @@ pub struct Job {
     pub plan: Containment,
     /// The rule.
     pub rule_id: String,
+    /// Who acts, audited as `<actor>:<rule id>` (`containment`, `anomaly`).
+    pub actor: &'static str,
+    /// The reason every audit record and event of the run carries.
+    pub reason: &'static str,
     /// The attacker's session, if the identity has one.
     pub session: Option<String>,
     /// The attacker's subject, if identified.
@@ -37,13 +42,13 @@ pub struct Job {
     pub now: u64,
 }
 
-/// The reason every containment audit record and event carries.
-const REASON: &str = "cross_tenant_attempt";
+/// The reason every cross-tenant containment audit record and event carries.
+pub const REASON: &str = "cross_tenant_attempt";
 
 impl Job {
     /// Runs every action the plan names; returns one JSON entry per action attempted.
     pub fn run(self) -> Vec<Value> {
-        let actor = format!("containment:{}", self.rule_id);
+        let actor = format!("{}:{}", self.actor, self.rule_id);
         let mut done = Vec::new();
         let sh = &self.shared;
         if self.plan.revoke_session {
@@ -51,7 +56,7 @@ impl Job {
                 None => done.push(json!({ "action": "revoke_session", "result": "skipped", "why": "no session id" })),
                 Some(sid) => done.push(self.act(AuditAction::SessionRevoke, &format!("session:{sid}"), &actor, || {
                     sh.sessions
-                        .plan_revoke(sid, Some(REASON.into()), &actor, self.now)
+                        .plan_revoke(sid, Some(self.reason.into()), &actor, self.now)
                         .map(|(op, old)| (Op::Session(op), old))
                 })),
             }
@@ -61,7 +66,7 @@ impl Job {
                 None => done.push(json!({ "action": "block_subject", "result": "skipped", "why": "no subject" })),
                 Some(sub) => done.push(self.act(AuditAction::SubjectBlock, &format!("subject:{sub}"), &actor, || {
                     sh.sessions
-                        .plan_block(sub, seconds, Some(REASON.into()), &actor, self.now)
+                        .plan_block(sub, seconds, Some(self.reason.into()), &actor, self.now)
                         .map(|(op, old)| (Op::Session(op), old))
                 })),
             }
@@ -73,7 +78,7 @@ impl Job {
                 let change = MaintenanceChange {
                     enabled: true,
                     retry_after: None,
-                    reason: Some(format!("{REASON} (rule {})", self.rule_id)),
+                    reason: Some(format!("{} (rule {})", self.reason, self.rule_id)),
                     ttl_seconds: None,
                 };
                 done.push(self.act(AuditAction::MaintenanceSet, "maintenance", &actor, || {
@@ -104,7 +109,7 @@ impl Job {
         let (committed, _) = crate::fleet::run(sh.fleet.as_deref(), action, || {
             transact(&*sh.audit, sh.state(), meta, target, Value::Null, action, || -> Result<Plan, Refused> {
                 let (op, old) = plan().map_err(|why| Refused { status: 400, why })?;
-                Ok(Plan { action, op, old, reason: Some(REASON.into()) })
+                Ok(Plan { action, op, old, reason: Some(self.reason.into()) })
             })
         });
         let c = match committed {
@@ -120,7 +125,7 @@ impl Job {
         };
         let version = sh.rules.current().snapshot.version.clone();
         sh.events.emit(crate::control::switch_changed_event(&c.change(), actor, &version));
-        tracing::warn!(event.action = "containment", action = action.as_str(), target, rule = %self.rule_id, "containment action taken");
+        tracing::warn!(event.action = self.actor, action = action.as_str(), target, rule = %self.rule_id, "containment action taken");
         json!({ "action": action.as_str(), "target": target, "result": "done" })
     }
 }

@@ -284,6 +284,7 @@ impl ControlApp {
         self.shared.events.render_metrics(&mut extra);
         self.shared.alerting.render_metrics(&self.shared, &mut extra);
         self.shared.auto_blocks.render_metrics(&mut extra);
+        self.shared.anomaly.render_metrics(&mut extra);
         if let Some(tls) = &self.shared.tls {
             tls.render_metrics(&mut extra);
         }

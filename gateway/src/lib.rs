@@ -2,6 +2,7 @@
 //! endpoint, metrics, logs, the CLI and the demo. Every decision lives in `portcullis-rules`.
 
 pub mod alerting;
+pub mod anomaly;
 pub mod audit;
 pub mod autoblock;
 pub mod cli;

@@ -683,6 +683,11 @@ impl ProxyHttp for Portcullis {
         self.shared.metrics.observe_request(ctx.route, status, failure, elapsed);
         let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         self.shared.requests.record(crate::events::Finished { status, failure, elapsed_ms });
+        if !ctx.rules.snapshot.anomaly.is_empty() {
+            let route = self.route(ctx).map(|r| r.id.as_str());
+            let rules = ctx.rules.snapshot.anomaly.rules();
+            self.shared.anomaly.status(rules, route, ctx.identity.as_ref(), ctx.client_ip, status);
+        }
         if !self.shared.config.access_log {
             return;
         }
@@ -1045,6 +1050,7 @@ impl Portcullis {
             && !limits_on
             && !ssrf_on
             && snapshot.quotas.is_empty()
+            && snapshot.anomaly.is_empty()
         {
             return Ok(outcome);
         }
@@ -1190,11 +1196,48 @@ impl Portcullis {
             ctx.deny_event_aggregated |= aggregated;
         }
 
+        // 6. Anomaly zones, on what every check let through: amber waits, red revokes.
+        let mut delay = None;
+        if outcome.deny.is_none() && ctx.pending.is_none() && !snapshot.anomaly.is_empty() {
+            let v = self.shared.anomaly.score(
+                snapshot.anomaly.rules(),
+                route.map(|r| r.id.as_str()),
+                session.req_header().uri.path(),
+                ctx.identity.as_ref(),
+                ctx.client_ip,
+                crate::fleet_limits::unix_ms(),
+            );
+            if !v.flagged.is_empty() {
+                let req = session.req_header();
+                let view = self.view(req, ctx, route);
+                for f in &v.flagged {
+                    // Amber lets the request through (delayed): `flagged`, whatever the mode.
+                    let mut ev = self.event_for(&view, ctx, f);
+                    ev.action = portcullis_rules::verdict::Action::Flagged;
+                    self.shared.events.emit(ev);
+                }
+            }
+            if let Some((mut f, plan)) = v.red {
+                if let Some(plan) = plan {
+                    let who = ctx.identity.as_ref();
+                    crate::anomaly::act(&self.shared, &mut f, plan, who, &ctx.request_id, ctx.client_ip, now).await;
+                }
+                let _ = outcome.add(f);
+            }
+            delay = v.delay;
+        }
+
         if !outcome.is_clean() {
             let req = session.req_header();
             let view = self.view(req, ctx, route);
             let containment = self.contain(&outcome, ctx, now).await;
             self.emit_findings(&view, ctx, &outcome, containment);
+        }
+        // Amber: the request waits on a timer before it is forwarded (a bounded number at once).
+        if let (Some(d), None) = (delay, &outcome.deny) {
+            if let Some(_slot) = self.shared.anomaly.slot() {
+                tokio::time::sleep(d).await;
+            }
         }
         // A body partly consumed by a check cannot be forwarded whole, even if only a monitor
         // rule looked at it: refuse it rather than send the upstream a truncated body. One read
@@ -1299,6 +1342,8 @@ impl Portcullis {
             shared: self.shared.clone(),
             plan,
             rule_id: f.rule_id.to_string(),
+            actor: "containment",
+            reason: crate::containment::REASON,
             session: ctx.identity.as_ref().and_then(|i| i.session.clone()),
             subject: ctx.identity.as_ref().map(|i| i.subject.clone()),
             request_id: ctx.request_id.clone(),

@@ -149,6 +149,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
                 .map_err(|e| format!("cannot start the alert sinks: {e}"))?,
         ),
         auto_blocks: Arc::default(),
+        anomaly: crate::anomaly::AnomalyState::default(),
     });
     crate::alerting::Alerting::start(Arc::downgrade(&shared), cfg.alerting.evaluate_every)
         .map_err(|e| format!("cannot start the alert evaluator: {e}"))?;

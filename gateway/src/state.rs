@@ -55,6 +55,8 @@ pub struct Shared {
     pub alerting: Arc<crate::alerting::Alerting>,
     /// The automatic blocks' counters (the blocks are made on their own thread).
     pub auto_blocks: Arc<crate::autoblock::AutoBlockStats>,
+    /// The anomaly rules' scores and counters (scored on the request path).
+    pub anomaly: crate::anomaly::AnomalyState,
 }
 
 impl Shared {

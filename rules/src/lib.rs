@@ -3,6 +3,7 @@
 //! No Pingora, no tokio, no sockets: everything here is testable, fuzzable and benchable alone.
 
 pub mod alerts;
+pub mod anomaly;
 pub mod autoblock;
 pub mod canon;
 pub mod client_ip;

@@ -45,6 +45,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alerts::{self, Alerts, RawAlertRule};
+use crate::anomaly::{self, Anomalies, RawAnomaly};
 use crate::autoblock::{self, AutoBlocks, RawAutoBlock};
 use crate::firewall::{self, Firewall, RawFirewallRule};
 use crate::identity::{self, Identities, RawIdentityRule};
@@ -216,6 +217,8 @@ pub struct Snapshot {
     /// The automatic blocks (counted and acted on by the gateway's auto-block thread, never on
     /// the request path).
     pub auto_blocks: AutoBlocks,
+    /// The anomaly zones (scored per request after identity, see [`anomaly`]).
+    pub anomaly: Anomalies,
     /// Key files and secrets the rules read, in the order first read: a reload re-reads them to
     /// tell whether anything changed (see [`assets_version`]).
     pub assets: Vec<AssetRef>,
@@ -242,6 +245,7 @@ impl Snapshot {
             ssrf: Ssrf::default(),
             alerts: Alerts::default(),
             auto_blocks: AutoBlocks::default(),
+            anomaly: Anomalies::default(),
             assets: Vec::new(),
             lists: Vec::new(),
             rules: Vec::new(),
@@ -306,6 +310,9 @@ pub(crate) struct RawFile {
     /// `auto_blocks:` with no entries (null) is the same as an empty list.
     #[serde(default)]
     auto_blocks: Option<Vec<RawAutoBlock>>,
+    /// `anomaly:` with no entries (null) is the same as an empty list.
+    #[serde(default)]
+    anomaly: Option<Vec<RawAnomaly>>,
 }
 
 /// Compiles rule files without checking route ids. See [`compile_with`].
@@ -332,6 +339,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
     let mut sb = Vec::new();
     let mut al = Vec::new();
     let mut ab = Vec::new();
+    let mut an = Vec::new();
     let mut assets: Vec<(AssetRef, [u8; 32])> = Vec::new();
     let mut lists: Vec<LoadedList> = Vec::new();
 
@@ -382,6 +390,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
                         ssrf::compile(&mut ctx, "ssrf", &raw.ssrf.unwrap_or_default(), &mut sb);
                         alerts::compile(&mut ctx, "alerts", &raw.alerts.unwrap_or_default(), &mut al);
                         autoblock::compile(&mut ctx, "auto_blocks", &raw.auto_blocks.unwrap_or_default(), &mut ab);
+                        anomaly::compile(&mut ctx, "anomaly", &raw.anomaly.unwrap_or_default(), &mut an);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -426,6 +435,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         ssrf: Ssrf::new(sb),
         alerts: Alerts::new(al),
         auto_blocks: AutoBlocks::new(ab),
+        anomaly: Anomalies::new(an),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         lists: lists.into_iter().map(|l| l.summary).collect(),
         rules,

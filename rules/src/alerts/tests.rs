@@ -15,10 +15,10 @@ fn the_shipped_defaults_are_the_runbook_table() {
     let s = compile(&[SourceFile::new("alerts.yaml", SHIPPED)]).unwrap();
     let rules = s.alerts.rules();
     let find = |id: &str| rules.iter().find(|r| &*r.id == id).unwrap();
-    // Thirteen thresholds: 5 critical, 5 warning, 3 info.
-    assert_eq!(rules.len(), 13);
+    // Fourteen thresholds: 6 critical, 5 warning, 3 info.
+    assert_eq!(rules.len(), 14);
     let count = |sev| rules.iter().filter(|r| r.severity == sev).count();
-    assert_eq!((count(Severity::Critical), count(Severity::Warning), count(Severity::Info)), (5, 5, 3));
+    assert_eq!((count(Severity::Critical), count(Severity::Warning), count(Severity::Info)), (6, 5, 3));
     let ev = |id: &str, t: EventType, above: f64, window: u64| {
         let r = find(id);
         assert_eq!(
@@ -28,6 +28,7 @@ fn the_shipped_defaults_are_the_runbook_table() {
         );
     };
     ev("cross-tenant-attempt", EventType::CrossTenantAttempt, 0.0, 900);
+    ev("anomaly-red", EventType::AnomalyRed, 0.0, 900);
     ev("firewall-block-spike", EventType::FirewallBlock, 10.0, 3600);
     ev("pii-leak-block", EventType::PiiLeakBlock, 5.0, 3600);
     ev("webhook-invalid-signature", EventType::WebhookInvalidSignature, 10.0, 3600);

@@ -6,6 +6,7 @@
 mod common;
 
 mod alerts;
+mod anomaly;
 mod audit_cli;
 mod auto_blocks;
 mod canon_wire;

@@ -1,0 +1,320 @@
+//! Anomaly zones (the rules' `anomaly:`, `portcullis_rules::anomaly`): every request that
+//! passed the checks is scored for each rule whose routes it is on, per the rule's key, before
+//! it is forwarded.
+//!
+//! - **Amber** (score ≥ `amber`): the request waits `amber_delay_ms` on a timer
+//!   (`tokio::time::sleep`, never a blocked thread) and is then forwarded; an `anomaly_amber`
+//!   event (action `flagged`). At most [`MAX_DELAYED`] requests wait at once: over that, the
+//!   request goes through undelayed and is counted (`portcullis_anomaly_delay_skipped_total`),
+//!   so the delays can never exhaust the gateway's own connections.
+//! - **Red** (score ≥ `red`): the session is revoked through the control-plane transaction,
+//!   audited with the actor `anomaly:<rule id>` (`containment::Job`, on a blocking thread), before
+//!   this request is answered 401 `session_expired`, exactly as a revoked session is; an
+//!   `anomaly_red` event (critical) with `detail.action: session_revoked` and what was done in
+//!   `detail.containment`. A rule keyed by `subject` blocks the subject for [`RED_BLOCK_SECS`]
+//!   instead; keyed by `address` or `tenant`, the request's own session (if it has one) is
+//!   revoked: a shared address or a whole tenant is never blocked by a score. The key's score
+//!   then starts again from nothing.
+//! - `mode: monitor`: the events only (action `flagged`, `detail.action: none`), no delay, no
+//!   revocation. Exempt callers (`exempt.cidrs`, `exempt.subjects`) are never scored.
+//! - State: per rule (id and hash: an unchanged rule keeps its scores across a reload), in
+//!   [`SHARDS`] locked shards by key hash; a lock is held for one score only. Bounded: at most
+//!   `anomaly::MAX_KEYS` keys per rule. Per instance: in a fleet, each instance scores what it
+//!   sees.
+
+use crate::state::Shared;
+use parking_lot::{Mutex, RwLock};
+use portcullis_rules::anomaly::{finding, key_of, AnomalyRule, Cow, KeyKind, Score, Scorer, Zone, MAX_KEYS};
+use portcullis_rules::identity::Identity;
+use portcullis_rules::tenant::Containment;
+use portcullis_rules::verdict::{Finding, Mode};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Requests delayed at once at most.
+pub const MAX_DELAYED: usize = 1024;
+/// How long a red zone blocks a subject (rules keyed by `subject`).
+pub const RED_BLOCK_SECS: u64 = 3600;
+/// Locked shards per rule.
+pub const SHARDS: usize = 16;
+
+type Shards = [Mutex<Scorer>; SHARDS];
+/// A rule's id and hash.
+type RuleKey = (Arc<str>, String);
+
+/// The scorers of the rules in force, and the counters.
+#[derive(Default)]
+pub struct AnomalyState {
+    scorers: RwLock<HashMap<RuleKey, Arc<Shards>>>,
+    delayed: AtomicUsize,
+    skipped: AtomicU64,
+    counts: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+/// What a request's scoring asks the proxy to do.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Wait this long before forwarding (amber, enforced).
+    pub delay: Option<Duration>,
+    /// Events for amber zones (flagged).
+    pub flagged: Vec<Finding>,
+    /// A red zone: the finding, and what its rule does (`None`: monitor).
+    pub red: Option<(Finding, Option<Containment>)>,
+}
+
+/// Holds one delay slot until dropped.
+pub struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The rule's key of a request; `None` when the caller is exempt or the request has no such key.
+fn request_key<'a>(rule: &AnomalyRule, who: Option<&'a Identity>, ip: Option<IpAddr>) -> Option<Cow<'a>> {
+    let subject = who.map(|i| i.subject.as_str());
+    if rule.exempt(ip, subject) {
+        return None;
+    }
+    let session = who.and_then(|i| i.session.as_deref());
+    key_of(rule.key, session, subject, who.and_then(|i| i.tenant.as_deref()), ip)
+}
+
+fn shard_of(key: &str) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+impl AnomalyState {
+    fn shards(&self, rule: &AnomalyRule, all: &[AnomalyRule]) -> Arc<Shards> {
+        let id = (rule.id.clone(), rule.hash.clone());
+        if let Some(s) = self.scorers.read().get(&id) {
+            return s.clone();
+        }
+        let mut map = self.scorers.write();
+        // Rules no longer in force are forgotten when a new one is first seen.
+        map.retain(|(i, h), _| all.iter().any(|r| r.id == *i && r.hash == *h));
+        map.entry(id)
+            .or_insert_with(|| Arc::new(std::array::from_fn(|_| Mutex::new(Scorer::with_capacity(MAX_KEYS / SHARDS)))))
+            .clone()
+    }
+
+    fn count(&self, rule: &str, zone: &'static str) {
+        *self.counts.lock().entry((rule.to_string(), zone)).or_default() += 1;
+    }
+
+    /// Scores one request that passed every check. `now_ms`: unix milliseconds.
+    pub fn score(
+        &self,
+        rules: &[AnomalyRule],
+        route: Option<&str>,
+        path: &str,
+        who: Option<&Identity>,
+        ip: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Verdict {
+        let mut v = Verdict::default();
+        for rule in rules.iter().filter(|r| r.applies(route)) {
+            let Some(key) = request_key(rule, who, ip) else { continue };
+            let shards = self.shards(rule, rules);
+            let Some(shard) = shards.get(shard_of(&key)) else { continue };
+            let score: Score = {
+                let mut s = shard.lock();
+                let score = s.observe(&rule.features, &key, now_ms, path, None);
+                if rule.zone(score.total) == Zone::Red {
+                    s.forget(&key);
+                }
+                score
+            };
+            let zone = rule.zone(score.total);
+            if zone == Zone::Green {
+                continue;
+            }
+            self.count(&rule.id, zone.as_str());
+            let mut f = finding(rule, zone, &score);
+            if zone == Zone::Red {
+                if v.red.is_none() {
+                    let plan = (rule.mode == Mode::Enforce).then(|| Containment {
+                        revoke_session: rule.key != KeyKind::Subject,
+                        block_subject_seconds: (rule.key == KeyKind::Subject).then_some(RED_BLOCK_SECS),
+                        maintenance: false,
+                    });
+                    if plan.is_none() {
+                        f.detail.insert("action".into(), "none".into());
+                    }
+                    v.red = Some((f, plan));
+                }
+                continue;
+            }
+            if rule.mode == Mode::Enforce {
+                let ms = rule.amber_delay_ms;
+                v.delay = Some(v.delay.unwrap_or_default().max(Duration::from_millis(ms)));
+                f.detail.insert("delay_ms".into(), ms.into());
+            } else {
+                f.detail.insert("delay_ms".into(), 0.into());
+            }
+            v.flagged.push(f);
+        }
+        v
+    }
+
+    /// A delay slot, or `None` when [`MAX_DELAYED`] requests already wait (counted).
+    pub fn slot(&self) -> Option<Slot<'_>> {
+        let n = self.delayed.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(&self.delayed);
+        if n >= MAX_DELAYED {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Records a finished request's status for the rules that count auth-failure streaks.
+    pub fn status(
+        &self,
+        rules: &[AnomalyRule],
+        route: Option<&str>,
+        who: Option<&Identity>,
+        ip: Option<IpAddr>,
+        status: u16,
+    ) {
+        for rule in rules.iter().filter(|r| r.counts_statuses() && r.applies(route)) {
+            let Some(key) = request_key(rule, who, ip) else { continue };
+            let shards = self.shards(rule, rules);
+            if let Some(shard) = shards.get(shard_of(&key)) {
+                shard.lock().status(&key, status);
+            }
+        }
+    }
+
+    /// `portcullis_anomaly_total{rule,zone}` and the skipped delays.
+    pub fn render_metrics(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP portcullis_anomaly_total Requests scored amber or red by an anomaly rule.");
+        let _ = writeln!(out, "# TYPE portcullis_anomaly_total counter");
+        for ((rule, zone), n) in self.counts.lock().iter() {
+            let rule = rule.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "portcullis_anomaly_total{{rule=\"{rule}\",zone=\"{zone}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP portcullis_anomaly_delay_skipped_total Amber requests forwarded undelayed because {MAX_DELAYED} requests were already delayed.");
+        let _ = writeln!(out, "# TYPE portcullis_anomaly_delay_skipped_total counter");
+        let _ = writeln!(out, "portcullis_anomaly_delay_skipped_total {}", self.skipped.load(Ordering::Relaxed));
+    }
+}
+
+/// Runs a red zone's plan through the audited containment path; the `detail.action` it comes to.
+pub async fn act(
+    sh: &Arc<Shared>,
+    f: &mut Finding,
+    plan: Containment,
+    who: Option<&Identity>,
+    request_id: &str,
+    ip: Option<IpAddr>,
+    now: u64,
+) {
+    let job = crate::containment::Job {
+        shared: sh.clone(),
+        plan: plan.clone(),
+        rule_id: f.rule_id.to_string(),
+        actor: "anomaly",
+        reason: "anomaly_red",
+        session: who.and_then(|i| i.session.clone()),
+        subject: who.map(|i| i.subject.clone()),
+        request_id: request_id.to_string(),
+        client_ip: ip,
+        now,
+    };
+    let done = tokio::task::spawn_blocking(move || job.run()).await.unwrap_or_default();
+    let ok = |v: &serde_json::Value| v.get("result").and_then(|r| r.as_str()) == Some("done");
+    let action = match done.first() {
+        Some(v) if ok(v) && plan.revoke_session => "session_revoked",
+        Some(v) if ok(v) => "subject_blocked",
+        Some(v) if v.get("result").and_then(|r| r.as_str()) == Some("skipped") => "none",
+        _ => "failed",
+    };
+    f.detail.insert("action".into(), action.into());
+    f.detail.insert("containment".into(), serde_json::Value::Array(done));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_rules::identity::AuthMethod;
+    use portcullis_rules::rulefile::{compile, SourceFile};
+
+    fn rules(min_run: u32, mode: &str) -> Vec<AnomalyRule> {
+        let text = format!(
+            "version: 1\nanomaly:\n  - id: walk\n    mode: {mode}\n    features:\n      sequential: {{ weight: 2, window: 1m, min_run: {min_run} }}\n    amber: 2\n    red: 100\n    amber_delay_ms: 250\n    exempt: {{ subjects: [svc] }}\n"
+        );
+        compile(&[SourceFile::new("a.yaml", text)]).unwrap().anomaly.rules().to_vec()
+    }
+
+    fn who(subject: &str, session: Option<&str>) -> Identity {
+        Identity {
+            rule_id: Arc::from("id"),
+            method: AuthMethod::Jwt,
+            subject: subject.into(),
+            tenant: None,
+            roles: Vec::new(),
+            session: session.map(str::to_string),
+            email: None,
+            credential: None,
+        }
+    }
+
+    fn walk(st: &AnomalyState, rules: &[AnomalyRule], who: &Identity, ids: std::ops::Range<u64>) -> Verdict {
+        let mut last = Verdict::default();
+        for id in ids {
+            last = st.score(rules, None, &format!("/api/rto/{id}"), Some(who), None, id);
+        }
+        last
+    }
+
+    #[test]
+    fn amber_asks_for_the_delay_and_scores_survive_a_reload_of_an_unchanged_rule_only() {
+        let st = AnomalyState::default();
+        let alice = who("alice", Some("s1"));
+        let v = walk(&st, &rules(3, "enforce"), &alice, 1..3);
+        assert!(v.delay.is_none() && v.flagged.is_empty());
+        // A reload with the same rule: the run goes on, the third step is amber.
+        let v = walk(&st, &rules(3, "enforce"), &alice, 3..5);
+        assert_eq!(v.delay, Some(Duration::from_millis(250)));
+        assert_eq!(v.flagged[0].detail["delay_ms"], 250);
+        // A changed rule starts from nothing.
+        let v = walk(&st, &rules(4, "enforce"), &alice, 5..7);
+        assert!(v.flagged.is_empty(), "a changed rule kept the old scores");
+        assert_eq!(st.scorers.read().len(), 1, "the old rule's scores are dropped");
+        // Monitor: flagged, never delayed.
+        let st = AnomalyState::default();
+        let v = walk(&st, &rules(3, "monitor"), &alice, 1..5);
+        assert_eq!((v.delay, v.flagged.len(), v.flagged[0].detail["delay_ms"].as_u64()), (None, 1, Some(0)));
+    }
+
+    #[test]
+    fn exempt_subjects_and_requests_without_the_key_are_not_scored() {
+        let st = AnomalyState::default();
+        let r = rules(2, "enforce");
+        assert!(walk(&st, &r, &who("svc", Some("s2")), 1..10).flagged.is_empty());
+        assert!(walk(&st, &r, &who("bob", None), 1..10).flagged.is_empty());
+        assert!(st.scorers.read().values().all(|s| s.iter().all(|m| m.lock().is_empty())));
+    }
+
+    #[test]
+    fn delays_are_capped() {
+        let st = AnomalyState::default();
+        let held: Vec<Slot<'_>> = (0..MAX_DELAYED).filter_map(|_| st.slot()).collect();
+        assert_eq!(held.len(), MAX_DELAYED);
+        assert!(st.slot().is_none(), "over the cap: no delay");
+        assert_eq!(st.skipped.load(Ordering::Relaxed), 1);
+        drop(held);
+        assert!(st.slot().is_some());
+        assert_eq!(st.delayed.load(Ordering::Relaxed), 0, "every slot given back");
+    }
+}
