@@ -391,7 +391,8 @@ start_S2() { start_portcullis S2; }
 start_S3() {
     local dirs=()
     mapfile -t dirs < <(s3_rule_dirs)
-    start_portcullis S3 "${dirs[@]}"
+    # S3_EXTRA_RULES: one more rule directory (e.g. the anomaly variant, benches/README.md).
+    start_portcullis S3 "${dirs[@]}" ${S3_EXTRA_RULES:+"$S3_EXTRA_RULES"}
     [[ $REP == 1 ]] && check_rules_live S3
     return 0
 }
@@ -561,7 +562,7 @@ want() { [[ -z $SCENARIOS ]] || [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 # Diagnostic variants: SCENARIOS may name "BASE:VARIANT" (e.g. "S2:nows"), measured like BASE
 # with the shell assignments of $VARIANT_<VARIANT> applied (any of SERVER_EXTRA, PORTCULLIS,
-# PASSTHROUGH, PASSTHROUGH_MI, PASSTHROUGH_ARGS, S4_RULES), e.g. VARIANT_nows="SERVER_EXTRA='work_stealing: false'",
+# PASSTHROUGH, PASSTHROUGH_MI, PASSTHROUGH_ARGS, S4_RULES, S3_EXTRA_RULES), e.g. VARIANT_nows="SERVER_EXTRA='work_stealing: false'",
 # or VARIANT_held="S4_RULES=\$LOAD_DIR/rules-s4-held" (S4 with a blocking rule: responses held whole).
 variant_lines() {
     local tok
@@ -580,11 +581,11 @@ with_variant() {
     fi
     local spec="VARIANT_${scen#*:}"
     [[ -n ${!spec:-} ]] || die "$scen: \$$spec is not set"
-    local saved=("$SERVER_EXTRA" "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_ARGS" "$PASSTHROUGH_MI" "${S4_RULES:-}")
+    local saved=("$SERVER_EXTRA" "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_ARGS" "$PASSTHROUGH_MI" "${S4_RULES:-}" "${S3_EXTRA_RULES:-}")
     eval "${!spec}"
     "$@"
     SERVER_EXTRA=${saved[0]} PORTCULLIS=${saved[1]} PASSTHROUGH=${saved[2]} PASSTHROUGH_ARGS=${saved[3]}
-    PASSTHROUGH_MI=${saved[4]} S4_RULES=${saved[5]}
+    PASSTHROUGH_MI=${saved[4]} S4_RULES=${saved[5]} S3_EXTRA_RULES=${saved[6]}
 }
 
 # ---------------------------------------------------------------------------------------------
