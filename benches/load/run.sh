@@ -346,6 +346,7 @@ routes:
   - { id: api, path_prefix: /api, upstream: origin, channel: orders }
   - { id: default, path_prefix: /, upstream: origin }
 ${EXTRA_ROUTES:+$(cat "$EXTRA_ROUTES")
+}${FLEET_YAML:+$FLEET_YAML
 }logging:
   # warn, but keep the one "listening" line (info, target portcullis::server) we read the port from.
   level: "warn,portcullis::server=info"
@@ -354,11 +355,31 @@ YAML
     printf '%s\n' "$dir"
 }
 
+# fleet_store: with FLEET=1 (a variant, benches/README.md), a redis-server on a free port for
+# fleet mode, once per run; sets FLEET_YAML, the `fleet:` section the Portcullis config gets.
+fleet_store() {
+    FLEET_YAML=""
+    [[ ${FLEET:-} == 1 ]] || return 0
+    command -v redis-server >/dev/null || die "FLEET=1 needs redis-server (apt-get install redis-server)"
+    if [[ -z ${FLEET_PORT:-} ]]; then
+        FLEET_PORT=$(free_port)
+        redis-server --port "$FLEET_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$TMP/redis.log" 2>&1 &
+        PIDS+=("$!")
+        local i
+        for ((i = 0; i < 100; i++)); do
+            redis-cli -p "$FLEET_PORT" PING 2>/dev/null | grep -q PONG && break
+            sleep 0.05
+        done
+    fi
+    FLEET_YAML="fleet: { redis_url: \"redis://127.0.0.1:$FLEET_PORT\", id: bench$RANDOM }"
+}
+
 # Portcullis with the rules of RULE_DIR... (S2: none; S3: shipped firewall + rules-s3; S4: + rules-s4).
 start_portcullis() {
     local name=$1
     shift
     local dir
+    fleet_store
     dir=$(portcullis_config "$name" "$@")
     "$PORTCULLIS" validate --config "$dir/gateway.yaml" >"$dir/validate.out" 2>&1 ||
         die "generated config does not validate: $(cat "$dir/validate.out")"
@@ -562,7 +583,8 @@ want() { [[ -z $SCENARIOS ]] || [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 # Diagnostic variants: SCENARIOS may name "BASE:VARIANT" (e.g. "S2:nows"), measured like BASE
 # with the shell assignments of $VARIANT_<VARIANT> applied (any of SERVER_EXTRA, PORTCULLIS,
-# PASSTHROUGH, PASSTHROUGH_MI, PASSTHROUGH_ARGS, S4_RULES, S3_EXTRA_RULES), e.g. VARIANT_nows="SERVER_EXTRA='work_stealing: false'",
+# PASSTHROUGH, PASSTHROUGH_MI, PASSTHROUGH_ARGS, S4_RULES, S3_EXTRA_RULES, FLEET=1: fleet mode on a
+# local redis-server), e.g. VARIANT_nows="SERVER_EXTRA='work_stealing: false'",
 # or VARIANT_held="S4_RULES=\$LOAD_DIR/rules-s4-held" (S4 with a blocking rule: responses held whole).
 variant_lines() {
     local tok
@@ -581,11 +603,11 @@ with_variant() {
     fi
     local spec="VARIANT_${scen#*:}"
     [[ -n ${!spec:-} ]] || die "$scen: \$$spec is not set"
-    local saved=("$SERVER_EXTRA" "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_ARGS" "$PASSTHROUGH_MI" "${S4_RULES:-}" "${S3_EXTRA_RULES:-}")
+    local saved=("$SERVER_EXTRA" "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_ARGS" "$PASSTHROUGH_MI" "${S4_RULES:-}" "${S3_EXTRA_RULES:-}" "${FLEET:-}")
     eval "${!spec}"
     "$@"
     SERVER_EXTRA=${saved[0]} PORTCULLIS=${saved[1]} PASSTHROUGH=${saved[2]} PASSTHROUGH_ARGS=${saved[3]}
-    PASSTHROUGH_MI=${saved[4]} S4_RULES=${saved[5]} S3_EXTRA_RULES=${saved[6]}
+    PASSTHROUGH_MI=${saved[4]} S4_RULES=${saved[5]} S3_EXTRA_RULES=${saved[6]} FLEET=${saved[7]}
 }
 
 # ---------------------------------------------------------------------------------------------
