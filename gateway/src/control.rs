@@ -691,9 +691,7 @@ impl ControlApp {
         });
         let change = match committed {
             Ok(c) => c,
-            Err(TxError::Refused(r)) if r.status == 503 => {
-                return Err(Deny::new(DenyCode::StoreUnavailable, "fleet_store").with_details(vec![r.why]))
-            }
+            Err(TxError::Refused(r)) if r.status == 503 => return Err(fleet_unavailable(r.why)),
             Err(TxError::Refused(r)) => {
                 return Err(Deny::new(DenyCode::BadRequest, "session_id").with_details(vec![r.why]))
             }
@@ -897,6 +895,11 @@ fn audit_limit(query: Option<&str>) -> Result<usize, String> {
         }
     }
     Ok(limit)
+}
+
+/// `503 store_unavailable`: the fleet store could not be asked (the change, or the fleet's list).
+fn fleet_unavailable(why: String) -> Deny {
+    Deny::new(DenyCode::StoreUnavailable, "fleet_store").with_details(vec![why])
 }
 
 /// An authorised control request.

@@ -420,8 +420,16 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: &[RawAlertRule], ou
     compile_section(ctx, KIND, section, raw, out, |c, meta, r| Some(one(c, meta, r)));
 }
 
-/// A duration key (`30s`, `5m`, `1h`) in `min..=max` seconds.
-fn duration(c: &mut Checker<'_, '_>, key: &str, v: Option<&String>, default: u64, min: u64, max: u64) -> u64 {
+/// A duration key (`30s`, `5m`, `1h`) in `min..=max` seconds; `default` when absent (an error
+/// recorded and `default` returned when out of range or unreadable).
+pub(crate) fn duration(
+    c: &mut Checker<'_, '_>,
+    key: &str,
+    v: Option<&String>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> u64 {
     let Some(s) = v else { return default };
     match period_secs(s.trim()) {
         Some(Some(secs)) if (min..=max).contains(&secs) => secs,

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::ipset::{parse_net, IpSet};
-use crate::limits::rate::period_secs;
 use crate::rulefile::{compile_section, present, Checker, Common, Ctx, RawRule, RuleMeta};
 use crate::verdict::{EventType, Mode, Severity};
 
@@ -230,23 +229,12 @@ pub(crate) fn compile(ctx: &mut Ctx<'_>, section: &str, raw: &[RawAutoBlock], ou
     compile_section(ctx, KIND, section, raw, out, |c, meta, r| Some(one(c, meta, r)));
 }
 
-/// A duration key in `min..=max` seconds; `None` (an error recorded) otherwise.
+/// A required duration key, 1 s to `max`.
 fn secs(c: &mut Checker<'_, '_>, key: &str, v: Option<&String>, max: u64) -> u64 {
-    let Some(s) = v else {
+    if v.is_none() {
         c.error(key, format!("`{key}` is required: write <n><unit> like `30s`, `5m` or `1h`"));
-        return 1;
-    };
-    match period_secs(s.trim()) {
-        Some(Some(n)) if (1..=max).contains(&n) => n,
-        Some(_) => {
-            c.error(key, format!("`{s}` is out of range: 1s to {}s", max));
-            1
-        }
-        None => {
-            c.error(key, format!("`{}` is not a duration: write <n><unit> like `30s`, `5m` or `1h`", s.escape_debug()));
-            1
-        }
     }
+    crate::alerts::duration(c, key, v, 1, 1, max)
 }
 
 fn one(c: &mut Checker<'_, '_>, meta: RuleMeta, r: &RawAutoBlock) -> AutoBlockRule {

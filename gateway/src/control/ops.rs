@@ -8,8 +8,8 @@
 //! In fleet mode these changes are shared through the fleet store like the switches (fleet.rs).
 
 use super::{
-    audit_unavailable, bad_query, decode_segment, parse_body, switch_changed_event, Call, ControlApp, Handler,
-    Mutating, OwnedCall,
+    audit_unavailable, bad_query, decode_segment, fleet_unavailable, parse_body, switch_changed_event, Call,
+    ControlApp, Handler, Mutating, OwnedCall,
 };
 use crate::audit::{AuditAction, AuditFilter};
 use crate::sessions::{AllowEntry, Revocation, FOREVER};
@@ -131,7 +131,7 @@ impl ControlApp {
                     let records = tokio::task::spawn_blocking(move || f.audit(limit))
                         .await
                         .map_err(|_| Deny::new(DenyCode::Internal, "audit_task"))?
-                        .map_err(|e| Deny::new(DenyCode::StoreUnavailable, "fleet_store").with_details(vec![e]))?;
+                        .map_err(fleet_unavailable)?;
                     return Ok((200, json!({ "scope": "fleet", "records": records, "next_before": null })));
                 }
                 let audit = self.shared.audit.clone();
@@ -256,9 +256,7 @@ impl ControlApp {
         });
         let c = match committed {
             Ok(c) => c,
-            Err(TxError::Refused(r)) if r.status == 503 => {
-                return Err(Deny::new(DenyCode::StoreUnavailable, "fleet_store").with_details(vec![r.why]))
-            }
+            Err(TxError::Refused(r)) if r.status == 503 => return Err(fleet_unavailable(r.why)),
             Err(TxError::Refused(r)) => {
                 return Err(Deny::new(DenyCode::BadRequest, "operator_target").with_details(vec![r.why]))
             }
