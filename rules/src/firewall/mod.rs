@@ -1290,7 +1290,7 @@ mod tests {
 
     #[test]
     fn shipped_rules_compile_and_match_only_attack_tools() {
-        let text = include_str!("../../config/rules/firewall.yaml");
+        let text = include_str!("../../../config/rules/firewall.yaml");
         let s = compile(&[SourceFile::new("config/rules/firewall.yaml", text)]).unwrap();
         assert!(s.rule_count() >= 1);
         assert!(s.rules().iter().all(|r| r.mode == Mode::Enforce));

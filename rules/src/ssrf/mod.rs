@@ -1100,7 +1100,7 @@ fn rule(c: &mut Checker<'_, '_>, id: Arc<str>, mode: Mode, severity: Severity, r
 
 /// The payload corpus `rules/testdata/ssrf.txt`: every case with the verdict it must get (the
 /// table test here and the e2e test, which sends each through the gateway, both read it).
-pub const CORPUS: &str = include_str!("../testdata/ssrf.txt");
+pub const CORPUS: &str = include_str!("../../testdata/ssrf.txt");
 
 /// The `allow_hosts` of the corpus's `@policy allowlist` cases.
 pub const CORPUS_ALLOW_HOSTS: [&str; 3] = ["example.com", "*.partner.example", "bücher.example"];
@@ -1136,5 +1136,4 @@ pub fn corpus() -> Vec<Case> {
 }
 
 #[cfg(test)]
-#[path = "ssrf_tests.rs"]
 mod tests;
