@@ -21,6 +21,7 @@ pub mod query;
 pub mod request_id;
 pub mod routes;
 pub mod rulefile;
+pub mod schema;
 pub mod ssrf;
 pub mod tenant;
 pub mod verdict;

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::deny::{Deny, DenyCode};
 use crate::ipset::{parse_net, IpSet};
 use crate::limits::rate::period_secs;
-use crate::rulefile::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule, RuleMeta};
+use crate::schema::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule, RuleMeta};
 use crate::verdict::{EventType, Finding, Mode, Severity};
 
 /// The section's rule kind.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::ipset::{parse_net, IpSet};
-use crate::rulefile::{compile_section, present, Checker, Common, Ctx, RawRule, RuleMeta};
+use crate::schema::{compile_section, present, Checker, Common, Ctx, RawRule, RuleMeta};
 use crate::verdict::{EventType, Mode, Severity};
 
 /// The section's rule kind.

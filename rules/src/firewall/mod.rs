@@ -59,11 +59,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
-use crate::rulefile::{check_route, compile_path_regex, compile_regex, present, Common, Ctx};
+use crate::schema::{check_route, compile_path_regex, compile_regex, present, Common, Ctx};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
 
-/// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
+/// The rule kind name, as in [`crate::schema::RuleInfo::kind`].
 pub const KIND: &str = "firewall";
 
 /// The event every firewall finding becomes.
@@ -355,13 +355,13 @@ impl RuleSet {
         if patterns.is_empty() {
             return None;
         }
-        let limit = crate::rulefile::REGEX_SIZE_LIMIT.saturating_mul(patterns.len()).min(MAX_SET_BYTES);
+        let limit = crate::schema::REGEX_SIZE_LIMIT.saturating_mul(patterns.len()).min(MAX_SET_BYTES);
         let set = regex::bytes::RegexSetBuilder::new(patterns.iter().map(|(p, _)| *p))
             .unicode(false)
             .case_insensitive(case_insensitive)
             .size_limit(limit)
             .dfa_size_limit(SET_DFA_BYTES)
-            .nest_limit(crate::rulefile::REGEX_NEST_LIMIT)
+            .nest_limit(crate::schema::REGEX_NEST_LIMIT)
             .build()
             .ok()?;
         Some(RuleSet { set, rules: patterns.into_iter().map(|(_, i)| i).collect() })

@@ -62,12 +62,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::deny::{Deny, DenyCode};
-use crate::rulefile::{AssetRef, Common, Ctx};
+use crate::schema::{AssetRef, Common, Ctx};
 use crate::verdict::{EventType, Finding, Mode, Severity};
 use crate::view::RequestView;
 use jwt::{Alg, Issuer, JwtError, Verifier, VerifyingKey};
 
-/// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
+/// The rule kind name, as in [`crate::schema::RuleInfo::kind`].
 pub const KIND: &str = "identity";
 
 /// The event every identity finding becomes.
@@ -973,7 +973,7 @@ impl Compiler<'_, '_> {
         let mut out: Vec<String> = Vec::new();
         for (j, route) in routes.iter().enumerate() {
             let at = format!("{path}.routes[{j}]");
-            if let Err(e) = crate::rulefile::check_route(route, known) {
+            if let Err(e) = crate::schema::check_route(route, known) {
                 self.error(&at, e);
             } else if let Some(other) = claimed.get(route) {
                 self.error(&at, format!("route `{route}` already has identity rule `{other}`; one rule per route"));

@@ -17,11 +17,11 @@ use super::aggregate::{Aggregator, Emit, Origin};
 use super::{KeyInput, LimitCheck, Now};
 use crate::deny::{Deny, DenyCode};
 use crate::identity::Identity;
-use crate::rulefile::{compile_section, present, route_matches, Common, Ctx, RawRule, MAX_ID_LEN};
+use crate::schema::{compile_section, present, route_matches, Common, Ctx, RawRule, MAX_ID_LEN};
 use crate::verdict::{EventType, Finding, Mode, Severity};
 use crate::view::RequestView;
 
-/// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
+/// The rule kind name, as in [`crate::schema::RuleInfo::kind`].
 pub const KIND: &str = "quotas";
 
 /// The event every quota finding becomes.

@@ -18,11 +18,11 @@ use super::gcra::{Gcra, LimitDecision, LimiterStore, DEFAULT_MAX_KEYS, MAX_MAX_K
 use super::{KeyInput, LimitCheck, Now};
 use crate::deny::{Deny, DenyCode};
 use crate::identity::AuthMethod;
-use crate::rulefile::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule};
+use crate::schema::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule};
 use crate::verdict::{EventType, Finding, Mode, Severity};
 use crate::view::RequestView;
 
-/// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
+/// The rule kind name, as in [`crate::schema::RuleInfo::kind`].
 pub const KIND: &str = "rate_limits";
 
 /// The event every rate-limit finding becomes.

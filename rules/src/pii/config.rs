@@ -10,7 +10,7 @@ use super::detect::{Custom, Engine, MAX_CUSTOM_LEN, MAX_KEYWORD_LEN, MAX_PREFIX_
 use super::json::{JsonKeys, MAX_KEY_LEN};
 use super::scan::{Limits, Shared};
 use super::{ContentType, Kind, Mask, OverCap, Pii, PiiAction, PiiPolicy, Validator, EVENT, KIND};
-use crate::rulefile::{compile_regex, present, Checker, Common, Ctx, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT};
+use crate::schema::{compile_regex, present, Checker, Common, Ctx, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT};
 use crate::verdict::{Mode, Severity};
 
 /// Default `max_body_bytes` (1 MiB).

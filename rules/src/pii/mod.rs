@@ -171,7 +171,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::deny::{Deny, DenyCode};
-use crate::rulefile::route_matches;
+use crate::schema::route_matches;
 use crate::verdict::{Action, EventType, Finding, Mode, Severity};
 
 pub(crate) use config::{compile, Builder, RawPiiRule};
@@ -182,7 +182,7 @@ pub use detect::{CONTEXT_WINDOW, MAX_CUSTOM_LEN, MAX_KEYWORD_LEN, MAX_PREFIX_LEN
 pub use events::{EventScanner, EventWithheld};
 pub use scan::{OverCapError, StreamScanner, HOLDBACK, MAX_SAMPLE_LEN, REDACTED_TOKEN};
 
-/// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
+/// The rule kind name, as in [`crate::schema::RuleInfo::kind`].
 pub const KIND: &str = "pii";
 
 /// The event every PII finding becomes.
@@ -525,7 +525,7 @@ impl Pii {
 pub struct PiiPolicy {
     /// The rule id.
     pub id: Arc<str>,
-    /// The rule hash (as in [`crate::rulefile::RuleInfo::hash`]).
+    /// The rule hash (as in [`crate::schema::RuleInfo::hash`]).
     pub hash: String,
     /// `enforce`, or `monitor` (every action is then `monitor`).
     pub mode: Mode,

@@ -73,12 +73,12 @@ use serde_json::{Map, Value};
 
 use crate::deny::{Deny, DenyCode};
 use crate::query;
-use crate::rulefile::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule};
+use crate::schema::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule};
 use crate::tenant::{self, BodyInput, Pointer};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
 
-/// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
+/// The rule kind name, as in [`crate::schema::RuleInfo::kind`].
 pub const KIND: &str = "ssrf";
 
 /// The event every SSRF finding becomes.

@@ -101,12 +101,12 @@ use serde_json::{Map, Value};
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
 use crate::query;
-use crate::rulefile::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule};
+use crate::schema::{compile_section, present, route_matches, Checker, Common, Ctx, RawRule};
 use crate::verdict::{EventType, Finding, Mode, Outcome, Severity};
 use crate::view::RequestView;
 use std::borrow::Cow;
 
-/// The rule kind name, as in [`crate::rulefile::RuleInfo::kind`].
+/// The rule kind name, as in [`crate::schema::RuleInfo::kind`].
 pub const KIND: &str = "tenant_scope";
 
 /// The event every tenant-scope finding becomes.

@@ -61,7 +61,7 @@ use super::replay::{Claim, ReplayCache};
 use super::{Encoding, GenericScheme, MacAlg, Provider, Secret, Verifier, MAX_SECRETS};
 use crate::canon;
 use crate::deny::{Deny, DenyCode};
-use crate::rulefile::{compile_section, present, route_matches, AssetRef, Checker, Common, Ctx, RawRule};
+use crate::schema::{compile_section, present, route_matches, AssetRef, Checker, Common, Ctx, RawRule};
 use crate::verdict::{EventType, Finding, Mode, Severity};
 use crate::view::RequestView;
 use http::{HeaderMap, HeaderName};
