@@ -69,7 +69,8 @@ def b64u(b):
 
 
 # ------------------------------------------------------------------ canon
-paths = rust_literals("rules/src/canon.rs", r"^/") + rust_literals("tests/tests/e2e/canon_wire.rs", r"^/")
+paths = (rust_literals("rules/src/canon.rs", r"^/") + rust_literals("rules/src/canon/tests.rs", r"^/")
+         + rust_literals("tests/tests/e2e/canon_wire.rs", r"^/"))
 put("canon", paths)
 
 # ------------------------------------------------------------------ query
@@ -105,7 +106,8 @@ put("headers", [
 ] + [bytes([i]) + b"\x01_\x01\x00.\x01~\x01\x00_\x01\x00\x01" for i in (0, 7, 24, 33, 41, 42)])
 
 # ------------------------------------------------------------------ framing
-heads = rust_literals("rules/src/framing.rs", r"HTTP/1") + rust_literals("tests/tests/e2e/framing.rs", r"HTTP/1")
+heads = (rust_literals("rules/src/framing.rs", r"HTTP/1") + rust_literals("rules/src/framing/tests.rs", r"HTTP/1")
+         + rust_literals("tests/tests/e2e/framing.rs", r"HTTP/1"))
 heads = [h.replace(b"{cl}", cl) for h in heads for cl in ([b"3", b"+3", b"3 ", b"0x3", b"3,3", b"99999999999999999"] if b"{cl}" in h else [b""])]
 heads = [h.replace(b"{te}", te) for h in heads for te in ([b"chunked", b"gzip, chunked", b"Chunked", b"chunked, identity", b" chunked"] if b"{te}" in h else [b""])]
 heads = [h for h in heads if b"{" not in h]

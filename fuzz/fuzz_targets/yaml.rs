@@ -1,5 +1,5 @@
-//! The YAML loader (`yaml::Doc::parse`, `yaml::from_str`) and the rule-file compiler
-//! (`rulefile::compile_with`) over any text.
+//! The YAML loader (crate `portcullis-yaml`: `Doc::parse`, `Doc::deserialize`) and the rule-file
+//! compiler (`rulefile::compile_with`) over any text.
 //!
 //! Properties: no panic (the parser runs on its own thread with a bounded nesting gate: a hang
 //! or a stack overflow is a finding too); every error names the file and a line inside it (or
@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis_rules::rulefile::{compile_with, AssetRef, Env, SourceFile};
-use portcullis_rules::yaml::{self, ConfigError};
+use portcullis_yaml::{self as yaml, ConfigError};
 
 const FILE: &str = "fuzz.yaml";
 const SECRET: &str = "0123456789abcdef0123456789abcdef-hs256-test-secret";
