@@ -766,35 +766,6 @@ impl AuditFilter {
     }
 }
 
-/// Installs the rules' auditor: a reload picked up from the files (watch, poll, SIGHUP) that
-/// applied new rules or failed is recorded as `rules.reload.file` (actor `rules:<trigger>`,
-/// target `rules`, `old`/`new`: versions and file hashes, `new.changed`: the files that
-/// changed), `ok` or `refused`. Not state-changing (never replayed). A record that cannot be
-/// written is logged (the rules are the files' either way).
-pub fn audit_file_reloads(rules: &crate::reload::Rules, log: &Arc<AuditLog>) {
-    let log = Arc::downgrade(log);
-    rules.set_auditor(Arc::new(move |r: &crate::reload::FileReload| {
-        let Some(log) = log.upgrade() else { return };
-        let actor = format!("rules:{}", r.trigger.as_str());
-        let entry = AuditEntry {
-            actor: Some(&actor),
-            role: None,
-            source_ip: None,
-            request_id: "-",
-            action: AuditAction::RulesReloadFile.as_str(),
-            target: "rules",
-            old: r.old.clone(),
-            new: r.new.clone(),
-            reason: None,
-            outcome: if r.applied { "ok" } else { "refused" },
-            status: 0,
-        };
-        if let Err(e) = log.append(&entry) {
-            tracing::error!(error = %e, "cannot audit a rules reload from the files");
-        }
-    }));
-}
-
 /// A record's `time` in Unix milliseconds.
 fn record_millis(rec: &Value) -> Option<i64> {
     let t = rec.get("time")?.as_str()?;

@@ -6,19 +6,20 @@
 //! (never the token).
 
 use crate::audit::{AuditAction, AuditEntry};
+use crate::clock::{now_unix, rfc3339};
 use crate::config::Role;
-use crate::events::{events_body, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
-use crate::proxy::new_request_id;
+use crate::events::{events_body, switch_changed_event, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
+use crate::ids::new_request_id;
 use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
-use crate::switches::{etag, now_unix, parse_if_match, Change, MaintenanceChange, SwitchError};
+use crate::switches::{etag, parse_if_match, Change, MaintenanceChange, SwitchError};
 use crate::txn::{transact, Meta, Op, Plan, Refusal as _, Refused, TxError};
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use portcullis_rules::deny::{render, Deny, DenyCode};
-use portcullis_rules::verdict::{Action, EventType};
+use portcullis_rules::verdict::EventType;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -785,17 +786,6 @@ impl ControlApp {
     }
 }
 
-/// The `switch_changed` event for a change (operator or ttl): one builder for both.
-pub fn switch_changed_event(change: &Change, who: &str, rules_version: &str) -> SecurityEvent {
-    let mut detail = serde_json::Map::new();
-    detail.insert("target".into(), json!(change.target));
-    detail.insert("old".into(), change.old.clone());
-    detail.insert("new".into(), change.new.clone());
-    detail.insert("set_by".into(), json!(who));
-    detail.insert("version".into(), json!(change.version));
-    SecurityEvent::system(EventType::SwitchChanged, Action::Changed, Some(rules_version), detail)
-}
-
 /// The tenant of `/v1/quotas/{tenant}[/…]`, percent-decoded; `None` when not UTF-8.
 fn path_tenant(path: &str) -> Option<String> {
     decode_segment(path.strip_prefix("/v1/quotas/")?.split('/').next()?)
@@ -999,11 +989,6 @@ struct ToggleBody {
 
 fn bad_query(msg: String) -> Deny {
     Deny::new(DenyCode::BadRequest, "query").with_details(vec![msg])
-}
-
-/// RFC 3339 UTC timestamp with seconds.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Builds a control response. A header the builder refuses (it cannot happen with our static

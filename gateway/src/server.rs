@@ -6,8 +6,9 @@ use crate::audit::AuditLog;
 use crate::config::{GatewayConfig, HealthCheck};
 use crate::control::ControlApp;
 use crate::events::{EventBus, RequestWindow};
+use crate::ids::new_request_id;
 use crate::metrics::Metrics;
-use crate::proxy::{new_request_id, Portcullis};
+use crate::proxy::Portcullis;
 use crate::reload::{Rules, Trigger};
 use crate::state::Shared;
 use crate::switches::{Bypass, Switches};
@@ -153,17 +154,17 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     });
     crate::alerting::Alerting::start(Arc::downgrade(&shared), cfg.alerting.evaluate_every)
         .map_err(|e| format!("cannot start the alert evaluator: {e}"))?;
-    crate::autoblock::start(&shared).map_err(|e| format!("cannot start the automatic blocks: {e}"))?;
+    crate::auto_blocker::start(&shared).map_err(|e| format!("cannot start the automatic blocks: {e}"))?;
 
     // One state model: replay what the audit log (the write-ahead log) holds past the state
     // files, then follow what any other process sharing `state_dir` commits.
     crate::txn::recover(&*audit, shared.state(), &cfg.state_dir).map_err(|e| format!("state recovery: {e}"))?;
-    crate::txn::follow(&audit, Arc::downgrade(&shared));
-    crate::audit::audit_file_reloads(&rules, &audit);
+    crate::txn::follow(&audit, Arc::downgrade(&shared), Shared::state);
+    crate::reload::audit_file_reloads(&rules, &audit);
     if let Some(fleet) = &shared.fleet {
         // Caught up with the fleet before serving when the store answers; with it down, the
         // last known state (the local files) is in force and the fleet thread keeps trying.
-        match fleet.sync(&shared) {
+        match fleet.sync(&*shared) {
             Ok(n) => {
                 tracing::info!(store = %cfg.fleet.as_ref().map_or("", |f| f.endpoint.as_str()), applied = n, "fleet mode: in sync with the fleet store")
             }
@@ -735,7 +736,7 @@ impl BackgroundService for SwitchTtl {
 
 impl SwitchTtl {
     fn tick(shared: &Shared) {
-        let now = crate::switches::now_unix();
+        let now = crate::clock::now_unix();
         match crate::txn::housekeeping(&*shared.audit, || shared.sessions.expire(now)) {
             Ok(Err(e)) => tracing::error!(error = %e, "cannot forget expired session revocations"),
             Err(e) => tracing::error!(error = %e, "cannot enter the state store to forget expired revocations"),
@@ -777,7 +778,7 @@ impl SwitchTtl {
         match committed {
             Ok(c) => {
                 let version = shared.rules.current().snapshot.version.clone();
-                shared.events.emit(crate::control::switch_changed_event(
+                shared.events.emit(crate::events::switch_changed_event(
                     &c.change(),
                     crate::switches::TTL_ACTOR,
                     &version,

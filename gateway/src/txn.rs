@@ -31,7 +31,7 @@
 use crate::audit::{AuditAction, AuditEntry, AuditLog, AuditTxn};
 use crate::limits::LimitState;
 use crate::sessions::{SessionOp, Sessions};
-use crate::switches::{SwitchOp, Switches};
+use crate::switches::{SwitchError, SwitchOp, Switches};
 use serde_json::{json, Value};
 use std::fmt;
 use std::io;
@@ -289,6 +289,19 @@ impl Refusal for Refused {
     }
 }
 
+/// The switches' refusals (unknown target, `If-Match`, invalid request, store).
+impl Refusal for SwitchError {
+    fn status(&self) -> u16 {
+        match self {
+            SwitchError::UnknownChannel { .. } | SwitchError::UnknownFlag { .. } => 404,
+            SwitchError::Conflict { .. } => 412,
+            SwitchError::Invalid(_) => 400,
+            SwitchError::Persist(_) => 500,
+            SwitchError::StoreUnavailable(_) => 503,
+        }
+    }
+}
+
 /// Why a transaction did not commit. Either way nothing changed.
 #[derive(Debug)]
 pub enum TxError<E> {
@@ -420,10 +433,11 @@ pub fn recover<S: StateStore>(store: &S, state: State<'_>, state_dir: &Path) -> 
 
 /// Installs the applier: records other processes append are applied to this process's state
 /// (in memory; their writer checkpointed them, and replay covers a writer that died first).
-pub fn follow(log: &AuditLog, shared: std::sync::Weak<crate::state::Shared>) {
+/// `state` says where the owner (the shared state, held weakly) keeps the runtime state.
+pub fn follow<T: Send + Sync + 'static>(log: &AuditLog, owner: std::sync::Weak<T>, state: fn(&T) -> State<'_>) {
     log.set_applier(Arc::new(move |records: &[Value]| {
-        if let Some(sh) = shared.upgrade() {
-            let n = sh.state().replay(records, false);
+        if let Some(sh) = owner.upgrade() {
+            let n = state(&sh).replay(records, false);
             if n > 0 {
                 tracing::info!(changes = n, "applied changes another process committed");
             }
