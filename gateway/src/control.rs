@@ -501,19 +501,10 @@ struct OwnedEntry {
 
 impl OwnedEntry {
     fn entry(&self) -> AuditEntry<'_> {
-        AuditEntry {
-            actor: self.actor.as_deref(),
-            role: self.role.as_deref(),
-            source_ip: self.source_ip.clone(),
-            request_id: &self.request_id,
-            action: self.action.as_str(),
-            target: &self.target,
-            old: self.old.clone(),
-            new: self.new.clone(),
-            reason: self.reason.as_deref(),
-            outcome: self.outcome,
-            status: self.status,
-        }
+        AuditEntry::new(self.action, &self.target, self.outcome, self.status)
+            .by(self.actor.as_deref(), self.role.as_deref(), self.source_ip.as_deref(), &self.request_id)
+            .values(self.old.clone(), self.new.clone())
+            .reason(self.reason.as_deref())
     }
 }
 
@@ -530,7 +521,7 @@ impl ControlApp {
         match self.shared.audit.append(e) {
             Ok(_) => true,
             Err(err) => {
-                tracing::error!(error = %err, action = e.action, change.target = e.target, "cannot write the audit log");
+                tracing::error!(error = %err, action = e.action.as_str(), change.target = e.target, "cannot write the audit log");
                 false
             }
         }
@@ -548,19 +539,12 @@ impl ControlApp {
         };
         let requested: Value = serde_json::from_slice(call.body).unwrap_or(Value::Null);
         let refuse = |deny: Deny, status: u16, why: String| -> Deny {
-            self.audit(&AuditEntry {
-                actor: Some(call.who),
-                role: Some(call.role.as_str()),
-                source_ip: call.source_ip.map(str::to_owned),
-                request_id: call.request_id,
-                action: action.as_str(),
-                target: &target,
-                old: Value::Null,
-                new: requested.clone(),
-                reason: Some(&why),
-                outcome: "refused",
-                status,
-            });
+            self.audit(
+                &AuditEntry::new(action, &target, "refused", status)
+                    .by(Some(call.who), Some(call.role.as_str()), call.source_ip, call.request_id)
+                    .values(Value::Null, requested.clone())
+                    .reason(Some(&why)),
+            );
             deny.with_details(vec![why])
         };
         let if_match = match call.if_match.map(parse_if_match) {
@@ -812,19 +796,17 @@ impl<'a> Mutating<'a> {
 
     /// Appends the audit record; false when it could not be written.
     fn audit(&self, outcome: &str, status: u16, old: Value, new: Value, reason: Option<&str>) -> bool {
-        self.app.audit(&AuditEntry {
-            actor: Some(&self.call.who),
-            role: Some(self.call.role.as_str()),
-            source_ip: self.call.source_ip.clone(),
-            request_id: &self.call.request_id,
-            action: self.action.as_str(),
-            target: &self.target,
-            old,
-            new,
-            reason,
-            outcome,
-            status,
-        })
+        self.app.audit(
+            &AuditEntry::new(self.action, &self.target, outcome, status)
+                .by(
+                    Some(&self.call.who),
+                    Some(self.call.role.as_str()),
+                    self.call.source_ip.as_deref(),
+                    &self.call.request_id,
+                )
+                .values(old, new)
+                .reason(reason),
+        )
     }
 
     /// Who asks, for [`transact`].
@@ -1010,7 +992,7 @@ fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Vec<u8
     response(status, &headers, body.to_string().into_bytes(), request_id)
 }
 
-fn deny_response(deny: &Deny, request_id: &str) -> Response<Vec<u8>> {
+fn control_deny(deny: &Deny, request_id: &str) -> Response<Vec<u8>> {
     let r = render(deny, request_id);
     // The renderer already sets content-length; `response` sets it from the body itself.
     let headers: Vec<(&str, &str)> =
@@ -1037,7 +1019,7 @@ impl ServeHttp for ControlApp {
         while let Ok(Some(chunk)) = session.read_request_body().await {
             if body.len() + chunk.len() > MAX_BODY {
                 session.set_keepalive(None);
-                return deny_response(&Deny::new(DenyCode::PayloadTooLarge, "control_body"), &request_id);
+                return control_deny(&Deny::new(DenyCode::PayloadTooLarge, "control_body"), &request_id);
             }
             body.extend_from_slice(&chunk);
         }
@@ -1063,7 +1045,7 @@ impl ServeHttp for ControlApp {
                 return response(200, &[("content-type", "text/plain; version=0.0.4")], body, &request_id);
             }
             (_, "/health" | "/ready" | "/metrics") => {
-                return deny_response(
+                return control_deny(
                     &Deny::new(DenyCode::MethodNotAllowed, "method").with_header("allow", "GET, HEAD"),
                     &request_id,
                 )
@@ -1073,7 +1055,7 @@ impl ServeHttp for ControlApp {
         let limit = self.shared.config.control_rate_per_second;
         if !self.throttle.allow(source_ip.as_deref().unwrap_or("-"), now_unix(), limit) {
             session.set_keepalive(None);
-            return deny_response(
+            return control_deny(
                 &Deny::new(DenyCode::RateLimited, "control_rate").with_header("retry-after", "1"),
                 &request_id,
             );
@@ -1082,7 +1064,7 @@ impl ServeHttp for ControlApp {
             return r;
         }
         if !path.starts_with("/v1/") {
-            return deny_response(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
+            return control_deny(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
         }
 
         let refused = |actor: Option<&str>, role: Option<Role>, status: u16, why: &str| OwnedEntry {
@@ -1107,7 +1089,7 @@ impl ServeHttp for ControlApp {
                 self.audit_off_thread(e).await;
             }
             tracing::warn!(event.action = "control_denied", reason = "unauthenticated", http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
-            return deny_response(
+            return control_deny(
                 &Deny::new(DenyCode::Unauthenticated, "control_token")
                     .with_header("www-authenticate", "Bearer realm=\"portcullis\""),
                 &request_id,
@@ -1115,13 +1097,13 @@ impl ServeHttp for ControlApp {
         };
         let candidates: Vec<_> = ENDPOINTS.iter().filter(|(_, p, _, _)| pattern_matches(p, &path)).collect();
         if candidates.is_empty() {
-            return deny_response(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
+            return control_deny(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
         }
         let Some(&&(_, _, needed, handler)) = candidates.iter().find(|(m, _, _, _)| *m == method) else {
             let allow: Vec<&str> = candidates.iter().map(|(m, _, _, _)| *m).collect();
             self.audit_off_thread(refused(Some(who), Some(role), 405, "method")).await;
             tracing::warn!(event.action = "control_denied", reason = "method", user.name = who, http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
-            return deny_response(
+            return control_deny(
                 &Deny::new(DenyCode::MethodNotAllowed, "method").with_header("allow", allow.join(", ")),
                 &request_id,
             );
@@ -1130,7 +1112,7 @@ impl ServeHttp for ControlApp {
             self.audit_off_thread(refused(Some(who), Some(role), 403, "role")).await;
             tracing::warn!(event.action = "control_denied", reason = "role", user.name = who, user.roles = role.as_str(), needed = needed.as_str(), http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             let why = format!("this needs the `{}` role; the token `{who}` has `{}`", needed.as_str(), role.as_str());
-            return deny_response(&Deny::new(DenyCode::Forbidden, "role").with_details(vec![why]), &request_id);
+            return control_deny(&Deny::new(DenyCode::Forbidden, "role").with_details(vec![why]), &request_id);
         }
         let call = Call {
             path: &path,
@@ -1172,7 +1154,7 @@ impl ServeHttp for ControlApp {
                 if method != "GET" && !audits_itself {
                     self.audit_off_thread(refused(Some(who), Some(role), deny.code.status(), deny.code.as_str())).await;
                 }
-                deny_response(&deny, &request_id)
+                control_deny(&deny, &request_id)
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::ids::new_request_id;
 use crate::metrics::UpstreamError;
 use crate::reload::Loaded;
 use crate::state::Shared;
-use crate::webhooks::FleetClaim;
+use crate::webhook_replay::FleetClaim;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};

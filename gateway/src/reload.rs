@@ -654,19 +654,10 @@ pub fn audit_file_reloads(rules: &Rules, log: &Arc<AuditLog>) {
     rules.set_auditor(Arc::new(move |r: &FileReload| {
         let Some(log) = log.upgrade() else { return };
         let actor = format!("rules:{}", r.trigger.as_str());
-        let entry = AuditEntry {
-            actor: Some(&actor),
-            role: None,
-            source_ip: None,
-            request_id: "-",
-            action: AuditAction::RulesReloadFile.as_str(),
-            target: "rules",
-            old: r.old.clone(),
-            new: r.new.clone(),
-            reason: None,
-            outcome: if r.applied { "ok" } else { "refused" },
-            status: 0,
-        };
+        let outcome = if r.applied { "ok" } else { "refused" };
+        let entry = AuditEntry::new(AuditAction::RulesReloadFile, "rules", outcome, 0)
+            .by(Some(&actor), None, None, "-")
+            .values(r.old.clone(), r.new.clone());
         if let Err(e) = log.append(&entry) {
             tracing::error!(error = %e, "cannot audit a rules reload from the files");
         }

@@ -136,10 +136,10 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         bypass: Bypass::new(cfg.maintenance_bypass_cidrs.clone(), cfg.maintenance_bypass_header.clone()),
         audit: audit.clone(),
         sessions,
-        webhooks: crate::webhooks::WebhookState::default(),
-        pii: crate::pii::PiiState::default(),
+        webhooks: crate::webhook_replay::WebhookState::default(),
+        pii: crate::pii_response::PiiState::default(),
         connector: pingora_core::connectors::http::v1::Connector::new(None),
-        limits: crate::limits::LimitState::load(&cfg.state_dir),
+        limits: crate::limit_state::LimitState::load(&cfg.state_dir),
         fleet: match &cfg.fleet {
             Some(f) => Some(Arc::new(crate::fleet::Fleet::new(f, &cfg.state_dir)?)),
             None => None,
@@ -431,37 +431,44 @@ struct HeadGuard<A> {
     max_head: usize,
 }
 
-enum Head {
+/// What reading a request head came to.
+enum HeadRead {
     Complete,
     Closed,
     TimedOut,
     TooLarge,
 }
 
-async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, deadline: Duration, max: usize) -> Head {
+async fn read_head(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    idle: Duration,
+    deadline: Duration,
+    max: usize,
+) -> HeadRead {
     // Pingora's coarse timer wheel: the framework's idiom for coarse per-request deadlines.
     match fast_timeout(idle, stream.read_buf(buf)).await {
         Ok(Ok(n)) if n > 0 => {}
-        _ => return Head::Closed,
+        _ => return HeadRead::Closed,
     }
     if framing::head_complete(buf, 0) {
-        return Head::Complete;
+        return HeadRead::Complete;
     }
     // The head came in pieces: from here on the header deadline runs.
     let start = Instant::now();
     let mut scanned = 0;
     loop {
         if scanned > 0 && framing::head_complete(buf, scanned) {
-            return Head::Complete;
+            return HeadRead::Complete;
         }
         scanned = buf.len();
         if buf.len() > max {
-            return Head::TooLarge;
+            return HeadRead::TooLarge;
         }
         let remaining = deadline.saturating_sub(start.elapsed());
         match fast_timeout(remaining, stream.read_buf(buf)).await {
-            Err(_) => return Head::TimedOut,
-            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Err(_) => return HeadRead::TimedOut,
+            Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
             Ok(Ok(_)) => {}
         }
     }
@@ -630,7 +637,7 @@ where
         loop {
             let mut buf = BytesMut::with_capacity(4096);
             match read_head(&mut stream, &mut buf, idle, self.header_timeout, self.max_head).await {
-                Head::Complete => {
+                HeadRead::Complete => {
                     // Framing is judged on the raw head, before Pingora's parser: some ambiguous
                     // framings (CL + TE) would otherwise be dropped without an answer.
                     let checked =
@@ -641,12 +648,12 @@ where
                         return None;
                     }
                 }
-                Head::Closed => return None,
-                Head::TimedOut => {
+                HeadRead::Closed => return None,
+                HeadRead::TimedOut => {
                     write_raw_deny(&mut stream, &Deny::new(DenyCode::RequestTimeout, "header_deadline"), None).await;
                     return None;
                 }
-                Head::TooLarge => {
+                HeadRead::TooLarge => {
                     write_raw_deny(&mut stream, &Deny::new(DenyCode::BadRequest, "headers_too_large"), None).await;
                     return None;
                 }
@@ -811,7 +818,7 @@ impl LimitsTick {
         if !summaries.is_empty() {
             let loaded = shared.rules.current();
             for s in &summaries {
-                shared.events.emit(crate::limits::summary_event(s, &loaded.snapshot.version));
+                shared.events.emit(crate::limit_state::summary_event(s, &loaded.snapshot.version));
             }
         }
         if sweep {

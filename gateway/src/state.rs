@@ -39,11 +39,11 @@ pub struct Shared {
     /// Revoked sessions and blocked subjects (persisted).
     pub sessions: Arc<Sessions>,
     /// The webhook replay cache and delivery counters (outlive rule snapshots).
-    pub webhooks: crate::webhooks::WebhookState,
+    pub webhooks: crate::webhook_replay::WebhookState,
     /// Quota counters, the limit events' aggregator and the clock origin.
-    pub limits: crate::limits::LimitState,
+    pub limits: crate::limit_state::LimitState,
     /// PII scanning counters.
-    pub pii: crate::pii::PiiState,
+    pub pii: crate::pii_response::PiiState,
     /// The gateway's own upstream connections (pooled, keep-alive), for the responses it fetches
     /// itself: those a PII rule may withhold whole (see `proxy::exchange`).
     pub connector: pingora_core::connectors::http::v1::Connector,
