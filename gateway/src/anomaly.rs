@@ -8,7 +8,7 @@
 //!   request goes through undelayed and is counted (`portcullis_anomaly_delay_skipped_total`),
 //!   so the delays can never exhaust the gateway's own connections.
 //! - **Red** (score ≥ `red`): the session is revoked through the control-plane transaction,
-//!   audited with the actor `anomaly:<rule id>` (`containment::Job`, on a blocking thread), before
+//!   audited with the actor `anomaly:<rule id>` (`containment::anomaly_red`: a `containment::Job` on a blocking thread), before
 //!   this request is answered 401 `session_expired`, exactly as a revoked session is; an
 //!   `anomaly_red` event (critical) with `detail.action: session_revoked` and what was done in
 //!   `detail.containment`. A rule keyed by `subject` blocks the subject for [`RED_BLOCK_SECS`]

@@ -7,7 +7,7 @@
 //! An action whose audit record cannot be written is not taken (logged as an error, `failed` in
 //! the event): no change is ever in force without its record. The attacker's request is still
 //! refused with 403 either way. The same job carries out an anomaly rule's red zone
-//! (`crate::anomaly`: actor `anomaly:<rule id>`, reason `anomaly_red`).
+//! ([`anomaly_red`]: actor `anomaly:<rule id>`, reason `anomaly_red`; the scores are `crate::anomaly`'s).
 
 use crate::audit::AuditAction;
 use crate::state::Shared;
