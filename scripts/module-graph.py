@@ -262,6 +262,24 @@ class Crate:
         used = {n for e in self.edges for n in e}
         return ([ROOT] if ROOT in used else []) + self.modules
 
+    def levels(self):
+        """The modules by height (0: imports no module of the crate; n: its highest import is at
+        n - 1), lowest first: the rows of the drawing. Empty while there is a cycle."""
+        if self.cycles():
+            return []
+        succ = {n: [b for a, b in self.edges if a == n] for n in self.nodes()}
+        height = {}
+
+        def h(n):
+            if n not in height:
+                height[n] = 1 + max((h(m) for m in succ[n]), default=-1)
+            return height[n]
+
+        rows = {}
+        for n in self.nodes():
+            rows.setdefault(h(n), []).append(n)
+        return [sorted(rows[k]) for k in sorted(rows)]
+
     def cycles(self):
         """The strongly connected components with more than one module (Tarjan), sorted."""
         succ = {n: sorted(b for a, b in self.edges if a == n) for n in self.nodes()}
@@ -316,6 +334,9 @@ def dot(crates):
         lines.append(f'    label="{name}";')
         for m in c.nodes():
             lines.append(f'    "{name}::{m}" [label="{m}"];')
+        for level in c.levels():
+            same = " ".join(f'"{name}::{m}";' for m in level)
+            lines.append(f"    {{ rank=same; {same} }}")
         for a, b in sorted(c.edges):
             lines.append(f'    "{name}::{a}" -> "{name}::{b}";')
         lines.append("  }")

@@ -131,6 +131,21 @@ class Graph(unittest.TestCase):
         self.assertIn("no cycles", text)
         self.assertIn('"fixture::a" -> "fixture::b";', text)
         self.assertIn('"fixture::b" [label="b"];', text)
+        self.assertIn('{ rank=same; "fixture::b"; }', text)
+
+    def test_levels_are_rows_from_the_leaves_up(self):
+        src = crate(
+            {
+                "lib.rs": "mod a;\nmod b;\nmod c;\nmod d;\n",
+                "a.rs": "use crate::b;\nuse crate::d;\n",
+                "b.rs": "use crate::c;\n",
+                "c.rs": "",
+                "d.rs": "",
+            }
+        )
+        self.assertEqual(mg.Crate(src).levels(), [["c", "d"], ["b"], ["a"]])
+        cyclic = crate({"lib.rs": "mod a;\nmod b;\n", "a.rs": "use crate::b;\n", "b.rs": "use crate::a;\n"})
+        self.assertEqual(mg.Crate(cyclic).levels(), [])
 
     def test_several_dirs_fail_if_any_has_a_cycle(self):
         good = crate({"lib.rs": "mod a;\n", "a.rs": ""})
