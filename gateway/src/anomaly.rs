@@ -8,7 +8,7 @@
 //!   request goes through undelayed and is counted (`portcullis_anomaly_delay_skipped_total`),
 //!   so the delays can never exhaust the gateway's own connections.
 //! - **Red** (score ≥ `red`): the session is revoked through the control-plane transaction,
-//!   audited with the actor `anomaly:<rule id>` (`containment::Job`, on a blocking thread), before
+//!   audited with the actor `anomaly:<rule id>` (`containment::anomaly_red`: a `containment::Job` on a blocking thread), before
 //!   this request is answered 401 `session_expired`, exactly as a revoked session is; an
 //!   `anomaly_red` event (critical) with `detail.action: session_revoked` and what was done in
 //!   `detail.containment`. A rule keyed by `subject` blocks the subject for [`RED_BLOCK_SECS`]
@@ -22,7 +22,6 @@
 //!   `anomaly::MAX_KEYS` keys per rule. Per instance: in a fleet, each instance scores what it
 //!   sees.
 
-use crate::state::Shared;
 use parking_lot::{Mutex, RwLock};
 use portcullis_rules::anomaly::{finding, key_of, AnomalyRule, Cow, KeyKind, Score, Scorer, Zone, MAX_KEYS};
 use portcullis_rules::identity::Identity;
@@ -207,40 +206,6 @@ impl AnomalyState {
         let _ = writeln!(out, "# TYPE portcullis_anomaly_delay_skipped_total counter");
         let _ = writeln!(out, "portcullis_anomaly_delay_skipped_total {}", self.skipped.load(Ordering::Relaxed));
     }
-}
-
-/// Runs a red zone's plan through the audited containment path; the `detail.action` it comes to.
-pub async fn act(
-    sh: &Arc<Shared>,
-    f: &mut Finding,
-    plan: Containment,
-    who: Option<&Identity>,
-    request_id: &str,
-    ip: Option<IpAddr>,
-    now: u64,
-) {
-    let job = crate::containment::Job {
-        shared: sh.clone(),
-        plan: plan.clone(),
-        rule_id: f.rule_id.to_string(),
-        actor: "anomaly",
-        reason: "anomaly_red",
-        session: who.and_then(|i| i.session.clone()),
-        subject: who.map(|i| i.subject.clone()),
-        request_id: request_id.to_string(),
-        client_ip: ip,
-        now,
-    };
-    let done = tokio::task::spawn_blocking(move || job.run()).await.unwrap_or_default();
-    let ok = |v: &serde_json::Value| v.get("result").and_then(|r| r.as_str()) == Some("done");
-    let action = match done.first() {
-        Some(v) if ok(v) && plan.revoke_session => "session_revoked",
-        Some(v) if ok(v) => "subject_blocked",
-        Some(v) if v.get("result").and_then(|r| r.as_str()) == Some("skipped") => "none",
-        _ => "failed",
-    };
-    f.detail.insert("action".into(), action.into());
-    f.detail.insert("containment".into(), serde_json::Value::Array(done));
 }
 
 #[cfg(test)]

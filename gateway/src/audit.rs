@@ -169,8 +169,8 @@ pub struct AuditEntry<'a> {
     pub source_ip: Option<String>,
     /// The request's `X-Request-Id`.
     pub request_id: &'a str,
-    /// What was attempted, e.g. `switch.maintenance.set`, `rules.reload`, `safe_test`, `denied`.
-    pub action: &'a str,
+    /// What was attempted (its `action` text: `switch.maintenance.set`, `rules.reload`, …).
+    pub action: AuditAction,
     /// What it was attempted on, e.g. `maintenance`, `channel:whatsapp`, `/v1/flags/x`.
     pub target: &'a str,
     /// The value before (`null` when not applicable).
@@ -183,6 +183,49 @@ pub struct AuditEntry<'a> {
     pub outcome: &'a str,
     /// The HTTP status answered.
     pub status: u16,
+}
+
+impl<'a> AuditEntry<'a> {
+    /// A record of `action` on `target`, its `outcome` (`ok`, `refused`, `failed`) answered with
+    /// `status` (0 when nobody is answered). Until said otherwise ([`AuditEntry::by`],
+    /// [`AuditEntry::values`], [`AuditEntry::reason`]): nobody's (no actor, role or address;
+    /// request id `-`), `old` and `new` `null`, no reason.
+    pub fn new(action: AuditAction, target: &'a str, outcome: &'a str, status: u16) -> Self {
+        AuditEntry {
+            actor: None,
+            role: None,
+            source_ip: None,
+            request_id: "-",
+            action,
+            target,
+            old: Value::Null,
+            new: Value::Null,
+            reason: None,
+            outcome,
+            status,
+        }
+    }
+
+    /// Who asked: the token's name and role, the client's address, the request's id.
+    pub fn by(
+        self,
+        actor: Option<&'a str>,
+        role: Option<&'a str>,
+        source_ip: Option<&str>,
+        request_id: &'a str,
+    ) -> Self {
+        AuditEntry { actor, role, source_ip: source_ip.map(str::to_owned), request_id, ..self }
+    }
+
+    /// The value before, and the value after (or the one requested when refused).
+    pub fn values(self, old: Value, new: Value) -> Self {
+        AuditEntry { old, new, ..self }
+    }
+
+    /// The stated reason (an operator's, or why it was refused).
+    pub fn reason(self, reason: Option<&'a str>) -> Self {
+        AuditEntry { reason, ..self }
+    }
 }
 
 /// The record without its hash, in canonical field order (serde serialises struct fields in
@@ -463,7 +506,7 @@ impl AuditLog {
                 tracing::error!(
                     path = %self.path.display(),
                     error = %err,
-                    action = e.action,
+                    action = e.action.as_str(),
                     change.target = e.target,
                     "audit log write failed: the mutation must be refused"
                 );
@@ -485,7 +528,7 @@ impl AuditLog {
             role: e.role,
             source_ip: e.source_ip.as_deref(),
             request_id: e.request_id,
-            action: e.action,
+            action: e.action.as_str(),
             target: e.target,
             old: &e.old,
             new: &e.new,
@@ -766,35 +809,6 @@ impl AuditFilter {
     }
 }
 
-/// Installs the rules' auditor: a reload picked up from the files (watch, poll, SIGHUP) that
-/// applied new rules or failed is recorded as `rules.reload.file` (actor `rules:<trigger>`,
-/// target `rules`, `old`/`new`: versions and file hashes, `new.changed`: the files that
-/// changed), `ok` or `refused`. Not state-changing (never replayed). A record that cannot be
-/// written is logged (the rules are the files' either way).
-pub fn audit_file_reloads(rules: &crate::reload::Rules, log: &Arc<AuditLog>) {
-    let log = Arc::downgrade(log);
-    rules.set_auditor(Arc::new(move |r: &crate::reload::FileReload| {
-        let Some(log) = log.upgrade() else { return };
-        let actor = format!("rules:{}", r.trigger.as_str());
-        let entry = AuditEntry {
-            actor: Some(&actor),
-            role: None,
-            source_ip: None,
-            request_id: "-",
-            action: AuditAction::RulesReloadFile.as_str(),
-            target: "rules",
-            old: r.old.clone(),
-            new: r.new.clone(),
-            reason: None,
-            outcome: if r.applied { "ok" } else { "refused" },
-            status: 0,
-        };
-        if let Err(e) = log.append(&entry) {
-            tracing::error!(error = %e, "cannot audit a rules reload from the files");
-        }
-    }));
-}
-
 /// A record's `time` in Unix milliseconds.
 fn record_millis(rec: &Value) -> Option<i64> {
     let t = rec.get("time")?.as_str()?;
@@ -1023,19 +1037,13 @@ mod tests {
     }
 
     fn entry(n: u64) -> AuditEntry<'static> {
-        AuditEntry {
-            actor: Some("alice"),
-            role: Some("operator"),
-            source_ip: Some("127.0.0.1".into()),
-            request_id: "req-1",
-            action: "switch.maintenance.set",
-            target: "maintenance",
-            old: json!({"enabled": false}),
-            new: json!({"enabled": true, "retry_after": n, "ratio": 0.1, "note": "é \"quoted\"\n"}),
-            reason: Some("deploy"),
-            outcome: "ok",
-            status: 200,
-        }
+        AuditEntry::new(AuditAction::MaintenanceSet, "maintenance", "ok", 200)
+            .by(Some("alice"), Some("operator"), Some("127.0.0.1"), "req-1")
+            .values(
+                json!({"enabled": false}),
+                json!({"enabled": true, "retry_after": n, "ratio": 0.1, "note": "é \"quoted\"\n"}),
+            )
+            .reason(Some("deploy"))
     }
 
     fn lines(path: &Path) -> Vec<String> {

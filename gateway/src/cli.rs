@@ -1,6 +1,7 @@
 //! The `portcullis` command line (see the contract: run, validate, demo, audit verify, token new).
 
 use crate::config;
+use crate::tokens::random_token;
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -85,11 +86,6 @@ enum TokenCommand {
         #[arg(long)]
         name: String,
     },
-}
-
-/// 32 random bytes, hex, with a recognisable prefix (so leaked tokens are easy to grep for).
-pub fn random_token() -> String {
-    format!("pcx_{}", hex::encode(rand::random::<[u8; 32]>()))
 }
 
 /// How long `run --daemon` waits for the gateway to serve (an upgrade waits for the old

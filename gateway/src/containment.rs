@@ -7,13 +7,15 @@
 //! An action whose audit record cannot be written is not taken (logged as an error, `failed` in
 //! the event): no change is ever in force without its record. The attacker's request is still
 //! refused with 403 either way. The same job carries out an anomaly rule's red zone
-//! (`crate::anomaly`: actor `anomaly:<rule id>`, reason `anomaly_red`).
+//! ([`anomaly_red`]: actor `anomaly:<rule id>`, reason `anomaly_red`; the scores are `crate::anomaly`'s).
 
 use crate::audit::AuditAction;
 use crate::state::Shared;
 use crate::switches::MaintenanceChange;
 use crate::txn::{transact, Meta, Op, Plan, Refused, TxError};
+use portcullis_rules::identity::Identity;
 use portcullis_rules::tenant::Containment;
+use portcullis_rules::verdict::Finding;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -124,8 +126,42 @@ impl Job {
             }
         };
         let version = sh.rules.current().snapshot.version.clone();
-        sh.events.emit(crate::control::switch_changed_event(&c.change(), actor, &version));
+        sh.events.emit(crate::events::switch_changed_event(&c.change(), actor, &version));
         tracing::warn!(event.action = self.actor, action = action.as_str(), target, rule = %self.rule_id, "containment action taken");
         json!({ "action": action.as_str(), "target": target, "result": "done" })
     }
+}
+
+/// Runs an anomaly rule's red zone plan through the audited containment path; the `detail.action` it comes to.
+pub async fn anomaly_red(
+    sh: &Arc<Shared>,
+    f: &mut Finding,
+    plan: Containment,
+    who: Option<&Identity>,
+    request_id: &str,
+    ip: Option<IpAddr>,
+    now: u64,
+) {
+    let job = Job {
+        shared: sh.clone(),
+        plan: plan.clone(),
+        rule_id: f.rule_id.to_string(),
+        actor: "anomaly",
+        reason: "anomaly_red",
+        session: who.and_then(|i| i.session.clone()),
+        subject: who.map(|i| i.subject.clone()),
+        request_id: request_id.to_string(),
+        client_ip: ip,
+        now,
+    };
+    let done = tokio::task::spawn_blocking(move || job.run()).await.unwrap_or_default();
+    let ok = |v: &serde_json::Value| v.get("result").and_then(|r| r.as_str()) == Some("done");
+    let action = match done.first() {
+        Some(v) if ok(v) && plan.revoke_session => "session_revoked",
+        Some(v) if ok(v) => "subject_blocked",
+        Some(v) if v.get("result").and_then(|r| r.as_str()) == Some("skipped") => "none",
+        _ => "failed",
+    };
+    f.detail.insert("action".into(), action.into());
+    f.detail.insert("containment".into(), serde_json::Value::Array(done));
 }

@@ -6,19 +6,20 @@
 //! (never the token).
 
 use crate::audit::{AuditAction, AuditEntry};
+use crate::clock::{now_unix, rfc3339};
 use crate::config::Role;
-use crate::events::{events_body, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
-use crate::proxy::new_request_id;
+use crate::events::{events_body, switch_changed_event, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
+use crate::ids::new_request_id;
 use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
-use crate::switches::{etag, now_unix, parse_if_match, Change, MaintenanceChange, SwitchError};
+use crate::switches::{etag, parse_if_match, Change, MaintenanceChange, SwitchError};
 use crate::txn::{transact, Meta, Op, Plan, Refusal as _, Refused, TxError};
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use portcullis_rules::deny::{render, Deny, DenyCode};
-use portcullis_rules::verdict::{Action, EventType};
+use portcullis_rules::verdict::EventType;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -500,19 +501,10 @@ struct OwnedEntry {
 
 impl OwnedEntry {
     fn entry(&self) -> AuditEntry<'_> {
-        AuditEntry {
-            actor: self.actor.as_deref(),
-            role: self.role.as_deref(),
-            source_ip: self.source_ip.clone(),
-            request_id: &self.request_id,
-            action: self.action.as_str(),
-            target: &self.target,
-            old: self.old.clone(),
-            new: self.new.clone(),
-            reason: self.reason.as_deref(),
-            outcome: self.outcome,
-            status: self.status,
-        }
+        AuditEntry::new(self.action, &self.target, self.outcome, self.status)
+            .by(self.actor.as_deref(), self.role.as_deref(), self.source_ip.as_deref(), &self.request_id)
+            .values(self.old.clone(), self.new.clone())
+            .reason(self.reason.as_deref())
     }
 }
 
@@ -529,7 +521,7 @@ impl ControlApp {
         match self.shared.audit.append(e) {
             Ok(_) => true,
             Err(err) => {
-                tracing::error!(error = %err, action = e.action, change.target = e.target, "cannot write the audit log");
+                tracing::error!(error = %err, action = e.action.as_str(), change.target = e.target, "cannot write the audit log");
                 false
             }
         }
@@ -547,19 +539,12 @@ impl ControlApp {
         };
         let requested: Value = serde_json::from_slice(call.body).unwrap_or(Value::Null);
         let refuse = |deny: Deny, status: u16, why: String| -> Deny {
-            self.audit(&AuditEntry {
-                actor: Some(call.who),
-                role: Some(call.role.as_str()),
-                source_ip: call.source_ip.map(str::to_owned),
-                request_id: call.request_id,
-                action: action.as_str(),
-                target: &target,
-                old: Value::Null,
-                new: requested.clone(),
-                reason: Some(&why),
-                outcome: "refused",
-                status,
-            });
+            self.audit(
+                &AuditEntry::new(action, &target, "refused", status)
+                    .by(Some(call.who), Some(call.role.as_str()), call.source_ip, call.request_id)
+                    .values(Value::Null, requested.clone())
+                    .reason(Some(&why)),
+            );
             deny.with_details(vec![why])
         };
         let if_match = match call.if_match.map(parse_if_match) {
@@ -785,17 +770,6 @@ impl ControlApp {
     }
 }
 
-/// The `switch_changed` event for a change (operator or ttl): one builder for both.
-pub fn switch_changed_event(change: &Change, who: &str, rules_version: &str) -> SecurityEvent {
-    let mut detail = serde_json::Map::new();
-    detail.insert("target".into(), json!(change.target));
-    detail.insert("old".into(), change.old.clone());
-    detail.insert("new".into(), change.new.clone());
-    detail.insert("set_by".into(), json!(who));
-    detail.insert("version".into(), json!(change.version));
-    SecurityEvent::system(EventType::SwitchChanged, Action::Changed, Some(rules_version), detail)
-}
-
 /// The tenant of `/v1/quotas/{tenant}[/…]`, percent-decoded; `None` when not UTF-8.
 fn path_tenant(path: &str) -> Option<String> {
     decode_segment(path.strip_prefix("/v1/quotas/")?.split('/').next()?)
@@ -822,19 +796,17 @@ impl<'a> Mutating<'a> {
 
     /// Appends the audit record; false when it could not be written.
     fn audit(&self, outcome: &str, status: u16, old: Value, new: Value, reason: Option<&str>) -> bool {
-        self.app.audit(&AuditEntry {
-            actor: Some(&self.call.who),
-            role: Some(self.call.role.as_str()),
-            source_ip: self.call.source_ip.clone(),
-            request_id: &self.call.request_id,
-            action: self.action.as_str(),
-            target: &self.target,
-            old,
-            new,
-            reason,
-            outcome,
-            status,
-        })
+        self.app.audit(
+            &AuditEntry::new(self.action, &self.target, outcome, status)
+                .by(
+                    Some(&self.call.who),
+                    Some(self.call.role.as_str()),
+                    self.call.source_ip.as_deref(),
+                    &self.call.request_id,
+                )
+                .values(old, new)
+                .reason(reason),
+        )
     }
 
     /// Who asks, for [`transact`].
@@ -1001,11 +973,6 @@ fn bad_query(msg: String) -> Deny {
     Deny::new(DenyCode::BadRequest, "query").with_details(vec![msg])
 }
 
-/// RFC 3339 UTC timestamp with seconds.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 /// Builds a control response. A header the builder refuses (it cannot happen with our static
 /// names and ASCII values) fails closed as a bare 500, never as an empty 200.
 fn response(status: u16, headers: &[(&str, &str)], body: Vec<u8>, request_id: &str) -> Response<Vec<u8>> {
@@ -1025,7 +992,7 @@ fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Vec<u8
     response(status, &headers, body.to_string().into_bytes(), request_id)
 }
 
-fn deny_response(deny: &Deny, request_id: &str) -> Response<Vec<u8>> {
+fn control_deny(deny: &Deny, request_id: &str) -> Response<Vec<u8>> {
     let r = render(deny, request_id);
     // The renderer already sets content-length; `response` sets it from the body itself.
     let headers: Vec<(&str, &str)> =
@@ -1052,7 +1019,7 @@ impl ServeHttp for ControlApp {
         while let Ok(Some(chunk)) = session.read_request_body().await {
             if body.len() + chunk.len() > MAX_BODY {
                 session.set_keepalive(None);
-                return deny_response(&Deny::new(DenyCode::PayloadTooLarge, "control_body"), &request_id);
+                return control_deny(&Deny::new(DenyCode::PayloadTooLarge, "control_body"), &request_id);
             }
             body.extend_from_slice(&chunk);
         }
@@ -1078,7 +1045,7 @@ impl ServeHttp for ControlApp {
                 return response(200, &[("content-type", "text/plain; version=0.0.4")], body, &request_id);
             }
             (_, "/health" | "/ready" | "/metrics") => {
-                return deny_response(
+                return control_deny(
                     &Deny::new(DenyCode::MethodNotAllowed, "method").with_header("allow", "GET, HEAD"),
                     &request_id,
                 )
@@ -1088,7 +1055,7 @@ impl ServeHttp for ControlApp {
         let limit = self.shared.config.control_rate_per_second;
         if !self.throttle.allow(source_ip.as_deref().unwrap_or("-"), now_unix(), limit) {
             session.set_keepalive(None);
-            return deny_response(
+            return control_deny(
                 &Deny::new(DenyCode::RateLimited, "control_rate").with_header("retry-after", "1"),
                 &request_id,
             );
@@ -1097,7 +1064,7 @@ impl ServeHttp for ControlApp {
             return r;
         }
         if !path.starts_with("/v1/") {
-            return deny_response(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
+            return control_deny(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
         }
 
         let refused = |actor: Option<&str>, role: Option<Role>, status: u16, why: &str| OwnedEntry {
@@ -1122,7 +1089,7 @@ impl ServeHttp for ControlApp {
                 self.audit_off_thread(e).await;
             }
             tracing::warn!(event.action = "control_denied", reason = "unauthenticated", http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
-            return deny_response(
+            return control_deny(
                 &Deny::new(DenyCode::Unauthenticated, "control_token")
                     .with_header("www-authenticate", "Bearer realm=\"portcullis\""),
                 &request_id,
@@ -1130,13 +1097,13 @@ impl ServeHttp for ControlApp {
         };
         let candidates: Vec<_> = ENDPOINTS.iter().filter(|(_, p, _, _)| pattern_matches(p, &path)).collect();
         if candidates.is_empty() {
-            return deny_response(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
+            return control_deny(&Deny::new(DenyCode::NotFound, "control_path"), &request_id);
         }
         let Some(&&(_, _, needed, handler)) = candidates.iter().find(|(m, _, _, _)| *m == method) else {
             let allow: Vec<&str> = candidates.iter().map(|(m, _, _, _)| *m).collect();
             self.audit_off_thread(refused(Some(who), Some(role), 405, "method")).await;
             tracing::warn!(event.action = "control_denied", reason = "method", user.name = who, http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
-            return deny_response(
+            return control_deny(
                 &Deny::new(DenyCode::MethodNotAllowed, "method").with_header("allow", allow.join(", ")),
                 &request_id,
             );
@@ -1145,7 +1112,7 @@ impl ServeHttp for ControlApp {
             self.audit_off_thread(refused(Some(who), Some(role), 403, "role")).await;
             tracing::warn!(event.action = "control_denied", reason = "role", user.name = who, user.roles = role.as_str(), needed = needed.as_str(), http.request.method = %method, url.path = %path, http.request.id = %request_id, "control request refused");
             let why = format!("this needs the `{}` role; the token `{who}` has `{}`", needed.as_str(), role.as_str());
-            return deny_response(&Deny::new(DenyCode::Forbidden, "role").with_details(vec![why]), &request_id);
+            return control_deny(&Deny::new(DenyCode::Forbidden, "role").with_details(vec![why]), &request_id);
         }
         let call = Call {
             path: &path,
@@ -1187,7 +1154,7 @@ impl ServeHttp for ControlApp {
                 if method != "GET" && !audits_itself {
                     self.audit_off_thread(refused(Some(who), Some(role), deny.code.status(), deny.code.as_str())).await;
                 }
-                deny_response(&deny, &request_id)
+                control_deny(&deny, &request_id)
             }
         }
     }

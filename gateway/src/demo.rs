@@ -131,19 +131,19 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     let (app_svc, app_addr) =
         crate::server::prebound_service("demo-app", DemoApp, SocketAddr::from(([127, 0, 0, 1], 0)), 1)
             .map_err(|e| format!("demo app listener: {e}"))?;
-    let token = crate::cli::random_token();
+    let token = crate::tokens::random_token();
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    let viewer = crate::cli::random_token();
-    let admin_token = crate::cli::random_token();
+    let viewer = crate::tokens::random_token();
+    let admin_token = crate::tokens::random_token();
     let sha = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
     // The demo issuer's signing secret: fresh per run, handed to the rules through the
     // environment (read by the `secret_env` key of config/demo-rules/identity.yaml).
-    let secret = crate::cli::random_token();
+    let secret = crate::tokens::random_token();
     std::env::set_var(DEMO_SECRET_ENV, &secret);
     // And the webhook signing secret of config/demo-rules/webhooks.yaml, Stripe's format.
-    let webhook_secret = format!("whsec_{}", crate::cli::random_token());
+    let webhook_secret = format!("whsec_{}", crate::tokens::random_token());
     std::env::set_var(DEMO_WEBHOOK_SECRET_ENV, &webhook_secret);
-    let now = crate::switches::now_unix();
+    let now = crate::clock::now_unix();
     let run_id = format!("demo{}", hex::encode(rand::random::<[u8; 3]>()));
     let user12 = demo_token(&secret, &run_id, "user-9", "12", &[], now);
     let user73 = demo_token(&secret, &run_id, "user-40", "73", &[], now);

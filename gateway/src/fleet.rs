@@ -27,11 +27,12 @@
 //! - Values are validated on read: an entry that is not a known change of a fleet-shared target
 //!   is skipped and logged; a wrong-typed key is an unreachable store. Nothing panics on them.
 
-use crate::audit::AuditAction;
+use crate::audit::{AuditAction, AuditLog};
+use crate::events::EventBus;
+use crate::reload::Rules;
 use crate::sessions::{canonical_net, check_id, SessionOp};
-use crate::state::Shared;
 use crate::switches::SwitchOp;
-use crate::txn::{transact, Meta, Op, Plan, Refused, TxError};
+use crate::txn::{transact, Meta, Op, Plan, Refused, State, TxError};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -57,7 +58,7 @@ pub const EPOCH_FILE: &str = "fleet-epoch";
 const PUSH: &str = "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end \
 local n = redis.call('RPUSH', KEYS[1], ARGV[2]) redis.call('PUBLISH', KEYS[3], n) return n";
 
-use crate::config::{read_secret, Secret};
+use crate::secret::{read_secret, Secret};
 
 /// `fleet:` in gateway.yaml, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -330,11 +331,26 @@ pub fn fold(entries: &[Vec<u8>]) -> Vec<(AuditAction, Op)> {
     out
 }
 
+/// What the fleet follower changes and announces on this instance: the runtime state, the audit
+/// log every change is recorded in, the events and the live rules (for their version).
+/// Implemented by the shared state (`state::Shared`), which sits above the fleet client in the
+/// module graph (docs/architecture.md).
+pub trait Local {
+    /// The audit log (the local store of the one transaction).
+    fn audit_log(&self) -> &AuditLog;
+    /// The runtime state the transaction changes.
+    fn runtime(&self) -> State<'_>;
+    /// The event bus.
+    fn event_bus(&self) -> &EventBus;
+    /// The live rules.
+    fn live_rules(&self) -> &Rules;
+}
+
 /// The current value of a fleet-shared target on this instance (what its op's `new` would be).
-fn current(sh: &Shared, target: &str) -> Value {
+fn current(sh: &dyn Local, target: &str) -> Value {
     let to =
         |v: Option<&crate::switches::Toggle>| v.map_or(Value::Null, |t| serde_json::to_value(t).unwrap_or_default());
-    let snap = sh.switches.snapshot();
+    let snap = sh.runtime().switches.snapshot();
     if target == "maintenance" {
         return serde_json::to_value(&snap.maintenance).unwrap_or_default();
     }
@@ -344,7 +360,7 @@ fn current(sh: &Shared, target: &str) -> Value {
     if let Some(n) = target.strip_prefix("flag:") {
         return to(snap.flags.get(n));
     }
-    let s = sh.sessions.snapshot();
+    let s = sh.runtime().sessions.snapshot();
     let r = |v: Option<&crate::sessions::Revocation>| v.map_or(Value::Null, |r| json!(r));
     if let Some(id) = target.strip_prefix("session:") {
         return r(s.revoked.get(id));
@@ -362,8 +378,8 @@ fn current(sh: &Shared, target: &str) -> Value {
 }
 
 /// What this instance holds closed (and its flags): republished to a store that lost its state.
-fn closed_state(sh: &Shared) -> Vec<Op> {
-    let snap = sh.switches.snapshot();
+fn closed_state(sh: &dyn Local) -> Vec<Op> {
+    let snap = sh.runtime().switches.snapshot();
     let mut ops = Vec::new();
     if snap.maintenance.enabled {
         ops.push(Op::Switch(SwitchOp::Maintenance(snap.maintenance.clone())));
@@ -378,7 +394,7 @@ fn closed_state(sh: &Shared) -> Vec<Op> {
             ops.push(Op::Switch(SwitchOp::Flag(n.clone(), t.clone())));
         }
     }
-    let s = sh.sessions.snapshot();
+    let s = sh.runtime().sessions.snapshot();
     for (id, r) in &s.revoked {
         ops.push(Op::Session(SessionOp::Session(id.clone(), Some(r.clone()))));
     }
@@ -673,7 +689,7 @@ impl Fleet {
 
     /// One sync: adopt a new (or reset) store, publish what is pending, apply what others
     /// committed. `Err` when the store did not answer (nothing local changes).
-    pub fn sync(&self, sh: &Shared) -> Result<usize, String> {
+    pub fn sync(&self, sh: &dyn Local) -> Result<usize, String> {
         let mut cur = self.cursor.lock();
         let (epoch, len): (Option<String>, u64) =
             self.cmd(|c| redis::pipe().get(&self.keys.epoch).llen(&self.keys.ops).query(c))?;
@@ -728,15 +744,15 @@ impl Fleet {
                 continue;
             }
             let meta = Meta { actor: Some("fleet"), role: None, source_ip: None, request_id: "fleet", status: 0 };
-            let r = transact(&*sh.audit, sh.state(), meta, &target, Value::Null, action, || {
+            let r = transact(sh.audit_log(), sh.runtime(), meta, &target, Value::Null, action, || {
                 Ok::<_, Refused>(Plan { action, op, old, reason: Some("applied from the fleet store".into()) })
             });
             match r {
                 Ok(c) => {
                     applied += 1;
                     tracing::info!(change = %target, version = c.version, "applied a change from the fleet store");
-                    let rules = sh.rules.current().snapshot.version.clone();
-                    sh.events.emit(crate::control::switch_changed_event(&c.change(), "fleet", &rules));
+                    let rules = sh.live_rules().current().snapshot.version.clone();
+                    sh.event_bus().emit(crate::events::switch_changed_event(&c.change(), "fleet", &rules));
                 }
                 Err(TxError::Store(e)) => {
                     tracing::error!(error = %e, change = %target, "cannot apply a fleet change: the audit log refused it; retried");
@@ -751,21 +767,21 @@ impl Fleet {
 
     /// Starts the fleet thread: subscribes to the change channel, syncs on every message and at
     /// least every [`POLL`], reconnecting (each attempt within [`BUDGET`]) while the store is down.
-    pub fn start(self: &Arc<Self>, shared: Weak<Shared>) -> std::io::Result<()> {
+    pub fn start<S: Local + Send + Sync + 'static>(self: &Arc<Self>, shared: Weak<S>) -> std::io::Result<()> {
         let me = self.clone();
         std::thread::Builder::new().name("fleet".into()).spawn(move || me.run(&shared)).map(drop)
     }
 
     /// One sync; false once the gateway is gone.
-    fn tick(&self, shared: &Weak<Shared>) -> bool {
+    fn tick<S: Local>(&self, shared: &Weak<S>) -> bool {
         let Some(sh) = shared.upgrade() else { return false };
-        if let Err(e) = self.sync(&sh) {
+        if let Err(e) = self.sync(&*sh) {
             tracing::debug!(error = %e, "fleet sync failed");
         }
         true
     }
 
-    fn run(&self, shared: &Weak<Shared>) {
+    fn run<S: Local>(&self, shared: &Weak<S>) {
         loop {
             // The subscriber: a message wakes the sync at once; the read timeout is the backstop.
             if let Ok(mut c) = self.connect() {

@@ -4,8 +4,10 @@
 pub mod alerting;
 pub mod anomaly;
 pub mod audit;
+pub mod auto_blocker;
 pub mod autoblock;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod containment;
 pub mod control;
@@ -15,17 +17,26 @@ pub mod durable;
 pub mod events;
 pub mod fleet;
 pub mod fleet_limits;
-pub mod limits;
+pub mod ids;
+pub mod limit_state;
 pub mod logging;
 pub mod metrics;
-pub mod pii;
+pub mod pii_response;
 pub mod proxy;
 pub mod reload;
+pub mod secret;
 pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod status;
 pub mod switches;
 pub mod tls;
+pub mod tokens;
 pub mod txn;
-pub mod webhooks;
+pub mod webhook_replay;
+
+// Transitional (issue 22): proxy.rs still names two renamed modules by their old paths. That
+// file is being split by phase (the proxy split), and its paths change with it; delete these two
+// lines once `grep -rn 'crate::pii::\|crate::webhooks::' gateway/src` finds nothing.
+pub(crate) use crate::pii_response as pii;
+pub(crate) use crate::webhook_replay as webhooks;

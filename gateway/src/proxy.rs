@@ -4,11 +4,13 @@
 mod exchange;
 
 use crate::config::TrustInbound;
+use crate::containment::anomaly_red;
 use crate::events::{RequestFacts, SecurityEvent};
+use crate::ids::new_request_id;
 use crate::metrics::UpstreamError;
 use crate::reload::Loaded;
 use crate::state::Shared;
-use crate::webhooks::FleetClaim;
+use crate::webhook_replay::FleetClaim;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -129,14 +131,6 @@ impl Portcullis {
         let i = ctx.route?;
         self.shared.config.routes.entries().get(i).map(|e| &e.value)
     }
-}
-
-/// Generates a time-ordered request id.
-pub fn new_request_id() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    request_id::format_id(ms, rand::random::<u128>())
 }
 
 /// An IP address as a header value, formatted without an intermediate `String`.
@@ -1220,7 +1214,7 @@ impl Portcullis {
             if let Some((mut f, plan)) = v.red {
                 if let Some(plan) = plan {
                     let who = ctx.identity.as_ref();
-                    crate::anomaly::act(&self.shared, &mut f, plan, who, &ctx.request_id, ctx.client_ip, now).await;
+                    anomaly_red(&self.shared, &mut f, plan, who, &ctx.request_id, ctx.client_ip, now).await;
                 }
                 let _ = outcome.add(f);
             }

@@ -9,6 +9,7 @@
 //! Each request pins one snapshot ([`Rules::current`], an `ArcSwap` load) when it starts and
 //! finishes on it; the next request on the same keep-alive connection pins whatever is current.
 
+use crate::audit::{AuditAction, AuditEntry, AuditLog};
 use crate::events::{EventBus, SecurityEvent};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -436,7 +437,7 @@ impl Rules {
             .collect();
         let last = self.last_attempt().map(|a| {
             json!({
-                "at": crate::control::rfc3339(a.at),
+                "at": crate::clock::rfc3339(a.at),
                 "trigger": a.trigger.as_str(),
                 "success": a.errors.is_empty(),
                 "errors": a.errors,
@@ -455,14 +456,14 @@ impl Rules {
                     "ranges": l.ranges,
                     "bytes_in_memory": l.heap_bytes,
                     "rules": l.rules.iter().map(|r| &**r).collect::<Vec<_>>(),
-                    "modified": modified.map(crate::control::rfc3339),
+                    "modified": modified.map(crate::clock::rfc3339),
                     "age_seconds": modified.map(|m| now.duration_since(m).map_or(0, |d| d.as_secs())),
                 })
             })
             .collect();
         json!({
             "version": s.version,
-            "loaded_at": crate::control::rfc3339(cur.loaded_at),
+            "loaded_at": crate::clock::rfc3339(cur.loaded_at),
             "dir": self.dir.display().to_string(),
             "files": files,
             "lists": lists,
@@ -641,4 +642,24 @@ fn start_watch(dir: &Path, tx: &std::sync::mpsc::Sender<()>) -> Option<DirWatch>
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Installs the rules' auditor: a reload picked up from the files (watch, poll, SIGHUP) that
+/// applied new rules or failed is recorded as `rules.reload.file` (actor `rules:<trigger>`,
+/// target `rules`, `old`/`new`: versions and file hashes, `new.changed`: the files that
+/// changed), `ok` or `refused`. Not state-changing (never replayed). A record that cannot be
+/// written is logged (the rules are the files' either way).
+pub fn audit_file_reloads(rules: &Rules, log: &Arc<AuditLog>) {
+    let log = Arc::downgrade(log);
+    rules.set_auditor(Arc::new(move |r: &FileReload| {
+        let Some(log) = log.upgrade() else { return };
+        let actor = format!("rules:{}", r.trigger.as_str());
+        let outcome = if r.applied { "ok" } else { "refused" };
+        let entry = AuditEntry::new(AuditAction::RulesReloadFile, "rules", outcome, 0)
+            .by(Some(&actor), None, None, "-")
+            .values(r.old.clone(), r.new.clone());
+        if let Err(e) = log.append(&entry) {
+            tracing::error!(error = %e, "cannot audit a rules reload from the files");
+        }
+    }));
 }

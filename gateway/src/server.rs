@@ -6,8 +6,9 @@ use crate::audit::AuditLog;
 use crate::config::{GatewayConfig, HealthCheck};
 use crate::control::ControlApp;
 use crate::events::{EventBus, RequestWindow};
+use crate::ids::new_request_id;
 use crate::metrics::Metrics;
-use crate::proxy::{new_request_id, Portcullis};
+use crate::proxy::Portcullis;
 use crate::reload::{Rules, Trigger};
 use crate::state::Shared;
 use crate::switches::{Bypass, Switches};
@@ -135,10 +136,10 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         bypass: Bypass::new(cfg.maintenance_bypass_cidrs.clone(), cfg.maintenance_bypass_header.clone()),
         audit: audit.clone(),
         sessions,
-        webhooks: crate::webhooks::WebhookState::default(),
-        pii: crate::pii::PiiState::default(),
+        webhooks: crate::webhook_replay::WebhookState::default(),
+        pii: crate::pii_response::PiiState::default(),
         connector: pingora_core::connectors::http::v1::Connector::new(None),
-        limits: crate::limits::LimitState::load(&cfg.state_dir),
+        limits: crate::limit_state::LimitState::load(&cfg.state_dir),
         fleet: match &cfg.fleet {
             Some(f) => Some(Arc::new(crate::fleet::Fleet::new(f, &cfg.state_dir)?)),
             None => None,
@@ -153,17 +154,17 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     });
     crate::alerting::Alerting::start(Arc::downgrade(&shared), cfg.alerting.evaluate_every)
         .map_err(|e| format!("cannot start the alert evaluator: {e}"))?;
-    crate::autoblock::start(&shared).map_err(|e| format!("cannot start the automatic blocks: {e}"))?;
+    crate::auto_blocker::start(&shared).map_err(|e| format!("cannot start the automatic blocks: {e}"))?;
 
     // One state model: replay what the audit log (the write-ahead log) holds past the state
     // files, then follow what any other process sharing `state_dir` commits.
     crate::txn::recover(&*audit, shared.state(), &cfg.state_dir).map_err(|e| format!("state recovery: {e}"))?;
-    crate::txn::follow(&audit, Arc::downgrade(&shared));
-    crate::audit::audit_file_reloads(&rules, &audit);
+    crate::txn::follow(&audit, Arc::downgrade(&shared), Shared::state);
+    crate::reload::audit_file_reloads(&rules, &audit);
     if let Some(fleet) = &shared.fleet {
         // Caught up with the fleet before serving when the store answers; with it down, the
         // last known state (the local files) is in force and the fleet thread keeps trying.
-        match fleet.sync(&shared) {
+        match fleet.sync(&*shared) {
             Ok(n) => {
                 tracing::info!(store = %cfg.fleet.as_ref().map_or("", |f| f.endpoint.as_str()), applied = n, "fleet mode: in sync with the fleet store")
             }
@@ -430,37 +431,44 @@ struct HeadGuard<A> {
     max_head: usize,
 }
 
-enum Head {
+/// What reading a request head came to.
+enum HeadRead {
     Complete,
     Closed,
     TimedOut,
     TooLarge,
 }
 
-async fn read_head(stream: &mut Stream, buf: &mut BytesMut, idle: Duration, deadline: Duration, max: usize) -> Head {
+async fn read_head(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    idle: Duration,
+    deadline: Duration,
+    max: usize,
+) -> HeadRead {
     // Pingora's coarse timer wheel: the framework's idiom for coarse per-request deadlines.
     match fast_timeout(idle, stream.read_buf(buf)).await {
         Ok(Ok(n)) if n > 0 => {}
-        _ => return Head::Closed,
+        _ => return HeadRead::Closed,
     }
     if framing::head_complete(buf, 0) {
-        return Head::Complete;
+        return HeadRead::Complete;
     }
     // The head came in pieces: from here on the header deadline runs.
     let start = Instant::now();
     let mut scanned = 0;
     loop {
         if scanned > 0 && framing::head_complete(buf, scanned) {
-            return Head::Complete;
+            return HeadRead::Complete;
         }
         scanned = buf.len();
         if buf.len() > max {
-            return Head::TooLarge;
+            return HeadRead::TooLarge;
         }
         let remaining = deadline.saturating_sub(start.elapsed());
         match fast_timeout(remaining, stream.read_buf(buf)).await {
-            Err(_) => return Head::TimedOut,
-            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Err(_) => return HeadRead::TimedOut,
+            Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
             Ok(Ok(_)) => {}
         }
     }
@@ -629,7 +637,7 @@ where
         loop {
             let mut buf = BytesMut::with_capacity(4096);
             match read_head(&mut stream, &mut buf, idle, self.header_timeout, self.max_head).await {
-                Head::Complete => {
+                HeadRead::Complete => {
                     // Framing is judged on the raw head, before Pingora's parser: some ambiguous
                     // framings (CL + TE) would otherwise be dropped without an answer.
                     let checked =
@@ -640,12 +648,12 @@ where
                         return None;
                     }
                 }
-                Head::Closed => return None,
-                Head::TimedOut => {
+                HeadRead::Closed => return None,
+                HeadRead::TimedOut => {
                     write_raw_deny(&mut stream, &Deny::new(DenyCode::RequestTimeout, "header_deadline"), None).await;
                     return None;
                 }
-                Head::TooLarge => {
+                HeadRead::TooLarge => {
                     write_raw_deny(&mut stream, &Deny::new(DenyCode::BadRequest, "headers_too_large"), None).await;
                     return None;
                 }
@@ -735,7 +743,7 @@ impl BackgroundService for SwitchTtl {
 
 impl SwitchTtl {
     fn tick(shared: &Shared) {
-        let now = crate::switches::now_unix();
+        let now = crate::clock::now_unix();
         match crate::txn::housekeeping(&*shared.audit, || shared.sessions.expire(now)) {
             Ok(Err(e)) => tracing::error!(error = %e, "cannot forget expired session revocations"),
             Err(e) => tracing::error!(error = %e, "cannot enter the state store to forget expired revocations"),
@@ -777,7 +785,7 @@ impl SwitchTtl {
         match committed {
             Ok(c) => {
                 let version = shared.rules.current().snapshot.version.clone();
-                shared.events.emit(crate::control::switch_changed_event(
+                shared.events.emit(crate::events::switch_changed_event(
                     &c.change(),
                     crate::switches::TTL_ACTOR,
                     &version,
@@ -810,7 +818,7 @@ impl LimitsTick {
         if !summaries.is_empty() {
             let loaded = shared.rules.current();
             for s in &summaries {
-                shared.events.emit(crate::limits::summary_event(s, &loaded.snapshot.version));
+                shared.events.emit(crate::limit_state::summary_event(s, &loaded.snapshot.version));
             }
         }
         if sweep {

@@ -351,7 +351,7 @@ impl Sessions {
             return Ok(cur.version);
         }
         let mut next = (*cur).clone();
-        let now = crate::switches::now_unix();
+        let now = crate::clock::now_unix();
         match op {
             SessionOp::Session(id, e) => put(&mut next.revoked, id, e.clone(), now),
             SessionOp::Subject(id, e) => put(&mut next.blocked, id, e.clone(), now),

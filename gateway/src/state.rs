@@ -39,11 +39,11 @@ pub struct Shared {
     /// Revoked sessions and blocked subjects (persisted).
     pub sessions: Arc<Sessions>,
     /// The webhook replay cache and delivery counters (outlive rule snapshots).
-    pub webhooks: crate::webhooks::WebhookState,
+    pub webhooks: crate::webhook_replay::WebhookState,
     /// Quota counters, the limit events' aggregator and the clock origin.
-    pub limits: crate::limits::LimitState,
+    pub limits: crate::limit_state::LimitState,
     /// PII scanning counters.
-    pub pii: crate::pii::PiiState,
+    pub pii: crate::pii_response::PiiState,
     /// The gateway's own upstream connections (pooled, keep-alive), for the responses it fetches
     /// itself: those a PII rule may withhold whole (see `proxy::exchange`).
     pub connector: pingora_core::connectors::http::v1::Connector,
@@ -95,6 +95,36 @@ impl Shared {
     }
 }
 
+impl crate::alerting::Sources for Shared {
+    fn alerting(&self) -> &crate::alerting::Alerting {
+        &self.alerting
+    }
+    fn events(&self) -> &EventBus {
+        &self.events
+    }
+    fn requests(&self) -> &RequestWindow {
+        &self.requests
+    }
+    fn rules(&self) -> &Rules {
+        &self.rules
+    }
+}
+
+impl crate::fleet::Local for Shared {
+    fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+    fn runtime(&self) -> crate::txn::State<'_> {
+        self.state()
+    }
+    fn event_bus(&self) -> &EventBus {
+        &self.events
+    }
+    fn live_rules(&self) -> &Rules {
+        &self.rules
+    }
+}
+
 /// True when `dir` exists (or can be created) and a file can be written and removed in it.
 pub fn dir_writable(dir: &Path) -> bool {
     if std::fs::create_dir_all(dir).is_err() {
@@ -105,6 +135,3 @@ pub fn dir_writable(dir: &Path) -> bool {
     let _ = std::fs::remove_file(&probe);
     ok
 }
-
-/// Durable file writes live in their own leaf module; re-exported for existing callers.
-pub use crate::durable::write_durably;

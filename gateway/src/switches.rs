@@ -13,7 +13,7 @@
 //! stops the start: silently reopening a killed channel is worse than not starting.
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 use ipnet::IpNet;
 use parking_lot::Mutex;
 use portcullis_rules::ipset::IpSet;
@@ -355,18 +355,6 @@ impl fmt::Display for SwitchError {
 
 impl std::error::Error for SwitchError {}
 
-impl crate::txn::Refusal for SwitchError {
-    fn status(&self) -> u16 {
-        match self {
-            SwitchError::UnknownChannel { .. } | SwitchError::UnknownFlag { .. } => 404,
-            SwitchError::Conflict { .. } => 412,
-            SwitchError::Invalid(_) => 400,
-            SwitchError::Persist(_) => 500,
-            SwitchError::StoreUnavailable(_) => 503,
-        }
-    }
-}
-
 /// The published state plus what the request path needs precomputed.
 struct Live {
     state: Arc<SwitchState>,
@@ -429,7 +417,7 @@ impl Switches {
         let mut routed: Vec<String> = channels.to_vec();
         routed.sort();
         routed.dedup();
-        let at = Some(rfc3339(now));
+        let at = Some(rfc3339_unix(now));
         let mut state = SwitchState::default();
 
         // 1. Defaults.
@@ -560,7 +548,7 @@ impl Switches {
             Some(t) if !(1..=MAX_TTL_SECONDS).contains(&t) => {
                 return Err(SwitchError::Invalid(format!("ttl_seconds must be 1..={MAX_TTL_SECONDS}")))
             }
-            Some(t) => Some(rfc3339(now.saturating_add(t))),
+            Some(t) => Some(rfc3339_unix(now.saturating_add(t))),
         };
         let reason = check_reason(req.reason)?;
         let next = Maintenance {
@@ -568,7 +556,7 @@ impl Switches {
             retry_after,
             reason,
             set_by: Some(actor.to_string()),
-            set_at: Some(rfc3339(now)),
+            set_at: Some(rfc3339_unix(now)),
             expires_at,
             source: Source::Operator,
         };
@@ -648,7 +636,7 @@ impl Switches {
         let after = Maintenance {
             enabled: false,
             set_by: Some(TTL_ACTOR.to_string()),
-            set_at: Some(rfc3339(now_unix)),
+            set_at: Some(rfc3339_unix(now_unix)),
             source: Source::Expired,
             ..m.clone()
         };
@@ -873,15 +861,10 @@ pub fn parse_sha256_hex(s: &str) -> Result<[u8; 32], String> {
 
 // ---------------------------------------------------------------------------------------------
 
-/// Seconds since the epoch (the clock every switch lookup and change uses).
-pub fn now_unix() -> u64 {
-    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
-}
-
-fn rfc3339(unix: u64) -> String {
-    let secs = i64::try_from(unix).unwrap_or(i64::MAX);
-    DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)
-}
+/// The clock is `crate::clock`'s (a leaf). Re-exported only while proxy.rs still names it here (it is
+/// being split by phase; issue 22): new code imports `crate::clock::now_unix`.
+pub use crate::clock::now_unix;
+use crate::clock::rfc3339_unix;
 
 fn parse_unix(s: &str) -> Option<u64> {
     let t = DateTime::parse_from_rfc3339(s).ok()?;
@@ -893,7 +876,13 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 }
 
 fn toggle(enabled: bool, reason: Option<String>, actor: &str, now: u64) -> Toggle {
-    Toggle { enabled, reason, set_by: Some(actor.to_string()), set_at: Some(rfc3339(now)), source: Source::Operator }
+    Toggle {
+        enabled,
+        reason,
+        set_by: Some(actor.to_string()),
+        set_at: Some(rfc3339_unix(now)),
+        source: Source::Operator,
+    }
 }
 
 /// At most [`MAX_REASON_CHARS`] characters, no control characters; an empty reason is none.
@@ -1015,7 +1004,7 @@ fn merge_saved(state: &mut SwitchState, saved: SwitchState, routed: &[String]) {
 fn write_atomic(dir: &Path, state: &SwitchState) -> Result<(), (String, bool)> {
     let mut body = serde_json::to_vec_pretty(state).map_err(|e| (e.to_string(), false))?;
     body.push(b'\n');
-    crate::state::write_durably(dir, STATE_FILE, &body)
+    crate::durable::write_durably(dir, STATE_FILE, &body)
 }
 
 /// A Prometheus label value: `\\`, `"` and newlines escaped.
@@ -1508,7 +1497,7 @@ mod tests {
         assert_eq!(c.new["source"], "expired");
         assert_eq!(c.new["set_by"], TTL_ACTOR);
         assert_eq!(c.new["reason"], "db migration", "the reason is kept for context");
-        assert_eq!(c.new["expires_at"], rfc3339(T0 + 600));
+        assert_eq!(c.new["expires_at"], rfc3339_unix(T0 + 600));
         assert_eq!(s.expire(T0 + 700), None, "only once");
         assert_eq!(s.maintenance(T0 + 700), None);
 

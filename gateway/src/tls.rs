@@ -129,7 +129,7 @@ pub(crate) fn compile(doc: &Doc, raw: RawTls, base: &Path, errs: &mut Vec<Config
 
 /// A pair loaded and checked, ready to serve.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub struct CertPair {
     key: Arc<CertifiedKey>,
     /// Lowercase names it serves (configured, else the certificate's DNS names).
     names: Vec<String>,
@@ -150,7 +150,7 @@ fn read_pem(path: &Path) -> Result<Vec<rustls_pemfile::Item>, String> {
 
 /// Loads a pair and checks it: a chain and a key that parse, the key is the certificate's, the
 /// certificate is valid now, and its names cover the configured ones.
-pub fn load_pair(spec: &CertSpec, now: i64) -> Result<Loaded, String> {
+pub fn load_pair(spec: &CertSpec, now: i64) -> Result<CertPair, String> {
     let chain: Vec<CertificateDer<'static>> = read_pem(&spec.cert)?
         .into_iter()
         .filter_map(|i| match i {
@@ -210,7 +210,7 @@ pub fn load_pair(spec: &CertSpec, now: i64) -> Result<Loaded, String> {
         ));
     }
     let names = if spec.names.is_empty() { sans } else { spec.names.clone() };
-    Ok(Loaded { key: Arc::new(certified), names, not_after })
+    Ok(CertPair { key: Arc::new(certified), names, not_after })
 }
 
 /// Whether a certificate/config name (`example.com`, `*.example.com`) covers a host name: a
@@ -241,12 +241,12 @@ fn client_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
 /// The pairs in service, in configured order (index 0 is the default).
 #[derive(Debug, Default)]
 pub struct CertStore {
-    pairs: Vec<Loaded>,
+    pairs: Vec<CertPair>,
 }
 
 impl CertStore {
     /// The pair for an SNI name: an exact name first, then a wildcard, then the default.
-    pub fn pick(&self, sni: Option<&str>) -> Option<&Loaded> {
+    pub fn pick(&self, sni: Option<&str>) -> Option<&CertPair> {
         if let Some(host) = sni {
             let exact =
                 self.pairs.iter().find(|p| p.names.iter().any(|n| !n.starts_with("*.") && name_matches(n, host)));
@@ -478,7 +478,7 @@ mod tests {
 
     #[test]
     fn sni_picks_exact_then_wildcard_then_default() {
-        let key = |n: &[&str]| Loaded {
+        let key = |n: &[&str]| CertPair {
             key: Arc::new(CertifiedKey::new(
                 vec![],
                 #[allow(clippy::unwrap_used)]

@@ -29,9 +29,9 @@
 //! another implementation behind the same [`transact`].
 
 use crate::audit::{AuditAction, AuditEntry, AuditLog, AuditTxn};
-use crate::limits::LimitState;
+use crate::limit_state::LimitState;
 use crate::sessions::{SessionOp, Sessions};
-use crate::switches::{SwitchOp, Switches};
+use crate::switches::{SwitchError, SwitchOp, Switches};
 use serde_json::{json, Value};
 use std::fmt;
 use std::io;
@@ -289,6 +289,19 @@ impl Refusal for Refused {
     }
 }
 
+/// The switches' refusals (unknown target, `If-Match`, invalid request, store).
+impl Refusal for SwitchError {
+    fn status(&self) -> u16 {
+        match self {
+            SwitchError::UnknownChannel { .. } | SwitchError::UnknownFlag { .. } => 404,
+            SwitchError::Conflict { .. } => 412,
+            SwitchError::Invalid(_) => 400,
+            SwitchError::Persist(_) => 500,
+            SwitchError::StoreUnavailable(_) => 503,
+        }
+    }
+}
+
 /// Why a transaction did not commit. Either way nothing changed.
 #[derive(Debug)]
 pub enum TxError<E> {
@@ -314,19 +327,10 @@ pub fn transact<S: StateStore, E: Refusal>(
         Ok(p) => p,
         Err(e) => {
             let why = e.to_string();
-            let refused = AuditEntry {
-                actor: meta.actor,
-                role: meta.role,
-                source_ip: meta.source_ip.map(str::to_owned),
-                request_id: meta.request_id,
-                action: action_hint.as_str(),
-                target: target_hint,
-                old: Value::Null,
-                new: refusal_new,
-                reason: Some(&why),
-                outcome: "refused",
-                status: e.status(),
-            };
+            let refused = AuditEntry::new(action_hint, target_hint, "refused", e.status())
+                .by(meta.actor, meta.role, meta.source_ip, meta.request_id)
+                .values(Value::Null, refusal_new)
+                .reason(Some(&why));
             if let Err(err) = txn.append(&refused) {
                 tracing::error!(error = %err, "cannot audit a refused change");
             }
@@ -336,19 +340,12 @@ pub fn transact<S: StateStore, E: Refusal>(
     let target = plan.op.target();
     let new = plan.op.new_value();
     let record = txn
-        .append(&AuditEntry {
-            actor: meta.actor,
-            role: meta.role,
-            source_ip: meta.source_ip.map(str::to_owned),
-            request_id: meta.request_id,
-            action: plan.action.as_str(),
-            target: &target,
-            old: plan.old.clone(),
-            new: new.clone(),
-            reason: plan.reason.as_deref(),
-            outcome: "ok",
-            status: meta.status,
-        })
+        .append(
+            &AuditEntry::new(plan.action, &target, "ok", meta.status)
+                .by(meta.actor, meta.role, meta.source_ip, meta.request_id)
+                .values(plan.old.clone(), new.clone())
+                .reason(plan.reason.as_deref()),
+        )
         .map_err(TxError::Store)?;
     let seq = record.get("seq").and_then(Value::as_u64).unwrap_or_else(|| txn.seq());
     let version = match state.apply(&plan.op, seq, true) {
@@ -420,10 +417,11 @@ pub fn recover<S: StateStore>(store: &S, state: State<'_>, state_dir: &Path) -> 
 
 /// Installs the applier: records other processes append are applied to this process's state
 /// (in memory; their writer checkpointed them, and replay covers a writer that died first).
-pub fn follow(log: &AuditLog, shared: std::sync::Weak<crate::state::Shared>) {
+/// `state` says where the owner (the shared state, held weakly) keeps the runtime state.
+pub fn follow<T: Send + Sync + 'static>(log: &AuditLog, owner: std::sync::Weak<T>, state: fn(&T) -> State<'_>) {
     log.set_applier(Arc::new(move |records: &[Value]| {
-        if let Some(sh) = shared.upgrade() {
-            let n = sh.state().replay(records, false);
+        if let Some(sh) = owner.upgrade() {
+            let n = state(&sh).replay(records, false);
             if n > 0 {
                 tracing::info!(changes = n, "applied changes another process committed");
             }
@@ -559,35 +557,18 @@ mod tests {
             // The record of the next change is durable, its state file write never happened.
             let (op, old) = f.switches.plan_channel("whatsapp", false, None, "ops", None).unwrap();
             f.log
-                .append(&AuditEntry {
-                    actor: Some("ops"),
-                    role: None,
-                    source_ip: None,
-                    request_id: "r",
-                    action: AuditAction::ChannelSet.as_str(),
-                    target: &op.target(),
-                    old,
-                    new: op.new_value(),
-                    reason: None,
-                    outcome: "ok",
-                    status: 200,
-                })
+                .append(
+                    &AuditEntry::new(AuditAction::ChannelSet, &op.target(), "ok", 200)
+                        .by(Some("ops"), None, None, "r")
+                        .values(old, op.new_value()),
+                )
                 .unwrap();
             let (op, _) = f.sessions.plan_revoke("sess-1", None, "ops", 100).unwrap();
             let mut t = f.log.begin().unwrap();
-            let mut e = AuditEntry {
-                actor: Some("ops"),
-                role: None,
-                source_ip: None,
-                request_id: "r",
-                action: AuditAction::SessionRevoke.as_str(),
-                target: &op.target(),
-                old: Value::Null,
-                new: op.new_value(),
-                reason: None,
-                outcome: "ok",
-                status: 200,
-            };
+            let target = op.target();
+            let mut e = AuditEntry::new(AuditAction::SessionRevoke, &target, "ok", 200)
+                .by(Some("ops"), None, None, "r")
+                .values(Value::Null, op.new_value());
             t.append(&e).unwrap();
             e.outcome = "refused";
             e.target = "session:never";
@@ -638,7 +619,7 @@ mod tests {
         let f = Fixture::open(&d, &[]);
         f.limits.apply_reset("t1", 5, true).unwrap();
         assert_eq!(f.limits.audit_seq(), Some(5));
-        let text = std::fs::read_to_string(d.join(crate::limits::QUOTA_FILE)).unwrap();
+        let text = std::fs::read_to_string(d.join(crate::limit_state::QUOTA_FILE)).unwrap();
         assert!(text.starts_with("{\"audit_seq\":5,"), "{text}");
         let again = LimitState::load(&d);
         assert_eq!(again.audit_seq(), Some(5));

@@ -6,7 +6,7 @@
 //! (a Slack or webhook URL may be written inline: prefer `url_env` when it embeds a token), and
 //! never logged: their `Debug` is `<redacted>` and delivery errors never quote a URL.
 
-use crate::config::{read_secret, Secret};
+use crate::secret::{read_secret, Secret};
 use portcullis_rules::verdict::Severity;
 use portcullis_rules::yaml::{ConfigError, Doc};
 use serde::Deserialize;

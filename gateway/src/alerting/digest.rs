@@ -4,8 +4,8 @@
 //! `alerting.digest.zone` (DST followed), or now with `POST /v1/safe-test/digest`.
 
 use super::config::DigestConfig;
+use super::Sources;
 use crate::events::{EventQuery, SecurityEvent};
-use crate::state::Shared;
 use portcullis_rules::verdict::EventType;
 use serde_json::{json, Value};
 
@@ -38,9 +38,9 @@ pub fn local_date(d: Option<&DigestConfig>, now_ms: i64) -> String {
 const QUOTA_NEAR_PERCENT: u64 = 80;
 
 /// The digest body (JSON; the sinks render it).
-pub fn build(shared: &Shared, now_ms: i64, firing: Vec<Value>) -> Value {
-    let summary = shared.events.summary(24, &shared.requests);
-    let threats = shared.events.top_threats(24, 10);
+pub fn build(shared: &dyn Sources, now_ms: i64, firing: Vec<Value>) -> Value {
+    let summary = shared.events().summary(24, shared.requests());
+    let threats = shared.events().top_threats(24, 10);
     // Health over the day in four 6-hour blocks, oldest first.
     let trend: Vec<u8> = (0..4)
         .rev()
@@ -51,7 +51,7 @@ pub fn build(shared: &Shared, now_ms: i64, firing: Vec<Value>) -> Value {
         .collect();
     let day = |kinds: Vec<EventType>| {
         let q = EventQuery { kinds, hours: 24, limit: crate::events::MAX_EVENTS_LIMIT, ..EventQuery::default() };
-        shared.events.query(&q)
+        shared.events().query(&q)
     };
     let switch_changes: Vec<Value> = day(vec![EventType::SwitchChanged])
         .iter()

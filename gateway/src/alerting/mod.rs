@@ -24,8 +24,8 @@ pub mod tls;
 
 pub use config::{AlertingConfig, RawAlerting};
 
-use crate::events::{format_time_ms, now_ms, EventBus, SecurityEvent};
-use crate::state::Shared;
+use crate::events::{format_time_ms, now_ms, EventBus, RequestWindow, SecurityEvent};
+use crate::reload::Rules;
 use message::{events_query, Alert, Message, Status};
 use parking_lot::Mutex;
 use portcullis_rules::alerts::{AlertRule, AlertState, MetricKind, Transition};
@@ -37,6 +37,35 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+/// What alerting reads of the running gateway: its alert states, its events, its requests per
+/// minute and its rules. Implemented by the shared state (`state::Shared`), which sits above
+/// alerting in the module graph (docs/architecture.md).
+pub trait Sources {
+    /// The alert states, sinks and digest.
+    fn alerting(&self) -> &Alerting;
+    /// The event bus (counts, queries, hits).
+    fn events(&self) -> &EventBus;
+    /// Requests and 5xx per minute.
+    fn requests(&self) -> &RequestWindow;
+    /// The live rules.
+    fn rules(&self) -> &Rules;
+}
+
+impl<T: Sources + ?Sized> Sources for Arc<T> {
+    fn alerting(&self) -> &Alerting {
+        (**self).alerting()
+    }
+    fn events(&self) -> &EventBus {
+        (**self).events()
+    }
+    fn requests(&self) -> &RequestWindow {
+        (**self).requests()
+    }
+    fn rules(&self) -> &Rules {
+        (**self).rules()
+    }
+}
 
 /// Per-rule counters and state.
 #[derive(Debug, Default)]
@@ -182,22 +211,22 @@ impl Alerting {
     }
 
     /// Starts the evaluator thread. It holds the shared state weakly and ends with it.
-    pub fn start(shared: Weak<Shared>, every: Duration) -> std::io::Result<()> {
+    pub fn start<S: Sources + Send + Sync + 'static>(shared: Weak<S>, every: Duration) -> std::io::Result<()> {
         std::thread::Builder::new().name("alerts".into()).spawn(move || loop {
             std::thread::sleep(every);
             let Some(shared) = shared.upgrade() else { return };
             let now = now_ms();
-            shared.alerting.evaluate(&shared, now);
-            shared.alerting.digest_if_due(&shared, now);
-            shared.alerting.save();
+            shared.alerting().evaluate(&*shared, now);
+            shared.alerting().digest_if_due(&*shared, now);
+            shared.alerting().save();
         })?;
         Ok(())
     }
 
     /// One evaluation of every rule at `now`: reconciles the states with the rules in force
     /// (reload), measures, steps, and queues the notifications.
-    pub fn evaluate(&self, shared: &Shared, now: i64) {
-        let loaded = shared.rules.current();
+    pub fn evaluate(&self, shared: &dyn Sources, now: i64) {
+        let loaded = shared.rules().current();
         let rules = loaded.snapshot.alerts.rules();
         let mut notes = Vec::new();
         {
@@ -249,7 +278,7 @@ impl Alerting {
     ) -> Alert {
         let query = events_query(rule);
         Alert {
-            id: crate::proxy::new_request_id(),
+            id: crate::ids::new_request_id(),
             status,
             test,
             rule_id: rule.id.to_string(),
@@ -290,8 +319,8 @@ impl Alerting {
 
     /// A safe test's event went out: every `events` rule whose types include it sends a test
     /// notification (no state, no cooldown). Returns `[{rule_id, sinks}]`.
-    pub fn test_event(&self, shared: &Shared, ev: &SecurityEvent) -> Value {
-        let loaded = shared.rules.current();
+    pub fn test_event(&self, shared: &dyn Sources, ev: &SecurityEvent) -> Value {
+        let loaded = shared.rules().current();
         let now = now_ms();
         let mut out = Vec::new();
         for r in loaded.snapshot.alerts.rules() {
@@ -312,7 +341,7 @@ impl Alerting {
     /// `POST /v1/safe-test/{alert_sinks|alert_health|alert_5xx|alert_p99|digest}`: sends, waits
     /// (at most 10 s) for every delivery's outcome, and answers with them. Blocking: call it on
     /// a blocking thread.
-    pub fn safe_test(&self, shared: &Shared, kind: SafeTest, who: &str) -> Value {
+    pub fn safe_test(&self, shared: &dyn Sources, kind: SafeTest, who: &str) -> Value {
         let now = now_ms();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Outcome>(1024);
         let mut sent: Vec<(String, String)> = Vec::new(); // (what, sink)
@@ -331,7 +360,7 @@ impl Alerting {
                     SafeTest::ErrorRate => MetricKind::ErrorRate5xx,
                     _ => MetricKind::LatencyP99,
                 };
-                let loaded = shared.rules.current();
+                let loaded = shared.rules().current();
                 for r in loaded.snapshot.alerts.rules().iter().filter(|r| r.metric == metric && r.mode == Mode::Enforce)
                 {
                     // A value just past the threshold, as if it had been measured.
@@ -377,7 +406,7 @@ impl Alerting {
         json!({ "test": kind.as_str(), "delivered": all, "deliveries": deliveries })
     }
 
-    fn digest_if_due(&self, shared: &Shared, now: i64) {
+    fn digest_if_due(&self, shared: &dyn Sources, now: i64) {
         let Some(d) = &self.cfg.digest else { return };
         let due = i64::try_from(self.next_digest_ms.load(Relaxed)).unwrap_or(i64::MAX);
         if now < due {
@@ -389,7 +418,7 @@ impl Alerting {
 
     fn send_digest(
         &self,
-        shared: &Shared,
+        shared: &dyn Sources,
         now: i64,
         done: Option<&std::sync::mpsc::SyncSender<Outcome>>,
     ) -> Vec<String> {
@@ -406,7 +435,7 @@ impl Alerting {
         let zone = self.cfg.digest.as_ref().map_or("UTC", |d| d.zone_name.as_str());
         let body = digest::build(shared, now, firing);
         let title = format!("[Portcullis] daily digest {} ({zone})", digest::local_date(self.cfg.digest.as_ref(), now));
-        let msg = Arc::new(Message::Digest { id: crate::proxy::new_request_id(), title, body });
+        let msg = Arc::new(Message::Digest { id: crate::ids::new_request_id(), title, body });
         let wanted = self.cfg.digest.as_ref().and_then(|d| d.sinks.clone());
         let mut out = Vec::new();
         for s in &self.sinks {
@@ -422,7 +451,7 @@ impl Alerting {
 
     /// Prometheus text: the health score, every rule's firing state and notification counts,
     /// every sink's deliveries.
-    pub fn render_metrics(&self, shared: &Shared, out: &mut String) {
+    pub fn render_metrics(&self, shared: &dyn Sources, out: &mut String) {
         let now = now_ms();
         let _ = writeln!(out, "# HELP portcullis_health_score The health score (0-100) over the window (docs/events.md \"Health score\": operator switch flips and the gateway's deliberate 5xx answers never lower it).");
         let _ = writeln!(out, "# TYPE portcullis_health_score gauge");
@@ -542,36 +571,36 @@ fn minutes(secs: u64) -> u32 {
 }
 
 /// The health score over the last `minutes`.
-fn health(shared: &Shared, now: i64, minutes: u32) -> u8 {
-    let counts = shared.events.counts_minutes(now, minutes);
-    let requests = shared.requests.totals_minutes_at(now, minutes);
+fn health(shared: &dyn Sources, now: i64, minutes: u32) -> u8 {
+    let counts = shared.events().counts_minutes(now, minutes);
+    let requests = shared.requests().totals_minutes_at(now, minutes);
     crate::events::health_of(&counts, &requests)
 }
 
 /// A rule's value now (`None`: not enough data to judge).
-fn measure(shared: &Shared, r: &AlertRule, now: i64) -> Option<f64> {
+fn measure(shared: &dyn Sources, r: &AlertRule, now: i64) -> Option<f64> {
     let m = minutes(r.window_secs);
     match r.metric {
         MetricKind::Events if r.events.by_type_only() => {
-            let c = shared.events.counts_minutes(now, m);
+            let c = shared.events().counts_minutes(now, m);
             let types: &[EventType] = if r.events.types.is_empty() { &EventType::ALL } else { &r.events.types };
             Some(types.iter().map(|t| c.hits(*t)).sum::<u64>() as f64)
         }
         MetricKind::Events => {
             let cutoff = now - i64::from(m) * 60_000;
             let f = &r.events;
-            let (n, _complete) = shared.events.hits_since(cutoff, |e| {
+            let (n, _complete) = shared.events().hits_since(cutoff, |e| {
                 f.matches(e.kind, e.severity, e.tenant.as_deref(), e.target_tenant.as_deref(), e.route.as_deref())
             });
             Some(n as f64)
         }
         MetricKind::HealthScore => Some(f64::from(health(shared, now, m))),
         MetricKind::ErrorRate5xx => {
-            let t = shared.requests.totals_minutes_at(now, m);
+            let t = shared.requests().totals_minutes_at(now, m);
             (t.requests >= r.min_requests.max(1)).then(|| t.failure_percent())
         }
         MetricKind::LatencyP99 => {
-            let t = shared.requests.totals_minutes_at(now, m);
+            let t = shared.requests().totals_minutes_at(now, m);
             if t.requests < r.min_requests.max(1) {
                 return None;
             }

@@ -210,7 +210,7 @@ impl Client {
                     let body = webhook_body(m);
                     let mut headers = Vec::new();
                     if let Some(secret) = secret {
-                        let now = crate::switches::now_unix();
+                        let now = crate::clock::now_unix();
                         let signed =
                             portcullis_rules::webhook::sign_standard_webhooks(secret.expose(), m.id(), now, &body)
                                 .map_err(|_| Failure { retry: false, reason: "signing".into() })?;

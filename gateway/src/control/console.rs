@@ -49,7 +49,7 @@ fn wants_html(accept: Option<&str>) -> bool {
 
 fn not_allowed(request_id: &str) -> Response<Vec<u8>> {
     use portcullis_rules::deny::{Deny, DenyCode};
-    super::deny_response(&Deny::new(DenyCode::MethodNotAllowed, "method").with_header("allow", "GET, HEAD"), request_id)
+    super::control_deny(&Deny::new(DenyCode::MethodNotAllowed, "method").with_header("allow", "GET, HEAD"), request_id)
 }
 
 /// The JSON index: every endpoint, its method and the role it needs.

@@ -8,12 +8,14 @@
 //! In fleet mode these changes are shared through the fleet store like the switches (fleet.rs).
 
 use super::{
-    audit_unavailable, bad_query, decode_segment, fleet_unavailable, parse_body, switch_changed_event, Call,
-    ControlApp, Handler, Mutating, OwnedCall,
+    audit_unavailable, bad_query, decode_segment, fleet_unavailable, parse_body, Call, ControlApp, Handler, Mutating,
+    OwnedCall,
 };
 use crate::audit::{AuditAction, AuditFilter};
+use crate::clock::now_unix;
+use crate::events::switch_changed_event;
 use crate::sessions::{AllowEntry, Revocation, FOREVER};
-use crate::switches::{now_unix, Change};
+use crate::switches::Change;
 use crate::txn::{transact, Op, Plan, Refused, TxError};
 use portcullis_rules::deny::{Deny, DenyCode};
 use serde_json::{json, Value};

@@ -337,3 +337,14 @@ pub(crate) fn format_time_ms(unix_ms: i64) -> String {
 pub(crate) fn parse_time_ms(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
+
+/// The `switch_changed` event for a change (operator or ttl): one builder for both.
+pub fn switch_changed_event(change: &crate::switches::Change, who: &str, rules_version: &str) -> SecurityEvent {
+    let mut detail = Map::new();
+    detail.insert("target".into(), Value::from(change.target.as_str()));
+    detail.insert("old".into(), change.old.clone());
+    detail.insert("new".into(), change.new.clone());
+    detail.insert("set_by".into(), Value::from(who));
+    detail.insert("version".into(), Value::from(change.version));
+    SecurityEvent::system(EventType::SwitchChanged, Action::Changed, Some(rules_version), detail)
+}

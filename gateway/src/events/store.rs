@@ -175,7 +175,7 @@ fn rotated_files(dir: &Path) -> Vec<(usize, PathBuf)> {
 
 /// What the loader found.
 #[derive(Debug, Default)]
-pub(crate) struct Loaded {
+pub(crate) struct Restored {
     /// The newest `memory_events` events, oldest first.
     pub events: VecDeque<Arc<SecurityEvent>>,
     /// Events read in all (including those not kept in memory).
@@ -188,11 +188,11 @@ pub(crate) struct Loaded {
 
 /// Reads the store, rotated files oldest first then the current file, calling `each` for every
 /// event and keeping the newest `keep` in memory. Never blocks on a non-regular file.
-pub(crate) fn load(dir: &Path, keep: usize, mut each: impl FnMut(&SecurityEvent)) -> io::Result<Loaded> {
+pub(crate) fn load(dir: &Path, keep: usize, mut each: impl FnMut(&SecurityEvent)) -> io::Result<Restored> {
     let mut files = rotated_files(dir);
     files.sort_by_key(|f| std::cmp::Reverse(f.0));
     files.push((0, file_path(dir, 0)));
-    let mut out = Loaded::default();
+    let mut out = Restored::default();
     for (_, path) in files {
         let meta = match fs::metadata(&path) {
             Ok(m) => m,

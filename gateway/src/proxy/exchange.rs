@@ -18,7 +18,7 @@
 
 use super::{read_body, refuse, BodyRead, Ctx, Portcullis};
 use crate::metrics::UpstreamError;
-use crate::pii::{self, Plan};
+use crate::pii_response::{self as pii, Plan};
 use bytes::Bytes;
 use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;

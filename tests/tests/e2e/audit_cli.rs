@@ -1,7 +1,7 @@
 //! `portcullis audit verify`: a log written by the library, copies tampered with in every way the
 //! chain must catch (edit, delete, reorder, forged records), each reported at the right line.
 use crate::common::BIN;
-use portcullis::audit::{AuditEntry, AuditLog};
+use portcullis::audit::{AuditAction, AuditEntry, AuditLog};
 use portcullis_tests::{run_cli, TempDir};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -11,27 +11,19 @@ use std::path::{Path, PathBuf};
 fn write_log(dir: &TempDir) -> (PathBuf, Vec<String>) {
     let log = AuditLog::open(&dir.path().join("state/audit")).unwrap();
     let actions = [
-        ("switch.maintenance.set", "maintenance", "ok", 200),
-        ("switch.channel.set", "channel:whatsapp", "ok", 200),
-        ("denied", "/v1/flags/rate_limit", "refused", 403),
-        ("rules.reload", "rules", "ok", 200),
-        ("safe_test", "cross_tenant_attempt", "ok", 200),
+        (AuditAction::MaintenanceSet, "maintenance", "ok", 200),
+        (AuditAction::ChannelSet, "channel:whatsapp", "ok", 200),
+        (AuditAction::Denied, "/v1/flags/rate_limit", "refused", 403),
+        (AuditAction::RulesReload, "rules", "ok", 200),
+        (AuditAction::SafeTest, "cross_tenant_attempt", "ok", 200),
     ];
     for (i, (action, target, outcome, status)) in actions.into_iter().enumerate() {
-        log.append(&AuditEntry {
-            actor: Some("alice"),
-            role: Some("operator"),
-            source_ip: Some("127.0.0.1".into()),
-            request_id: &format!("req-{i}"),
-            action,
-            target,
-            old: serde_json::json!({"enabled": false}),
-            new: serde_json::json!({"enabled": true}),
-            reason: Some("incident 42"),
-            outcome,
-            status,
-        })
-        .unwrap();
+        let request_id = format!("req-{i}");
+        let entry = AuditEntry::new(action, target, outcome, status)
+            .by(Some("alice"), Some("operator"), Some("127.0.0.1"), &request_id)
+            .values(serde_json::json!({"enabled": false}), serde_json::json!({"enabled": true}))
+            .reason(Some("incident 42"));
+        log.append(&entry).unwrap();
     }
     let path = log.path().to_path_buf();
     let lines = std::fs::read_to_string(&path).unwrap().lines().map(str::to_string).collect();

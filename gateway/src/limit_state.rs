@@ -7,7 +7,7 @@
 //! changed (fsync + rename), and on graceful shutdown: a crash (`kill -9`, power loss) loses at
 //! most the last second of counting; a SIGTERM loses nothing.
 
-use crate::state::write_durably;
+use crate::durable::write_durably;
 use parking_lot::Mutex;
 use portcullis_rules::limits::{Aggregator, Now, QuotaBook, Summary};
 use portcullis_rules::rulefile::Snapshot;
@@ -58,7 +58,7 @@ impl LimitState {
                     book
                 }
                 Err(e) => {
-                    let aside = dir.join(format!("{QUOTA_FILE}.corrupt-{}", crate::switches::now_unix()));
+                    let aside = dir.join(format!("{QUOTA_FILE}.corrupt-{}", crate::clock::now_unix()));
                     let moved = std::fs::rename(&path, &aside).is_ok();
                     tracing::error!(
                         error = %e,
@@ -123,7 +123,7 @@ impl LimitState {
     pub fn now(&self) -> Now {
         Now {
             mono_ns: u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            unix_secs: crate::switches::now_unix(),
+            unix_secs: crate::clock::now_unix(),
         }
     }
 
