@@ -330,9 +330,11 @@ fn add_listener<A>(
 /// HTTP/2 limits (downstream): the header limits of HTTP/1.1 (as HPACK-decoded bytes), a bound on
 /// concurrent streams, on streams reset before the application saw them (rapid reset,
 /// CVE-2023-44487), on streams the server had to reset for errors, and on the send buffer.
-/// CONTINUATION floods end at the header-list limit (the h2 crate stops decoding there);
-/// SETTINGS and PING floods are bounded by the h2 crate itself (one pending ACK each: a peer
-/// that does not read its ACKs stalls only its own connection).
+/// CONTINUATION floods end at the header-list limit (the h2 crate counts CONTINUATION frames
+/// against it); SETTINGS and PING floods are bounded by the h2 crate itself (one pending ACK
+/// each: a peer that does not read its ACKs stalls only its own connection); empty DATA frames
+/// by its budget of 100 per connection; refused streams count as error resets. Its per-frame
+/// warnings are filtered in `logging`. All of it is tested on the wire in `e2e/h2_floods.rs`.
 fn h2_options(cfg: &GatewayConfig) -> pingora_core::protocols::http::v2::server::H2Options {
     let mut o = pingora_core::protocols::http::v2::server::H2Options::new();
     let header_bytes = u32::try_from(cfg.header_limits.max_bytes).unwrap_or(u32::MAX);
