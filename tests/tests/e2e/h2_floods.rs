@@ -337,12 +337,32 @@ fn tls_gateway(up: &Upstream) -> (portcullis_tests::tls::Pki, Gateway) {
     (pki, gw)
 }
 
-#[test]
-fn continuation_floods_end_in_goaway() {
+/// A TLS gateway before one request to `/api/ok`, and its memory after it (KiB).
+fn attacked() -> (Upstream, portcullis_tests::tls::Pki, Gateway, u64) {
     let up = Upstream::start("app");
-    let (_pki, gw) = tls_gateway(&up);
+    let (pki, gw) = tls_gateway(&up);
     still_serving(&gw, &up, "before", rss_kib(&gw), 64);
     let base = rss_kib(&gw);
+    (up, pki, gw, base)
+}
+
+/// Sends `bytes` on a fresh connection; the server must answer nothing, send `GOAWAY` with one
+/// of `codes` and close.
+fn expect_goaway(gw: &Gateway, what: &str, bytes: &[u8], codes: &[u32]) {
+    rt().block_on(async {
+        let mut raw = Raw::open(gw).await;
+        raw.send(bytes).await;
+        let seen = raw.drain(Duration::from_secs(10)).await;
+        assert!(seen.closed, "{what}: the connection stayed open: {seen:?}");
+        assert!(seen.responses.is_empty(), "{what}: answered {seen:?}");
+        let code = seen.goaway.unwrap_or_else(|| panic!("{what}: no GOAWAY: {seen:?}"));
+        assert!(codes.contains(&code), "{what}: GOAWAY {code:#x}, wanted one of {codes:?}");
+    });
+}
+
+#[test]
+fn continuation_floods_end_in_goaway() {
+    let (up, _pki, gw, base) = attacked();
     let block = request_block("GET", "/api/attack");
     // A header block that never ends, split several ways. The test config's header list limit
     // is 8 KiB (`limits.max_header_bytes`): at most 5 CONTINUATION frames per block.
@@ -388,27 +408,16 @@ fn continuation_floods_end_in_goaway() {
     // CONTINUATION without HEADERS.
     attacks.push(("CONTINUATION without HEADERS", frame(CONTINUATION, END_HEADERS, 1, &block), &[PROTOCOL_ERROR]));
     for (what, bytes, codes) in attacks {
-        rt().block_on(async {
-            let mut raw = Raw::open(&gw).await;
-            raw.send(&bytes).await;
-            let seen = raw.drain(Duration::from_secs(10)).await;
-            assert!(seen.closed, "{what}: the connection stayed open: {seen:?}");
-            assert!(seen.responses.is_empty(), "{what}: answered {seen:?}");
-            let code = seen.goaway.unwrap_or_else(|| panic!("{what}: no GOAWAY: {seen:?}"));
-            assert!(codes.contains(&code), "{what}: GOAWAY {code:#x}, wanted one of {codes:?}");
-        });
+        expect_goaway(&gw, what, &bytes, codes);
         still_serving(&gw, &up, what, base, 32);
     }
 }
 
 #[test]
 fn hpack_bombs_are_refused() {
-    let up = Upstream::start("app");
-    let (_pki, gw) = tls_gateway(&up);
-    still_serving(&gw, &up, "before", rss_kib(&gw), 64);
-    let base = rss_kib(&gw);
+    let (up, _pki, gw, base) = attacked();
     // One 3000-byte field put into the dynamic table, then referenced by one byte each: a
-    // 16 KiB block decodes to 48 MB.
+    // 16 KiB block that decodes to 40 MB.
     let mut bomb = request_block("GET", "/api/attack");
     bomb.push(0x40);
     hpack_int(0, 7, 5, &mut bomb);
@@ -444,10 +453,7 @@ fn hpack_bombs_are_refused() {
 
 #[test]
 fn settings_ping_and_noop_floods_stay_bounded() {
-    let up = Upstream::start("app");
-    let (_pki, gw) = tls_gateway(&up);
-    still_serving(&gw, &up, "before", rss_kib(&gw), 64);
-    let base = rss_kib(&gw);
+    let (up, _pki, gw, base) = attacked();
     let mark = gw.log_mark();
     let repeat = |f: Vec<u8>, n: usize| f.repeat(n);
     // SETTINGS with many entries: unknown identifiers and the initial window toggled.
@@ -488,10 +494,7 @@ fn settings_ping_and_noop_floods_stay_bounded() {
 
 #[test]
 fn invalid_settings_and_window_updates_end_in_goaway() {
-    let up = Upstream::start("app");
-    let (_pki, gw) = tls_gateway(&up);
-    still_serving(&gw, &up, "before", rss_kib(&gw), 64);
-    let base = rss_kib(&gw);
+    let (up, _pki, gw, base) = attacked();
     let setting = |id: u16, v: u32| {
         let mut p = id.to_be_bytes().to_vec();
         p.extend_from_slice(&v.to_be_bytes());
@@ -516,16 +519,18 @@ fn invalid_settings_and_window_updates_end_in_goaway() {
         ),
     ];
     for (what, bytes, codes) in cases {
-        rt().block_on(async {
-            let mut raw = Raw::open(&gw).await;
-            raw.send(&bytes).await;
-            let seen = raw.drain(Duration::from_secs(10)).await;
-            assert!(seen.closed, "{what}: the connection stayed open: {seen:?}");
-            let code = seen.goaway.unwrap_or_else(|| panic!("{what}: no GOAWAY: {seen:?}"));
-            assert!(codes.contains(&code), "{what}: GOAWAY {code:#x}, wanted one of {codes:?}");
-        });
+        expect_goaway(&gw, what, &bytes, codes);
         still_serving(&gw, &up, what, base, 32);
     }
+}
+
+/// `n` requests to `/api/slow/<i>` on streams 1, 3, 5, … (stream `2i + 1` asks for `<i>`).
+fn slow_streams(n: u32) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &request_block("GET", &format!("/api/slow/{i}")))
+        })
+        .collect()
 }
 
 #[test]
@@ -544,15 +549,7 @@ fn stream_count_abuse_is_refused_and_others_served() {
     // 150 streams at once on one connection: 100 are served, the rest refused.
     let (refused, answered) = rt().block_on(async {
         let mut raw = Raw::open(&gw).await;
-        let mut bytes = Vec::new();
-        for i in 0..150u32 {
-            bytes.extend(frame(
-                HEADERS,
-                END_STREAM | END_HEADERS,
-                2 * i + 1,
-                &request_block("GET", &format!("/api/slow/{i}")),
-            ));
-        }
+        let bytes = slow_streams(150);
         assert!(raw.send(&bytes).await);
         // Another client is served while the 100 are held.
         let r = crate::tls::https(&gw, portcullis_tests::tls::Proto::H2, "/api/ok", &[], &[]);
@@ -576,15 +573,7 @@ fn stream_count_abuse_is_refused_and_others_served() {
     up.clear();
     rt().block_on(async {
         let mut raw = Raw::open(&gw).await;
-        let mut bytes = Vec::new();
-        for i in 0..500u32 {
-            bytes.extend(frame(
-                HEADERS,
-                END_STREAM | END_HEADERS,
-                2 * i + 1,
-                &request_block("GET", &format!("/api/slow/{i}")),
-            ));
-        }
+        let bytes = slow_streams(500);
         raw.send(&bytes).await;
         let seen = raw.drain(Duration::from_secs(10)).await;
         assert_eq!(seen.goaway, Some(ENHANCE_YOUR_CALM), "{:?}", seen.goaway);
