@@ -220,8 +220,12 @@ struct Seen {
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
+/// A connection to the gateway: TLS (ALPN `h2`) or plain TCP (h2c).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 struct Raw {
-    io: Tls,
+    io: Box<dyn Io>,
     rbuf: Vec<u8>,
     seen: Seen,
 }
@@ -229,7 +233,15 @@ struct Raw {
 impl Raw {
     /// TLS with ALPN `h2`, the preface, empty SETTINGS, and the ACK of the server's SETTINGS.
     async fn open(gw: &Gateway) -> Raw {
-        let io = tls_h2(gw).await;
+        Raw::over(Box::new(tls_h2(gw).await)).await
+    }
+
+    /// The same by prior knowledge over plain TCP (`listen.h2c`).
+    async fn open_h2c(gw: &Gateway) -> Raw {
+        Raw::over(Box::new(tokio::net::TcpStream::connect(gw.proxy_addr()).await.unwrap())).await
+    }
+
+    async fn over(io: Box<dyn Io>) -> Raw {
         let mut raw = Raw { io, rbuf: Vec::new(), seen: Seen::default() };
         let mut hello = PREFACE.to_vec();
         hello.extend(frame(SETTINGS, 0, 0, &[]));
@@ -524,6 +536,18 @@ fn invalid_settings_and_window_updates_end_in_goaway() {
     }
 }
 
+/// An upstream that answers `/api/slow…` after `delay`, the rest at once.
+fn slow_upstream(delay: Duration) -> Upstream {
+    Upstream::with_fn("app", move |r| {
+        let reply = Reply::status(200);
+        if r.target.starts_with("/api/slow") {
+            reply.with_delay(delay)
+        } else {
+            reply
+        }
+    })
+}
+
 /// `n` requests to `/api/slow/<i>` on streams 1, 3, 5, … (stream `2i + 1` asks for `<i>`).
 fn slow_streams(n: u32) -> Vec<u8> {
     (0..n)
@@ -535,15 +559,7 @@ fn slow_streams(n: u32) -> Vec<u8> {
 
 #[test]
 fn stream_count_abuse_is_refused_and_others_served() {
-    // `/api/slow` holds its streams open for 2 s.
-    let up = Upstream::with_fn("app", |r| {
-        let reply = Reply::status(200);
-        if r.target.starts_with("/api/slow") {
-            reply.with_delay(Duration::from_secs(2))
-        } else {
-            reply
-        }
-    });
+    let up = slow_upstream(Duration::from_secs(2));
     let (_pki, gw) = tls_gateway(&up);
     let base = rss_kib(&gw);
     // 150 streams at once on one connection: 100 are served, the rest refused.
@@ -658,21 +674,122 @@ fn streams_the_client_makes_the_server_reset_end_in_goaway() {
 }
 
 #[test]
-fn cleartext_h2_prior_knowledge_is_refused() {
-    // No `tls:`: the listener speaks HTTP/1.1 only. The HTTP/2 preface, alone or followed by a
-    // request's frames, is answered 400 and nothing reaches the upstream.
+fn cleartext_h2_prior_knowledge_is_refused_unless_enabled() {
+    // No `tls:`, no `listen.h2c`: the listener speaks HTTP/1.1 only. The HTTP/2 preface, alone
+    // or followed by a request's frames, is answered 400 and nothing reaches the upstream.
     let up = Upstream::start("app");
     let gw = Cfg::new(&[up.addr()]).start();
     let mut with_request = PREFACE.to_vec();
     with_request.extend(frame(SETTINGS, 0, 0, &[]));
     with_request.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &request_block("GET", "/api/h2c")));
     for bytes in [PREFACE.to_vec(), with_request] {
-        let mut conn = portcullis_tests::RawConn::connect(gw.proxy_addr());
-        conn.send(&bytes).unwrap();
-        let raw = conn.read_until_close(Duration::from_secs(5));
-        let r = portcullis_tests::parse_response(&raw).unwrap_or_else(|| panic!("{raw:?}"));
-        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&raw));
-        assert_eq!(r.json()["code"], "bad_request");
+        assert_eq!(plain_answer(&gw, &[&bytes]).0, Some(400));
     }
     assert!(up.requests_excluding("/health").is_empty(), "{:?}", up.requests());
+}
+
+/// Sends `parts` on a plain connection (300 ms apart) and reads until close or 5 s: the
+/// HTTP/1.1 status it got, if any, and whether the connection was closed.
+fn plain_answer(gw: &Gateway, parts: &[&[u8]]) -> (Option<u16>, bool) {
+    let mut conn = portcullis_tests::RawConn::connect(gw.proxy_addr());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        conn.send(p).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let raw = conn.read_until_close(Duration::from_secs(5));
+    let closed = started.elapsed() < Duration::from_secs(5);
+    let r = portcullis_tests::parse_response(&raw);
+    if let Some(r) = &r {
+        assert_eq!(r.json()["code"], "bad_request", "{}", String::from_utf8_lossy(&raw));
+    }
+    (r.map(|r| r.status), closed)
+}
+
+/// A gateway with `listen.h2c: true` (no TLS).
+fn h2c_gateway(up: &Upstream) -> Gateway {
+    let cfg = Cfg::new(&[up.addr()]);
+    let yaml = cfg.yaml().replace("  control: 127.0.0.1:0\n", "  control: 127.0.0.1:0\n  h2c: true\n");
+    Gateway::start_with(BIN, &yaml, &[], &cfg.files())
+}
+
+/// An HTTP/2 client by prior knowledge over plain TCP.
+async fn connect_h2c(gw: &Gateway) -> H2 {
+    let tcp = tokio::net::TcpStream::connect(gw.proxy_addr()).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+#[test]
+fn h2c_by_prior_knowledge_when_enabled() {
+    let up = slow_upstream(Duration::from_secs(1));
+    let gw = h2c_gateway(&up);
+    rt().block_on(async {
+        let (send, _conn) = connect_h2c(&gw).await;
+        let mut send = send.ready().await.unwrap();
+        let mut get = |path: &str, extra: usize| {
+            let mut b = http::Request::builder().uri(format!("http://localhost{path}"));
+            for i in 0..extra {
+                b = b.header(format!("x-h{i}"), "1");
+            }
+            send.send_request(b.body(()).unwrap(), true).unwrap().0
+        };
+        // The same proxy checks as on HTTP/1.1: canonical path, refused traversal, header count.
+        let ok = get("/api//orders", 0);
+        let traversal = get("/../admin", 0);
+        let too_many = get("/api/many", 60);
+        assert_eq!(ok.await.unwrap().status(), 200);
+        assert_eq!(traversal.await.unwrap().status(), 400);
+        assert_eq!(too_many.await.unwrap().status(), 400);
+        // The limits of HTTP/2 over TLS apply.
+        assert_eq!(send.current_max_send_streams(), 100);
+    });
+    let seen = up.requests_excluding("/health");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].target, "/api/orders");
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("http"));
+    // HTTP/1.1 on the same listener, as before.
+    assert_eq!(portcullis_tests::Client::new().get(&gw.url("/api/h1"), &[]).status, 200);
+    // The preface in two pieces is still HTTP/2: the server's SETTINGS come back.
+    let mut conn = portcullis_tests::RawConn::connect(gw.proxy_addr());
+    conn.send(&PREFACE[..18]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    conn.send(&[&PREFACE[18..], &frame(SETTINGS, 0, 0, &[])[..]].concat()).unwrap();
+    let raw = conn.read_until_close(Duration::from_millis(500));
+    assert!(raw.len() >= 9 && raw[3] == SETTINGS, "{raw:?}");
+    // Half a preface then silence: cut at the header deadline (1 s here), never held.
+    let (status, closed) = plain_answer(&gw, &[&PREFACE[..18]]);
+    assert!(closed, "a half preface held its connection");
+    assert_eq!(status, Some(400));
+    let (status, closed) = plain_answer(&gw, &[&PREFACE[..20]]);
+    assert!(closed && status == Some(400), "{status:?}");
+    // Not the preface after its first line: refused.
+    assert_eq!(plain_answer(&gw, &[b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"]).0, Some(400));
+    assert_eq!(up.requests_excluding("/health").len(), 2);
+    // The HTTP/2 protections hold on h2c: a CONTINUATION flood, unsolicited PING ACKs, streams
+    // over the concurrency limit.
+    let mark = gw.log_mark();
+    rt().block_on(async {
+        let mut raw = Raw::open_h2c(&gw).await;
+        let mut bytes = frame(PING, ACK, 0, &[7; 8]).repeat(10_000);
+        bytes.extend(frame(HEADERS, END_STREAM, 1, &request_block("GET", "/api/attack")));
+        bytes.extend(frame(CONTINUATION, 0, 1, &[]).repeat(1_000));
+        raw.send(&bytes).await;
+        assert_eq!(raw.drain(Duration::from_secs(10)).await.goaway, Some(ENHANCE_YOUR_CALM));
+        assert!(gw.logs_since(mark).len() < 50, "{} log lines", gw.logs_since(mark).len());
+        let mut raw = Raw::open_h2c(&gw).await;
+        raw.send(&slow_streams(130)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while raw.seen.responses.len() + raw.seen.resets.len() < 130 && raw.read_frame(deadline).await.is_some() {}
+        assert_eq!(raw.seen.resets.iter().filter(|(_, c)| *c == REFUSED_STREAM).count(), 30, "{:?}", raw.seen);
+    });
+    assert_eq!(up.count_to("/api/attack"), 0);
+    // h2c with TLS is a configuration error.
+    let (_pki, tls) = localhost_tls("");
+    let cfg = Cfg::new(&[up.addr()]).extra(&tls);
+    let yaml = cfg.yaml().replace("  control: 127.0.0.1:0\n", "  control: 127.0.0.1:0\n  h2c: true\n");
+    let Err(err) = Gateway::try_start_with(BIN, &yaml, &[], &cfg.files()) else { panic!("h2c with tls started") };
+    assert!(err.output.contains("listen.h2c"), "{}", err.output);
 }
