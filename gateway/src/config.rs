@@ -141,6 +141,8 @@ struct RawListen {
     proxy: String,
     #[serde(default)]
     control: Option<String>,
+    #[serde(default)]
+    h2c: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -402,6 +404,8 @@ pub struct GatewayConfig {
     pub proxy_addr: SocketAddr,
     /// Control listener address (port 0 allowed).
     pub control_addr: SocketAddr,
+    /// Cleartext HTTP/2 by prior knowledge on the (plain) proxy listener, beside HTTP/1.1.
+    pub h2c: bool,
     /// Server settings.
     pub server: ServerSettings,
     /// Where runtime state lives.
@@ -837,6 +841,9 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         }
     });
     let tls = raw.tls.map(|t| crate::tls::compile(doc, t, base, &mut errs));
+    if raw.listen.h2c && tls.is_some() {
+        errs.push(doc.error_at("listen.h2c", "h2c is for a plain listener: with `tls`, HTTP/2 is offered by ALPN"));
+    }
     let alerting = crate::alerting::config::compile(doc, raw.alerting, base, &mut errs);
     // Bearer tokens in cleartext over a network: refused unless the control listener is on
     // loopback, terminates TLS, or the operator says the network is trusted.
@@ -865,6 +872,7 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
         version,
         proxy_addr,
         control_addr,
+        h2c: raw.listen.h2c,
         server: ServerSettings {
             threads,
             work_stealing: raw.server.work_stealing.unwrap_or(true),

@@ -5,9 +5,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Safe to call once; later calls are ignored.
 pub fn init(level: &str) {
-    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("PORTCULLIS_LOG").ok().filter(|s| EnvFilter::try_new(s).is_ok());
+    let spec =
+        spec.unwrap_or_else(|| if EnvFilter::try_new(level).is_ok() { level.to_string() } else { "info".into() });
+    let filter = cap_h2(EnvFilter::new(&spec), &spec);
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
@@ -17,4 +18,36 @@ pub fn init(level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
         .try_init();
+}
+
+/// The `h2` crate logs a warning for every PING ACK it did not ask for: any HTTP/2 client could
+/// turn 17-byte frames into log lines (100 000 of them a second on one connection). Its records
+/// below `error` are kept only when the filter names the crate (`info,h2=debug`).
+fn cap_h2(filter: EnvFilter, spec: &str) -> EnvFilter {
+    let names_h2 = spec.split(',').any(|d| d.trim().split(['=', '[', ':']).next() == Some("h2"));
+    match "h2=error".parse() {
+        Ok(d) if !names_h2 => filter.add_directive(d),
+        _ => filter,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directives(spec: &str) -> Vec<String> {
+        let mut d: Vec<String> = cap_h2(EnvFilter::new(spec), spec).to_string().split(',').map(String::from).collect();
+        d.sort();
+        d
+    }
+
+    #[test]
+    fn h2_warnings_are_capped_unless_named() {
+        assert_eq!(directives("info"), ["h2=error", "info"]);
+        assert_eq!(directives("debug"), ["debug", "h2=error"]);
+        assert_eq!(directives("info,h2=debug"), ["h2=debug", "info"]);
+        assert_eq!(directives("info,h2::proto=trace"), ["h2::proto=trace", "info"]);
+        // A crate whose name starts alike is not the h2 crate.
+        assert_eq!(directives("h2o=debug"), ["h2=error", "h2o=debug"]);
+    }
 }

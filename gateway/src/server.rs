@@ -178,11 +178,14 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     }
 
     let mut proxy = http_proxy(&conf, Portcullis::new(shared.clone()));
-    if tls.is_some() {
+    if tls.is_some() || cfg.h2c {
         proxy.h2_options = Some(h2_options(&cfg));
         // An HTTP/2 connection with no stream open is closed after the keep-alive timeout.
         let mut opts = pingora_core::apps::HttpServerOptions::default();
         opts.h2_idle_timeout = Some(Duration::from_secs(cfg.keepalive_timeout_seconds.max(1)));
+        // Pingora's h2c switch is reached only from `HeadGuard::h2c`, with the whole preface
+        // already read under the header deadline and put back (its own check has no deadline).
+        opts.h2c = cfg.h2c;
         proxy.server_options = Some(opts);
     }
     let proxy = Arc::new(proxy);
@@ -192,6 +195,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         header_limits: cfg.header_limits,
         keepalive: cfg.keepalive_timeout_seconds,
         max_head: cfg.header_limits.max_bytes.saturating_add(16 * 1024),
+        h2c: cfg.h2c,
     };
     let mut proxy_svc = Listening::new("proxy".to_string(), guard);
     add_listener(&mut proxy_svc, &proxy_key, tls.as_deref(), true)?;
@@ -209,6 +213,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
         header_limits: cfg.header_limits,
         keepalive: cfg.keepalive_timeout_seconds,
         max_head: cfg.header_limits.max_bytes.saturating_add(16 * 1024),
+        h2c: false,
     };
     let mut control_svc = Listening::new("control".to_string(), control_guard);
     add_listener(&mut control_svc, &control_key, tls.as_deref().filter(|t| t.config().control), false)?;
@@ -331,9 +336,11 @@ fn add_listener<A>(
 /// HTTP/2 limits (downstream): the header limits of HTTP/1.1 (as HPACK-decoded bytes), a bound on
 /// concurrent streams, on streams reset before the application saw them (rapid reset,
 /// CVE-2023-44487), on streams the server had to reset for errors, and on the send buffer.
-/// CONTINUATION floods end at the header-list limit (the h2 crate stops decoding there);
-/// SETTINGS and PING floods are bounded by the h2 crate itself (one pending ACK each: a peer
-/// that does not read its ACKs stalls only its own connection).
+/// CONTINUATION floods end at the header-list limit (the h2 crate counts CONTINUATION frames
+/// against it); SETTINGS and PING floods are bounded by the h2 crate itself (one pending ACK
+/// each: a peer that does not read its ACKs stalls only its own connection); empty DATA frames
+/// by its budget of 100 per connection; refused streams count as error resets. Its per-frame
+/// warnings are filtered in `logging`. All of it is tested on the wire in `e2e/h2_floods.rs`.
 fn h2_options(cfg: &GatewayConfig) -> pingora_core::protocols::http::v2::server::H2Options {
     let mut o = pingora_core::protocols::http::v2::server::H2Options::new();
     let header_bytes = u32::try_from(cfg.header_limits.max_bytes).unwrap_or(u32::MAX);
@@ -429,7 +436,13 @@ struct HeadGuard<A> {
     header_limits: HeaderLimits,
     keepalive: u64,
     max_head: usize,
+    /// HTTP/2 by prior knowledge on a plain connection (`listen.h2c`).
+    h2c: bool,
 }
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4); its first 18 bytes read as a request
+/// head (`PRI * HTTP/2.0`).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What reading a request head came to.
 enum HeadRead {
@@ -619,6 +632,36 @@ async fn write_raw_deny(stream: &mut Stream, deny: &Deny, request_id: Option<Str
     tracing::info!(log.logger = "access", http.response.status_code = r.status, deny.code = deny.code.as_str(), deny.reason = %deny.reason, http.request.id = %id, "request head refused");
 }
 
+impl<A> HeadGuard<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// HTTP/2 by prior knowledge: the rest of the preface is read under the header deadline,
+    /// everything read so far is put back, and Pingora's HTTP/2 server (with `h2_options`)
+    /// takes the connection. Anything else that starts like the preface is refused.
+    async fn h2c(self: &Arc<Self>, mut stream: Stream, mut buf: BytesMut, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let rest = async {
+            while buf.len() < H2_PREFACE.len() {
+                if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                    return false;
+                }
+            }
+            true
+        };
+        let complete = matches!(fast_timeout(self.header_timeout, rest).await, Ok(true));
+        if !complete || !buf.starts_with(H2_PREFACE) {
+            write_raw_deny(&mut stream, &Deny::new(DenyCode::BadRequest, "malformed_request"), None).await;
+            return None;
+        }
+        let Ok(mut plain) = stream.into_any().downcast::<pingora_core::protocols::l4::stream::Stream>() else {
+            tracing::warn!("h2c: not a plain TCP connection; closed");
+            return None;
+        };
+        plain.rewind(&buf);
+        ServerApp::process_new(&self.proxy, plain, shutdown).await
+    }
+}
+
 #[async_trait]
 impl<A> ServerApp for HeadGuard<A>
 where
@@ -634,9 +677,13 @@ where
         let mut stream = stream;
         let mut settings = None;
         let mut idle = self.header_timeout;
+        let mut first = true;
         loop {
             let mut buf = BytesMut::with_capacity(4096);
             match read_head(&mut stream, &mut buf, idle, self.header_timeout, self.max_head).await {
+                HeadRead::Complete if self.h2c && first && buf.starts_with(&H2_PREFACE[..18]) => {
+                    return self.h2c(stream, buf, shutdown).await;
+                }
                 HeadRead::Complete => {
                     // Framing is judged on the raw head, before Pingora's parser: some ambiguous
                     // framings (CL + TE) would otherwise be dropped without an answer.
@@ -669,6 +716,7 @@ where
             stream = s;
             settings = ps;
             idle = Duration::from_secs(self.keepalive.max(1));
+            first = false;
         }
     }
 

@@ -1,7 +1,8 @@
 //! TLS termination on the proxy (and optionally the control) listener, through Pingora's rustls
 //! backend: the `tls:` section of `gateway.yaml`, certificates chosen by SNI with a default,
 //! hot reload (file poll and SIGHUP; a broken pair keeps the one in service and says why),
-//! client-certificate verification, and the certificate checks `validate` runs.
+//! client-certificate verification (its CA bundle reloaded the same way), and the certificate
+//! checks `validate` runs.
 //!
 //! rustls rather than BoringSSL/OpenSSL: pure Rust on the `ring` crate the gateway already uses
 //! for signatures (no C toolchain, no second crypto library to patch), memory-safe parsing of
@@ -13,10 +14,13 @@ use parking_lot::Mutex;
 use pingora_core::listeners::tls::TlsSettings;
 use portcullis_rules::verdict::{Action, EventType};
 use portcullis_rules::yaml::{ConfigError, Doc};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use serde::Deserialize;
 use serde_json::{json, Map};
 use std::collections::HashSet;
@@ -238,6 +242,67 @@ fn client_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+/// The client-certificate verifier of a CA bundle (every client must present a certificate).
+fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots(path)?), provider())
+        .build()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The client CA in service, replaced by reloads: each handshake verifies with the bundle last
+/// loaded and checked. No CA names are sent as hints (rustls borrows them from the verifier for
+/// the handshake, which a swap could not honour): an empty list asks the client for its
+/// certificate whichever CA issued it (RFC 8446 section 4.2.4, RFC 5246 section 7.4.4).
+#[derive(Debug)]
+struct ReloadableClientCa {
+    current: ArcSwap<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ClientCertVerifier for ReloadableClientCa {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current.load().verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current.load().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current.load().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current.load().supported_verify_schemes()
+    }
+}
+
 /// The pairs in service, in configured order (index 0 is the default).
 #[derive(Debug, Default)]
 pub struct CertStore {
@@ -286,16 +351,19 @@ pub struct TlsState {
     events: Arc<EventBus>,
     /// What each pair's files looked like when last read (so a poll re-reads only on change).
     seen: Mutex<Vec<u64>>,
+    /// The client CA in service (with `tls.client_ca`), and what its file looked like when read.
+    client_ca: Option<Arc<ReloadableClientCa>>,
+    ca_seen: Mutex<u64>,
     /// Certificates (by notAfter and index) whose expiry warning was already sent.
     warned: Mutex<HashSet<(usize, i64)>>,
     reloads_ok: std::sync::atomic::AtomicU64,
     reloads_failed: std::sync::atomic::AtomicU64,
 }
 
-fn fingerprint(spec: &CertSpec) -> u64 {
+fn fingerprint(paths: &[&Path]) -> u64 {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    for p in [&spec.cert, &spec.key] {
+    for p in paths {
         match std::fs::read(p) {
             Ok(b) => h.update(&b),
             Err(_) => h.update(b"\0unreadable"),
@@ -314,14 +382,21 @@ impl TlsState {
         let mut pairs = Vec::new();
         let mut seen = Vec::new();
         for spec in &cfg.certificates {
-            seen.push(fingerprint(spec));
+            seen.push(fingerprint(&[&spec.cert, &spec.key]));
             pairs.push(load_pair(spec, now)?);
         }
+        let ca_seen = cfg.client_ca.as_deref().map(|p| fingerprint(&[p])).unwrap_or(0);
+        let client_ca = match &cfg.client_ca {
+            Some(p) => Some(Arc::new(ReloadableClientCa { current: ArcSwap::from_pointee(client_verifier(p)?) })),
+            None => None,
+        };
         let state = Arc::new(TlsState {
             cfg,
             store: Arc::new(ArcSwap::from_pointee(CertStore { pairs })),
             events,
             seen: Mutex::new(seen),
+            client_ca,
+            ca_seen: Mutex::new(ca_seen),
             warned: Mutex::new(HashSet::new()),
             reloads_ok: Default::default(),
             reloads_failed: Default::default(),
@@ -347,18 +422,15 @@ impl TlsState {
         } else {
             s.set_alpn(pingora_core::protocols::ALPN::H1);
         }
-        if let (true, Some(ca)) = (mtls, &self.cfg.client_ca) {
-            let roots = client_roots(ca)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
-            s.set_client_cert_verifier(verifier);
+        if let (true, Some(ca)) = (mtls, &self.client_ca) {
+            s.set_client_cert_verifier(ca.clone());
         }
         Ok(s)
     }
 
-    /// Re-reads the pairs whose files changed (`Watch`) or every pair (`Signal`). A pair that
-    /// fails its checks keeps the one in service; each failure is an event saying why.
+    /// Re-reads the pairs and the client CA whose files changed (`Watch`) or all of them
+    /// (`Signal`). A pair or CA bundle that fails its checks keeps the one in service; each
+    /// failure is an event saying why.
     pub fn reload(&self, trigger: TlsTrigger) {
         let now = chrono::Utc::now().timestamp();
         let current = self.store.load_full();
@@ -366,7 +438,7 @@ impl TlsState {
         let mut changed = false;
         let mut seen = self.seen.lock();
         for (i, spec) in self.cfg.certificates.iter().enumerate() {
-            let fp = fingerprint(spec);
+            let fp = fingerprint(&[&spec.cert, &spec.key]);
             let unchanged = seen.get(i) == Some(&fp);
             if unchanged && matches!(trigger, TlsTrigger::Watch) {
                 continue;
@@ -383,23 +455,50 @@ impl TlsState {
                     self.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(event.action = "tls_reload", cert = %spec.cert.display(), ?trigger, "certificate loaded");
                 }
-                Err(e) => {
-                    self.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(event.action = "tls_reload_failed", cert = %spec.cert.display(), error = %e, "certificate reload refused: the one in service stays");
-                    let mut detail = Map::new();
-                    detail.insert("cert".into(), json!(spec.cert.display().to_string()));
-                    detail.insert("key".into(), json!(spec.key.display().to_string()));
-                    detail.insert("error".into(), json!(e));
-                    detail.insert("trigger".into(), json!(format!("{trigger:?}").to_ascii_lowercase()));
-                    self.events.emit(SecurityEvent::system(EventType::TlsReloadFailed, Action::Rejected, None, detail));
-                }
+                Err(e) => self.refused(&[("cert", &spec.cert), ("key", &spec.key)], &e, trigger),
             }
         }
         drop(seen);
         if changed {
             self.store.store(Arc::new(CertStore { pairs }));
         }
+        self.reload_client_ca(trigger);
         self.warn_expiring(now);
+    }
+
+    /// Re-reads the client CA bundle (when its file changed, or on `Signal`).
+    fn reload_client_ca(&self, trigger: TlsTrigger) {
+        let (Some(path), Some(ca)) = (&self.cfg.client_ca, &self.client_ca) else { return };
+        let fp = fingerprint(&[path]);
+        {
+            let mut seen = self.ca_seen.lock();
+            if *seen == fp && matches!(trigger, TlsTrigger::Watch) {
+                return;
+            }
+            *seen = fp;
+        }
+        match client_verifier(path) {
+            Ok(v) => {
+                ca.current.store(Arc::new(v));
+                self.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(event.action = "tls_reload", client_ca = %path.display(), ?trigger, "client CA loaded");
+            }
+            Err(e) => self.refused(&[("client_ca", path)], &e, trigger),
+        }
+    }
+
+    /// A reload refused: counted, logged, and a `tls_reload_failed` event naming the files.
+    fn refused(&self, files: &[(&str, &Path)], error: &str, trigger: TlsTrigger) {
+        self.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let names: Vec<String> = files.iter().map(|(_, p)| p.display().to_string()).collect();
+        tracing::warn!(event.action = "tls_reload_failed", files = %names.join(", "), error = %error, "TLS reload refused: what is in service stays");
+        let mut detail = Map::new();
+        for ((field, _), name) in files.iter().zip(names) {
+            detail.insert((*field).into(), json!(name));
+        }
+        detail.insert("error".into(), json!(error));
+        detail.insert("trigger".into(), json!(format!("{trigger:?}").to_ascii_lowercase()));
+        self.events.emit(SecurityEvent::system(EventType::TlsReloadFailed, Action::Rejected, None, detail));
     }
 
     /// One event (and a warning) per certificate entering its expiry window.

@@ -150,6 +150,82 @@ fn client_certificates_when_configured() {
     }
 }
 
+#[test]
+fn the_client_ca_reloads_and_a_broken_bundle_keeps_the_old() {
+    let pki = Pki::new();
+    let (c, k) = pki.leaf("localhost", &["localhost"], 2);
+    let (ac, ak) = pki.leaf("client-a", &["client-a.test"], 2);
+    let other = Pki::new();
+    let (bc, bk) = other.leaf("client-b", &["client-b.test"], 2);
+    let up = Upstream::start("app");
+    // The gateway trusts a copy of the first CA we can overwrite.
+    let dir = TempDir::new("pcx-ca");
+    let live = dir.path().join("clients-ca.pem");
+    std::fs::copy(pki.ca(), &live).unwrap();
+    let more = format!("  client_ca: \"{}\"\n  watch_interval_ms: 200\n", live.display());
+    let gw = Cfg::new(&[up.addr()]).extra(&tls_section(&[(&c, &k)], &more)).start();
+    let ok = std::cell::Cell::new(0);
+    let with = |cert: &Path, key: &Path, proto: Proto| {
+        let (cs, ks) = (cert.display().to_string(), key.display().to_string());
+        let status = https(&gw, proto, "/api/x", &[], &["--cert", &cs, "--key", &ks]).status;
+        ok.set(ok.get() + usize::from(status == 200));
+        status
+    };
+    let served =
+        |a: u16, b: u16| [Proto::H1, Proto::H2].iter().all(|p| with(&ac, &ak, *p) == a && with(&bc, &bk, *p) == b);
+    assert!(served(200, 0));
+
+    // The other CA on disk: picked up by the watch, the first one's clients are out.
+    std::fs::copy(other.ca(), &live).unwrap();
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || served(0, 200)));
+
+    // Broken bundles: each keeps the second CA in service and is reported.
+    let text = std::fs::read_to_string(other.ca()).unwrap();
+    let key_only = std::fs::read_to_string(&bk).unwrap();
+    let broken: [(&str, &str); 4] = [
+        ("", "no CA certificate"),
+        ("not a PEM file at all\n", "no CA certificate"),
+        (&key_only, "no CA certificate"),
+        (&text[..text.len() / 2], "not PEM"),
+    ];
+    let failed = |why: &str| {
+        events(&gw, "tls_reload_failed")
+            .into_iter()
+            .filter(|e| e["detail"]["error"].as_str().is_some_and(|s| s.contains(why)))
+            .count()
+    };
+    for (i, (bytes, why)) in broken.iter().enumerate() {
+        let before = events(&gw, "tls_reload_failed").len();
+        // Different bytes each time, so the watch sees a change.
+        std::fs::write(&live, format!("{bytes}{}", "\n".repeat(i))).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(100), || events(&gw, "tls_reload_failed").len()
+                > before),
+            "no event for {why:?}"
+        );
+        assert!(failed(why) > 0, "{why}: {:?}", events(&gw, "tls_reload_failed"));
+        let ev = &events(&gw, "tls_reload_failed")[0];
+        assert_eq!(ev["detail"]["client_ca"], live.display().to_string());
+        assert_eq!(ev["detail"]["trigger"], "watch");
+        assert_eq!(ev["action"], "rejected");
+        assert!(served(0, 200), "{why}: the CA in service changed");
+    }
+    // SIGHUP re-reads the bundle even unchanged: still broken, one more event, by signal.
+    let before = events(&gw, "tls_reload_failed").len();
+    assert!(gw.signal("HUP"));
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || events(&gw, "tls_reload_failed")
+        .iter()
+        .any(|e| e["detail"]["trigger"] == "signal" && e["detail"]["client_ca"].is_string())));
+    assert!(events(&gw, "tls_reload_failed").len() > before);
+    // Both CAs in one bundle: both clients in.
+    std::fs::write(&live, format!("{}{text}", std::fs::read_to_string(pki.ca()).unwrap())).unwrap();
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || served(200, 200)));
+    // The upstream saw the requests that were served, nothing of a refused handshake.
+    assert_eq!(up.requests_excluding("/health").len(), ok.get());
+    let m = portcullis_tests::Client::new().get(&gw.control_url("/metrics"), &[]).text();
+    assert!(m.lines().any(|l| l.starts_with("portcullis_tls_reloads_total{result=\"failed\"}") && !l.ends_with(" 0")));
+}
+
 fn events(gw: &Gateway, kind: &str) -> Vec<serde_json::Value> {
     control_get(gw, &format!("/v1/events?type={kind}"), VIEWER).json()["events"].as_array().cloned().unwrap_or_default()
 }
