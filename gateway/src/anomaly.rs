@@ -30,7 +30,6 @@ use portcullis_rules::tenant::Containment;
 use portcullis_rules::verdict::{Finding, Mode};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -196,16 +195,21 @@ impl AnomalyState {
     }
 
     /// `portcullis_anomaly_total{rule,zone}` and the skipped delays.
-    pub fn render_metrics(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP portcullis_anomaly_total Requests scored amber or red by an anomaly rule.");
-        let _ = writeln!(out, "# TYPE portcullis_anomaly_total counter");
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.counter(
+            "portcullis_anomaly_total",
+            "Requests scored amber or red by an anomaly rule.",
+            ["rule", "zone"],
+        );
         for ((rule, zone), n) in self.counts.lock().iter() {
-            let rule = rule.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "portcullis_anomaly_total{{rule=\"{rule}\",zone=\"{zone}\"}} {n}");
+            f.sample([rule, zone], *n);
         }
-        let _ = writeln!(out, "# HELP portcullis_anomaly_delay_skipped_total Amber requests forwarded undelayed because {MAX_DELAYED} requests were already delayed.");
-        let _ = writeln!(out, "# TYPE portcullis_anomaly_delay_skipped_total counter");
-        let _ = writeln!(out, "portcullis_anomaly_delay_skipped_total {}", self.skipped.load(Ordering::Relaxed));
+        out.counter(
+            "portcullis_anomaly_delay_skipped_total",
+            &format!("Amber requests forwarded undelayed because {MAX_DELAYED} requests were already delayed."),
+            [],
+        )
+        .sample([], self.skipped.load(Ordering::Relaxed));
     }
 }
 

@@ -27,7 +27,6 @@ use portcullis_rules::autoblock::{key_of, AutoBlockRule, BlockKey, Counter};
 use portcullis_rules::verdict::{Action, EventType};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -82,16 +81,21 @@ impl AutoBlockStats {
     }
 
     /// `portcullis_auto_blocks_total{rule,result}` and the dropped hits.
-    pub fn render_metrics(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP portcullis_auto_blocks_total Keys that went over an auto_blocks rule's threshold, by what was done: blocked, monitor (mode: monitor), exempt (trusted proxy, maintenance bypass or the rule's exempt list), already_blocked, failed (the audit log refused the change).");
-        let _ = writeln!(out, "# TYPE portcullis_auto_blocks_total counter");
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.counter(
+            "portcullis_auto_blocks_total",
+            "Keys that went over an auto_blocks rule's threshold, by what was done: blocked, monitor (mode: monitor), exempt (trusted proxy, maintenance bypass or the rule's exempt list), already_blocked, failed (the audit log refused the change).",
+            ["rule", "result"],
+        );
         for ((rule, o), n) in self.outcomes.lock().iter() {
-            let rule = rule.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "portcullis_auto_blocks_total{{rule=\"{rule}\",result=\"{}\"}} {n}", o.as_str());
+            f.sample([rule, o.as_str()], *n);
         }
-        let _ = writeln!(out, "# HELP portcullis_auto_block_hits_dropped_total Refusals not counted by the automatic blocks because their queue was full.");
-        let _ = writeln!(out, "# TYPE portcullis_auto_block_hits_dropped_total counter");
-        let _ = writeln!(out, "portcullis_auto_block_hits_dropped_total {}", self.dropped.load(Ordering::Relaxed));
+        out.counter(
+            "portcullis_auto_block_hits_dropped_total",
+            "Refusals not counted by the automatic blocks because their queue was full.",
+            [],
+        )
+        .sample([], self.dropped.load(Ordering::Relaxed));
     }
 }
 

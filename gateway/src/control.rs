@@ -8,6 +8,7 @@
 use crate::audit::{AuditAction, AuditEntry};
 use crate::config::Role;
 use crate::events::{events_body, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
+use crate::metrics::Scrape;
 use crate::proxy::new_request_id;
 use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
@@ -21,7 +22,6 @@ use portcullis_rules::deny::{render, Deny, DenyCode};
 use portcullis_rules::verdict::{Action, EventType};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -236,59 +236,48 @@ impl ControlApp {
     }
 
     fn metrics(&self) -> String {
-        let mut extra = String::new();
-        let _ = writeln!(extra, "# HELP portcullis_backend_healthy 1 when the backend passes its health check.");
-        let _ = writeln!(extra, "# TYPE portcullis_backend_healthy gauge");
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = Scrape::new();
+        let mut f =
+            s.gauge("portcullis_backend_healthy", "1 when the backend passes its health check.", ["pool", "backend"]);
         for (pool, backend, healthy) in self.shared.backend_health() {
-            let _ = writeln!(
-                extra,
-                "portcullis_backend_healthy{{pool=\"{pool}\",backend=\"{backend}\"}} {}",
-                u8::from(healthy)
-            );
+            f.sample([&pool, &backend], healthy);
         }
-        let _ = writeln!(extra, "# HELP portcullis_upstream_healthy 1 when the pool has a healthy backend.");
-        let _ = writeln!(extra, "# TYPE portcullis_upstream_healthy gauge");
+        let mut f = s.gauge("portcullis_upstream_healthy", "1 when the pool has a healthy backend.", ["upstream"]);
         for (pool, healthy) in self.shared.pool_health() {
-            let _ = writeln!(extra, "portcullis_upstream_healthy{{upstream=\"{pool}\"}} {}", u8::from(healthy));
+            f.sample([pool], healthy);
         }
         let (ready, _) = self.ready();
-        let _ = writeln!(extra, "# HELP portcullis_ready 1 when /ready answers 200.");
-        let _ = writeln!(extra, "# TYPE portcullis_ready gauge");
-        let _ = writeln!(extra, "portcullis_ready {}", u8::from(ready));
-        let _ = writeln!(extra, "# HELP portcullis_control_unauthenticated_total Control requests refused with 401 (audited once per source and minute).");
-        let _ = writeln!(extra, "# TYPE portcullis_control_unauthenticated_total counter");
-        let _ = writeln!(
-            extra,
-            "portcullis_control_unauthenticated_total {}",
-            self.refusals.total.load(std::sync::atomic::Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            extra,
-            "# HELP portcullis_control_rate_limited_total Control requests refused with 429 (per-source rate limit)."
-        );
-        let _ = writeln!(extra, "# TYPE portcullis_control_rate_limited_total counter");
-        let _ = writeln!(
-            extra,
-            "portcullis_control_rate_limited_total {}",
-            self.throttle.limited.load(std::sync::atomic::Ordering::Relaxed)
-        );
-        extra.push_str(&self.shared.switches.render_metrics(now_unix()));
-        self.shared.sessions.render_metrics(&mut extra);
+        s.gauge("portcullis_ready", "1 when /ready answers 200.", []).sample([], ready);
+        s.counter(
+            "portcullis_control_unauthenticated_total",
+            "Control requests refused with 401 (audited once per source and minute).",
+            [],
+        )
+        .sample([], self.refusals.total.load(Relaxed));
+        s.counter(
+            "portcullis_control_rate_limited_total",
+            "Control requests refused with 429 (per-source rate limit).",
+            [],
+        )
+        .sample([], self.throttle.limited.load(Relaxed));
+        self.shared.switches.render_metrics(now_unix(), &mut s);
+        self.shared.sessions.render_metrics(&mut s);
         if let Some(f) = &self.shared.fleet {
-            f.render_metrics(&mut extra);
+            f.render_metrics(&mut s);
         }
-        self.shared.webhooks.render_metrics(&mut extra);
-        self.shared.pii.render_metrics(&mut extra);
-        self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut extra);
-        self.shared.rules.render_metrics(&mut extra);
-        self.shared.events.render_metrics(&mut extra);
-        self.shared.alerting.render_metrics(&self.shared, &mut extra);
-        self.shared.auto_blocks.render_metrics(&mut extra);
-        self.shared.anomaly.render_metrics(&mut extra);
+        self.shared.webhooks.render_metrics(&mut s);
+        self.shared.pii.render_metrics(&mut s);
+        self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut s);
+        self.shared.rules.render_metrics(&mut s);
+        self.shared.events.render_metrics(&mut s);
+        self.shared.alerting.render_metrics(&self.shared, &mut s);
+        self.shared.auto_blocks.render_metrics(&mut s);
+        self.shared.anomaly.render_metrics(&mut s);
         if let Some(tls) = &self.shared.tls {
-            tls.render_metrics(&mut extra);
+            tls.render_metrics(&mut s);
         }
-        self.shared.metrics.render(&extra)
+        self.shared.metrics.render(s)
     }
 
     /// Runs an authorised `/v1` request. `Err` is a deny rendered by the one renderer.
@@ -1075,7 +1064,7 @@ impl ServeHttp for ControlApp {
             }
             ("GET" | "HEAD", "/metrics") => {
                 let body = self.metrics().into_bytes();
-                return response(200, &[("content-type", "text/plain; version=0.0.4")], body, &request_id);
+                return response(200, &[("content-type", crate::metrics::CONTENT_TYPE)], body, &request_id);
             }
             (_, "/health" | "/ready" | "/metrics") => {
                 return deny_response(

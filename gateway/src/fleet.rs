@@ -455,11 +455,15 @@ impl Fleet {
     }
 
     /// `portcullis_fleet_connected` and `portcullis_fleet_pending_changes`.
-    pub fn render_metrics(&self, out: &mut String) {
-        out.push_str("# HELP portcullis_fleet_connected 1 when the last round trip to the fleet store succeeded.\n# TYPE portcullis_fleet_connected gauge\n");
-        out.push_str(&format!("portcullis_fleet_connected {}\n", u8::from(self.up())));
-        out.push_str("# HELP portcullis_fleet_pending_changes Changes applied on this instance, not yet published to the fleet.\n# TYPE portcullis_fleet_pending_changes gauge\n");
-        out.push_str(&format!("portcullis_fleet_pending_changes {}\n", self.pending.lock().len()));
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        out.gauge("portcullis_fleet_connected", "1 when the last round trip to the fleet store succeeded.", [])
+            .sample([], self.up());
+        out.gauge(
+            "portcullis_fleet_pending_changes",
+            "Changes applied on this instance, not yet published to the fleet.",
+            [],
+        )
+        .sample([], self.pending.lock().len());
     }
 
     /// The key `portcullis:{id}:<name>`.

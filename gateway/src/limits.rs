@@ -147,31 +147,17 @@ impl LimitState {
     }
 
     /// Prometheus text for limiter memory, quota book and aggregation.
-    pub fn render_metrics(&self, snapshot: &Snapshot, out: &mut String) {
-        use std::fmt::Write as _;
+    pub fn render_metrics(&self, snapshot: &Snapshot, out: &mut crate::metrics::Scrape) {
         let rl = &snapshot.rate_limits;
-        let lines = [
-            ("portcullis_rate_limit_keys", "gauge", "Clients (keys) remembered by every rate limit.", rl.keys() as u64),
-            ("portcullis_rate_limit_bytes", "gauge", "Approximate bytes of limiter state.", rl.approx_bytes() as u64),
-            ("portcullis_quota_counters", "gauge", "Quota counters held.", self.book.len() as u64),
-            (
-                "portcullis_quota_untracked_total",
-                "counter",
-                "Requests not counted because the quota book was full.",
-                self.book.untracked(),
-            ),
-            (
-                "portcullis_limit_events_aggregated_keys",
-                "gauge",
-                "Keys whose refusals are being aggregated.",
-                self.agg.len() as u64,
-            ),
-        ];
-        for (name, kind, help, value) in lines {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        }
+        out.gauge("portcullis_rate_limit_keys", "Clients (keys) remembered by every rate limit.", [])
+            .sample([], rl.keys());
+        out.gauge("portcullis_rate_limit_bytes", "Approximate bytes of limiter state.", [])
+            .sample([], rl.approx_bytes());
+        out.gauge("portcullis_quota_counters", "Quota counters held.", []).sample([], self.book.len());
+        out.counter("portcullis_quota_untracked_total", "Requests not counted because the quota book was full.", [])
+            .sample([], self.book.untracked());
+        out.gauge("portcullis_limit_events_aggregated_keys", "Keys whose refusals are being aggregated.", [])
+            .sample([], self.agg.len());
     }
 }
 

@@ -300,19 +300,17 @@ impl PiiState {
         self.scanned_bytes.fetch_add(scanned as u64, Ordering::Relaxed);
     }
 
-    /// Prometheus text.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_pii_responses_total Responses on routes with a pii rule, by rule and result (clean, flagged, redacted, blocked, passed: not scanned)."
+    /// Prometheus families.
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.counter(
+            "portcullis_pii_responses_total",
+            "Responses on routes with a pii rule, by rule and result (clean, flagged, redacted, blocked, passed: not scanned).",
+            ["rule", "result"],
         );
-        let _ = writeln!(out, "# TYPE portcullis_pii_responses_total counter");
         for ((rule, result), n) in self.counts.lock().iter() {
-            let _ = writeln!(out, "portcullis_pii_responses_total{{rule=\"{rule}\",result=\"{result}\"}} {n}");
+            f.sample([rule, result], *n);
         }
-        let _ = writeln!(out, "# HELP portcullis_pii_scanned_bytes_total Response body bytes scanned for PII.");
-        let _ = writeln!(out, "# TYPE portcullis_pii_scanned_bytes_total counter");
-        let _ = writeln!(out, "portcullis_pii_scanned_bytes_total {}", self.scanned_bytes.load(Ordering::Relaxed));
+        out.counter("portcullis_pii_scanned_bytes_total", "Response body bytes scanned for PII.", [])
+            .sample([], self.scanned_bytes.load(Ordering::Relaxed));
     }
 }

@@ -473,59 +473,40 @@ impl Rules {
     }
 
     /// Prometheus lines for the reload state.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
         let cur = self.current();
-        let _ = writeln!(out, "# HELP portcullis_rules_last_reload_success 1 when the last rule reload succeeded.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_last_reload_success gauge");
-        let _ = writeln!(out, "portcullis_rules_last_reload_success {}", u8::from(self.last_success()));
-        let _ = writeln!(out, "# HELP portcullis_rules_last_reload_timestamp_seconds When the last reload ran.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_last_reload_timestamp_seconds gauge");
-        let _ = writeln!(out, "portcullis_rules_last_reload_timestamp_seconds {}", self.last_reload_unix.load(Relaxed));
-        let _ = writeln!(out, "# HELP portcullis_rules_reloads_total Rule reloads by result.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_reloads_total counter");
-        let _ =
-            writeln!(out, "portcullis_rules_reloads_total{{result=\"applied\"}} {}", self.applied_total.load(Relaxed));
-        let _ =
-            writeln!(out, "portcullis_rules_reloads_total{{result=\"failed\"}} {}", self.failed_total.load(Relaxed));
-        let _ = writeln!(out, "# HELP portcullis_rules_info The running rules snapshot.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_info gauge");
-        let _ = writeln!(
-            out,
-            "portcullis_rules_info{{version=\"{}\",rules=\"{}\"}} 1",
-            cur.snapshot.version,
-            cur.snapshot.rule_count()
-        );
+        out.gauge("portcullis_rules_last_reload_success", "1 when the last rule reload succeeded.", [])
+            .sample([], self.last_success());
+        out.gauge("portcullis_rules_last_reload_timestamp_seconds", "When the last reload ran.", [])
+            .sample([], self.last_reload_unix.load(Relaxed));
+        out.counter("portcullis_rules_reloads_total", "Rule reloads by result.", ["result"])
+            .sample(["applied"], self.applied_total.load(Relaxed))
+            .sample(["failed"], self.failed_total.load(Relaxed));
+        out.gauge("portcullis_rules_info", "The running rules snapshot.", ["version", "rules"])
+            .sample([&cur.snapshot.version, &cur.snapshot.rule_count().to_string()], 1_u64);
         if cur.snapshot.lists.is_empty() {
             return;
         }
         let now = SystemTime::now();
         type Gauge = (&'static str, &'static str, fn(&rulefile::ListSummary) -> usize);
         let gauges: [Gauge; 2] = [
-            ("entries", "Entries in each IP list file the running rules read.", |l| l.entries),
-            ("ranges", "Disjoint address ranges of each IP list after merging.", |l| l.ranges),
+            ("portcullis_rules_list_entries", "Entries in each IP list file the running rules read.", |l| l.entries),
+            ("portcullis_rules_list_ranges", "Disjoint address ranges of each IP list after merging.", |l| l.ranges),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP portcullis_rules_list_{name} {help}");
-            let _ = writeln!(out, "# TYPE portcullis_rules_list_{name} gauge");
+            let mut f = out.gauge(name, help, ["list"]);
             for l in &cur.snapshot.lists {
-                let label = crate::switches::escape_label(&l.name);
-                let _ = writeln!(out, "portcullis_rules_list_{name}{{list=\"{label}\"}} {}", value(l));
+                f.sample([&l.name], value(l));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_rules_list_age_seconds Seconds since each IP list file was last modified (a stale feed grows old)."
+        let mut f = out.gauge(
+            "portcullis_rules_list_age_seconds",
+            "Seconds since each IP list file was last modified (a stale feed grows old).",
+            ["list"],
         );
-        let _ = writeln!(out, "# TYPE portcullis_rules_list_age_seconds gauge");
         for l in &cur.snapshot.lists {
             if let Some(m) = modified(&self.dir, &l.name) {
-                let age = now.duration_since(m).map_or(0, |d| d.as_secs());
-                let _ = writeln!(
-                    out,
-                    "portcullis_rules_list_age_seconds{{list=\"{}\"}} {age}",
-                    crate::switches::escape_label(&l.name)
-                );
+                f.sample([&l.name], now.duration_since(m).map_or(0, |d| d.as_secs()));
             }
         }
     }

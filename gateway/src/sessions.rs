@@ -492,21 +492,13 @@ impl Sessions {
     }
 
     /// Prometheus gauges.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
         let s = self.live.load();
-        let _ = writeln!(out, "# HELP portcullis_sessions_revoked Revoked sessions remembered.");
-        let _ = writeln!(out, "# TYPE portcullis_sessions_revoked gauge");
-        let _ = writeln!(out, "portcullis_sessions_revoked {}", s.revoked.len());
-        let _ = writeln!(out, "# HELP portcullis_subjects_blocked Subjects blocked by containment.");
-        let _ = writeln!(out, "# TYPE portcullis_subjects_blocked gauge");
-        let _ = writeln!(out, "portcullis_subjects_blocked {}", s.blocked.len());
-        let _ = writeln!(out, "# HELP portcullis_addresses_blocked Client addresses/CIDRs blocked by an operator.");
-        let _ = writeln!(out, "# TYPE portcullis_addresses_blocked gauge");
-        let _ = writeln!(out, "portcullis_addresses_blocked {}", s.addresses.len());
-        let _ = writeln!(out, "# HELP portcullis_tenants_suspended Tenants suspended by an operator.");
-        let _ = writeln!(out, "# TYPE portcullis_tenants_suspended gauge");
-        let _ = writeln!(out, "portcullis_tenants_suspended {}", s.tenants.len());
+        out.gauge("portcullis_sessions_revoked", "Revoked sessions remembered.", []).sample([], s.revoked.len());
+        out.gauge("portcullis_subjects_blocked", "Subjects blocked by containment.", []).sample([], s.blocked.len());
+        out.gauge("portcullis_addresses_blocked", "Client addresses/CIDRs blocked by an operator.", [])
+            .sample([], s.addresses.len());
+        out.gauge("portcullis_tenants_suspended", "Tenants suspended by an operator.", []).sample([], s.tenants.len());
     }
 }
 

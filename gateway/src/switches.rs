@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -756,40 +756,23 @@ impl Switches {
         json!({"version": state.version, "maintenance": maintenance, "channels": channels, "flags": flags})
     }
 
-    /// Prometheus gauges for `/metrics` (pass to `Metrics::render`): `portcullis_maintenance_mode`,
+    /// Prometheus gauges for `/metrics`: `portcullis_maintenance_mode`,
     /// `portcullis_channel_enabled{channel}`, `portcullis_flag_enabled{flag}`, `portcullis_switches_version`.
-    pub fn render_metrics(&self, now_unix: u64) -> String {
+    pub fn render_metrics(&self, now_unix: u64, out: &mut crate::metrics::Scrape) {
         let state = self.snapshot();
-        let mut out = String::with_capacity(1024);
-        let on = u8::from(self.maintenance(now_unix).is_some());
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_maintenance_mode 1 while maintenance mode answers 503 to proxied requests."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_maintenance_mode gauge");
-        let _ = writeln!(out, "portcullis_maintenance_mode {on}");
-        let _ = writeln!(out, "# HELP portcullis_channel_enabled 0 while the channel's kill switch stops its routes.");
-        let _ = writeln!(out, "# TYPE portcullis_channel_enabled gauge");
+        out.gauge("portcullis_maintenance_mode", "1 while maintenance mode answers 503 to proxied requests.", [])
+            .sample([], self.maintenance(now_unix).is_some());
+        let mut f =
+            out.gauge("portcullis_channel_enabled", "0 while the channel's kill switch stops its routes.", ["channel"]);
         for (name, t) in &state.channels {
-            let _ = writeln!(
-                out,
-                "portcullis_channel_enabled{{channel=\"{}\"}} {}",
-                escape_label(name),
-                u8::from(t.enabled)
-            );
+            f.sample([name], t.enabled);
         }
-        let _ = writeln!(out, "# HELP portcullis_flag_enabled Runtime flags (1 on, 0 off).");
-        let _ = writeln!(out, "# TYPE portcullis_flag_enabled gauge");
+        let mut f = out.gauge("portcullis_flag_enabled", "Runtime flags (1 on, 0 off).", ["flag"]);
         for (name, t) in &state.flags {
-            let _ = writeln!(out, "portcullis_flag_enabled{{flag=\"{}\"}} {}", escape_label(name), u8::from(t.enabled));
+            f.sample([name], t.enabled);
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_switches_version Version of the switch state (changes with every switch change)."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_switches_version gauge");
-        let _ = writeln!(out, "portcullis_switches_version {}", state.version);
-        out
+        out.gauge("portcullis_switches_version", "Version of the switch state (changes with every switch change).", [])
+            .sample([], state.version);
     }
 }
 
@@ -1019,9 +1002,6 @@ fn write_atomic(dir: &Path, state: &SwitchState) -> Result<(), (String, bool)> {
 }
 
 /// A Prometheus label value: `\\`, `"` and newlines escaped.
-pub(crate) fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
 
 /// The old one-call setters, for the unit tests: plan + apply with the next audit position, as
 /// `txn::transact` does (without the audit record).
@@ -1617,7 +1597,9 @@ mod tests {
         assert!(v["flags"]["rate_limit"]["description"].as_str().unwrap().contains("429"));
         assert_eq!(v["flags"].as_object().unwrap().len(), FLAGS.len());
 
-        let m = s.render_metrics(T0);
+        let mut scrape = crate::metrics::Scrape::new();
+        s.render_metrics(T0, &mut scrape);
+        let m = scrape.render();
         assert!(m.contains("\nportcullis_maintenance_mode 1\n"), "{m}");
         assert!(m.contains("portcullis_channel_enabled{channel=\"email\"} 0\n"));
         assert!(m.contains("portcullis_channel_enabled{channel=\"whatsapp\"} 1\n"));

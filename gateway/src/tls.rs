@@ -20,7 +20,6 @@ use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 use serde_json::{json, Map};
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -422,19 +421,22 @@ impl TlsState {
     }
 
     /// `portcullis_tls_certificate_not_after_seconds{cert}` and reload counters.
-    pub fn render_metrics(&self, out: &mut String) {
-        out.push_str("# HELP portcullis_tls_certificate_not_after_seconds Expiry (notAfter, Unix seconds) of each certificate in service.\n# TYPE portcullis_tls_certificate_not_after_seconds gauge\n");
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.gauge(
+            "portcullis_tls_certificate_not_after_seconds",
+            "Expiry (notAfter, Unix seconds) of each certificate in service.",
+            ["cert"],
+        );
         let store = self.store.load();
         for (i, p) in store.pairs.iter().enumerate() {
             let cert = self.cfg.certificates.get(i).map(|s| s.cert.display().to_string()).unwrap_or_default();
-            let cert = cert.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "portcullis_tls_certificate_not_after_seconds{{cert=\"{cert}\"}} {}", p.not_after);
+            f.sample([&cert], p.not_after);
         }
-        out.push_str("# HELP portcullis_tls_reloads_total Certificate reloads by result.\n# TYPE portcullis_tls_reloads_total counter\n");
         let ok = self.reloads_ok.load(std::sync::atomic::Ordering::Relaxed);
         let failed = self.reloads_failed.load(std::sync::atomic::Ordering::Relaxed);
-        let _ = writeln!(out, "portcullis_tls_reloads_total{{result=\"ok\"}} {ok}");
-        let _ = writeln!(out, "portcullis_tls_reloads_total{{result=\"failed\"}} {failed}");
+        out.counter("portcullis_tls_reloads_total", "Certificate reloads by result.", ["result"])
+            .sample(["ok"], ok)
+            .sample(["failed"], failed);
     }
 }
 

@@ -31,28 +31,23 @@ impl WebhookState {
 
     /// Prometheus text: deliveries by rule, result and secret (how an operator sees the old
     /// secret fall out of use during a rotation), and the replay cache's size and evictions.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_webhook_deliveries_total Webhook deliveries by rule, result and matching secret id."
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.counter(
+            "portcullis_webhook_deliveries_total",
+            "Webhook deliveries by rule, result and matching secret id.",
+            ["rule", "result", "secret"],
         );
-        let _ = writeln!(out, "# TYPE portcullis_webhook_deliveries_total counter");
         for ((rule, result, secret), n) in self.counts.lock().iter() {
-            let _ = writeln!(
-                out,
-                "portcullis_webhook_deliveries_total{{rule=\"{rule}\",result=\"{result}\",secret=\"{secret}\"}} {n}"
-            );
+            f.sample([rule, result, secret], *n);
         }
-        let _ = writeln!(out, "# HELP portcullis_webhook_replay_entries Deliveries remembered by the replay cache.");
-        let _ = writeln!(out, "# TYPE portcullis_webhook_replay_entries gauge");
-        let _ = writeln!(out, "portcullis_webhook_replay_entries {}", self.replay.len());
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_webhook_replay_evictions_total Unexpired deliveries dropped from the full replay cache."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_webhook_replay_evictions_total counter");
-        let _ = writeln!(out, "portcullis_webhook_replay_evictions_total {}", self.replay.evicted());
+        out.gauge("portcullis_webhook_replay_entries", "Deliveries remembered by the replay cache.", [])
+            .sample([], self.replay.len());
+        out.counter(
+            "portcullis_webhook_replay_evictions_total",
+            "Unexpired deliveries dropped from the full replay cache.",
+            [],
+        )
+        .sample([], self.replay.evicted());
     }
 }
 

@@ -8,7 +8,6 @@ use super::{now_ms, EventsConfig, SecurityEvent};
 use parking_lot::{Mutex, RwLock};
 use portcullis_rules::verdict::{EventType, Mode, Severity};
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -280,70 +279,53 @@ impl EventBus {
     /// Appends the pipeline's Prometheus text: events by type, severity and mode (every
     /// non-zero series, and every type at its default severity and `enforce` even at 0), test
     /// events by type, and per-sink written and dropped counts.
-    pub fn render_metrics(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_security_events_total Security events by type, severity and mode (test events included)."
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.counter(
+            "portcullis_security_events_total",
+            "Security events by type, severity and mode (test events included).",
+            ["type", "severity", "mode"],
         );
-        let _ = writeln!(out, "# TYPE portcullis_security_events_total counter");
         for kind in EventType::ALL {
             for sev in Severity::ALL.iter().rev() {
                 for mode in MODES {
                     let v = self.counters.get(counter_index(kind, *sev, mode)).map_or(0, |c| c.load(Ordering::Relaxed));
                     let always = *sev == kind.default_severity() && mode == Mode::Enforce;
                     if v > 0 || always {
-                        let _ = writeln!(
-                            out,
-                            "portcullis_security_events_total{{type=\"{}\",severity=\"{}\",mode=\"{}\"}} {v}",
-                            kind.as_str(),
-                            sev.as_str(),
-                            mode.as_str()
-                        );
+                        f.sample([kind.as_str(), sev.as_str(), mode.as_str()], v);
                     }
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_security_test_events_total Synthetic events from POST /v1/safe-test, by type."
+        let mut f = out.counter(
+            "portcullis_security_test_events_total",
+            "Synthetic events from POST /v1/safe-test, by type.",
+            ["type"],
         );
-        let _ = writeln!(out, "# TYPE portcullis_security_test_events_total counter");
         for kind in EventType::ALL {
-            let v = self.test_counters.get(kind.index()).map_or(0, |c| c.load(Ordering::Relaxed));
-            let _ = writeln!(out, "portcullis_security_test_events_total{{type=\"{}\"}} {v}", kind.as_str());
+            f.sample([kind.as_str()], self.test_counters.get(kind.index()).map_or(0, |c| c.load(Ordering::Relaxed)));
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_events_dropped_total Security events a sink lost (queue full, write error, shut down)."
+        let mut f = out.counter(
+            "portcullis_events_dropped_total",
+            "Security events a sink lost (queue full, write error, shut down).",
+            ["sink"],
         );
-        let _ = writeln!(out, "# TYPE portcullis_events_dropped_total counter");
         for k in SinkKind::ALL {
-            let _ = writeln!(
-                out,
-                "portcullis_events_dropped_total{{sink=\"{}\"}} {}",
-                k.as_str(),
-                self.stat(k).dropped.load(Ordering::Relaxed)
-            );
+            f.sample([k.as_str()], self.stat(k).dropped.load(Ordering::Relaxed));
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_events_written_total Security events a sink handled (file: flushed to the OS)."
+        let mut f = out.counter(
+            "portcullis_events_written_total",
+            "Security events a sink handled (file: flushed to the OS).",
+            ["sink"],
         );
-        let _ = writeln!(out, "# TYPE portcullis_events_written_total counter");
         for k in SinkKind::ALL {
-            let _ = writeln!(
-                out,
-                "portcullis_events_written_total{{sink=\"{}\"}} {}",
-                k.as_str(),
-                self.stat(k).written.load(Ordering::Relaxed)
-            );
+            f.sample([k.as_str()], self.stat(k).written.load(Ordering::Relaxed));
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_events_store_skipped_lines Unparseable lines skipped when the events store was read at start."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_events_store_skipped_lines gauge");
-        let _ = writeln!(out, "portcullis_events_store_skipped_lines {}", self.loaded.skipped_lines);
+        out.gauge(
+            "portcullis_events_store_skipped_lines",
+            "Unparseable lines skipped when the events store was read at start.",
+            [],
+        )
+        .sample([], self.loaded.skipped_lines);
     }
 
     /// Waits until every event emitted before the call has been handled by every sink and the
