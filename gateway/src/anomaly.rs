@@ -22,6 +22,7 @@
 //!   `anomaly::MAX_KEYS` keys per rule. Per instance: in a fleet, each instance scores what it
 //!   sees.
 
+use crate::metrics::{Declared, Def};
 use crate::state::Shared;
 use parking_lot::{Mutex, RwLock};
 use portcullis_rules::anomaly::{finding, key_of, AnomalyRule, Cow, KeyKind, Score, Scorer, Zone, MAX_KEYS};
@@ -91,6 +92,18 @@ fn shard_of(key: &str) -> usize {
     key.hash(&mut h);
     (h.finish() as usize) % SHARDS
 }
+
+const ANOMALY_TOTAL: Def<2> =
+    Def::counter("portcullis_anomaly_total", "Requests scored amber or red by an anomaly rule.", ["rule", "zone"]);
+const ANOMALY_DELAY_SKIPPED_TOTAL: Def<0> = Def::counter(
+    "portcullis_anomaly_delay_skipped_total",
+    "Amber requests forwarded undelayed because 1024 requests were already delayed.",
+    [],
+);
+// The help text above says 1024.
+const _: () = assert!(MAX_DELAYED == 1024);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&ANOMALY_TOTAL, &ANOMALY_DELAY_SKIPPED_TOTAL];
 
 impl AnomalyState {
     fn shards(&self, rule: &AnomalyRule, all: &[AnomalyRule]) -> Arc<Shards> {
@@ -196,20 +209,11 @@ impl AnomalyState {
 
     /// `portcullis_anomaly_total{rule,zone}` and the skipped delays.
     pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
-        let mut f = out.counter(
-            "portcullis_anomaly_total",
-            "Requests scored amber or red by an anomaly rule.",
-            ["rule", "zone"],
-        );
+        let mut f = out.family(&ANOMALY_TOTAL);
         for ((rule, zone), n) in self.counts.lock().iter() {
             f.sample([rule, zone], *n);
         }
-        out.counter(
-            "portcullis_anomaly_delay_skipped_total",
-            &format!("Amber requests forwarded undelayed because {MAX_DELAYED} requests were already delayed."),
-            [],
-        )
-        .sample([], self.skipped.load(Ordering::Relaxed));
+        out.family(&ANOMALY_DELAY_SKIPPED_TOTAL).sample([], self.skipped.load(Ordering::Relaxed));
     }
 }
 

@@ -19,6 +19,7 @@
 
 use crate::audit::AuditAction;
 use crate::events::SecurityEvent;
+use crate::metrics::{Declared, Def};
 use crate::sessions::Revocation;
 use crate::state::Shared;
 use crate::txn::{transact, Meta, Op, Plan, Refused, TxError};
@@ -75,6 +76,19 @@ pub struct AutoBlockStats {
     outcomes: Mutex<BTreeMap<(String, Outcome), u64>>,
 }
 
+const AUTO_BLOCKS_TOTAL: Def<2> = Def::counter(
+    "portcullis_auto_blocks_total",
+    "Keys that went over an auto_blocks rule's threshold, by what was done: blocked, monitor (mode: monitor), exempt (trusted proxy, maintenance bypass or the rule's exempt list), already_blocked, failed (the audit log refused the change).",
+    ["rule", "result"],
+);
+const AUTO_BLOCK_HITS_DROPPED_TOTAL: Def<0> = Def::counter(
+    "portcullis_auto_block_hits_dropped_total",
+    "Refusals not counted by the automatic blocks because their queue was full.",
+    [],
+);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&AUTO_BLOCKS_TOTAL, &AUTO_BLOCK_HITS_DROPPED_TOTAL];
+
 impl AutoBlockStats {
     fn count(&self, rule: &str, o: Outcome) {
         *self.outcomes.lock().entry((rule.to_string(), o)).or_default() += 1;
@@ -82,20 +96,11 @@ impl AutoBlockStats {
 
     /// `portcullis_auto_blocks_total{rule,result}` and the dropped hits.
     pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
-        let mut f = out.counter(
-            "portcullis_auto_blocks_total",
-            "Keys that went over an auto_blocks rule's threshold, by what was done: blocked, monitor (mode: monitor), exempt (trusted proxy, maintenance bypass or the rule's exempt list), already_blocked, failed (the audit log refused the change).",
-            ["rule", "result"],
-        );
+        let mut f = out.family(&AUTO_BLOCKS_TOTAL);
         for ((rule, o), n) in self.outcomes.lock().iter() {
             f.sample([rule, o.as_str()], *n);
         }
-        out.counter(
-            "portcullis_auto_block_hits_dropped_total",
-            "Refusals not counted by the automatic blocks because their queue was full.",
-            [],
-        )
-        .sample([], self.dropped.load(Ordering::Relaxed));
+        out.family(&AUTO_BLOCK_HITS_DROPPED_TOTAL).sample([], self.dropped.load(Ordering::Relaxed));
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::audit::{AuditAction, AuditEntry};
 use crate::config::Role;
 use crate::events::{events_body, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
-use crate::metrics::Scrape;
+use crate::metrics::{Declared, Def, Scrape};
 use crate::proxy::new_request_id;
 use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
@@ -199,6 +199,47 @@ pub struct ControlApp {
     throttle: Throttle,
 }
 
+const BACKEND_HEALTHY: Def<2> =
+    Def::gauge("portcullis_backend_healthy", "1 when the backend passes its health check.", ["pool", "backend"]);
+const UPSTREAM_HEALTHY: Def<1> =
+    Def::gauge("portcullis_upstream_healthy", "1 when the pool has a healthy backend.", ["upstream"]);
+const READY: Def<0> = Def::gauge("portcullis_ready", "1 when /ready answers 200.", []);
+const CONTROL_UNAUTHENTICATED_TOTAL: Def<0> = Def::counter(
+    "portcullis_control_unauthenticated_total",
+    "Control requests refused with 401 (audited once per source and minute).",
+    [],
+);
+const CONTROL_RATE_LIMITED_TOTAL: Def<0> = Def::counter(
+    "portcullis_control_rate_limited_total",
+    "Control requests refused with 429 (per-source rate limit).",
+    [],
+);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] =
+    &[&BACKEND_HEALTHY, &UPSTREAM_HEALTHY, &READY, &CONTROL_UNAUTHENTICATED_TOTAL, &CONTROL_RATE_LIMITED_TOTAL];
+
+/// Every family `/metrics` reads from state at scrape, from each module that adds some: registered
+/// once, with the recorded ones, when the config loads ([`crate::metrics::Metrics::new`] refuses a
+/// name twice).
+pub fn metric_families() -> Vec<&'static dyn Declared> {
+    [
+        METRICS,
+        crate::switches::METRICS,
+        crate::sessions::METRICS,
+        crate::fleet::METRICS,
+        crate::webhooks::METRICS,
+        crate::pii::METRICS,
+        crate::limits::METRICS,
+        crate::reload::METRICS,
+        crate::events::METRICS,
+        crate::alerting::METRICS,
+        crate::autoblock::METRICS,
+        crate::anomaly::METRICS,
+        crate::tls::METRICS,
+    ]
+    .concat()
+}
+
 impl ControlApp {
     /// Over the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
@@ -238,29 +279,18 @@ impl ControlApp {
     fn metrics(&self) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let mut s = Scrape::new();
-        let mut f =
-            s.gauge("portcullis_backend_healthy", "1 when the backend passes its health check.", ["pool", "backend"]);
+        let mut f = s.family(&BACKEND_HEALTHY);
         for (pool, backend, healthy) in self.shared.backend_health() {
             f.sample([&pool, &backend], healthy);
         }
-        let mut f = s.gauge("portcullis_upstream_healthy", "1 when the pool has a healthy backend.", ["upstream"]);
+        let mut f = s.family(&UPSTREAM_HEALTHY);
         for (pool, healthy) in self.shared.pool_health() {
             f.sample([pool], healthy);
         }
         let (ready, _) = self.ready();
-        s.gauge("portcullis_ready", "1 when /ready answers 200.", []).sample([], ready);
-        s.counter(
-            "portcullis_control_unauthenticated_total",
-            "Control requests refused with 401 (audited once per source and minute).",
-            [],
-        )
-        .sample([], self.refusals.total.load(Relaxed));
-        s.counter(
-            "portcullis_control_rate_limited_total",
-            "Control requests refused with 429 (per-source rate limit).",
-            [],
-        )
-        .sample([], self.throttle.limited.load(Relaxed));
+        s.family(&READY).sample([], ready);
+        s.family(&CONTROL_UNAUTHENTICATED_TOTAL).sample([], self.refusals.total.load(Relaxed));
+        s.family(&CONTROL_RATE_LIMITED_TOTAL).sample([], self.throttle.limited.load(Relaxed));
         self.shared.switches.render_metrics(now_unix(), &mut s);
         self.shared.sessions.render_metrics(&mut s);
         if let Some(f) = &self.shared.fleet {
@@ -1185,6 +1215,14 @@ impl ServeHttp for ControlApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_metric_family_registers_once() {
+        let all = metric_families();
+        assert!(all.len() > 40, "{}", all.len());
+        let m = crate::metrics::Metrics::new(vec!["api".into()], "v".into(), &all);
+        assert!(m.is_ok(), "{:?}", m.err());
+    }
 
     #[test]
     fn unauthenticated_refusals_are_audited_once_per_source_and_minute() {

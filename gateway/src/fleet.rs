@@ -28,6 +28,7 @@
 //!   is skipped and logged; a wrong-typed key is an unreachable store. Nothing panics on them.
 
 use crate::audit::AuditAction;
+use crate::metrics::{Declared, Def};
 use crate::sessions::{canonical_net, check_id, SessionOp};
 use crate::state::Shared;
 use crate::switches::SwitchOp;
@@ -397,6 +398,16 @@ fn closed_state(sh: &Shared) -> Vec<Op> {
     ops
 }
 
+const FLEET_CONNECTED: Def<0> =
+    Def::gauge("portcullis_fleet_connected", "1 when the last round trip to the fleet store succeeded.", []);
+const FLEET_PENDING_CHANGES: Def<0> = Def::gauge(
+    "portcullis_fleet_pending_changes",
+    "Changes applied on this instance, not yet published to the fleet.",
+    [],
+);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&FLEET_CONNECTED, &FLEET_PENDING_CHANGES];
+
 impl Fleet {
     /// A client for `cfg` (no connection yet); `state_dir` keeps the changes not yet published.
     pub fn new(cfg: &FleetConfig, state_dir: &Path) -> Result<Fleet, String> {
@@ -456,14 +467,8 @@ impl Fleet {
 
     /// `portcullis_fleet_connected` and `portcullis_fleet_pending_changes`.
     pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
-        out.gauge("portcullis_fleet_connected", "1 when the last round trip to the fleet store succeeded.", [])
-            .sample([], self.up());
-        out.gauge(
-            "portcullis_fleet_pending_changes",
-            "Changes applied on this instance, not yet published to the fleet.",
-            [],
-        )
-        .sample([], self.pending.lock().len());
+        out.family(&FLEET_CONNECTED).sample([], self.up());
+        out.family(&FLEET_PENDING_CHANGES).sample([], self.pending.lock().len());
     }
 
     /// The key `portcullis:{id}:<name>`.

@@ -7,6 +7,7 @@
 //! changed (fsync + rename), and on graceful shutdown: a crash (`kill -9`, power loss) loses at
 //! most the last second of counting; a SIGTERM loses nothing.
 
+use crate::metrics::{Declared, Def};
 use crate::state::write_durably;
 use parking_lot::Mutex;
 use portcullis_rules::limits::{Aggregator, Now, QuotaBook, Summary};
@@ -32,6 +33,18 @@ pub struct LimitState {
     /// before it was recorded (trusted as it is). Written into `quotas.json` as `audit_seq`.
     audit_seq: Mutex<Option<u64>>,
 }
+
+const RATE_LIMIT_KEYS: Def<0> =
+    Def::gauge("portcullis_rate_limit_keys", "Clients (keys) remembered by every rate limit.", []);
+const RATE_LIMIT_BYTES: Def<0> = Def::gauge("portcullis_rate_limit_bytes", "Approximate bytes of limiter state.", []);
+const QUOTA_COUNTERS: Def<0> = Def::gauge("portcullis_quota_counters", "Quota counters held.", []);
+const QUOTA_UNTRACKED_TOTAL: Def<0> =
+    Def::counter("portcullis_quota_untracked_total", "Requests not counted because the quota book was full.", []);
+const LIMIT_EVENTS_AGGREGATED_KEYS: Def<0> =
+    Def::gauge("portcullis_limit_events_aggregated_keys", "Keys whose refusals are being aggregated.", []);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] =
+    &[&RATE_LIMIT_KEYS, &RATE_LIMIT_BYTES, &QUOTA_COUNTERS, &QUOTA_UNTRACKED_TOTAL, &LIMIT_EVENTS_AGGREGATED_KEYS];
 
 impl LimitState {
     /// Loads the quota counters from `dir/quotas.json` (absent: empty). A file that cannot be
@@ -149,15 +162,11 @@ impl LimitState {
     /// Prometheus text for limiter memory, quota book and aggregation.
     pub fn render_metrics(&self, snapshot: &Snapshot, out: &mut crate::metrics::Scrape) {
         let rl = &snapshot.rate_limits;
-        out.gauge("portcullis_rate_limit_keys", "Clients (keys) remembered by every rate limit.", [])
-            .sample([], rl.keys());
-        out.gauge("portcullis_rate_limit_bytes", "Approximate bytes of limiter state.", [])
-            .sample([], rl.approx_bytes());
-        out.gauge("portcullis_quota_counters", "Quota counters held.", []).sample([], self.book.len());
-        out.counter("portcullis_quota_untracked_total", "Requests not counted because the quota book was full.", [])
-            .sample([], self.book.untracked());
-        out.gauge("portcullis_limit_events_aggregated_keys", "Keys whose refusals are being aggregated.", [])
-            .sample([], self.agg.len());
+        out.family(&RATE_LIMIT_KEYS).sample([], rl.keys());
+        out.family(&RATE_LIMIT_BYTES).sample([], rl.approx_bytes());
+        out.family(&QUOTA_COUNTERS).sample([], self.book.len());
+        out.family(&QUOTA_UNTRACKED_TOTAL).sample([], self.book.untracked());
+        out.family(&LIMIT_EVENTS_AGGREGATED_KEYS).sample([], self.agg.len());
     }
 }
 

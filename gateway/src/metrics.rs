@@ -1,5 +1,9 @@
 //! The gateway's Prometheus metrics: the `portcullis-metrics` crate (one registry, typed families,
-//! one encoder). The request path records through [`Metrics`]; every component that exposes
-//! state adds its families to a [`Scrape`] in its `render_metrics`, and `/metrics` renders both.
+//! one encoder). The request path records through [`Metrics`]. Every component that exposes
+//! state declares its families as [`Def`] constants (its `METRICS`, gathered by
+//! `control::metric_families` and registered at start) and adds their samples to a [`Scrape`] in
+//! its `render_metrics`; `/metrics` renders both.
 
-pub use portcullis_metrics::{final_status, Family, Metrics, Scrape, UpstreamError, CLIENT_CLOSED, CONTENT_TYPE};
+pub use portcullis_metrics::{
+    final_status, Declared, Def, Family, Metrics, Scrape, UpstreamError, CLIENT_CLOSED, CONTENT_TYPE,
+};

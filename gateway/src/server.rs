@@ -123,7 +123,7 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     }
 
     let cfg = Arc::new(cfg);
-    let metrics = Metrics::new(route_ids, cfg.version.clone())?;
+    let metrics = Metrics::new(route_ids, cfg.version.clone(), &crate::control::metric_families())?;
     let shared = Arc::new(Shared {
         metrics,
         config: cfg.clone(),

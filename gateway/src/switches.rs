@@ -12,6 +12,7 @@
 //! entry of `switches.json` that an operator set (or a maintenance ttl ended). A corrupt state file
 //! stops the start: silently reopening a killed channel is worse than not starting.
 
+use crate::metrics::{Declared, Def};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use ipnet::IpNet;
@@ -404,6 +405,16 @@ impl fmt::Debug for Switches {
     }
 }
 
+const MAINTENANCE_MODE: Def<0> =
+    Def::gauge("portcullis_maintenance_mode", "1 while maintenance mode answers 503 to proxied requests.", []);
+const CHANNEL_ENABLED: Def<1> =
+    Def::gauge("portcullis_channel_enabled", "0 while the channel's kill switch stops its routes.", ["channel"]);
+const FLAG_ENABLED: Def<1> = Def::gauge("portcullis_flag_enabled", "Runtime flags (1 on, 0 off).", ["flag"]);
+const SWITCHES_VERSION: Def<0> =
+    Def::gauge("portcullis_switches_version", "Version of the switch state (changes with every switch change).", []);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&MAINTENANCE_MODE, &CHANNEL_ENABLED, &FLAG_ENABLED, &SWITCHES_VERSION];
+
 impl Switches {
     /// Initial state: defaults, then the environment (`MAINTENANCE_MODE=true`, `<CHANNEL>_ENABLED=false`
     /// with the channel name upper-cased and `-` as `_`, the [`FLAGS`] variables; `true/1/yes/on`,
@@ -760,19 +771,16 @@ impl Switches {
     /// `portcullis_channel_enabled{channel}`, `portcullis_flag_enabled{flag}`, `portcullis_switches_version`.
     pub fn render_metrics(&self, now_unix: u64, out: &mut crate::metrics::Scrape) {
         let state = self.snapshot();
-        out.gauge("portcullis_maintenance_mode", "1 while maintenance mode answers 503 to proxied requests.", [])
-            .sample([], self.maintenance(now_unix).is_some());
-        let mut f =
-            out.gauge("portcullis_channel_enabled", "0 while the channel's kill switch stops its routes.", ["channel"]);
+        out.family(&MAINTENANCE_MODE).sample([], self.maintenance(now_unix).is_some());
+        let mut f = out.family(&CHANNEL_ENABLED);
         for (name, t) in &state.channels {
             f.sample([name], t.enabled);
         }
-        let mut f = out.gauge("portcullis_flag_enabled", "Runtime flags (1 on, 0 off).", ["flag"]);
+        let mut f = out.family(&FLAG_ENABLED);
         for (name, t) in &state.flags {
             f.sample([name], t.enabled);
         }
-        out.gauge("portcullis_switches_version", "Version of the switch state (changes with every switch change).", [])
-            .sample([], state.version);
+        out.family(&SWITCHES_VERSION).sample([], state.version);
     }
 }
 
@@ -1000,8 +1008,6 @@ fn write_atomic(dir: &Path, state: &SwitchState) -> Result<(), (String, bool)> {
     body.push(b'\n');
     crate::state::write_durably(dir, STATE_FILE, &body)
 }
-
-/// A Prometheus label value: `\\`, `"` and newlines escaped.
 
 /// The old one-call setters, for the unit tests: plan + apply with the next audit position, as
 /// `txn::transact` does (without the audit record).

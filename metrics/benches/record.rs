@@ -6,7 +6,7 @@
 //! allocation, no regression worth a line in the load benchmark).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use portcullis_metrics::{Metrics, Scrape};
+use portcullis_metrics::{Def, Metrics, Scrape};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ fn record(c: &mut Criterion) {
     g.bench_function("before_hand_rolled", |b| {
         b.iter(|| old.observe_request(black_box(Some(3)), black_box(200), false, black_box(elapsed)));
     });
-    let Ok(new) = Metrics::new(routes(8), "v".into()) else { return };
+    let Ok(new) = Metrics::new(routes(8), "v".into(), &[]) else { return };
     g.bench_function("after_registry", |b| {
         b.iter(|| new.observe_request(black_box(Some(3)), black_box(200), false, black_box(elapsed)));
     });
@@ -105,12 +105,14 @@ fn contended(iters: u64, f: impl Fn(u16) + Sync) -> Duration {
     })
 }
 
+const READY: Def<0> = Def::gauge("portcullis_ready", "1 when /ready answers 200.", []);
+
 fn scrape(c: &mut Criterion) {
-    let Ok(m) = Metrics::new(routes(50), "v".into()) else { return };
+    let Ok(m) = Metrics::new(routes(50), "v".into(), &[&READY]) else { return };
     c.bench_function("render_50_routes", |b| {
         b.iter(|| {
             let mut s = Scrape::new();
-            s.gauge("portcullis_ready", "1 when /ready answers 200.", []).sample([], true);
+            s.family(&READY).sample([], true);
             black_box(m.render(s))
         });
     });

@@ -1,15 +1,17 @@
 //! `portcullis-metrics`: the gateway's Prometheus metrics through one registry and one encoder.
 //!
-//! Two kinds of family, one exposition:
+//! Every family is registered once, in one [`prometheus::Registry`], when the config is loaded
+//! ([`Metrics::new`]); the registry refuses a name twice or an invalid one. Two kinds of family:
 //! - **Recorded** on the request path ([`Metrics`]): requests by route and status class, 5xx by
-//!   cause, the duration histogram, upstream errors, build info. Registered once, in one
-//!   [`prometheus::Registry`], when the config is loaded; every route's series are resolved then
-//!   (routes come from the gateway config, fixed for the process), so recording one request is a
-//!   handful of relaxed atomic adds on handles held by index: no lock, no lookup, no allocation.
-//! - **Read at scrape** ([`Scrape`]): gauges over live state (sessions, switches, health, lists,
-//!   certificates) and counters other components keep as their own atomics. Each is declared with
-//!   its name, help, type and a fixed array of label names (the label set's arity is checked by the
-//!   compiler), and filled with samples when `/metrics` is asked for.
+//!   cause, the duration histogram, upstream errors, build info. Every route's series are resolved
+//!   at registration (routes come from the gateway config, fixed for the process), so recording
+//!   one request is a handful of relaxed atomic adds on handles held by index: no lock, no
+//!   lookup, no allocation.
+//! - **Read at scrape** ([`Def`], [`Scrape`]): gauges over live state (sessions, switches, health,
+//!   lists, certificates) and counters other components keep as their own atomics. Each is a
+//!   constant with its name, help, type and label names; the number of labels is part of its type,
+//!   so a sample with a label too many or too few does not compile. The registry holds their
+//!   descriptors; their samples are read when `/metrics` is asked for.
 //!
 //! Both go out through the crate's text encoder (format 0.0.4, [`CONTENT_TYPE`]), the one place
 //! label values and help texts are escaped. Label names keep the order they are declared in, as
@@ -91,6 +93,8 @@ const DECLARED: [(&str, &[&str]); 5] = [
 pub struct Metrics {
     registry: Registry,
     routes: Vec<RouteSeries>,
+    /// The names of the families read at scrape, as registered.
+    declared: Vec<&'static str>,
 }
 
 fn counters<const N: usize>(
@@ -106,12 +110,14 @@ fn counters<const N: usize>(
 }
 
 impl Metrics {
-    /// Registers every recorded family once and resolves each route's series (plus `none`'s).
-    pub fn new(route_ids: Vec<String>, config_version: String) -> Result<Self, String> {
-        Self::build(&route_ids, &config_version).map_err(|e| format!("metrics: {e}"))
+    /// Registers every family once — the recorded ones, and `scraped`, the families read from
+    /// state at scrape — and resolves each route's series (plus `none`'s). `Err` names a family
+    /// registered twice or an invalid name.
+    pub fn new(route_ids: Vec<String>, config_version: String, scraped: &[&dyn Declared]) -> Result<Self, String> {
+        Self::build(&route_ids, &config_version, scraped).map_err(|e| format!("metrics: {e}"))
     }
 
-    fn build(route_ids: &[String], config_version: &str) -> Result<Self, prometheus::Error> {
+    fn build(route_ids: &[String], config_version: &str, scraped: &[&dyn Declared]) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let build_info =
             IntGaugeVec::new(Opts::new("portcullis_build_info", "Build and config version."), DECLARED[0].1)?;
@@ -153,7 +159,19 @@ impl Metrics {
         registry.register(Box::new(by_cause))?;
         registry.register(Box::new(duration))?;
         registry.register(Box::new(upstream))?;
-        Ok(Self { registry, routes })
+        let mut descs = Vec::with_capacity(scraped.len());
+        for d in scraped {
+            let labels = d.labels().iter().map(|l| (*l).to_owned()).collect();
+            descs.push(prometheus::core::Desc::new(
+                d.name().to_owned(),
+                d.help().to_owned(),
+                labels,
+                Default::default(),
+            )?);
+        }
+        registry.register(Box::new(Declarations(descs)))?;
+        let declared = scraped.iter().map(|d| d.name()).collect();
+        Ok(Self { registry, routes, declared })
     }
 
     fn slot(&self, route: Option<usize>) -> Option<&RouteSeries> {
@@ -183,8 +201,8 @@ impl Metrics {
         }
     }
 
-    /// The text exposition: the recorded families, then `scrape`'s (a family name already given
-    /// is not repeated: its series join the first).
+    /// The text exposition: the recorded families, then `scrape`'s. A scraped family that was
+    /// not registered is left out (registration is what guarantees one family per name).
     pub fn render(&self, scrape: Scrape) -> String {
         let mut families = self.registry.gather();
         for mf in &mut families {
@@ -196,7 +214,7 @@ impl Metrics {
             }
         }
         let mut all = Scrape { families };
-        for mf in scrape.families {
+        for mf in scrape.families.into_iter().filter(|f| self.declared.contains(&f.name())) {
             all.merge(mf);
         }
         all.render()
@@ -227,6 +245,74 @@ impl Value for bool {
     }
 }
 
+/// Whether a family read at scrape counts (a `counter`, its name ends in `_total`) or measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only ever goes up (until a restart).
+    Counter,
+    /// A current value.
+    Gauge,
+}
+
+/// A family read at scrape: its name, help, type and label names. The number of labels is part of
+/// its type, so a sample with a label too many or too few does not compile.
+#[derive(Debug)]
+pub struct Def<const N: usize> {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    labels: [&'static str; N],
+}
+
+impl<const N: usize> Def<N> {
+    /// A counter family.
+    pub const fn counter(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
+        Self { name, help, kind: Kind::Counter, labels }
+    }
+
+    /// A gauge family.
+    pub const fn gauge(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
+        Self { name, help, kind: Kind::Gauge, labels }
+    }
+}
+
+/// Any [`Def`], whatever its arity: what the registry is given when the config loads.
+pub trait Declared: Sync {
+    /// The family's name.
+    fn name(&self) -> &'static str;
+    /// Its help text.
+    fn help(&self) -> &'static str;
+    /// Its label names, in the order the text shows them.
+    fn labels(&self) -> &[&'static str];
+}
+
+impl<const N: usize> Declared for Def<N> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn help(&self) -> &'static str {
+        self.help
+    }
+    fn labels(&self) -> &[&'static str] {
+        &self.labels
+    }
+}
+
+/// The families read at scrape, as the registry knows them: descriptors only (their values are
+/// read from live state by [`Scrape`]). Registering them is what makes the registry refuse a
+/// family declared twice, or under the name of a recorded one.
+struct Declarations(Vec<prometheus::core::Desc>);
+
+impl prometheus::core::Collector for Declarations {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        Vec::new()
+    }
+}
+
 /// The families read from live state when `/metrics` is asked for.
 #[derive(Default)]
 pub struct Scrape {
@@ -239,35 +325,23 @@ impl Scrape {
         Self::default()
     }
 
-    /// Declares a counter family (its name ends in `_total`) with label names `labels`.
-    pub fn counter<'a, const N: usize>(&'a mut self, name: &str, help: &str, labels: [&'a str; N]) -> Family<'a, N> {
-        self.family(name, help, MetricType::COUNTER, labels)
-    }
-
-    /// Declares a gauge family with label names `labels`.
-    pub fn gauge<'a, const N: usize>(&'a mut self, name: &str, help: &str, labels: [&'a str; N]) -> Family<'a, N> {
-        self.family(name, help, MetricType::GAUGE, labels)
-    }
-
-    fn family<'a, const N: usize>(
-        &'a mut self,
-        name: &str,
-        help: &str,
-        kind: MetricType,
-        labels: [&'a str; N],
-    ) -> Family<'a, N> {
-        let at = match self.families.iter().position(|f| f.name() == name) {
+    /// The family `def`, to add its series to (the same family again when asked twice).
+    pub fn family<const N: usize>(&mut self, def: &Def<N>) -> Family<'_, N> {
+        let at = match self.families.iter().position(|f| f.name() == def.name) {
             Some(i) => i,
             None => {
                 let mut mf = MetricFamily::default();
-                mf.set_name(name.to_owned());
-                mf.set_help(help.to_owned());
-                mf.set_field_type(kind);
+                mf.set_name(def.name.to_owned());
+                mf.set_help(def.help.to_owned());
+                mf.set_field_type(match def.kind {
+                    Kind::Counter => MetricType::COUNTER,
+                    Kind::Gauge => MetricType::GAUGE,
+                });
                 self.families.push(mf);
                 self.families.len() - 1
             }
         };
-        Family { mf: self.families.get_mut(at), kind, labels }
+        Family { mf: self.families.get_mut(at), kind: def.kind, labels: def.labels }
     }
 
     fn merge(&mut self, mut mf: MetricFamily) {
@@ -288,11 +362,11 @@ impl Scrape {
     }
 }
 
-/// A declared family: add its series with [`Family::sample`].
+/// A family of a [`Scrape`]: add its series with [`Family::sample`].
 pub struct Family<'a, const N: usize> {
     mf: Option<&'a mut MetricFamily>,
-    kind: MetricType,
-    labels: [&'a str; N],
+    kind: Kind,
+    labels: [&'static str; N],
 }
 
 impl<const N: usize> Family<'_, N> {
@@ -311,14 +385,17 @@ impl<const N: usize> Family<'_, N> {
             })
             .collect();
         let mut m = proto::Metric::from_label(labels);
-        if self.kind == MetricType::COUNTER {
-            let mut c = proto::Counter::default();
-            c.set_value(v.value());
-            m.set_counter(c);
-        } else {
-            let mut g = proto::Gauge::default();
-            g.set_value(v.value());
-            m.set_gauge(g);
+        match self.kind {
+            Kind::Counter => {
+                let mut c = proto::Counter::default();
+                c.set_value(v.value());
+                m.set_counter(c);
+            }
+            Kind::Gauge => {
+                let mut g = proto::Gauge::default();
+                g.set_value(v.value());
+                m.set_gauge(g);
+            }
         }
         mf.mut_metric().push(m);
         self

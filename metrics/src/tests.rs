@@ -2,7 +2,7 @@ use super::*;
 
 #[test]
 fn counts_and_renders() {
-    let m = Metrics::new(vec!["api".into()], "abc".into()).unwrap();
+    let m = Metrics::new(vec!["api".into()], "abc".into(), &[]).unwrap();
     m.observe_request(Some(0), 200, false, Duration::from_millis(3));
     m.observe_request(None, 404, false, Duration::from_millis(1));
     m.observe_request(Some(0), 999, false, Duration::from_secs(9));
@@ -24,7 +24,7 @@ fn counts_and_renders() {
 
 #[test]
 fn names_types_and_label_order_as_before() {
-    let m = Metrics::new(vec!["api".into()], "abc".into()).unwrap();
+    let m = Metrics::new(vec!["api".into()], "abc".into(), &[]).unwrap();
     let t = m.render(Scrape::new());
     for line in [
         "# HELP portcullis_build_info Build and config version.\n# TYPE portcullis_build_info gauge\n",
@@ -53,7 +53,7 @@ fn interim_1xx_is_not_an_answer() {
     assert_eq!(final_status(None), CLIENT_CLOSED);
     assert_eq!(final_status(Some(101)), 101);
     assert_eq!(final_status(Some(204)), 204);
-    let m = Metrics::new(vec!["api".into()], "abc".into()).unwrap();
+    let m = Metrics::new(vec!["api".into()], "abc".into(), &[]).unwrap();
     for s in [100, 102, 103, 199] {
         m.observe_request(Some(0), s, false, Duration::from_millis(1));
     }
@@ -63,12 +63,15 @@ fn interim_1xx_is_not_an_answer() {
     assert!(t.contains("portcullis_requests_total{route=\"api\",status_class=\"4xx\"} 4\n"), "{t}");
 }
 
+const X: Def<2> = Def::gauge("portcullis_x", "Help with a \\ backslash\nand a newline.", ["a", "b"]);
+const A: Def<1> = Def::counter("portcullis_a_total", "A.", ["k"]);
+const EMPTY: Def<1> = Def::gauge("portcullis_empty", "Nothing yet.", ["k"]);
+const PLAIN: Def<0> = Def::gauge("portcullis_plain", "No labels.", []);
+
 #[test]
 fn label_values_and_help_are_escaped_once() {
     let mut s = Scrape::new();
-    s.gauge("portcullis_x", "Help with a \\ backslash\nand a newline.", ["a", "b"])
-        .sample(["q\"uote", "back\\slash"], 1_u64)
-        .sample(["new\nline", "plain"], true);
+    s.family(&X).sample(["q\"uote", "back\\slash"], 1_u64).sample(["new\nline", "plain"], true);
     let t = s.render();
     assert!(t.contains("# HELP portcullis_x Help with a \\\\ backslash\\nand a newline.\n"), "{t}");
     assert!(t.contains("portcullis_x{a=\"q\\\"uote\",b=\"back\\\\slash\"} 1\n"), "{t}");
@@ -77,20 +80,30 @@ fn label_values_and_help_are_escaped_once() {
 
 #[test]
 fn one_family_per_name_and_empty_families_left_out() {
+    let m = Metrics::new(vec![], "v".into(), &[&A, &EMPTY, &PLAIN]).unwrap();
     let mut s = Scrape::new();
-    s.counter("portcullis_a_total", "A.", ["k"]).sample(["1"], 2_u64);
-    s.counter("portcullis_a_total", "A.", ["k"]).sample(["2"], 3_u64);
-    s.gauge("portcullis_empty", "Nothing yet.", ["k"]);
-    s.gauge("portcullis_plain", "No labels.", []).sample([], 7.5);
-    let t = s.render();
+    s.family(&A).sample(["1"], 2_u64);
+    s.family(&A).sample(["2"], 3_u64);
+    s.family(&EMPTY);
+    s.family(&PLAIN).sample([], 7.5);
+    // Not registered: not served.
+    s.family(&X).sample(["a", "b"], 1_u64);
+    let t = m.render(s);
     assert_eq!(t.matches("# TYPE portcullis_a_total counter\n").count(), 1, "{t}");
     assert!(t.contains("portcullis_a_total{k=\"1\"} 2\nportcullis_a_total{k=\"2\"} 3\n"), "{t}");
     assert!(!t.contains("portcullis_empty"), "{t}");
     assert!(t.contains("# TYPE portcullis_plain gauge\nportcullis_plain 7.5\n"), "{t}");
-    // A scrape family named like a recorded one joins it instead of repeating it.
-    let m = Metrics::new(vec![], "v".into()).unwrap();
-    let mut s = Scrape::new();
-    s.counter("portcullis_requests_total", "Again.", ["route", "status_class"]).sample(["x", "2xx"], 1_u64);
-    let t = m.render(s);
-    assert_eq!(t.matches("# TYPE portcullis_requests_total").count(), 1, "{t}");
+    assert!(!t.contains("portcullis_x"), "{t}");
+}
+
+#[test]
+fn the_registry_refuses_a_family_twice() {
+    const AGAIN: Def<1> = Def::gauge("portcullis_a_total", "A again.", ["other"]);
+    const RECORDED: Def<2> = Def::counter("portcullis_requests_total", "Again.", ["route", "status_class"]);
+    assert!(Metrics::new(vec![], "v".into(), &[&A, &PLAIN]).is_ok());
+    assert!(Metrics::new(vec![], "v".into(), &[&A, &A]).is_err());
+    assert!(Metrics::new(vec![], "v".into(), &[&A, &AGAIN]).is_err());
+    assert!(Metrics::new(vec![], "v".into(), &[&RECORDED]).is_err());
+    let bad: Def<0> = Def::gauge("not a name", "x", []);
+    assert!(Metrics::new(vec![], "v".into(), &[&bad]).is_err());
 }

@@ -25,6 +25,7 @@ pub mod tls;
 pub use config::{AlertingConfig, RawAlerting};
 
 use crate::events::{format_time_ms, now_ms, EventBus, SecurityEvent};
+use crate::metrics::{Declared, Def};
 use crate::state::Shared;
 use message::{events_query, Alert, Message, Status};
 use parking_lot::Mutex;
@@ -119,6 +120,48 @@ impl SafeTest {
 
 /// How long a safe test waits for its deliveries before answering.
 const SAFE_TEST_WAIT: Duration = Duration::from_secs(10);
+
+const HEALTH_SCORE: Def<1> = Def::gauge(
+    "portcullis_health_score",
+    "The health score (0-100) over the window (docs/events.md \"Health score\": operator switch flips and the gateway's deliberate 5xx answers never lower it).",
+    ["window"],
+);
+const ALERT_FIRING: Def<2> = Def::gauge(
+    "portcullis_alert_firing",
+    "Whether an alert rule's condition holds now (1) or not (0).",
+    ["rule", "severity"],
+);
+const ALERT_TRANSITIONS_TOTAL: Def<2> = Def::counter(
+    "portcullis_alert_transitions_total",
+    "Alert rule transitions: fired (notified), resolved (notified), suppressed (within the cooldown).",
+    ["rule", "transition"],
+);
+const ALERT_DELIVERIES_TOTAL: Def<3> = Def::counter(
+    "portcullis_alert_deliveries_total",
+    "Alert notifications per sink: delivered, failed (after retries), dropped (queue full).",
+    ["sink", "type", "result"],
+);
+const ALERT_EVALUATIONS_TOTAL: Def<0> =
+    Def::counter("portcullis_alert_evaluations_total", "Alert rule evaluation rounds.", []);
+const ALERT_DIGESTS_TOTAL: Def<0> = Def::counter("portcullis_alert_digests_total", "Daily digests sent.", []);
+const ALERT_DELIVERY_ATTEMPTS_TOTAL: Def<1> = Def::counter(
+    "portcullis_alert_delivery_attempts_total",
+    "Tries to deliver alert notifications, retries included.",
+    ["sink"],
+);
+const ALERT_DELIVERY_RETRIES_TOTAL: Def<1> =
+    Def::counter("portcullis_alert_delivery_retries_total", "Tries that failed and were scheduled again.", ["sink"]);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[
+    &HEALTH_SCORE,
+    &ALERT_FIRING,
+    &ALERT_TRANSITIONS_TOTAL,
+    &ALERT_DELIVERIES_TOTAL,
+    &ALERT_DELIVERY_ATTEMPTS_TOTAL,
+    &ALERT_DELIVERY_RETRIES_TOTAL,
+    &ALERT_EVALUATIONS_TOTAL,
+    &ALERT_DIGESTS_TOTAL,
+];
 
 impl Alerting {
     /// Starts one delivery thread per sink. The evaluator starts with [`Alerting::start`].
@@ -423,32 +466,20 @@ impl Alerting {
     /// every sink's deliveries.
     pub fn render_metrics(&self, shared: &Shared, out: &mut crate::metrics::Scrape) {
         let now = now_ms();
-        let mut f = out.gauge(
-            "portcullis_health_score",
-            "The health score (0-100) over the window (docs/events.md \"Health score\": operator switch flips and the gateway's deliberate 5xx answers never lower it).",
-            ["window"],
-        );
+        let mut f = out.family(&HEALTH_SCORE);
         for (label, minutes) in [("1h", 60), ("24h", 1440)] {
             f.sample([label], health(shared, now, minutes));
         }
         let map = self.rules.lock();
         let mut ids: Vec<&Arc<str>> = map.keys().collect();
         ids.sort();
-        let mut f = out.gauge(
-            "portcullis_alert_firing",
-            "Whether an alert rule's condition holds now (1) or not (0).",
-            ["rule", "severity"],
-        );
+        let mut f = out.family(&ALERT_FIRING);
         for id in &ids {
             if let Some(e) = map.get(*id) {
                 f.sample([id, e.severity.map_or("", Severity::as_str)], e.state.firing());
             }
         }
-        let mut f = out.counter(
-            "portcullis_alert_transitions_total",
-            "Alert rule transitions: fired (notified), resolved (notified), suppressed (within the cooldown).",
-            ["rule", "transition"],
-        );
+        let mut f = out.family(&ALERT_TRANSITIONS_TOTAL);
         for id in &ids {
             if let Some(e) = map.get(*id) {
                 for (what, n) in [("fired", e.fired), ("resolved", e.resolved), ("suppressed", e.suppressed)] {
@@ -457,11 +488,7 @@ impl Alerting {
             }
         }
         drop(map);
-        let mut f = out.counter(
-            "portcullis_alert_deliveries_total",
-            "Alert notifications per sink: delivered, failed (after retries), dropped (queue full).",
-            ["sink", "type", "result"],
-        );
+        let mut f = out.family(&ALERT_DELIVERIES_TOTAL);
         for s in &self.sinks {
             for (what, c) in
                 [("delivered", &s.stats.delivered), ("failed", &s.stats.failed), ("dropped", &s.stats.dropped)]
@@ -469,24 +496,16 @@ impl Alerting {
                 f.sample([&s.cfg.name, s.cfg.kind.as_str(), what], c.load(Relaxed));
             }
         }
-        let per_sink: [(&str, &str, StatOf); 2] = [
-            (
-                "portcullis_alert_delivery_attempts_total",
-                "Tries to deliver alert notifications, retries included.",
-                |s| &s.attempts,
-            ),
-            ("portcullis_alert_delivery_retries_total", "Tries that failed and were scheduled again.", |s| &s.retries),
-        ];
-        for (name, help, counter) in per_sink {
-            let mut f = out.counter(name, help, ["sink"]);
+        let per_sink: [(&Def<1>, StatOf); 2] =
+            [(&ALERT_DELIVERY_ATTEMPTS_TOTAL, |s| &s.attempts), (&ALERT_DELIVERY_RETRIES_TOTAL, |s| &s.retries)];
+        for (def, counter) in per_sink {
+            let mut f = out.family(def);
             for s in &self.sinks {
                 f.sample([&s.cfg.name], counter(&s.stats).load(Relaxed));
             }
         }
-        out.counter("portcullis_alert_evaluations_total", "Alert rule evaluation rounds.", [])
-            .sample([], self.evaluations.load(Relaxed));
-        out.counter("portcullis_alert_digests_total", "Daily digests sent.", [])
-            .sample([], self.digests_sent.load(Relaxed));
+        out.family(&ALERT_EVALUATIONS_TOTAL).sample([], self.evaluations.load(Relaxed));
+        out.family(&ALERT_DIGESTS_TOTAL).sample([], self.digests_sent.load(Relaxed));
     }
 
     /// The events bus the sinks report failures to.

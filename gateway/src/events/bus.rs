@@ -5,6 +5,7 @@ use super::sinks::{run, FileSink, Index, IndexSink, LogSink, Msg, SinkKind, Sink
 use super::store::{self, FileStore};
 use super::window::{EventCounts, EventWindow, RequestWindow};
 use super::{now_ms, EventsConfig, SecurityEvent};
+use crate::metrics::{Declared, Def};
 use parking_lot::{Mutex, RwLock};
 use portcullis_rules::verdict::{EventType, Mode, Severity};
 use std::collections::VecDeque;
@@ -72,6 +73,40 @@ impl std::fmt::Debug for EventBus {
             .finish_non_exhaustive()
     }
 }
+
+const SECURITY_EVENTS_TOTAL: Def<3> = Def::counter(
+    "portcullis_security_events_total",
+    "Security events by type, severity and mode (test events included).",
+    ["type", "severity", "mode"],
+);
+const SECURITY_TEST_EVENTS_TOTAL: Def<1> = Def::counter(
+    "portcullis_security_test_events_total",
+    "Synthetic events from POST /v1/safe-test, by type.",
+    ["type"],
+);
+const EVENTS_DROPPED_TOTAL: Def<1> = Def::counter(
+    "portcullis_events_dropped_total",
+    "Security events a sink lost (queue full, write error, shut down).",
+    ["sink"],
+);
+const EVENTS_WRITTEN_TOTAL: Def<1> = Def::counter(
+    "portcullis_events_written_total",
+    "Security events a sink handled (file: flushed to the OS).",
+    ["sink"],
+);
+const EVENTS_STORE_SKIPPED_LINES: Def<0> = Def::gauge(
+    "portcullis_events_store_skipped_lines",
+    "Unparseable lines skipped when the events store was read at start.",
+    [],
+);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[
+    &SECURITY_EVENTS_TOTAL,
+    &SECURITY_TEST_EVENTS_TOTAL,
+    &EVENTS_DROPPED_TOTAL,
+    &EVENTS_WRITTEN_TOTAL,
+    &EVENTS_STORE_SKIPPED_LINES,
+];
 
 impl EventBus {
     /// Creates `cfg.dir`, re-reads the JSONL store (rotated files oldest first, then the current
@@ -280,11 +315,7 @@ impl EventBus {
     /// non-zero series, and every type at its default severity and `enforce` even at 0), test
     /// events by type, and per-sink written and dropped counts.
     pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
-        let mut f = out.counter(
-            "portcullis_security_events_total",
-            "Security events by type, severity and mode (test events included).",
-            ["type", "severity", "mode"],
-        );
+        let mut f = out.family(&SECURITY_EVENTS_TOTAL);
         for kind in EventType::ALL {
             for sev in Severity::ALL.iter().rev() {
                 for mode in MODES {
@@ -296,36 +327,19 @@ impl EventBus {
                 }
             }
         }
-        let mut f = out.counter(
-            "portcullis_security_test_events_total",
-            "Synthetic events from POST /v1/safe-test, by type.",
-            ["type"],
-        );
+        let mut f = out.family(&SECURITY_TEST_EVENTS_TOTAL);
         for kind in EventType::ALL {
             f.sample([kind.as_str()], self.test_counters.get(kind.index()).map_or(0, |c| c.load(Ordering::Relaxed)));
         }
-        let mut f = out.counter(
-            "portcullis_events_dropped_total",
-            "Security events a sink lost (queue full, write error, shut down).",
-            ["sink"],
-        );
+        let mut f = out.family(&EVENTS_DROPPED_TOTAL);
         for k in SinkKind::ALL {
             f.sample([k.as_str()], self.stat(k).dropped.load(Ordering::Relaxed));
         }
-        let mut f = out.counter(
-            "portcullis_events_written_total",
-            "Security events a sink handled (file: flushed to the OS).",
-            ["sink"],
-        );
+        let mut f = out.family(&EVENTS_WRITTEN_TOTAL);
         for k in SinkKind::ALL {
             f.sample([k.as_str()], self.stat(k).written.load(Ordering::Relaxed));
         }
-        out.gauge(
-            "portcullis_events_store_skipped_lines",
-            "Unparseable lines skipped when the events store was read at start.",
-            [],
-        )
-        .sample([], self.loaded.skipped_lines);
+        out.family(&EVENTS_STORE_SKIPPED_LINES).sample([], self.loaded.skipped_lines);
     }
 
     /// Waits until every event emitted before the call has been handled by every sink and the
