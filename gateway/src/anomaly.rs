@@ -22,6 +22,7 @@
 //!   `anomaly::MAX_KEYS` keys per rule. Per instance: in a fleet, each instance scores what it
 //!   sees.
 
+use crate::metrics::{Declared, Def};
 use parking_lot::{Mutex, RwLock};
 use portcullis_rules::anomaly::{finding, key_of, AnomalyRule, Cow, KeyKind, Score, Scorer, Zone, MAX_KEYS};
 use portcullis_rules::identity::Identity;
@@ -29,7 +30,6 @@ use portcullis_rules::tenant::Containment;
 use portcullis_rules::verdict::{Finding, Mode};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -91,6 +91,18 @@ fn shard_of(key: &str) -> usize {
     key.hash(&mut h);
     (h.finish() as usize) % SHARDS
 }
+
+const ANOMALY_TOTAL: Def<2> =
+    Def::counter("portcullis_anomaly_total", "Requests scored amber or red by an anomaly rule.", ["rule", "zone"]);
+const ANOMALY_DELAY_SKIPPED_TOTAL: Def<0> = Def::counter(
+    "portcullis_anomaly_delay_skipped_total",
+    "Amber requests forwarded undelayed because 1024 requests were already delayed.",
+    [],
+);
+// The help text above says 1024.
+const _: () = assert!(MAX_DELAYED == 1024);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&ANOMALY_TOTAL, &ANOMALY_DELAY_SKIPPED_TOTAL];
 
 impl AnomalyState {
     fn shards(&self, rule: &AnomalyRule, all: &[AnomalyRule]) -> Arc<Shards> {
@@ -195,16 +207,12 @@ impl AnomalyState {
     }
 
     /// `portcullis_anomaly_total{rule,zone}` and the skipped delays.
-    pub fn render_metrics(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP portcullis_anomaly_total Requests scored amber or red by an anomaly rule.");
-        let _ = writeln!(out, "# TYPE portcullis_anomaly_total counter");
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.family(&ANOMALY_TOTAL);
         for ((rule, zone), n) in self.counts.lock().iter() {
-            let rule = rule.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "portcullis_anomaly_total{{rule=\"{rule}\",zone=\"{zone}\"}} {n}");
+            f.sample([rule, zone], *n);
         }
-        let _ = writeln!(out, "# HELP portcullis_anomaly_delay_skipped_total Amber requests forwarded undelayed because {MAX_DELAYED} requests were already delayed.");
-        let _ = writeln!(out, "# TYPE portcullis_anomaly_delay_skipped_total counter");
-        let _ = writeln!(out, "portcullis_anomaly_delay_skipped_total {}", self.skipped.load(Ordering::Relaxed));
+        out.family(&ANOMALY_DELAY_SKIPPED_TOTAL).sample([], self.skipped.load(Ordering::Relaxed));
     }
 }
 

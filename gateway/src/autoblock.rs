@@ -21,7 +21,7 @@
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use crate::metrics::{Declared, Def};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What happened when a key went over a threshold.
@@ -53,6 +53,19 @@ pub struct AutoBlockStats {
     outcomes: Mutex<BTreeMap<(String, Outcome), u64>>,
 }
 
+const AUTO_BLOCKS_TOTAL: Def<2> = Def::counter(
+    "portcullis_auto_blocks_total",
+    "Keys that went over an auto_blocks rule's threshold, by what was done: blocked, monitor (mode: monitor), exempt (trusted proxy, maintenance bypass or the rule's exempt list), already_blocked, failed (the audit log refused the change).",
+    ["rule", "result"],
+);
+const AUTO_BLOCK_HITS_DROPPED_TOTAL: Def<0> = Def::counter(
+    "portcullis_auto_block_hits_dropped_total",
+    "Refusals not counted by the automatic blocks because their queue was full.",
+    [],
+);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&AUTO_BLOCKS_TOTAL, &AUTO_BLOCK_HITS_DROPPED_TOTAL];
+
 impl AutoBlockStats {
     /// One key over `rule`'s threshold, and what was done.
     pub(crate) fn count(&self, rule: &str, o: Outcome) {
@@ -65,15 +78,11 @@ impl AutoBlockStats {
     }
 
     /// `portcullis_auto_blocks_total{rule,result}` and the dropped hits.
-    pub fn render_metrics(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP portcullis_auto_blocks_total Keys that went over an auto_blocks rule's threshold, by what was done: blocked, monitor (mode: monitor), exempt (trusted proxy, maintenance bypass or the rule's exempt list), already_blocked, failed (the audit log refused the change).");
-        let _ = writeln!(out, "# TYPE portcullis_auto_blocks_total counter");
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.family(&AUTO_BLOCKS_TOTAL);
         for ((rule, o), n) in self.outcomes.lock().iter() {
-            let rule = rule.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "portcullis_auto_blocks_total{{rule=\"{rule}\",result=\"{}\"}} {n}", o.as_str());
+            f.sample([rule, o.as_str()], *n);
         }
-        let _ = writeln!(out, "# HELP portcullis_auto_block_hits_dropped_total Refusals not counted by the automatic blocks because their queue was full.");
-        let _ = writeln!(out, "# TYPE portcullis_auto_block_hits_dropped_total counter");
-        let _ = writeln!(out, "portcullis_auto_block_hits_dropped_total {}", self.dropped.load(Ordering::Relaxed));
+        out.family(&AUTO_BLOCK_HITS_DROPPED_TOTAL).sample([], self.dropped.load(Ordering::Relaxed));
     }
 }

@@ -10,6 +10,7 @@ use crate::clock::{now_unix, rfc3339};
 use crate::config::Role;
 use crate::events::{events_body, switch_changed_event, EventQuery, SecurityEvent, SummaryQuery, TopThreatsQuery};
 use crate::ids::new_request_id;
+use crate::metrics::{Declared, Def, Scrape};
 use crate::reload::{Reloaded, Trigger};
 use crate::state::{dir_writable, Shared};
 use crate::switches::{etag, parse_if_match, Change, MaintenanceChange, SwitchError};
@@ -22,7 +23,6 @@ use portcullis_rules::deny::{render, Deny, DenyCode};
 use portcullis_rules::verdict::EventType;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -200,6 +200,47 @@ pub struct ControlApp {
     throttle: Throttle,
 }
 
+const BACKEND_HEALTHY: Def<2> =
+    Def::gauge("portcullis_backend_healthy", "1 when the backend passes its health check.", ["pool", "backend"]);
+const UPSTREAM_HEALTHY: Def<1> =
+    Def::gauge("portcullis_upstream_healthy", "1 when the pool has a healthy backend.", ["upstream"]);
+const READY: Def<0> = Def::gauge("portcullis_ready", "1 when /ready answers 200.", []);
+const CONTROL_UNAUTHENTICATED_TOTAL: Def<0> = Def::counter(
+    "portcullis_control_unauthenticated_total",
+    "Control requests refused with 401 (audited once per source and minute).",
+    [],
+);
+const CONTROL_RATE_LIMITED_TOTAL: Def<0> = Def::counter(
+    "portcullis_control_rate_limited_total",
+    "Control requests refused with 429 (per-source rate limit).",
+    [],
+);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] =
+    &[&BACKEND_HEALTHY, &UPSTREAM_HEALTHY, &READY, &CONTROL_UNAUTHENTICATED_TOTAL, &CONTROL_RATE_LIMITED_TOTAL];
+
+/// Every family `/metrics` reads from state at scrape, from each module that adds some: registered
+/// once, with the recorded ones, when the config loads ([`crate::metrics::Metrics::new`] refuses a
+/// name twice).
+pub fn metric_families() -> Vec<&'static dyn Declared> {
+    [
+        METRICS,
+        crate::switches::METRICS,
+        crate::sessions::METRICS,
+        crate::fleet::METRICS,
+        crate::webhook_replay::METRICS,
+        crate::pii_response::METRICS,
+        crate::limit_state::METRICS,
+        crate::reload::METRICS,
+        crate::events::METRICS,
+        crate::alerting::METRICS,
+        crate::autoblock::METRICS,
+        crate::anomaly::METRICS,
+        crate::tls::METRICS,
+    ]
+    .concat()
+}
+
 impl ControlApp {
     /// Over the shared state.
     pub fn new(shared: Arc<Shared>) -> Self {
@@ -237,59 +278,37 @@ impl ControlApp {
     }
 
     fn metrics(&self) -> String {
-        let mut extra = String::new();
-        let _ = writeln!(extra, "# HELP portcullis_backend_healthy 1 when the backend passes its health check.");
-        let _ = writeln!(extra, "# TYPE portcullis_backend_healthy gauge");
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = Scrape::new();
+        let mut f = s.family(&BACKEND_HEALTHY);
         for (pool, backend, healthy) in self.shared.backend_health() {
-            let _ = writeln!(
-                extra,
-                "portcullis_backend_healthy{{pool=\"{pool}\",backend=\"{backend}\"}} {}",
-                u8::from(healthy)
-            );
+            f.sample([&pool, &backend], healthy);
         }
-        let _ = writeln!(extra, "# HELP portcullis_upstream_healthy 1 when the pool has a healthy backend.");
-        let _ = writeln!(extra, "# TYPE portcullis_upstream_healthy gauge");
+        let mut f = s.family(&UPSTREAM_HEALTHY);
         for (pool, healthy) in self.shared.pool_health() {
-            let _ = writeln!(extra, "portcullis_upstream_healthy{{upstream=\"{pool}\"}} {}", u8::from(healthy));
+            f.sample([pool], healthy);
         }
         let (ready, _) = self.ready();
-        let _ = writeln!(extra, "# HELP portcullis_ready 1 when /ready answers 200.");
-        let _ = writeln!(extra, "# TYPE portcullis_ready gauge");
-        let _ = writeln!(extra, "portcullis_ready {}", u8::from(ready));
-        let _ = writeln!(extra, "# HELP portcullis_control_unauthenticated_total Control requests refused with 401 (audited once per source and minute).");
-        let _ = writeln!(extra, "# TYPE portcullis_control_unauthenticated_total counter");
-        let _ = writeln!(
-            extra,
-            "portcullis_control_unauthenticated_total {}",
-            self.refusals.total.load(std::sync::atomic::Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            extra,
-            "# HELP portcullis_control_rate_limited_total Control requests refused with 429 (per-source rate limit)."
-        );
-        let _ = writeln!(extra, "# TYPE portcullis_control_rate_limited_total counter");
-        let _ = writeln!(
-            extra,
-            "portcullis_control_rate_limited_total {}",
-            self.throttle.limited.load(std::sync::atomic::Ordering::Relaxed)
-        );
-        extra.push_str(&self.shared.switches.render_metrics(now_unix()));
-        self.shared.sessions.render_metrics(&mut extra);
+        s.family(&READY).sample([], ready);
+        s.family(&CONTROL_UNAUTHENTICATED_TOTAL).sample([], self.refusals.total.load(Relaxed));
+        s.family(&CONTROL_RATE_LIMITED_TOTAL).sample([], self.throttle.limited.load(Relaxed));
+        self.shared.switches.render_metrics(now_unix(), &mut s);
+        self.shared.sessions.render_metrics(&mut s);
         if let Some(f) = &self.shared.fleet {
-            f.render_metrics(&mut extra);
+            f.render_metrics(&mut s);
         }
-        self.shared.webhooks.render_metrics(&mut extra);
-        self.shared.pii.render_metrics(&mut extra);
-        self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut extra);
-        self.shared.rules.render_metrics(&mut extra);
-        self.shared.events.render_metrics(&mut extra);
-        self.shared.alerting.render_metrics(&self.shared, &mut extra);
-        self.shared.auto_blocks.render_metrics(&mut extra);
-        self.shared.anomaly.render_metrics(&mut extra);
+        self.shared.webhooks.render_metrics(&mut s);
+        self.shared.pii.render_metrics(&mut s);
+        self.shared.limits.render_metrics(&self.shared.rules.current().snapshot, &mut s);
+        self.shared.rules.render_metrics(&mut s);
+        self.shared.events.render_metrics(&mut s);
+        self.shared.alerting.render_metrics(&self.shared, &mut s);
+        self.shared.auto_blocks.render_metrics(&mut s);
+        self.shared.anomaly.render_metrics(&mut s);
         if let Some(tls) = &self.shared.tls {
-            tls.render_metrics(&mut extra);
+            tls.render_metrics(&mut s);
         }
-        self.shared.metrics.render(&extra)
+        self.shared.metrics.render(s)
     }
 
     /// Runs an authorised `/v1` request. `Err` is a deny rendered by the one renderer.
@@ -1042,7 +1061,7 @@ impl ServeHttp for ControlApp {
             }
             ("GET" | "HEAD", "/metrics") => {
                 let body = self.metrics().into_bytes();
-                return response(200, &[("content-type", "text/plain; version=0.0.4")], body, &request_id);
+                return response(200, &[("content-type", crate::metrics::CONTENT_TYPE)], body, &request_id);
             }
             (_, "/health" | "/ready" | "/metrics") => {
                 return control_deny(
@@ -1163,6 +1182,14 @@ impl ServeHttp for ControlApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_metric_family_registers_once() {
+        let all = metric_families();
+        assert!(all.len() > 40, "{}", all.len());
+        let m = crate::metrics::Metrics::new(vec!["api".into()], "v".into(), &all);
+        assert!(m.is_ok(), "{:?}", m.err());
+    }
 
     #[test]
     fn unauthenticated_refusals_are_audited_once_per_source_and_minute() {

@@ -30,6 +30,7 @@
 use crate::audit::{AuditAction, AuditLog};
 use crate::events::EventBus;
 use crate::reload::Rules;
+use crate::metrics::{Declared, Def};
 use crate::sessions::{canonical_net, check_id, SessionOp};
 use crate::switches::SwitchOp;
 use crate::txn::{transact, Meta, Op, Plan, Refused, State, TxError};
@@ -413,6 +414,16 @@ fn closed_state(sh: &dyn Local) -> Vec<Op> {
     ops
 }
 
+const FLEET_CONNECTED: Def<0> =
+    Def::gauge("portcullis_fleet_connected", "1 when the last round trip to the fleet store succeeded.", []);
+const FLEET_PENDING_CHANGES: Def<0> = Def::gauge(
+    "portcullis_fleet_pending_changes",
+    "Changes applied on this instance, not yet published to the fleet.",
+    [],
+);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&FLEET_CONNECTED, &FLEET_PENDING_CHANGES];
+
 impl Fleet {
     /// A client for `cfg` (no connection yet); `state_dir` keeps the changes not yet published.
     pub fn new(cfg: &FleetConfig, state_dir: &Path) -> Result<Fleet, String> {
@@ -471,11 +482,9 @@ impl Fleet {
     }
 
     /// `portcullis_fleet_connected` and `portcullis_fleet_pending_changes`.
-    pub fn render_metrics(&self, out: &mut String) {
-        out.push_str("# HELP portcullis_fleet_connected 1 when the last round trip to the fleet store succeeded.\n# TYPE portcullis_fleet_connected gauge\n");
-        out.push_str(&format!("portcullis_fleet_connected {}\n", u8::from(self.up())));
-        out.push_str("# HELP portcullis_fleet_pending_changes Changes applied on this instance, not yet published to the fleet.\n# TYPE portcullis_fleet_pending_changes gauge\n");
-        out.push_str(&format!("portcullis_fleet_pending_changes {}\n", self.pending.lock().len()));
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        out.family(&FLEET_CONNECTED).sample([], self.up());
+        out.family(&FLEET_PENDING_CHANGES).sample([], self.pending.lock().len());
     }
 
     /// The key `portcullis:{id}:<name>`.

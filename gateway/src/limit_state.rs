@@ -8,6 +8,7 @@
 //! most the last second of counting; a SIGTERM loses nothing.
 
 use crate::durable::write_durably;
+use crate::metrics::{Declared, Def};
 use parking_lot::Mutex;
 use portcullis_rules::limits::{Aggregator, Now, QuotaBook, Summary};
 use portcullis_rules::rulefile::Snapshot;
@@ -32,6 +33,18 @@ pub struct LimitState {
     /// before it was recorded (trusted as it is). Written into `quotas.json` as `audit_seq`.
     audit_seq: Mutex<Option<u64>>,
 }
+
+const RATE_LIMIT_KEYS: Def<0> =
+    Def::gauge("portcullis_rate_limit_keys", "Clients (keys) remembered by every rate limit.", []);
+const RATE_LIMIT_BYTES: Def<0> = Def::gauge("portcullis_rate_limit_bytes", "Approximate bytes of limiter state.", []);
+const QUOTA_COUNTERS: Def<0> = Def::gauge("portcullis_quota_counters", "Quota counters held.", []);
+const QUOTA_UNTRACKED_TOTAL: Def<0> =
+    Def::counter("portcullis_quota_untracked_total", "Requests not counted because the quota book was full.", []);
+const LIMIT_EVENTS_AGGREGATED_KEYS: Def<0> =
+    Def::gauge("portcullis_limit_events_aggregated_keys", "Keys whose refusals are being aggregated.", []);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] =
+    &[&RATE_LIMIT_KEYS, &RATE_LIMIT_BYTES, &QUOTA_COUNTERS, &QUOTA_UNTRACKED_TOTAL, &LIMIT_EVENTS_AGGREGATED_KEYS];
 
 impl LimitState {
     /// Loads the quota counters from `dir/quotas.json` (absent: empty). A file that cannot be
@@ -147,31 +160,13 @@ impl LimitState {
     }
 
     /// Prometheus text for limiter memory, quota book and aggregation.
-    pub fn render_metrics(&self, snapshot: &Snapshot, out: &mut String) {
-        use std::fmt::Write as _;
+    pub fn render_metrics(&self, snapshot: &Snapshot, out: &mut crate::metrics::Scrape) {
         let rl = &snapshot.rate_limits;
-        let lines = [
-            ("portcullis_rate_limit_keys", "gauge", "Clients (keys) remembered by every rate limit.", rl.keys() as u64),
-            ("portcullis_rate_limit_bytes", "gauge", "Approximate bytes of limiter state.", rl.approx_bytes() as u64),
-            ("portcullis_quota_counters", "gauge", "Quota counters held.", self.book.len() as u64),
-            (
-                "portcullis_quota_untracked_total",
-                "counter",
-                "Requests not counted because the quota book was full.",
-                self.book.untracked(),
-            ),
-            (
-                "portcullis_limit_events_aggregated_keys",
-                "gauge",
-                "Keys whose refusals are being aggregated.",
-                self.agg.len() as u64,
-            ),
-        ];
-        for (name, kind, help, value) in lines {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        }
+        out.family(&RATE_LIMIT_KEYS).sample([], rl.keys());
+        out.family(&RATE_LIMIT_BYTES).sample([], rl.approx_bytes());
+        out.family(&QUOTA_COUNTERS).sample([], self.book.len());
+        out.family(&QUOTA_UNTRACKED_TOTAL).sample([], self.book.untracked());
+        out.family(&LIMIT_EVENTS_AGGREGATED_KEYS).sample([], self.agg.len());
     }
 }
 

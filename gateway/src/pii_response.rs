@@ -13,6 +13,7 @@
 //! anyway ([`crate::decode`]).
 
 use crate::decode::{DecodeError, Decoder, Encoding};
+use crate::metrics::{Declared, Def};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -293,6 +294,16 @@ pub fn action_label(a: Option<PiiAction>) -> &'static str {
     a.map_or(CLEAN, |a| result_label(a.event_action()))
 }
 
+const PII_RESPONSES_TOTAL: Def<2> = Def::counter(
+    "portcullis_pii_responses_total",
+    "Responses on routes with a pii rule, by rule and result (clean, flagged, redacted, blocked, passed: not scanned).",
+    ["rule", "result"],
+);
+const PII_SCANNED_BYTES_TOTAL: Def<0> =
+    Def::counter("portcullis_pii_scanned_bytes_total", "Response body bytes scanned for PII.", []);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&PII_RESPONSES_TOTAL, &PII_SCANNED_BYTES_TOTAL];
+
 impl PiiState {
     /// Counts one response.
     pub fn count(&self, rule: &str, result: &'static str, scanned: usize) {
@@ -300,19 +311,12 @@ impl PiiState {
         self.scanned_bytes.fetch_add(scanned as u64, Ordering::Relaxed);
     }
 
-    /// Prometheus text.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_pii_responses_total Responses on routes with a pii rule, by rule and result (clean, flagged, redacted, blocked, passed: not scanned)."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_pii_responses_total counter");
+    /// Prometheus families.
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.family(&PII_RESPONSES_TOTAL);
         for ((rule, result), n) in self.counts.lock().iter() {
-            let _ = writeln!(out, "portcullis_pii_responses_total{{rule=\"{rule}\",result=\"{result}\"}} {n}");
+            f.sample([rule, result], *n);
         }
-        let _ = writeln!(out, "# HELP portcullis_pii_scanned_bytes_total Response body bytes scanned for PII.");
-        let _ = writeln!(out, "# TYPE portcullis_pii_scanned_bytes_total counter");
-        let _ = writeln!(out, "portcullis_pii_scanned_bytes_total {}", self.scanned_bytes.load(Ordering::Relaxed));
+        out.family(&PII_SCANNED_BYTES_TOTAL).sample([], self.scanned_bytes.load(Ordering::Relaxed));
     }
 }

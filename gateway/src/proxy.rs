@@ -659,7 +659,8 @@ impl ProxyHttp for Portcullis {
         // No response went out: the client went away (every other failure writes one). Counted as
         // 499, "client closed request" (nginx's), a 4xx: never a gateway error in the metrics, the
         // 5xx rate or the health score.
-        let status = session.response_written().map_or(CLIENT_CLOSED, |r| r.status.as_u16());
+        // A lone interim head (`100 Continue`, then the client left) is no answer either.
+        let status = crate::metrics::final_status(session.response_written().map(|r| r.status.as_u16()));
         let elapsed = ctx.started.elapsed();
         // A delivery the upstream did not take is not "seen": the sender's retry must pass.
         if let Some(claim) = ctx.webhook_claim.take() {
@@ -1468,7 +1469,7 @@ fn is_the_deny(f: &Finding, outcome: &Outcome) -> bool {
 
 /// The status recorded (metrics, access log, 5xx rate) for a request that got no response
 /// because the client went away.
-pub const CLIENT_CLOSED: u16 = 499;
+pub use crate::metrics::CLIENT_CLOSED;
 
 /// The request body's deadline passed: a downstream read timeout, which `fail_to_proxy`
 /// answers `408 request_timeout` (or cuts, once a response started). The upstream connection, if

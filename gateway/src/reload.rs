@@ -11,6 +11,7 @@
 
 use crate::audit::{AuditAction, AuditEntry, AuditLog};
 use crate::events::{EventBus, SecurityEvent};
+use crate::metrics::{Declared, Def};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use portcullis_rules::rulefile::{self, AssetRef, Snapshot, SourceFile};
@@ -264,6 +265,33 @@ fn asset_dirs(dir: &Path, assets: &[AssetRef]) -> Vec<PathBuf> {
     out
 }
 
+const RULES_LAST_RELOAD_SUCCESS: Def<0> =
+    Def::gauge("portcullis_rules_last_reload_success", "1 when the last rule reload succeeded.", []);
+const RULES_LAST_RELOAD_TIMESTAMP_SECONDS: Def<0> =
+    Def::gauge("portcullis_rules_last_reload_timestamp_seconds", "When the last reload ran.", []);
+const RULES_RELOADS_TOTAL: Def<1> =
+    Def::counter("portcullis_rules_reloads_total", "Rule reloads by result.", ["result"]);
+const RULES_INFO: Def<2> = Def::gauge("portcullis_rules_info", "The running rules snapshot.", ["version", "rules"]);
+const RULES_LIST_AGE_SECONDS: Def<1> = Def::gauge(
+    "portcullis_rules_list_age_seconds",
+    "Seconds since each IP list file was last modified (a stale feed grows old).",
+    ["list"],
+);
+const RULES_LIST_ENTRIES: Def<1> =
+    Def::gauge("portcullis_rules_list_entries", "Entries in each IP list file the running rules read.", ["list"]);
+const RULES_LIST_RANGES: Def<1> =
+    Def::gauge("portcullis_rules_list_ranges", "Disjoint address ranges of each IP list after merging.", ["list"]);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[
+    &RULES_LAST_RELOAD_SUCCESS,
+    &RULES_LAST_RELOAD_TIMESTAMP_SECONDS,
+    &RULES_RELOADS_TOTAL,
+    &RULES_INFO,
+    &RULES_LIST_ENTRIES,
+    &RULES_LIST_RANGES,
+    &RULES_LIST_AGE_SECONDS,
+];
+
 impl Rules {
     /// Loads the rules at start. Invalid rules are fatal here: the gateway does not start on
     /// rules it cannot enforce.
@@ -474,59 +502,30 @@ impl Rules {
     }
 
     /// Prometheus lines for the reload state.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
         let cur = self.current();
-        let _ = writeln!(out, "# HELP portcullis_rules_last_reload_success 1 when the last rule reload succeeded.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_last_reload_success gauge");
-        let _ = writeln!(out, "portcullis_rules_last_reload_success {}", u8::from(self.last_success()));
-        let _ = writeln!(out, "# HELP portcullis_rules_last_reload_timestamp_seconds When the last reload ran.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_last_reload_timestamp_seconds gauge");
-        let _ = writeln!(out, "portcullis_rules_last_reload_timestamp_seconds {}", self.last_reload_unix.load(Relaxed));
-        let _ = writeln!(out, "# HELP portcullis_rules_reloads_total Rule reloads by result.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_reloads_total counter");
-        let _ =
-            writeln!(out, "portcullis_rules_reloads_total{{result=\"applied\"}} {}", self.applied_total.load(Relaxed));
-        let _ =
-            writeln!(out, "portcullis_rules_reloads_total{{result=\"failed\"}} {}", self.failed_total.load(Relaxed));
-        let _ = writeln!(out, "# HELP portcullis_rules_info The running rules snapshot.");
-        let _ = writeln!(out, "# TYPE portcullis_rules_info gauge");
-        let _ = writeln!(
-            out,
-            "portcullis_rules_info{{version=\"{}\",rules=\"{}\"}} 1",
-            cur.snapshot.version,
-            cur.snapshot.rule_count()
-        );
+        out.family(&RULES_LAST_RELOAD_SUCCESS).sample([], self.last_success());
+        out.family(&RULES_LAST_RELOAD_TIMESTAMP_SECONDS).sample([], self.last_reload_unix.load(Relaxed));
+        out.family(&RULES_RELOADS_TOTAL)
+            .sample(["applied"], self.applied_total.load(Relaxed))
+            .sample(["failed"], self.failed_total.load(Relaxed));
+        out.family(&RULES_INFO).sample([&cur.snapshot.version, &cur.snapshot.rule_count().to_string()], 1_u64);
         if cur.snapshot.lists.is_empty() {
             return;
         }
         let now = SystemTime::now();
-        type Gauge = (&'static str, &'static str, fn(&rulefile::ListSummary) -> usize);
-        let gauges: [Gauge; 2] = [
-            ("entries", "Entries in each IP list file the running rules read.", |l| l.entries),
-            ("ranges", "Disjoint address ranges of each IP list after merging.", |l| l.ranges),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP portcullis_rules_list_{name} {help}");
-            let _ = writeln!(out, "# TYPE portcullis_rules_list_{name} gauge");
+        type Gauge = (&'static Def<1>, fn(&rulefile::ListSummary) -> usize);
+        let gauges: [Gauge; 2] = [(&RULES_LIST_ENTRIES, |l| l.entries), (&RULES_LIST_RANGES, |l| l.ranges)];
+        for (def, value) in gauges {
+            let mut f = out.family(def);
             for l in &cur.snapshot.lists {
-                let label = crate::switches::escape_label(&l.name);
-                let _ = writeln!(out, "portcullis_rules_list_{name}{{list=\"{label}\"}} {}", value(l));
+                f.sample([&l.name], value(l));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_rules_list_age_seconds Seconds since each IP list file was last modified (a stale feed grows old)."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_rules_list_age_seconds gauge");
+        let mut f = out.family(&RULES_LIST_AGE_SECONDS);
         for l in &cur.snapshot.lists {
             if let Some(m) = modified(&self.dir, &l.name) {
-                let age = now.duration_since(m).map_or(0, |d| d.as_secs());
-                let _ = writeln!(
-                    out,
-                    "portcullis_rules_list_age_seconds{{list=\"{}\"}} {age}",
-                    crate::switches::escape_label(&l.name)
-                );
+                f.sample([&l.name], now.duration_since(m).map_or(0, |d| d.as_secs()));
             }
         }
     }

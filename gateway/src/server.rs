@@ -124,8 +124,9 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
     }
 
     let cfg = Arc::new(cfg);
+    let metrics = Metrics::new(route_ids, cfg.version.clone(), &crate::control::metric_families())?;
     let shared = Arc::new(Shared {
-        metrics: Metrics::new(route_ids, cfg.version.clone()),
+        metrics,
         config: cfg.clone(),
         pools,
         loaded_at: SystemTime::now(),

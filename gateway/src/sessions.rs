@@ -13,6 +13,7 @@
 //! addresses/CIDRs (at most [`MAX_ADDRESS_BLOCKS`]: every request is matched against them),
 //! suspended tenants and identity allowlist entries (at most [`MAX_OPERATOR_ENTRIES`] each).
 
+use crate::metrics::{Declared, Def};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -186,6 +187,14 @@ pub fn check_id(id: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+const SESSIONS_REVOKED: Def<0> = Def::gauge("portcullis_sessions_revoked", "Revoked sessions remembered.", []);
+const SUBJECTS_BLOCKED: Def<0> = Def::gauge("portcullis_subjects_blocked", "Subjects blocked by containment.", []);
+const ADDRESSES_BLOCKED: Def<0> =
+    Def::gauge("portcullis_addresses_blocked", "Client addresses/CIDRs blocked by an operator.", []);
+const TENANTS_SUSPENDED: Def<0> = Def::gauge("portcullis_tenants_suspended", "Tenants suspended by an operator.", []);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&SESSIONS_REVOKED, &SUBJECTS_BLOCKED, &ADDRESSES_BLOCKED, &TENANTS_SUSPENDED];
 
 impl Sessions {
     /// Loads `<state_dir>/sessions.json` (absent: empty). A file that cannot be read or parsed
@@ -492,21 +501,12 @@ impl Sessions {
     }
 
     /// Prometheus gauges.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
         let s = self.live.load();
-        let _ = writeln!(out, "# HELP portcullis_sessions_revoked Revoked sessions remembered.");
-        let _ = writeln!(out, "# TYPE portcullis_sessions_revoked gauge");
-        let _ = writeln!(out, "portcullis_sessions_revoked {}", s.revoked.len());
-        let _ = writeln!(out, "# HELP portcullis_subjects_blocked Subjects blocked by containment.");
-        let _ = writeln!(out, "# TYPE portcullis_subjects_blocked gauge");
-        let _ = writeln!(out, "portcullis_subjects_blocked {}", s.blocked.len());
-        let _ = writeln!(out, "# HELP portcullis_addresses_blocked Client addresses/CIDRs blocked by an operator.");
-        let _ = writeln!(out, "# TYPE portcullis_addresses_blocked gauge");
-        let _ = writeln!(out, "portcullis_addresses_blocked {}", s.addresses.len());
-        let _ = writeln!(out, "# HELP portcullis_tenants_suspended Tenants suspended by an operator.");
-        let _ = writeln!(out, "# TYPE portcullis_tenants_suspended gauge");
-        let _ = writeln!(out, "portcullis_tenants_suspended {}", s.tenants.len());
+        out.family(&SESSIONS_REVOKED).sample([], s.revoked.len());
+        out.family(&SUBJECTS_BLOCKED).sample([], s.blocked.len());
+        out.family(&ADDRESSES_BLOCKED).sample([], s.addresses.len());
+        out.family(&TENANTS_SUSPENDED).sample([], s.tenants.len());
     }
 }
 

@@ -12,6 +12,7 @@
 //! entry of `switches.json` that an operator set (or a maintenance ttl ended). A corrupt state file
 //! stops the start: silently reopening a killed channel is worse than not starting.
 
+use crate::metrics::{Declared, Def};
 use arc_swap::ArcSwap;
 use chrono::DateTime;
 use ipnet::IpNet;
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -392,6 +393,16 @@ impl fmt::Debug for Switches {
     }
 }
 
+const MAINTENANCE_MODE: Def<0> =
+    Def::gauge("portcullis_maintenance_mode", "1 while maintenance mode answers 503 to proxied requests.", []);
+const CHANNEL_ENABLED: Def<1> =
+    Def::gauge("portcullis_channel_enabled", "0 while the channel's kill switch stops its routes.", ["channel"]);
+const FLAG_ENABLED: Def<1> = Def::gauge("portcullis_flag_enabled", "Runtime flags (1 on, 0 off).", ["flag"]);
+const SWITCHES_VERSION: Def<0> =
+    Def::gauge("portcullis_switches_version", "Version of the switch state (changes with every switch change).", []);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&MAINTENANCE_MODE, &CHANNEL_ENABLED, &FLAG_ENABLED, &SWITCHES_VERSION];
+
 impl Switches {
     /// Initial state: defaults, then the environment (`MAINTENANCE_MODE=true`, `<CHANNEL>_ENABLED=false`
     /// with the channel name upper-cased and `-` as `_`, the [`FLAGS`] variables; `true/1/yes/on`,
@@ -744,40 +755,20 @@ impl Switches {
         json!({"version": state.version, "maintenance": maintenance, "channels": channels, "flags": flags})
     }
 
-    /// Prometheus gauges for `/metrics` (pass to `Metrics::render`): `portcullis_maintenance_mode`,
+    /// Prometheus gauges for `/metrics`: `portcullis_maintenance_mode`,
     /// `portcullis_channel_enabled{channel}`, `portcullis_flag_enabled{flag}`, `portcullis_switches_version`.
-    pub fn render_metrics(&self, now_unix: u64) -> String {
+    pub fn render_metrics(&self, now_unix: u64, out: &mut crate::metrics::Scrape) {
         let state = self.snapshot();
-        let mut out = String::with_capacity(1024);
-        let on = u8::from(self.maintenance(now_unix).is_some());
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_maintenance_mode 1 while maintenance mode answers 503 to proxied requests."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_maintenance_mode gauge");
-        let _ = writeln!(out, "portcullis_maintenance_mode {on}");
-        let _ = writeln!(out, "# HELP portcullis_channel_enabled 0 while the channel's kill switch stops its routes.");
-        let _ = writeln!(out, "# TYPE portcullis_channel_enabled gauge");
+        out.family(&MAINTENANCE_MODE).sample([], self.maintenance(now_unix).is_some());
+        let mut f = out.family(&CHANNEL_ENABLED);
         for (name, t) in &state.channels {
-            let _ = writeln!(
-                out,
-                "portcullis_channel_enabled{{channel=\"{}\"}} {}",
-                escape_label(name),
-                u8::from(t.enabled)
-            );
+            f.sample([name], t.enabled);
         }
-        let _ = writeln!(out, "# HELP portcullis_flag_enabled Runtime flags (1 on, 0 off).");
-        let _ = writeln!(out, "# TYPE portcullis_flag_enabled gauge");
+        let mut f = out.family(&FLAG_ENABLED);
         for (name, t) in &state.flags {
-            let _ = writeln!(out, "portcullis_flag_enabled{{flag=\"{}\"}} {}", escape_label(name), u8::from(t.enabled));
+            f.sample([name], t.enabled);
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_switches_version Version of the switch state (changes with every switch change)."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_switches_version gauge");
-        let _ = writeln!(out, "portcullis_switches_version {}", state.version);
-        out
+        out.family(&SWITCHES_VERSION).sample([], state.version);
     }
 }
 
@@ -1005,11 +996,6 @@ fn write_atomic(dir: &Path, state: &SwitchState) -> Result<(), (String, bool)> {
     let mut body = serde_json::to_vec_pretty(state).map_err(|e| (e.to_string(), false))?;
     body.push(b'\n');
     crate::durable::write_durably(dir, STATE_FILE, &body)
-}
-
-/// A Prometheus label value: `\\`, `"` and newlines escaped.
-pub(crate) fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// The old one-call setters, for the unit tests: plan + apply with the next audit position, as
@@ -1606,7 +1592,9 @@ mod tests {
         assert!(v["flags"]["rate_limit"]["description"].as_str().unwrap().contains("429"));
         assert_eq!(v["flags"].as_object().unwrap().len(), FLAGS.len());
 
-        let m = s.render_metrics(T0);
+        let mut scrape = crate::metrics::Scrape::new();
+        s.render_metrics(T0, &mut scrape);
+        let m = scrape.render();
         assert!(m.contains("\nportcullis_maintenance_mode 1\n"), "{m}");
         assert!(m.contains("portcullis_channel_enabled{channel=\"email\"} 0\n"));
         assert!(m.contains("portcullis_channel_enabled{channel=\"whatsapp\"} 1\n"));

@@ -9,6 +9,7 @@
 //! handshakes, and the speed of BoringSSL on the suites allowed here. FIPS would need BoringSSL.
 
 use crate::events::{EventBus, SecurityEvent};
+use crate::metrics::{Declared, Def};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use pingora_core::listeners::tls::TlsSettings;
@@ -24,7 +25,6 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use serde::Deserialize;
 use serde_json::{json, Map};
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -374,6 +374,16 @@ fn fingerprint(paths: &[&Path]) -> u64 {
     d.iter().take(8).fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
 }
 
+const TLS_CERTIFICATE_NOT_AFTER_SECONDS: Def<1> = Def::gauge(
+    "portcullis_tls_certificate_not_after_seconds",
+    "Expiry (notAfter, Unix seconds) of each certificate in service.",
+    ["cert"],
+);
+const TLS_RELOADS_TOTAL: Def<1> =
+    Def::counter("portcullis_tls_reloads_total", "Certificate reloads by result.", ["result"]);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[&TLS_CERTIFICATE_NOT_AFTER_SECONDS, &TLS_RELOADS_TOTAL];
+
 impl TlsState {
     /// Loads every pair (the gateway does not start on a pair it cannot serve).
     pub fn start(cfg: TlsConfig, events: Arc<EventBus>) -> Result<Arc<TlsState>, String> {
@@ -521,19 +531,16 @@ impl TlsState {
     }
 
     /// `portcullis_tls_certificate_not_after_seconds{cert}` and reload counters.
-    pub fn render_metrics(&self, out: &mut String) {
-        out.push_str("# HELP portcullis_tls_certificate_not_after_seconds Expiry (notAfter, Unix seconds) of each certificate in service.\n# TYPE portcullis_tls_certificate_not_after_seconds gauge\n");
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.family(&TLS_CERTIFICATE_NOT_AFTER_SECONDS);
         let store = self.store.load();
         for (i, p) in store.pairs.iter().enumerate() {
             let cert = self.cfg.certificates.get(i).map(|s| s.cert.display().to_string()).unwrap_or_default();
-            let cert = cert.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "portcullis_tls_certificate_not_after_seconds{{cert=\"{cert}\"}} {}", p.not_after);
+            f.sample([&cert], p.not_after);
         }
-        out.push_str("# HELP portcullis_tls_reloads_total Certificate reloads by result.\n# TYPE portcullis_tls_reloads_total counter\n");
         let ok = self.reloads_ok.load(std::sync::atomic::Ordering::Relaxed);
         let failed = self.reloads_failed.load(std::sync::atomic::Ordering::Relaxed);
-        let _ = writeln!(out, "portcullis_tls_reloads_total{{result=\"ok\"}} {ok}");
-        let _ = writeln!(out, "portcullis_tls_reloads_total{{result=\"failed\"}} {failed}");
+        out.family(&TLS_RELOADS_TOTAL).sample(["ok"], ok).sample(["failed"], failed);
     }
 }
 

@@ -5,6 +5,7 @@
 //! restart forgets it, which reopens replays of deliveries still inside their window (at most the
 //! tolerance, 300 s by default, or a GitHub rule's `replay_window_seconds`).
 
+use crate::metrics::{Declared, Def};
 use parking_lot::Mutex;
 use portcullis_rules::webhook::replay::ReplayCache;
 use std::collections::BTreeMap;
@@ -23,6 +24,22 @@ pub struct WebhookState {
     counts: Mutex<BTreeMap<(String, String, String), u64>>,
 }
 
+const WEBHOOK_DELIVERIES_TOTAL: Def<3> = Def::counter(
+    "portcullis_webhook_deliveries_total",
+    "Webhook deliveries by rule, result and matching secret id.",
+    ["rule", "result", "secret"],
+);
+const WEBHOOK_REPLAY_ENTRIES: Def<0> =
+    Def::gauge("portcullis_webhook_replay_entries", "Deliveries remembered by the replay cache.", []);
+const WEBHOOK_REPLAY_EVICTIONS_TOTAL: Def<0> = Def::counter(
+    "portcullis_webhook_replay_evictions_total",
+    "Unexpired deliveries dropped from the full replay cache.",
+    [],
+);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] =
+    &[&WEBHOOK_DELIVERIES_TOTAL, &WEBHOOK_REPLAY_ENTRIES, &WEBHOOK_REPLAY_EVICTIONS_TOTAL];
+
 impl WebhookState {
     /// Counts one delivery.
     pub fn count(&self, rule: &str, result: &str, secret: &str) {
@@ -31,28 +48,13 @@ impl WebhookState {
 
     /// Prometheus text: deliveries by rule, result and secret (how an operator sees the old
     /// secret fall out of use during a rotation), and the replay cache's size and evictions.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_webhook_deliveries_total Webhook deliveries by rule, result and matching secret id."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_webhook_deliveries_total counter");
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.family(&WEBHOOK_DELIVERIES_TOTAL);
         for ((rule, result, secret), n) in self.counts.lock().iter() {
-            let _ = writeln!(
-                out,
-                "portcullis_webhook_deliveries_total{{rule=\"{rule}\",result=\"{result}\",secret=\"{secret}\"}} {n}"
-            );
+            f.sample([rule, result, secret], *n);
         }
-        let _ = writeln!(out, "# HELP portcullis_webhook_replay_entries Deliveries remembered by the replay cache.");
-        let _ = writeln!(out, "# TYPE portcullis_webhook_replay_entries gauge");
-        let _ = writeln!(out, "portcullis_webhook_replay_entries {}", self.replay.len());
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_webhook_replay_evictions_total Unexpired deliveries dropped from the full replay cache."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_webhook_replay_evictions_total counter");
-        let _ = writeln!(out, "portcullis_webhook_replay_evictions_total {}", self.replay.evicted());
+        out.family(&WEBHOOK_REPLAY_ENTRIES).sample([], self.replay.len());
+        out.family(&WEBHOOK_REPLAY_EVICTIONS_TOTAL).sample([], self.replay.evicted());
     }
 }
 

@@ -26,6 +26,7 @@ pub use config::{AlertingConfig, RawAlerting};
 
 use crate::events::{format_time_ms, now_ms, EventBus, RequestWindow, SecurityEvent};
 use crate::reload::Rules;
+use crate::metrics::{Declared, Def};
 use message::{events_query, Alert, Message, Status};
 use parking_lot::Mutex;
 use portcullis_rules::alerts::{AlertRule, AlertState, MetricKind, Transition};
@@ -33,7 +34,6 @@ use portcullis_rules::verdict::{EventType, Mode, Severity};
 use serde_json::{json, Value};
 use sinks::{Outcome, Sink, SinkStats};
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -149,6 +149,48 @@ impl SafeTest {
 
 /// How long a safe test waits for its deliveries before answering.
 const SAFE_TEST_WAIT: Duration = Duration::from_secs(10);
+
+const HEALTH_SCORE: Def<1> = Def::gauge(
+    "portcullis_health_score",
+    "The health score (0-100) over the window (docs/events.md \"Health score\": operator switch flips and the gateway's deliberate 5xx answers never lower it).",
+    ["window"],
+);
+const ALERT_FIRING: Def<2> = Def::gauge(
+    "portcullis_alert_firing",
+    "Whether an alert rule's condition holds now (1) or not (0).",
+    ["rule", "severity"],
+);
+const ALERT_TRANSITIONS_TOTAL: Def<2> = Def::counter(
+    "portcullis_alert_transitions_total",
+    "Alert rule transitions: fired (notified), resolved (notified), suppressed (within the cooldown).",
+    ["rule", "transition"],
+);
+const ALERT_DELIVERIES_TOTAL: Def<3> = Def::counter(
+    "portcullis_alert_deliveries_total",
+    "Alert notifications per sink: delivered, failed (after retries), dropped (queue full).",
+    ["sink", "type", "result"],
+);
+const ALERT_EVALUATIONS_TOTAL: Def<0> =
+    Def::counter("portcullis_alert_evaluations_total", "Alert rule evaluation rounds.", []);
+const ALERT_DIGESTS_TOTAL: Def<0> = Def::counter("portcullis_alert_digests_total", "Daily digests sent.", []);
+const ALERT_DELIVERY_ATTEMPTS_TOTAL: Def<1> = Def::counter(
+    "portcullis_alert_delivery_attempts_total",
+    "Tries to deliver alert notifications, retries included.",
+    ["sink"],
+);
+const ALERT_DELIVERY_RETRIES_TOTAL: Def<1> =
+    Def::counter("portcullis_alert_delivery_retries_total", "Tries that failed and were scheduled again.", ["sink"]);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[
+    &HEALTH_SCORE,
+    &ALERT_FIRING,
+    &ALERT_TRANSITIONS_TOTAL,
+    &ALERT_DELIVERIES_TOTAL,
+    &ALERT_DELIVERY_ATTEMPTS_TOTAL,
+    &ALERT_DELIVERY_RETRIES_TOTAL,
+    &ALERT_EVALUATIONS_TOTAL,
+    &ALERT_DIGESTS_TOTAL,
+];
 
 impl Alerting {
     /// Starts one delivery thread per sink. The evaluator starts with [`Alerting::start`].
@@ -451,71 +493,48 @@ impl Alerting {
 
     /// Prometheus text: the health score, every rule's firing state and notification counts,
     /// every sink's deliveries.
-    pub fn render_metrics(&self, shared: &dyn Sources, out: &mut String) {
+    pub fn render_metrics(&self, shared: &dyn Sources, out: &mut crate::metrics::Scrape) {
         let now = now_ms();
-        let _ = writeln!(out, "# HELP portcullis_health_score The health score (0-100) over the window (docs/events.md \"Health score\": operator switch flips and the gateway's deliberate 5xx answers never lower it).");
-        let _ = writeln!(out, "# TYPE portcullis_health_score gauge");
+        let mut f = out.family(&HEALTH_SCORE);
         for (label, minutes) in [("1h", 60), ("24h", 1440)] {
-            let _ = writeln!(out, "portcullis_health_score{{window=\"{label}\"}} {}", health(shared, now, minutes));
+            f.sample([label], health(shared, now, minutes));
         }
-        let _ =
-            writeln!(out, "# HELP portcullis_alert_firing Whether an alert rule's condition holds now (1) or not (0).");
-        let _ = writeln!(out, "# TYPE portcullis_alert_firing gauge");
         let map = self.rules.lock();
         let mut ids: Vec<&Arc<str>> = map.keys().collect();
         ids.sort();
+        let mut f = out.family(&ALERT_FIRING);
         for id in &ids {
             if let Some(e) = map.get(*id) {
-                let sev = e.severity.map_or("", Severity::as_str);
-                let _ = writeln!(
-                    out,
-                    "portcullis_alert_firing{{rule=\"{id}\",severity=\"{sev}\"}} {}",
-                    u8::from(e.state.firing())
-                );
+                f.sample([id, e.severity.map_or("", Severity::as_str)], e.state.firing());
             }
         }
-        let _ = writeln!(out, "# HELP portcullis_alert_transitions_total Alert rule transitions: fired (notified), resolved (notified), suppressed (within the cooldown).");
-        let _ = writeln!(out, "# TYPE portcullis_alert_transitions_total counter");
+        let mut f = out.family(&ALERT_TRANSITIONS_TOTAL);
         for id in &ids {
             if let Some(e) = map.get(*id) {
                 for (what, n) in [("fired", e.fired), ("resolved", e.resolved), ("suppressed", e.suppressed)] {
-                    let _ =
-                        writeln!(out, "portcullis_alert_transitions_total{{rule=\"{id}\",transition=\"{what}\"}} {n}");
+                    f.sample([id, what], n);
                 }
             }
         }
         drop(map);
-        let _ = writeln!(out, "# HELP portcullis_alert_deliveries_total Alert notifications per sink: delivered, failed (after retries), dropped (queue full).");
-        let _ = writeln!(out, "# TYPE portcullis_alert_deliveries_total counter");
+        let mut f = out.family(&ALERT_DELIVERIES_TOTAL);
         for s in &self.sinks {
             for (what, c) in
                 [("delivered", &s.stats.delivered), ("failed", &s.stats.failed), ("dropped", &s.stats.dropped)]
             {
-                let _ = writeln!(
-                    out,
-                    "portcullis_alert_deliveries_total{{sink=\"{}\",type=\"{}\",result=\"{what}\"}} {}",
-                    s.cfg.name,
-                    s.cfg.kind.as_str(),
-                    c.load(Relaxed)
-                );
+                f.sample([&s.cfg.name, s.cfg.kind.as_str(), what], c.load(Relaxed));
             }
         }
-        let per_sink: [(&str, &str, StatOf); 2] = [
-            ("attempts", "Tries to deliver alert notifications, retries included.", |s| &s.attempts),
-            ("retries", "Tries that failed and were scheduled again.", |s| &s.retries),
-        ];
-        for (what, help, counter) in per_sink {
-            let _ = writeln!(out, "# HELP portcullis_alert_delivery_{what}_total {help}");
-            let _ = writeln!(out, "# TYPE portcullis_alert_delivery_{what}_total counter");
+        let per_sink: [(&Def<1>, StatOf); 2] =
+            [(&ALERT_DELIVERY_ATTEMPTS_TOTAL, |s| &s.attempts), (&ALERT_DELIVERY_RETRIES_TOTAL, |s| &s.retries)];
+        for (def, counter) in per_sink {
+            let mut f = out.family(def);
             for s in &self.sinks {
-                let v = counter(&s.stats).load(Relaxed);
-                let _ = writeln!(out, "portcullis_alert_delivery_{what}_total{{sink=\"{}\"}} {v}", s.cfg.name);
+                f.sample([&s.cfg.name], counter(&s.stats).load(Relaxed));
             }
         }
-        let _ = writeln!(out, "# TYPE portcullis_alert_evaluations_total counter");
-        let _ = writeln!(out, "portcullis_alert_evaluations_total {}", self.evaluations.load(Relaxed));
-        let _ = writeln!(out, "# TYPE portcullis_alert_digests_total counter");
-        let _ = writeln!(out, "portcullis_alert_digests_total {}", self.digests_sent.load(Relaxed));
+        out.family(&ALERT_EVALUATIONS_TOTAL).sample([], self.evaluations.load(Relaxed));
+        out.family(&ALERT_DIGESTS_TOTAL).sample([], self.digests_sent.load(Relaxed));
     }
 
     /// The events bus the sinks report failures to.

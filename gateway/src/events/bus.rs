@@ -5,10 +5,10 @@ use super::sinks::{run, FileSink, Index, IndexSink, LogSink, Msg, SinkKind, Sink
 use super::store::{self, FileStore};
 use super::window::{EventCounts, EventWindow, RequestWindow};
 use super::{now_ms, EventsConfig, SecurityEvent};
+use crate::metrics::{Declared, Def};
 use parking_lot::{Mutex, RwLock};
 use portcullis_rules::verdict::{EventType, Mode, Severity};
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -73,6 +73,40 @@ impl std::fmt::Debug for EventBus {
             .finish_non_exhaustive()
     }
 }
+
+const SECURITY_EVENTS_TOTAL: Def<3> = Def::counter(
+    "portcullis_security_events_total",
+    "Security events by type, severity and mode (test events included).",
+    ["type", "severity", "mode"],
+);
+const SECURITY_TEST_EVENTS_TOTAL: Def<1> = Def::counter(
+    "portcullis_security_test_events_total",
+    "Synthetic events from POST /v1/safe-test, by type.",
+    ["type"],
+);
+const EVENTS_DROPPED_TOTAL: Def<1> = Def::counter(
+    "portcullis_events_dropped_total",
+    "Security events a sink lost (queue full, write error, shut down).",
+    ["sink"],
+);
+const EVENTS_WRITTEN_TOTAL: Def<1> = Def::counter(
+    "portcullis_events_written_total",
+    "Security events a sink handled (file: flushed to the OS).",
+    ["sink"],
+);
+const EVENTS_STORE_SKIPPED_LINES: Def<0> = Def::gauge(
+    "portcullis_events_store_skipped_lines",
+    "Unparseable lines skipped when the events store was read at start.",
+    [],
+);
+/// The metric families this module adds to `/metrics` (registered when the config loads).
+pub const METRICS: &[&dyn Declared] = &[
+    &SECURITY_EVENTS_TOTAL,
+    &SECURITY_TEST_EVENTS_TOTAL,
+    &EVENTS_DROPPED_TOTAL,
+    &EVENTS_WRITTEN_TOTAL,
+    &EVENTS_STORE_SKIPPED_LINES,
+];
 
 impl EventBus {
     /// Creates `cfg.dir`, re-reads the JSONL store (rotated files oldest first, then the current
@@ -280,70 +314,32 @@ impl EventBus {
     /// Appends the pipeline's Prometheus text: events by type, severity and mode (every
     /// non-zero series, and every type at its default severity and `enforce` even at 0), test
     /// events by type, and per-sink written and dropped counts.
-    pub fn render_metrics(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_security_events_total Security events by type, severity and mode (test events included)."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_security_events_total counter");
+    pub fn render_metrics(&self, out: &mut crate::metrics::Scrape) {
+        let mut f = out.family(&SECURITY_EVENTS_TOTAL);
         for kind in EventType::ALL {
             for sev in Severity::ALL.iter().rev() {
                 for mode in MODES {
                     let v = self.counters.get(counter_index(kind, *sev, mode)).map_or(0, |c| c.load(Ordering::Relaxed));
                     let always = *sev == kind.default_severity() && mode == Mode::Enforce;
                     if v > 0 || always {
-                        let _ = writeln!(
-                            out,
-                            "portcullis_security_events_total{{type=\"{}\",severity=\"{}\",mode=\"{}\"}} {v}",
-                            kind.as_str(),
-                            sev.as_str(),
-                            mode.as_str()
-                        );
+                        f.sample([kind.as_str(), sev.as_str(), mode.as_str()], v);
                     }
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_security_test_events_total Synthetic events from POST /v1/safe-test, by type."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_security_test_events_total counter");
+        let mut f = out.family(&SECURITY_TEST_EVENTS_TOTAL);
         for kind in EventType::ALL {
-            let v = self.test_counters.get(kind.index()).map_or(0, |c| c.load(Ordering::Relaxed));
-            let _ = writeln!(out, "portcullis_security_test_events_total{{type=\"{}\"}} {v}", kind.as_str());
+            f.sample([kind.as_str()], self.test_counters.get(kind.index()).map_or(0, |c| c.load(Ordering::Relaxed)));
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_events_dropped_total Security events a sink lost (queue full, write error, shut down)."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_events_dropped_total counter");
+        let mut f = out.family(&EVENTS_DROPPED_TOTAL);
         for k in SinkKind::ALL {
-            let _ = writeln!(
-                out,
-                "portcullis_events_dropped_total{{sink=\"{}\"}} {}",
-                k.as_str(),
-                self.stat(k).dropped.load(Ordering::Relaxed)
-            );
+            f.sample([k.as_str()], self.stat(k).dropped.load(Ordering::Relaxed));
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_events_written_total Security events a sink handled (file: flushed to the OS)."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_events_written_total counter");
+        let mut f = out.family(&EVENTS_WRITTEN_TOTAL);
         for k in SinkKind::ALL {
-            let _ = writeln!(
-                out,
-                "portcullis_events_written_total{{sink=\"{}\"}} {}",
-                k.as_str(),
-                self.stat(k).written.load(Ordering::Relaxed)
-            );
+            f.sample([k.as_str()], self.stat(k).written.load(Ordering::Relaxed));
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_events_store_skipped_lines Unparseable lines skipped when the events store was read at start."
-        );
-        let _ = writeln!(out, "# TYPE portcullis_events_store_skipped_lines gauge");
-        let _ = writeln!(out, "portcullis_events_store_skipped_lines {}", self.loaded.skipped_lines);
+        out.family(&EVENTS_STORE_SKIPPED_LINES).sample([], self.loaded.skipped_lines);
     }
 
     /// Waits until every event emitted before the call has been handled by every sink and the

@@ -26,7 +26,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use bus::{EventBus, LoadReport, Tap};
+pub use bus::{EventBus, LoadReport, Tap, METRICS};
 pub(crate) use query::health_of;
 pub use query::{
     events_body, health_score, health_status, EventQuery, SummaryQuery, TopThreatsQuery, DEFAULT_EVENTS_LIMIT,

@@ -380,8 +380,9 @@ fn corrupt_lines_and_a_fifo_do_not_stop_start() {
     let got = bus.query(&EventQuery::default());
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].client_ip.as_deref(), Some("192.0.2.7"));
-    let mut metrics = String::new();
-    bus.render_metrics(&mut metrics);
+    let mut scrape = crate::metrics::Scrape::new();
+    bus.render_metrics(&mut scrape);
+    let metrics = scrape.render();
     assert!(metrics.contains("portcullis_events_store_skipped_lines 5\n"), "{metrics}");
 
     // The next event starts on a line of its own, after the partial one.
@@ -417,8 +418,9 @@ fn a_stuck_sink_never_blocks_emit_and_counts_its_drops() {
     assert_eq!(bus.summary(1, &RequestWindow::new())["events"]["by_type"]["rate_limit_hit"], 10_000);
     // Flush cannot complete while the file sink is stuck.
     assert!(!bus.flush(Duration::from_millis(50)));
-    let mut metrics = String::new();
-    bus.render_metrics(&mut metrics);
+    let mut scrape = crate::metrics::Scrape::new();
+    bus.render_metrics(&mut scrape);
+    let metrics = scrape.render();
     assert!(metrics.contains("portcullis_events_dropped_total{sink=\"file\"} "), "{metrics}");
     assert!(!metrics.contains("portcullis_events_dropped_total{sink=\"file\"} 0\n"), "{metrics}");
 
@@ -633,8 +635,9 @@ fn metrics_show_every_type_and_count_by_severity_and_mode() {
     bus.emit(high);
     bus.emit(SecurityEvent::safe_test(EventType::AuthFailure, None, "ops"));
     assert!(bus.flush(WAIT));
-    let mut out = String::new();
-    bus.render_metrics(&mut out);
+    let mut scrape = crate::metrics::Scrape::new();
+    bus.render_metrics(&mut scrape);
+    let out = scrape.render();
     for t in EventType::ALL {
         let line = format!(
             "portcullis_security_events_total{{type=\"{}\",severity=\"{}\",mode=\"enforce\"}} ",

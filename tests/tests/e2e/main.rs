@@ -26,6 +26,7 @@ mod identity;
 mod lifecycle;
 mod limits;
 mod lists;
+mod metrics;
 mod operator;
 mod path_structure;
 mod pii;
