@@ -59,11 +59,21 @@ local n = redis.call('RPUSH', KEYS[1], ARGV[2]) redis.call('PUBLISH', KEYS[3], n
 
 use crate::config::{read_secret, Secret};
 
+/// The TLS files of a `rediss://` store: `redis_ca_file` (else the system's roots) and the
+/// client pair of `redis_client_cert_file` + `redis_client_key_file` (mTLS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    ca: Option<PathBuf>,
+    client: Option<(PathBuf, PathBuf)>,
+}
+
 /// `fleet:` in gateway.yaml, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetConfig {
-    /// `redis://[user[:password]@]host:port[/db]` (the password is better given apart).
+    /// `redis[s]://[user[:password]@]host:port[/db]` (the password is better given apart).
     url: String,
+    /// `Some` for a TLS store (`rediss://`, `valkeys://`).
+    tls: Option<TlsFiles>,
     /// Where to connect, for logs (no credentials).
     pub endpoint: String,
     /// The fleet id: every key is `portcullis:{id}:…`.
@@ -110,24 +120,33 @@ impl FleetConfig {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(("id", "must be 1 to 64 of A-Z a-z 0-9 - _".into()));
         }
-        if url.starts_with("rediss://") {
+        let tls = if url.starts_with("rediss://") || url.starts_with("valkeys://") {
+            Some(TlsFiles::default())
+        } else if url.starts_with("redis://") || url.starts_with("valkey://") {
+            None
+        } else {
             return Err((
                 "redis_url",
-                "rediss:// (TLS) is not built into this release: reach Redis over a local TLS tunnel (stunnel, a sidecar) with redis://".into(),
+                "must start with redis:// or rediss:// (TLS); valkey:// and valkeys:// are the same".into(),
             ));
-        }
-        if !url.starts_with("redis://") {
-            return Err(("redis_url", "must start with redis:// (standalone Redis or Valkey)".into()));
-        }
+        };
         let info: redis::ConnectionInfo =
             url.parse().map_err(|e: redis::RedisError| ("redis_url", format!("not a Redis URL: {}", e.category())))?;
         let endpoint = match &info.addr {
             redis::ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
+            redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
+                return Err((
+                    "redis_url",
+                    "#insecure (no certificate check) is not supported: give the store's CA in redis_ca_file".into(),
+                ))
+            }
+            redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port} (TLS)"),
             _ => return Err(("redis_url", "must name a TCP host and port".into())),
         };
         let password = read_secret(("password_env", password_env), ("password_file", password_file))?;
         FleetConfig {
             url: url.to_string(),
+            tls,
             endpoint,
             id: id.to_string(),
             password,
@@ -137,6 +156,50 @@ impl FleetConfig {
             webhook_budget: Duration::from_millis(DEFAULT_WEBHOOK_BUDGET_MS),
         }
         .with_options(None, None, None, None)
+    }
+
+    /// `redis_ca_file`, `redis_client_cert_file` and `redis_client_key_file`, validated (only
+    /// with a TLS URL; the files are read and checked now, and again by [`Fleet::new`]).
+    pub fn with_tls(
+        mut self,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<FleetConfig, (&'static str, String)> {
+        let Some(tls) = self.tls.as_mut() else {
+            return match (&ca, &cert, &key) {
+                (Some(_), _, _) => Err(("redis_ca_file", "needs a rediss:// redis_url".into())),
+                (_, Some(_), _) => Err(("redis_client_cert_file", "needs a rediss:// redis_url".into())),
+                (_, _, Some(_)) => Err(("redis_client_key_file", "needs a rediss:// redis_url".into())),
+                _ => Ok(self),
+            };
+        };
+        if let Some(ca) = &ca {
+            crate::alerting::tls::read_ca_file(ca).map_err(|e| ("redis_ca_file", e))?;
+        }
+        tls.ca = ca;
+        tls.client = match (cert, key) {
+            (Some(c), Some(k)) => {
+                crate::tls::check_client_pair(&c, &k).map_err(|e| ("redis_client_cert_file", e))?;
+                Some((c, k))
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(("redis_client_key_file", "required with redis_client_cert_file".into())),
+            (None, Some(_)) => return Err(("redis_client_cert_file", "required with redis_client_key_file".into())),
+        };
+        Ok(self)
+    }
+
+    /// The TLS client's files, read (`None` without TLS).
+    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, String> {
+        let Some(tls) = &self.tls else { return Ok(None) };
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let client_tls = match &tls.client {
+            Some((c, k)) => Some(redis::ClientTlsConfig { client_cert: read(c)?, client_key: read(k)? }),
+            None => None,
+        };
+        let root_cert = tls.ca.as_deref().map(read).transpose()?;
+        Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
     }
 
     /// The optional members of `fleet:`, validated.
@@ -405,7 +468,14 @@ impl Fleet {
         if let Some(p) = &cfg.password {
             info.redis.password = Some(p.expose().to_owned());
         }
-        let client = redis::Client::open(info).map_err(|e| format!("fleet.redis_url: {}", e.category()))?;
+        let client = match cfg.certificates()? {
+            Some(certs) => {
+                crate::tls::install_provider();
+                redis::Client::build_with_tls(info, certs)
+            }
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| format!("fleet.redis_url: {e}"))?;
         let pending_path = state_dir.join(PENDING_FILE);
         let pending = match std::fs::read(&pending_path) {
             Ok(b) => serde_json::from_slice::<Vec<Value>>(&b)
@@ -791,6 +861,12 @@ impl Fleet {
     }
 }
 
+/// True when a store error says the TLS handshake failed on trust (its certificate is not one
+/// `redis_ca_file` vouches for, or it refused ours): a configuration fault, not an outage.
+pub fn tls_refused(error: &str) -> bool {
+    error.contains("invalid peer certificate") || error.contains("received fatal alert")
+}
+
 /// Runs one control-plane transaction and, in fleet mode, publishes what it committed. `None`
 /// for the second member without a fleet.
 pub fn run<E>(
@@ -821,7 +897,8 @@ mod tests {
         let c = FleetConfig::from_parts("redis://127.0.0.1:6390", "p", Some("PC_FLEET_TEST_PW"), None).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
         for (url, id, field) in [
-            ("rediss://127.0.0.1:6390", "p", "redis_url"),
+            ("rediss://127.0.0.1:6390/#insecure", "p", "redis_url"),
+            ("unix:///run/redis.sock", "p", "redis_url"),
             ("http://127.0.0.1:6390", "p", "redis_url"),
             ("redis://127.0.0.1:6390", "", "id"),
             ("redis://127.0.0.1:6390", "a b", "id"),

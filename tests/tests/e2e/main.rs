@@ -19,6 +19,7 @@ mod deploy;
 mod events;
 mod fleet;
 mod fleet_limits;
+mod fleet_tls;
 mod framing;
 mod h2;
 mod h2_floods;
