@@ -59,6 +59,47 @@ local n = redis.call('RPUSH', KEYS[1], ARGV[2]) redis.call('PUBLISH', KEYS[3], n
 
 use crate::config::{read_secret, Secret};
 
+/// Splits `redis+sentinel://[user[:password]@]host:port[,host:port…]/<master>[/<db>]` (or
+/// `rediss+sentinel://`, TLS to the Sentinels and the master) into the master's URL on a
+/// placeholder host (its credentials and db), the Sentinels (`host:port`, 26379 by default) and
+/// the master's name. `None` for any other URL.
+#[allow(clippy::type_complexity)]
+fn sentinel_url(url: &str) -> Result<Option<(String, Vec<String>, String)>, (&'static str, String)> {
+    let (scheme, rest) = match url.split_once("+sentinel://") {
+        Some((s @ ("redis" | "rediss"), rest)) => (s, rest),
+        Some(_) => return Err(("redis_url", "a Sentinel URL is redis+sentinel:// or rediss+sentinel://".into())),
+        None => return Ok(None),
+    };
+    let bad = |why: &str| {
+        ("redis_url", format!("{why} (redis+sentinel://[user[:password]@]host:port[,host:port…]/<master name>[/<db>])"))
+    };
+    let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no master name"))?;
+    let (user, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    let mut sentinels = Vec::new();
+    for h in hosts.split(',') {
+        let h = if h.contains("]:") || (!h.starts_with('[') && h.contains(':')) {
+            h.to_string()
+        } else {
+            format!("{h}:26379")
+        };
+        match format!("redis://{h}").parse::<redis::ConnectionInfo>().map(|i| i.addr) {
+            Ok(redis::ConnectionAddr::Tcp(..)) => sentinels.push(h),
+            _ => return Err(bad(&format!("{h:?} is not a Sentinel's host:port"))),
+        }
+    }
+    let (name, db) = path.split_once('/').unwrap_or((path, ""));
+    if !valid_name(name) {
+        return Err(bad("the master name must be 1 to 64 of A-Z a-z 0-9 - _ ."));
+    }
+    if !db.bytes().all(|b| b.is_ascii_digit()) || db.len() > 5 {
+        return Err(bad("the db must be a number"));
+    }
+    Ok(Some((format!("{scheme}://{user}sentinel-master/{db}"), sentinels, name.to_string())))
+}
+
 /// The TLS files of a `rediss://` store: `redis_ca_file` (else the system's roots) and the
 /// client pair of `redis_client_cert_file` + `redis_client_key_file` (mTLS).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,8 +113,11 @@ pub struct TlsFiles {
 pub struct FleetConfig {
     /// `redis[s]://[user[:password]@]host:port[/db]` (the password is better given apart).
     url: String,
-    /// `Some` for a TLS store (`rediss://`, `valkeys://`).
+    /// `Some` for a TLS store (`rediss://`, `valkeys://`, `rediss+sentinel://`).
     tls: Option<TlsFiles>,
+    /// `redis+sentinel://`: the Sentinels (`host:port` each) and the master's name; `url` is then
+    /// the master's credentials and db on a placeholder host.
+    sentinel: Option<(Vec<String>, String)>,
     /// Where to connect, for logs (no credentials).
     pub endpoint: String,
     /// The fleet id: every key is `portcullis:{id}:…`.
@@ -120,6 +164,11 @@ impl FleetConfig {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(("id", "must be 1 to 64 of A-Z a-z 0-9 - _".into()));
         }
+        let (url, sentinel) = match sentinel_url(url)? {
+            Some((master_url, sentinels, name)) => (master_url, Some((sentinels, name))),
+            None => (url.to_string(), None),
+        };
+        let url = url.as_str();
         let tls = if url.starts_with("rediss://") || url.starts_with("valkeys://") {
             Some(TlsFiles::default())
         } else if url.starts_with("redis://") || url.starts_with("valkey://") {
@@ -127,7 +176,7 @@ impl FleetConfig {
         } else {
             return Err((
                 "redis_url",
-                "must start with redis:// or rediss:// (TLS); valkey:// and valkeys:// are the same".into(),
+                "must start with redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel://; valkey:// and valkeys:// are the same as redis:// and rediss://".into(),
             ));
         };
         let info: redis::ConnectionInfo =
@@ -143,10 +192,19 @@ impl FleetConfig {
             redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port} (TLS)"),
             _ => return Err(("redis_url", "must name a TCP host and port".into())),
         };
+        let endpoint = match &sentinel {
+            Some((sentinels, name)) => format!(
+                "master {name} of sentinel {}{}",
+                sentinels.join(","),
+                if tls.is_some() { " (TLS)" } else { "" }
+            ),
+            None => endpoint,
+        };
         let password = read_secret(("password_env", password_env), ("password_file", password_file))?;
         FleetConfig {
             url: url.to_string(),
             tls,
+            sentinel,
             endpoint,
             id: id.to_string(),
             password,
@@ -252,7 +310,7 @@ struct Cursor {
 
 /// The fleet store client of one instance.
 pub struct Fleet {
-    client: redis::Client,
+    target: Target,
     keys: Keys,
     endpoint: String,
     conn: Mutex<Option<redis::Connection>>,
@@ -272,6 +330,82 @@ pub struct Fleet {
     pub audit_streamed: Mutex<Option<u64>>,
     /// Unix seconds of the last `fleet_store_unavailable` event (at most one a minute).
     last_unavailable_event: std::sync::atomic::AtomicU64,
+}
+
+/// Where the store is.
+enum Target {
+    /// A standalone Redis or Valkey.
+    Direct(redis::Client),
+    /// The master a Sentinel names, asked on every new connection (so a failover is followed by
+    /// the next reconnect).
+    Sentinel {
+        sentinels: Vec<redis::Client>,
+        master: String,
+        /// The master's credentials and db.
+        template: redis::RedisConnectionInfo,
+        certs: Option<redis::TlsCertificates>,
+    },
+}
+
+fn client_for(
+    info: redis::ConnectionInfo,
+    certs: &Option<redis::TlsCertificates>,
+) -> redis::RedisResult<redis::Client> {
+    match certs {
+        Some(c) => redis::Client::build_with_tls(info, c.clone()),
+        None => redis::Client::open(info),
+    }
+}
+
+fn fail(why: String) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::other(why))
+}
+
+/// A connection with every round trip (connect, handshake, read, write) within `budget`.
+fn open_within(client: &redis::Client, budget: Duration) -> redis::RedisResult<redis::Connection> {
+    let c = client.get_connection_with_timeout(budget)?;
+    c.set_read_timeout(Some(budget))?;
+    c.set_write_timeout(Some(budget))?;
+    Ok(c)
+}
+
+impl Target {
+    /// A new connection to the store (the master), each step within `budget`.
+    fn open(&self, budget: Duration) -> redis::RedisResult<redis::Connection> {
+        let (sentinels, master, template, certs) = match self {
+            Target::Direct(client) => return open_within(client, budget),
+            Target::Sentinel { sentinels, master, template, certs } => (sentinels, master, template, certs),
+        };
+        let mut last = fail(format!("no Sentinel named a master {master}"));
+        // The first Sentinel that names a master which says it is one (`ROLE`: a demoted master
+        // still answers, read-only, until the Sentinels reconfigure it).
+        for sentinel in sentinels {
+            let r = (|| {
+                let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(master)
+                    .query(&mut open_within(sentinel, budget)?)?;
+                let (host, port) = addr.ok_or_else(|| fail(format!("the Sentinel does not know a master {master}")))?;
+                let scheme = if certs.is_some() { "rediss" } else { "redis" };
+                let host = if host.contains(':') { format!("[{host}]") } else { host };
+                let mut info: redis::ConnectionInfo = format!("{scheme}://{host}:{port}").parse()?;
+                info.redis = template.clone();
+                let mut c = open_within(&client_for(info, certs)?, budget)?;
+                let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
+                match role.first().map(redis::from_redis_value::<String>) {
+                    Some(Ok(r)) if r == "master" => Ok(c),
+                    _ => {
+                        Err(fail(format!("{host}:{port}, named master {master} by a Sentinel, is not a master (yet)")))
+                    }
+                }
+            })();
+            match r {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
 }
 
 /// Claims every key if none is held: 1, or 0 (a replay). Values are `<instance>:<expires_at>`.
@@ -468,14 +602,22 @@ impl Fleet {
         if let Some(p) = &cfg.password {
             info.redis.password = Some(p.expose().to_owned());
         }
-        let client = match cfg.certificates()? {
-            Some(certs) => {
-                crate::tls::install_provider();
-                redis::Client::build_with_tls(info, certs)
-            }
-            None => redis::Client::open(info),
+        let certs = cfg.certificates()?;
+        if certs.is_some() {
+            crate::tls::install_provider();
         }
-        .map_err(|e| format!("fleet.redis_url: {e}"))?;
+        let target = match &cfg.sentinel {
+            None => Target::Direct(client_for(info, &certs).map_err(|e| format!("fleet.redis_url: {e}"))?),
+            Some((hosts, name)) => {
+                let scheme = if certs.is_some() { "rediss" } else { "redis" };
+                let sentinels = hosts
+                    .iter()
+                    .map(|h| client_for(format!("{scheme}://{h}").parse()?, &certs))
+                    .collect::<redis::RedisResult<Vec<_>>>()
+                    .map_err(|e| format!("fleet.redis_url: {e}"))?;
+                Target::Sentinel { sentinels, master: name.clone(), template: info.redis, certs }
+            }
+        };
         let pending_path = state_dir.join(PENDING_FILE);
         let pending = match std::fs::read(&pending_path) {
             Ok(b) => serde_json::from_slice::<Vec<Value>>(&b)
@@ -497,7 +639,7 @@ impl Fleet {
             cfg.instance = format!("{h}-{}", tag.get(..8).unwrap_or_default());
         }
         Ok(Fleet {
-            client,
+            target,
             keys: Keys { ops: p("ops"), epoch: p("epoch"), changes: p("changes") },
             endpoint: cfg.endpoint.clone(),
             conn: Mutex::new(None),
@@ -544,12 +686,7 @@ impl Fleet {
         let pooled = self.replay_pool.lock().pop();
         let mut c = match pooled {
             Some(c) => c,
-            None => {
-                let c = self.client.get_connection_with_timeout(budget).map_err(|e| e.to_string())?;
-                c.set_read_timeout(Some(budget)).map_err(|e| e.to_string())?;
-                c.set_write_timeout(Some(budget)).map_err(|e| e.to_string())?;
-                c
-            }
+            None => self.target.open(budget).map_err(|e| e.to_string())?,
         };
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(script).arg(keys.len()).arg(keys);
@@ -594,10 +731,7 @@ impl Fleet {
 
     /// A new blocking connection, every round trip within [`BUDGET`].
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let c = self.client.get_connection_with_timeout(BUDGET)?;
-        c.set_read_timeout(Some(BUDGET))?;
-        c.set_write_timeout(Some(BUDGET))?;
-        Ok(c)
+        self.target.open(BUDGET)
     }
 
     /// One round trip on the command connection (reconnecting once if it was dropped).
@@ -911,6 +1045,35 @@ mod tests {
             FleetConfig::from_parts("redis://127.0.0.1:1", "p", Some("PC_FLEET_TEST_UNSET_VAR"), None).unwrap_err().0,
             "password_env"
         );
+    }
+
+    #[test]
+    fn sentinel_urls_name_their_sentinels_master_credentials_and_db() {
+        let c = FleetConfig::from_parts("redis+sentinel://u:pw@s1:26380,s2,[::1]:5/prod-master/3", "p", None, None)
+            .unwrap();
+        assert_eq!(
+            c.sentinel,
+            Some((vec!["s1:26380".into(), "s2:26379".into(), "[::1]:5".into()], "prod-master".into()))
+        );
+        assert_eq!(c.url, "redis://u:pw@sentinel-master/3");
+        assert!(c.tls.is_none());
+        assert_eq!(c.endpoint, "master prod-master of sentinel s1:26380,s2:26379,[::1]:5");
+        let c = FleetConfig::from_parts("rediss+sentinel://s1/m", "p", None, None).unwrap();
+        assert_eq!((c.url.as_str(), c.tls.is_some()), ("rediss://sentinel-master/", true));
+        for bad in [
+            "redis+sentinel://s1",
+            "redis+sentinel://s1/",
+            "redis+sentinel:///m",
+            "redis+sentinel://s1,/m",
+            "redis+sentinel://s1:notaport/m",
+            "redis+sentinel://s1/m a",
+            "redis+sentinel://s1/m/x",
+            "redis+sentinel://s1/m/0/1",
+            "http+sentinel://s1/m",
+            "valkey+sentinel://s1/m",
+        ] {
+            assert_eq!(FleetConfig::from_parts(bad, "p", None, None).unwrap_err().0, "redis_url", "{bad}");
+        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl Redis {
         Redis::spawn(port, args, cli, &["PING"])
     }
 
-    fn spawn(port: u16, args: Vec<String>, cli: Vec<String>, ping: &[&str]) -> Option<Redis> {
+    pub(crate) fn spawn(port: u16, args: Vec<String>, cli: Vec<String>, ping: &[&str]) -> Option<Redis> {
         if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
             eprintln!("!!!!! SKIPPED: redis-server is not installed (.ci/run installs it) !!!!!");
             return None;

@@ -19,6 +19,7 @@ mod deploy;
 mod events;
 mod fleet;
 mod fleet_limits;
+mod fleet_sentinel;
 mod fleet_tls;
 mod framing;
 mod h2;

@@ -1,0 +1,151 @@
+//! Fleet mode through Redis Sentinel (`redis+sentinel://`): a real master, a replica and a
+//! `redis-server --sentinel` monitoring them, all started here on free ports. Two instances share
+//! state through the master the Sentinel names; the master is killed: an opening change is
+//! refused meanwhile, a closing one applies on its instance at once; the Sentinel promotes the
+//! replica and both instances reconnect to it, publish what was applied meanwhile and follow each
+//! other again.
+use crate::common::*;
+use crate::fleet::{fleet_id, free_port, put, routes, status, Redis};
+use portcullis_tests::{wait_until, TempDir, Upstream};
+use std::time::{Duration, Instant};
+
+fn sentinel_fleet(up: &Upstream, state: &std::path::Path, sentinel: u16, id: &str) -> Cfg {
+    Cfg::new(&[up.addr()])
+        .routes(routes())
+        .state_dir(state)
+        .extra(&format!("fleet:\n  redis_url: \"redis+sentinel://127.0.0.1:{sentinel}/fleet-master\"\n  id: {id}\n"))
+}
+
+fn cli_for(port: u16) -> Vec<String> {
+    vec!["-p".into(), port.to_string()]
+}
+
+#[test]
+fn instances_follow_a_sentinel_failover_and_closing_changes_apply_meanwhile() {
+    let (mp, rp, sp) = (free_port(), free_port(), free_port());
+    let Some(master) = Redis::start(Some(mp)) else { return };
+    let replica = Redis::spawn(
+        rp,
+        ["--port", &rp.to_string(), "--replicaof", "127.0.0.1", &mp.to_string()].map(String::from).to_vec(),
+        cli_for(rp),
+        &["PING"],
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            replica.cli(&["INFO", "replication"]).contains("master_link_status:up")
+        }),
+        "the replica never synced"
+    );
+    let dir = TempDir::new("sentinel");
+    let conf = dir.write(
+        "sentinel.conf",
+        format!(
+            "sentinel monitor fleet-master 127.0.0.1 {mp} 1\nsentinel down-after-milliseconds fleet-master 500\nsentinel failover-timeout fleet-master 3000\n"
+        ),
+    );
+    let sentinel = Redis::spawn(
+        sp,
+        [&conf.display().to_string(), "--sentinel", "--port", &sp.to_string()].map(String::from).to_vec(),
+        cli_for(sp),
+        &["PING"],
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            sentinel.cli(&["SENTINEL", "replicas", "fleet-master"]).contains(&rp.to_string())
+        }),
+        "the Sentinel never saw the replica"
+    );
+
+    let up = Upstream::start("app");
+    let (sa, sb) = (TempDir::new("fleet-sn-a"), TempDir::new("fleet-sn-b"));
+    let id = format!("{}sn", fleet_id());
+    let a = sentinel_fleet(&up, sa.path(), sp, &id).start();
+    let b = sentinel_fleet(&up, sb.path(), sp, &id).start();
+
+    // Through the master the Sentinel names: kill on A, refused by B within a second.
+    let r = put(&a, "/v1/switches/channels/whatsapp", r#"{"enabled":false}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(true)), "{}", r.text());
+    assert!(wait_until(Duration::from_secs(1), Duration::from_millis(5), || status(&b, "/api/whatsapp/x") == 503));
+    assert!(master.cli(&["LRANGE", &format!("portcullis:{id}:ops"), "0", "-1"]).contains("channel:whatsapp"));
+    assert_eq!(master.cli(&["WAIT", "1", "2000"]), "1", "the replica did not acknowledge the change");
+
+    // The master dies. Before the Sentinel promotes anyone: an opening change is refused, a
+    // closing one applies on its instance at once (with the warning).
+    let killed = Instant::now();
+    master.stop();
+    let r = put(&b, "/v1/switches/channels/whatsapp", r#"{"enabled":true}"#);
+    assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("store_unavailable")), "{}", r.text());
+    let r = put(&a, "/v1/switches/channels/email", r#"{"enabled":false}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["fleet"]["published"], false, "{}", r.text());
+    assert_eq!(status(&a, "/api/email/x"), 503);
+
+    // The Sentinel promotes the replica; both instances find it through the Sentinel, A publishes
+    // the kill it applied meanwhile, B follows it; nothing reopened on the way.
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            sentinel.cli(&["SENTINEL", "get-master-addr-by-name", "fleet-master"]).ends_with(&rp.to_string())
+        }),
+        "the Sentinel did not fail over"
+    );
+    eprintln!("sentinel failover took {:?}", killed.elapsed());
+    let took = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(10), || status(&b, "/api/email/x") == 503),
+        "B never learnt the kill A applied during the failover"
+    );
+    eprintln!("after the failover, A's outage kill in force on B in {:?}", took.elapsed());
+    assert_eq!(status(&b, "/api/whatsapp/x"), 503, "the failover reopened a channel");
+    let ops = replica.cli(&["LRANGE", &format!("portcullis:{id}:ops"), "0", "-1"]);
+    assert!(ops.contains("channel:whatsapp") && ops.contains("channel:email"), "the new master's list: {ops}");
+    assert!(wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+        metric(&a, "portcullis_fleet_connected") == Some(1.0) && metric(&b, "portcullis_fleet_connected") == Some(1.0)
+    }));
+
+    // And they follow each other again: a restore on B reaches A.
+    let r = put(&b, "/v1/switches/channels/whatsapp", r#"{"enabled":true}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(true)), "{}", r.text());
+    assert!(wait_until(Duration::from_secs(1), Duration::from_millis(5), || status(&a, "/api/whatsapp/x") == 200));
+    up.clear();
+    assert_eq!(status(&a, "/api/email/y"), 503);
+    assert_eq!(status(&b, "/api/email/y"), 503);
+    assert!(up.requests_to("/api/email").is_empty(), "the upstream received a killed channel's request");
+}
+
+#[test]
+fn a_sentinel_that_does_not_know_the_master_is_a_store_down_not_a_crash() {
+    let sp = free_port();
+    let dir = TempDir::new("sentinel-empty");
+    let conf = dir.write("sentinel.conf", "");
+    let Some(sentinel) = Redis::spawn(
+        sp,
+        [&conf.display().to_string(), "--sentinel", "--port", &sp.to_string()].map(String::from).to_vec(),
+        cli_for(sp),
+        &["PING"],
+    ) else {
+        return;
+    };
+    let up = Upstream::start("app");
+    let state = TempDir::new("fleet-sn-none");
+    // Sentinels that do not know the master, one that does not answer at all, and garbage in
+    // their place: the instance starts on its local state, refuses opening changes, applies
+    // closing ones, and says the store is down.
+    let dead = free_port();
+    let gw = Cfg::new(&[up.addr()]).routes(routes()).state_dir(state.path()).extra(&format!(
+        "fleet:\n  redis_url: \"redis+sentinel://127.0.0.1:{dead},127.0.0.1:{sp}/fleet-master\"\n  id: {}\n",
+        fleet_id()
+    ));
+    let gw = gw.start();
+    assert_eq!(status(&gw, "/api/whatsapp/x"), 200);
+    assert_eq!(metric(&gw, "portcullis_fleet_connected"), Some(0.0));
+    let r = put(&gw, "/v1/switches/channels/whatsapp", r#"{"enabled":true}"#);
+    assert_eq!(r.status, 503, "{}", r.text());
+    let r = put(&gw, "/v1/switches/channels/whatsapp", r#"{"enabled":false}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(false)), "{}", r.text());
+    assert_eq!(status(&gw, "/api/whatsapp/x"), 503);
+    assert!(gw.output().contains("does not know a master fleet-master"), "{}", gw.output());
+    assert!(!gw.output().contains("panicked"));
+    drop(sentinel);
+}
