@@ -24,6 +24,9 @@
 //!   with a warning, kept in `fleet-pending.json` and published when the store returns (before
 //!   anything is read from it); a change that opens is refused with 503 before anything changes.
 //!   The state in force stays the last known one.
+//! - Where the store is: one Redis or Valkey (`redis://`, `rediss://`), the master a Sentinel
+//!   names, or the master of the fleet's hash slot in a Cluster (every key then tagged
+//!   `portcullis:{<id>}:…`), asked again on every new connection ([`Target::open`]).
 //! - Values are validated on read: an entry that is not a known change of a fleet-shared target
 //!   is skipped and logged; a wrong-typed key is an unreachable store. Nothing panics on them.
 
@@ -59,36 +62,67 @@ local n = redis.call('RPUSH', KEYS[1], ARGV[2]) redis.call('PUBLISH', KEYS[3], n
 
 use crate::config::{read_secret, Secret};
 
-/// Splits `redis+sentinel://[user[:password]@]host:port[,host:port…]/<master>[/<db>]` (or
-/// `rediss+sentinel://`, TLS to the Sentinels and the master) into the master's URL on a
-/// placeholder host (its credentials and db), the Sentinels (`host:port`, 26379 by default) and
-/// the master's name. `None` for any other URL.
-#[allow(clippy::type_complexity)]
-fn sentinel_url(url: &str) -> Result<Option<(String, Vec<String>, String)>, (&'static str, String)> {
-    let (scheme, rest) = match url.split_once("+sentinel://") {
-        Some((s @ ("redis" | "rediss"), rest)) => (s, rest),
-        Some(_) => return Err(("redis_url", "a Sentinel URL is redis+sentinel:// or rediss+sentinel://".into())),
-        None => return Ok(None),
+/// How the store is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Topology {
+    /// One Redis or Valkey (`redis://`).
+    Direct,
+    /// The master a Sentinel names (`redis+sentinel://`): the Sentinels (`host:port`) and the
+    /// master's name.
+    Sentinel(Vec<String>, String),
+    /// The node of a Redis Cluster that serves the fleet's hash slot (`redis+cluster://`): the
+    /// seed nodes (`host:port`).
+    Cluster(Vec<String>),
+}
+
+/// Splits `redis+sentinel://[user[:password]@]host:port[,host:port…]/<master>[/<db>]` and
+/// `redis+cluster://[user[:password]@]host:port[,host:port…]` (and their `rediss+` TLS forms)
+/// into the data node's URL on a placeholder host (credentials, db) and the topology. A URL of
+/// one host is `(url, Direct)`.
+fn parse_topology(url: &str) -> Result<(String, Topology), (&'static str, String)> {
+    let (sentinel, scheme, rest) = match (url.split_once("+sentinel://"), url.split_once("+cluster://")) {
+        (Some((s, r)), None) => (true, s, r),
+        (None, Some((s, r))) => (false, s, r),
+        (None, None) => return Ok((url.to_string(), Topology::Direct)),
+        (Some(_), Some(_)) => return Err(("redis_url", "names both +sentinel and +cluster".into())),
     };
-    let bad = |why: &str| {
-        ("redis_url", format!("{why} (redis+sentinel://[user[:password]@]host:port[,host:port…]/<master name>[/<db>])"))
+    if scheme != "redis" && scheme != "rediss" {
+        return Err((
+            "redis_url",
+            "a Sentinel or Cluster URL is redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
+                .into(),
+        ));
+    }
+    let form = if sentinel {
+        "redis+sentinel://[user[:password]@]host:port[,host:port…]/<master name>[/<db>]"
+    } else {
+        "redis+cluster://[user[:password]@]host:port[,host:port…]"
     };
-    let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no master name"))?;
+    let bad = |why: &str| ("redis_url", format!("{why} ({form})"));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (user, hosts) = match authority.rsplit_once('@') {
         Some((u, h)) => (format!("{u}@"), h),
         None => (String::new(), authority),
     };
-    let mut sentinels = Vec::new();
+    let default_port = if sentinel { 26379 } else { 6379 };
+    let mut nodes = Vec::new();
     for h in hosts.split(',') {
         let h = if h.contains("]:") || (!h.starts_with('[') && h.contains(':')) {
             h.to_string()
         } else {
-            format!("{h}:26379")
+            format!("{h}:{default_port}")
         };
         match format!("redis://{h}").parse::<redis::ConnectionInfo>().map(|i| i.addr) {
-            Ok(redis::ConnectionAddr::Tcp(..)) => sentinels.push(h),
-            _ => return Err(bad(&format!("{h:?} is not a Sentinel's host:port"))),
+            Ok(redis::ConnectionAddr::Tcp(..)) => nodes.push(h),
+            _ => return Err(bad(&format!("{h:?} is not a host:port"))),
         }
+    }
+    if !sentinel {
+        // A cluster has one database.
+        if !path.is_empty() && path != "0" {
+            return Err(bad("a Redis Cluster has no database number"));
+        }
+        return Ok((format!("{scheme}://{user}cluster-node/"), Topology::Cluster(nodes)));
     }
     let (name, db) = path.split_once('/').unwrap_or((path, ""));
     if !valid_name(name) {
@@ -97,7 +131,7 @@ fn sentinel_url(url: &str) -> Result<Option<(String, Vec<String>, String)>, (&'s
     if !db.bytes().all(|b| b.is_ascii_digit()) || db.len() > 5 {
         return Err(bad("the db must be a number"));
     }
-    Ok(Some((format!("{scheme}://{user}sentinel-master/{db}"), sentinels, name.to_string())))
+    Ok((format!("{scheme}://{user}sentinel-master/{db}"), Topology::Sentinel(nodes, name.to_string())))
 }
 
 /// The TLS files of a `rediss://` store: `redis_ca_file` (else the system's roots) and the
@@ -115,9 +149,9 @@ pub struct FleetConfig {
     url: String,
     /// `Some` for a TLS store (`rediss://`, `valkeys://`, `rediss+sentinel://`).
     tls: Option<TlsFiles>,
-    /// `redis+sentinel://`: the Sentinels (`host:port` each) and the master's name; `url` is then
-    /// the master's credentials and db on a placeholder host.
-    sentinel: Option<(Vec<String>, String)>,
+    /// Standalone, Sentinel or Cluster (for the last two, `url` is the data node's credentials
+    /// and db on a placeholder host).
+    topology: Topology,
     /// Where to connect, for logs (no credentials).
     pub endpoint: String,
     /// The fleet id: every key is `portcullis:{id}:…`.
@@ -164,10 +198,7 @@ impl FleetConfig {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(("id", "must be 1 to 64 of A-Z a-z 0-9 - _".into()));
         }
-        let (url, sentinel) = match sentinel_url(url)? {
-            Some((master_url, sentinels, name)) => (master_url, Some((sentinels, name))),
-            None => (url.to_string(), None),
-        };
+        let (url, topology) = parse_topology(url)?;
         let url = url.as_str();
         let tls = if url.starts_with("rediss://") || url.starts_with("valkeys://") {
             Some(TlsFiles::default())
@@ -176,7 +207,7 @@ impl FleetConfig {
         } else {
             return Err((
                 "redis_url",
-                "must start with redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel://; valkey:// and valkeys:// are the same as redis:// and rediss://".into(),
+                "must start with redis://, rediss:// (TLS), redis+sentinel://, redis+cluster:// (or their rediss+ forms); valkey:// and valkeys:// are the same as redis:// and rediss://".into(),
             ));
         };
         let info: redis::ConnectionInfo =
@@ -192,19 +223,19 @@ impl FleetConfig {
             redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port} (TLS)"),
             _ => return Err(("redis_url", "must name a TCP host and port".into())),
         };
-        let endpoint = match &sentinel {
-            Some((sentinels, name)) => format!(
-                "master {name} of sentinel {}{}",
-                sentinels.join(","),
-                if tls.is_some() { " (TLS)" } else { "" }
-            ),
-            None => endpoint,
+        let tls_note = if tls.is_some() { " (TLS)" } else { "" };
+        let endpoint = match &topology {
+            Topology::Sentinel(sentinels, name) => {
+                format!("master {name} of sentinel {}{tls_note}", sentinels.join(","))
+            }
+            Topology::Cluster(seeds) => format!("cluster {}{tls_note}", seeds.join(",")),
+            Topology::Direct => endpoint,
         };
         let password = read_secret(("password_env", password_env), ("password_file", password_file))?;
         FleetConfig {
             url: url.to_string(),
             tls,
-            sentinel,
+            topology,
             endpoint,
             id: id.to_string(),
             password,
@@ -311,6 +342,8 @@ struct Cursor {
 /// The fleet store client of one instance.
 pub struct Fleet {
     target: Target,
+    /// What every key starts with.
+    prefix: String,
     keys: Keys,
     endpoint: String,
     conn: Mutex<Option<redis::Connection>>,
@@ -338,13 +371,58 @@ enum Target {
     Direct(redis::Client),
     /// The master a Sentinel names, asked on every new connection (so a failover is followed by
     /// the next reconnect).
-    Sentinel {
-        sentinels: Vec<redis::Client>,
-        master: String,
-        /// The master's credentials and db.
-        template: redis::RedisConnectionInfo,
-        certs: Option<redis::TlsCertificates>,
-    },
+    Sentinel { sentinels: Vec<redis::Client>, master: String, node: Node },
+    /// The master of the fleet's hash slot, asked of the seed nodes on every new connection (a
+    /// cluster failover or a moved slot is followed by the next reconnect).
+    Cluster { seeds: Vec<redis::Client>, slot_key: String, node: Node },
+}
+
+/// A data node's credentials, db and TLS files (its address comes from a Sentinel or the cluster).
+struct Node {
+    redis: redis::RedisConnectionInfo,
+    certs: Option<redis::TlsCertificates>,
+}
+
+impl Node {
+    fn client(&self, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
+        let scheme = if self.certs.is_some() { "rediss" } else { "redis" };
+        let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+        let mut info: redis::ConnectionInfo = format!("{scheme}://{host}:{port}").parse()?;
+        info.redis = self.redis.clone();
+        client_for(info, &self.certs)
+    }
+
+    /// A connection to `host:port` if it says it is a master (`ROLE`: a demoted one still
+    /// answers, read-only, until it is reconfigured).
+    fn master(&self, host: &str, port: u16, budget: Duration) -> redis::RedisResult<redis::Connection> {
+        let mut c = open_within(&self.client(host, port)?, budget)?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
+        match role.first().map(redis::from_redis_value::<String>) {
+            Some(Ok(r)) if r == "master" => Ok(c),
+            _ => Err(fail(format!("{host}:{port} is not a master (yet)"))),
+        }
+    }
+}
+
+/// The master of `slot` in a `CLUSTER SLOTS` answer (`[[start, end, [host, port, …], …], …]`);
+/// an empty host (a node that does not know its address) is `None`.
+fn slot_master(slots: &[redis::Value], slot: i64) -> Option<(String, u16)> {
+    slots.iter().find_map(|range| {
+        let redis::Value::Array(r) = range else { return None };
+        let (Some(redis::Value::Int(a)), Some(redis::Value::Int(b)), Some(redis::Value::Array(node))) =
+            (r.first(), r.get(1), r.get(2))
+        else {
+            return None;
+        };
+        if !(*a..=*b).contains(&slot) {
+            return None;
+        }
+        let host: String =
+            redis::from_redis_value(node.first()?).ok().filter(|h: &String| !h.is_empty() && h != "?")?;
+        // As an i64 first: the client's own u16 conversion of an integer truncates.
+        let port = u16::try_from(redis::from_redis_value::<i64>(node.get(1)?).ok()?).ok().filter(|p| *p > 0)?;
+        Some((host, port))
+    })
 }
 
 fn client_for(
@@ -372,32 +450,35 @@ fn open_within(client: &redis::Client, budget: Duration) -> redis::RedisResult<r
 impl Target {
     /// A new connection to the store (the master), each step within `budget`.
     fn open(&self, budget: Duration) -> redis::RedisResult<redis::Connection> {
-        let (sentinels, master, template, certs) = match self {
+        let (asked, node): (&[redis::Client], &Node) = match self {
             Target::Direct(client) => return open_within(client, budget),
-            Target::Sentinel { sentinels, master, template, certs } => (sentinels, master, template, certs),
+            Target::Sentinel { sentinels, node, .. } => (sentinels, node),
+            Target::Cluster { seeds, node, .. } => (seeds, node),
         };
-        let mut last = fail(format!("no Sentinel named a master {master}"));
-        // The first Sentinel that names a master which says it is one (`ROLE`: a demoted master
-        // still answers, read-only, until the Sentinels reconfigure it).
-        for sentinel in sentinels {
+        let mut last = fail("no Sentinel or cluster node answered".into());
+        for client in asked {
             let r = (|| {
-                let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
-                    .arg(master)
-                    .query(&mut open_within(sentinel, budget)?)?;
-                let (host, port) = addr.ok_or_else(|| fail(format!("the Sentinel does not know a master {master}")))?;
-                let scheme = if certs.is_some() { "rediss" } else { "redis" };
-                let host = if host.contains(':') { format!("[{host}]") } else { host };
-                let mut info: redis::ConnectionInfo = format!("{scheme}://{host}:{port}").parse()?;
-                info.redis = template.clone();
-                let mut c = open_within(&client_for(info, certs)?, budget)?;
-                let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
-                match role.first().map(redis::from_redis_value::<String>) {
-                    Some(Ok(r)) if r == "master" => Ok(c),
-                    _ => {
-                        Err(fail(format!("{host}:{port}, named master {master} by a Sentinel, is not a master (yet)")))
+                let mut c = open_within(client, budget)?;
+                let (host, port) = match self {
+                    Target::Sentinel { master, .. } => {
+                        let addr: Option<(String, u16)> =
+                            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(master).query(&mut c)?;
+                        addr.ok_or_else(|| fail(format!("the Sentinel does not know a master {master}")))?
                     }
-                }
+                    Target::Cluster { slot_key, .. } => {
+                        let (slot, slots): (i64, Vec<redis::Value>) = redis::pipe()
+                            .cmd("CLUSTER")
+                            .arg("KEYSLOT")
+                            .arg(slot_key)
+                            .cmd("CLUSTER")
+                            .arg("SLOTS")
+                            .query(&mut c)?;
+                        slot_master(&slots, slot)
+                            .ok_or_else(|| fail(format!("the cluster serves no master for the fleet's slot {slot}")))?
+                    }
+                    Target::Direct(_) => return Err(fail("no store".into())),
+                };
+                node.master(&host, port, budget)
             })();
             match r {
                 Ok(c) => return Ok(c),
@@ -606,17 +687,42 @@ impl Fleet {
         if certs.is_some() {
             crate::tls::install_provider();
         }
-        let target = match &cfg.sentinel {
-            None => Target::Direct(client_for(info, &certs).map_err(|e| format!("fleet.redis_url: {e}"))?),
-            Some((hosts, name)) => {
-                let scheme = if certs.is_some() { "rediss" } else { "redis" };
-                let sentinels = hosts
-                    .iter()
-                    .map(|h| client_for(format!("{scheme}://{h}").parse()?, &certs))
-                    .collect::<redis::RedisResult<Vec<_>>>()
-                    .map_err(|e| format!("fleet.redis_url: {e}"))?;
-                Target::Sentinel { sentinels, master: name.clone(), template: info.redis, certs }
+        // In a cluster every key carries the fleet id as a hash tag, so all of them live in one
+        // slot (one node): the scripts touch several keys at once, and the subscriber meets every
+        // publisher there. Elsewhere the keys keep their names (no tag: nothing to migrate).
+        let prefix = match cfg.topology {
+            Topology::Cluster(_) => format!("portcullis:{{{}}}:", cfg.id),
+            _ => format!("portcullis:{}:", cfg.id),
+        };
+        let nodes = |hosts: &[String], credentials: bool| {
+            hosts
+                .iter()
+                .map(|h| {
+                    let scheme = if certs.is_some() { "rediss" } else { "redis" };
+                    let mut i: redis::ConnectionInfo = format!("{scheme}://{h}").parse()?;
+                    if credentials {
+                        i.redis = info.redis.clone();
+                    }
+                    client_for(i, &certs)
+                })
+                .collect::<redis::RedisResult<Vec<_>>>()
+                .map_err(|e| format!("fleet.redis_url: {e}"))
+        };
+        let target = match &cfg.topology {
+            Topology::Direct => {
+                Target::Direct(client_for(info.clone(), &certs).map_err(|e| format!("fleet.redis_url: {e}"))?)
             }
+            // The Sentinels are asked without AUTH; the credentials are the master's.
+            Topology::Sentinel(hosts, name) => Target::Sentinel {
+                sentinels: nodes(hosts, false)?,
+                master: name.clone(),
+                node: Node { redis: info.redis.clone(), certs: certs.clone() },
+            },
+            Topology::Cluster(hosts) => Target::Cluster {
+                seeds: nodes(hosts, true)?,
+                slot_key: format!("{prefix}ops"),
+                node: Node { redis: info.redis.clone(), certs: certs.clone() },
+            },
         };
         let pending_path = state_dir.join(PENDING_FILE);
         let pending = match std::fs::read(&pending_path) {
@@ -629,7 +735,8 @@ impl Fleet {
             .ok()
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty() && e.len() <= 64);
-        let p = |k: &str| format!("portcullis:{}:{k}", cfg.id);
+        let p = |k: &str| format!("{prefix}{k}");
+        let keys = Keys { ops: p("ops"), epoch: p("epoch"), changes: p("changes") };
         let mut cfg = cfg.clone();
         if cfg.instance.is_empty() {
             let h: String =
@@ -640,7 +747,9 @@ impl Fleet {
         }
         Ok(Fleet {
             target,
-            keys: Keys { ops: p("ops"), epoch: p("epoch"), changes: p("changes") },
+            prefix,
+            keys,
+
             endpoint: cfg.endpoint.clone(),
             conn: Mutex::new(None),
             cursor: Mutex::new(Cursor { epoch, at: 0 }),
@@ -674,9 +783,9 @@ impl Fleet {
         out.push_str(&format!("portcullis_fleet_pending_changes {}\n", self.pending.lock().len()));
     }
 
-    /// The key `portcullis:{id}:<name>`.
+    /// The key `portcullis:<id>:<name>` (`portcullis:{<id>}:<name>` in a cluster).
     pub fn key(&self, name: &str) -> String {
-        format!("portcullis:{}:{name}", self.cfg.id)
+        format!("{}{name}", self.prefix)
     }
 
     /// One round trip of the webhook replay cache on a pooled connection, every step within
@@ -1048,18 +1157,22 @@ mod tests {
     }
 
     #[test]
-    fn sentinel_urls_name_their_sentinels_master_credentials_and_db() {
+    fn sentinel_and_cluster_urls_name_their_nodes_credentials_and_db() {
         let c = FleetConfig::from_parts("redis+sentinel://u:pw@s1:26380,s2,[::1]:5/prod-master/3", "p", None, None)
             .unwrap();
         assert_eq!(
-            c.sentinel,
-            Some((vec!["s1:26380".into(), "s2:26379".into(), "[::1]:5".into()], "prod-master".into()))
+            c.topology,
+            Topology::Sentinel(vec!["s1:26380".into(), "s2:26379".into(), "[::1]:5".into()], "prod-master".into())
         );
         assert_eq!(c.url, "redis://u:pw@sentinel-master/3");
         assert!(c.tls.is_none());
         assert_eq!(c.endpoint, "master prod-master of sentinel s1:26380,s2:26379,[::1]:5");
         let c = FleetConfig::from_parts("rediss+sentinel://s1/m", "p", None, None).unwrap();
         assert_eq!((c.url.as_str(), c.tls.is_some()), ("rediss://sentinel-master/", true));
+        let c = FleetConfig::from_parts("redis+cluster://u:pw@n1:7000,n2", "p", None, None).unwrap();
+        assert_eq!(c.topology, Topology::Cluster(vec!["n1:7000".into(), "n2:6379".into()]));
+        assert_eq!((c.url.as_str(), c.endpoint.as_str()), ("redis://u:pw@cluster-node/", "cluster n1:7000,n2:6379"));
+        assert!(FleetConfig::from_parts("rediss+cluster://n1/0", "p", None, None).unwrap().tls.is_some());
         for bad in [
             "redis+sentinel://s1",
             "redis+sentinel://s1/",
@@ -1071,8 +1184,37 @@ mod tests {
             "redis+sentinel://s1/m/0/1",
             "http+sentinel://s1/m",
             "valkey+sentinel://s1/m",
+            "redis+cluster://n1/3",
+            "redis+cluster://n1,,n2",
+            "redis+cluster://n1:x",
+            "rediss+cluster://",
         ] {
             assert_eq!(FleetConfig::from_parts(bad, "p", None, None).unwrap_err().0, "redis_url", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_slot_master_is_read_from_cluster_slots_and_garbage_is_none() {
+        use redis::Value::{Array, BulkString, Int};
+        let node = |h: &str, p: i64| Array(vec![BulkString(h.into()), Int(p), BulkString(b"id".to_vec())]);
+        let slots = vec![
+            Array(vec![Int(0), Int(5460), node("10.0.0.1", 7000)]),
+            Array(vec![Int(5461), Int(16383), node("10.0.0.2", 7001), node("10.0.0.3", 7002)]),
+        ];
+        assert_eq!(slot_master(&slots, 0), Some(("10.0.0.1".into(), 7000)));
+        assert_eq!(slot_master(&slots, 9000), Some(("10.0.0.2".into(), 7001)));
+        assert_eq!(slot_master(&slots, 16384), None);
+        for bad in [
+            vec![Int(1)],
+            vec![Array(vec![Int(0), Int(16383)])],
+            vec![Array(vec![Int(0), Int(16383), node("", 1)])],
+            vec![Array(vec![Int(0), Int(16383), node("?", 1)])],
+            vec![Array(vec![Int(0), Int(16383), node("h", 70000)])],
+            vec![Array(vec![Int(0), Int(16383), node("h", -1)])],
+            vec![Array(vec![BulkString(b"0".to_vec()), Int(16383), node("h", 1)])],
+            vec![Array(vec![Int(0), Int(16383), Array(vec![])])],
+        ] {
+            assert_eq!(slot_master(&bad, 1), None, "{bad:?}");
         }
     }
 

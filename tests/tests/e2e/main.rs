@@ -18,6 +18,7 @@ mod demo;
 mod deploy;
 mod events;
 mod fleet;
+mod fleet_cluster;
 mod fleet_limits;
 mod fleet_sentinel;
 mod fleet_tls;

@@ -1,0 +1,108 @@
+//! Fleet mode on a Redis Cluster (`redis+cluster://`): three real `redis-server
+//! --cluster-enabled yes` nodes on free ports, joined by `redis-cli --cluster create`. Every fleet
+//! key carries the fleet id as a hash tag, so all of them live in one slot on one node: the
+//! multi-key scripts (the counters, the audit list) run there and the instances meet on its
+//! pub/sub, whichever seed nodes each was given (a dead seed is skipped).
+use crate::common::*;
+use crate::fleet::{fleet_id, free_port, put, routes, status, Redis};
+use portcullis_tests::{wait_until, TempDir, Upstream};
+use std::process::Command;
+use std::time::Duration;
+
+fn cluster_fleet(up: &Upstream, state: &std::path::Path, seeds: &str, id: &str) -> Cfg {
+    Cfg::new(&[up.addr()])
+        .routes(routes())
+        .state_dir(state)
+        .extra(&format!("fleet:\n  redis_url: \"redis+cluster://{seeds}\"\n  id: {id}\n"))
+}
+
+/// Three masters (no replicas) on free ports, the slots spread over them.
+fn start_cluster(dir: &TempDir) -> Option<Vec<Redis>> {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let (port, bus) = (free_port(), free_port());
+        let conf = dir.path().join(format!("nodes-{i}.conf"));
+        let args = [
+            "--port",
+            &port.to_string(),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus.to_string(),
+            "--cluster-config-file",
+            &conf.display().to_string(),
+            "--cluster-node-timeout",
+            "2000",
+            "--dir",
+            &dir.path().display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        nodes.push(Redis::spawn(port, args, vec!["-c".into(), "-p".into(), port.to_string()], &["PING"])?);
+    }
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+        .arg("--cluster-yes")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            nodes.iter().all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        }),
+        "the cluster never came up"
+    );
+    Some(nodes)
+}
+
+#[test]
+fn two_instances_share_state_through_a_three_node_cluster_on_one_hash_slot() {
+    let dir = TempDir::new("cluster");
+    let Some(nodes) = start_cluster(&dir) else { return };
+    let up = Upstream::start("app");
+    let (sa, sb) = (TempDir::new("fleet-cl-a"), TempDir::new("fleet-cl-b"));
+    let id = format!("{}cl", fleet_id());
+    // Different seeds (A's first one dead): they meet on the node that serves the fleet's slot.
+    let a =
+        cluster_fleet(&up, sa.path(), &format!("127.0.0.1:{},127.0.0.1:{}", free_port(), nodes[0].port), &id).start();
+    let b = cluster_fleet(&up, sb.path(), &format!("127.0.0.1:{}", nodes[2].port), &id).start();
+
+    assert_eq!(status(&b, "/api/whatsapp/x"), 200);
+    let r = put(&a, "/v1/switches/channels/whatsapp", r#"{"enabled":false}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(true)), "{}", r.text());
+    assert!(
+        wait_until(Duration::from_secs(1), Duration::from_millis(5), || status(&b, "/api/whatsapp/x") == 503),
+        "B still serves a channel A killed, through the cluster"
+    );
+    up.clear();
+    assert_eq!(status(&b, "/api/whatsapp/y"), 503);
+    assert!(up.requests_to("/api/whatsapp").is_empty());
+
+    // The keys are tagged: the list is where the tag says, and the counting thread's multi-key
+    // work (the live-instance set, the audit list's two-key script) ran on the same node.
+    let tagged = |k: &str| format!("portcullis:{{{id}}}:{k}");
+    assert!(nodes[1].cli(&["LRANGE", &tagged("ops"), "0", "-1"]).contains("channel:whatsapp"));
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            nodes[0].cli(&["ZCARD", &tagged("instances")]) == "2"
+                && nodes[0].cli(&["LLEN", &tagged("audit")]).parse::<u64>().unwrap_or(0) >= 1
+        }),
+        "the counters' scripts did not run on the cluster"
+    );
+    // Every key of this fleet is on one node, and each carries the tag.
+    let keys: Vec<String> = nodes.iter().map(|n| n.cli(&["KEYS", &format!("portcullis:*{id}*")])).collect();
+    assert_eq!(keys.iter().filter(|k| !k.is_empty()).count(), 1, "the fleet's keys are spread: {keys:?}");
+    for k in keys.iter().flat_map(|k| k.lines()) {
+        assert!(k.starts_with(&format!("portcullis:{{{id}}}:")), "an untagged key: {k}");
+    }
+
+    // And back: a restore on B reaches A.
+    let r = put(&b, "/v1/switches/channels/whatsapp", r#"{"enabled":true}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(true)), "{}", r.text());
+    assert!(wait_until(Duration::from_secs(1), Duration::from_millis(5), || status(&a, "/api/whatsapp/x") == 200));
+    for gw in [&a, &b] {
+        assert_eq!(metric(gw, "portcullis_fleet_connected"), Some(1.0));
+        assert!(!gw.output().contains("panicked"));
+    }
+}
