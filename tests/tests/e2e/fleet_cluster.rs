@@ -16,10 +16,11 @@ fn cluster_fleet(up: &Upstream, state: &std::path::Path, seeds: &str, id: &str) 
         .extra(&format!("fleet:\n  redis_url: \"redis+cluster://{seeds}\"\n  id: {id}\n"))
 }
 
-/// Three masters (no replicas) on free ports, the slots spread over them.
-fn start_cluster(dir: &TempDir) -> Option<Vec<Redis>> {
+/// Three masters on free ports, the slots spread over them, and with `replicas` one replica
+/// each (six nodes; `redis-cli` without `-c`, so a command on the wrong node says MOVED).
+fn start_cluster(dir: &TempDir, replicas: bool) -> Option<Vec<Redis>> {
     let mut nodes = Vec::new();
-    for i in 0..3 {
+    for i in 0..if replicas { 6 } else { 3 } {
         let (port, bus) = (free_port(), free_port());
         let conf = dir.path().join(format!("nodes-{i}.conf"));
         let args = [
@@ -32,17 +33,19 @@ fn start_cluster(dir: &TempDir) -> Option<Vec<Redis>> {
             "--cluster-config-file",
             &conf.display().to_string(),
             "--cluster-node-timeout",
-            "2000",
+            "1000",
             "--dir",
             &dir.path().display().to_string(),
         ]
         .map(String::from)
         .to_vec();
-        nodes.push(Redis::spawn(port, args, vec!["-c".into(), "-p".into(), port.to_string()], &["PING"])?);
+        let cli = if replicas { vec![] } else { vec!["-c".to_string()] };
+        nodes.push(Redis::spawn(port, args, [cli, vec!["-p".into(), port.to_string()]].concat(), &["PING"])?);
     }
     let out = Command::new("redis-cli")
         .args(["--cluster", "create"])
         .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+        .args(if replicas { &["--cluster-replicas", "1"][..] } else { &[] })
         .arg("--cluster-yes")
         .output()
         .unwrap();
@@ -59,7 +62,7 @@ fn start_cluster(dir: &TempDir) -> Option<Vec<Redis>> {
 #[test]
 fn two_instances_share_state_through_a_three_node_cluster_on_one_hash_slot() {
     let dir = TempDir::new("cluster");
-    let Some(nodes) = start_cluster(&dir) else { return };
+    let Some(nodes) = start_cluster(&dir, false) else { return };
     let up = Upstream::start("app");
     let (sa, sb) = (TempDir::new("fleet-cl-a"), TempDir::new("fleet-cl-b"));
     let id = format!("{}cl", fleet_id());
@@ -105,4 +108,57 @@ fn two_instances_share_state_through_a_three_node_cluster_on_one_hash_slot() {
         assert_eq!(metric(gw, "portcullis_fleet_connected"), Some(1.0));
         assert!(!gw.output().contains("panicked"));
     }
+}
+
+/// The master of the fleet's slot dies: its replica is promoted by the cluster; meanwhile an
+/// opening change is refused and a closing one applies on its instance; then both instances find
+/// the new master through their seeds, the outage change is published there and followed.
+#[test]
+fn instances_follow_a_cluster_failover_of_the_fleets_slot() {
+    let dir = TempDir::new("cluster-ha");
+    let Some(mut nodes) = start_cluster(&dir, true) else { return };
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            nodes.iter().filter(|n| n.cli(&["INFO", "replication"]).contains("master_link_status:up")).count() == 3
+        }),
+        "the replicas never synced"
+    );
+    let up = Upstream::start("app");
+    let (sa, sb) = (TempDir::new("fleet-clha-a"), TempDir::new("fleet-clha-b"));
+    let id = format!("{}clha", fleet_id());
+    let seeds: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let a = cluster_fleet(&up, sa.path(), &seeds.join(","), &id).start();
+    let b = cluster_fleet(&up, sb.path(), &seeds[3..].join(","), &id).start();
+    let r = put(&a, "/v1/switches/channels/whatsapp", r#"{"enabled":false}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(true)), "{}", r.text());
+    assert!(wait_until(Duration::from_secs(1), Duration::from_millis(5), || status(&b, "/api/whatsapp/x") == 503));
+
+    // The node that holds the list (the others answer MOVED) is the slot's master.
+    let ops = format!("portcullis:{{{id}}}:ops");
+    let owner = nodes.iter().position(|n| n.cli(&["EXISTS", &ops]) == "1").expect("no node holds the list");
+    assert_eq!(nodes[owner].cli(&["WAIT", "1", "2000"]), "1", "the replica did not acknowledge");
+    let killed = std::time::Instant::now();
+    nodes.remove(owner).stop();
+    let r = put(&b, "/v1/switches/channels/whatsapp", r#"{"enabled":true}"#);
+    assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("store_unavailable")), "{}", r.text());
+    let r = put(&a, "/v1/switches/channels/email", r#"{"enabled":false}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(false)), "{}", r.text());
+    assert_eq!(status(&a, "/api/email/x"), 503);
+
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(20), || status(&b, "/api/email/x") == 503),
+        "B never learnt the kill A applied during the failover"
+    );
+    eprintln!("cluster failover: A's outage kill in force on B {:?} after the master died", killed.elapsed());
+    assert_eq!(status(&b, "/api/whatsapp/x"), 503, "the failover reopened a channel");
+    let promoted = nodes.iter().find(|n| n.cli(&["EXISTS", &ops]) == "1").expect("no node holds the list now");
+    assert!(promoted.cli(&["ROLE"]).starts_with("master"));
+    let list = promoted.cli(&["LRANGE", &ops, "0", "-1"]);
+    assert!(list.contains("channel:whatsapp") && list.contains("channel:email"), "{list}");
+    let r = put(&b, "/v1/switches/channels/whatsapp", r#"{"enabled":true}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(true)), "{}", r.text());
+    assert!(wait_until(Duration::from_secs(1), Duration::from_millis(5), || status(&a, "/api/whatsapp/x") == 200));
+    up.clear();
+    assert_eq!(status(&b, "/api/email/y"), 503);
+    assert!(up.requests_to("/api/email").is_empty());
 }
