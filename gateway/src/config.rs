@@ -138,6 +138,11 @@ struct RawFleet {
     redis_client_cert_file: Option<String>,
     #[serde(default)]
     redis_client_key_file: Option<String>,
+    /// `redis+sentinel://` only: the Sentinels' own password (`requirepass` in sentinel.conf).
+    #[serde(default)]
+    sentinel_password_env: Option<String>,
+    #[serde(default)]
+    sentinel_password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -894,6 +899,12 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
                 f.redis_ca_file.as_deref().map(&resolve),
                 f.redis_client_cert_file.as_deref().map(&resolve),
                 f.redis_client_key_file.as_deref().map(&resolve),
+            )
+        })
+        .and_then(|c| {
+            c.with_sentinel_password(
+                f.sentinel_password_env.as_deref(),
+                f.sentinel_password_file.as_deref().map(&resolve),
             )
         }) {
             Ok(c) => Some(c),

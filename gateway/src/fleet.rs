@@ -157,6 +157,8 @@ pub struct FleetConfig {
     /// The fleet id: every key is `portcullis:{id}:…`.
     pub id: String,
     password: Option<Secret>,
+    /// `sentinel_password_env` / `sentinel_password_file`: the Sentinels' own `requirepass`.
+    sentinel_password: Option<Secret>,
     /// This instance's name in the fleet (`instance_id`; default `<hostname>-<8 hex digits of the
     /// state_dir's hash>`: the two processes of a graceful upgrade, which share the state
     /// directory and its audit chain, are one instance).
@@ -239,6 +241,7 @@ impl FleetConfig {
             endpoint,
             id: id.to_string(),
             password,
+            sentinel_password: None,
             instance: String::new(),
             rate_fallback: portcullis_rules::limits::Fallback::Share,
             webhook_closed: false,
@@ -289,6 +292,20 @@ impl FleetConfig {
         };
         let root_cert = tls.ca.as_deref().map(read).transpose()?;
         Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
+    }
+
+    /// `sentinel_password_env` / `sentinel_password_file` (only with a Sentinel URL): what the
+    /// Sentinels are asked with (`AUTH`); the master's password is `password_env`/`_file`.
+    pub fn with_sentinel_password(
+        mut self,
+        env: Option<&str>,
+        file: Option<PathBuf>,
+    ) -> Result<FleetConfig, (&'static str, String)> {
+        self.sentinel_password = read_secret(("sentinel_password_env", env), ("sentinel_password_file", file))?;
+        if self.sentinel_password.is_some() && !matches!(self.topology, Topology::Sentinel(..)) {
+            return Err(("sentinel_password_env", "needs a redis+sentinel:// redis_url".into()));
+        }
+        Ok(self)
     }
 
     /// The optional members of `fleet:`, validated.
@@ -694,14 +711,14 @@ impl Fleet {
             Topology::Cluster(_) => format!("portcullis:{{{}}}:", cfg.id),
             _ => format!("portcullis:{}:", cfg.id),
         };
-        let nodes = |hosts: &[String], credentials: bool| {
+        let nodes = |hosts: &[String], credentials: Option<redis::RedisConnectionInfo>| {
             hosts
                 .iter()
                 .map(|h| {
                     let scheme = if certs.is_some() { "rediss" } else { "redis" };
                     let mut i: redis::ConnectionInfo = format!("{scheme}://{h}").parse()?;
-                    if credentials {
-                        i.redis = info.redis.clone();
+                    if let Some(c) = &credentials {
+                        i.redis = c.clone();
                     }
                     client_for(i, &certs)
                 })
@@ -712,14 +729,20 @@ impl Fleet {
             Topology::Direct => {
                 Target::Direct(client_for(info.clone(), &certs).map_err(|e| format!("fleet.redis_url: {e}"))?)
             }
-            // The Sentinels are asked without AUTH; the credentials are the master's.
+            // The URL's credentials are the master's; the Sentinels have their own password.
             Topology::Sentinel(hosts, name) => Target::Sentinel {
-                sentinels: nodes(hosts, false)?,
+                sentinels: nodes(
+                    hosts,
+                    cfg.sentinel_password.as_ref().map(|p| redis::RedisConnectionInfo {
+                        password: Some(p.expose().to_owned()),
+                        ..Default::default()
+                    }),
+                )?,
                 master: name.clone(),
                 node: Node { redis: info.redis.clone(), certs: certs.clone() },
             },
             Topology::Cluster(hosts) => Target::Cluster {
-                seeds: nodes(hosts, true)?,
+                seeds: nodes(hosts, Some(info.redis.clone()))?,
                 slot_key: format!("{prefix}ops"),
                 node: Node { redis: info.redis.clone(), certs: certs.clone() },
             },

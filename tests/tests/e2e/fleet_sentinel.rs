@@ -149,3 +149,67 @@ fn a_sentinel_that_does_not_know_the_master_is_a_store_down_not_a_crash() {
     assert!(!gw.output().contains("panicked"));
     drop(sentinel);
 }
+
+/// A Sentinel with its own `requirepass` in front of a master with another: the URL's (or
+/// `password_env`'s) password is the master's, `sentinel_password_env` the Sentinels'. Without
+/// the latter the store is down (the instance serves its local state); neither password is ever
+/// printed; a Sentinel password without a Sentinel URL is a configuration error.
+#[test]
+fn the_sentinels_and_the_master_have_their_own_passwords() {
+    let (mp, sp) = (free_port(), free_port());
+    let Some(master) = Redis::start_with_password(Some(mp), "master-pw-9") else { return };
+    let dir = TempDir::new("sentinel-auth");
+    let conf = dir.write(
+        "sentinel.conf",
+        format!(
+            "requirepass sentinel-pw-7\nsentinel monitor fleet-master 127.0.0.1 {mp} 1\nsentinel auth-pass fleet-master master-pw-9\n"
+        ),
+    );
+    let sentinel = Redis::spawn(
+        sp,
+        [&conf.display().to_string(), "--sentinel", "--port", &sp.to_string()].map(String::from).to_vec(),
+        ["-a", "sentinel-pw-7", "--no-auth-warning", "-p", &sp.to_string()].map(String::from).to_vec(),
+        &["PING"],
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        sentinel.cli(&["SENTINEL", "get-master-addr-by-name", "fleet-master"]).ends_with(&mp.to_string())
+    }));
+    let up = Upstream::start("app");
+    let id = format!("{}sa", fleet_id());
+    let env = [("PC_MASTER_PW", "master-pw-9"), ("PC_SENTINEL_PW", "sentinel-pw-7")];
+    let fleet = |extra: &str| {
+        format!(
+            "fleet:\n  redis_url: \"redis+sentinel://127.0.0.1:{sp}/fleet-master\"\n  id: {id}\n  password_env: PC_MASTER_PW\n{extra}"
+        )
+    };
+
+    let (s1, s2) = (TempDir::new("fleet-sa-1"), TempDir::new("fleet-sa-2"));
+    let without = Cfg::new(&[up.addr()]).routes(routes()).state_dir(s1.path()).extra(&fleet("")).start_env(&env);
+    let with = Cfg::new(&[up.addr()])
+        .routes(routes())
+        .state_dir(s2.path())
+        .extra(&fleet("  sentinel_password_env: PC_SENTINEL_PW\n"))
+        .start_env(&env);
+    assert_eq!(metric(&without, "portcullis_fleet_connected"), Some(0.0));
+    assert_eq!(status(&without, "/api/whatsapp/x"), 200, "serves its local state");
+    let r = put(&with, "/v1/switches/channels/whatsapp", r#"{"enabled":false}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(true)), "{}", r.text());
+    let list =
+        master.cli(&["-a", "master-pw-9", "--no-auth-warning", "LRANGE", &format!("portcullis:{id}:ops"), "0", "-1"]);
+    assert!(list.contains("channel:whatsapp"), "{list}");
+    for gw in [&without, &with] {
+        let out = gw.output();
+        assert!(!out.contains("master-pw-9") && !out.contains("sentinel-pw-7"), "a password was printed: {out}");
+    }
+
+    let state = TempDir::new("fleet-sa-3");
+    let c = Cfg::new(&[up.addr()]).routes(routes()).state_dir(state.path()).extra(&format!(
+        "fleet:\n  redis_url: \"redis://127.0.0.1:{mp}\"\n  id: {id}\n  sentinel_password_env: PC_SENTINEL_PW\n"
+    ));
+    let err = match portcullis_tests::Gateway::try_start_with(BIN, &c.yaml(), &env, &c.files()) {
+        Ok(_) => panic!("started with a Sentinel password and no Sentinel"),
+        Err(e) => e,
+    };
+    assert!(err.output.contains("fleet.sentinel_password_env") && err.output.contains("needs a redis+sentinel://"));
+}
