@@ -162,3 +162,79 @@ fn instances_follow_a_cluster_failover_of_the_fleets_slot() {
     assert_eq!(status(&b, "/api/email/y"), 503);
     assert!(up.requests_to("/api/email").is_empty());
 }
+
+/// `rediss+cluster://`: three nodes that speak TLS only (clients and the cluster bus), their
+/// certificate naming 127.0.0.1 (the address the cluster announces); the instance asks a seed
+/// over TLS and talks to the slot's master over TLS, trusting `redis_ca_file`.
+#[test]
+fn a_cluster_over_tls() {
+    let pki = portcullis_tests::tls::Pki::new();
+    let (cert, key) = pki.leaf("redis-ip", &["127.0.0.1"], 2);
+    let f = |p: &std::path::Path| p.display().to_string();
+    let dir = TempDir::new("cluster-tls");
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let (port, bus) = (free_port(), free_port());
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cluster",
+            "yes",
+            "--tls-cert-file",
+            &f(&cert),
+            "--tls-key-file",
+            &f(&key),
+            "--tls-ca-cert-file",
+            &f(&pki.ca()),
+            "--tls-auth-clients",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus.to_string(),
+            "--cluster-config-file",
+            &f(&dir.path().join(format!("nodes-{i}.conf"))),
+            "--dir",
+            &f(dir.path()),
+        ]
+        .map(String::from)
+        .to_vec();
+        let cli = ["-c", "--tls", "--cacert", &f(&pki.ca()), "-h", "127.0.0.1", "-p", &port.to_string()]
+            .map(String::from)
+            .to_vec();
+        let Some(n) = Redis::spawn(port, args, cli, &["PING"]) else { return };
+        nodes.push(n);
+    }
+    let out = Command::new("redis-cli")
+        .args(["--tls", "--cacert", &f(&pki.ca()), "--cluster", "create"])
+        .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+        .arg("--cluster-yes")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        nodes.iter().all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    }));
+
+    let up = Upstream::start("app");
+    let id = format!("{}clt", fleet_id());
+    let (sa, sb) = (TempDir::new("fleet-clt-a"), TempDir::new("fleet-clt-b"));
+    let start = |state: &std::path::Path, seed: u16| {
+        Cfg::new(&[up.addr()])
+            .routes(routes())
+            .state_dir(state)
+            .extra(&format!(
+                "fleet:\n  redis_url: \"rediss+cluster://127.0.0.1:{seed}\"\n  id: {id}\n  redis_ca_file: \"{}\"\n",
+                f(&pki.ca())
+            ))
+            .start()
+    };
+    let a = start(sa.path(), nodes[0].port);
+    let b = start(sb.path(), nodes[1].port);
+    let r = put(&a, "/v1/switches/channels/whatsapp", r#"{"enabled":false}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(true)), "{}", r.text());
+    assert!(wait_until(Duration::from_secs(1), Duration::from_millis(5), || status(&b, "/api/whatsapp/x") == 503));
+    assert!(nodes[2].cli(&["LRANGE", &format!("portcullis:{{{id}}}:ops"), "0", "-1"]).contains("channel:whatsapp"));
+}

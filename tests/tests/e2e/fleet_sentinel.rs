@@ -213,3 +213,58 @@ fn the_sentinels_and_the_master_have_their_own_passwords() {
     };
     assert!(err.output.contains("fleet.sentinel_password_env") && err.output.contains("needs a redis+sentinel://"));
 }
+
+/// `rediss+sentinel://`: a Sentinel and a master that speak TLS only (no plaintext port), the
+/// Sentinel reaching the master over TLS too; the instance asks the Sentinel over TLS and the
+/// master it names (by IP: the certificate names 127.0.0.1) over TLS, trusting `redis_ca_file`.
+/// With another CA the start is refused as for `rediss://`.
+#[test]
+fn sentinel_and_master_over_tls() {
+    let pki = portcullis_tests::tls::Pki::new();
+    let (mp, sp) = (free_port(), free_port());
+    let (cert, key) = pki.leaf("redis-ip", &["127.0.0.1"], 2);
+    let f = |p: &std::path::Path| p.display().to_string();
+    let tls = format!(
+        "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+        f(&cert),
+        f(&key),
+        f(&pki.ca())
+    );
+    let dir = TempDir::new("sentinel-tls");
+    let mconf = dir.write("master.conf", format!("port 0\ntls-port {mp}\n{tls}"));
+    let cli = |port: u16| {
+        ["--tls", "--cacert", &f(&pki.ca()), "-h", "127.0.0.1", "-p", &port.to_string()].map(String::from).to_vec()
+    };
+    let Some(master) = Redis::spawn(mp, vec![f(&mconf)], cli(mp), &["PING"]) else { return };
+    let sconf = dir.write(
+        "sentinel.conf",
+        format!("port 0\ntls-port {sp}\n{tls}sentinel monitor fleet-master 127.0.0.1 {mp} 1\n"),
+    );
+    let sentinel = Redis::spawn(sp, vec![f(&sconf), "--sentinel".into()], cli(sp), &["PING"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        sentinel.cli(&["SENTINEL", "get-master-addr-by-name", "fleet-master"]).ends_with(&mp.to_string())
+    }));
+
+    let up = Upstream::start("app");
+    let id = format!("{}st", fleet_id());
+    let fleet = |ca: &std::path::Path| {
+        format!(
+            "fleet:\n  redis_url: \"rediss+sentinel://127.0.0.1:{sp}/fleet-master\"\n  id: {id}\n  redis_ca_file: \"{}\"\n",
+            ca.display()
+        )
+    };
+    let state = TempDir::new("fleet-st");
+    let gw = Cfg::new(&[up.addr()]).routes(routes()).state_dir(state.path()).extra(&fleet(&pki.ca())).start();
+    let r = put(&gw, "/v1/switches/channels/whatsapp", r#"{"enabled":false}"#);
+    assert_eq!((r.status, r.json()["fleet"]["published"].as_bool()), (200, Some(true)), "{}", r.text());
+    assert!(master.cli(&["LRANGE", &format!("portcullis:{id}:ops"), "0", "-1"]).contains("channel:whatsapp"));
+
+    let other = portcullis_tests::tls::Pki::new();
+    let state = TempDir::new("fleet-st-bad");
+    let c = Cfg::new(&[up.addr()]).routes(routes()).state_dir(state.path()).extra(&fleet(&other.ca()));
+    let err = match portcullis_tests::Gateway::try_start_with(BIN, &c.yaml(), &[], &c.files()) {
+        Ok(_) => panic!("started trusting another CA"),
+        Err(e) => e,
+    };
+    assert!(err.output.contains("TLS handshake failed"), "{}", err.output);
+}
