@@ -514,6 +514,9 @@ const RELEASE: &str =
     "for _, k in ipairs(KEYS) do if redis.call('GET', k) == ARGV[1] then redis.call('DEL', k) end end return 1";
 /// Most idle replay-cache connections kept.
 const REPLAY_POOL: usize = 16;
+/// Idle replay-cache connections the counting thread keeps open ahead of need, so a delivery
+/// rarely pays for a connect within its budget (a TLS handshake alone can take the default 5 ms).
+const REPLAY_WARM: usize = 2;
 
 /// What became of a committed change, for the control API's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -831,6 +834,22 @@ impl Fleet {
             pool.push(c);
         }
         Ok(r)
+    }
+
+    /// Opens one replay-cache connection (within [`BUDGET`], off the request path) while fewer
+    /// than [`REPLAY_WARM`] are idle. Called by the counting thread after a good tick.
+    pub fn warm_replay_pool(&self) {
+        if self.replay_pool.lock().len() >= REPLAY_WARM {
+            return;
+        }
+        let Ok(c) = self.target.open(BUDGET) else { return };
+        let budget = Some(self.cfg.webhook_budget);
+        if c.set_read_timeout(budget).is_ok() && c.set_write_timeout(budget).is_ok() {
+            let mut pool = self.replay_pool.lock();
+            if pool.len() < REPLAY_POOL {
+                pool.push(c);
+            }
+        }
     }
 
     fn replay_keys(&self, claim: &portcullis_rules::webhook::replay::Claim) -> Vec<String> {
@@ -1214,6 +1233,31 @@ mod tests {
         ] {
             assert_eq!(FleetConfig::from_parts(bad, "p", None, None).unwrap_err().0, "redis_url", "{bad}");
         }
+    }
+
+    /// What one new connection costs (connect, TLS handshake, `HELLO`/`AUTH` setup): run against
+    /// a live store, `PC_FLEET_COST_URL=rediss://localhost:6380 PC_FLEET_COST_CA=ca.pem cargo test
+    /// -p portcullis --lib fleet_connect_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn fleet_connect_cost() {
+        let url = std::env::var("PC_FLEET_COST_URL").unwrap();
+        let ca = std::env::var("PC_FLEET_COST_CA").ok().map(PathBuf::from);
+        let cfg = FleetConfig::from_parts(&url, "cost", None, None).unwrap().with_tls(ca, None, None).unwrap();
+        let dir = std::env::temp_dir().join(format!("pc-fleet-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fleet = Fleet::new(&cfg, &dir).unwrap();
+        let mut took: Vec<Duration> = (0..50)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let mut c = fleet.target.open(Duration::from_secs(2)).unwrap();
+                redis::cmd("PING").query::<String>(&mut c).unwrap();
+                t.elapsed()
+            })
+            .collect();
+        took.sort();
+        eprintln!("{url}: new connection + PING, median {:?}, p90 {:?}", took[25], took[45]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -180,3 +180,36 @@ fn tls_files_that_cannot_be_honoured_are_configuration_errors() {
         assert!(err.output.contains(says), "{tls}: {}", err.output);
     }
 }
+
+/// Webhook replays over a TLS store within the default 5 ms budget, with `closed` fallback (a
+/// delivery the fleet cache cannot be asked about is refused): a new TLS connection does not fit
+/// that budget in every build, so the counting thread keeps connections open ahead of need; every
+/// delivery is claimed fleet-wide, and its replay to the other instance is refused.
+#[test]
+fn webhook_replays_are_claimed_over_tls_within_the_default_budget() {
+    use crate::webhooks::{github, post, GH};
+    let pki = Pki::new();
+    let Some(redis) = Redis::start_tls(None, &pki, false) else { return };
+    let up = Upstream::start("app");
+    let (sa, sb) = (TempDir::new("fleet-tlsw-a"), TempDir::new("fleet-tlsw-b"));
+    let id = format!("{}tlsw", fleet_id());
+    let url = format!("rediss://localhost:{}", redis.port);
+    let start = |state: &std::path::Path| {
+        tls_fleet(&up, state, &url, &id, &format!("{}  webhook_replay_fallback: closed\n", ca_line(&pki)))
+            .rule_file("fleet.yaml", &format!("version: 1\n{}", crate::fleet_limits::HOOKS))
+            .start_env(&[("PC_GH", GH), ("PC_SW", crate::webhooks::SW)])
+    };
+    let (a, b) = (start(sa.path()), start(sb.path()));
+    for n in 0..6 {
+        let body = format!("{{\"n\":{n}}}");
+        let h = github(GH, body.as_bytes(), &format!("d-{n}"));
+        let (first, second) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let r = post(first, "/api/hooks/github", &h, body.as_bytes());
+        assert_eq!(r.status, 200, "delivery {n}: {}", r.text());
+        let r = post(second, "/api/hooks/github", &h, body.as_bytes());
+        assert_eq!(r.status, 401, "replay {n} to the other instance: {}", r.text());
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_eq!(up.requests_to("/api/hooks/github").len(), 6);
+    assert_eq!(redis.cli(&["KEYS", &format!("portcullis:{id}:wh:*")]).lines().count(), 6);
+}
