@@ -44,22 +44,7 @@ impl Redis {
         let (cert, key) = pki.leaf("redis", &["localhost"], 2);
         let (cli_cert, cli_key) = pki.leaf("cli", &["cli"], 2);
         let f = |p: &std::path::Path| p.display().to_string();
-        let args: Vec<String> = [
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            &f(&cert),
-            "--tls-key-file",
-            &f(&key),
-            "--tls-ca-cert-file",
-            &f(&pki.ca()),
-            "--tls-auth-clients",
-            if auth_clients { "yes" } else { "no" },
-        ]
-        .map(String::from)
-        .to_vec();
+        let args = tls_server_args(port, &cert, &key, &pki.ca(), auth_clients);
         let cli: Vec<String> = ["--tls", "--cacert", &f(&pki.ca()), "--cert", &f(&cli_cert), "--key", &f(&cli_key)]
             .map(String::from)
             .into_iter()
@@ -113,6 +98,33 @@ fn instance(up: &Upstream, state: &std::path::Path, redis: u16, fleet: &str) -> 
         .state_dir(state)
         .extra(&format!("fleet:\n  redis_url: \"redis://127.0.0.1:{redis}\"\n  id: {fleet}\n"))
         .start()
+}
+
+/// redis-server's arguments for a TLS-only listener on `port` (no plaintext port).
+pub(crate) fn tls_server_args(
+    port: u16,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    ca: &std::path::Path,
+    auth_clients: bool,
+) -> Vec<String> {
+    let f = |p: &std::path::Path| p.display().to_string();
+    [
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &f(cert),
+        "--tls-key-file",
+        &f(key),
+        "--tls-ca-cert-file",
+        &f(ca),
+        "--tls-auth-clients",
+        if auth_clients { "yes" } else { "no" },
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// A port free a moment ago (for a server the test starts and may restart on the same port).

@@ -175,32 +175,22 @@ fn a_cluster_over_tls() {
     let mut nodes = Vec::new();
     for i in 0..3 {
         let (port, bus) = (free_port(), free_port());
-        let args = [
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cluster",
-            "yes",
-            "--tls-cert-file",
-            &f(&cert),
-            "--tls-key-file",
-            &f(&key),
-            "--tls-ca-cert-file",
-            &f(&pki.ca()),
-            "--tls-auth-clients",
-            "no",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-port",
-            &bus.to_string(),
-            "--cluster-config-file",
-            &f(&dir.path().join(format!("nodes-{i}.conf"))),
-            "--dir",
-            &f(dir.path()),
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args = crate::fleet::tls_server_args(port, &cert, &key, &pki.ca(), false);
+        args.extend(
+            [
+                "--tls-cluster",
+                "yes",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+                "--cluster-config-file",
+                &f(&dir.path().join(format!("nodes-{i}.conf"))),
+                "--dir",
+                &f(dir.path()),
+            ]
+            .map(String::from),
+        );
         let cli = ["-c", "--tls", "--cacert", &f(&pki.ca()), "-h", "127.0.0.1", "-p", &port.to_string()]
             .map(String::from)
             .to_vec();
