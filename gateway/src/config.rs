@@ -78,6 +78,19 @@ struct RawFleet {
     webhook_replay_fallback: Option<String>,
     #[serde(default)]
     webhook_replay_budget_ms: Option<u64>,
+    /// `rediss://` only: the CA the store's certificate must chain to (default: the system's).
+    #[serde(default)]
+    redis_ca_file: Option<String>,
+    /// `rediss://` only: a client certificate and key for a store that asks for one (mTLS).
+    #[serde(default)]
+    redis_client_cert_file: Option<String>,
+    #[serde(default)]
+    redis_client_key_file: Option<String>,
+    /// `redis+sentinel://` only: the Sentinels' own password (`requirepass` in sentinel.conf).
+    #[serde(default)]
+    sentinel_password_env: Option<String>,
+    #[serde(default)]
+    sentinel_password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -831,6 +844,19 @@ fn compile(doc: &Doc, raw: RawGateway, text: &str, base: &Path) -> Result<Gatewa
                 f.rate_limit_fallback.as_deref(),
                 f.webhook_replay_fallback.as_deref(),
                 f.webhook_replay_budget_ms,
+            )
+        })
+        .and_then(|c| {
+            c.with_tls(
+                f.redis_ca_file.as_deref().map(&resolve),
+                f.redis_client_cert_file.as_deref().map(&resolve),
+                f.redis_client_key_file.as_deref().map(&resolve),
+            )
+        })
+        .and_then(|c| {
+            c.with_sentinel_password(
+                f.sentinel_password_env.as_deref(),
+                f.sentinel_password_file.as_deref().map(&resolve),
             )
         }) {
             Ok(c) => Some(c),

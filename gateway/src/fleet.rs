@@ -24,6 +24,9 @@
 //!   with a warning, kept in `fleet-pending.json` and published when the store returns (before
 //!   anything is read from it); a change that opens is refused with 503 before anything changes.
 //!   The state in force stays the last known one.
+//! - Where the store is: one Redis or Valkey (`redis://`, `rediss://`), the master a Sentinel
+//!   names, or the master of the fleet's hash slot in a Cluster (every key then tagged
+//!   `portcullis:{<id>}:…`), asked again on every new connection ([`Target::open`]).
 //! - Values are validated on read: an entry that is not a known change of a fleet-shared target
 //!   is skipped and logged; a wrong-typed key is an unreachable store. Nothing panics on them.
 
@@ -61,16 +64,103 @@ local n = redis.call('RPUSH', KEYS[1], ARGV[2]) redis.call('PUBLISH', KEYS[3], n
 
 use crate::secret::{read_secret, Secret};
 
+/// How the store is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Topology {
+    /// One Redis or Valkey (`redis://`).
+    Direct,
+    /// The master a Sentinel names (`redis+sentinel://`): the Sentinels (`host:port`) and the
+    /// master's name.
+    Sentinel(Vec<String>, String),
+    /// The node of a Redis Cluster that serves the fleet's hash slot (`redis+cluster://`): the
+    /// seed nodes (`host:port`).
+    Cluster(Vec<String>),
+}
+
+/// Splits `redis+sentinel://[user[:password]@]host:port[,host:port…]/<master>[/<db>]` and
+/// `redis+cluster://[user[:password]@]host:port[,host:port…]` (and their `rediss+` TLS forms)
+/// into the data node's URL on a placeholder host (credentials, db) and the topology. A URL of
+/// one host is `(url, Direct)`.
+fn parse_topology(url: &str) -> Result<(String, Topology), (&'static str, String)> {
+    let (sentinel, scheme, rest) = match (url.split_once("+sentinel://"), url.split_once("+cluster://")) {
+        (Some((s, r)), None) => (true, s, r),
+        (None, Some((s, r))) => (false, s, r),
+        (None, None) => return Ok((url.to_string(), Topology::Direct)),
+        (Some(_), Some(_)) => return Err(("redis_url", "names both +sentinel and +cluster".into())),
+    };
+    if scheme != "redis" && scheme != "rediss" {
+        return Err((
+            "redis_url",
+            "a Sentinel or Cluster URL is redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
+                .into(),
+        ));
+    }
+    let form = if sentinel {
+        "redis+sentinel://[user[:password]@]host:port[,host:port…]/<master name>[/<db>]"
+    } else {
+        "redis+cluster://[user[:password]@]host:port[,host:port…]"
+    };
+    let bad = |why: &str| ("redis_url", format!("{why} ({form})"));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    let default_port = if sentinel { 26379 } else { 6379 };
+    let mut nodes = Vec::new();
+    for h in hosts.split(',') {
+        let h = if h.contains("]:") || (!h.starts_with('[') && h.contains(':')) {
+            h.to_string()
+        } else {
+            format!("{h}:{default_port}")
+        };
+        match format!("redis://{h}").parse::<redis::ConnectionInfo>().map(|i| i.addr) {
+            Ok(redis::ConnectionAddr::Tcp(..)) => nodes.push(h),
+            _ => return Err(bad(&format!("{h:?} is not a host:port"))),
+        }
+    }
+    if !sentinel {
+        // A cluster has one database.
+        if !path.is_empty() && path != "0" {
+            return Err(bad("a Redis Cluster has no database number"));
+        }
+        return Ok((format!("{scheme}://{user}cluster-node/"), Topology::Cluster(nodes)));
+    }
+    let (name, db) = path.split_once('/').unwrap_or((path, ""));
+    if !valid_name(name) {
+        return Err(bad("the master name must be 1 to 64 of A-Z a-z 0-9 - _ ."));
+    }
+    if !db.bytes().all(|b| b.is_ascii_digit()) || db.len() > 5 {
+        return Err(bad("the db must be a number"));
+    }
+    Ok((format!("{scheme}://{user}sentinel-master/{db}"), Topology::Sentinel(nodes, name.to_string())))
+}
+
+/// The TLS files of a `rediss://` store: `redis_ca_file` (else the system's roots) and the
+/// client pair of `redis_client_cert_file` + `redis_client_key_file` (mTLS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    ca: Option<PathBuf>,
+    client: Option<(PathBuf, PathBuf)>,
+}
+
 /// `fleet:` in gateway.yaml, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetConfig {
-    /// `redis://[user[:password]@]host:port[/db]` (the password is better given apart).
+    /// `redis[s]://[user[:password]@]host:port[/db]` (the password is better given apart).
     url: String,
+    /// `Some` for a TLS store (`rediss://`, `valkeys://`, `rediss+sentinel://`).
+    tls: Option<TlsFiles>,
+    /// Standalone, Sentinel or Cluster (for the last two, `url` is the data node's credentials
+    /// and db on a placeholder host).
+    topology: Topology,
     /// Where to connect, for logs (no credentials).
     pub endpoint: String,
     /// The fleet id: every key is `portcullis:{id}:…`.
     pub id: String,
     password: Option<Secret>,
+    /// `sentinel_password_env` / `sentinel_password_file`: the Sentinels' own `requirepass`.
+    sentinel_password: Option<Secret>,
     /// This instance's name in the fleet (`instance_id`; default `<hostname>-<8 hex digits of the
     /// state_dir's hash>`: the two processes of a graceful upgrade, which share the state
     /// directory and its audit chain, are one instance).
@@ -112,33 +202,112 @@ impl FleetConfig {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(("id", "must be 1 to 64 of A-Z a-z 0-9 - _".into()));
         }
-        if url.starts_with("rediss://") {
+        let (url, topology) = parse_topology(url)?;
+        let url = url.as_str();
+        let tls = if url.starts_with("rediss://") || url.starts_with("valkeys://") {
+            Some(TlsFiles::default())
+        } else if url.starts_with("redis://") || url.starts_with("valkey://") {
+            None
+        } else {
             return Err((
                 "redis_url",
-                "rediss:// (TLS) is not built into this release: reach Redis over a local TLS tunnel (stunnel, a sidecar) with redis://".into(),
+                "must start with redis://, rediss:// (TLS), redis+sentinel://, redis+cluster:// (or their rediss+ forms); valkey:// and valkeys:// are the same as redis:// and rediss://".into(),
             ));
-        }
-        if !url.starts_with("redis://") {
-            return Err(("redis_url", "must start with redis:// (standalone Redis or Valkey)".into()));
-        }
+        };
         let info: redis::ConnectionInfo =
             url.parse().map_err(|e: redis::RedisError| ("redis_url", format!("not a Redis URL: {}", e.category())))?;
         let endpoint = match &info.addr {
             redis::ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
+            redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
+                return Err((
+                    "redis_url",
+                    "#insecure (no certificate check) is not supported: give the store's CA in redis_ca_file".into(),
+                ))
+            }
+            redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port} (TLS)"),
             _ => return Err(("redis_url", "must name a TCP host and port".into())),
+        };
+        let tls_note = if tls.is_some() { " (TLS)" } else { "" };
+        let endpoint = match &topology {
+            Topology::Sentinel(sentinels, name) => {
+                format!("master {name} of sentinel {}{tls_note}", sentinels.join(","))
+            }
+            Topology::Cluster(seeds) => format!("cluster {}{tls_note}", seeds.join(",")),
+            Topology::Direct => endpoint,
         };
         let password = read_secret(("password_env", password_env), ("password_file", password_file))?;
         FleetConfig {
             url: url.to_string(),
+            tls,
+            topology,
             endpoint,
             id: id.to_string(),
             password,
+            sentinel_password: None,
             instance: String::new(),
             rate_fallback: portcullis_rules::limits::Fallback::Share,
             webhook_closed: false,
             webhook_budget: Duration::from_millis(DEFAULT_WEBHOOK_BUDGET_MS),
         }
         .with_options(None, None, None, None)
+    }
+
+    /// `redis_ca_file`, `redis_client_cert_file` and `redis_client_key_file`, validated (only
+    /// with a TLS URL; the files are read and checked now, and again by [`Fleet::new`]).
+    pub fn with_tls(
+        mut self,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<FleetConfig, (&'static str, String)> {
+        let Some(tls) = self.tls.as_mut() else {
+            return match (&ca, &cert, &key) {
+                (Some(_), _, _) => Err(("redis_ca_file", "needs a rediss:// redis_url".into())),
+                (_, Some(_), _) => Err(("redis_client_cert_file", "needs a rediss:// redis_url".into())),
+                (_, _, Some(_)) => Err(("redis_client_key_file", "needs a rediss:// redis_url".into())),
+                _ => Ok(self),
+            };
+        };
+        if let Some(ca) = &ca {
+            crate::alerting::tls::read_ca_file(ca).map_err(|e| ("redis_ca_file", e))?;
+        }
+        tls.ca = ca;
+        tls.client = match (cert, key) {
+            (Some(c), Some(k)) => {
+                crate::tls::check_client_pair(&c, &k).map_err(|e| ("redis_client_cert_file", e))?;
+                Some((c, k))
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(("redis_client_key_file", "required with redis_client_cert_file".into())),
+            (None, Some(_)) => return Err(("redis_client_cert_file", "required with redis_client_key_file".into())),
+        };
+        Ok(self)
+    }
+
+    /// The TLS client's files, read (`None` without TLS).
+    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, String> {
+        let Some(tls) = &self.tls else { return Ok(None) };
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let client_tls = match &tls.client {
+            Some((c, k)) => Some(redis::ClientTlsConfig { client_cert: read(c)?, client_key: read(k)? }),
+            None => None,
+        };
+        let root_cert = tls.ca.as_deref().map(read).transpose()?;
+        Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
+    }
+
+    /// `sentinel_password_env` / `sentinel_password_file` (only with a Sentinel URL): what the
+    /// Sentinels are asked with (`AUTH`); the master's password is `password_env`/`_file`.
+    pub fn with_sentinel_password(
+        mut self,
+        env: Option<&str>,
+        file: Option<PathBuf>,
+    ) -> Result<FleetConfig, (&'static str, String)> {
+        self.sentinel_password = read_secret(("sentinel_password_env", env), ("sentinel_password_file", file))?;
+        if self.sentinel_password.is_some() && !matches!(self.topology, Topology::Sentinel(..)) {
+            return Err(("sentinel_password_env", "needs a redis+sentinel:// redis_url".into()));
+        }
+        Ok(self)
     }
 
     /// The optional members of `fleet:`, validated.
@@ -191,7 +360,9 @@ struct Cursor {
 
 /// The fleet store client of one instance.
 pub struct Fleet {
-    client: redis::Client,
+    target: Target,
+    /// What every key starts with.
+    prefix: String,
     keys: Keys,
     endpoint: String,
     conn: Mutex<Option<redis::Connection>>,
@@ -213,6 +384,130 @@ pub struct Fleet {
     last_unavailable_event: std::sync::atomic::AtomicU64,
 }
 
+/// Where the store is.
+enum Target {
+    /// A standalone Redis or Valkey.
+    Direct(redis::Client),
+    /// The master a Sentinel names, asked on every new connection (so a failover is followed by
+    /// the next reconnect).
+    Sentinel { sentinels: Vec<redis::Client>, master: String, node: Node },
+    /// The master of the fleet's hash slot, asked of the seed nodes on every new connection (a
+    /// cluster failover or a moved slot is followed by the next reconnect).
+    Cluster { seeds: Vec<redis::Client>, slot_key: String, node: Node },
+}
+
+/// A data node's credentials, db and TLS files (its address comes from a Sentinel or the cluster).
+struct Node {
+    redis: redis::RedisConnectionInfo,
+    certs: Option<redis::TlsCertificates>,
+}
+
+impl Node {
+    fn client(&self, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
+        let scheme = if self.certs.is_some() { "rediss" } else { "redis" };
+        let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+        let mut info: redis::ConnectionInfo = format!("{scheme}://{host}:{port}").parse()?;
+        info.redis = self.redis.clone();
+        client_for(info, &self.certs)
+    }
+
+    /// A connection to `host:port` if it says it is a master (`ROLE`: a demoted one still
+    /// answers, read-only, until it is reconfigured).
+    fn master(&self, host: &str, port: u16, budget: Duration) -> redis::RedisResult<redis::Connection> {
+        let mut c = open_within(&self.client(host, port)?, budget)?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
+        match role.first().map(redis::from_redis_value::<String>) {
+            Some(Ok(r)) if r == "master" => Ok(c),
+            _ => Err(fail(format!("{host}:{port} is not a master (yet)"))),
+        }
+    }
+}
+
+/// The master of `slot` in a `CLUSTER SLOTS` answer (`[[start, end, [host, port, …], …], …]`);
+/// an empty host (a node that does not know its address) is `None`.
+fn slot_master(slots: &[redis::Value], slot: i64) -> Option<(String, u16)> {
+    slots.iter().find_map(|range| {
+        let redis::Value::Array(r) = range else { return None };
+        let (Some(redis::Value::Int(a)), Some(redis::Value::Int(b)), Some(redis::Value::Array(node))) =
+            (r.first(), r.get(1), r.get(2))
+        else {
+            return None;
+        };
+        if !(*a..=*b).contains(&slot) {
+            return None;
+        }
+        let host: String =
+            redis::from_redis_value(node.first()?).ok().filter(|h: &String| !h.is_empty() && h != "?")?;
+        // As an i64 first: the client's own u16 conversion of an integer truncates.
+        let port = u16::try_from(redis::from_redis_value::<i64>(node.get(1)?).ok()?).ok().filter(|p| *p > 0)?;
+        Some((host, port))
+    })
+}
+
+fn client_for(
+    info: redis::ConnectionInfo,
+    certs: &Option<redis::TlsCertificates>,
+) -> redis::RedisResult<redis::Client> {
+    match certs {
+        Some(c) => redis::Client::build_with_tls(info, c.clone()),
+        None => redis::Client::open(info),
+    }
+}
+
+fn fail(why: String) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::other(why))
+}
+
+/// A connection with every round trip (connect, handshake, read, write) within `budget`.
+fn open_within(client: &redis::Client, budget: Duration) -> redis::RedisResult<redis::Connection> {
+    let c = client.get_connection_with_timeout(budget)?;
+    c.set_read_timeout(Some(budget))?;
+    c.set_write_timeout(Some(budget))?;
+    Ok(c)
+}
+
+impl Target {
+    /// A new connection to the store (the master), each step within `budget`.
+    fn open(&self, budget: Duration) -> redis::RedisResult<redis::Connection> {
+        let (asked, node): (&[redis::Client], &Node) = match self {
+            Target::Direct(client) => return open_within(client, budget),
+            Target::Sentinel { sentinels, node, .. } => (sentinels, node),
+            Target::Cluster { seeds, node, .. } => (seeds, node),
+        };
+        let mut last = fail("no Sentinel or cluster node answered".into());
+        for client in asked {
+            let r = (|| {
+                let mut c = open_within(client, budget)?;
+                let (host, port) = match self {
+                    Target::Sentinel { master, .. } => {
+                        let addr: Option<(String, u16)> =
+                            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(master).query(&mut c)?;
+                        addr.ok_or_else(|| fail(format!("the Sentinel does not know a master {master}")))?
+                    }
+                    Target::Cluster { slot_key, .. } => {
+                        let (slot, slots): (i64, Vec<redis::Value>) = redis::pipe()
+                            .cmd("CLUSTER")
+                            .arg("KEYSLOT")
+                            .arg(slot_key)
+                            .cmd("CLUSTER")
+                            .arg("SLOTS")
+                            .query(&mut c)?;
+                        slot_master(&slots, slot)
+                            .ok_or_else(|| fail(format!("the cluster serves no master for the fleet's slot {slot}")))?
+                    }
+                    Target::Direct(_) => return Err(fail("no store".into())),
+                };
+                node.master(&host, port, budget)
+            })();
+            match r {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
 /// Claims every key if none is held: 1, or 0 (a replay). Values are `<instance>:<expires_at>`.
 const CLAIM: &str = "for _, k in ipairs(KEYS) do if redis.call('EXISTS', k) == 1 then return 0 end end \
 for _, k in ipairs(KEYS) do redis.call('SET', k, ARGV[1], 'PX', ARGV[2]) end return 1";
@@ -221,6 +516,9 @@ const RELEASE: &str =
     "for _, k in ipairs(KEYS) do if redis.call('GET', k) == ARGV[1] then redis.call('DEL', k) end end return 1";
 /// Most idle replay-cache connections kept.
 const REPLAY_POOL: usize = 16;
+/// Idle replay-cache connections the counting thread keeps open ahead of need, so a delivery
+/// rarely pays for a connect within its budget (a TLS handshake alone can take the default 5 ms).
+const REPLAY_WARM: usize = 2;
 
 /// What became of a committed change, for the control API's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,7 +730,53 @@ impl Fleet {
         if let Some(p) = &cfg.password {
             info.redis.password = Some(p.expose().to_owned());
         }
-        let client = redis::Client::open(info).map_err(|e| format!("fleet.redis_url: {}", e.category()))?;
+        let certs = cfg.certificates()?;
+        if certs.is_some() {
+            crate::tls::install_provider();
+        }
+        // In a cluster every key carries the fleet id as a hash tag, so all of them live in one
+        // slot (one node): the scripts touch several keys at once, and the subscriber meets every
+        // publisher there. Elsewhere the keys keep their names (no tag: nothing to migrate).
+        let prefix = match cfg.topology {
+            Topology::Cluster(_) => format!("portcullis:{{{}}}:", cfg.id),
+            _ => format!("portcullis:{}:", cfg.id),
+        };
+        let nodes = |hosts: &[String], credentials: Option<redis::RedisConnectionInfo>| {
+            hosts
+                .iter()
+                .map(|h| {
+                    let scheme = if certs.is_some() { "rediss" } else { "redis" };
+                    let mut i: redis::ConnectionInfo = format!("{scheme}://{h}").parse()?;
+                    if let Some(c) = &credentials {
+                        i.redis = c.clone();
+                    }
+                    client_for(i, &certs)
+                })
+                .collect::<redis::RedisResult<Vec<_>>>()
+                .map_err(|e| format!("fleet.redis_url: {e}"))
+        };
+        let target = match &cfg.topology {
+            Topology::Direct => {
+                Target::Direct(client_for(info.clone(), &certs).map_err(|e| format!("fleet.redis_url: {e}"))?)
+            }
+            // The URL's credentials are the master's; the Sentinels have their own password.
+            Topology::Sentinel(hosts, name) => Target::Sentinel {
+                sentinels: nodes(
+                    hosts,
+                    cfg.sentinel_password.as_ref().map(|p| redis::RedisConnectionInfo {
+                        password: Some(p.expose().to_owned()),
+                        ..Default::default()
+                    }),
+                )?,
+                master: name.clone(),
+                node: Node { redis: info.redis.clone(), certs: certs.clone() },
+            },
+            Topology::Cluster(hosts) => Target::Cluster {
+                seeds: nodes(hosts, Some(info.redis.clone()))?,
+                slot_key: format!("{prefix}ops"),
+                node: Node { redis: info.redis.clone(), certs: certs.clone() },
+            },
+        };
         let pending_path = state_dir.join(PENDING_FILE);
         let pending = match std::fs::read(&pending_path) {
             Ok(b) => serde_json::from_slice::<Vec<Value>>(&b)
@@ -444,7 +788,8 @@ impl Fleet {
             .ok()
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty() && e.len() <= 64);
-        let p = |k: &str| format!("portcullis:{}:{k}", cfg.id);
+        let p = |k: &str| format!("{prefix}{k}");
+        let keys = Keys { ops: p("ops"), epoch: p("epoch"), changes: p("changes") };
         let mut cfg = cfg.clone();
         if cfg.instance.is_empty() {
             let h: String =
@@ -454,8 +799,10 @@ impl Fleet {
             cfg.instance = format!("{h}-{}", tag.get(..8).unwrap_or_default());
         }
         Ok(Fleet {
-            client,
-            keys: Keys { ops: p("ops"), epoch: p("epoch"), changes: p("changes") },
+            target,
+            prefix,
+            keys,
+
             endpoint: cfg.endpoint.clone(),
             conn: Mutex::new(None),
             cursor: Mutex::new(Cursor { epoch, at: 0 }),
@@ -487,9 +834,9 @@ impl Fleet {
         out.family(&FLEET_PENDING_CHANGES).sample([], self.pending.lock().len());
     }
 
-    /// The key `portcullis:{id}:<name>`.
+    /// The key `portcullis:<id>:<name>` (`portcullis:{<id>}:<name>` in a cluster).
     pub fn key(&self, name: &str) -> String {
-        format!("portcullis:{}:{name}", self.cfg.id)
+        format!("{}{name}", self.prefix)
     }
 
     /// One round trip of the webhook replay cache on a pooled connection, every step within
@@ -499,12 +846,7 @@ impl Fleet {
         let pooled = self.replay_pool.lock().pop();
         let mut c = match pooled {
             Some(c) => c,
-            None => {
-                let c = self.client.get_connection_with_timeout(budget).map_err(|e| e.to_string())?;
-                c.set_read_timeout(Some(budget)).map_err(|e| e.to_string())?;
-                c.set_write_timeout(Some(budget)).map_err(|e| e.to_string())?;
-                c
-            }
+            None => self.target.open(budget).map_err(|e| e.to_string())?,
         };
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(script).arg(keys.len()).arg(keys);
@@ -517,6 +859,22 @@ impl Fleet {
             pool.push(c);
         }
         Ok(r)
+    }
+
+    /// Opens one replay-cache connection (within [`BUDGET`], off the request path) while fewer
+    /// than [`REPLAY_WARM`] are idle. Called by the counting thread after a good tick.
+    pub fn warm_replay_pool(&self) {
+        if self.replay_pool.lock().len() >= REPLAY_WARM {
+            return;
+        }
+        let Ok(c) = self.target.open(BUDGET) else { return };
+        let budget = Some(self.cfg.webhook_budget);
+        if c.set_read_timeout(budget).is_ok() && c.set_write_timeout(budget).is_ok() {
+            let mut pool = self.replay_pool.lock();
+            if pool.len() < REPLAY_POOL {
+                pool.push(c);
+            }
+        }
     }
 
     fn replay_keys(&self, claim: &portcullis_rules::webhook::replay::Claim) -> Vec<String> {
@@ -549,10 +907,7 @@ impl Fleet {
 
     /// A new blocking connection, every round trip within [`BUDGET`].
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let c = self.client.get_connection_with_timeout(BUDGET)?;
-        c.set_read_timeout(Some(BUDGET))?;
-        c.set_write_timeout(Some(BUDGET))?;
-        Ok(c)
+        self.target.open(BUDGET)
     }
 
     /// One round trip on the command connection (reconnecting once if it was dropped).
@@ -816,6 +1171,12 @@ impl Fleet {
     }
 }
 
+/// True when a store error says the TLS handshake failed on trust (its certificate is not one
+/// `redis_ca_file` vouches for, or it refused ours): a configuration fault, not an outage.
+pub fn tls_refused(error: &str) -> bool {
+    error.contains("invalid peer certificate") || error.contains("received fatal alert")
+}
+
 /// Runs one control-plane transaction and, in fleet mode, publishes what it committed. `None`
 /// for the second member without a fleet.
 pub fn run<E>(
@@ -846,7 +1207,8 @@ mod tests {
         let c = FleetConfig::from_parts("redis://127.0.0.1:6390", "p", Some("PC_FLEET_TEST_PW"), None).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
         for (url, id, field) in [
-            ("rediss://127.0.0.1:6390", "p", "redis_url"),
+            ("rediss://127.0.0.1:6390/#insecure", "p", "redis_url"),
+            ("unix:///run/redis.sock", "p", "redis_url"),
             ("http://127.0.0.1:6390", "p", "redis_url"),
             ("redis://127.0.0.1:6390", "", "id"),
             ("redis://127.0.0.1:6390", "a b", "id"),
@@ -859,6 +1221,93 @@ mod tests {
             FleetConfig::from_parts("redis://127.0.0.1:1", "p", Some("PC_FLEET_TEST_UNSET_VAR"), None).unwrap_err().0,
             "password_env"
         );
+    }
+
+    #[test]
+    fn sentinel_and_cluster_urls_name_their_nodes_credentials_and_db() {
+        let c = FleetConfig::from_parts("redis+sentinel://u:pw@s1:26380,s2,[::1]:5/prod-master/3", "p", None, None)
+            .unwrap();
+        assert_eq!(
+            c.topology,
+            Topology::Sentinel(vec!["s1:26380".into(), "s2:26379".into(), "[::1]:5".into()], "prod-master".into())
+        );
+        assert_eq!(c.url, "redis://u:pw@sentinel-master/3");
+        assert!(c.tls.is_none());
+        assert_eq!(c.endpoint, "master prod-master of sentinel s1:26380,s2:26379,[::1]:5");
+        let c = FleetConfig::from_parts("rediss+sentinel://s1/m", "p", None, None).unwrap();
+        assert_eq!((c.url.as_str(), c.tls.is_some()), ("rediss://sentinel-master/", true));
+        let c = FleetConfig::from_parts("redis+cluster://u:pw@n1:7000,n2", "p", None, None).unwrap();
+        assert_eq!(c.topology, Topology::Cluster(vec!["n1:7000".into(), "n2:6379".into()]));
+        assert_eq!((c.url.as_str(), c.endpoint.as_str()), ("redis://u:pw@cluster-node/", "cluster n1:7000,n2:6379"));
+        assert!(FleetConfig::from_parts("rediss+cluster://n1/0", "p", None, None).unwrap().tls.is_some());
+        for bad in [
+            "redis+sentinel://s1",
+            "redis+sentinel://s1/",
+            "redis+sentinel:///m",
+            "redis+sentinel://s1,/m",
+            "redis+sentinel://s1:notaport/m",
+            "redis+sentinel://s1/m a",
+            "redis+sentinel://s1/m/x",
+            "redis+sentinel://s1/m/0/1",
+            "http+sentinel://s1/m",
+            "valkey+sentinel://s1/m",
+            "redis+cluster://n1/3",
+            "redis+cluster://n1,,n2",
+            "redis+cluster://n1:x",
+            "rediss+cluster://",
+        ] {
+            assert_eq!(FleetConfig::from_parts(bad, "p", None, None).unwrap_err().0, "redis_url", "{bad}");
+        }
+    }
+
+    /// What one new connection costs (connect, TLS handshake, `HELLO`/`AUTH` setup): run against
+    /// a live store, `PC_FLEET_COST_URL=rediss://localhost:6380 PC_FLEET_COST_CA=ca.pem cargo test
+    /// -p portcullis --lib fleet_connect_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn fleet_connect_cost() {
+        let url = std::env::var("PC_FLEET_COST_URL").unwrap();
+        let ca = std::env::var("PC_FLEET_COST_CA").ok().map(PathBuf::from);
+        let cfg = FleetConfig::from_parts(&url, "cost", None, None).unwrap().with_tls(ca, None, None).unwrap();
+        let dir = std::env::temp_dir().join(format!("pc-fleet-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fleet = Fleet::new(&cfg, &dir).unwrap();
+        let mut took: Vec<Duration> = (0..50)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let mut c = fleet.target.open(Duration::from_secs(2)).unwrap();
+                redis::cmd("PING").query::<String>(&mut c).unwrap();
+                t.elapsed()
+            })
+            .collect();
+        took.sort();
+        eprintln!("{url}: new connection + PING, median {:?}, p90 {:?}", took[25], took[45]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_slot_master_is_read_from_cluster_slots_and_garbage_is_none() {
+        use redis::Value::{Array, BulkString, Int};
+        let node = |h: &str, p: i64| Array(vec![BulkString(h.into()), Int(p), BulkString(b"id".to_vec())]);
+        let slots = vec![
+            Array(vec![Int(0), Int(5460), node("10.0.0.1", 7000)]),
+            Array(vec![Int(5461), Int(16383), node("10.0.0.2", 7001), node("10.0.0.3", 7002)]),
+        ];
+        assert_eq!(slot_master(&slots, 0), Some(("10.0.0.1".into(), 7000)));
+        assert_eq!(slot_master(&slots, 9000), Some(("10.0.0.2".into(), 7001)));
+        assert_eq!(slot_master(&slots, 16384), None);
+        for bad in [
+            vec![Int(1)],
+            vec![Array(vec![Int(0), Int(16383)])],
+            vec![Array(vec![Int(0), Int(16383), node("", 1)])],
+            vec![Array(vec![Int(0), Int(16383), node("?", 1)])],
+            vec![Array(vec![Int(0), Int(16383), node("h", 70000)])],
+            vec![Array(vec![Int(0), Int(16383), node("h", -1)])],
+            vec![Array(vec![BulkString(b"0".to_vec()), Int(16383), node("h", 1)])],
+            vec![Array(vec![Int(0), Int(16383), Array(vec![])])],
+        ] {
+            assert_eq!(slot_master(&bad, 1), None, "{bad:?}");
+        }
     }
 
     #[test]

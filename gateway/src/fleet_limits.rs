@@ -224,6 +224,7 @@ fn run(fleet: &Fleet, shared: &Weak<Shared>) {
                     tracing::info!("fleet counters: the store answers; rate budgets are shared again");
                 }
                 fleet.rates.set_connected(true);
+                fleet.warm_replay_pool();
             }
             Err(e) => {
                 if fleet.rates.connected() {

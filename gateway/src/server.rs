@@ -169,6 +169,13 @@ pub fn run(cfg: GatewayConfig, upgrade: bool, extra: Vec<Extra>) -> Result<(), S
             Ok(n) => {
                 tracing::info!(store = %cfg.fleet.as_ref().map_or("", |f| f.endpoint.as_str()), applied = n, "fleet mode: in sync with the fleet store")
             }
+            // A store that answers but fails the TLS trust check is a configuration fault (wrong
+            // `redis_ca_file`, a missing client certificate), not an outage: refused loudly.
+            Err(e) if crate::fleet::tls_refused(&e) => {
+                return Err(format!(
+                    "fleet mode: the fleet store's TLS handshake failed ({e}): check fleet.redis_ca_file (the CA that signed the store's certificate, whose names must include the URL's host) and, if the store asks for one, fleet.redis_client_cert_file/redis_client_key_file"
+                ))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "fleet mode: the fleet store is unreachable at start; serving the last known state")
             }

@@ -141,6 +141,14 @@ pub struct CertPair {
     pub not_after: i64,
 }
 
+/// Makes ring the process's rustls provider (once; later calls are no-ops). Every TLS client and
+/// server built through rustls's process default (the fleet's `rediss://` client builds its config
+/// that way) then works even if a second provider's feature were ever compiled in, where rustls
+/// would otherwise refuse to pick one and panic.
+pub fn install_provider() {
+    let _ = CryptoProvider::install_default(rustls::crypto::ring::default_provider());
+}
+
 fn provider() -> Arc<CryptoProvider> {
     CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
@@ -150,6 +158,33 @@ fn read_pem(path: &Path) -> Result<Vec<rustls_pemfile::Item>, String> {
     rustls_pemfile::read_all(&mut bytes.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: not PEM: {e}", path.display()))
+}
+
+/// The first private key of a PEM file.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    read_pem(path)?
+        .into_iter()
+        .find_map(|i| match i {
+            rustls_pemfile::Item::Pkcs8Key(k) => Some(PrivateKeyDer::from(k)),
+            rustls_pemfile::Item::Pkcs1Key(k) => Some(PrivateKeyDer::from(k)),
+            rustls_pemfile::Item::Sec1Key(k) => Some(PrivateKeyDer::from(k)),
+            _ => None,
+        })
+        .ok_or_else(|| format!("{}: no private key in the file", path.display()))
+}
+
+/// Checks a client certificate pair (the fleet's mTLS to Redis): a chain and a key that parse,
+/// and the key is the certificate's. No name or validity check: the server judges those.
+pub fn check_client_pair(cert: &Path, key: &Path) -> Result<(), String> {
+    let chain = crate::alerting::tls::read_ca_file(cert)?;
+    let key_der = read_key(key)?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| format!("{}: unusable private key: {e}", key.display()))?;
+    CertifiedKey::new(chain, signing)
+        .keys_match()
+        .map_err(|e| format!("{} and {}: the key does not match the certificate ({e})", key.display(), cert.display()))
 }
 
 /// Loads a pair and checks it: a chain and a key that parse, the key is the certificate's, the
@@ -165,15 +200,7 @@ pub fn load_pair(spec: &CertSpec, now: i64) -> Result<CertPair, String> {
     let Some(leaf) = chain.first().cloned() else {
         return Err(format!("{}: no certificate in the file", spec.cert.display()));
     };
-    let key: PrivateKeyDer<'static> = read_pem(&spec.key)?
-        .into_iter()
-        .find_map(|i| match i {
-            rustls_pemfile::Item::Pkcs8Key(k) => Some(PrivateKeyDer::from(k)),
-            rustls_pemfile::Item::Pkcs1Key(k) => Some(PrivateKeyDer::from(k)),
-            rustls_pemfile::Item::Sec1Key(k) => Some(PrivateKeyDer::from(k)),
-            _ => None,
-        })
-        .ok_or_else(|| format!("{}: no private key in the file", spec.key.display()))?;
+    let key = read_key(&spec.key)?;
     let signing = provider()
         .key_provider
         .load_private_key(key)
@@ -387,7 +414,7 @@ pub const METRICS: &[&dyn Declared] = &[&TLS_CERTIFICATE_NOT_AFTER_SECONDS, &TLS
 impl TlsState {
     /// Loads every pair (the gateway does not start on a pair it cannot serve).
     pub fn start(cfg: TlsConfig, events: Arc<EventBus>) -> Result<Arc<TlsState>, String> {
-        let _ = CryptoProvider::install_default(rustls::crypto::ring::default_provider());
+        install_provider();
         let now = chrono::Utc::now().timestamp();
         let mut pairs = Vec::new();
         let mut seen = Vec::new();

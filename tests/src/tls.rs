@@ -60,8 +60,8 @@ impl Pki {
         self.dir.path().join("ca.pem")
     }
 
-    /// A leaf `<name>.pem`/`<name>.key` signed by the CA for these DNS names (server and client
-    /// use), valid for `days` (negative: already expired). Returns (cert, key).
+    /// A leaf `<name>.pem`/`<name>.key` signed by the CA for these DNS names or IP addresses
+    /// (server and client use), valid for `days` (negative: already expired). Returns (cert, key).
     pub fn leaf(&self, name: &str, dns: &[&str], days: i64) -> (PathBuf, PathBuf) {
         let p = |f: &str| self.dir.path().join(f).display().to_string();
         let (cert, key, csr, ext) = (
@@ -85,7 +85,11 @@ impl Pki {
             "-subj",
             &format!("/CN={name}"),
         ]);
-        let san: Vec<String> = dns.iter().map(|d| format!("DNS:{d}")).collect();
+        // An IP address is an IP name (servers that announce their address: Sentinel, Cluster).
+        let san: Vec<String> = dns
+            .iter()
+            .map(|d| if d.parse::<std::net::IpAddr>().is_ok() { format!("IP:{d}") } else { format!("DNS:{d}") })
+            .collect();
         std::fs::write(
             &ext,
             format!(

@@ -14,6 +14,8 @@ pub(crate) fn routes() -> &'static str {
 pub(crate) struct Redis {
     child: Child,
     pub(crate) port: u16,
+    /// `redis-cli`'s arguments before the command (the port; TLS files for a TLS server).
+    cli: Vec<String>,
 }
 
 impl Redis {
@@ -24,44 +26,55 @@ impl Redis {
 
     /// [`Redis::start`] with `requirepass` (none when empty).
     pub(crate) fn start_with_password(port: Option<u16>, password: &str) -> Option<Redis> {
+        let port = port.unwrap_or_else(free_port);
+        let mut args = vec!["--port".to_string(), port.to_string()];
+        if !password.is_empty() {
+            args.extend(["--requirepass".to_string(), password.to_string()]);
+        }
+        let ping: Vec<&str> =
+            if password.is_empty() { vec!["PING"] } else { vec!["-a", password, "--no-auth-warning", "PING"] };
+        Redis::spawn(port, args, vec!["-p".into(), port.to_string()], &ping)
+    }
+
+    /// A fresh redis-server that speaks TLS only (`--port 0 --tls-port`), its certificate
+    /// `pki.leaf("redis", ["localhost"])`; with `auth_clients` it asks for a client certificate
+    /// signed by the same CA (mTLS). `redis-cli` talks to it with `pki.leaf("cli")`.
+    pub(crate) fn start_tls(port: Option<u16>, pki: &portcullis_tests::tls::Pki, auth_clients: bool) -> Option<Redis> {
+        let port = port.unwrap_or_else(free_port);
+        let (cert, key) = pki.leaf("redis", &["localhost"], 2);
+        let (cli_cert, cli_key) = pki.leaf("cli", &["cli"], 2);
+        let f = |p: &std::path::Path| p.display().to_string();
+        let args = tls_server_args(port, &cert, &key, &pki.ca(), auth_clients);
+        let cli: Vec<String> = ["--tls", "--cacert", &f(&pki.ca()), "--cert", &f(&cli_cert), "--key", &f(&cli_key)]
+            .map(String::from)
+            .into_iter()
+            .chain(["-h".into(), "localhost".into(), "-p".into(), port.to_string()])
+            .collect();
+        Redis::spawn(port, args, cli, &["PING"])
+    }
+
+    pub(crate) fn spawn(port: u16, args: Vec<String>, cli: Vec<String>, ping: &[&str]) -> Option<Redis> {
         if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
             eprintln!("!!!!! SKIPPED: redis-server is not installed (.ci/run installs it) !!!!!");
             return None;
         }
-        let port = port.unwrap_or_else(|| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        });
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--enable-debug-command",
-                "local",
-            ])
-            .args(if password.is_empty() { vec![] } else { vec!["--requirepass", password] })
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let r = Redis { child, port };
-        let ping: Vec<&str> =
-            if password.is_empty() { vec!["PING"] } else { vec!["-a", password, "--no-auth-warning", "PING"] };
+        let r = Redis { child, port, cli };
         assert!(
-            wait_until(Duration::from_secs(5), Duration::from_millis(20), || r.cli(&ping) == "PONG"),
+            wait_until(Duration::from_secs(5), Duration::from_millis(20), || r.cli(ping) == "PONG"),
             "redis-server did not start"
         );
         Some(r)
     }
 
     pub(crate) fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        let out = Command::new("redis-cli").args(&self.cli).args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -85,6 +98,38 @@ fn instance(up: &Upstream, state: &std::path::Path, redis: u16, fleet: &str) -> 
         .state_dir(state)
         .extra(&format!("fleet:\n  redis_url: \"redis://127.0.0.1:{redis}\"\n  id: {fleet}\n"))
         .start()
+}
+
+/// redis-server's arguments for a TLS-only listener on `port` (no plaintext port).
+pub(crate) fn tls_server_args(
+    port: u16,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    ca: &std::path::Path,
+    auth_clients: bool,
+) -> Vec<String> {
+    let f = |p: &std::path::Path| p.display().to_string();
+    [
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &f(cert),
+        "--tls-key-file",
+        &f(key),
+        "--tls-ca-cert-file",
+        &f(ca),
+        "--tls-auth-clients",
+        if auth_clients { "yes" } else { "no" },
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A port free a moment ago (for a server the test starts and may restart on the same port).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub(crate) fn put(gw: &Gateway, path: &str, body: &str) -> portcullis_tests::Resp {
@@ -462,7 +507,7 @@ fn a_fleet_section_that_cannot_be_honoured_stops_the_start_and_the_password_is_n
     let up = Upstream::start("app");
     let base = || Cfg::new(&[up.addr()]).routes(routes());
     for (fleet, env, says) in [
-        ("  redis_url: \"rediss://127.0.0.1:6390\"\n  id: prod\n", vec![], "rediss://"),
+        ("  redis_url: \"rediss://127.0.0.1:6390/#insecure\"\n  id: prod\n", vec![], "#insecure"),
         ("  redis_url: \"http://127.0.0.1:6390\"\n  id: prod\n", vec![], "redis://"),
         ("  redis_url: \"redis://127.0.0.1:6390\"\n  id: \"prod:x\"\n", vec![], "fleet.id"),
         (

@@ -159,7 +159,7 @@ fn a_tampered_rate_counter_fails_closed_for_its_key_and_crashes_nothing() {
     assert!(windows.iter().all(|&w| w <= 10), "{windows:?}");
 }
 
-const HOOKS: &str = "webhooks:\n  - id: github\n    path_prefix: /api/hooks/github\n    provider: github\n    secrets: [{id: current, env: PC_GH}]\n    replay_window_seconds: 60\n  - id: sw\n    path_prefix: /api/hooks/sw\n    provider: standard_webhooks\n    secrets: [{id: sw-1, env: PC_SW}]\n";
+pub(crate) const HOOKS: &str = "webhooks:\n  - id: github\n    path_prefix: /api/hooks/github\n    provider: github\n    secrets: [{id: current, env: PC_GH}]\n    replay_window_seconds: 60\n  - id: sw\n    path_prefix: /api/hooks/sw\n    provider: standard_webhooks\n    secrets: [{id: sw-1, env: PC_SW}]\n";
 
 fn hooks_instance(up: &Upstream, state: &std::path::Path, redis: u16, id: &str, more: &str) -> Gateway {
     use crate::webhooks::{GH, SW};
