@@ -57,16 +57,9 @@ pub struct AnomalyState {
     counts: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
-/// What a request's scoring asks the proxy to do.
-#[derive(Debug, Default)]
-pub struct Verdict {
-    /// Wait this long before forwarding (amber, enforced).
-    pub delay: Option<Duration>,
-    /// Events for amber zones (flagged).
-    pub flagged: Vec<Finding>,
-    /// A red zone: the finding, and what its rule does (`None`: monitor).
-    pub red: Option<(Finding, Option<Containment>)>,
-}
+/// What a request's scoring asks the proxy to do: the pipeline's anomaly stage turns it into
+/// scores, a delay and a red finding.
+pub use portcullis_rules::pipeline::Scoring as Verdict;
 
 /// Holds one delay slot until dropped.
 pub struct Slot<'a>(&'a AtomicUsize);

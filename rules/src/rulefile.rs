@@ -225,6 +225,8 @@ pub struct Snapshot {
     /// The IP list files the rules read, in the order first read (each read and parsed once,
     /// however many rules name it).
     pub lists: Vec<ListSummary>,
+    /// The request checks that have something to do, in order (see [`crate::pipeline`]).
+    pub pipeline: crate::pipeline::Pipeline,
     rules: Vec<RuleInfo>,
     by_id: HashMap<Arc<str>, usize>,
 }
@@ -248,9 +250,17 @@ impl Snapshot {
             anomaly: Anomalies::default(),
             assets: Vec::new(),
             lists: Vec::new(),
+            pipeline: crate::pipeline::Pipeline::default(),
             rules: Vec::new(),
             by_id: HashMap::new(),
         }
+        .with_pipeline()
+    }
+
+    /// Builds [`Snapshot::pipeline`] from the compiled rules.
+    fn with_pipeline(mut self) -> Snapshot {
+        self.pipeline = crate::pipeline::Pipeline::build(&self);
+        self
     }
 
     /// Number of rules across every file and section.
@@ -438,9 +448,11 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         anomaly: Anomalies::new(an),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         lists: lists.into_iter().map(|l| l.summary).collect(),
+        pipeline: crate::pipeline::Pipeline::default(),
         rules,
         by_id,
-    })
+    }
+    .with_pipeline())
 }
 
 /// The version of files plus the assets they read: [`version_of`] when there are none, else the
