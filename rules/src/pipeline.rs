@@ -2,9 +2,9 @@
 //! ordered list of stages held by the compiled [`Snapshot`].
 //!
 //! A stage is a [`RequestCheck`]: it says what it needs (the head only, the body up to a cap, the
-//! verified identity), which runtime [`Flag`] turns it off, which events its findings become, and
-//! checks the borrowed [`RequestView`], pushing findings into the request's [`Outcome`]. The
-//! gateway's Pingora glue loops over [`Snapshot::pipeline`]: it reads the body once when a stage
+//! verified identity), which runtime [`Flag`] turns it off, which events its findings become
+//! ([`StageInfo`]), and checks the borrowed [`RequestView`], pushing findings into the request's
+//! [`Outcome`]. The gateway's Pingora glue loops over [`Snapshot::pipeline`]: it reads the body once when a stage
 //! needs it, calls each stage in order until one denies, and does the asynchronous work a stage
 //! hands back as a [`FollowUp`] (a fleet round trip, containment) before the next stage runs.
 //!
@@ -52,32 +52,68 @@ pub static STAGES: &[&dyn RequestCheck] = &[
 /// The most stages a pipeline holds (the glue plans a request on the stack).
 pub const MAX_STAGES: usize = 16;
 
-/// One check of the request path. Implementations are unit structs: everything they read comes
-/// from the snapshot, the request and the runtime.
-pub trait RequestCheck: Sync {
+/// What a stage is: its name, the runtime flag that turns it off, the events its findings
+/// become, whether it reads the verified identity, and whether a snapshot gives it work.
+#[derive(Debug, Clone, Copy)]
+pub struct StageInfo {
     /// Stable name, e.g. `firewall`: logs, docs and tests.
-    fn name(&self) -> &'static str;
-
+    pub name: &'static str,
     /// The runtime flag that turns the stage off, if any.
-    fn flag(&self) -> Option<Flag> {
-        None
-    }
-
+    pub flag: Option<Flag>,
     /// The event types its findings become.
-    fn events(&self) -> &'static [EventType];
+    pub events: &'static [EventType],
+    /// It reads the verified identity: it must come after the identity stage.
+    pub needs_identity: bool,
+    /// Whether the snapshot gives it anything to do (asked once, when the snapshot is compiled:
+    /// a stage without rules is not in [`Snapshot::pipeline`]).
+    pub present: fn(&Snapshot) -> bool,
+}
 
-    /// Whether it reads the verified identity: it must come after the identity stage.
-    fn needs_identity(&self) -> bool {
-        false
+impl StageInfo {
+    /// A stage named `name` whose findings become `events`, present when `present` says so.
+    pub const fn new(name: &'static str, events: &'static [EventType], present: fn(&Snapshot) -> bool) -> Self {
+        StageInfo { name, flag: None, events, needs_identity: false, present }
     }
 
-    /// Whether the snapshot gives it anything to do (decided once, when the snapshot is
-    /// compiled: a stage without rules is not in [`Snapshot::pipeline`]).
-    fn present(&self, snapshot: &Snapshot) -> bool;
+    /// Turned off with `flag`.
+    pub const fn gated_by(self, flag: Flag) -> Self {
+        StageInfo { flag: Some(flag), ..self }
+    }
+
+    /// Reads the verified identity.
+    pub const fn after_identity(self) -> Self {
+        StageInfo { needs_identity: true, ..self }
+    }
+}
+
+/// What a stage's check is given: the snapshot, the request, the body as far as it asked for it,
+/// and the runtime state.
+#[derive(Clone, Copy)]
+pub struct Input<'a, 's> {
+    /// The pinned rules.
+    pub snapshot: &'s Snapshot,
+    /// The request.
+    pub req: &'a Request<'a>,
+    /// The body, with this stage's need.
+    pub body: Body<'a>,
+    /// The gateway's runtime state.
+    pub rt: &'a dyn Runtime,
+}
+
+/// One check of the request path. Implementations are unit structs: everything they read comes
+/// from the [`Input`].
+pub trait RequestCheck: Sync {
+    /// What the stage is.
+    fn info(&self) -> &'static StageInfo;
+
+    /// Its name.
+    fn name(&self) -> &'static str {
+        self.info().name
+    }
 
     /// Whether it runs now: by default, unless its flag is off.
     fn active(&self, _snapshot: &Snapshot, rt: &dyn Runtime) -> bool {
-        self.flag().is_none_or(|f| rt.flag(f))
+        self.info().flag.is_none_or(|f| rt.flag(f))
     }
 
     /// How much of the body it needs for this request (bytes), or `None` for the head only. The
@@ -89,14 +125,7 @@ pub trait RequestCheck: Sync {
 
     /// The check. Pushes findings into `run.outcome` (whose mode rules apply: `Break` once a
     /// finding enforces); may record what later stages or the glue need in `run`.
-    fn check<'s>(
-        &self,
-        snapshot: &'s Snapshot,
-        req: &Request<'_>,
-        body: Body<'_>,
-        rt: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()>;
+    fn check<'s>(&self, input: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()>;
 }
 
 /// The snapshot's ordered list of the stages that have rules (and those that act on runtime state
@@ -109,7 +138,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// The stages of [`STAGES`] that `snapshot` gives something to do, in order.
     pub fn build(snapshot: &Snapshot) -> Pipeline {
-        Pipeline { stages: STAGES.iter().copied().filter(|s| s.present(snapshot)).take(MAX_STAGES).collect() }
+        Pipeline { stages: STAGES.iter().copied().filter(|s| (s.info().present)(snapshot)).take(MAX_STAGES).collect() }
     }
 
     /// The stages, in order.

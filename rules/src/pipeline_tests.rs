@@ -5,7 +5,7 @@ use crate::rulefile::{compile, SourceFile};
 fn every_stage_that_reads_the_identity_comes_after_it() {
     let identity = STAGES.iter().position(|s| s.name() == "identity").unwrap();
     for (i, s) in STAGES.iter().enumerate() {
-        if s.needs_identity() {
+        if s.info().needs_identity {
             assert!(i > identity, "{} runs before the identity stage", s.name());
         }
     }
@@ -61,7 +61,7 @@ fn a_stage_sees_the_body_as_its_own_need_allows() {
 
 #[test]
 fn flags_gate_the_stages_that_name_one() {
-    let gated: Vec<_> = STAGES.iter().filter_map(|s| s.flag().map(|f| (s.name(), f.name()))).collect();
+    let gated: Vec<_> = STAGES.iter().filter_map(|s| s.info().flag.map(|f| (s.name(), f.name()))).collect();
     assert_eq!(
         gated,
         [
@@ -148,7 +148,8 @@ fn drive<'s>(snap: &'s Snapshot, req: &Request<'_>, rt: &dyn Runtime) -> (Run<'s
     for stage in snap.pipeline.stages().iter().filter(|s| s.active(snap, rt)) {
         ran.push(stage.name());
         let body = Body { read: Read::NotRead, need: stage.body_needed(snap, req, rt) };
-        if stage.check(snap, req, body, rt, &mut run).is_break() || run.follow_up.is_some() {
+        let input = Input { snapshot: snap, req, body, rt };
+        if stage.check(&input, &mut run).is_break() || run.follow_up.is_some() {
             break;
         }
     }
@@ -205,7 +206,10 @@ fn a_suspended_tenant_of_the_identity_is_refused() {
         credential: None,
     });
     let mut run = Run { identity, ..Run::default() };
-    let flow = stages::TenantSuspensions.check(&snap, &req, Body { read: Read::NotRead, need: None }, &rt, &mut run);
+    let flow = stages::TenantSuspensions.check(
+        &Input { snapshot: &snap, req: &req, body: Body { read: Read::NotRead, need: None }, rt: &rt },
+        &mut run,
+    );
     assert!(flow.is_break());
     assert_eq!(run.outcome.deny.map(|f| f.deny.reason), Some("tenant_suspended".into()));
 }
@@ -217,11 +221,15 @@ fn an_authentication_failure_waits_for_the_rate_limits_then_stops() {
     let req = request(&headers);
     let mut run = Run::default();
     let none = Body { read: Read::NotRead, need: None };
-    assert!(stages::Authentication.check(&snap, &req, none, &Fake::default(), &mut run).is_continue());
+    assert!(stages::Authentication
+        .check(&Input { snapshot: &snap, req: &req, body: none, rt: &Fake::default() }, &mut run)
+        .is_continue());
     let mut f = crate::operator::address_blocked("x");
     f.event = EventType::AuthFailure;
     run.auth_failure = Some(Box::new(f));
-    assert!(stages::Authentication.check(&snap, &req, none, &Fake::default(), &mut run).is_break());
+    assert!(stages::Authentication
+        .check(&Input { snapshot: &snap, req: &req, body: none, rt: &Fake::default() }, &mut run)
+        .is_break());
     assert_eq!(run.outcome.deny.map(|f| f.event), Some(EventType::AuthFailure));
     assert!(run.auth_failure.is_none());
 }
@@ -234,7 +242,9 @@ fn a_webhook_stage_with_no_rule_for_the_request_does_nothing() {
     let mut run = Run::default();
     // No need: no rule for this request, nothing looked up.
     let none = Body { read: Read::Over, need: None };
-    assert!(stages::WebhookStage.check(&snap, &req, none, &Fake::default(), &mut run).is_continue());
+    assert!(stages::WebhookStage
+        .check(&Input { snapshot: &snap, req: &req, body: none, rt: &Fake::default() }, &mut run)
+        .is_continue());
     assert!(run.refusal.is_none() && run.outcome.is_clean());
 }
 
@@ -256,7 +266,9 @@ fn anomaly_scores_delay_and_a_red_zone_is_left_to_the_glue_to_contain() {
     let rt = Fake { scoring: std::cell::RefCell::new(Some(scoring)), ..Fake::default() };
     let mut run = Run::default();
     let none = Body { read: Read::NotRead, need: None };
-    assert!(stages::AnomalyStage.check(&snap, &req, none, &rt, &mut run).is_continue());
+    assert!(stages::AnomalyStage
+        .check(&Input { snapshot: &snap, req: &req, body: none, rt: &rt }, &mut run)
+        .is_continue());
     assert_eq!(run.outcome.scored.len(), 1);
     assert_eq!(run.outcome.delay, Some(Duration::from_millis(250)));
     assert!(run.outcome.deny.is_none(), "the glue adds the red finding once contained");
@@ -274,7 +286,7 @@ fn anomaly_scores_delay_and_a_red_zone_is_left_to_the_glue_to_contain() {
         ..Fake::default()
     };
     let mut run = Run::default();
-    let _ = stages::AnomalyStage.check(&snap, &req, none, &rt, &mut run);
+    let _ = stages::AnomalyStage.check(&Input { snapshot: &snap, req: &req, body: none, rt: &rt }, &mut run);
     assert!(run.follow_up.is_none());
     assert_eq!(run.outcome.deny.map(|f| f.event), Some(EventType::AnomalyRed));
 }

@@ -7,53 +7,45 @@ use crate::flag::Flag;
 use crate::identity::{AuthInput, Authn};
 use crate::limits::{KeyInput, LimitCheck};
 use crate::operator;
-use crate::pipeline::{Body, FollowUp, Read, Request, RequestCheck, Run, Runtime};
+use crate::pipeline::{FollowUp, Input, Read, Request, RequestCheck, Run, Runtime, StageInfo};
 use crate::rulefile::Snapshot;
 use crate::tenant::{BodyInput, Principal};
-use crate::verdict::{EventType, Outcome};
+use crate::verdict::EventType;
 use crate::webhook::rules::Checked;
 use std::ops::ControlFlow;
 
 /// Merges a rate-limit or quota answer into the run: its flagged findings, its refusal (whose
 /// event may be left to the aggregator), and the headers for a passing response.
 fn apply_limits(check: LimitCheck, run: &mut Run<'_>) -> ControlFlow<()> {
-    let out: &mut Outcome = &mut run.outcome;
     for f in check.outcome.flagged {
-        let _ = out.add(f);
+        let _ = run.outcome.add(f);
     }
     if let Some(deny) = check.outcome.deny {
         run.deny_aggregated = !check.deny_event;
-        return out.add(deny);
+        return run.outcome.add(deny);
     }
     run.limit_headers.extend(check.headers);
     ControlFlow::Continue(())
+}
+
+/// Operator blocks and tenant suspensions are runtime state, not rules: always in the pipeline
+/// (active only while some exist).
+fn always(_: &Snapshot) -> bool {
+    true
 }
 
 /// The operator's address blocks: they hold whatever the firewall flag says.
 pub struct OperatorBlocks;
 
 impl RequestCheck for OperatorBlocks {
-    fn name(&self) -> &'static str {
-        "operator_blocks"
-    }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::FirewallBlock]
-    }
-    fn present(&self, _: &Snapshot) -> bool {
-        true // runtime state, not rules
+    fn info(&self) -> &'static StageInfo {
+        &const { StageInfo::new("operator_blocks", &[EventType::FirewallBlock], always) }
     }
     fn active(&self, _: &Snapshot, rt: &dyn Runtime) -> bool {
         rt.any_operator_block()
     }
-    fn check<'s>(
-        &self,
-        _: &'s Snapshot,
-        req: &Request<'_>,
-        _: Body<'_>,
-        rt: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
-        match req.view.client_ip.and_then(|ip| rt.blocked_address(ip)) {
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        match i.req.view.client_ip.and_then(|ip| i.rt.blocked_address(ip)) {
             Some(block) => run.outcome.add(operator::address_blocked(&block)),
             None => ControlFlow::Continue(()),
         }
@@ -64,27 +56,13 @@ impl RequestCheck for OperatorBlocks {
 pub struct FirewallStage;
 
 impl RequestCheck for FirewallStage {
-    fn name(&self) -> &'static str {
-        "firewall"
+    fn info(&self) -> &'static StageInfo {
+        &const {
+            StageInfo::new("firewall", &[EventType::FirewallBlock], |s| !s.firewall.is_empty()).gated_by(Flag::Firewall)
+        }
     }
-    fn flag(&self) -> Option<Flag> {
-        Some(Flag::Firewall)
-    }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::FirewallBlock]
-    }
-    fn present(&self, s: &Snapshot) -> bool {
-        !s.firewall.is_empty()
-    }
-    fn check<'s>(
-        &self,
-        s: &'s Snapshot,
-        req: &Request<'_>,
-        _: Body<'_>,
-        _: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
-        s.firewall.check(&req.view, &mut run.outcome)
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        i.snapshot.firewall.check(&i.req.view, &mut run.outcome)
     }
 }
 
@@ -93,35 +71,23 @@ impl RequestCheck for FirewallStage {
 pub struct IdentityStage;
 
 impl RequestCheck for IdentityStage {
-    fn name(&self) -> &'static str {
-        "identity"
+    fn info(&self) -> &'static StageInfo {
+        &const { StageInfo::new("identity", &[], |s| !s.identity.is_empty()) }
     }
-    fn events(&self) -> &'static [EventType] {
-        &[]
-    }
-    fn present(&self, s: &Snapshot) -> bool {
-        !s.identity.is_empty()
-    }
-    fn check<'s>(
-        &self,
-        s: &'s Snapshot,
-        req: &Request<'_>,
-        _: Body<'_>,
-        rt: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        let rt = i.rt;
         let revoked = |id: &str| rt.session_revoked(id);
         let blocked = |sub: &str| rt.subject_blocked(sub);
         let allowlisted = |k: &str| rt.allowlisted(k);
         let input = AuthInput {
-            view: &req.view,
-            peer_trusted: req.peer_trusted,
-            now_unix: req.now,
+            view: &i.req.view,
+            peer_trusted: i.req.peer_trusted,
+            now_unix: i.req.now,
             revoked: &revoked,
             blocked: &blocked,
             allowlisted: &allowlisted,
         };
-        match s.identity.authenticate(&input) {
+        match i.snapshot.identity.authenticate(&input) {
             Authn::Verified(who) => run.identity = Some(who),
             Authn::Failed(f) => run.auth_failure = Some(f),
             Authn::NotConfigured | Authn::Anonymous => {}
@@ -135,32 +101,17 @@ impl RequestCheck for IdentityStage {
 pub struct RateLimitStage;
 
 impl RequestCheck for RateLimitStage {
-    fn name(&self) -> &'static str {
-        "rate_limits"
+    fn info(&self) -> &'static StageInfo {
+        &const {
+            StageInfo::new("rate_limits", &[EventType::RateLimitHit], |s| !s.rate_limits.is_empty())
+                .gated_by(Flag::RateLimit)
+                .after_identity()
+        }
     }
-    fn flag(&self) -> Option<Flag> {
-        Some(Flag::RateLimit)
-    }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::RateLimitHit]
-    }
-    fn needs_identity(&self) -> bool {
-        true
-    }
-    fn present(&self, s: &Snapshot) -> bool {
-        !s.rate_limits.is_empty()
-    }
-    fn check<'s>(
-        &self,
-        s: &'s Snapshot,
-        req: &Request<'_>,
-        _: Body<'_>,
-        rt: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
-        let l = rt.limiting();
-        let key = KeyInput { view: &req.view, identity: run.identity.as_ref() };
-        let check = s.rate_limits.check_fleet(&key, l.now, l.agg, l.fleet);
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        let l = i.rt.limiting();
+        let key = KeyInput { view: &i.req.view, identity: run.identity.as_ref() };
+        let check = i.snapshot.rate_limits.check_fleet(&key, l.now, l.agg, l.fleet);
         apply_limits(check, run)
     }
 }
@@ -169,26 +120,10 @@ impl RequestCheck for RateLimitStage {
 pub struct Authentication;
 
 impl RequestCheck for Authentication {
-    fn name(&self) -> &'static str {
-        "authentication"
+    fn info(&self) -> &'static StageInfo {
+        &const { StageInfo::new("authentication", &[EventType::AuthFailure], |s| !s.identity.is_empty()).after_identity() }
     }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::AuthFailure]
-    }
-    fn needs_identity(&self) -> bool {
-        true
-    }
-    fn present(&self, s: &Snapshot) -> bool {
-        !s.identity.is_empty()
-    }
-    fn check<'s>(
-        &self,
-        _: &'s Snapshot,
-        _: &Request<'_>,
-        _: Body<'_>,
-        _: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
+    fn check<'s>(&self, _: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
         match run.auth_failure.take() {
             Some(f) => run.outcome.add(*f),
             None => ControlFlow::Continue(()),
@@ -200,47 +135,32 @@ impl RequestCheck for Authentication {
 pub struct WebhookStage;
 
 impl RequestCheck for WebhookStage {
-    fn name(&self) -> &'static str {
-        "webhooks"
-    }
-    fn flag(&self) -> Option<Flag> {
-        Some(Flag::WebhookVerification)
-    }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::WebhookInvalidSignature, EventType::FleetStoreUnavailable]
-    }
-    fn present(&self, s: &Snapshot) -> bool {
-        !s.webhooks.is_empty()
+    fn info(&self) -> &'static StageInfo {
+        const EVENTS: &[EventType] = &[EventType::WebhookInvalidSignature, EventType::FleetStoreUnavailable];
+        &const { StageInfo::new("webhooks", EVENTS, |s| !s.webhooks.is_empty()).gated_by(Flag::WebhookVerification) }
     }
     fn body_needed(&self, s: &Snapshot, req: &Request<'_>, _: &dyn Runtime) -> Option<u64> {
         s.webhooks.for_request(&req.view).map(|w| w.body_cap(req.route_body_cap))
     }
-    fn check<'s>(
-        &self,
-        s: &'s Snapshot,
-        req: &Request<'_>,
-        body: Body<'_>,
-        rt: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
-        // No need: no rule for this request (the lookup is done again only when one applies).
-        if body.need.is_none() {
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        // No need: no rule for this request (looked up again only when one applies).
+        if i.body.need.is_none() {
             return ControlFlow::Continue(());
         }
-        let Some(rule) = s.webhooks.for_request(&req.view) else { return ControlFlow::Continue(()) };
-        let Read::Whole(b) = body.read else {
+        let Some(rule) = i.snapshot.webhooks.for_request(&i.req.view) else { return ControlFlow::Continue(()) };
+        let Read::Whole(b) = i.body.read else {
             // Over the cap (declared, or found while reading), or not read: 413.
             run.refusal = Some(crate::deny::Deny::new(crate::deny::DenyCode::PayloadTooLarge, "webhook_body_over_cap"));
             return ControlFlow::Break(());
         };
-        match rule.check(req.view.headers, b, req.now, rt.replay_cache()) {
+        match rule.check(i.req.view.headers, b, i.req.now, i.rt.replay_cache()) {
             Checked::Accepted { secret_id, claim } => {
                 run.follow_up = Some(FollowUp::WebhookAccepted { rule, secret_id, claim });
                 ControlFlow::Continue(())
             }
             Checked::Refused(f) => {
                 let detail = |k: &str| f.detail.get(k).and_then(|v| v.as_str()).unwrap_or("");
-                rt.count_webhook(&rule.id, detail("reason"), detail("secret_id"));
+                i.rt.count_webhook(&rule.id, detail("reason"), detail("secret_id"));
                 run.outcome.add(*f)
             }
         }
@@ -251,76 +171,42 @@ impl RequestCheck for WebhookStage {
 pub struct SsrfStage;
 
 impl RequestCheck for SsrfStage {
-    fn name(&self) -> &'static str {
-        "ssrf"
-    }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::SsrfBlock]
-    }
-    fn present(&self, s: &Snapshot) -> bool {
-        !s.ssrf.is_empty()
+    fn info(&self) -> &'static StageInfo {
+        &const { StageInfo::new("ssrf", &[EventType::SsrfBlock], |s| !s.ssrf.is_empty()) }
     }
     fn body_needed(&self, s: &Snapshot, req: &Request<'_>, _: &dyn Runtime) -> Option<u64> {
         s.ssrf.body_needed(&req.view).map(|c| c as u64)
     }
-    fn check<'s>(
-        &self,
-        s: &'s Snapshot,
-        req: &Request<'_>,
-        body: Body<'_>,
-        _: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
-        s.ssrf.check(&req.view, body.input(), &mut run.outcome)
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        i.snapshot.ssrf.check(&i.req.view, i.body.input(), &mut run.outcome)
     }
-}
-
-/// The tenant scope's body need, when the tenant-scope flag lets it run.
-fn tenant_body(s: &Snapshot, req: &Request<'_>, rt: &dyn Runtime) -> Option<u64> {
-    if s.tenant.is_empty() || !rt.flag(Flag::TenantScope) {
-        return None;
-    }
-    s.tenant.body_needed(&req.view).map(|c| c as u64)
 }
 
 /// The operator's tenant suspensions: the identity's tenant, and every tenant the request
-/// targets (as the tenant-scope rules read it).
+/// targets (as the tenant-scope rules read it, when they run).
 pub struct TenantSuspensions;
 
 impl RequestCheck for TenantSuspensions {
-    fn name(&self) -> &'static str {
-        "tenant_suspensions"
-    }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::FirewallBlock]
-    }
-    fn needs_identity(&self) -> bool {
-        true
-    }
-    fn present(&self, _: &Snapshot) -> bool {
-        true // runtime state, not rules
+    fn info(&self) -> &'static StageInfo {
+        &const { StageInfo::new("tenant_suspensions", &[EventType::FirewallBlock], always).after_identity() }
     }
     fn active(&self, _: &Snapshot, rt: &dyn Runtime) -> bool {
         rt.any_suspended()
     }
     fn body_needed(&self, s: &Snapshot, req: &Request<'_>, rt: &dyn Runtime) -> Option<u64> {
-        tenant_body(s, req, rt)
+        if s.tenant.is_empty() || !rt.flag(Flag::TenantScope) {
+            return None;
+        }
+        s.tenant.body_needed(&req.view).map(|c| c as u64)
     }
-    fn check<'s>(
-        &self,
-        s: &'s Snapshot,
-        req: &Request<'_>,
-        body: Body<'_>,
-        rt: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
-        let input = match body.input() {
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        let input = match i.body.input() {
             BodyInput::TooLarge => BodyInput::NotBuffered,
             other => other,
         };
-        let targets = s.tenant.targets(&req.view, input);
-        let identity_tenant = run.identity.as_ref().and_then(|i| i.tenant.as_deref());
-        match operator::first_suspended(identity_tenant, &targets, &|t| rt.tenant_suspended(t)) {
+        let targets = i.snapshot.tenant.targets(&i.req.view, input);
+        let identity_tenant = run.identity.as_ref().and_then(|w| w.tenant.as_deref());
+        match operator::first_suspended(identity_tenant, &targets, &|t| i.rt.tenant_suspended(t)) {
             Some((t, what)) => run.outcome.add(operator::tenant_suspended(t, what)),
             None => ControlFlow::Continue(()),
         }
@@ -332,39 +218,23 @@ impl RequestCheck for TenantSuspensions {
 pub struct TenantScopeStage;
 
 impl RequestCheck for TenantScopeStage {
-    fn name(&self) -> &'static str {
-        "tenant_scope"
-    }
-    fn flag(&self) -> Option<Flag> {
-        Some(Flag::TenantScope)
-    }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::CrossTenantAttempt]
-    }
-    fn needs_identity(&self) -> bool {
-        true
-    }
-    fn present(&self, s: &Snapshot) -> bool {
-        !s.tenant.is_empty()
+    fn info(&self) -> &'static StageInfo {
+        &const {
+            StageInfo::new("tenant_scope", &[EventType::CrossTenantAttempt], |s| !s.tenant.is_empty())
+                .gated_by(Flag::TenantScope)
+                .after_identity()
+        }
     }
     fn body_needed(&self, s: &Snapshot, req: &Request<'_>, _: &dyn Runtime) -> Option<u64> {
         s.tenant.body_needed(&req.view).map(|c| c as u64)
     }
-    fn check<'s>(
-        &self,
-        s: &'s Snapshot,
-        req: &Request<'_>,
-        body: Body<'_>,
-        _: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
-        let input = body.input();
-        let who = run.identity.as_ref().map(|i| Principal {
-            subject: Some(i.subject.as_str()),
-            tenant: i.tenant.as_deref(),
-            roles: &i.roles,
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        let who = run.identity.as_ref().map(|w| Principal {
+            subject: Some(w.subject.as_str()),
+            tenant: w.tenant.as_deref(),
+            roles: &w.roles,
         });
-        s.tenant.check(&req.view, who.as_ref(), input, &mut run.outcome)
+        i.snapshot.tenant.check(&i.req.view, who.as_ref(), i.body.input(), &mut run.outcome)
     }
 }
 
@@ -373,30 +243,14 @@ impl RequestCheck for TenantScopeStage {
 pub struct QuotaStage;
 
 impl RequestCheck for QuotaStage {
-    fn name(&self) -> &'static str {
-        "quotas"
+    fn info(&self) -> &'static StageInfo {
+        &const { StageInfo::new("quotas", &[EventType::QuotaExceeded], |s| !s.quotas.is_empty()).after_identity() }
     }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::QuotaExceeded]
-    }
-    fn needs_identity(&self) -> bool {
-        true
-    }
-    fn present(&self, s: &Snapshot) -> bool {
-        !s.quotas.is_empty()
-    }
-    fn check<'s>(
-        &self,
-        s: &'s Snapshot,
-        req: &Request<'_>,
-        _: Body<'_>,
-        rt: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
-        let l = rt.limiting();
-        let input = KeyInput { view: &req.view, identity: run.identity.as_ref() };
-        let enforcement = rt.flag(Flag::QuotaEnforcement);
-        let check = s.quotas.check(l.book, &input, l.now, enforcement, l.agg);
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        let l = i.rt.limiting();
+        let key = KeyInput { view: &i.req.view, identity: run.identity.as_ref() };
+        let enforcement = i.rt.flag(Flag::QuotaEnforcement);
+        let check = i.snapshot.quotas.check(l.book, &key, l.now, enforcement, l.agg);
         apply_limits(check, run)
     }
 }
@@ -406,27 +260,12 @@ impl RequestCheck for QuotaStage {
 pub struct AnomalyStage;
 
 impl RequestCheck for AnomalyStage {
-    fn name(&self) -> &'static str {
-        "anomaly"
+    fn info(&self) -> &'static StageInfo {
+        const EVENTS: &[EventType] = &[EventType::AnomalyAmber, EventType::AnomalyRed];
+        &const { StageInfo::new("anomaly", EVENTS, |s| !s.anomaly.is_empty()).after_identity() }
     }
-    fn events(&self) -> &'static [EventType] {
-        &[EventType::AnomalyAmber, EventType::AnomalyRed]
-    }
-    fn needs_identity(&self) -> bool {
-        true
-    }
-    fn present(&self, s: &Snapshot) -> bool {
-        !s.anomaly.is_empty()
-    }
-    fn check<'s>(
-        &self,
-        s: &'s Snapshot,
-        req: &Request<'_>,
-        _: Body<'_>,
-        rt: &dyn Runtime,
-        run: &mut Run<'s>,
-    ) -> ControlFlow<()> {
-        let v = rt.score_anomaly(s, req, run.identity.as_ref());
+    fn check<'s>(&self, i: &Input<'_, 's>, run: &mut Run<'s>) -> ControlFlow<()> {
+        let v = i.rt.score_anomaly(i.snapshot, i.req, run.identity.as_ref());
         for f in v.flagged {
             run.outcome.score(f);
         }

@@ -18,7 +18,7 @@ use portcullis_rules::identity::Identity;
 use portcullis_rules::limits::Now;
 use portcullis_rules::pii::PiiPolicy;
 use portcullis_rules::pipeline::{
-    Body, FollowUp, Limiting, Read, Request, RequestCheck, Run, Runtime, Scoring, MAX_STAGES,
+    Body, FollowUp, Input, Limiting, Read, Request, RequestCheck, Run, Runtime, Scoring, MAX_STAGES,
 };
 use portcullis_rules::rulefile::Snapshot;
 use portcullis_rules::verdict::{Action, EventType, Finding, Mode, Outcome};
@@ -287,7 +287,7 @@ impl Portcullis {
                 Some(BodyRead::Complete(b) | BodyRead::NotReplayable(b)) => Read::Whole(b),
                 Some(BodyRead::DeclaredTooLarge | BodyRead::StreamedTooLarge) => Read::Over,
             };
-            let mut flow = stage.check(snapshot, &req, Body { read, need }, &rt, &mut run);
+            let mut flow = stage.check(&Input { snapshot, req: &req, body: Body { read, need }, rt: &rt }, &mut run);
             if let Some(f) = run.follow_up.take() {
                 flow = self.follow_up(f, &mut run, ctx, now, &mut accepted).await;
             }

@@ -49,64 +49,64 @@ use std::time::{Duration, Instant};
 
 /// Per-request state.
 pub struct Ctx {
-    pub(super) started: Instant,
+    started: Instant,
     /// The request id: kept from a well-formed inbound header, or generated.
     pub request_id: String,
-    pub(super) client_ip: Option<IpAddr>,
+    client_ip: Option<IpAddr>,
     /// The TCP peer is a trusted proxy (its identity headers are believed).
-    pub(super) peer_trusted: bool,
-    pub(super) host: Option<String>,
+    peer_trusted: bool,
+    host: Option<String>,
     /// The scheme the client used: `https` when TLS terminated here, believed from a trusted
     /// proxy's `X-Forwarded-Proto` otherwise (`http` by default).
-    pub(super) proto: &'static str,
-    pub(super) route: Option<usize>,
+    proto: &'static str,
+    route: Option<usize>,
     /// What was decided against the request, if anything: one value for the answer and the log.
-    pub(super) verdict: Verdict,
-    pub(super) body_bytes: u64,
-    pub(super) backend: Option<SocketAddr>,
-    pub(super) failed_backends: Vec<SocketAddr>,
-    pub(super) upstream_error: Option<UpstreamError>,
+    verdict: Verdict,
+    body_bytes: u64,
+    backend: Option<SocketAddr>,
+    failed_backends: Vec<SocketAddr>,
+    upstream_error: Option<UpstreamError>,
     /// The rules this request runs on, pinned when it started.
     pub rules: Arc<Loaded>,
     /// The verified caller, if the route has an identity rule and the caller presented a
     /// credential.
     pub identity: Option<Identity>,
     /// The whole request body, when a check read it before forwarding: what the upstream gets
-    /// (see [`read_body`]).
-    pub(super) replay_body: Option<Bytes>,
+    /// (see [`body::read_body`]).
+    replay_body: Option<Bytes>,
     /// The body was read here before forwarding (an `Expect: 100-continue` was answered here).
-    pub(super) body_read: bool,
+    body_read: bool,
     /// The request body was read to its framed end (a framing error or an early close never sets it).
-    pub(super) body_done: bool,
+    body_done: bool,
     /// The request's `Content-Length`, when it has a valid one.
-    pub(super) declared_len: Option<u64>,
+    declared_len: Option<u64>,
     /// An accepted webhook delivery's replay-cache claim: released unless the upstream answers
     /// 2xx, so the sender's retry is not refused as a replay.
-    pub(super) webhook_claim: Option<Claim>,
+    webhook_claim: Option<Claim>,
     /// The claim is held in the fleet's replay cache too.
-    pub(super) webhook_fleet: bool,
+    webhook_fleet: bool,
     /// The id of the secret that signed the delivery, for the access log.
-    pub(super) webhook_secret: Option<String>,
+    webhook_secret: Option<String>,
     /// `RateLimit-Policy` / `RateLimit` for a response that passed the limits.
-    pub(super) limit_headers: Vec<(&'static str, String)>,
+    limit_headers: Vec<(&'static str, String)>,
     /// The deny is a rate-limit or quota refusal whose event the aggregator counted instead.
-    pub(super) deny_event_aggregated: bool,
+    deny_event_aggregated: bool,
     /// The PII scan of a streamed response (see [`crate::pii`]).
-    pub(super) pii: Option<crate::pii::Streaming>,
+    pii: Option<crate::pii::Streaming>,
     /// A scanned streamed response's head, and the scanned bytes of the chunk that stopped it:
     /// what [`ProxyHttp::fail_to_proxy`] writes before cutting the response when Pingora had
     /// not written them yet (see [`Portcullis::cut`]).
-    pub(super) pii_head: Option<Box<ResponseHeader>>,
-    pub(super) pii_tail: Option<Bytes>,
+    pii_head: Option<Box<ResponseHeader>>,
+    pii_tail: Option<Bytes>,
     /// The request goes out through the gateway's own exchange, not Pingora's (a body read
-    /// whole that Pingora could not forward: see [`read_body`]).
-    pub(super) fetch_self: bool,
+    /// whole that Pingora could not forward: see [`body::read_body`]).
+    fetch_self: bool,
 }
 
 /// What the gateway decided against a request: one value, written by every phase that refuses or
 /// fails it, read by the answer and the access log.
 #[derive(Debug, Default)]
-pub(crate) enum Verdict {
+enum Verdict {
     /// Nothing so far.
     #[default]
     Pass,
@@ -122,12 +122,12 @@ pub(crate) enum Verdict {
 
 impl Verdict {
     /// Answered with `code`, for `reason`.
-    pub(super) fn deny(&mut self, code: DenyCode, reason: impl Into<Cow<'static, str>>) {
+    fn deny(&mut self, code: DenyCode, reason: impl Into<Cow<'static, str>>) {
         *self = Verdict::Denied(code, reason.into());
     }
 
     /// Failing, for `reason` (a deny code already decided stays).
-    pub(super) fn fail(&mut self, reason: impl Into<Cow<'static, str>>) {
+    fn fail(&mut self, reason: impl Into<Cow<'static, str>>) {
         match self {
             Verdict::Denied(_, r) => *r = reason.into(),
             other => *other = Verdict::Failing(reason.into()),
@@ -135,14 +135,14 @@ impl Verdict {
     }
 
     /// Failing, for `reason` unless a reason is known already.
-    pub(super) fn fail_unless_known(&mut self, reason: impl FnOnce() -> Cow<'static, str>) {
+    fn fail_unless_known(&mut self, reason: impl FnOnce() -> Cow<'static, str>) {
         if matches!(self, Verdict::Pass | Verdict::Pending(_)) {
             *self = Verdict::Failing(reason());
         }
     }
 
     /// Answered with `code` by `fail_to_proxy`: the reason known so far, else `reason`.
-    pub(super) fn answered(&mut self, code: DenyCode, reason: impl FnOnce() -> Cow<'static, str>) {
+    fn answered(&mut self, code: DenyCode, reason: impl FnOnce() -> Cow<'static, str>) {
         let why = match std::mem::take(self) {
             Verdict::Failing(r) | Verdict::Denied(_, r) => r,
             Verdict::Pass | Verdict::Pending(_) => reason(),
@@ -151,7 +151,7 @@ impl Verdict {
     }
 
     /// The deny decided from the head, taken to be answered.
-    pub(super) fn take_pending(&mut self) -> Option<Deny> {
+    fn take_pending(&mut self) -> Option<Deny> {
         match std::mem::take(self) {
             Verdict::Pending(d) => Some(d),
             other => {
@@ -162,7 +162,7 @@ impl Verdict {
     }
 
     /// The deny code answered, if any.
-    pub(super) fn code(&self) -> Option<DenyCode> {
+    fn code(&self) -> Option<DenyCode> {
         match self {
             Verdict::Denied(c, _) => Some(*c),
             _ => None,
@@ -170,7 +170,7 @@ impl Verdict {
     }
 
     /// Why, for the log (`""` when nothing was decided).
-    pub(super) fn reason(&self) -> &str {
+    fn reason(&self) -> &str {
         match self {
             Verdict::Failing(r) | Verdict::Denied(_, r) => r,
             Verdict::Pass | Verdict::Pending(_) => "",
@@ -180,11 +180,11 @@ impl Verdict {
 
 /// The gateway's proxy logic.
 pub struct Portcullis {
-    pub(super) shared: Arc<Shared>,
+    shared: Arc<Shared>,
     /// Request headers that never reach the upstream, whatever the rules: the forwarding and
     /// URL-override headers (see [`overrides`]), the configured `strip_headers`, the maintenance
     /// bypass header. Matched in every spelling ([`overrides::same_name`]).
-    pub(super) strip: overrides::NameSet,
+    strip: overrides::NameSet,
 }
 
 impl Portcullis {
@@ -201,14 +201,14 @@ impl Portcullis {
         Self { shared, strip }
     }
 
-    pub(super) fn route<'a>(&'a self, ctx: &Ctx) -> Option<&'a crate::config::Route> {
+    fn route<'a>(&'a self, ctx: &Ctx) -> Option<&'a crate::config::Route> {
         let i = ctx.route?;
         self.shared.config.routes.entries().get(i).map(|e| &e.value)
     }
 }
 
 /// A deny through the one renderer, with `X-Request-Id`: its head and body.
-pub(super) fn deny_response(request_id: &str, deny: &Deny) -> Result<(ResponseHeader, Bytes)> {
+fn deny_response(request_id: &str, deny: &Deny) -> Result<(ResponseHeader, Bytes)> {
     let r = render(deny, request_id);
     let mut h = ResponseHeader::build(r.status, Some(r.headers.len() + 1))?;
     for (k, v) in r.headers {
@@ -230,7 +230,7 @@ pub async fn send_deny(session: &mut Session, request_id: &str, deny: &Deny, clo
 }
 
 /// Answers a request with a deny (closing the connection) and records it for the access log.
-pub(super) async fn refuse(
+async fn refuse(
     session: &mut Session,
     ctx: &mut Ctx,
     deny: &Deny,
@@ -243,7 +243,7 @@ pub(super) async fn refuse(
 
 impl Portcullis {
     /// The borrowed view every check reads.
-    pub(super) fn view<'a>(
+    fn view<'a>(
         &self,
         req: &'a RequestHeader,
         ctx: &'a Ctx,
@@ -255,7 +255,7 @@ impl Portcullis {
 
 /// The borrowed view every check reads, from the parts of [`Ctx`] it needs (so that the rest of
 /// `Ctx` stays writable while the view lives).
-pub(super) fn view_of<'a>(
+fn view_of<'a>(
     req: &'a RequestHeader,
     host: Option<&'a str>,
     client_ip: Option<IpAddr>,
