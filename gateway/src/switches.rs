@@ -29,7 +29,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 // The flags themselves are the rules crate's (the request pipeline's stages name them).
-pub use portcullis_rules::flag::{Flag, FLAGS};
+pub use portcullis_rules::flag::{Flag, FlagSet, FLAGS};
 
 /// The environment variable that turns maintenance mode on at start.
 pub const MAINTENANCE_ENV: &str = "MAINTENANCE_MODE";
@@ -416,6 +416,13 @@ impl Switches {
     /// A runtime flag. Typed: there is no unknown flag to read. Lock-free, no allocation.
     pub fn flag(&self, flag: Flag) -> bool {
         self.live.load().flags.get(flag as usize).copied().unwrap_or(flag.default_on())
+    }
+
+    /// Every runtime flag's value now, from one read of the live state: what one request's
+    /// checks see.
+    pub fn flags(&self) -> FlagSet {
+        let live = self.live.load();
+        FlagSet::from_fn(|f| live.flags.get(f as usize).copied().unwrap_or(f.default_on()))
     }
 
     /// The channels that can be switched: those the routes use, plus persisted ones no route uses any more.

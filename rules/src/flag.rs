@@ -105,3 +105,37 @@ impl Flag {
         Flag::ALL.into_iter().find(|f| f.name() == name)
     }
 }
+
+/// A set of runtime flags: their values as one request reads them, once (one load of the switch
+/// state instead of one per check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlagSet(u16);
+
+impl FlagSet {
+    /// The set of the flags `on` says are on.
+    pub fn from_fn(on: impl Fn(Flag) -> bool) -> FlagSet {
+        FlagSet(Flag::ALL.iter().filter(|f| on(**f)).fold(0, |bits, f| bits | (1 << *f as u16)))
+    }
+
+    /// Whether `flag` is on.
+    pub const fn contains(self, flag: Flag) -> bool {
+        self.0 & (1 << flag as u16) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_set_holds_exactly_the_flags_that_are_on() {
+        assert!(Flag::ALL.len() <= 16, "a FlagSet holds 16 flags");
+        assert_eq!(Flag::ALL.len(), FLAGS.len());
+        let set = FlagSet::from_fn(|f| matches!(f, Flag::Firewall | Flag::PiiScanning));
+        for f in Flag::ALL {
+            assert_eq!(set.contains(f), matches!(f, Flag::Firewall | Flag::PiiScanning), "{}", f.name());
+        }
+        assert!(Flag::ALL.iter().all(|f| !FlagSet::default().contains(*f)));
+        assert!(Flag::ALL.iter().all(|f| FlagSet::from_fn(|_| true).contains(*f)));
+    }
+}

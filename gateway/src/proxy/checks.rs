@@ -13,7 +13,7 @@ use pingora_core::Result;
 use pingora_proxy::Session;
 use portcullis_rules::canon;
 use portcullis_rules::deny::{Deny, DenyCode};
-use portcullis_rules::flag::Flag;
+use portcullis_rules::flag::{Flag, FlagSet};
 use portcullis_rules::identity::Identity;
 use portcullis_rules::limits::Now;
 use portcullis_rules::pii::PiiPolicy;
@@ -41,13 +41,15 @@ struct Accepted {
 /// this request's clocks.
 struct Live<'a> {
     sh: &'a Shared,
+    /// The runtime flags, read once for the request.
+    flags: FlagSet,
     now: u64,
     lnow: Now,
 }
 
 impl Runtime for Live<'_> {
     fn flag(&self, flag: Flag) -> bool {
-        self.sh.switches.flag(flag)
+        self.flags.contains(flag)
     }
     fn any_operator_block(&self) -> bool {
         self.sh.sessions.any_operator_block()
@@ -234,22 +236,21 @@ impl Portcullis {
         let rules = Arc::clone(&ctx.rules);
         let snapshot = &rules.snapshot;
         let stages = snapshot.pipeline.stages();
+        let mut rt = Live { sh: &self.shared, flags: self.shared.switches.flags(), now: 0, lnow: Now::default() };
         let mut plan: [Option<&dyn RequestCheck>; MAX_STAGES] = [None; MAX_STAGES];
         let mut n = 0;
-        {
-            let idle = Live { sh: &self.shared, now: 0, lnow: Now::default() };
-            for stage in stages.iter().filter(|s| s.active(snapshot, &idle)) {
-                if let Some(slot) = plan.get_mut(n) {
-                    *slot = Some(*stage);
-                    n += 1;
-                }
+        for stage in stages.iter().filter(|s| s.active(snapshot, &rt)) {
+            if let Some(slot) = plan.get_mut(n) {
+                *slot = Some(*stage);
+                n += 1;
             }
         }
         if n == 0 {
             return Ok((Outcome::default(), None));
         }
-        let (now, lnow) = (crate::switches::now_unix(), self.shared.limits.now());
-        let rt = Live { sh: &self.shared, now, lnow };
+        let now = crate::switches::now_unix();
+        (rt.now, rt.lnow) = (now, self.shared.limits.now());
+        let rt = rt;
         let route = self.route(ctx);
         let route_cap = route.map_or(0, |r| r.max_body_bytes);
         let peer_trusted = ctx.peer_trusted;
