@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use portcullis_rules::anomaly::{finding, key_of, AnomalyRule, Cow, KeyKind, Score, Scorer, Zone, MAX_KEYS};
 use portcullis_rules::identity::Identity;
 use portcullis_rules::tenant::Containment;
-use portcullis_rules::verdict::{Finding, Mode};
+use portcullis_rules::verdict::Mode;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -56,16 +56,9 @@ pub struct AnomalyState {
     counts: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
-/// What a request's scoring asks the proxy to do.
-#[derive(Debug, Default)]
-pub struct Verdict {
-    /// Wait this long before forwarding (amber, enforced).
-    pub delay: Option<Duration>,
-    /// Events for amber zones (flagged).
-    pub flagged: Vec<Finding>,
-    /// A red zone: the finding, and what its rule does (`None`: monitor).
-    pub red: Option<(Finding, Option<Containment>)>,
-}
+/// What a request's scoring asks the proxy to do: the pipeline's anomaly stage turns it into
+/// scores, a delay and a red finding.
+pub use portcullis_rules::pipeline::Scoring as Verdict;
 
 /// Holds one delay slot until dropped.
 pub struct Slot<'a>(&'a AtomicUsize);

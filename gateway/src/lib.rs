@@ -35,8 +35,3 @@ pub mod tokens;
 pub mod txn;
 pub mod webhook_replay;
 
-// Transitional (issue 22): proxy.rs still names two renamed modules by their old paths. That
-// file is being split by phase (the proxy split), and its paths change with it; delete these two
-// lines once `grep -rn 'crate::pii::\|crate::webhooks::' gateway/src` finds nothing.
-pub(crate) use crate::pii_response as pii;
-pub(crate) use crate::webhook_replay as webhooks;

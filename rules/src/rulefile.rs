@@ -132,6 +132,9 @@ pub struct Snapshot {
     /// The IP list files the rules read, in the order first read (each read and parsed once,
     /// however many rules name it).
     pub lists: Vec<ListSummary>,
+    /// Which of the request pipeline's stages this snapshot gives work: set on first use by
+    /// `stages::pipeline` (which knows the stages; this module does not).
+    pub(crate) active_stages: std::sync::OnceLock<u16>,
     rules: Vec<RuleInfo>,
     by_id: HashMap<Arc<str>, usize>,
 }
@@ -155,6 +158,7 @@ impl Snapshot {
             anomaly: Anomalies::default(),
             assets: Vec::new(),
             lists: Vec::new(),
+            active_stages: std::sync::OnceLock::new(),
             rules: Vec::new(),
             by_id: HashMap::new(),
         }
@@ -337,6 +341,7 @@ pub fn compile_with(files: &[SourceFile], env: &Env<'_>) -> Result<Snapshot, Vec
         anomaly: Anomalies::new(an),
         assets: assets.into_iter().map(|(r, _)| r).collect(),
         lists: lists.into_iter().map(|l| l.summary).collect(),
+        active_stages: std::sync::OnceLock::new(),
         rules,
         by_id,
     })

@@ -9,6 +9,7 @@ use crate::deny::Deny;
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Whether a rule blocks or only reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -243,14 +244,21 @@ impl Finding {
     }
 }
 
-/// The findings of one phase: every monitor-mode finding, and at most one enforcing deny (the
-/// first; checks stop at it).
+/// The findings of one phase: every monitor-mode finding, the findings of scoring rules below
+/// their blocking zone, at most one enforcing deny (the first; checks stop at it), and the delay a
+/// scoring rule asks for.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outcome {
     /// Monitor-mode findings: reported, not enforced.
     pub flagged: Vec<Finding>,
+    /// Findings of scoring rules (anomaly zones) below their blocking zone: reported `flagged`
+    /// whatever the rule's mode; what they do is [`Outcome::delay`].
+    pub scored: Vec<Finding>,
     /// The first enforce-mode finding: the request stops here.
     pub deny: Option<Finding>,
+    /// Wait this long before forwarding (the longest any scoring rule asked for); never applied
+    /// to a denied request.
+    pub delay: Option<Duration>,
 }
 
 impl Outcome {
@@ -269,14 +277,24 @@ impl Outcome {
         }
     }
 
-    /// True when nothing matched.
-    pub fn is_clean(&self) -> bool {
-        self.flagged.is_empty() && self.deny.is_none()
+    /// Records a scoring rule's finding below its blocking zone: reported, never a deny.
+    pub fn score(&mut self, f: Finding) {
+        self.scored.push(f);
     }
 
-    /// Every finding, flagged first, then the deny.
+    /// Asks for the request to wait `d` before it is forwarded (the longest ask wins).
+    pub fn delay_by(&mut self, d: Duration) {
+        self.delay = Some(self.delay.map_or(d, |old| old.max(d)));
+    }
+
+    /// True when nothing matched.
+    pub fn is_clean(&self) -> bool {
+        self.flagged.is_empty() && self.scored.is_empty() && self.deny.is_none()
+    }
+
+    /// Every finding, scored first, then flagged, then the deny.
     pub fn findings(&self) -> impl Iterator<Item = &Finding> {
-        self.flagged.iter().chain(self.deny.as_ref())
+        self.scored.iter().chain(&self.flagged).chain(self.deny.as_ref())
     }
 }
 

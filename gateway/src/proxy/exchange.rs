@@ -16,7 +16,8 @@
 //! The request body is read whole first (up to the route's `max_body_bytes`, any framing), so a
 //! stale pooled connection or a refused connect can be retried with the same bytes.
 
-use super::{read_body, refuse, BodyRead, Ctx, Portcullis};
+use super::body::{read_body, BodyRead};
+use super::{refuse, Ctx, Portcullis};
 use crate::metrics::UpstreamError;
 use crate::pii_response::{self as pii, Plan};
 use bytes::Bytes;

@@ -25,6 +25,19 @@ fn monitor_flags_and_continues_enforce_stops() {
 }
 
 #[test]
+fn scores_are_reported_never_denied_and_the_longest_delay_wins() {
+    let mut o = Outcome::default();
+    o.score(finding(Mode::Enforce));
+    o.delay_by(Duration::from_millis(300));
+    o.delay_by(Duration::from_millis(100));
+    assert!(o.deny.is_none() && !o.is_clean());
+    assert_eq!(o.delay, Some(Duration::from_millis(300)));
+    assert_eq!(o.add(finding(Mode::Monitor)), ControlFlow::Continue(()));
+    let order: Vec<_> = o.findings().map(|f| f.mode).collect();
+    assert_eq!(order, [Mode::Enforce, Mode::Monitor]);
+}
+
+#[test]
 fn event_type_names_parse_in_every_spelling() {
     for t in EventType::ALL {
         assert_eq!(EventType::parse(t.as_str()), Some(t));
