@@ -19,6 +19,46 @@ pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// Placeholder replaced by the gateway's temp dir in configs and extra files.
 pub const DIR_PLACEHOLDER: &str = "{{DIR}}";
 
+/// Proxy listeners of running gateways started with `listen.h2c: true` by h2 mode: the
+/// [`crate::Client`] speaks HTTP/2 to these.
+static H2C_PROXIES: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
+
+/// Whether `addr` is the proxy listener of a gateway serving h2c for h2 mode.
+pub(crate) fn is_h2c_proxy(addr: SocketAddr) -> bool {
+    lock(&H2C_PROXIES).contains(&addr)
+}
+
+/// In h2 mode, `config_yaml` with `h2c: true` added under its top-level `listen:` block; `None`
+/// when it cannot or must not get it (not h2 mode, `tls` configured, `h2c` already set, no block
+/// `listen:` line): that gateway then stays HTTP/1.1 only.
+fn with_h2c(config_yaml: &str) -> Option<String> {
+    if !crate::h2_mode() || config_yaml.contains("h2c:") || config_yaml.lines().any(|l| l.starts_with("tls:")) {
+        return None;
+    }
+    let mut out = String::with_capacity(config_yaml.len() + 16);
+    let mut done = false;
+    let mut lines = config_yaml.split_inclusive('\n').peekable();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        if !done && line.trim_end() == "listen:" {
+            let indent = lines
+                .peek()
+                .map(|next| &next[..next.len() - next.trim_start_matches(' ').len()])
+                .filter(|i| !i.is_empty())
+                .unwrap_or("  ");
+            if !line.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format!("{indent}h2c: true\n"));
+            done = true;
+        }
+    }
+    if !done {
+        eprintln!("h2 mode: no block `listen:` line in this config: the gateway stays HTTP/1.1");
+    }
+    done.then_some(out)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -144,6 +184,8 @@ pub struct Gateway {
     proxy_addr: SocketAddr,
     control_addr: Option<SocketAddr>,
     config_path: PathBuf,
+    /// Started with `listen.h2c: true` by h2 mode (rewrites of `gateway.yaml` keep it).
+    h2c: bool,
     // Last field: dropped after the process is gone.
     dir: TempDir,
 }
@@ -204,6 +246,9 @@ impl Gateway {
         for (name, contents) in extra_files {
             dir.write(name, contents.replace(DIR_PLACEHOLDER, &dir_str));
         }
+        let h2c_yaml = with_h2c(config_yaml);
+        let h2c = h2c_yaml.is_some();
+        let config_yaml = h2c_yaml.as_deref().unwrap_or(config_yaml);
         let config_path = dir.write("gateway.yaml", config_yaml.replace(DIR_PLACEHOLDER, &dir_str));
 
         let mut child = Command::new(bin)
@@ -244,7 +289,19 @@ impl Gateway {
                 found
             };
             if let Some((proxy_addr, control_addr)) = found {
-                return Ok(Gateway { child: Mutex::new(child), pid, logs, proxy_addr, control_addr, config_path, dir });
+                if h2c {
+                    lock(&H2C_PROXIES).push(proxy_addr);
+                }
+                return Ok(Gateway {
+                    child: Mutex::new(child),
+                    pid,
+                    logs,
+                    proxy_addr,
+                    control_addr,
+                    config_path,
+                    h2c,
+                    dir,
+                });
             }
             let exited = child.try_wait().ok().flatten();
             if exited.is_some() || Instant::now() >= deadline {
@@ -308,6 +365,8 @@ impl Gateway {
     /// `gateway.yaml` then `signal("HUP")` to test reloads.
     pub fn write_file(&self, rel: &str, contents: &str) -> PathBuf {
         let dir_str = self.dir.path().to_string_lossy().into_owned();
+        let h2c = if self.h2c && self.dir.path().join(rel) == self.config_path { with_h2c(contents) } else { None };
+        let contents = h2c.as_deref().unwrap_or(contents);
         self.dir.write(rel, contents.replace(DIR_PLACEHOLDER, &dir_str))
     }
 
@@ -408,6 +467,9 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if self.h2c {
+            lock(&H2C_PROXIES).retain(|a| *a != self.proxy_addr);
+        }
         {
             let mut child = lock(&self.child);
             if matches!(child.try_wait(), Ok(None)) {

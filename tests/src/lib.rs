@@ -27,7 +27,7 @@ pub mod tls;
 mod upstream;
 mod util;
 
-pub use client::{Client, Resp};
+pub use client::{exchange, Client, Resp};
 pub use gateway::{
     exit_code, json_field, json_str, parse_json_line, parse_listening_line, run_cli, run_cli_with, Gateway, LogLine,
     Pipe, StartError, CLI_TIMEOUT, DIR_PLACEHOLDER, START_TIMEOUT,
@@ -38,6 +38,25 @@ pub use raw::{
 };
 pub use upstream::{default_handler, Handler, Recorded, Reply, Upstream};
 pub use util::{free_dead_addr, locate_bin, wait_until, TempDir};
+
+/// Whether the suites run over HTTP/2: `PORTCULLIS_E2E_HTTP=h2` (read once). Then every gateway
+/// [`Gateway`] starts on a plain listener gets `listen.h2c: true`, and [`Client`] speaks HTTP/2
+/// with prior knowledge to those proxy listeners (control listener, upstreams and the raw-socket
+/// helpers stay HTTP/1.1).
+pub fn h2_mode() -> bool {
+    static MODE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| std::env::var("PORTCULLIS_E2E_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("h2")))
+}
+
+/// For a test (or a case) that only means something over HTTP/1.1, e.g. it sends a
+/// connection-specific field an HTTP/2 client cannot send: `true` in h2 mode, after printing
+/// the reason, so the test returns early — `if h1_only("sends Transfer-Encoding") { return; }`.
+pub fn h1_only(why: &str) -> bool {
+    if h2_mode() {
+        eprintln!("h2 mode: skipped, HTTP/1.1 only: {why}");
+    }
+    h2_mode()
+}
 
 #[cfg(test)]
 mod tests {

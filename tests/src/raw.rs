@@ -13,7 +13,7 @@ const MAX_RESPONSE_HEADERS: usize = 256;
 pub struct RawResp {
     pub status: u16,
     pub reason: String,
-    /// Minor version: `1` for HTTP/1.1, `0` for HTTP/1.0.
+    /// Minor version: `1` for HTTP/1.1, `0` for HTTP/1.0; `2` for a response over HTTP/2.
     pub version: u8,
     /// Names lowercased, in order, values lossy UTF-8.
     pub headers: Vec<(String, String)>,

@@ -130,8 +130,21 @@ impl Portcullis {
         // What every rule matched is what the upstream gets: the canonical path, query as sent.
         // An already-canonical origin-form target is forwarded untouched (no allocation).
         // (A borrowed result can still be shorter: `/a/b/..` → `/a/` is a prefix of its input.)
+        // An HTTP/1.1 absolute-form target is kept verbatim by Pingora (its `uri` holds only the
+        // path): it is rewritten too, so the upstream never gets an authority in the target.
         let unchanged = matches!(&canonical, Cow::Borrowed(c) if c.len() == req.uri.path().len());
-        if !unchanged || req.uri.authority().is_some() {
+        let origin_form = req.raw_path().first() == Some(&b'/');
+        if !unchanged || !origin_form || req.uri.authority().is_some() {
+            // A host carried only by the target (HTTP/2's `:authority` without a `Host` field, an
+            // HTTP/1.0 absolute-form target) becomes the upstream's `Host` (RFC 9113 §8.3.1):
+            // the origin-form target below drops it, and Pingora would then send `Host:` empty.
+            let target_host = match req.headers.contains_key(http::header::HOST) {
+                true => None,
+                false => req.uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+                    let absolute = std::str::from_utf8(req.raw_path()).ok()?.parse::<http::Uri>().ok()?;
+                    absolute.authority().map(|a| a.as_str().to_owned())
+                }),
+            };
             let target = match req.uri.query() {
                 Some(q) => format!("{canonical}?{q}"),
                 None => canonical.into_owned(),
@@ -139,6 +152,11 @@ impl Portcullis {
             match target.parse::<http::Uri>() {
                 Ok(uri) => session.req_header_mut().set_uri(uri),
                 Err(_) => return Some(Deny::new(DenyCode::BadRequest, "unparseable_target")),
+            }
+            if let Some(host) = target_host {
+                if session.req_header_mut().insert_header(http::header::HOST, host).is_err() {
+                    return Some(Deny::new(DenyCode::BadRequest, "target_authority"));
+                }
             }
         }
         if let Some(m) = method {

@@ -1,6 +1,6 @@
 //! The canonicaliser through the wire: the upstream sees the canonical path, or nothing.
 use crate::common::*;
-use portcullis_tests::{parse_response, raw_exchange, Client};
+use portcullis_tests::{exchange, Client};
 use std::time::Duration;
 
 /// (raw request target, what the upstream must see; None = refused with 400).
@@ -59,8 +59,7 @@ fn upstream_sees_the_canonical_path_or_nothing() {
     for (raw, expected) in CASES {
         up.clear();
         let req = format!("GET {raw} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-        let resp = raw_exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5));
-        let status = parse_response(&resp).map(|r| r.status);
+        let status = exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5)).map(|r| r.status);
         let seen = up.last().map(|r| r.target);
         match expected {
             Some(want) => {

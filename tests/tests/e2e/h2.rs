@@ -244,3 +244,74 @@ fn firewall_and_rate_limits_on_h2() {
     assert!(r.header("retry-after").is_some(), "{r:?}");
     assert_eq!(up.requests_excluding("/health").len(), statuses.iter().filter(|s| **s == 200).count());
 }
+
+/// The switch `.ci/run` uses to run the security suites over HTTP/2 (`PORTCULLIS_E2E_HTTP=h2`):
+/// the harness client then speaks h2c by prior knowledge to the gateway's proxy listener (which
+/// the harness started with `listen.h2c: true`), and HTTP/1.1 everywhere else.
+#[test]
+fn suites_client_speaks_h2_in_h2_mode() {
+    let (up, gw) = simple();
+    let want = if portcullis_tests::h2_mode() { 2 } else { 1 };
+    let c = portcullis_tests::Client::new();
+    let r = c.get(&gw.url("/api/a//b/../c?x=1"), &[("x-probe", "1"), ("host", "app.example:8080")]);
+    assert_eq!((r.status, r.version), (200, want), "{r:?}");
+    let seen = up.last_excluding("/health").unwrap();
+    assert_eq!((seen.target.as_str(), seen.header("x-probe")), ("/api/a/c?x=1", Some("1")));
+    // The Host the test chose is the upstream's Host over either protocol (`:authority` on h2).
+    assert_eq!(seen.header("host"), Some("app.example:8080"));
+    let r = c.post(&gw.url("/api/echo"), &[("content-type", "text/plain")], "hello");
+    assert_eq!((r.status, r.version), (200, want));
+    assert_eq!(up.last_excluding("/health").unwrap().body, b"hello");
+    let r = portcullis_tests::Client::no_keepalive().get(&gw.url("/"), &[]);
+    assert_eq!((r.status, r.version), (200, want));
+    // `exchange`: a request written as HTTP/1.1 bytes, sent as written (target not normalised)
+    // over either protocol; an absolute-form target is `:authority` on h2, a Host beside it must
+    // agree.
+    let t = std::time::Duration::from_secs(5);
+    let r = portcullis_tests::exchange(
+        gw.proxy_addr(),
+        b"GET /api/x/%2e/../y HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+        t,
+    );
+    let r = r.unwrap();
+    assert_eq!((r.status, r.version), (200, want), "{r:?}");
+    let seen = up.last_excluding("/health").unwrap();
+    assert_eq!((seen.target.as_str(), seen.header("host")), ("/api/y", Some("app")));
+    let r = portcullis_tests::exchange(
+        gw.proxy_addr(),
+        b"POST http://app.test/api/z HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        t,
+    );
+    assert_eq!(r.map(|r| (r.status, r.version)), Some((200, want)));
+    let seen = up.last_excluding("/health").unwrap();
+    assert_eq!(
+        (seen.target.as_str(), seen.header("host"), seen.body.as_slice()),
+        ("/api/z", Some("app.test"), &b"{}"[..])
+    );
+    // The target's authority is the Host when there is no Host field (HTTP/1.0 on h1).
+    let r = portcullis_tests::exchange(gw.proxy_addr(), b"GET http://app.test:81/api/h10 HTTP/1.0\r\n\r\n", t);
+    assert_eq!(r.map(|r| r.status), Some(200));
+    let seen = up.last_excluding("/health").unwrap();
+    assert_eq!((seen.target.as_str(), seen.header_all("host")), ("/api/h10", vec!["app.test:81"]));
+    let n = up.count();
+    let r = portcullis_tests::exchange(
+        gw.proxy_addr(),
+        b"GET http://evil.test/api/z HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        t,
+    );
+    assert_eq!(r.map(|r| r.status), Some(400));
+    assert_eq!(up.count(), n, "a Host disagreeing with the target's authority reached the upstream");
+    // The control listener and the upstream itself stay HTTP/1.1.
+    assert_eq!(c.get(&gw.control_url("/health"), &[]).version, 1);
+    assert_eq!(c.get(&up.url("/direct"), &[]).version, 1);
+    // A connection-specific field cannot be sent over h2: a transport error naming it, never a
+    // silent h1 request.
+    let te = c.try_request("GET", &gw.url("/"), &[("connection", "close")], None);
+    if portcullis_tests::h2_mode() {
+        assert!(te.as_ref().is_err_and(|e| e.contains("connection-specific")), "{te:?}");
+        assert!(portcullis_tests::h1_only("sanity check of the helper"));
+    } else {
+        assert_eq!(te.unwrap().status, 200);
+        assert!(!portcullis_tests::h1_only("sanity check of the helper"));
+    }
+}

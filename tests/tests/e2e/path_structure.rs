@@ -5,7 +5,7 @@
 use crate::common::*;
 use crate::identity::{auth, claims, rs256, ISS};
 use portcullis_tests::jwt;
-use portcullis_tests::{parse_response, raw_exchange, Client, Gateway, Upstream};
+use portcullis_tests::{Client, Gateway, Upstream};
 use std::time::Duration;
 
 const GH: &str = "gh-current-secret-0123456789abcdef";
@@ -87,7 +87,7 @@ const SHAPES: &[&str] = &[
 fn send(gw: &Gateway, method: &str, target: &str, headers: &str) -> Option<u16> {
     let body = if method == "POST" { "Content-Length: 2\r\n\r\n{}" } else { "\r\n" };
     let req = format!("{method} {target} HTTP/1.1\r\nHost: app.test\r\n{headers}Connection: close\r\n{body}");
-    parse_response(&raw_exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5))).map(|r| r.status)
+    portcullis_tests::exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5)).map(|r| r.status)
 }
 
 #[test]

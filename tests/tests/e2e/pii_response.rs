@@ -478,10 +478,16 @@ fn an_absolute_form_target_whose_authority_is_not_host_gets_the_gateways_own_400
     .enumerate()
     {
         let id = format!("abs-form-trace-{i:04}");
-        let mut conn = RawConn::connect(gw.proxy_addr());
-        conn.send(format!("{head}x-request-id: {id}\r\nconnection: close\r\n\r\n").as_bytes()).unwrap();
-        let r = conn.read_response(Duration::from_secs(5)).unwrap_or_else(|| panic!("{head:?}"));
+        // Over h2 (h2 mode): the target's authority is `:authority`, the Host a field beside it.
+        let wire = format!("{head}x-request-id: {id}\r\nconnection: close\r\n\r\n");
+        let r = portcullis_tests::exchange(gw.proxy_addr(), wire.as_bytes(), Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{head:?}"));
         assert_eq!(r.status, 400, "{head:?}");
+        // Known gap on h2 (docs/configuration.md, HTTP/2): Pingora's h2 layer refuses these
+        // before the gateway sees the stream. Still refused, and nothing reaches the upstream.
+        if portcullis_tests::h1_only("h2: a Host/:authority mismatch gets Pingora's bare 400, not the gateway's JSON") {
+            continue;
+        }
         assert_eq!(r.header("content-type"), Some("application/json"), "{head:?}");
         assert_eq!(r.json()["code"], "bad_request");
         assert_eq!(r.json()["request_id"], id.as_str());
@@ -494,9 +500,8 @@ fn an_absolute_form_target_whose_authority_is_not_host_gets_the_gateways_own_400
     }
     assert_eq!(up.count_to("/plain"), n, "nothing reached the upstream");
     // Absolute form with the matching Host passes.
-    let mut conn = RawConn::connect(gw.proxy_addr());
-    conn.send(b"GET http://a.example/plain/x HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n").unwrap();
-    assert_eq!(conn.read_response(Duration::from_secs(5)).unwrap().status, 200);
+    let wire = b"GET http://a.example/plain/x HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n";
+    assert_eq!(portcullis_tests::exchange(gw.proxy_addr(), wire, Duration::from_secs(5)).unwrap().status, 200);
 }
 
 /// Heads Pingora would refuse itself with a bare `400 Bad Request` (no body, no request id):

@@ -4,10 +4,11 @@
 //! whom the config trusts with it. Every attack is followed by a clean request.
 use crate::common::*;
 use crate::identity::{self, auth, claims, rs256, start};
-use portcullis_tests::{parse_response, raw_exchange, Client, RawResp, Upstream};
+use portcullis_tests::{Client, RawResp, Upstream};
 use std::time::Duration;
 
-/// A raw HTTP/1.1 request (one connection): the headers exactly as written.
+/// A raw HTTP/1.1 request (one connection): the headers exactly as written (over HTTP/2 in h2
+/// mode: `portcullis_tests::exchange`).
 fn raw(gw: &portcullis_tests::Gateway, method: &str, target: &str, headers: &[(&str, &str)]) -> RawResp {
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -17,8 +18,8 @@ fn raw(gw: &portcullis_tests::Gateway, method: &str, target: &str, headers: &[(&
         req.push_str("Content-Length: 0\r\n");
     }
     req.push_str("\r\n");
-    let resp = raw_exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5));
-    parse_response(&resp).unwrap_or_else(|| panic!("no response to {method} {target}: {resp:?}"))
+    portcullis_tests::exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no response to {method} {target}"))
 }
 
 const NO_DELETE: &str = "version: 1\nfirewall:\n  - id: no-delete\n    match: {methods: [DELETE]}\n";

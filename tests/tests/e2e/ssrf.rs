@@ -58,8 +58,8 @@ fn send(gw: &Gateway, head: &str, extra_headers: &[u8], body: &[u8]) -> (u16, Op
     req.extend_from_slice(extra_headers);
     req.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
     req.extend_from_slice(body);
-    let raw = raw_exchange(gw.proxy_addr(), &req, Duration::from_secs(5));
-    let resp = parse_response(&raw).unwrap_or_else(|| panic!("no response to {head}"));
+    let resp = portcullis_tests::exchange(gw.proxy_addr(), &req, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no response to {head}"));
     let code = (resp.status == 403).then(|| resp.json()["code"].as_str().unwrap_or_default().to_string());
     (resp.status, code)
 }

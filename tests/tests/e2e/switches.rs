@@ -1,7 +1,7 @@
 //! Maintenance mode, channel kill switches and runtime flags through the real control listener
 //! and the real proxy: effective on the next request, persisted before acknowledged, audited.
 use crate::common::*;
-use portcullis_tests::{parse_response, raw_exchange, wait_until, Client, Gateway, TempDir, Upstream};
+use portcullis_tests::{wait_until, Client, Gateway, TempDir, Upstream};
 use std::time::Duration;
 
 const BYPASS_SECRET: &str = "let-me-in-0123456789";
@@ -152,8 +152,8 @@ fn a_killed_channel_is_unreachable_by_every_encoding_and_other_channels_stay_up(
             format!("POST {form} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"),
             format!("GET http://a{form} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
         ] {
-            let resp = raw_exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5));
-            let status = parse_response(&resp).map(|r| r.status);
+            let status =
+                portcullis_tests::exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5)).map(|r| r.status);
             if !matches!(status, Some(503) | Some(400)) {
                 failures.push(format!("{form}: {status:?}"));
             }
@@ -208,7 +208,7 @@ fn a_host_scoped_channel_is_killed_on_its_hosts_only() {
     let gw = Cfg::new(&[up.addr()]).routes(routes).state_dir(state.path()).start();
     let status = |host: &str, target: &str| {
         let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        parse_response(&raw_exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5))).map(|r| r.status)
+        portcullis_tests::exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5)).map(|r| r.status)
     };
     let r = put(&gw, "/v1/switches/channels/admin", OPERATOR, r#"{"enabled":false,"reason":"admin incident"}"#, None);
     assert_eq!(r.status, 200, "{}", r.text());

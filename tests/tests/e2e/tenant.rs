@@ -111,8 +111,8 @@ fn every_encoding_of_a_foreign_tenant_in_the_path_is_refused_and_nothing_reaches
     for t in targets {
         let req =
             format!("GET {t} HTTP/1.1\r\nHost: app\r\nAuthorization: {}\r\nConnection: close\r\n\r\n", auth(&token));
-        let raw = raw_exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5));
-        let resp = parse_response(&raw).unwrap_or_else(|| panic!("{t}: no response"));
+        let resp = portcullis_tests::exchange(gw.proxy_addr(), req.as_bytes(), Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{t}: no response"));
         let forwarded: Vec<String> = up.requests().iter().map(|r| r.target.clone()).collect();
         up.clear();
         match resp.status {

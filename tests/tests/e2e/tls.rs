@@ -47,6 +47,9 @@ fn https_on_h1_and_h2_says_https_upstream() {
         assert_eq!(rec.header("x-forwarded-proto"), Some("https"), "{proto:?}");
         assert_eq!(rec.header_all("forwarded"), vec!["for=127.0.0.1;proto=https;host=\"localhost\""]);
         assert_eq!(rec.header("x-forwarded-host"), Some("localhost"));
+        // h2's `:authority` (curl sends no `Host` field on h2) is the upstream's `Host`, never empty.
+        let host = format!("localhost:{}", gw.proxy_addr().port());
+        assert_eq!(rec.header_all("host"), vec![host.as_str()], "{proto:?}");
         // POST with a body over both protocols, byte for byte.
         let r = https(&gw, proto, "/api/p", &[("content-type", "text/plain")], &["--data-binary", "hello tls"]);
         assert_eq!(r.status, 200);
