@@ -19,9 +19,9 @@
 //! - Counts live in memory on this thread (bounded per rule; kept across a reload of an
 //!   unchanged rule) and are per instance: in a fleet, each instance counts what it sees.
 
+use crate::metrics::{Declared, Def};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use crate::metrics::{Declared, Def};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What happened when a key went over a threshold.

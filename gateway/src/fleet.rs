@@ -32,8 +32,8 @@
 
 use crate::audit::{AuditAction, AuditLog};
 use crate::events::EventBus;
-use crate::reload::Rules;
 use crate::metrics::{Declared, Def};
+use crate::reload::Rules;
 use crate::sessions::{canonical_net, check_id, SessionOp};
 use crate::switches::SwitchOp;
 use crate::txn::{transact, Meta, Op, Plan, Refused, State, TxError};

@@ -34,4 +34,3 @@ pub mod tls;
 pub mod tokens;
 pub mod txn;
 pub mod webhook_replay;
-

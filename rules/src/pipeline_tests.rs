@@ -1,6 +1,6 @@
 use super::*;
-use crate::stages::{self, pipeline, STAGES};
 use crate::rulefile::{compile, SourceFile};
+use crate::stages::{self, pipeline, STAGES};
 
 #[test]
 fn every_stage_that_reads_the_identity_comes_after_it() {

@@ -25,8 +25,8 @@ pub mod tls;
 pub use config::{AlertingConfig, RawAlerting};
 
 use crate::events::{format_time_ms, now_ms, EventBus, RequestWindow, SecurityEvent};
-use crate::reload::Rules;
 use crate::metrics::{Declared, Def};
+use crate::reload::Rules;
 use message::{events_query, Alert, Message, Status};
 use parking_lot::Mutex;
 use portcullis_rules::alerts::{AlertRule, AlertState, MetricKind, Transition};

@@ -381,7 +381,16 @@ impl Portcullis {
             }
             FollowUp::Contain { mut finding, plan } => {
                 let who = run.identity.as_ref();
-                crate::containment::anomaly_red(&self.shared, &mut finding, plan, who, &ctx.request_id, ctx.client_ip, now).await;
+                crate::containment::anomaly_red(
+                    &self.shared,
+                    &mut finding,
+                    plan,
+                    who,
+                    &ctx.request_id,
+                    ctx.client_ip,
+                    now,
+                )
+                .await;
                 run.outcome.add(finding)
             }
         }

@@ -3,8 +3,8 @@
 //! gets), route, declared body size, method override. Decided once, before any check.
 
 use super::{Ctx, Portcullis};
-use crate::ids::new_request_id;
 use crate::config::TrustInbound;
+use crate::ids::new_request_id;
 use http::{HeaderName, HeaderValue};
 use pingora_core::Result;
 use pingora_http::RequestHeader;

@@ -23,8 +23,8 @@ mod head;
 mod response;
 mod upstream;
 
-pub use end::CLIENT_CLOSED;
 use crate::ids::new_request_id;
+pub use end::CLIENT_CLOSED;
 pub(crate) use upstream::response_head_bytes;
 
 use crate::metrics::UpstreamError;
