@@ -200,6 +200,11 @@ fn webhook_replays_are_claimed_over_tls_within_the_default_budget() {
             .start_env(&[("PC_GH", GH), ("PC_SW", crate::webhooks::SW)])
     };
     let (a, b) = (start(sa.path()), start(sb.path()));
+    // The counting thread opens each instance's replay-cache connections ahead of need, off the
+    // request path, within the fleet's 500 ms budget; a delivery in the first milliseconds after
+    // start would race that (it did on a loaded CI machine). After it, every claim must fit the
+    // default 5 ms budget, which a TLS connect on the request path (about 5 ms) would not.
+    std::thread::sleep(Duration::from_millis(1_500));
     for n in 0..6 {
         let body = format!("{{\"n\":{n}}}");
         let h = github(GH, body.as_bytes(), &format!("d-{n}"));
