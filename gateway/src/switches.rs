@@ -760,7 +760,7 @@ pub fn parse_sha256_hex(s: &str) -> Result<[u8; 32], String> {
 
 /// The clock is `crate::clock`'s (a leaf). Re-exported only while proxy.rs still names it here (it is
 /// being split by phase; issue 22): new code imports `crate::clock::now_unix`.
-pub use crate::clock::now_unix;
+use crate::clock::now_unix;
 use crate::clock::rfc3339_unix;
 
 fn parse_unix(s: &str) -> Option<u64> {
