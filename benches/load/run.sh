@@ -24,7 +24,8 @@
 # The proxy is pinned to core 1, the load generator and the origin to core 0.
 # Any non-2xx answer during a measurement fails the run.
 #
-# Usage: benches/load/run.sh [--quick] [--keep-tmp] [--profile SCENARIO | --instructions SCENARIO]
+# Usage: benches/load/run.sh [--quick] [--keep-tmp] [--profile SCENARIO | --instructions SCENARIO |
+#                            --idle-memory "SCENARIOS"]
 #   --quick     1 repetition, short runs, body sizes 16 KiB only (< 2 minutes once built)
 #   --keep-tmp  keep the scratch directory (configs, logs, raw outputs)
 #   --profile SCENARIO  instead of the benchmark: run SCENARIO (S1, S2, S2b, S3, S3-16k, ...)
@@ -34,11 +35,14 @@
 #   --instructions SCENARIO  instead of the benchmark: run SCENARIO's proxy under callgrind and
 #               count user-space instructions per request (deterministic, unlike CPU time on a
 #               shared VM): INSTR_REQUESTS (10000) requests at -c 10 after a warm-up; per thread.
+#   --idle-memory "SCENARIOS"  instead of the benchmark: resident memory per idle keep-alive
+#               connection of each scenario's proxy (idle_memory.py; IDLE_CONNS, 1000, twice).
 # Environment overrides: CONNS (50), RATE (open-loop requests/s, 2000), BODY_BYTES (256, for
 #   S0-S3), SIZES (body sizes of S3-*/S4-*, "1024 16384 65536"; quick "16384"), WRK_SECS,
 #   OHA_SECS, WARMUP_SECS, REPS, SCENARIOS (e.g. "S2 S2b": only these), CARGO_TARGET_DIR,
 #   PORTCULLIS_BIN / PASSTHROUGH_BIN (measure other builds), SERVER_EXTRA (one more `server:` key
-#   for Portcullis, e.g. "work_stealing: false"), PASSTHROUGH_ARGS (diagnostics).
+#   for Portcullis, e.g. "work_stealing: false"), PASSTHROUGH_ARGS (diagnostics), NO_BUILD=1
+#   (skip the cargo build: use the binaries already in $CARGO_TARGET_DIR/release).
 # Output: a Markdown table on stdout and in benches/load/results/latest.md, and
 #   benches/load/results/latest.json.
 set -euo pipefail
@@ -47,6 +51,7 @@ QUICK=0
 KEEP_TMP=0
 PROFILE=""
 INSTR=""
+IDLE=""
 while (($#)); do
     arg=$1
     shift
@@ -59,6 +64,10 @@ while (($#)); do
             ;;
         --instructions)
             INSTR=${1:?--instructions needs a scenario}
+            shift
+            ;;
+        --idle-memory)
+            IDLE=${1:?--idle-memory needs a list of scenarios, e.g. "S1 S2b-mi S2 S3"}
             shift
             ;;
         -h | --help)
@@ -123,8 +132,12 @@ install_tools() {
 }
 
 build() {
-    log "building: cargo build --release -p portcullis -p portcullis-benches --bins"
-    cargo build --manifest-path "$ROOT/Cargo.toml" --release -p portcullis -p portcullis-benches --bins >&2
+    if [[ ${NO_BUILD:-0} == 1 ]]; then
+        log "NO_BUILD=1: using the binaries already in $TARGET_DIR/release"
+    else
+        log "building: cargo build --release -p portcullis -p portcullis-benches --bins"
+        cargo build --manifest-path "$ROOT/Cargo.toml" --release -p portcullis -p portcullis-benches --bins >&2
+    fi
     PORTCULLIS=${PORTCULLIS_BIN:-$TARGET_DIR/release/portcullis}
     PASSTHROUGH=${PASSTHROUGH_BIN:-$TARGET_DIR/release/passthrough}
     PASSTHROUGH_MI=${PASSTHROUGH_MI_BIN:-$TARGET_DIR/release/passthrough_mimalloc}
@@ -774,6 +787,24 @@ print(f"{scen}: {total / n:,.0f} instructions per request (user space, {n} reque
 PY
 }
 
+# idle_memory SCENARIO: resident memory per idle keep-alive connection of the proxy
+# (idle_memory.py: IDLE_CONNS connections through one request each, then idle, twice).
+idle_memory() {
+    local scen=$1 hdrs=() args=() h
+    REP=1
+    [[ -n ${CUR_BYTES:-} ]] || start_origin "$BODY_BYTES"
+    "$(starter "$scen")"
+    [[ -n $PROXY_PID ]] || die "$scen has no proxy process to measure"
+    mapfile -t hdrs < <(load_headers)
+    for h in "${hdrs[@]}"; do [[ $h == -H ]] || args+=(--header "$h"); done
+    printf '%s ' "$scen"
+    python3 "$LOAD_DIR/idle_memory.py" --pid "$(worker_pid "$scen")" --addr "$TARGET_ADDR" \
+        --path "$REQ_PATH" --conns "${IDLE_CONNS:-1000}" "${args[@]}"
+    if [[ -n $STOP_SIG ]]; then
+        stop_pid "$STOP_PID" "$STOP_SIG"
+    fi
+}
+
 # A per-run HS256 token for tenant `acme` (rules-s3/identity.yaml), valid for a day.
 make_token() {
     python3 - <<'PY'
@@ -832,6 +863,11 @@ main() {
     fi
     if [[ -n $PROFILE ]]; then
         with_variant "$PROFILE" profile "$PROFILE"
+        return
+    fi
+    if [[ -n $IDLE ]]; then
+        local s
+        for s in $IDLE; do with_variant "$s" idle_memory "$s"; done
         return
     fi
     log "plan per repetition: $(printf '%s ' "${lines[@]}" | sed 's/ [0-9]* / /g'); $REPS repetition(s): wrk -c$CONNS ${WRK_SECS}s, oha -q $RATE ${OHA_SECS}s"
