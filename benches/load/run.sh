@@ -489,7 +489,7 @@ start_S3() {
     local dirs=()
     mapfile -t dirs < <(s3_rule_dirs)
     # S3_EXTRA_RULES: one more rule directory (e.g. the anomaly variant, benches/README.md).
-    LOG_AS_SHIPPED=1 start_portcullis S3 "${dirs[@]}" ${S3_EXTRA_RULES:+"$S3_EXTRA_RULES"}
+    LOG_AS_SHIPPED=${LOG_AS_SHIPPED:-1} start_portcullis S3 "${dirs[@]}" ${S3_EXTRA_RULES:+"$S3_EXTRA_RULES"}
     [[ $REP == 1 ]] && check_rules_live S3
     return 0
 }
@@ -500,7 +500,7 @@ start_S3-rs() {
     local dirs=()
     rs_tokens
     mapfile -t dirs < <(s3_rule_dirs)
-    LOG_AS_SHIPPED=1 start_portcullis S3-rs "${dirs[@]}" ${S3_EXTRA_RULES:+"$S3_EXTRA_RULES"}
+    LOG_AS_SHIPPED=${LOG_AS_SHIPPED:-1} start_portcullis S3-rs "${dirs[@]}" ${S3_EXTRA_RULES:+"$S3_EXTRA_RULES"}
     if [[ $REP == 1 ]]; then
         local saved=$TOKEN
         TOKEN=$(tail -n1 "$BENCH_TOKENS")
@@ -554,7 +554,7 @@ start_S5() {
     local dirs=()
     mapfile -t dirs < <(s3_rule_dirs)
     scale_files
-    EXTRA_ROUTES=$TMP/scale/routes.yaml LOG_AS_SHIPPED=1 start_portcullis S5 "${dirs[@]}" "$TMP/scale/rules"
+    EXTRA_ROUTES=$TMP/scale/routes.yaml LOG_AS_SHIPPED=${LOG_AS_SHIPPED:-1} start_portcullis S5 "${dirs[@]}" "$TMP/scale/rules"
     [[ $REP == 1 ]] && check_rules_live S5
     return 0
 }
@@ -562,7 +562,7 @@ start_S5() {
 start_S4() {
     local dirs=()
     mapfile -t dirs < <(s3_rule_dirs)
-    LOG_AS_SHIPPED=1 start_portcullis S4 "${dirs[@]}" "${S4_RULES:-$LOAD_DIR/rules-s4}"
+    LOG_AS_SHIPPED=${LOG_AS_SHIPPED:-1} start_portcullis S4 "${dirs[@]}" "${S4_RULES:-$LOAD_DIR/rules-s4}"
     [[ $REP == 1 ]] && check_rules_live S4
     return 0
 }
@@ -689,9 +689,10 @@ want() { [[ -z $SCENARIOS ]] || [[ " $SCENARIOS " == *" $1 "* ]]; }
 # local redis-server, LOG_AS_SHIPPED=1: logging as shipped), e.g.
 # VARIANT_nows="SERVER_EXTRA='work_stealing: false'",
 # or VARIANT_held="S4_RULES=\$LOAD_DIR/rules-s4-held" (S4 with a blocking rule: responses held whole).
-# Built in: VARIANT_log="LOG_AS_SHIPPED=1" (S2:log, the empty rule set with the access log on).
-: "${VARIANT_log:=LOG_AS_SHIPPED=1}"
-export VARIANT_log
+# Built in: VARIANT_log="LOG_AS_SHIPPED=1" (S2:log, the empty rule set with the access log on) and
+# VARIANT_nolog="LOG_AS_SHIPPED=0" (S3:nolog, S3 with S2's logging: what the access log costs).
+: "${VARIANT_log:=LOG_AS_SHIPPED=1}" "${VARIANT_nolog:=LOG_AS_SHIPPED=0}"
+export VARIANT_log VARIANT_nolog
 variant_lines() {
     local tok
     for tok in $SCENARIOS; do
