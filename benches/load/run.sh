@@ -2,12 +2,17 @@
 # Side-by-side load benchmark (issue 9): in ONE run, on loopback, the same origin behind
 #   S0  nothing (load generator -> origin directly)
 #   S1  nginx (Debian package, 1 worker, upstream keep-alive, access log off)
-#   S2  Portcullis, every feature off (1 proxy thread, access log off, level warn)
+#   S2  Portcullis, every feature off (1 proxy thread, access log off, level warn: the
+#       empty-rule baseline; the variant S2:log has the access log on as shipped)
 #   S2b a bare Pingora 0.9.1 passthrough (benches/src/bin/passthrough.rs): the framework's floor
 #   S2b-mi the same with the gateway's allocator (mimalloc): the floor like for like
-#   S3  Portcullis with the default rules on: the shipped firewall plus identity (JWT), three
-#       rate limits, tenant scope, webhook verification (benches/load/rules-s3/), a route with a
-#       kill-switch channel; events and metrics on (the defaults)
+#   S3  Portcullis as a user configures it (issue 24): the shipped firewall, identity (JWT) on
+#       every API route, tenant scope, per-IP, per-client and per-tenant rate limits, webhook
+#       verification (benches/load/rules-s3/), a route with a kill-switch channel; events and
+#       metrics on, the access log on as shipped (level info, JSON lines on stdout, to a file)
+#   S3-rs  S3's config and rules, the load signed RS256 (2048-bit) by the IdP issuer, each request
+#       a token that is not in the gateway's verified-token cache (more tokens than it holds,
+#       cycled in order: benches/load/rs256.py, rotate.lua); latency (oha) not measured
 #   S3-1k/16k/64k  S3 with 1/16/64 KiB JSON responses
 #   S4-1k/16k/64k  S3 plus PII scanning (benches/load/rules-s4/: redact detectors, streamed) at
 #       the same sizes; the `held` variant (VARIANT_held below) scans with blocking detectors,
@@ -15,7 +20,8 @@
 #   S5  S3 plus matching at scale (issue 25): a 100k-CIDR feed, 1k more firewall rules, 5k more
 #       routes, none matching the load request (not in the default set: SCENARIOS="S3 S5")
 # Every scenario gets the same request: GET /api/business/acme/orders with a bearer token and an
-# X-Client-Id header (S0-S2b ignore them; S3/S4's rules check them).
+# X-Client-Id header (S0-S2b ignore them; S3/S4's rules check them); S3-rs alone changes the token
+# on every request.
 # For each: max throughput (wrk, closed loop), proxy CPU µs per request (/proc/<pid>/stat
 # utime+stime over the wrk run / requests completed), peak RSS (VmHWM), and open-loop latency
 # p50/p99/p99.9 at a fixed rate with latency correction (oha), and CPU µs per request over that
@@ -26,7 +32,8 @@
 #
 # Usage: benches/load/run.sh [--quick] [--keep-tmp] [--profile SCENARIO | --instructions SCENARIO |
 #                            --idle-memory "SCENARIOS"]
-#   --quick     1 repetition, short runs, body sizes 16 KiB only (< 2 minutes once built)
+#   --quick     1 repetition, short runs, body sizes 16 KiB only (a few minutes once built;
+#               S3-rs first signs its tokens, ≈ 15-60 s)
 #   --keep-tmp  keep the scratch directory (configs, logs, raw outputs)
 #   --profile SCENARIO  instead of the benchmark: run SCENARIO (S1, S2, S2b, S3, S3-16k, ...)
 #               under wrk and `perf record --call-graph dwarf` its proxy process; writes
@@ -35,6 +42,7 @@
 #   --instructions SCENARIO  instead of the benchmark: run SCENARIO's proxy under callgrind and
 #               count user-space instructions per request (deterministic, unlike CPU time on a
 #               shared VM): INSTR_REQUESTS (10000) requests at -c 10 after a warm-up; per thread.
+#               (oha; S3-rs: rs256.py drive, which sends each request a fresh token)
 #   --idle-memory "SCENARIOS"  instead of the benchmark: resident memory per idle keep-alive
 #               connection of each scenario's proxy (idle_memory.py; IDLE_CONNS, 1000, twice).
 # Environment overrides: CONNS (50), RATE (open-loop requests/s, 2000), BODY_BYTES (256, for
@@ -115,6 +123,8 @@ install_tools() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v curl >/dev/null || missing+=(curl)
     command -v python3 >/dev/null || missing+=(python3)
+    # S3-rs signs RS256 tokens (rs256.py).
+    python3 -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
     command -v taskset >/dev/null || missing+=(util-linux)
     if ((${#missing[@]})); then
         local sudo=()
@@ -213,6 +223,17 @@ wait_for_line() {
 
 # The load request's headers, for curl, wrk and oha.
 load_headers() { printf '%s\n' -H "Authorization: Bearer $TOKEN" -H "X-Client-Id: $CLIENT_ID"; }
+
+# wrk_load_args SCENARIO: wrk's arguments for the load request: its headers, or for a rotating
+# scenario (S3-rs) the X-Client-Id header and rotate.lua, which sets the next token of
+# $BENCH_TOKENS on every request.
+wrk_load_args() {
+    if rotates "$1"; then
+        printf '%s\n' -H "X-Client-Id: $CLIENT_ID" -s "$LOAD_DIR/rotate.lua"
+    else
+        load_headers
+    fi
+}
 
 # wait_http ADDR PID: until the load request through ADDR answers 200 with the full body.
 wait_http() {
@@ -324,7 +345,9 @@ EOF
 }
 
 # portcullis_config NAME RULE_DIR...: writes $TMP/portcullis-NAME/gateway.yaml with a rules
-# directory holding the *.yaml of every RULE_DIR (none: an empty rule set). Prints the directory.
+# directory holding the *.yaml (and lists/, keys/) of every RULE_DIR (none: an empty rule set).
+# LOG_AS_SHIPPED=1: `logging` as config/gateway.yaml ships it (level info, access log on), else
+# level warn and no access log. Prints the directory.
 portcullis_config() {
     local name=$1
     shift
@@ -335,7 +358,19 @@ portcullis_config() {
     for src in "$@"; do
         cp "$src"/*.yaml "$dir/rules/"
         if [[ -d $src/lists ]]; then cp -r "$src/lists" "$dir/rules/"; fi
+        if [[ -d $src/keys ]]; then cp -r "$src/keys" "$dir/rules/"; fi
     done
+    local logging
+    if [[ ${LOG_AS_SHIPPED:-0} == 1 ]]; then
+        # As shipped: every request one JSON access-log line on stdout (start_portcullis sends
+        # stdout to a file, so the write is paid as in a deployment).
+        logging='  level: info
+  access_log: true'
+    else
+        # warn, but keep the one "listening" line (info, target portcullis::server) we read the port from.
+        logging='  level: "warn,portcullis::server=info"
+  access_log: false'
+    fi
     cat >"$dir/gateway.yaml" <<YAML
 # Generated by benches/load/run.sh: Portcullis, scenario $name.
 version: 1
@@ -352,18 +387,21 @@ ${SERVER_EXTRA:+  $SERVER_EXTRA
 upstreams:
   origin:
     backends: ["${ORIGIN_ADDR:-127.0.0.1:9}"]
-# The same routes in S2, S3 and S4, so S3 - S2 is the rules alone. \`api\` has a channel: the
-# kill-switch lookup runs on every request of the load.
+# The same routes in S2, S3 and S4, so S3 - S2 is the rules alone: the API routes of a real
+# deployment (S3's rules put identity on each). The load hits \`business\`, which has a channel:
+# the kill-switch lookup runs on every request of the load.
 routes:
   - { id: webhooks, path_prefix: /webhooks, upstream: origin }
-  - { id: api, path_prefix: /api, upstream: origin, channel: orders }
+  - { id: business, path_prefix: /api/business, upstream: origin, channel: orders }
+  - { id: admin, path_prefix: /api/admin, upstream: origin }
+  - { id: v2, path_prefix: /api/v2, upstream: origin }
+  - { id: api, path_prefix: /api, upstream: origin }
+  - { id: internal, path_prefix: /internal, upstream: origin }
   - { id: default, path_prefix: /, upstream: origin }
 ${EXTRA_ROUTES:+$(cat "$EXTRA_ROUTES")
 }${FLEET_YAML:+$FLEET_YAML
 }logging:
-  # warn, but keep the one "listening" line (info, target portcullis::server) we read the port from.
-  level: "warn,portcullis::server=info"
-  access_log: false
+$logging
 YAML
     printf '%s\n' "$dir"
 }
@@ -413,12 +451,50 @@ start_portcullis() {
 
 # The shipped firewall (copied from config/rules/ at run time) plus the bench rule set: see
 # benches/load/rules-s3/README.md. The shipped rate_limits.yaml (100 per 60 s) would refuse the
-# load: rules-s3/rate_limits.yaml has three limits of the same kinds that no run reaches.
+# load: rules-s3/rate_limits.yaml has three limits of the same kinds that no run reaches. The
+# IdP's public JWKS (keys/, made per run by rs_key) goes in with the firewall.
 s3_rule_dirs() {
     mkdir -p "$TMP/shipped"
     cp "$ROOT/config/rules/firewall.yaml" "$TMP/shipped/"
     printf '%s\n' "$TMP/shipped" "$LOAD_DIR/rules-s3"
 }
+
+# rs_key: the RS256 identity provider's 2048-bit key pair, once per run: the private key stays in
+# $TMP, the public JWKS goes to $TMP/shipped/keys/ (rules-s3/identity.yaml reads it).
+rs_key() {
+    mkdir -p "$TMP/shipped/keys"
+    python3 "$LOAD_DIR/rs256.py" key --private "$TMP/idp.key" --jwks "$TMP/shipped/keys/bench-idp-jwks.json" ||
+        die "cannot make the RS256 key (python3 -c 'import cryptography' fails? apt-get install python3-cryptography)"
+}
+
+# cache_const NAME: a constant of the gateway's verified-token cache (rules/src/identity/mod.rs),
+# read from the source so that S3-rs follows the cache if it grows.
+cache_const() {
+    local v
+    v=$(sed -n "s/^pub const $1: usize = \([0-9_]*\);.*/\1/p" "$ROOT/rules/src/identity/mod.rs")
+    [[ -n $v ]] || die "no 'pub const $1' in rules/src/identity/mod.rs"
+    echo "${v//_/}"
+}
+
+# rs_tokens: once per run, the RS256 tokens of S3-rs in $TMP/rs-tokens.txt (exported as
+# BENCH_TOKENS for rotate.lua and rs256.py drive). The cache is CACHE_SHARDS shards of
+# CACHE_SHARD_ENTRIES, a full shard emptied: with more distinct tokens per shard than it holds,
+# sent in the same cyclic order, a token has always been evicted before it comes round again.
+rs_tokens() {
+    export BENCH_TOKENS=$TMP/rs-tokens.txt
+    [[ -s $BENCH_TOKENS ]] && return 0
+    local shards entries
+    shards=$(cache_const CACHE_SHARDS)
+    entries=$(cache_const CACHE_SHARD_ENTRIES)
+    log "S3-rs: signing RS256 tokens, more than the token cache holds ($shards × $entries)"
+    python3 "$LOAD_DIR/rs256.py" sign --private "$TMP/idp.key" --out "$BENCH_TOKENS" \
+        --shards "$shards" --per-shard "$entries" --procs "$(nproc)" >"$TMP/rs-tokens.log" ||
+        die "signing the S3-rs tokens failed"
+    log "S3-rs: $(cat "$TMP/rs-tokens.log")"
+}
+
+# rotates SCENARIO: does the load send a fresh token per request (S3-rs)?
+rotates() { [[ ${1%%:*} == S3-rs ]]; }
 
 start_S2() { start_portcullis S2; }
 
@@ -426,8 +502,24 @@ start_S3() {
     local dirs=()
     mapfile -t dirs < <(s3_rule_dirs)
     # S3_EXTRA_RULES: one more rule directory (e.g. the anomaly variant, benches/README.md).
-    start_portcullis S3 "${dirs[@]}" ${S3_EXTRA_RULES:+"$S3_EXTRA_RULES"}
+    LOG_AS_SHIPPED=${LOG_AS_SHIPPED:-1} start_portcullis S3 "${dirs[@]}" ${S3_EXTRA_RULES:+"$S3_EXTRA_RULES"}
     [[ $REP == 1 ]] && check_rules_live S3
+    return 0
+}
+
+# S3-rs: S3's config and rules; the load (rotate.lua, rs256.py drive) signs with the IdP's RS256
+# key, a token the cache does not hold on every request. The checks use one of those tokens.
+start_S3-rs() {
+    local dirs=()
+    rs_tokens
+    mapfile -t dirs < <(s3_rule_dirs)
+    LOG_AS_SHIPPED=${LOG_AS_SHIPPED:-1} start_portcullis S3-rs "${dirs[@]}" ${S3_EXTRA_RULES:+"$S3_EXTRA_RULES"}
+    if [[ $REP == 1 ]]; then
+        local saved=$TOKEN
+        TOKEN=$(tail -n1 "$BENCH_TOKENS")
+        check_rules_live S3-rs
+        TOKEN=$saved
+    fi
     return 0
 }
 
@@ -475,7 +567,7 @@ start_S5() {
     local dirs=()
     mapfile -t dirs < <(s3_rule_dirs)
     scale_files
-    EXTRA_ROUTES=$TMP/scale/routes.yaml start_portcullis S5 "${dirs[@]}" "$TMP/scale/rules"
+    EXTRA_ROUTES=$TMP/scale/routes.yaml LOG_AS_SHIPPED=${LOG_AS_SHIPPED:-1} start_portcullis S5 "${dirs[@]}" "$TMP/scale/rules"
     [[ $REP == 1 ]] && check_rules_live S5
     return 0
 }
@@ -483,7 +575,7 @@ start_S5() {
 start_S4() {
     local dirs=()
     mapfile -t dirs < <(s3_rule_dirs)
-    start_portcullis S4 "${dirs[@]}" "${S4_RULES:-$LOAD_DIR/rules-s4}"
+    LOG_AS_SHIPPED=${LOG_AS_SHIPPED:-1} start_portcullis S4 "${dirs[@]}" "${S4_RULES:-$LOAD_DIR/rules-s4}"
     [[ $REP == 1 ]] && check_rules_live S4
     return 0
 }
@@ -507,6 +599,15 @@ check_rules_live() {
     cmp -s "$TMP/$name.body" "$TMP/$name.direct" || die "$name: the body differs from the origin's"
     expect_status 401 "the load request without its token" -H "X-Client-Id: $CLIENT_ID" "$base$REQ_PATH"
     expect_status 403 "another tenant's path" "${hdrs[@]}" "$base/api/business/globex/orders"
+    # Identity on every API route; tenant scope on v2 too; /internal takes only the jobs issuer.
+    local path
+    for path in /api/admin/users /api/v2/tenants/acme/orders /api/reports /internal/jobs; do
+        expect_status 401 "$path without a token" -H "X-Client-Id: $CLIENT_ID" "$base$path"
+    done
+    expect_status 200 "API v2 on the caller's tenant" "${hdrs[@]}" "$base/api/v2/tenants/acme/orders"
+    expect_status 403 "API v2 on another tenant" "${hdrs[@]}" "$base/api/v2/tenants/globex/orders"
+    expect_status 401 "a user token on /internal" "${hdrs[@]}" "$base/internal/jobs"
+    expect_status 200 "a jobs token on /internal" -H "Authorization: Bearer $JOBS_TOKEN" "$base/internal/jobs"
     local body ts sig
     body='{"id":"evt_bench_'$RANDOM$RANDOM'","type":"charge.succeeded","data":{"object":{"amount":4200}}}'
     ts=$(date +%s)
@@ -516,7 +617,7 @@ print(hmac.new(os.environ["PORTCULLIS_BENCH_WEBHOOK_SECRET"].encode(), sys.argv[
         -H "Stripe-Signature: t=$ts,v1=$sig" --data-binary "$body" "$base/webhooks/stripe/events"
     expect_status 401 "an unsigned webhook POST" -X POST -H 'Content-Type: application/json' \
         --data-binary "$body" "$base/webhooks/stripe/events"
-    log "$name: rules live (200 + RateLimit headers, body intact; 401 without token; 403 cross-tenant; webhook signed 200 / unsigned 401)"
+    log "$name: rules live (200 + RateLimit headers, body intact; 401 without token on every API route; 403 cross-tenant (business, v2); /internal: jobs token only; webhook signed 200 / unsigned 401)"
 }
 
 start_S2b() {
@@ -549,6 +650,7 @@ starter() {
     local base=${1%%:*}
     case $base in
         S2b-mi) echo start_S2b-mi ;;
+        S3-rs) echo start_S3-rs ;;
         *) echo "start_${base%%-*}" ;;
     esac
 }
@@ -580,7 +682,7 @@ size_label() { if (($1 % 1024 == 0)); then echo "$(($1 / 1024))k"; else echo "$1
 # The plan: "SCENARIO BYTES" lines, grouped by body size (the origin restarts between groups).
 plan() {
     local s size
-    for s in S0 S1 S2 S2b S2b-mi S3; do
+    for s in S0 S1 S2 S2b S2b-mi S3 S3-rs; do
         want "$s" && echo "$s $BODY_BYTES"
     done
     for size in $SIZES; do
@@ -597,8 +699,13 @@ want() { [[ -z $SCENARIOS ]] || [[ " $SCENARIOS " == *" $1 "* ]]; }
 # Diagnostic variants: SCENARIOS may name "BASE:VARIANT" (e.g. "S2:nows"), measured like BASE
 # with the shell assignments of $VARIANT_<VARIANT> applied (any of SERVER_EXTRA, PORTCULLIS,
 # PASSTHROUGH, PASSTHROUGH_MI, PASSTHROUGH_ARGS, S4_RULES, S3_EXTRA_RULES, FLEET=1: fleet mode on a
-# local redis-server), e.g. VARIANT_nows="SERVER_EXTRA='work_stealing: false'",
+# local redis-server, LOG_AS_SHIPPED=1: logging as shipped), e.g.
+# VARIANT_nows="SERVER_EXTRA='work_stealing: false'",
 # or VARIANT_held="S4_RULES=\$LOAD_DIR/rules-s4-held" (S4 with a blocking rule: responses held whole).
+# Built in: VARIANT_log="LOG_AS_SHIPPED=1" (S2:log, the empty rule set with the access log on) and
+# VARIANT_nolog="LOG_AS_SHIPPED=0" (S3:nolog, S3 with S2's logging: what the access log costs).
+: "${VARIANT_log:=LOG_AS_SHIPPED=1}" "${VARIANT_nolog:=LOG_AS_SHIPPED=0}"
+export VARIANT_log VARIANT_nolog
 variant_lines() {
     local tok
     for tok in $SCENARIOS; do
@@ -616,11 +723,11 @@ with_variant() {
     fi
     local spec="VARIANT_${scen#*:}"
     [[ -n ${!spec:-} ]] || die "$scen: \$$spec is not set"
-    local saved=("$SERVER_EXTRA" "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_ARGS" "$PASSTHROUGH_MI" "${S4_RULES:-}" "${S3_EXTRA_RULES:-}" "${FLEET:-}")
+    local saved=("$SERVER_EXTRA" "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_ARGS" "$PASSTHROUGH_MI" "${S4_RULES:-}" "${S3_EXTRA_RULES:-}" "${FLEET:-}" "${LOG_AS_SHIPPED:-}")
     eval "${!spec}"
     "$@"
     SERVER_EXTRA=${saved[0]} PORTCULLIS=${saved[1]} PASSTHROUGH=${saved[2]} PASSTHROUGH_ARGS=${saved[3]}
-    PASSTHROUGH_MI=${saved[4]} S4_RULES=${saved[5]} S3_EXTRA_RULES=${saved[6]} FLEET=${saved[7]}
+    PASSTHROUGH_MI=${saved[4]} S4_RULES=${saved[5]} S3_EXTRA_RULES=${saved[6]} FLEET=${saved[7]} LOG_AS_SHIPPED=${saved[8]}
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -631,7 +738,7 @@ measure() {
     local out=$TMP/$scen.$rep
     "$(starter "$scen")"
     local url="http://$TARGET_ADDR$REQ_PATH" hdrs=()
-    mapfile -t hdrs < <(load_headers)
+    mapfile -t hdrs < <(wrk_load_args "$scen")
 
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP_SECS}s" "${hdrs[@]}" "$url" >"$out.warmup" 2>&1
     no_errors "$scen" "$out.warmup"
@@ -648,18 +755,24 @@ measure() {
     o1=$(cpu_ticks "$ORIGIN_PID")
     no_errors "$scen" "$out.wrk"
 
-    local q0 q1
-    q0=$( ((${#proxy_pids[@]})) && cpu_ticks "${proxy_pids[@]}" || echo 0)
-    taskset -c "$LOAD_CPU" oha --no-tui --output-format json -w -z "${OHA_SECS}s" -c "$CONNS" -q "$RATE" \
-        --latency-correction "${hdrs[@]}" "$url" >"$out.oha.json" 2>"$out.oha.err" ||
-        die "oha failed for $scen: $(cat "$out.oha.err")"
-    q1=$( ((${#proxy_pids[@]})) && cpu_ticks "${proxy_pids[@]}" || echo 0)
+    # Open loop (oha). oha sends one fixed header set: a rotating scenario would be served from the
+    # token cache after the first request per token, so it has no open-loop figures.
+    local q0=0 q1=0 oha=(--oha "$out.oha.json")
+    if rotates "$scen"; then
+        oha=(--no-oha "oha cannot rotate tokens (one fixed header set)")
+    else
+        q0=$( ((${#proxy_pids[@]})) && cpu_ticks "${proxy_pids[@]}" || echo 0)
+        taskset -c "$LOAD_CPU" oha --no-tui --output-format json -w -z "${OHA_SECS}s" -c "$CONNS" -q "$RATE" \
+            --latency-correction "${hdrs[@]}" "$url" >"$out.oha.json" 2>"$out.oha.err" ||
+            die "oha failed for $scen: $(cat "$out.oha.err")"
+        q1=$( ((${#proxy_pids[@]})) && cpu_ticks "${proxy_pids[@]}" || echo 0)
+    fi
 
     local rss=""
     [[ -n $RSS_PID ]] && rss=$(vm_hwm_kib "$RSS_PID")
 
     python3 "$LOAD_DIR/report.py" record --scenario "$scen" --rep "$rep" --body-bytes "$CUR_BYTES" \
-        --wrk "$out.wrk" --oha "$out.oha.json" --clk-tck "$CLK_TCK" \
+        --wrk "$out.wrk" "${oha[@]}" --clk-tck "$CLK_TCK" \
         --proxy-ticks "$((p1 - p0))" --proxy-ticks-fixed "$((q1 - q0))" --origin-ticks "$((o1 - o0))" --has-proxy "$([[ -n $PROXY_PID ]] && echo 1 || echo 0)" \
         --wall "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" --rss-kib "${rss:-}" >>"$TMP/raw.jsonl" ||
         die "$scen: refused or failed requests during the measurement (see above)"
@@ -717,7 +830,7 @@ profile() {
     "$(starter "$scen")"
     [[ -n $PROXY_PID ]] || die "$scen has no proxy process to profile"
     local url="http://$TARGET_ADDR$REQ_PATH" hdrs=() pid out=$RESULTS/profile-$scen
-    mapfile -t hdrs < <(load_headers)
+    mapfile -t hdrs < <(wrk_load_args "$scen")
     pid=$(worker_pid "$scen")
     # 1. Events per request: syscalls by kind, context switches, wake-ups (perf stat over one wrk run).
     local events=raw_syscalls:sys_enter,context-switches,sched:sched_wakeup,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_readv,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_clock_gettime,syscalls:sys_enter_connect,syscalls:sys_enter_close
@@ -764,10 +877,22 @@ instructions() {
     local pid n=${INSTR_REQUESTS:-10000} hdrs=() url="http://$TARGET_ADDR$REQ_PATH"
     pid=$(worker_pid "$scen")
     mapfile -t hdrs < <(load_headers)
-    taskset -c "$LOAD_CPU" oha --no-tui -n 2000 -c 10 "${hdrs[@]}" "$url" >/dev/null 2>&1 || die "warm-up failed"
-    callgrind_control -z "$pid" >/dev/null
-    taskset -c "$LOAD_CPU" oha --no-tui --output-format json -n "$n" -c 10 "${hdrs[@]}" "$url" >"$TMP/instr.json" 2>&1 ||
-        die "oha failed: $(cat "$TMP/instr.json")"
+    if rotates "$scen"; then
+        # oha cannot rotate tokens: rs256.py sends exactly n requests over 10 connections, each
+        # with the next token of the file (the warm-up's 2000 first, then n fresh ones).
+        taskset -c "$LOAD_CPU" python3 "$LOAD_DIR/rs256.py" drive --tokens "$BENCH_TOKENS" --addr "$TARGET_ADDR" \
+            --path "$REQ_PATH" --client-id "$CLIENT_ID" -n 2000 -c 10 >"$TMP/instr.out" 2>&1 ||
+            die "warm-up failed: $(cat "$TMP/instr.out")"
+        callgrind_control -z "$pid" >/dev/null
+        taskset -c "$LOAD_CPU" python3 "$LOAD_DIR/rs256.py" drive --tokens "$BENCH_TOKENS" --addr "$TARGET_ADDR" \
+            --path "$REQ_PATH" --client-id "$CLIENT_ID" -n "$n" -c 10 --offset 2000 >"$TMP/instr.out" 2>&1 ||
+            die "rs256.py drive failed: $(cat "$TMP/instr.out")"
+    else
+        taskset -c "$LOAD_CPU" oha --no-tui -n 2000 -c 10 "${hdrs[@]}" "$url" >/dev/null 2>&1 || die "warm-up failed"
+        callgrind_control -z "$pid" >/dev/null
+        taskset -c "$LOAD_CPU" oha --no-tui --output-format json -n "$n" -c 10 "${hdrs[@]}" "$url" >"$TMP/instr.json" 2>&1 ||
+            die "oha failed: $(cat "$TMP/instr.json")"
+    fi
     callgrind_control -d "$pid" >/dev/null
     sleep 1
     python3 - "$n" "$scen" "$TMP"/cg."$pid".out.* <<'PY'
@@ -805,17 +930,18 @@ idle_memory() {
     fi
 }
 
-# A per-run HS256 token for tenant `acme` (rules-s3/identity.yaml), valid for a day.
+# make_token ISSUER AUDIENCE KID SECRET_ENV: a per-run HS256 token for tenant `acme`
+# (rules-s3/identity.yaml), valid for a day.
 make_token() {
-    python3 - <<'PY'
-import base64, hashlib, hmac, json, os, time
+    python3 - "$@" <<'PY'
+import base64, hashlib, hmac, json, os, sys, time
+iss, aud, kid, env = sys.argv[1:5]
 b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "bench-1"}).encode())
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
 now = int(time.time())
-claims = {"iss": "portcullis-bench", "aud": "portcullis-bench", "sub": "bench-user", "tenant": "acme",
-          "iat": now, "exp": now + 86400}
+claims = {"iss": iss, "aud": aud, "sub": "bench-user", "tenant": "acme", "iat": now, "exp": now + 86400}
 body = b64(json.dumps(claims).encode())
-key = os.environ["PORTCULLIS_BENCH_JWT_SECRET"].encode()
+key = os.environ[env].encode()
 sig = b64(hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest())
 print(f"{head}.{body}.{sig}")
 PY
@@ -835,8 +961,11 @@ main() {
 
     PORTCULLIS_BENCH_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
     PORTCULLIS_BENCH_WEBHOOK_SECRET=whsec_$(python3 -c 'import secrets; print(secrets.token_hex(24))')
-    export PORTCULLIS_BENCH_JWT_SECRET PORTCULLIS_BENCH_WEBHOOK_SECRET
-    TOKEN=$(make_token)
+    PORTCULLIS_BENCH_JOBS_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+    export PORTCULLIS_BENCH_JWT_SECRET PORTCULLIS_BENCH_WEBHOOK_SECRET PORTCULLIS_BENCH_JOBS_SECRET
+    TOKEN=$(make_token portcullis-bench portcullis-bench bench-1 PORTCULLIS_BENCH_JWT_SECRET)
+    JOBS_TOKEN=$(make_token portcullis-bench-jobs portcullis-internal jobs-1 PORTCULLIS_BENCH_JOBS_SECRET)
+    rs_key
     REP=0
     probe_s4
 
@@ -855,7 +984,7 @@ main() {
         "$(cut -d' ' -f1-3 /proc/loadavg)" \
         "$([[ $QUICK == 1 ]] && echo quick || echo full)" \
         "$REPS" "$WRK_SECS" "$OHA_SECS" "$WARMUP_SECS" "$CONNS" "$RATE" "$BODY_BYTES" "$SIZES" "$S4_STATUS" \
-        "GET $REQ_PATH, Authorization: Bearer <HS256 JWT>, X-Client-Id" >"$TMP/facts.json"
+        "GET $REQ_PATH, Authorization: Bearer <HS256 JWT> (S3-rs: another RS256 JWT each request), X-Client-Id" >"$TMP/facts.json"
 
     if [[ -n $INSTR ]]; then
         with_variant "$INSTR" instructions "$INSTR"
