@@ -1,6 +1,7 @@
 //! Portcullis: the Pingora glue (the only code that touches `ProxyHttp`/`Session`), the control
 //! endpoint, metrics, logs, the CLI and the demo. Every decision lives in `portcullis-rules`.
 
+pub mod access_log;
 pub mod alerting;
 pub mod anomaly;
 pub mod audit;

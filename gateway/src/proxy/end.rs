@@ -117,34 +117,29 @@ impl Portcullis {
             let rules = ctx.rules.snapshot.anomaly.rules();
             self.shared.anomaly.status(rules, route, ctx.identity.as_ref(), ctx.client_ip, status);
         }
-        if !self.shared.config.access_log {
+        if !self.shared.config.access_log || !crate::access_log::enabled() {
             return;
         }
         let req = session.req_header();
-        let route = self.route(ctx).map_or("", |r| r.id.as_str());
-        tracing::info!(
-            log.logger = "access",
-            event.kind = "event",
-            event.category = "web",
-            event.action = "request",
-            event.outcome = if status != 0 && status < 400 { "success" } else { "failure" },
-            event.duration = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            http.request.id = %ctx.request_id,
-            http.request.method = %req.method,
-            url.path = %req.uri.path(),
-            http.response.status_code = status,
-            http.request.body.bytes = ctx.body_bytes,
-            source.ip = ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
-            route = route,
-            upstream.address = ctx.backend.map(|b| b.to_string()).unwrap_or_default(),
-            deny.code = ctx.verdict.code().map_or("", |d| d.as_str()),
-            deny.reason = ctx.verdict.reason(),
-            webhook.secret_id = ctx.webhook_secret.as_deref().unwrap_or(""),
-            tenant.id = ctx.identity.as_ref().and_then(|i| i.tenant.as_deref()).unwrap_or(""),
-            user.id = ctx.identity.as_ref().map_or("", |i| i.subject.as_str()),
-            session.id = ctx.identity.as_ref().and_then(|i| i.session.as_deref()).unwrap_or(""),
-            error.message = e.map(|e| e.etype().as_str()).unwrap_or(""),
-            "request"
-        );
+        let identity = ctx.identity.as_ref();
+        crate::access_log::write(&crate::access_log::Line {
+            success: status != 0 && status < 400,
+            duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            request_id: &ctx.request_id,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status,
+            body_bytes: ctx.body_bytes,
+            source_ip: ctx.client_ip,
+            route: self.route(ctx).map_or("", |r| r.id.as_str()),
+            upstream: ctx.backend,
+            deny_code: ctx.verdict.code().map_or("", |d| d.as_str()),
+            deny_reason: ctx.verdict.reason(),
+            webhook_secret_id: ctx.webhook_secret.as_deref().unwrap_or(""),
+            tenant_id: identity.and_then(|i| i.tenant.as_deref()).unwrap_or(""),
+            user_id: identity.map_or("", |i| i.subject.as_str()),
+            session_id: identity.and_then(|i| i.session.as_deref()).unwrap_or(""),
+            error: e.map(|e| e.etype().as_str()).unwrap_or(""),
+        });
     }
 }
