@@ -4,6 +4,7 @@
 
 use super::{Ctx, Portcullis};
 use crate::metrics::UpstreamError;
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
@@ -54,20 +55,34 @@ pub(crate) fn response_head_bytes(resp: &ResponseHeader) -> usize {
 }
 
 /// RFC 7239 `Forwarded` for the upstream: `for` (the client IP we determined), `proto`, `host`.
-pub(super) fn forwarded_value(ip: Option<IpAddr>, proto: &str, host: Option<&str>) -> String {
-    let mut v = match ip {
-        Some(IpAddr::V4(a)) => format!("for={a};"),
-        Some(IpAddr::V6(a)) => format!("for=\"[{a}]\";"),
-        None => String::new(),
-    };
-    v.push_str("proto=");
-    v.push_str(proto);
-    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
-        v.push_str(";host=\"");
-        v.push_str(h);
-        v.push('"');
+pub(super) fn forwarded_value(ip: Option<IpAddr>, proto: &str, host: Option<&str>) -> HeaderValue {
+    // Built as bytes with its final size (was `format!` over the address's `Display` and a
+    // growing `String`: ≈ 1.5k instructions per request, benches/README.md issue 18).
+    let addr = ip.map(ip_header_value);
+    let host = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+    let mut v = Vec::with_capacity(40 + addr.as_ref().map_or(0, HeaderValue::len) + host.map_or(0, str::len));
+    match (ip, &addr) {
+        (Some(IpAddr::V6(_)), Some(a)) => {
+            v.extend_from_slice(b"for=\"[");
+            v.extend_from_slice(a.as_bytes());
+            v.extend_from_slice(b"]\";");
+        }
+        (_, Some(a)) => {
+            v.extend_from_slice(b"for=");
+            v.extend_from_slice(a.as_bytes());
+            v.push(b';');
+        }
+        _ => {}
     }
-    v
+    v.extend_from_slice(b"proto=");
+    v.extend_from_slice(proto.as_bytes());
+    if let Some(h) = host {
+        v.extend_from_slice(b";host=\"");
+        v.extend_from_slice(h.as_bytes());
+        v.push(b'"');
+    }
+    // Visible ASCII only (the address, our proto, a host checked above): always a valid value.
+    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 impl Portcullis {

@@ -7,6 +7,13 @@ fn forwarded_is_rfc_7239() {
     assert_eq!(forwarded_value(Some(v4), "https", Some("a.test")), "for=192.0.2.7;proto=https;host=\"a.test\"");
     assert_eq!(forwarded_value(Some(v6), "http", None), "for=\"[2001:db8::1]\";proto=http");
     assert_eq!(forwarded_value(None, "http", Some("bad\"host")), "proto=http");
+    let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+    assert_eq!(
+        forwarded_value(Some(mapped), "https", Some("b.test:8443")),
+        "for=\"[::ffff:192.0.2.1]\";proto=https;host=\"b.test:8443\""
+    );
+    assert_eq!(forwarded_value(Some(v4), "http", Some("caf\u{e9}.test")), "for=192.0.2.7;proto=http");
+    assert_eq!(forwarded_value(Some(v4), "http", Some("a\\b")), "for=192.0.2.7;proto=http");
 }
 
 #[test]
