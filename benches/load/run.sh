@@ -48,7 +48,9 @@
 # Environment overrides: CONNS (50), RATE (open-loop requests/s, 2000), BODY_BYTES (256, for
 #   S0-S3), SIZES (body sizes of S3-*/S4-*, "1024 16384 65536"; quick "16384"), WRK_SECS,
 #   OHA_SECS, WARMUP_SECS, REPS, SCENARIOS (e.g. "S2 S2b": only these), CARGO_TARGET_DIR,
-#   PORTCULLIS_BIN / PASSTHROUGH_BIN (measure other builds), SERVER_EXTRA (one more `server:` key
+#   PORTCULLIS_BIN / PASSTHROUGH_BIN (measure other builds), PROXY_THREADS (Portcullis's
+#   server.threads, 1) and PROXY_CPU (the cores it is pinned to, 1; e.g. VARIANT_t2="PROXY_THREADS=2
+#   PROXY_CPU=0,1" for the scaling check), SERVER_EXTRA (one more `server:` key
 #   for Portcullis, e.g. "work_stealing: false"), PASSTHROUGH_ARGS (diagnostics), NO_BUILD=1
 #   (skip the cargo build: use the binaries already in $CARGO_TARGET_DIR/release).
 # Output: a Markdown table on stdout and in benches/load/results/latest.md, and
@@ -378,7 +380,7 @@ listen: { proxy: "127.0.0.1:0", control: "127.0.0.1:0" }
 state_dir: $dir/state
 rules: { dir: $dir/rules }
 server:
-  threads: 1
+  threads: ${PROXY_THREADS:-1}
 ${SERVER_EXTRA:+  $SERVER_EXTRA
 }  grace_period_seconds: 0
   graceful_shutdown_timeout_seconds: 1
@@ -723,11 +725,12 @@ with_variant() {
     fi
     local spec="VARIANT_${scen#*:}"
     [[ -n ${!spec:-} ]] || die "$scen: \$$spec is not set"
-    local saved=("$SERVER_EXTRA" "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_ARGS" "$PASSTHROUGH_MI" "${S4_RULES:-}" "${S3_EXTRA_RULES:-}" "${FLEET:-}" "${LOG_AS_SHIPPED:-}")
+    local saved=("$SERVER_EXTRA" "$PORTCULLIS" "$PASSTHROUGH" "$PASSTHROUGH_ARGS" "$PASSTHROUGH_MI" "${S4_RULES:-}" "${S3_EXTRA_RULES:-}" "${FLEET:-}" "${LOG_AS_SHIPPED:-}" "${PROXY_THREADS:-1}" "$PROXY_CPU")
     eval "${!spec}"
     "$@"
     SERVER_EXTRA=${saved[0]} PORTCULLIS=${saved[1]} PASSTHROUGH=${saved[2]} PASSTHROUGH_ARGS=${saved[3]}
     PASSTHROUGH_MI=${saved[4]} S4_RULES=${saved[5]} S3_EXTRA_RULES=${saved[6]} FLEET=${saved[7]} LOG_AS_SHIPPED=${saved[8]}
+    PROXY_THREADS=${saved[9]} PROXY_CPU=${saved[10]}
 }
 
 # ---------------------------------------------------------------------------------------------
