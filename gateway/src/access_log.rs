@@ -14,6 +14,7 @@
 //! Whether the line is written still follows the log filter (`logging.level`, `PORTCULLIS_LOG`):
 //! it is an INFO record of target `portcullis::proxy::end`, as it was.
 
+use portcullis_rules::limits::quota::civil_from_days;
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -150,32 +151,24 @@ fn timestamp(buf: &mut Vec<u8>, now: SystemTime) {
     buf.push(b'Z');
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.` of a time in seconds since the epoch (civil from days: H. Hinnant).
+/// `YYYY-MM-DDTHH:MM:SS.` of a time in seconds since the epoch.
 fn date_time(secs: u64) -> [u8; 20] {
-    let days = (secs / 86_400) as i64;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_from_days(days);
     let mut out = *b"0000-00-00T00:00:00.";
-    let put = |out: &mut [u8; 20], at: usize, width: usize, mut v: i64| {
+    let put = |out: &mut [u8; 20], at: usize, width: usize, mut v: u64| {
         for k in (at..at + width).rev() {
-            out[k] = b'0' + (v.rem_euclid(10)) as u8;
+            out[k] = b'0' + (v % 10) as u8;
             v /= 10;
         }
     };
-    put(&mut out, 0, 4, year);
-    put(&mut out, 5, 2, month);
-    put(&mut out, 8, 2, day);
-    put(&mut out, 11, 2, (rem / 3600) as i64);
-    put(&mut out, 14, 2, (rem / 60 % 60) as i64);
-    put(&mut out, 17, 2, (rem % 60) as i64);
+    put(&mut out, 0, 4, u64::try_from(year).unwrap_or(0));
+    put(&mut out, 5, 2, u64::from(month));
+    put(&mut out, 8, 2, u64::from(day));
+    put(&mut out, 11, 2, rem / 3600);
+    put(&mut out, 14, 2, rem / 60 % 60);
+    put(&mut out, 17, 2, rem % 60);
     out
 }
 
