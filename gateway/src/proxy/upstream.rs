@@ -55,24 +55,24 @@ pub(crate) fn response_head_bytes(resp: &ResponseHeader) -> usize {
 }
 
 /// RFC 7239 `Forwarded` for the upstream: `for` (the client IP we determined), `proto`, `host`.
-pub(super) fn forwarded_value(ip: Option<IpAddr>, proto: &str, host: Option<&str>) -> HeaderValue {
+/// `client` is the client's address with its header text (what `X-Forwarded-For` carries).
+pub(super) fn forwarded_value(client: Option<(IpAddr, &HeaderValue)>, proto: &str, host: Option<&str>) -> HeaderValue {
     // Built as bytes with its final size (was `format!` over the address's `Display` and a
     // growing `String`: ≈ 1.5k instructions per request, benches/README.md issue 18).
-    let addr = ip.map(ip_header_value);
     let host = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
-    let mut v = Vec::with_capacity(40 + addr.as_ref().map_or(0, HeaderValue::len) + host.map_or(0, str::len));
-    match (ip, &addr) {
-        (Some(IpAddr::V6(_)), Some(a)) => {
+    let mut v = Vec::with_capacity(40 + client.map_or(0, |(_, a)| a.len()) + host.map_or(0, str::len));
+    match client {
+        Some((IpAddr::V6(_), a)) => {
             v.extend_from_slice(b"for=\"[");
             v.extend_from_slice(a.as_bytes());
             v.extend_from_slice(b"]\";");
         }
-        (_, Some(a)) => {
+        Some((IpAddr::V4(_), a)) => {
             v.extend_from_slice(b"for=");
             v.extend_from_slice(a.as_bytes());
             v.push(b';');
         }
-        _ => {}
+        None => {}
     }
     v.extend_from_slice(b"proto=");
     v.extend_from_slice(proto.as_bytes());
@@ -174,16 +174,19 @@ impl Portcullis {
                 }
             }
         }
-        if let Some(ip) = ctx.client_ip {
-            let ip = ip_header_value(ip);
-            up.insert_header("x-forwarded-for", ip.clone())?;
-            up.insert_header("x-real-ip", ip)?;
+        let client = ctx.client_ip.map(|ip| (ip, ip_header_value(ip)));
+        if let Some((_, text)) = &client {
+            up.insert_header("x-forwarded-for", text.clone())?;
+            up.insert_header("x-real-ip", text.clone())?;
         }
         up.insert_header("x-forwarded-proto", HeaderValue::from_static(ctx.proto))?;
         if let Some(h) = &ctx.host {
             up.insert_header("x-forwarded-host", h.as_str())?;
         }
-        up.insert_header("forwarded", forwarded_value(ctx.client_ip, ctx.proto, ctx.host.as_deref()))?;
+        up.insert_header(
+            "forwarded",
+            forwarded_value(client.as_ref().map(|(ip, text)| (*ip, text)), ctx.proto, ctx.host.as_deref()),
+        )?;
         up.insert_header("x-request-id", ctx.request_id.as_str())?;
         if self.pii_policy(&ctx.rules, ctx).is_some() {
             crate::pii_response::request_headers(up)?;
