@@ -31,6 +31,7 @@ use pingora_timeout::fast_timeout::fast_timeout;
 use portcullis_rules::deny::{render, Deny, DenyCode};
 use portcullis_rules::framing::{self, HeaderLimits};
 use serde_json::Value;
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::Arc;
@@ -476,13 +477,13 @@ enum HeadRead {
 async fn read_head(
     stream: &mut Stream,
     buf: &mut BytesMut,
+    idle_timer: &mut IdleTimer,
     idle: Duration,
     deadline: Duration,
     max: usize,
 ) -> HeadRead {
-    // Pingora's coarse timer wheel: the framework's idiom for coarse per-request deadlines.
-    match fast_timeout(idle, stream.read_buf(buf)).await {
-        Ok(Ok(n)) if n > 0 => {}
+    match idle_timer.run(idle, stream.read_buf(buf)).await {
+        Some(Ok(n)) if n > 0 => {}
         _ => return HeadRead::Closed,
     }
     if framing::head_complete(buf, 0) {
@@ -500,11 +501,46 @@ async fn read_head(
             return HeadRead::TooLarge;
         }
         let remaining = deadline.saturating_sub(start.elapsed());
+        // Pingora's coarse timer wheel: the framework's idiom for coarse per-request deadlines.
         match fast_timeout(remaining, stream.read_buf(buf)).await {
             Err(_) => return HeadRead::TimedOut,
             Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
             Ok(Ok(_)) => {}
         }
+    }
+}
+
+/// The wait for a connection's next request head (its first byte): one timer per connection,
+/// re-armed for each wait, rather than a timer registered and dropped per request (Pingora's
+/// `fast_timeout` costs ≈ 2.4k instructions per request here; re-arming a tokio `Sleep` a
+/// fraction: benches/README.md, issue 18). Armed only when the read is pending: a head already
+/// sent (pipelined, or the first request of a connection) costs no timer at all.
+#[derive(Default)]
+struct IdleTimer(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+
+impl IdleTimer {
+    /// `read`'s output, or `None` when `idle` passed first.
+    async fn run<F: Future>(&mut self, idle: Duration, read: F) -> Option<F::Output> {
+        use std::task::Poll;
+        let mut read = std::pin::pin!(read);
+        let mut armed = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = read.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            let timer = match &mut self.0 {
+                Some(t) => {
+                    if !armed {
+                        t.as_mut().reset(tokio::time::Instant::now() + idle);
+                    }
+                    t
+                }
+                None => self.0.insert(Box::pin(tokio::time::sleep(idle))),
+            };
+            armed = true;
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     }
 }
 
@@ -698,10 +734,11 @@ where
         let mut stream = stream;
         let mut settings = None;
         let mut idle = self.header_timeout;
+        let mut idle_timer = IdleTimer::default();
         let mut first = true;
         loop {
             let mut buf = BytesMut::with_capacity(4096);
-            match read_head(&mut stream, &mut buf, idle, self.header_timeout, self.max_head).await {
+            match read_head(&mut stream, &mut buf, &mut idle_timer, idle, self.header_timeout, self.max_head).await {
                 HeadRead::Complete if self.h2c && first && buf.starts_with(&H2_PREFACE[..18]) => {
                     return self.h2c(stream, buf, shutdown).await;
                 }

@@ -167,3 +167,38 @@ fn idle_connections_are_closed_silently_at_their_deadline() {
     assert!(c.wait_closed(Duration::from_secs(4)), "an idle keep-alive connection is closed");
     assert!(t.elapsed() < Duration::from_secs(3), "after {:?}", t.elapsed());
 }
+
+/// A connection keeps one idle timer, re-armed for each wait for a request head (server.rs
+/// `IdleTimer`): each wait gets its whole allowance from when it began, never what an earlier
+/// wait left, and a wait ends at its own deadline. Members: a request after most of the first
+/// wait's allowance, then one after most of the second's (past the first wait's deadline: a
+/// timer not re-armed would have closed the connection), then the idle close. And a pipelined
+/// pair (configuration.md, "HTTP/1.1 pipelining"): the first answered, the connection closed,
+/// nothing of the second forwarded.
+#[test]
+fn each_wait_for_a_request_head_gets_its_whole_allowance() {
+    let up = Upstream::start("app");
+    let gw = Cfg::new(&[up.addr()]);
+    let gw = Cfg { limits: format!("{}  keepalive_timeout_seconds: 1\n", gw.limits), ..gw }.start();
+    let mut c = portcullis_tests::RawConn::connect(gw.proxy_addr());
+    // First wait: `header_timeout_ms` (1 s); the timer is made here (the read was pending).
+    std::thread::sleep(Duration::from_millis(700));
+    c.send(b"GET /w1 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(c.read_response(Duration::from_secs(3)).expect("a response").status, 200);
+    // Second wait: 0.7 s more, 1.4 s after the timer was first armed.
+    std::thread::sleep(Duration::from_millis(700));
+    c.send(b"GET /w2 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(c.read_response(Duration::from_secs(3)).expect("the re-armed wait was not cut").status, 200);
+    let t = Instant::now();
+    assert!(c.wait_closed(Duration::from_secs(4)), "the last wait still ends at its deadline");
+    let idle = t.elapsed();
+    assert!((Duration::from_millis(700)..Duration::from_secs(3)).contains(&idle), "closed after {idle:?}");
+
+    // Pipelined: the first request is answered, then the connection closes unread.
+    let mut c = portcullis_tests::RawConn::connect(gw.proxy_addr());
+    c.send(b"GET /w3 HTTP/1.1\r\nHost: t\r\n\r\nGET /w4 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(c.read_response(Duration::from_secs(3)).expect("a response").status, 200);
+    assert!(c.wait_closed(Duration::from_secs(2)), "closed after the first pipelined response");
+    let paths: Vec<String> = up.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/w1", "/w2", "/w3"], "nothing of the pipelined request was forwarded");
+}
