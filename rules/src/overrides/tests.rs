@@ -23,6 +23,11 @@ fn names_compare_as_cgi_stacks_merge_them() {
     }
     assert!(!is_alternate_spelling("x-tenant"));
     assert!(!is_alternate_spelling("X-Tenant-1"));
+    // The lookup table agrees with the rule (a letter, a digit or `-`) on every character.
+    for c in (0u8..0x80).map(char::from).chain(['é', 'ſ', '\u{212a}']) {
+        let name = format!("x{c}tenant");
+        assert_eq!(is_alternate_spelling(&name), !(c.is_ascii_alphanumeric() || c == '-'), "{name:?}");
+    }
 }
 
 #[test]
