@@ -513,8 +513,9 @@ async fn read_head(
 /// The wait for a connection's next request head (its first byte): one timer per connection,
 /// re-armed for each wait, rather than a timer registered and dropped per request (Pingora's
 /// `fast_timeout` costs ≈ 2.4k instructions per request here; re-arming a tokio `Sleep` a
-/// fraction: benches/README.md, issue 18). Armed only when the read is pending: a head already
-/// sent (pipelined, or the first request of a connection) costs no timer at all.
+/// fraction: benches/README.md, issue 18). Armed only when the read is pending: a head that is
+/// already there costs no timer at all. Between waits it may still fire (a request that outlasts
+/// the allowance): a spurious wake-up of the connection's task, and the next wait re-arms it.
 #[derive(Default)]
 struct IdleTimer(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
 
