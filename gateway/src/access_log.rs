@@ -47,7 +47,7 @@ pub struct Line<'a> {
 /// Whether the log filter lets the access log's records through (cached per callsite by
 /// `tracing`: a load and a compare).
 pub fn enabled() -> bool {
-    tracing::enabled!(target: "portcullis::proxy::end", tracing::Level::INFO)
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }
 
 thread_local! {

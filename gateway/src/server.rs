@@ -477,12 +477,12 @@ enum HeadRead {
 async fn read_head(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    idle_timer: &mut IdleTimer,
+    timer: &mut ReadTimer,
     idle: Duration,
     deadline: Duration,
     max: usize,
 ) -> HeadRead {
-    match idle_timer.run(idle, stream.read_buf(buf)).await {
+    match timer.run(idle, stream.read_buf(buf)).await {
         Some(Ok(n)) if n > 0 => {}
         _ => return HeadRead::Closed,
     }
@@ -501,27 +501,27 @@ async fn read_head(
             return HeadRead::TooLarge;
         }
         let remaining = deadline.saturating_sub(start.elapsed());
-        // Pingora's coarse timer wheel: the framework's idiom for coarse per-request deadlines.
-        match fast_timeout(remaining, stream.read_buf(buf)).await {
-            Err(_) => return HeadRead::TimedOut,
-            Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
-            Ok(Ok(_)) => {}
+        match timer.run(remaining, stream.read_buf(buf)).await {
+            None => return HeadRead::TimedOut,
+            Some(Ok(0)) | Some(Err(_)) => return HeadRead::Closed,
+            Some(Ok(_)) => {}
         }
     }
 }
 
-/// The wait for a connection's next request head (its first byte): one timer per connection,
-/// re-armed for each wait, rather than a timer registered and dropped per request (Pingora's
-/// `fast_timeout` costs ≈ 2.4k instructions per request here; re-arming a tokio `Sleep` a
-/// fraction: benches/README.md, issue 18). Armed only when the read is pending: a head that is
-/// already there costs no timer at all. Between waits it may still fire (a request that outlasts
-/// the allowance): a spurious wake-up of the connection's task, and the next wait re-arms it.
+/// The deadline of each read of a request head (the wait for its first byte, then the rest of a
+/// head that came in pieces): one timer per connection, re-armed for each read, rather than a
+/// timer registered and dropped per request (Pingora's `fast_timeout` cost ≈ 2.4k instructions
+/// per request here; re-arming a tokio `Sleep` a fraction: benches/README.md, issue 18). Armed
+/// only when the read is pending: bytes already there cost no timer at all. Between reads it may
+/// still fire (a request that outlasts the allowance): a spurious wake-up of the connection's
+/// task, and the next read re-arms it.
 #[derive(Default)]
-struct IdleTimer(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+struct ReadTimer(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
 
-impl IdleTimer {
-    /// `read`'s output, or `None` when `idle` passed first.
-    async fn run<F: Future>(&mut self, idle: Duration, read: F) -> Option<F::Output> {
+impl ReadTimer {
+    /// `read`'s output, or `None` when `limit` passed first.
+    async fn run<F: Future>(&mut self, limit: Duration, read: F) -> Option<F::Output> {
         use std::task::Poll;
         let mut read = std::pin::pin!(read);
         let mut armed = false;
@@ -532,11 +532,11 @@ impl IdleTimer {
             let timer = match &mut self.0 {
                 Some(t) => {
                     if !armed {
-                        t.as_mut().reset(tokio::time::Instant::now() + idle);
+                        t.as_mut().reset(tokio::time::Instant::now() + limit);
                     }
                     t
                 }
-                None => self.0.insert(Box::pin(tokio::time::sleep(idle))),
+                None => self.0.insert(Box::pin(tokio::time::sleep(limit))),
             };
             armed = true;
             timer.as_mut().poll(cx).map(|()| None)
@@ -735,11 +735,11 @@ where
         let mut stream = stream;
         let mut settings = None;
         let mut idle = self.header_timeout;
-        let mut idle_timer = IdleTimer::default();
+        let mut timer = ReadTimer::default();
         let mut first = true;
         loop {
             let mut buf = BytesMut::with_capacity(4096);
-            match read_head(&mut stream, &mut buf, &mut idle_timer, idle, self.header_timeout, self.max_head).await {
+            match read_head(&mut stream, &mut buf, &mut timer, idle, self.header_timeout, self.max_head).await {
                 HeadRead::Complete if self.h2c && first && buf.starts_with(&H2_PREFACE[..18]) => {
                     return self.h2c(stream, buf, shutdown).await;
                 }

@@ -168,8 +168,8 @@ fn idle_connections_are_closed_silently_at_their_deadline() {
     assert!(t.elapsed() < Duration::from_secs(3), "after {:?}", t.elapsed());
 }
 
-/// A connection keeps one idle timer, re-armed for each wait for a request head (server.rs
-/// `IdleTimer`): each wait gets its whole allowance from when it began, never what an earlier
+/// A connection keeps one read timer, re-armed for each wait for a request head (server.rs
+/// `ReadTimer`): each wait gets its whole allowance from when it began, never what an earlier
 /// wait left, and a wait ends at its own deadline. Members: a request after most of the first
 /// wait's allowance, then one after most of the second's (past the first wait's deadline: a
 /// timer not re-armed would have closed the connection), then the idle close. And a pipelined
